@@ -1,0 +1,58 @@
+"""
+Domain errors: what went wrong, in Comet's own words.
+
+The model and the adapters raise these; exactly one place in the web layer
+(``comet.web._errors``) turns them into HTTP status codes and JSON bodies, so no
+module below the web layer knows anything about HTTP.
+"""
+
+
+class CometError(Exception):
+    """
+    Base class of every error a client may be told about.
+
+    @ivar reason: a sentence for the operator, safe to show to any client.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidInput(CometError):
+    """The request asks for something that can never be valid (a bad name, a bad value)."""
+
+
+class NotFound(CometError):
+    """A resource the request names does not exist."""
+
+
+class Conflict(CometError):
+    """The request is valid but not in the current state (a name taken, a VM running)."""
+
+
+class Unavailable(CometError):
+    """
+    A backend (a compute host, a storage server) that the request needs does not
+    answer.  The reason names which one; the rest of the API keeps working.
+    """
+
+
+class CommandFailed(CometError):
+    """
+    A command on a storage server ran and exited with an error.
+
+    @ivar argv: the command as an argument list.
+    @ivar code: its exit code.
+    @ivar stderr: what it wrote on standard error (decoded, stripped).
+    """
+
+    def __init__(self, argv, code: int, stderr: str, server: str = ""):
+        self.argv = list(argv)
+        self.code = code
+        self.stderr = stderr
+        self.server = server
+        where = f" on {server}" if server else ""
+        super().__init__(
+            f"command {' '.join(self.argv[:3])}{where} failed (exit {code}): {stderr}"
+        )

@@ -1,0 +1,32 @@
+"""
+Comet's packaging.  ``pip install -e .`` installs the daemon, its twistd plugin
+and the ``comet-admin`` tool.  Every dependency has a lower bound.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="comet",
+    version="0.1.0",
+    description="Clusters of libvirt VMs on ZFS zvols exported over iSCSI, behind a JSON REST API",
+    python_requires=">=3.11",
+    packages=find_packages(include=["comet", "comet.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/comet_plugin.py"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted[conch,tls]>=24.7.0",
+        "klein>=23.12.0",
+        "treq>=23.11.0",
+        "attrs>=23.1.0",
+        "jsonschema>=4.20.0",
+        "libvirt-python>=9.0.0",
+        "Pillow>=10.0.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8.0",
+            "hypothesis>=6.100",
+        ],
+    },
+    entry_points={},
+)
