@@ -1,0 +1,233 @@
+"""
+Comet's configuration: one TOML file turned into frozen ``attrs`` objects.
+
+Every key has a default, so that no file at all gives the embedded default (API on
+127.0.0.1:8080, ``comet.sqlite`` in the working directory, one compute host on
+libvirt's in-process ``test:///default`` driver).  The schema below is the only
+list of keys: an unknown key, a value of the wrong type or an unreadable file is a
+L{ConfigError} whose message names the key or the file, so that the daemon stops
+with one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import attrs
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which file or key."""
+
+
+@attrs.frozen
+class APIConfig:
+    #: A Twisted server endpoint string (``tcp:…`` or ``ssl:…``).
+    endpoint: str = "tcp:8080:interface=127.0.0.1"
+    #: Largest request body accepted, in bytes.
+    max_body: int = 1024 * 1024
+
+
+@attrs.frozen
+class DatabaseConfig:
+    #: Path of the SQLite file, relative to the working directory unless absolute.
+    path: str = "comet.sqlite"
+
+
+@attrs.frozen
+class HostConfig:
+    name: str
+    uri: str
+    #: Libvirt domain type for VMs placed here: ``kvm`` in production,
+    #: ``qemu`` (TCG) where the CPU has no virtualisation, ``test`` for the test driver.
+    domain_type: str = "kvm"
+
+
+@attrs.frozen
+class StorageServerConfig:
+    host: str
+    ssh_user: str = "root"
+    ssh_port: int = 22
+    ssh_identity: str = "/etc/comet/id_ed25519"
+    ssh_known_hosts: str = "/etc/comet/known_hosts"
+
+
+@attrs.frozen
+class StoragePoolConfig:
+    name: str
+    server: str
+    dataset: str
+
+
+@attrs.frozen
+class ManholeConfig:
+    #: A Twisted server endpoint string; loopback by default.
+    endpoint: str = "tcp:2222:interface=127.0.0.1"
+    #: An OpenSSH ``authorized_keys`` file: the only keys the manhole accepts.
+    authorized_keys: str = "/etc/comet/manhole_keys"
+    #: Where the manhole's own SSH host key lives; made on first start if absent.
+    host_key: str = "manhole_host_key"
+
+
+@attrs.frozen
+class ComputeConfig:
+    #: How many VMs a cluster ``start``/``stop`` acts on at once.
+    cluster_concurrency: int = 4
+    #: Threads in the pool that runs libvirt calls (all hosts together).
+    libvirt_threads: int = 8
+    #: Seconds a libvirt call may take before its host is reported unreachable.
+    libvirt_timeout: float = 30.0
+
+
+@attrs.frozen
+class StorageConfig:
+    #: The domain part of iSCSI target names: ``iqn.<yyyy-mm>.<iqn_domain>:<pool>.<volume>``.
+    iqn_domain: str = "org.comet"
+    #: Seconds an ssh connection may take to open.
+    connect_timeout: int = 5
+    #: Seconds a command on a storage server may run before it is killed.
+    command_timeout: float = 120.0
+    #: Directory for the ssh ControlMaster sockets.
+    control_dir: str = "/tmp/comet-ssh"
+
+
+@attrs.frozen
+class Config:
+    api: APIConfig = attrs.Factory(APIConfig)
+    database: DatabaseConfig = attrs.Factory(DatabaseConfig)
+    hosts: tuple[HostConfig, ...] = (
+        HostConfig(name="local", uri="test:///default", domain_type="test"),
+    )
+    storageservers: tuple[StorageServerConfig, ...] = ()
+    storagepools: tuple[StoragePoolConfig, ...] = ()
+    manhole: ManholeConfig | None = None
+    compute: ComputeConfig = attrs.Factory(ComputeConfig)
+    storage: StorageConfig = attrs.Factory(StorageConfig)
+    #: The file this came from, or ``None`` for the embedded default.
+    source: str | None = None
+
+
+# table name -> (class, is an array of tables)
+_TABLES: dict[str, tuple[type, bool]] = {
+    "api": (APIConfig, False),
+    "database": (DatabaseConfig, False),
+    "hosts": (HostConfig, True),
+    "storageservers": (StorageServerConfig, True),
+    "storagepools": (StoragePoolConfig, True),
+    "manhole": (ManholeConfig, False),
+    "compute": (ComputeConfig, False),
+    "storage": (StorageConfig, False),
+}
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+}
+
+
+def _field_type(field: attrs.Attribute) -> str:
+    """The TOML type a field accepts, read from its annotation."""
+    return str(field.type).split()[0]
+
+
+def _build(cls: type, table: Any, where: str) -> Any:
+    """Make one C{cls} from a TOML table, naming C{where} in every error."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key {where}.{key} (known: {', '.join(sorted(fields))})"
+            )
+        expected = _field_type(fields[key])
+        if isinstance(value, bool) or not isinstance(value, _TYPES[expected]):
+            raise ConfigError(
+                f"{where}.{key} must be a{'n' if expected == 'int' else ''} {expected},"
+                f" not {type(value).__name__}"
+            )
+        kwargs[key] = float(value) if expected == "float" else value
+    missing = [
+        name
+        for name, f in fields.items()
+        if f.default is attrs.NOTHING and name not in kwargs
+    ]
+    if missing:
+        raise ConfigError(f"{where} needs {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def _check(config: Config) -> Config:
+    """Rules across keys: unique names, pools on known servers."""
+    for what, items, key in [
+        ("hosts", config.hosts, "name"),
+        ("storageservers", config.storageservers, "host"),
+        ("storagepools", config.storagepools, "name"),
+    ]:
+        seen = set()
+        for item in items:
+            value = getattr(item, key)
+            if value in seen:
+                raise ConfigError(f"{what}: {key} {value!r} appears twice")
+            seen.add(value)
+    if not config.hosts:
+        raise ConfigError("hosts: at least one compute host is needed")
+    servers = {s.host for s in config.storageservers}
+    for pool in config.storagepools:
+        if pool.server not in servers:
+            raise ConfigError(
+                f"storagepools.{pool.name}: server {pool.server!r} is not in storageservers"
+            )
+    # Names a client sees must follow the API's own name rule.
+    from comet.names import check_name
+
+    for host in config.hosts:
+        if not check_name(host.name):
+            raise ConfigError(f"hosts: name {host.name!r} is not a valid name")
+    for pool in config.storagepools:
+        if not check_name(pool.name):
+            raise ConfigError(f"storagepools: name {pool.name!r} is not a valid name")
+    return config
+
+
+def parse(text: str, source: str | None = None) -> Config:
+    """Parse TOML text into a L{Config}."""
+    where = source or "<config>"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML: {e}") from None
+    kwargs: dict[str, Any] = {"source": source}
+    for key, value in data.items():
+        if key not in _TABLES:
+            raise ConfigError(
+                f"unknown key {key} in {where} (known: {', '.join(sorted(_TABLES))})"
+            )
+        cls, many = _TABLES[key]
+        if many:
+            if not isinstance(value, list):
+                raise ConfigError(f"{key} must be an array of tables ([[{key}]])")
+            kwargs[key] = tuple(
+                _build(cls, item, f"{key}[{i}]") for i, item in enumerate(value)
+            )
+        else:
+            kwargs[key] = _build(cls, value, key)
+    return _check(Config(**kwargs))
+
+
+def load(path: str | None) -> Config:
+    """
+    Read the configuration file at C{path}, or the embedded default when
+    C{path} is C{None}.
+    """
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e}") from None
+    return parse(text, source=path)

@@ -1,0 +1,119 @@
+"""
+Clusters: named groups of VMs.
+
+A cluster's C{state} is derived from its VMs' live states, never stored: a
+cluster with no VMs is C{empty}, with every VM running C{running}, with none
+running C{stopped}, and C{partial} otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Sequence
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+
+from comet.errors import Conflict, InvalidInput
+from comet.names import check_name
+from comet.store import ClusterRecord, Clusters
+
+
+@attrs.frozen
+class Cluster:
+    name: str
+    description: str
+    #: Seconds since the epoch.
+    created: int
+    #: The live state of each of its VMs (C{running}, C{paused}, C{shutoff}, ...).
+    vm_states: tuple[str, ...] = ()
+
+    @property
+    def state(self) -> str:
+        return cluster_state(self.vm_states)
+
+    @property
+    def vms(self) -> int:
+        return len(self.vm_states)
+
+
+def cluster_state(vm_states: Sequence[str]) -> str:
+    """The state of a cluster whose VMs are in C{vm_states}."""
+    if not vm_states:
+        return "empty"
+    running = sum(1 for s in vm_states if s == "running")
+    if running == len(vm_states):
+        return "running"
+    if running == 0:
+        return "stopped"
+    return "partial"
+
+
+#: Looks up the live states of the VMs of the cluster with the given record.
+VMStates = Callable[[ClusterRecord], Awaitable[tuple[str, ...]]]
+
+
+async def _no_vms(record: ClusterRecord) -> tuple[str, ...]:
+    return ()
+
+
+def validate_name(kind: str, name: object) -> str:
+    """Return C{name} if it follows the name rule; else raise L{InvalidInput}."""
+    if not check_name(name):
+        raise InvalidInput(
+            f"{kind} name {name!r} is invalid: it must match"
+            " ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+        )
+    return name  # type: ignore[return-value]
+
+
+class ClusterModel:
+    """
+    What a client may do with clusters.
+
+    @ivar vm_states: how to read a cluster's VM states; the compute model
+        replaces the default (no VMs) with one that reads libvirt.
+    @ivar on_delete: called with the record before a cluster is deleted with
+        C{force}, to power off and delete its VMs.
+    """
+
+    def __init__(self, clusters: Clusters, clock: IReactorTime):
+        self._clusters = clusters
+        self._clock = clock
+        self.vm_states: VMStates = _no_vms
+        self.on_delete: Callable[[ClusterRecord], Awaitable[None]] | None = None
+
+    async def _cluster(self, record: ClusterRecord) -> Cluster:
+        states = await self.vm_states(record)
+        return Cluster(record.name, record.description, record.created, tuple(states))
+
+    async def list(self) -> list[Cluster]:
+        return [await self._cluster(r) for r in await self._clusters.list()]
+
+    async def get(self, name: str) -> Cluster:
+        return await self._cluster(await self._clusters.get(name))
+
+    async def create(self, name: str, description: str = "") -> Cluster:
+        validate_name("cluster", name)
+        record = await self._clusters.create(name, description, int(self._clock.seconds()))
+        return await self._cluster(record)
+
+    async def update(
+        self, name: str, new_name: str | None = None, description: str | None = None
+    ) -> Cluster:
+        if new_name is not None:
+            validate_name("cluster", new_name)
+        record = await self._clusters.update(name, new_name, description)
+        return await self._cluster(record)
+
+    async def delete(self, name: str, force: bool = False) -> None:
+        record = await self._clusters.get(name)
+        states = await self.vm_states(record)
+        if states:
+            if not force:
+                raise Conflict(
+                    f"cluster {name!r} has {len(states)} VM(s); delete them first"
+                    ' or pass {"force": true}'
+                )
+            if self.on_delete is not None:
+                await self.on_delete(record)
+        await self._clusters.delete(name)

@@ -1,0 +1,127 @@
+"""
+Running a long job as a Task.
+
+A Task is the client's handle on work that outlives its request (a volume
+download, a cluster start).  L{TaskRunner.start} records the task as
+C{running} *before* the job begins, runs the job, and records how it ended;
+the job reports progress through a L{TaskHandle}.  A task that was running when
+the daemon died is marked C{failed} by L{TaskRunner.recover} at the next start.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from comet.errors import CometError
+from comet.store import TaskRecord, Tasks
+
+log = Logger()
+
+RESTARTED = "failed: the Comet daemon stopped while this task was running"
+
+
+class TaskHandle:
+    """What a running job may do to its own task."""
+
+    def __init__(self, runner: "TaskRunner", task_id: int):
+        self._runner = runner
+        self.id = task_id
+
+    def progress(self, percent: int | None, message: str = "") -> Deferred:
+        """Record how far the job is (0-100, or C{None}) and what it is doing."""
+        if percent is not None:
+            percent = max(0, min(100, int(percent)))
+        return self._runner._tasks.progress(self.id, percent, message, self._runner._now())
+
+
+class TaskRunner:
+    """
+    Starts jobs as tasks and remembers the ones in flight, so that the daemon
+    can wait for them (or say they were cut short) when it stops.
+    """
+
+    def __init__(self, tasks: Tasks, clock: IReactorTime):
+        self._tasks = tasks
+        self._clock = clock
+        self._running: dict[int, Deferred] = {}
+
+    def _now(self) -> int:
+        return int(self._clock.seconds())
+
+    async def start(
+        self,
+        target_uri: str,
+        job: Callable[[TaskHandle], Awaitable[str]],
+        message: str = "",
+    ) -> TaskRecord:
+        """
+        Record a new running task for C{target_uri} and start C{job(handle)}.
+
+        The job's return value (a sentence) becomes the task's final message
+        with status C{finished}; a L{CometError} it raises becomes status
+        C{failed} with the error's reason; any other exception is logged with
+        its traceback and the task fails with a generic message.
+
+        @return: the task as recorded when it started.
+        """
+        record = await self._tasks.create(target_uri, message, self._now())
+        handle = TaskHandle(self, record.id)
+        done = ensureDeferred(self._run(handle, job))
+        self._running[record.id] = done
+        done.addBoth(self._forget, record.id)
+        return record
+
+    async def _run(self, handle: TaskHandle, job) -> None:
+        try:
+            message = await job(handle)
+        except CometError as e:
+            status, message = "failed", e.reason
+        except Exception:
+            log.failure("task {id} failed", id=handle.id)
+            status, message = "failed", "internal error; see the daemon's log"
+        else:
+            status, message = "finished", message or "done"
+        await self._tasks.finish(handle.id, status, message, self._now())
+
+    def _forget(self, result, task_id: int):
+        self._running.pop(task_id, None)
+        return None
+
+    def wait(self, task_id: int) -> Deferred:
+        """A Deferred that fires when task C{task_id} has ended (at once if it has)."""
+        running = self._running.get(task_id)
+        if running is None:
+            return succeed(None)
+        ended = Deferred()
+
+        def fire(result):
+            ended.callback(None)
+            return result
+
+        running.addBoth(fire)
+        return ended
+
+    def running(self) -> list[int]:
+        """Ids of the tasks this process is running now."""
+        return list(self._running)
+
+    def wait_all(self) -> Deferred:
+        """A Deferred that fires when every task in flight has ended."""
+        return DeferredList([self.wait(task_id) for task_id in self._running])
+
+    async def recover(self) -> list[int]:
+        """At start: fail every task a previous process left running."""
+        ids = await self._tasks.fail_running(RESTARTED, self._now())
+        if ids:
+            log.warn("tasks {ids} were running when the daemon stopped; marked failed", ids=ids)
+        return ids
+
+    def get(self, task_id: int):
+        return self._tasks.get(task_id)
+
+    def list(self, status: str | None = None):
+        return self._tasks.list(status)

@@ -1,0 +1,140 @@
+"""
+The daemon: L{makeService} turns a configuration into the service tree that
+C{twistd} runs.
+
+Start order matters and is kept here, in one place: the database is migrated
+and tasks a previous process left running are marked failed *before* the API
+listens, so no request ever sees a half-migrated schema or a stale task.  Stop
+order is the reverse: stop listening, let requests in flight finish (bounded),
+stop the adapters (killing their children), then close SQLite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from comet import config as _config
+from comet.model import Models
+from comet.model.clusters import ClusterModel
+from comet.model.tasks import TaskRunner
+from comet.store import Clusters, Database, Tasks
+
+log = Logger()
+
+#: Seconds that requests in flight get to finish when the daemon stops.
+DRAIN_TIMEOUT = 1.5
+
+
+class _QuietSite(Site):
+    """A Site that logs through twisted.logger at the API's own pace (no access log noise)."""
+
+    noisy = False
+
+
+class CometService(MultiService):
+    """
+    The whole daemon.
+
+    @ivar ready: fires when the API listens (or fails with why it could not).
+    @ivar port: the API's listening port once ready.
+    """
+
+    def __init__(self, config: _config.Config, reactor: Any = None):
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor  # type: ignore[no-redef]
+        self.config = config
+        self.reactor = reactor
+        self.db = Database(config.database.path)
+        self.models: Models | None = None
+        self.api = None
+        self.port = None
+        self.manhole_port = None
+        self.ready: Deferred | None = None
+
+    def namespace(self) -> dict:
+        """What the manhole shows: the live service objects."""
+        return {
+            "service": self,
+            "config": self.config,
+            "db": self.db,
+            "models": self.models,
+            "api": self.api,
+            "reactor": self.reactor,
+        }
+
+    def startService(self) -> None:
+        super().startService()
+        self.ready = ensureDeferred(self._start())
+        self.ready.addErrback(self._failed_to_start)
+
+    async def _start(self) -> None:
+        from comet.web import CometAPI
+
+        self.db.open()
+        clock = self.reactor
+        tasks = TaskRunner(Tasks(self.db), clock)
+        await tasks.recover()
+        self.models = Models(clusters=ClusterModel(Clusters(self.db), clock), tasks=tasks)
+        self.api = CometAPI(self.models)
+        site = _QuietSite(self.api.resource())
+        api_endpoint = endpoints.serverFromString(self.reactor, self.config.api.endpoint)
+        self.port = await api_endpoint.listen(site)
+        log.info("Comet API listening on {endpoint}", endpoint=self.config.api.endpoint)
+        if self.config.manhole is not None:
+            from comet.manhole import manhole_factory
+
+            factory = manhole_factory(self.config.manhole, self.namespace())
+            manhole_endpoint = endpoints.serverFromString(
+                self.reactor, self.config.manhole.endpoint
+            )
+            self.manhole_port = await manhole_endpoint.listen(factory)
+            log.info("manhole listening on {endpoint}", endpoint=self.config.manhole.endpoint)
+
+    def _failed_to_start(self, failure):
+        log.critical("Comet cannot start: {reason}", reason=failure.getErrorMessage())
+        if self.reactor.running:
+            self.reactor.stop()
+        return failure
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        for port in (self.port, self.manhole_port):
+            if port is not None:
+                await port.stopListening()
+        self.port = self.manhole_port = None
+        if self.api is not None:
+            drained = self.api.drain()
+            drained.addTimeout(DRAIN_TIMEOUT, self.reactor)
+            try:
+                await drained
+            except Exception:
+                log.warn("stopping with requests still in flight")
+        self.db.close()
+        log.info("Comet stopped")
+
+
+def makeService(config: _config.Config | str | None = None) -> CometService:
+    """
+    The service tree for C{config}: a L{Config}, the path of a TOML file, or
+    C{None} for the embedded default.
+
+    A configuration that cannot be used stops the program with one line that
+    names the file or key (not a traceback).
+    """
+    if not isinstance(config, _config.Config):
+        try:
+            config = _config.load(config)
+        except _config.ConfigError as e:
+            raise SystemExit(f"comet: configuration error: {e}")
+    return CometService(config)
+

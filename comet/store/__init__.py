@@ -1,0 +1,13 @@
+"""
+Comet's own records, in one SQLite file.
+
+L{Database} is the connection and the migrations; each aggregate has a small
+repository (L{Tasks}, L{Clusters}, ...) that holds its SQL, so no SQL text
+lives anywhere else.
+"""
+
+from comet.store._db import Database
+from comet.store.clusters import ClusterRecord, Clusters
+from comet.store.tasks import TaskRecord, Tasks
+
+__all__ = ["Database", "Tasks", "TaskRecord", "Clusters", "ClusterRecord"]

@@ -1,0 +1,128 @@
+"""
+The SQLite connection: one connection in one thread, explicit transactions.
+
+Comet keeps all it owns in one SQLite file.  All access goes through a
+C{twisted.enterprise.adbapi} pool of exactly one connection, so statements never
+run in the reactor thread and transactions never interleave: a read-then-write
+(such as choosing the smallest free VM name) is atomic by construction.
+
+The connection is in autocommit mode (``isolation_level=None``) and
+L{Database.transact} wraps each unit of work in ``BEGIN IMMEDIATE`` /
+``COMMIT`` itself, so schema changes (DDL) are transactional too, which the
+sqlite3 module's implicit transactions would not give.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Callable, TypeVar
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from comet.store._migrations import MIGRATIONS
+
+T = TypeVar("T")
+
+log = Logger()
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Settings every connection needs before its first statement."""
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _migrate(conn: sqlite3.Connection, migrations) -> list[int]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, statements in migrations:
+        if version in done:
+            continue
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_migrations (version, applied)"
+            " VALUES (?, CAST(strftime('%s','now') AS INTEGER))",
+            (version,),
+        )
+        applied.append(version)
+    return applied
+
+
+class Database:
+    """
+    Comet's SQLite file.
+
+    @ivar path: the file's path (``:memory:`` is not supported: each pool
+        connection would see its own database).
+    """
+
+    def __init__(self, path: str, migrations=MIGRATIONS):
+        self.path = path
+        self._migrations = migrations
+        self._pool: adbapi.ConnectionPool | None = None
+
+    def open(self) -> list[int]:
+        """
+        Open the file (creating it if needed), apply every migration it lacks,
+        in order, each in its own transaction, and start the connection pool.
+
+        This runs once, before the reactor serves anything, so it may block:
+        no request can see a half-migrated schema.
+
+        @return: the versions applied now.
+        """
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            _prepare(conn)
+            applied = []
+            for migration in self._migrations:
+                applied += _in_transaction(conn, _migrate, [migration])
+        finally:
+            conn.close()
+        if applied:
+            log.info("database {path}: applied migrations {applied}", path=self.path, applied=applied)
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3",
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=_prepare,
+        )
+        return applied
+
+    def transact(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """
+        Run C{fn(connection, *args)} in the database thread, inside one
+        transaction that commits when it returns and rolls back when it raises.
+        """
+        assert self._pool is not None, "database is not open"
+        return self._pool.runWithConnection(_in_transaction, fn, *args)
+
+    def close(self) -> None:
+        """Close the connection (waiting for the statement in progress)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

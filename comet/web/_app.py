@@ -1,0 +1,119 @@
+"""
+The Klein application, built from the route table.
+
+L{CometAPI} registers one Klein route per path of L{ROUTES}, with every method
+the table has for it, so Werkzeug itself answers 404 for an unknown URI and 405
+(with C{Allow}) for a method the path lacks; both get the contract's JSON body
+here.  It also counts requests in flight, so that the daemon can let them finish
+when it stops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from klein.resource import KleinResource
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from comet.web._serve import render_error, serve
+from comet.web._table import ROUTES, RouteTable
+
+
+class _Resource(KleinResource):
+    """A Klein resource that answers a non-UTF-8 URI with a JSON 400 and counts requests."""
+
+    def __init__(self, app: Klein, api: "CometAPI"):
+        super().__init__(app)
+        self._api = api
+
+    def render(self, request: IRequest):
+        try:
+            request.path.decode("utf-8")
+        except UnicodeDecodeError:
+            return render_error(request, 400, "the URI is not valid UTF-8")
+        self._api._started(request)
+        return super().render(request)
+
+
+class CometAPI:
+    """
+    The HTTP face of Comet.
+
+    @ivar models: what the handlers act on (L{comet.model.Models}); passed to
+        every handler as its first argument.
+    """
+
+    def __init__(self, models: Any, routes: RouteTable = ROUTES):
+        self.models = models
+        self.routes = routes
+        self.app = Klein()
+        self._in_flight = 0
+        self._drained: list[Deferred] = []
+        self._build()
+
+    def _build(self) -> None:
+        by_path: dict[str, dict] = {}
+        for endpoint in self.routes.endpoints:
+            by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint
+        for path, endpoints in by_path.items():
+            self.app.route(
+                self.routes.pattern(path),
+                methods=sorted(endpoints),
+                endpoint=path,
+                strict_slashes=False,
+            )(self._view(endpoints))
+        self.app.handle_errors(HTTPException)(self._routing_error)
+
+    def _view(self, endpoints: dict):
+        def view(request: IRequest, **params):
+            method = request.method.decode("ascii")
+            endpoint = endpoints.get(method) or endpoints.get("GET")  # HEAD is GET
+            return ensureDeferred(serve(self.models, endpoint, request, params))
+
+        return view
+
+    def _routing_error(self, request: IRequest, failure) -> bytes:
+        error = failure.value
+        if isinstance(error, MethodNotAllowed):
+            allowed = sorted(set(error.valid_methods or []))
+            return render_error(
+                request,
+                405,
+                f"{request.method.decode('ascii', 'replace')} is not allowed here;"
+                f" allowed: {', '.join(allowed)}",
+                {"Allow": ", ".join(allowed)},
+            )
+        if isinstance(error, NotFound):
+            path = request.path.decode("utf-8", "replace")
+            return render_error(request, 404, f"no resource at {path}")
+        headers = {}
+        new_url = getattr(error, "new_url", None)
+        if new_url:
+            headers["Location"] = new_url
+        return render_error(request, error.code or 500, error.description or "error", headers)
+
+    def resource(self) -> KleinResource:
+        """The twisted.web resource to serve."""
+        return _Resource(self.app, self)
+
+    def _started(self, request: IRequest) -> None:
+        self._in_flight += 1
+        request.notifyFinish().addBoth(self._finished)
+
+    def _finished(self, _):
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def drain(self) -> Deferred:
+        """A Deferred that fires when no request is in flight."""
+        if self._in_flight == 0:
+            return succeed(None)
+        d = Deferred()
+        self._drained.append(d)
+        return d

@@ -1,0 +1,151 @@
+"""
+The contract's request and response rules, applied to every endpoint.
+
+L{serve} is the only path from an HTTP request to a handler: it checks the
+C{Accept} and C{Content-Type} headers, parses and validates the JSON body
+against the endpoint's schema, checks names in the URI, calls the handler, and
+renders its result or its error.  Handlers therefore see only valid input and
+return plain values.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+from comet.names import NAME_PATTERN, check_name
+from comet.web._errors import HTTPError, classify, error_body
+from comet.web._table import JSON, Endpoint, Response
+
+#: URI parameters that are client-chosen names and follow the name rule.
+NAME_PARAMS = frozenset({"name", "cluster", "vm", "pool", "volume", "snapshot", "zvol"})
+
+_validators: dict[int, Draft202012Validator] = {}
+
+
+def _accepts(accept: str, media_type: str) -> bool:
+    """Whether an C{Accept} header value admits C{media_type}."""
+    major = media_type.split("/")[0]
+    for item in accept.split(","):
+        parts = [p.strip() for p in item.split(";")]
+        rng = parts[0].lower()
+        q = 1.0
+        for p in parts[1:]:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if q > 0 and rng in ("*/*", f"{major}/*", media_type):
+            return True
+    return False
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _field_of(error: ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "(body)"
+
+
+def describe(error: ValidationError) -> str:
+    """A sentence that names the field a schema error is about."""
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        where = _field_of(error)
+        prefix = "" if where == "(body)" else f"{where}."
+        return "unknown field " + ", ".join(f"'{prefix}{name}'" for name in extra)
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        return f"field '{missing}' is required"
+    if error.validator == "pattern" and error.validator_value == NAME_PATTERN:
+        return (
+            f"field '{_field_of(error)}': {error.instance!r} is not a valid name"
+            f" (it must match {NAME_PATTERN})"
+        )
+    if error.validator in ("oneOf", "anyOf") and error.schema.get("description"):
+        return error.schema["description"]
+    return f"field '{_field_of(error)}': {error.message}"
+
+
+def validate(schema, body: Any) -> None:
+    """Raise a 400 naming the field if C{body} does not follow C{schema}."""
+    validator = _validators.get(id(schema))
+    if validator is None:
+        validator = _validators[id(schema)] = Draft202012Validator(schema)
+    error = best_match(validator.iter_errors(body))
+    if error is not None:
+        raise HTTPError(400, describe(error))
+
+
+def _read_body(request: IRequest, endpoint: Endpoint) -> Any:
+    if endpoint.schema is None:
+        # GET takes no body; one sent anyway is ignored, as HTTP allows.
+        return None
+    raw = request.content.read() if request.content is not None else b""
+    content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
+    if not raw.strip():
+        # An action or DELETE without a body means "no parameters".
+        return {}
+    if content_type != JSON:
+        raise HTTPError(
+            415, f"the request body must be {JSON}, not {content_type or 'untyped'}"
+        )
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise HTTPError(400, f"the request body is not valid JSON: {e}") from None
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    for key, value in params.items():
+        if key in NAME_PARAMS and not check_name(value):
+            raise HTTPError(400, f"{value!r} is not a valid name (it must match {NAME_PATTERN})")
+
+
+def render_error(request: IRequest, code: int, reason: str, headers=None) -> bytes:
+    request.setResponseCode(code)
+    for name, value in (headers or {}).items():
+        request.setHeader(name, value)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    return error_body(code, reason)
+
+
+def _render(request: IRequest, result: Any) -> bytes:
+    if not isinstance(result, Response):
+        result = Response(body=result)
+    request.setResponseCode(result.code)
+    for name, value in result.headers.items():
+        request.setHeader(name, value)
+    if result.raw is not None:
+        request.setHeader(b"content-type", result.content_type.encode("ascii"))
+        return result.raw
+    if result.code == 204 or (result.body is None and result.code in (303, 304)):
+        return b""
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    return json.dumps(result.body, ensure_ascii=False).encode("utf-8")
+
+
+async def serve(api: Any, endpoint: Endpoint, request: IRequest, params: dict) -> bytes:
+    """Answer C{request} with C{endpoint}: the whole contract, in one place."""
+    try:
+        accept = _header(request, b"accept")
+        if accept and not _accepts(accept, endpoint.produces):
+            raise HTTPError(406, f"this resource answers {endpoint.produces} only")
+        _check_params(params)
+        body = _read_body(request, endpoint)
+        if endpoint.schema is not None:
+            validate(endpoint.schema, body)
+        result = await endpoint.handler(api, request, body, **params)
+        return _render(request, result)
+    except Exception:
+        code, reason, headers = classify(Failure())
+        return render_error(request, code, reason, headers)

@@ -1,0 +1,122 @@
+"""
+The one route table.
+
+Every URI Comet serves is named here once.  The table drives routing (the Klein
+app is built from it), the C{Allow} header of a 405, every C{href} and
+C{actions} field in a representation, and later authorisation and the OpenAPI
+document, so none of those can disagree with the others or with a hand-written
+string.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import quote
+
+import attrs
+
+JSON = "application/json"
+
+_PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
+
+
+@attrs.frozen
+class Endpoint:
+    """
+    One method on one path.
+
+    @ivar path: the name of the path in the table (e.g. C{"cluster"}).
+    @ivar handler: C{async handler(api, request, body, **params)}; returns a
+        representation (200), a L{Response}, or raises a domain error.
+    @ivar schema: the JSON schema of the request body, or C{None} when the
+        method takes no body (GET).
+    @ivar produces: the media type of a successful answer.
+    """
+
+    method: str
+    path: str
+    handler: Callable[..., Any]
+    schema: Mapping[str, Any] | None = None
+    produces: str = JSON
+    summary: str = ""
+
+
+@attrs.frozen
+class Response:
+    """An answer other than a plain 200 with a JSON body."""
+
+    body: Any = None
+    code: int = 200
+    headers: Mapping[str, str] = attrs.Factory(dict)
+    #: When set, the body is these raw bytes of type C{content_type}, not JSON.
+    raw: bytes | None = None
+    content_type: str = JSON
+
+
+class RouteTable:
+    """Named URI patterns and the endpoints on them."""
+
+    def __init__(self):
+        self._paths: dict[str, str] = {}
+        self.endpoints: list[Endpoint] = []
+
+    def path(self, name: str, pattern: str) -> None:
+        """Name a URI pattern (Werkzeug syntax: C{/cluster/<name>})."""
+        if name in self._paths and self._paths[name] != pattern:
+            raise ValueError(f"path {name!r} is already {self._paths[name]!r}")
+        self._paths[name] = pattern
+
+    def pattern(self, name: str) -> str:
+        return self._paths[name]
+
+    def paths(self) -> dict[str, str]:
+        return dict(self._paths)
+
+    def params(self, name: str) -> list[str]:
+        """The names of the variable segments of path C{name}, in order."""
+        return [m.group(2) for m in _PARAM.finditer(self._paths[name])]
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        schema: Mapping[str, Any] | None = None,
+        produces: str = JSON,
+    ) -> Callable:
+        """Decorate a handler as the C{method} endpoint of path C{path}."""
+
+        def register(handler):
+            if path not in self._paths:
+                raise ValueError(f"unknown path {path!r}")
+            if any(e.method == method and e.path == path for e in self.endpoints):
+                raise ValueError(f"{method} {path} is already routed")
+            doc = (handler.__doc__ or "").strip().splitlines()
+            self.endpoints.append(
+                Endpoint(method, path, handler, schema, produces, doc[0] if doc else "")
+            )
+            return handler
+
+        return register
+
+    def methods(self, path: str) -> list[str]:
+        return [e.method for e in self.endpoints if e.path == path]
+
+    def href(self, name: str, /, **params: object) -> str:
+        """The URI of path C{name} with its variable segments filled in."""
+
+        def fill(match: re.Match) -> str:
+            return quote(str(params[match.group(2)]), safe="")
+
+        return _PARAM.sub(fill, self._paths[name])
+
+    def actions(self, path: str, valid: Iterable[str], /, **params: object) -> dict[str, str]:
+        """
+        The C{actions} field: each action in C{valid} mapped to its URI, which
+        is the path named C{"<path>.<action>"}.
+        """
+        return {action: self.href(f"{path}.{action}", **params) for action in valid}
+
+
+#: The route table of the whole API; the resource modules of L{comet.web} fill it.
+ROUTES = RouteTable()

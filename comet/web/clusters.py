@@ -1,0 +1,83 @@
+"""The cluster collection and resource: C{/cluster}, C{/cluster/:name}."""
+
+from __future__ import annotations
+
+from comet.model.clusters import Cluster
+from comet.web._schemas import BOOL, NAME, obj
+from comet.web._table import ROUTES, Response
+
+ROUTES.path("clusters", "/cluster")
+ROUTES.path("cluster", "/cluster/<name>")
+
+#: Cluster actions -> states they are valid in.  Filled by the compute model
+#: once cluster start/stop exist; until then no action is offered.
+CLUSTER_ACTIONS: dict[str, frozenset[str]] = {}
+
+
+def summary(cluster: Cluster) -> dict:
+    return {
+        "name": cluster.name,
+        "state": cluster.state,
+        "vms": cluster.vms,
+        "href": ROUTES.href("cluster", name=cluster.name),
+    }
+
+
+def representation(cluster: Cluster) -> dict:
+    valid = [a for a, states in CLUSTER_ACTIONS.items() if cluster.state in states]
+    return {
+        "name": cluster.name,
+        "description": cluster.description,
+        "state": cluster.state,
+        "vms": cluster.vms,
+        "vms_href": ROUTES.href("vms", cluster=cluster.name) if "vms" in ROUTES.paths() else None,
+        "created": cluster.created,
+        "href": ROUTES.href("cluster", name=cluster.name),
+        "actions": ROUTES.actions("cluster", valid, name=cluster.name),
+    }
+
+
+@ROUTES.route("GET", "clusters")
+async def list_clusters(models, request, body):
+    """List the clusters."""
+    return [summary(c) for c in await models.clusters.list()]
+
+
+@ROUTES.route(
+    "POST",
+    "clusters",
+    obj(("name",), name=NAME, description={"type": "string", "maxLength": 1024}),
+)
+async def create_cluster(models, request, body):
+    """Create a cluster."""
+    cluster = await models.clusters.create(body["name"], body.get("description", ""))
+    return Response(
+        representation(cluster), 201, {"Location": ROUTES.href("cluster", name=cluster.name)}
+    )
+
+
+@ROUTES.route("GET", "cluster")
+async def get_cluster(models, request, body, name):
+    """Describe one cluster."""
+    return representation(await models.clusters.get(name))
+
+
+@ROUTES.route(
+    "PUT",
+    "cluster",
+    obj(name=NAME, description={"type": "string", "maxLength": 1024}),
+)
+async def update_cluster(models, request, body, name):
+    """Rename a cluster or change its description."""
+    cluster = await models.clusters.update(name, body.get("name"), body.get("description"))
+    headers = {}
+    if cluster.name != name:
+        headers["Location"] = ROUTES.href("cluster", name=cluster.name)
+    return Response(representation(cluster), 200, headers)
+
+
+@ROUTES.route("DELETE", "cluster", obj(force=BOOL))
+async def delete_cluster(models, request, body, name):
+    """Delete a cluster (with its VMs only when forced)."""
+    await models.clusters.delete(name, force=body.get("force", False))
+    return Response(code=204)
