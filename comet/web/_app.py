@@ -11,6 +11,7 @@ when it stops.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from klein.resource import KleinResource
@@ -31,7 +32,7 @@ class _Resource(KleinResource):
 
     def render(self, request: IRequest):
         try:
-            request.path.decode("utf-8")
+            unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             return render_error(request, 400, "the URI is not valid UTF-8")
         self._api._started(request)

@@ -1,0 +1,123 @@
+"""
+A Comet API for tests: a fresh SQLite file, the real models, and Klein's
+in-memory request path (C{treq.testing.StubTreq}), no listening port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import attrs
+from treq.testing import StubTreq
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from comet.model import Models
+from comet.model.clusters import ClusterModel
+from comet.model.tasks import TaskRunner
+from comet.store import Clusters, Database, Tasks
+from comet.web import CometAPI
+
+
+@attrs.frozen
+class Answer:
+    """What a test request got back."""
+
+    code: int
+    headers: Any
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+
+def temp_database(testcase) -> Database:
+    """An open L{Database} in a temporary file that the test removes."""
+    directory = tempfile.mkdtemp(prefix="comet-test-")
+    db = Database(os.path.join(directory, "comet.sqlite"))
+    db.open()
+
+    def close():
+        db.close()
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+
+    testcase.addCleanup(close)
+    return db
+
+
+def make_models(db: Database, clock=reactor) -> Models:
+    return Models(
+        clusters=ClusterModel(Clusters(db), clock),
+        tasks=TaskRunner(Tasks(db), clock),
+    )
+
+
+class APIClient:
+    """Sends requests to a L{CometAPI} through Klein's in-memory request path."""
+
+    def __init__(self, api: CometAPI):
+        self.api = api
+        self._stub = StubTreq(api.resource())
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """
+        Send C{method path} with C{body} as JSON (or C{raw} bytes as they are)
+        and wait for the whole answer.
+        """
+        headers = dict(headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers.setdefault("Content-Type", "application/json")
+        d = self._stub.request(
+            method,
+            "http://comet.test" + path,
+            data=data,
+            headers={k: [v] for k, v in headers.items()},
+        )
+        # Handlers wait on the database thread: pump the in-memory connection
+        # until the answer is complete.
+        while not d.called:
+            await deferLater(reactor, 0.001, self._stub.flush)
+        response = await d
+        content = self._stub.content(response)
+        while not content.called:
+            await deferLater(reactor, 0.001, self._stub.flush)
+        return Answer(response.code, response.headers, await content)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path, body=None, **kw):
+        return self.request("PUT", path, body, **kw)
+
+    def delete(self, path, body=None, **kw):
+        return self.request("DELETE", path, body, **kw)
+
+
+def make_client(testcase, models: Models | None = None) -> APIClient:
+    """A client of a fresh API on a fresh database."""
+    if models is None:
+        models = make_models(temp_database(testcase))
+    return APIClient(CometAPI(models))
