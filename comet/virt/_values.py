@@ -1,0 +1,84 @@
+"""
+What the libvirt adapter answers with: small frozen values, no libvirt objects
+(those must never leave the libvirt threads).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from comet.virt.domainxml import CometMetadata
+
+#: Domain states as Comet reports them.
+RUNNING = "running"
+PAUSED = "paused"
+SHUTOFF = "shutoff"
+#: No state, crashed and preserved, or suspended to RAM by the guest.
+OTHER = "other"
+
+#: Host states, as the C{/hosts} resource shows them.
+CONNECTED = "connected"
+UNREACHABLE = "unreachable"
+
+
+@attrs.frozen
+class NodeInfo:
+    """Capacity of a compute host, read live."""
+
+    #: Logical CPUs of the host.
+    cpus: int
+    #: Memory of the host, in MiB.
+    memory_mb: int
+    #: Memory the host's kernel reports free, in MiB.  Libvirt's test driver
+    #: reports 0 for nodes read from a file.
+    memory_free_mb: int
+    #: Domains the host knows, running or not.
+    domains: int
+    #: Domains running (or paused) on the host.
+    running: int
+
+
+@attrs.frozen
+class DomainInfo:
+    """One domain in a host's list."""
+
+    name: str
+    #: L{RUNNING}, L{PAUSED}, L{SHUTOFF} or L{OTHER}.
+    state: str
+    #: Memory the domain is defined with, in MiB.
+    memory_mb: int
+    #: Virtual CPUs.
+    cpus: int
+    uuid: str
+
+
+@attrs.frozen
+class OwnedDomain:
+    """A domain that carries Comet's metadata: Comet defined it."""
+
+    name: str
+    uuid: str
+    state: str
+    metadata: CometMetadata
+
+
+@attrs.frozen
+class GraphicsAddress:
+    """Where a running domain's VNC display listens, on its compute host."""
+
+    #: The address on the host (C{127.0.0.1} for every domain Comet defines).
+    listen: str
+    #: The TCP port.
+    port: int
+
+
+@attrs.frozen
+class HostStatus:
+    """Whether Comet can talk to a compute host right now, and if not, why."""
+
+    name: str
+    uri: str
+    #: L{CONNECTED} or L{UNREACHABLE}.
+    state: str
+    #: Why it is unreachable; C{""} when connected.
+    reason: str = ""
