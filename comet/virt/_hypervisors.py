@@ -154,9 +154,8 @@ class Hypervisors(Service):
         self._timeout = compute.libvirt_timeout
         self._open_connection = open_connection
         self._retry_interval = retry_interval
-        self._pool = ThreadPool(
-            minthreads=0, maxthreads=compute.libvirt_threads, name="comet-libvirt"
-        )
+        self._threads = compute.libvirt_threads
+        self._pool = self._new_pool()
         self._hosts = {
             h.name: _Host(config=h, slots=DeferredSemaphore(calls_per_host))
             for h in hosts
@@ -168,10 +167,16 @@ class Hypervisors(Service):
 
     # Service ---------------------------------------------------------------
 
+    def _new_pool(self) -> ThreadPool:
+        return ThreadPool(minthreads=0, maxthreads=self._threads, name="comet-libvirt")
+
     def startService(self) -> None:
         """Start the thread pool, connect to every host, and retry the failed."""
         super().startService()
         self._stopping = False
+        if self._pool.joined:
+            # A stopped pool cannot start again.
+            self._pool = self._new_pool()
         self._pool.start()
         self._retry_loop = LoopingCall(self._retry_unreachable)
         self._retry_loop.clock = self._clock
@@ -180,6 +185,8 @@ class Hypervisors(Service):
 
     def stopService(self) -> Deferred:
         """Close every connection, then stop the thread pool."""
+        if not self.running:
+            return succeed(None)
         super().stopService()
         self._stopping = True
         if self._retry_loop is not None and self._retry_loop.running:
@@ -191,8 +198,12 @@ class Hypervisors(Service):
                 host.connection = None
                 host.reason = "Comet is stopping"
 
+        pool = self._pool
+
         def stop_pool(_):
-            self._pool.stop()
+            # Joins the pool's threads: a call stuck in libvirt delays this
+            # until libvirt gives up on its host (keepalive).
+            pool.stop()
 
         return gatherResults(closing).addBoth(stop_pool)
 

@@ -98,3 +98,14 @@ def make_node_xml(
     with open(path, "w", encoding="utf-8") as f:
         f.write(ET.tostring(node, encoding="unicode"))
     return "test://" + path
+
+
+def break_node(path: str) -> str:
+    """
+    Make the node file at C{path} one libvirt cannot open (as if its host were
+    down) and return its URI; L{make_node_xml} on the same path brings it back.
+    """
+    path = os.path.abspath(path)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("this host is down\n")
+    return "test://" + path

@@ -1,0 +1,512 @@
+"""
+Tests for L{comet.virt.Hypervisors}: the thread pool, per-host connections,
+errors, timeouts, reconnection and lifecycle events, on test-driver nodes.
+
+The reactor is the real one (libvirt threads answer through
+C{callFromThread}); time for timeouts, back-offs and retries is a
+L{Clock} the tests move by hand.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import libvirt
+from PIL import Image
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.task import Clock, deferLater
+from twisted.python import threadable
+from twisted.trial.unittest import TestCase
+
+from comet.config import ComputeConfig, HostConfig
+from comet.errors import Conflict, NotFound, Unavailable
+from comet.virt import (
+    CometMetadata,
+    DomainInfo,
+    HostStatus,
+    HypervisorError,
+    Hypervisors,
+    NodeInfo,
+)
+from comet.virt._hypervisors import INITIAL_BACKOFF
+from tests.virt._nodes import break_node, domain_spec, make_node_xml
+from tests.virt._recording import Recorder, libvirt_error
+
+TIMEOUT = 5.0
+
+
+@inlineCallbacks
+def wait_for(predicate, timeout: float = 10.0):
+    """Poll C{predicate} on the real reactor until it is true."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"{predicate} still false after {timeout} s")
+        yield deferLater(reactor, 0.01, lambda: None)
+
+
+class _Case(TestCase):
+    def node(self, **kwargs) -> str:
+        """A test-driver node file; its URI."""
+        return make_node_xml(self.mktemp() + ".xml", **kwargs)
+
+    def hypervisors(self, nodes: dict[str, str], **kwargs) -> Hypervisors:
+        """
+        A started L{Hypervisors} on C{nodes} (name → URI) with a recording
+        opener and a L{Clock}; stopped after the test.
+        """
+        self.clock = Clock()
+        self.recorder = Recorder()
+        hv = Hypervisors(
+            reactor,
+            tuple(HostConfig(name=n, uri=u, domain_type="test") for n, u in nodes.items()),
+            ComputeConfig(libvirt_threads=4, libvirt_timeout=TIMEOUT),
+            clock=self.clock,
+            open_connection=self.recorder.open,
+            **kwargs,
+        )
+        hv.startService()
+        self.addCleanup(hv.stopService)
+        return hv
+
+
+class OperationsTests(_Case):
+    """Each operation reaches its host and answers in the reactor thread."""
+
+    @inlineCallbacks
+    def test_lifecycle(self):
+        """
+        A domain defined from a spec goes through start, suspend, resume,
+        reset, screenshot, shutdown, start, poweroff and undefine, and each
+        step shows in its state.
+        """
+        hv = self.hypervisors({"n1": self.node()})
+        spec = domain_spec("vm", memory_mb=512, cpus=2, metadata=CometMetadata("lab", "vm"))
+        uuid = yield hv.define("n1", spec)
+        self.assertEqual(uuid, spec.uuid)
+        states = []
+
+        @inlineCallbacks
+        def step(action):
+            yield getattr(hv, action)("n1", "vm")
+            states.append((action, (yield hv.domain_state("n1", "vm"))))
+
+        for action in ("start", "suspend", "resume", "reset"):
+            yield step(action)
+        png = yield hv.screenshot("n1", "vm")
+        with Image.open(io.BytesIO(png)) as image:
+            self.assertEqual(image.format, "PNG")
+        for action in ("shutdown", "start", "destroy"):
+            yield step(action)
+        self.assertEqual(
+            states,
+            [
+                ("start", "running"),
+                ("suspend", "paused"),
+                ("resume", "running"),
+                ("reset", "running"),
+                ("shutdown", "shutoff"),
+                ("start", "running"),
+                ("destroy", "shutoff"),
+            ],
+        )
+        yield hv.undefine("n1", "vm")
+        self.assertEqual((yield hv.list_domains("n1")), {})
+
+    @inlineCallbacks
+    def test_reading(self):
+        """Node info, the domain list, Comet's domains and a description."""
+        mine = domain_spec("lab.a", metadata=CometMetadata("lab", "a", "3"))
+        hv = self.hypervisors(
+            {"n1": self.node(cpus=16, memory_mb=32768, domains=[mine, domain_spec("b")])}
+        )
+        self.assertEqual(
+            (yield hv.node_info("n1")),
+            NodeInfo(cpus=16, memory_mb=32768, memory_free_mb=0, domains=2, running=2),
+        )
+        listed = yield hv.list_domains("n1")
+        self.assertEqual(listed["lab.a"], DomainInfo("lab.a", "running", 256, 1, mine.uuid))
+        self.assertEqual(list((yield hv.domains_with_metadata("n1"))), ["lab.a"])
+        yield hv.set_metadata("n1", "b", CometMetadata("lab", "b"))
+        self.assertEqual(sorted((yield hv.domains_with_metadata("n1"))), ["b", "lab.a"])
+        description = yield hv.describe("n1", "lab.a")
+        self.assertEqual(description.spec, mine)
+
+    @inlineCallbacks
+    def test_hosts_are_separate(self):
+        """Each configured host is its own node, with its own domains."""
+        hv = self.hypervisors(
+            {
+                "n1": self.node(domains=[domain_spec("a")]),
+                "n2": self.node(domains=[domain_spec("b"), domain_spec("c")]),
+            }
+        )
+        self.assertEqual(hv.hosts, ("n1", "n2"))
+        self.assertEqual(list((yield hv.list_domains("n1"))), ["a"])
+        self.assertEqual(sorted((yield hv.list_domains("n2"))), ["b", "c"])
+        yield hv.destroy("n2", "b")
+        self.assertEqual((yield hv.domain_state("n2", "b")), "shutoff")
+        self.assertEqual((yield hv.domain_state("n1", "a")), "running")
+
+    @inlineCallbacks
+    def test_never_in_the_reactor_thread(self):
+        """
+        Every libvirt call, opening the connection included, runs in the
+        service's pool threads, never in the reactor thread.
+        """
+        hv = self.hypervisors({"n1": self.node(domains=[domain_spec("a")])})
+        yield hv.connect()
+        yield hv.node_info("n1")
+        yield hv.list_domains("n1")
+        yield hv.define("n1", domain_spec("b"))
+        for action in ("start", "suspend", "resume", "reset", "screenshot", "destroy", "undefine"):
+            yield getattr(hv, action)("n1", "b")
+        yield hv.domains_with_metadata("n1")
+        threads = self.recorder.threads()
+        self.assertNotIn(threading.current_thread(), threads)
+        self.assertTrue(threadable.isInIOThread())
+        self.assertEqual(
+            {t.name.startswith("PoolThread-comet-libvirt-") for t in threads}, {True}
+        )
+        self.assertIn("open", self.recorder.methods())
+
+
+class ErrorTests(_Case):
+    @inlineCallbacks
+    def test_unknown_host(self):
+        """An unknown host is NotFound, before any libvirt call."""
+        hv = self.hypervisors({"n1": self.node()})
+        e = yield self.assertFailure(hv.node_info("nope"), NotFound)
+        self.assertEqual(e.reason, "there is no compute host 'nope'")
+        yield self.assertFailure(hv.start("nope", "vm"), NotFound)
+
+    @inlineCallbacks
+    def test_unknown_domain(self):
+        """An unknown domain is NotFound."""
+        hv = self.hypervisors({"n1": self.node()})
+        e = yield self.assertFailure(hv.start("n1", "vm"), NotFound)
+        self.assertEqual(e.reason, "domain 'vm' is not defined on compute host 'n1'")
+
+    @inlineCallbacks
+    def test_wrong_state(self):
+        """An action the domain's state forbids is a Conflict naming the state."""
+        hv = self.hypervisors({"n1": self.node(domains=[(domain_spec("vm"), "shutoff")])})
+        e = yield self.assertFailure(hv.suspend("n1", "vm"), Conflict)
+        self.assertIn("is shutoff; suspend needs it running", e.reason)
+
+    @inlineCallbacks
+    def test_driver_refusal(self):
+        """
+        A refusal that is neither NotFound nor Conflict is a HypervisorError
+        with libvirt's reason, and the host stays connected.
+        """
+        hv = self.hypervisors({"n1": self.node(domains=[domain_spec("vm")])})
+        e = yield self.assertFailure(hv.attach_device("n1", "vm", "<disk/>"), HypervisorError)
+        self.assertIn("attaching a device to domain 'vm' on 'n1'", e.reason)
+        self.assertIn("not supported", e.reason)
+        self.assertEqual(e.code, libvirt.VIR_ERR_NO_SUPPORT)
+        self.assertEqual(hv.status("n1").state, "connected")
+
+    @inlineCallbacks
+    def test_libvirt_error_translated(self):
+        """A libvirt error a call raises reaches the caller translated."""
+        hv = self.hypervisors({"n1": self.node(domains=[domain_spec("vm")])})
+        yield hv.connect()
+        self.recorder.fail_next(
+            "suspend", libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_FROM_QEMU, "busy")
+        )
+        e = yield self.assertFailure(hv.suspend("n1", "vm"), Conflict)
+        self.assertEqual(e.reason, "suspending domain 'vm' on 'n1': busy")
+
+
+class EventTests(_Case):
+    @inlineCallbacks
+    def test_lifecycle_events(self):
+        """
+        Lifecycle events of every host reach subscribers in the reactor
+        thread, named, with the host and the domain.
+        """
+        hv = self.hypervisors({"n1": self.node(), "n2": self.node(domains=[domain_spec("b")])})
+        yield hv.connect()
+        events, threads = [], set()
+
+        def record(host, domain, event):
+            events.append((host, domain, event))
+            threads.add(threading.current_thread())
+
+        hv.subscribe(record)
+        yield hv.define("n1", domain_spec("a"))
+        for action in ("start", "suspend", "resume", "destroy", "undefine"):
+            yield getattr(hv, action)("n1", "a")
+        yield hv.destroy("n2", "b")
+        expected = [
+            ("n1", "a", "defined"),
+            ("n1", "a", "started"),
+            ("n1", "a", "suspended"),
+            ("n1", "a", "resumed"),
+            ("n1", "a", "stopped"),
+            ("n1", "a", "undefined"),
+            ("n2", "b", "stopped"),
+        ]
+        yield wait_for(lambda: len(events) >= len(expected))
+        self.assertEqual(sorted(events), sorted(expected))
+        self.assertEqual([e for e in events if e[0] == "n1"], expected[:-1])
+        self.assertEqual(threads, {threading.current_thread()})
+
+    @inlineCallbacks
+    def test_unsubscribe(self):
+        """A subscriber that unsubscribed hears nothing more; a failing one is logged."""
+        hv = self.hypervisors({"n1": self.node(domains=[domain_spec("a")])})
+        yield hv.connect()
+        events = []
+        unsubscribe = hv.subscribe(lambda *event: events.append(event))
+
+        def broken(*event):
+            raise RuntimeError("subscriber bug")
+
+        hv.subscribe(broken)
+        yield hv.suspend("n1", "a")
+        yield wait_for(lambda: events)
+        unsubscribe()
+        yield hv.resume("n1", "a")
+        yield hv.suspend("n1", "a")
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(events, [("n1", "a", "suspended")])
+        self.assertTrue(self.flushLoggedErrors(RuntimeError))
+
+
+class ReconnectTests(_Case):
+    @inlineCallbacks
+    def test_unreachable_then_back(self):
+        """
+        A host that cannot be opened is unreachable: its calls fail at once
+        with Unavailable naming it, without trying again during the back-off;
+        after the back-off the next call connects.
+        """
+        path = self.mktemp() + ".xml"
+        uri = break_node(path)
+        hv = self.hypervisors({"n1": uri})
+        changes = []
+        hv.subscribe_hosts(lambda *change: changes.append(change))
+        statuses = yield hv.connect()
+        self.assertEqual(statuses[0].state, "unreachable")
+        e = yield self.assertFailure(hv.node_info("n1"), Unavailable)
+        self.assertTrue(
+            e.reason.startswith(f"compute host 'n1' ({uri}) does not answer: "), e.reason
+        )
+        self.assertIn("Start tag expected", e.reason)
+        self.assertEqual(self.recorder.methods().count("open"), 1)
+
+        make_node_xml(path, cpus=2)
+        yield self.assertFailure(hv.node_info("n1"), Unavailable)
+        self.assertEqual(self.recorder.methods().count("open"), 1)
+
+        self.clock.advance(INITIAL_BACKOFF)
+        info = yield hv.node_info("n1")
+        self.assertEqual(info.cpus, 2)
+        self.assertEqual(hv.status("n1"), HostStatus("n1", uri, "connected", ""))
+        self.assertEqual(changes, [("n1", "connected", "")])
+
+    @inlineCallbacks
+    def test_backoff_doubles(self):
+        """Each failed attempt doubles the wait before the next."""
+        uri = break_node(self.mktemp() + ".xml")
+        hv = self.hypervisors({"n1": uri}, retry_interval=1000)
+        yield hv.connect()
+        for backoff in (1, 2, 4, 8):
+            opened = self.recorder.methods().count("open")
+            self.clock.advance(backoff - 0.01)
+            yield self.assertFailure(hv.node_info("n1"), Unavailable)
+            self.assertEqual(self.recorder.methods().count("open"), opened)
+            self.clock.advance(0.01)
+            yield self.assertFailure(hv.node_info("n1"), Unavailable)
+            self.assertEqual(self.recorder.methods().count("open"), opened + 1)
+
+    @inlineCallbacks
+    def test_broken_connection(self):
+        """
+        A call that finds the connection broken answers Unavailable and marks
+        the host unreachable; after the back-off a new connection is opened.
+        """
+        hv = self.hypervisors({"n1": self.node(domains=[domain_spec("a")])})
+        yield hv.connect()
+        changes = []
+        hv.subscribe_hosts(lambda *change: changes.append(change))
+        self.recorder.fail_next(
+            "getInfo",
+            libvirt_error(
+                libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot recv data: EOF"
+            ),
+        )
+        e = yield self.assertFailure(hv.node_info("n1"), Unavailable)
+        self.assertIn("does not answer: Cannot recv data: EOF", e.reason)
+        self.assertEqual(hv.status("n1").state, "unreachable")
+        self.assertEqual(changes, [("n1", "unreachable", "Cannot recv data: EOF")])
+        yield wait_for(lambda: "close" in self.recorder.methods())
+
+        yield self.assertFailure(hv.list_domains("n1"), Unavailable)
+        self.clock.advance(INITIAL_BACKOFF)
+        self.assertEqual(list((yield hv.list_domains("n1"))), ["a"])
+        self.assertEqual(self.recorder.opened, 2)
+        self.assertEqual(changes[-1], ("n1", "connected", ""))
+
+    @inlineCallbacks
+    def test_dead_connection_detected(self):
+        """
+        An error from a connection libvirt no longer thinks alive is
+        Unavailable, whatever its code.
+        """
+        hv = self.hypervisors({"n1": self.node(domains=[domain_spec("a")])})
+        yield hv.connect()
+        self.recorder.fail_next(
+            "getInfo", libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_TEST)
+        )
+        self.recorder.fail_next("isAlive", libvirt_error(libvirt.VIR_ERR_INVALID_CONN))
+        yield self.assertFailure(hv.node_info("n1"), Unavailable)
+        self.assertEqual(hv.status("n1").state, "unreachable")
+
+    @inlineCallbacks
+    def test_closed_by_libvirt(self):
+        """
+        When libvirt reports the connection closed (keepalive, EOF), the
+        host is unreachable at once.
+        """
+        hv = self.hypervisors({"n1": self.node()})
+        yield hv.connect()
+        [(callback, opaque, conn)] = self.recorder.closers
+        changes = []
+        hv.subscribe_hosts(lambda *change: changes.append(change))
+        thread = threading.Thread(
+            target=callback, args=(conn, libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE, opaque)
+        )
+        thread.start()
+        thread.join()
+        yield wait_for(lambda: changes)
+        self.assertEqual(changes, [("n1", "unreachable", "keepalive timed out")])
+        e = yield self.assertFailure(hv.node_info("n1"), Unavailable)
+        self.assertIn("keepalive timed out", e.reason)
+
+    @inlineCallbacks
+    def test_periodic_retry(self):
+        """
+        An unreachable host is retried periodically, so it comes back (and
+        its events flow) without waiting for a call.
+        """
+        path = self.mktemp() + ".xml"
+        hv = self.hypervisors({"n1": break_node(path)}, retry_interval=10)
+        yield hv.connect()
+        changes = []
+        hv.subscribe_hosts(lambda *change: changes.append(change))
+        make_node_xml(path)
+        self.clock.advance(10)
+        yield wait_for(lambda: changes)
+        self.assertEqual(changes, [("n1", "connected", "")])
+
+
+class TimeoutTests(_Case):
+    @inlineCallbacks
+    def test_stuck_call(self):
+        """
+        A call that takes longer than the timeout answers Unavailable then,
+        and its host is unreachable; the stuck thread's late result is
+        dropped, and after the back-off the host is used again.
+        """
+        hv = self.hypervisors({"n1": self.node(cpus=3)})
+        yield hv.connect()
+        gate = self.recorder.hold("getInfo")
+        self.addCleanup(gate.set)
+        d = hv.node_info("n1")
+        yield wait_for(lambda: "getInfo" in self.recorder.methods())
+        self.clock.advance(TIMEOUT)
+        e = yield self.assertFailure(d, Unavailable)
+        self.assertIn("reading compute host 'n1' took longer than 5 s", e.reason)
+        self.assertEqual(hv.status("n1").state, "unreachable")
+        with self.recorder._lock:
+            self.recorder._gates.clear()
+        gate.set()
+        self.clock.advance(INITIAL_BACKOFF)
+        info = yield hv.node_info("n1")
+        self.assertEqual(info.cpus, 3)
+
+    @inlineCallbacks
+    def test_stuck_connect(self):
+        """
+        Opening a connection that takes longer than the timeout fails the
+        waiting calls with Unavailable; the late connection is closed.
+        """
+        hv = self.hypervisors({"n1": self.node()})
+        gate = self.recorder.hold("open")
+        self.addCleanup(gate.set)
+        d = hv.node_info("n1")
+        yield wait_for(lambda: "open" in self.recorder.methods())
+        self.clock.advance(TIMEOUT)
+        e = yield self.assertFailure(d, Unavailable)
+        self.assertIn("connecting took longer than 5 s", e.reason)
+        gate.set()
+        yield wait_for(lambda: "close" in self.recorder.methods())
+        self.assertEqual(hv.status("n1").state, "unreachable")
+
+    @inlineCallbacks
+    def test_calls_per_host(self):
+        """
+        At most C{calls_per_host} calls of one host are in the pool at once;
+        the others wait their turn, and other hosts are not held up.
+        """
+        hv = self.hypervisors({"n1": self.node(), "n2": self.node()}, calls_per_host=2)
+        yield hv.connect()
+        gate = self.recorder.hold("getInfo")
+        self.addCleanup(gate.set)
+        calls = [hv.node_info("n1") for _ in range(4)]
+        yield wait_for(lambda: self.recorder.methods().count("getInfo") == 2)
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.recorder.methods().count("getInfo"), 2)
+        self.assertEqual(list((yield hv.list_domains("n2"))), [])
+        gate.set()
+        results = yield gatherResults(calls)
+        self.assertEqual(len(results), 4)
+
+
+class ServiceTests(_Case):
+    @inlineCallbacks
+    def test_stop(self):
+        """
+        Stopping closes every connection (events unregistered first); calls
+        after that answer Unavailable.
+        """
+        hv = self.hypervisors({"n1": self.node()})
+        yield hv.connect()
+        yield hv.stopService()
+        methods = self.recorder.methods()
+        self.assertLess(methods.index("domainEventDeregisterAny"), methods.index("close"))
+        e = yield self.assertFailure(hv.node_info("n1"), Unavailable)
+        self.assertIn("Comet is stopping", e.reason)
+        hv.startService()
+        self.assertEqual((yield hv.node_info("n1")).cpus, 4)
+
+    @inlineCallbacks
+    def test_connect_reports(self):
+        """C{connect} fires with every host's status, reachable or not."""
+        bad = break_node(self.mktemp() + ".xml")
+        good = self.node()
+        hv = self.hypervisors({"good": good, "bad": bad})
+        statuses = yield hv.connect()
+        self.assertEqual([s.state for s in statuses], ["connected", "unreachable"])
+        self.assertEqual(hv.statuses(), statuses)
+        self.assertRaises(NotFound, hv.status, "nope")
+
+    def test_pending_at_stop(self):
+        """A call waiting for a connection when the service stops answers Unavailable."""
+        hv = self.hypervisors({"n1": self.node()})
+        gate = self.recorder.hold("open")
+        d = hv.node_info("n1")
+        stopped = Deferred()
+
+        def stop():
+            gate.set()
+            hv.stopService().chainDeferred(stopped)
+
+        reactor.callLater(0.05, stop)
+        return gatherResults([self.assertFailure(d, Unavailable), stopped])
