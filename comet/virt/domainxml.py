@@ -219,6 +219,8 @@ class DomainSpec:
         if len(set(targets)) != len(targets):
             raise InvalidInput(f"two disks share a device name: {targets}")
         _check_password(self.vnc_password)
+        if self.vnc_password is not None and not self.graphics:
+            raise InvalidInput("a VNC password needs graphics")
         if (self.initrd or self.cmdline) and not self.kernel:
             raise InvalidInput("an initrd or a kernel command line needs a kernel")
 

@@ -1,0 +1,330 @@
+"""Tests for L{comet.virt.domainxml}."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import attrs
+import libvirt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import TestCase
+
+from comet.errors import InvalidInput
+from comet.virt._eventloop import ensure_event_loop
+from comet.virt.domainxml import (
+    METADATA_NAMESPACE,
+    CometMetadata,
+    DiskSpec,
+    DomainSpec,
+    check_vnc_password,
+    disk_xml,
+    domain_xml,
+    metadata_xml,
+    parse_domain,
+    parse_metadata,
+    secret_xml,
+)
+from tests.virt._nodes import make_node_xml
+
+UUID = "3c7d2b0e-8f61-4a55-9b1e-5c0f2d4e6a71"
+
+ISCSI = DiskSpec.iscsi(
+    "vda",
+    "iqn.2026-11.org.comet:vmpool.web-1",
+    "10.200.0.20",
+    username="comet",
+    secret_usage="vmpool.web-1",
+)
+
+
+def spec(**kwargs) -> DomainSpec:
+    values = dict(name="web-1", uuid=UUID, memory_mb=256, cpus=1, domain_type="qemu")
+    values.update(kwargs)
+    return DomainSpec(**values)
+
+
+class DomainXMLTests(TestCase):
+    def test_shape(self):
+        """
+        A QEMU domain has its name, UUID, memory in MiB, vCPUs, an x86_64
+        C{pc} machine booting from disk, ACPI, and is destroyed on power-off.
+        """
+        root = ET.fromstring(domain_xml(spec(memory_mb=512, cpus=2)))
+        self.assertEqual(root.tag, "domain")
+        self.assertEqual(root.get("type"), "qemu")
+        self.assertEqual(root.findtext("name"), "web-1")
+        self.assertEqual(root.findtext("uuid"), UUID)
+        self.assertEqual(root.findtext("memory"), "512")
+        self.assertEqual(root.find("memory").get("unit"), "MiB")
+        self.assertEqual(root.findtext("vcpu"), "2")
+        os_type = root.find("os/type")
+        self.assertEqual(
+            (os_type.text, os_type.get("arch"), os_type.get("machine")), ("hvm", "x86_64", "pc")
+        )
+        self.assertEqual(root.find("os/boot").get("dev"), "hd")
+        self.assertIsNotNone(root.find("features/acpi"))
+        self.assertEqual(root.findtext("on_poweroff"), "destroy")
+
+    def test_test_type(self):
+        """A C{test} domain names no machine (the test driver knows none)."""
+        root = ET.fromstring(domain_xml(spec(domain_type="test")))
+        self.assertEqual(root.get("type"), "test")
+        self.assertEqual(root.find("os/type").attrib, {})
+        self.assertIsNone(root.find("devices/video"))
+
+    def test_kernel_boot(self):
+        """With a kernel, the domain boots it directly, with initrd and command line."""
+        root = ET.fromstring(
+            domain_xml(spec(kernel="/boot/vmlinuz", initrd="/boot/initrd.gz", cmdline="console=ttyS0"))
+        )
+        self.assertEqual(
+            [(e.tag, e.text) for e in root.find("os")][1:],
+            [("kernel", "/boot/vmlinuz"), ("initrd", "/boot/initrd.gz"), ("cmdline", "console=ttyS0")],
+        )
+        self.assertIsNone(root.find("os/boot"))
+
+    def test_devices(self):
+        """
+        Graphics are VNC on 127.0.0.1 with a port chosen by libvirt and the
+        password; the serial console is a pty.
+        """
+        root = ET.fromstring(domain_xml(spec(vnc_password="pw")))
+        graphics = root.find("devices/graphics")
+        self.assertEqual(
+            graphics.attrib,
+            {"type": "vnc", "port": "-1", "autoport": "yes", "listen": "127.0.0.1", "passwd": "pw"},
+        )
+        self.assertEqual(root.find("devices/serial").get("type"), "pty")
+        self.assertEqual(root.find("devices/console/target").get("type"), "serial")
+        self.assertEqual(root.find("devices/video/model").get("type"), "vga")
+        bare = ET.fromstring(domain_xml(spec(graphics=False, serial=False)))
+        self.assertEqual(list(bare.find("devices")), [])
+
+    def test_metadata(self):
+        """Comet's ownership is one element in its own namespace, prefix C{comet}."""
+        text = domain_xml(spec(metadata=CometMetadata("lab", "web-1", "42")))
+        self.assertIn(f'xmlns:comet="{METADATA_NAMESPACE}"', text)
+        self.assertIn("<comet:vm ", text)
+        element = ET.fromstring(text).find(f"metadata/{{{METADATA_NAMESPACE}}}vm")
+        self.assertEqual(element.attrib, {"cluster": "lab", "vm": "web-1", "op": "42"})
+        self.assertIsNone(ET.fromstring(domain_xml(spec())).find("metadata"))
+
+    def test_iscsi_disk(self):
+        """
+        An iSCSI disk is a raw, uncached network disk with the LUN in the
+        source name, the portal, and CHAP through a secret's usage name.
+        """
+        disk = ET.fromstring(disk_xml(ISCSI))
+        self.assertEqual(disk.attrib, {"type": "network", "device": "disk"})
+        self.assertEqual(disk.find("driver").attrib, {"name": "qemu", "type": "raw", "cache": "none"})
+        source = disk.find("source")
+        self.assertEqual(
+            source.attrib,
+            {"protocol": "iscsi", "name": "iqn.2026-11.org.comet:vmpool.web-1/1"},
+        )
+        self.assertEqual(source.find("host").attrib, {"name": "10.200.0.20", "port": "3260"})
+        self.assertEqual(disk.find("auth").get("username"), "comet")
+        self.assertEqual(disk.find("auth/secret").attrib, {"type": "iscsi", "usage": "vmpool.web-1"})
+        self.assertEqual(disk.find("target").attrib, {"dev": "vda", "bus": "virtio"})
+        self.assertIsNone(ET.fromstring(disk_xml(DiskSpec.iscsi("vdb", "iqn.x:y", "h"))).find("auth"))
+
+    def test_file_disk(self):
+        disk = ET.fromstring(disk_xml(DiskSpec.file("vdb", "/var/lib/comet/a.qcow2", "qcow2")))
+        self.assertEqual(disk.get("type"), "file")
+        self.assertEqual(disk.find("driver").attrib, {"name": "qemu", "type": "qcow2"})
+        self.assertEqual(disk.find("source").get("file"), "/var/lib/comet/a.qcow2")
+
+    def test_escaping(self):
+        """Markup in values stays text: it never changes the document's structure."""
+        nasty = "a</cmdline><kernel>/evil</kernel>&\"'"
+        root = ET.fromstring(
+            domain_xml(spec(kernel="/k", cmdline=nasty, metadata=CometMetadata('"><x', "v")))
+        )
+        self.assertEqual(root.findtext("os/cmdline"), nasty)
+        self.assertEqual(len(root.findall("os/kernel")), 1)
+        self.assertEqual(parse_domain(ET.tostring(root, encoding="unicode")).spec.metadata.cluster, '"><x')
+
+    def test_secret(self):
+        """A CHAP secret is private, persistent, of iSCSI usage, and holds no value."""
+        root = ET.fromstring(secret_xml(UUID.upper(), "vmpool.web-1", "CHAP for web-1"))
+        self.assertEqual(root.attrib, {"ephemeral": "no", "private": "yes"})
+        self.assertEqual(root.findtext("uuid"), UUID)
+        self.assertEqual(root.find("usage").get("type"), "iscsi")
+        self.assertEqual(root.findtext("usage/target"), "vmpool.web-1")
+        self.assertEqual(root.findtext("description"), "CHAP for web-1")
+
+    def test_metadata_xml(self):
+        """The element given to C{virDomainSetMetadata} parses back."""
+        metadata = CometMetadata("lab", "web-1", "7")
+        self.assertEqual(parse_metadata(metadata_xml(metadata)), metadata)
+        self.assertRaises(InvalidInput, parse_metadata, "<vm")
+
+
+class ValidationTests(TestCase):
+    def test_refused(self):
+        """Specs no host could run are refused with InvalidInput."""
+        for kwargs in [
+            dict(name=""),
+            dict(name="a/b"),
+            dict(name="-a"),
+            dict(uuid="nope"),
+            dict(memory_mb=0),
+            dict(cpus=0),
+            dict(domain_type="xen"),
+            dict(vnc_password="123456789"),
+            dict(vnc_password=""),
+            dict(vnc_password="has space"),
+            dict(initrd="/i"),
+            dict(graphics=False, vnc_password="pw"),
+            dict(disks=(DiskSpec.file("vda", "/a"), DiskSpec.file("vda", "/b"))),
+        ]:
+            self.assertRaises(InvalidInput, spec, **kwargs)
+
+    def test_disks_refused(self):
+        for make in [
+            lambda: DiskSpec.file("xvda", "/a"),
+            lambda: DiskSpec.file("vda", "relative.img"),
+            lambda: DiskSpec.file("vda", "/a", "vmdk"),
+            lambda: DiskSpec.iscsi("vda", "not-an-iqn", "h"),
+            lambda: DiskSpec.iscsi("vda", "iqn.x:y", ""),
+            lambda: DiskSpec.iscsi("vda", "iqn.x:y", "h", port=0),
+            lambda: DiskSpec.iscsi("vda", "iqn.x:y", "h", username="u"),
+            lambda: DiskSpec(target="vda", type="block"),
+        ]:
+            self.assertRaises(InvalidInput, make)
+
+    def test_vnc_password(self):
+        check_vnc_password("12345678")
+        self.assertRaises(InvalidInput, check_vnc_password, None)
+        self.assertRaises(InvalidInput, check_vnc_password, "123456789")
+
+    def test_uuid_canonical(self):
+        """UUIDs are kept in libvirt's canonical form (lower case, dashes)."""
+        self.assertEqual(spec(uuid=UUID.upper().replace("-", "")).uuid, UUID)
+
+
+_names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,30}", fullmatch=True)
+_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Cn")), max_size=20
+)
+_disk = st.one_of(
+    st.builds(
+        DiskSpec.file,
+        target=st.just("vda"),
+        path=_names.map(lambda n: "/images/" + n),
+        format=st.sampled_from(["raw", "qcow2"]),
+    ),
+    st.builds(
+        lambda iqn, portal, lun, port, user: DiskSpec.iscsi(
+            "vda",
+            iqn,
+            portal,
+            lun=lun,
+            port=port,
+            username=user,
+            secret_usage=user and user + ".chap",
+        ),
+        iqn=_names.map(lambda n: "iqn.2026-11.org.comet:" + n),
+        portal=st.sampled_from(["10.200.0.20", "storage.example"]),
+        lun=st.integers(0, 255),
+        port=st.integers(1, 65535),
+        user=st.one_of(st.none(), _names),
+    ),
+)
+
+
+@st.composite
+def _specs(draw) -> DomainSpec:
+    disks = draw(st.lists(_disk, max_size=4))
+    graphics = draw(st.booleans())
+    return DomainSpec(
+        name=draw(_names),
+        uuid=str(draw(st.uuids())),
+        memory_mb=draw(st.integers(1, 1 << 20)),
+        cpus=draw(st.integers(1, 256)),
+        domain_type=draw(st.sampled_from(["kvm", "qemu", "test"])),
+        disks=tuple(attrs.evolve(d, target="vd" + "abcd"[i]) for i, d in enumerate(disks)),
+        graphics=graphics,
+        vnc_password=draw(
+            st.one_of(st.none(), st.from_regex(r"[!-~]{1,8}", fullmatch=True))
+        )
+        if graphics
+        else None,
+        serial=draw(st.booleans()),
+        metadata=draw(
+            st.one_of(st.none(), st.builds(CometMetadata, cluster=_text, vm=_text, op=_text))
+        ),
+        kernel=draw(st.one_of(st.none(), st.just("/boot/vmlinuz"))),
+    )
+
+
+class RoundTripTests(TestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(_specs())
+    def test_round_trip(self, value):
+        """Whatever Comet writes, it reads back as the same spec."""
+        self.assertEqual(parse_domain(domain_xml(value)).spec, value)
+
+    def test_through_libvirt(self):
+        """
+        A spec defined on a (test-driver) host reads back from the host's
+        XML as the same spec, though libvirt rewrites units and adds devices;
+        the running domain's description says it is active.
+        """
+        ensure_event_loop()
+        value = DomainSpec(
+            name="web-1",
+            uuid=UUID,
+            memory_mb=384,
+            cpus=2,
+            domain_type="test",
+            disks=(ISCSI, DiskSpec.file("vdb", "/images/data.qcow2", "qcow2")),
+            vnc_password="pw",
+            metadata=CometMetadata("lab", "web-1", "11"),
+            kernel="/boot/vmlinuz",
+            initrd="/boot/initrd.gz",
+            cmdline="console=ttyS0 quiet",
+        )
+        conn = libvirt.open(make_node_xml(self.mktemp() + ".xml"))
+        self.addCleanup(conn.close)
+        dom = conn.defineXMLFlags(domain_xml(value), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        description = parse_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+        self.assertEqual(description.spec, value)
+        self.assertFalse(description.active)
+        dom.create()
+        description = parse_domain(dom.XMLDesc(0))
+        self.assertTrue(description.active)
+        self.assertIsNone(description.spec.vnc_password)
+        self.assertEqual(description.vnc_listen, "127.0.0.1")
+
+    def test_live_vnc_port(self):
+        """The VNC port of a running domain is read from its live XML."""
+        live = domain_xml(spec()).replace("<domain ", "<domain id='3' ").replace(
+            "port=\"-1\"", "port=\"5904\""
+        )
+        description = parse_domain(live)
+        self.assertEqual((description.vnc_port, description.vnc_listen), (5904, "127.0.0.1"))
+        self.assertIsNone(parse_domain(domain_xml(spec())).vnc_port)
+
+    def test_memory_units(self):
+        """Memory in any of libvirt's units reads back in MiB."""
+        for memory, unit in [("1048576", "KiB"), ("1073741824", "bytes"), ("1", "GiB"), ("1024", "M")]:
+            root = ET.fromstring(domain_xml(spec()))
+            root.find("memory").text = memory
+            root.find("memory").set("unit", unit)
+            self.assertEqual(
+                parse_domain(ET.tostring(root, encoding="unicode")).spec.memory_mb, 1024
+            )
+
+    def test_foreign_disks_skipped(self):
+        """Disks Comet does not write (a CD-ROM, a block device) are left out."""
+        root = ET.fromstring(domain_xml(spec(disks=(ISCSI,))))
+        devices = root.find("devices")
+        devices.append(ET.fromstring("<disk type='file' device='cdrom'><source file='/x.iso'/><target dev='hdc'/></disk>"))
+        devices.append(ET.fromstring("<disk type='block' device='disk'><source dev='/dev/sdb'/><target dev='vdb'/></disk>"))
+        self.assertEqual(parse_domain(ET.tostring(root, encoding="unicode")).spec.disks, (ISCSI,))
+
+    def test_not_a_domain(self):
+        self.assertRaises(InvalidInput, parse_domain, "<domain")
+        self.assertRaises(InvalidInput, parse_domain, "<network/>")
