@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import attrs
 from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 
 from comet.model import Models
 from comet.model.clusters import ClusterModel
 from comet.model.tasks import TaskRunner
 from comet.store import Clusters, Database, Tasks
 from comet.web import CometAPI
+from tests._util import temp_dir
 
 
 @attrs.frozen
@@ -41,17 +42,9 @@ class Answer:
 
 def temp_database(testcase) -> Database:
     """An open L{Database} in a temporary file that the test removes."""
-    directory = tempfile.mkdtemp(prefix="comet-test-")
-    db = Database(os.path.join(directory, "comet.sqlite"))
+    db = Database(os.path.join(temp_dir(testcase), "comet.sqlite"))
     db.open()
-
-    def close():
-        db.close()
-        for name in os.listdir(directory):
-            os.unlink(os.path.join(directory, name))
-        os.rmdir(directory)
-
-    testcase.addCleanup(close)
+    testcase.addCleanup(db.close)
     return db
 
 
@@ -93,15 +86,22 @@ class APIClient:
             data=data,
             headers={k: [v] for k, v in headers.items()},
         )
-        # Handlers wait on the database thread: pump the in-memory connection
-        # until the answer is complete.
-        while not d.called:
+        response = await self._settle(d)
+        content = await self._settle(self._stub.content(response))
+        return Answer(response.code, response.headers, content)
+
+    async def _settle(self, d):
+        """
+        Pump the in-memory connection until C{d} has a result: handlers wait on
+        the database thread, so the answer comes in a later reactor turn.
+        """
+        outcome = []
+        d.addBoth(lambda result: outcome.append(result))
+        while not outcome:
             await deferLater(reactor, 0.001, self._stub.flush)
-        response = await d
-        content = self._stub.content(response)
-        while not content.called:
-            await deferLater(reactor, 0.001, self._stub.flush)
-        return Answer(response.code, response.headers, await content)
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        return outcome[0]
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)

@@ -1,0 +1,14 @@
+# The two commands of the README.
+.PHONY: run test
+
+# Set up (Debian packages, .venv) and start the daemon on its embedded default:
+# the API on 127.0.0.1:8080, comet.sqlite here, one host on test:///default.
+run:
+	scripts/setup
+	.venv/bin/twistd -n --pidfile= comet $(if $(CONFIG),--config $(CONFIG))
+
+# Set up and run the whole test suite (the integration tests run when the
+# testbed is up: testbed/stack up).
+test:
+	scripts/setup
+	.venv/bin/python -m pytest -q -p no:cacheprovider tests

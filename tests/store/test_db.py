@@ -1,0 +1,102 @@
+"""The SQLite connection: migrations, transactions, WAL and foreign keys."""
+
+import os
+import sqlite3
+
+from twisted.trial.unittest import TestCase
+
+from comet.store import Database
+from comet.store._migrations import MIGRATIONS
+from tests._util import temp_dir
+
+
+def _path(testcase):
+    return os.path.join(temp_dir(testcase), "comet.sqlite")
+
+
+class MigrationTests(TestCase):
+    def test_fresh_database(self):
+        """A new file gets every migration, in order, recorded."""
+        db = Database(_path(self))
+        applied = db.open()
+        self.addCleanup(db.close)
+        self.assertEqual(applied, [v for v, _ in MIGRATIONS])
+
+    def test_reopen_applies_nothing(self):
+        """Opening an up-to-date file applies nothing."""
+        path = _path(self)
+        Database(path).open()
+        db = Database(path)
+        self.assertEqual(db.open(), [])
+        db.close()
+
+    def test_upgrade_path(self):
+        """A file at version 1 gets only the later migrations, keeping its rows."""
+        path = _path(self)
+        extra = MIGRATIONS + [
+            (999, ["CREATE TABLE later (x INTEGER)", "INSERT INTO later VALUES (7)"])
+        ]
+        old = Database(path, migrations=MIGRATIONS[:1])
+        old.open()
+        old.close()
+        conn = sqlite3.connect(path)
+        conn.execute("INSERT INTO clusters (name, description, created) VALUES ('kept', '', 1)")
+        conn.commit()
+        conn.close()
+        db = Database(path, migrations=extra)
+        self.assertEqual(db.open(), [v for v, _ in extra[1:]])
+        db.close()
+        conn = sqlite3.connect(path)
+        self.assertEqual(conn.execute("SELECT name FROM clusters").fetchall(), [("kept",)])
+        self.assertEqual(conn.execute("SELECT x FROM later").fetchall(), [(7,)])
+        conn.close()
+
+    def test_failed_migration_is_rolled_back(self):
+        """A migration that fails leaves the file at the previous whole version."""
+        path = _path(self)
+        broken = MIGRATIONS + [(999, ["CREATE TABLE half (x INTEGER)", "NOT SQL"])]
+        self.assertRaises(sqlite3.OperationalError, Database(path, migrations=broken).open)
+        conn = sqlite3.connect(path)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+        conn.close()
+        self.assertNotIn("half", tables)
+        self.assertNotIn(999, versions)
+
+
+class ConnectionTests(TestCase):
+    def setUp(self):
+        self.db = Database(_path(self))
+        self.db.open()
+        self.addCleanup(self.db.close)
+
+    async def test_pragmas(self):
+        """The connection runs in WAL mode with foreign keys on."""
+
+        def pragmas(conn):
+            return (
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                conn.execute("PRAGMA foreign_keys").fetchone()[0],
+            )
+
+        self.assertEqual(await self.db.transact(pragmas), ("wal", 1))
+
+    async def test_rollback(self):
+        """A unit of work that raises leaves nothing behind."""
+
+        def half(conn):
+            conn.execute("INSERT INTO clusters (name, description, created) VALUES ('x', '', 1)")
+            raise ValueError("stop")
+
+        with self.assertRaises(ValueError):
+            await self.db.transact(half)
+        rows = await self.db.transact(lambda c: c.execute("SELECT * FROM clusters").fetchall())
+        self.assertEqual(rows, [])
+
+    async def test_not_in_reactor_thread(self):
+        """Statements run outside the reactor thread."""
+        import threading
+
+        main = threading.current_thread()
+        thread = await self.db.transact(lambda c: threading.current_thread())
+        self.assertIsNot(thread, main)

@@ -1,0 +1,188 @@
+"""
+The daemon as a whole: the service tree on a real port, C{twistd -n comet},
+C{twistd -ny comet.tac}, configuration errors, and a clean SIGTERM.
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from comet import config
+from comet.service import makeService
+from tests._process import run, spawn
+from tests._util import http, temp_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def write_config(directory: str, port: int, extra: str = "") -> str:
+    path = os.path.join(directory, "comet.toml")
+    with open(path, "w") as f:
+        f.write(
+            f'[api]\nendpoint = "tcp:{port}:interface=127.0.0.1"\n'
+            f'[database]\npath = "{directory}/comet.sqlite"\n' + extra
+        )
+    return path
+
+
+class ServiceTests(TestCase):
+    """The service tree in this process, on a real listening port."""
+
+    async def test_start_serve_stop(self):
+        directory = temp_dir(self)
+        port = free_port()
+        service = makeService(config.load(write_config(directory, port)))
+        service.startService()
+        await service.ready
+        response = await http().get(f"http://127.0.0.1:{port}/cluster")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(await response.json(), [])
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"), ["application/json; charset=utf-8"]
+        )
+        await service.stopService()
+        with self.assertRaises(Exception):
+            await http().get(f"http://127.0.0.1:{port}/cluster")
+
+    async def test_port_in_use(self):
+        """A port already taken fails the start with the reason."""
+        directory = temp_dir(self)
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        service = makeService(config.load(write_config(directory, taken.getsockname()[1])))
+        service.startService()
+        with self.assertRaises(Exception):
+            await service.ready
+        self.flushLoggedErrors()
+        service.running = False
+        service.db.close()
+
+    def test_bad_config_is_one_line(self):
+        """An unusable configuration stops with one line naming the key."""
+        directory = temp_dir(self)
+        path = write_config(directory, free_port(), "[api2]\nx = 1\n")
+        e = self.assertRaises(SystemExit, makeService, path)
+        self.assertEqual(str(e.code).count("\n"), 0)
+        self.assertIn("unknown key api2", str(e.code))
+
+
+def _twistd_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class TwistdTests(TestCase):
+    """The daemon as an operator starts it, in a child process."""
+
+    async def _wait_listening(self, port, done, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done.called:
+                self.fail("twistd exited before listening")
+            try:
+                response = await http().get(f"http://127.0.0.1:{port}/cluster")
+                return response
+            except Exception:
+                await deferLater(reactor, 0.1, lambda: None)
+        self.fail("twistd did not listen in time")
+
+    async def _start_and_term(self, argv, directory, port, env):
+        process, done = spawn(argv, env=env, path=directory)
+        self.addCleanup(lambda: done.called or process.signalProcess("KILL"))
+        response = await self._wait_listening(port, done)
+        self.assertEqual(await response.json(), [])
+        created = await http().post(
+            f"http://127.0.0.1:{port}/cluster",
+            b'{"name": "lab"}',
+            headers={b"Content-Type": [b"application/json"]},
+        )
+        self.assertEqual(created.code, 201)
+        await created.content()
+        started = time.monotonic()
+        process.signalProcess("TERM")
+        outcome = await done
+        self.assertLess(time.monotonic() - started, 2.0)
+        # twistd stops the reactor, shuts down, then dies of the same signal.
+        self.assertIn(outcome.signal, (None, signal.SIGTERM), outcome.err + outcome.out)
+        self.assertIn(outcome.code, (None, 0))
+        self.assertIn(b"Comet stopped", outcome.out)
+        self.assertIn(b"Server Shut Down", outcome.out)
+        return outcome
+
+    async def test_twistd_plugin(self):
+        """C{twistd -n comet --config FILE} starts, serves, and stops on SIGTERM within 2 s."""
+        directory = temp_dir(self)
+        port = free_port()
+        path = write_config(directory, port)
+        outcome = await self._start_and_term(
+            TWISTD + ["-n", "--pidfile=", "comet", "--config", path], directory, port, _twistd_env()
+        )
+        self.assertTrue(os.path.exists(os.path.join(directory, "comet.sqlite")))
+
+    async def test_tac(self):
+        """C{twistd -ny comet.tac} with C{COMET_CONFIG} starts and stops the same way."""
+        directory = temp_dir(self)
+        port = free_port()
+        env = _twistd_env()
+        env["COMET_CONFIG"] = write_config(directory, port)
+        await self._start_and_term(
+            TWISTD + ["-n", "--pidfile=", "-y", os.path.join(REPO, "comet.tac")], directory, port, env
+        )
+
+    async def test_embedded_default(self):
+        """C{twistd -n comet} alone uses comet.sqlite in the working directory."""
+        directory = temp_dir(self)
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", 8080)) == 0:
+                self.skipTest("port 8080 is in use here")
+        await self._start_and_term(
+            TWISTD + ["-n", "--pidfile=", "comet"], directory, 8080, _twistd_env()
+        )
+        self.assertTrue(os.path.exists(os.path.join(directory, "comet.sqlite")))
+
+    async def test_config_error_one_line(self):
+        """A bad configuration file stops twistd with one line naming the key, no traceback."""
+        directory = temp_dir(self)
+        path = write_config(directory, free_port(), "[manhole]\nendpiont = 'x'\n")
+        outcome = await run(
+            TWISTD + ["-n", "--pidfile=", "comet", "--config", path],
+            env=_twistd_env(),
+            path=directory,
+        )
+        self.assertNotEqual(outcome.code, 0)
+        text = (outcome.out + outcome.err).decode()
+        self.assertIn("unknown key manhole.endpiont", text)
+        self.assertNotIn("Traceback", text)
+
+    async def test_missing_config_file(self):
+        directory = temp_dir(self)
+        outcome = await run(
+            TWISTD + ["-n", "--pidfile=", "comet", "--config", "/nonexistent.toml"],
+            env=_twistd_env(),
+            path=directory,
+        )
+        self.assertNotEqual(outcome.code, 0)
+        text = (outcome.out + outcome.err).decode()
+        self.assertIn("/nonexistent.toml", text)
+        self.assertNotIn("Traceback", text)

@@ -1,0 +1,37 @@
+"""The task collection and resource, through the HTTP API."""
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+
+from tests._api import make_client, make_models, temp_database
+from tests.web.test_serve import assertError
+
+
+class TaskAPITests(TestCase):
+    async def test_tasks(self):
+        """Tasks are listed, filtered by status, and shown with every field."""
+        models = make_models(temp_database(self))
+        client = make_client(self, models)
+        self.assertEqual((await client.get("/tasks")).json, [])
+        gate = Deferred()
+
+        async def job(handle):
+            await gate
+            return "done it"
+
+        task = await models.tasks.start("/cluster/lab", job, "starting")
+        shown = (await client.get(f"/tasks/{task.id}")).json
+        self.assertEqual(
+            set(shown),
+            {"id", "status", "message", "target_uri", "progress", "created", "updated", "href"},
+        )
+        self.assertEqual(shown["status"], "running")
+        self.assertEqual(shown["target_uri"], "/cluster/lab")
+        self.assertEqual(shown["href"], f"/tasks/{task.id}")
+        self.assertEqual(len((await client.get("/tasks?status=running")).json), 1)
+        gate.callback(None)
+        await models.tasks.wait(task.id)
+        shown = (await client.get(f"/tasks/{task.id}")).json
+        self.assertEqual((shown["status"], shown["message"], shown["progress"]), ("finished", "done it", 100))
+        self.assertEqual((await client.get("/tasks?status=running")).json, [])
+        assertError(self, await client.get("/tasks/999"), 404, "not_found", "999")
