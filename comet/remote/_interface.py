@@ -62,10 +62,13 @@ class IStreamingCommand(Interface):
     paused and resumed with the pipe.
     """
 
-    done = Attribute(
-        "A Deferred that fires with the command's standard output (bytes) when "
-        "it exits with status 0, or fails like IRunner.run does."
-    )
+    def when_done():
+        """
+        @return: a new L{Deferred} that fires with the command's standard
+            output (L{bytes}) when it exits with status 0, or fails like
+            L{IRunner.run} does (L{twisted.internet.defer.CancelledError}
+            after L{abort}).
+        """
 
     def write(data):
         """
@@ -80,14 +83,16 @@ class IStreamingCommand(Interface):
         """
         Close standard input and wait for the command to exit.
 
-        @return: L{done}.
+        @return: L{when_done}C{()}.
         """
 
     def abort():
         """
         Kill the command (SIGTERM, then SIGKILL).
 
-        @return: L{done}, which then fails.
+        @return: L{when_done}C{()}, which fails with
+            L{twisted.internet.defer.CancelledError} unless the command had
+            already ended.
         """
 
     def registerProducer(producer, streaming):
