@@ -6,7 +6,7 @@ A C{test:///ABS/PATH.xml} URI gives an independent in-process "host" per file
 process), so a test can have as many hosts as it likes and none of them sees
 another test's domains::
 
-    uri = make_node_xml(self.mktemp() + ".xml", cpus=8, memory_mb=16384,
+    uri = make_node_xml(node_path(self), cpus=8, memory_mb=16384,
                         domains=[domain_spec("web-1"),
                                  (domain_spec("db-1"), "shutoff")])
     HostConfig(name="node-1", uri=uri, domain_type="test")
@@ -19,6 +19,8 @@ back to the file.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid as _uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -31,6 +33,17 @@ ET.register_namespace("test", TEST_NAMESPACE)
 
 #: Libvirt's C{virDomainState} numbers for the states a node file can hold.
 _RUNSTATES = {"running": 1, "paused": 3, "shutoff": 5}
+
+
+def node_path(case) -> str:
+    """
+    A fresh path for a node file, in a temporary directory removed after the
+    test C{case} (not C{case.mktemp()}, which under pytest would leave
+    directories in the working directory).
+    """
+    directory = tempfile.mkdtemp(prefix="comet-virt-")
+    case.addCleanup(shutil.rmtree, directory, True)
+    return os.path.join(directory, "node.xml")
 
 
 def domain_spec(

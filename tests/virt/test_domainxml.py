@@ -25,7 +25,7 @@ from comet.virt.domainxml import (
     parse_metadata,
     secret_xml,
 )
-from tests.virt._nodes import make_node_xml
+from tests.virt._nodes import make_node_xml, node_path
 
 UUID = "3c7d2b0e-8f61-4a55-9b1e-5c0f2d4e6a71"
 
@@ -286,7 +286,7 @@ class RoundTripTests(TestCase):
             initrd="/boot/initrd.gz",
             cmdline="console=ttyS0 quiet",
         )
-        conn = libvirt.open(make_node_xml(self.mktemp() + ".xml"))
+        conn = libvirt.open(make_node_xml(node_path(self)))
         self.addCleanup(conn.close)
         dom = conn.defineXMLFlags(domain_xml(value), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         description = parse_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))

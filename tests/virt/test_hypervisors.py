@@ -32,7 +32,7 @@ from comet.virt import (
     NodeInfo,
 )
 from comet.virt._hypervisors import INITIAL_BACKOFF
-from tests.virt._nodes import break_node, domain_spec, make_node_xml
+from tests.virt._nodes import break_node, domain_spec, make_node_xml, node_path
 from tests.virt._recording import Recorder, libvirt_error
 
 TIMEOUT = 5.0
@@ -51,7 +51,7 @@ def wait_for(predicate, timeout: float = 10.0):
 class _Case(TestCase):
     def node(self, **kwargs) -> str:
         """A test-driver node file; its URI."""
-        return make_node_xml(self.mktemp() + ".xml", **kwargs)
+        return make_node_xml(node_path(self), **kwargs)
 
     def hypervisors(self, nodes: dict[str, str], **kwargs) -> Hypervisors:
         """
@@ -286,7 +286,7 @@ class ReconnectTests(_Case):
         with Unavailable naming it, without trying again during the back-off;
         after the back-off the next call connects.
         """
-        path = self.mktemp() + ".xml"
+        path = node_path(self)
         uri = break_node(path)
         hv = self.hypervisors({"n1": uri})
         changes = []
@@ -313,7 +313,7 @@ class ReconnectTests(_Case):
     @inlineCallbacks
     def test_backoff_doubles(self):
         """Each failed attempt doubles the wait before the next."""
-        uri = break_node(self.mktemp() + ".xml")
+        uri = break_node(node_path(self))
         hv = self.hypervisors({"n1": uri}, retry_interval=1000)
         yield hv.connect()
         for backoff in (1, 2, 4, 8):
@@ -395,7 +395,7 @@ class ReconnectTests(_Case):
         An unreachable host is retried periodically, so it comes back (and
         its events flow) without waiting for a call.
         """
-        path = self.mktemp() + ".xml"
+        path = node_path(self)
         hv = self.hypervisors({"n1": break_node(path)}, retry_interval=10)
         yield hv.connect()
         changes = []
@@ -489,7 +489,7 @@ class ServiceTests(_Case):
     @inlineCallbacks
     def test_connect_reports(self):
         """C{connect} fires with every host's status, reachable or not."""
-        bad = break_node(self.mktemp() + ".xml")
+        bad = break_node(node_path(self))
         good = self.node()
         hv = self.hypervisors({"good": good, "bad": bad})
         statuses = yield hv.connect()

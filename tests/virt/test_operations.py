@@ -17,7 +17,7 @@ from comet.virt import _operations as ops
 from comet.virt._eventloop import ensure_event_loop
 from comet.virt._values import DomainInfo, GraphicsAddress, NodeInfo
 from comet.virt.domainxml import CometMetadata, DiskSpec, DomainSpec, domain_xml
-from tests.virt._nodes import domain_spec, make_node_xml
+from tests.virt._nodes import domain_spec, make_node_xml, node_path
 from tests.virt._recording import Recorder, libvirt_error
 
 HOST = "node-1"
@@ -29,7 +29,7 @@ class _NodeCase(TestCase):
     def open_node(self, **kwargs):
         ensure_event_loop()
         self.recorder = Recorder()
-        self.conn = self.recorder.open(make_node_xml(self.mktemp() + ".xml", **kwargs))
+        self.conn = self.recorder.open(make_node_xml(node_path(self), **kwargs))
         self.addCleanup(self.conn.close)
         self.recorder.reset()
         return self.conn
