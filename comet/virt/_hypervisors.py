@@ -258,8 +258,7 @@ class Hypervisors(Service):
 
         @return: a function that ends the subscription.
         """
-        self._subscribers.append(callback)
-        return functools.partial(_remove, self._subscribers, callback)
+        return _subscribe(self._subscribers, callback)
 
     def subscribe_hosts(
         self, callback: Callable[[str, str, str], object]
@@ -270,8 +269,7 @@ class Hypervisors(Service):
 
         @return: a function that ends the subscription.
         """
-        self._host_subscribers.append(callback)
-        return functools.partial(_remove, self._host_subscribers, callback)
+        return _subscribe(self._host_subscribers, callback)
 
     # Operations --------------------------------------------------------------
 
@@ -677,9 +675,15 @@ class Hypervisors(Service):
                 _log.failure("event subscriber {callback} failed", callback=callback)
 
 
-def _remove(callbacks: list, callback) -> None:
-    if callback in callbacks:
-        callbacks.remove(callback)
+def _subscribe(callbacks: list, callback) -> Callable[[], None]:
+    """Add C{callback} to C{callbacks}; a function that takes it out again."""
+    callbacks.append(callback)
+
+    def unsubscribe() -> None:
+        if callback in callbacks:
+            callbacks.remove(callback)
+
+    return unsubscribe
 
 
 def _optional(method, *args) -> None:
