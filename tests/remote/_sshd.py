@@ -107,14 +107,17 @@ class LocalSSHServer:
 
     def stop(self) -> None:
         """Stop sshd by the PID in its PID file (its sessions end with it)."""
-        deadline = time.monotonic() + 5
-        while not os.path.exists(self.pid_file) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        try:
-            with open(self.pid_file) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            return
+        # sshd writes the file just after it forks: wait until it holds a PID.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with open(self.pid_file) as f:
+                    pid = int(f.read().strip())
+                break
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sshd wrote no PID to {self.pid_file}") from None
+                time.sleep(0.01)
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
