@@ -1,0 +1,3 @@
+"""
+Integration tests against the real test stack (``testbed/stack up``).
+"""
