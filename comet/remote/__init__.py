@@ -10,13 +10,30 @@ L{comet.remote.tgt} build the ZFS and tgt command lines and read their
 output.
 """
 
-from comet.remote._command import remote_command
+from comet.remote._command import check_argv, remote_command
+from comet.remote._fake import Answer, Call, FakeRunner, FakeStream
 from comet.remote._interface import IRunner, IStreamingCommand
 from comet.remote._runner import SSHRunner
 
 __all__ = [
+    "Answer",
+    "Call",
+    "FakeRunner",
+    "FakeStorageServer",
+    "FakeStream",
     "IRunner",
     "IStreamingCommand",
     "SSHRunner",
+    "check_argv",
     "remote_command",
 ]
+
+
+def __getattr__(name):
+    # The fake server imports zfs and tgt, which import this package: load it
+    # on first use so that "import comet.remote" stays cycle-free.
+    if name == "FakeStorageServer":
+        from comet.remote._fakeserver import FakeStorageServer
+
+        return FakeStorageServer
+    raise AttributeError(name)

@@ -32,6 +32,7 @@ from comet.config import StorageConfig, StorageServerConfig
 from comet.errors import CommandFailed, Unavailable
 from comet.remote._command import check_argv, describe, remote_command
 from comet.remote._interface import IRunner, IStreamingCommand
+from comet.remote._observed import Observed as _Observed
 
 _log = Logger()
 
@@ -49,44 +50,6 @@ _SSH_FAILURE = re.compile(
 
 #: At most this much standard error (bytes) is kept per command.
 _STDERR_LIMIT = 64 * 1024
-
-
-class _Observed:
-    """
-    The outcome of something, handed to any number of observers, each on a
-    L{Deferred} of its own (so that one observer's callbacks or an
-    unobserved failure never affect another).
-    """
-
-    def __init__(self):
-        self._result: object = None
-        self._settled = False
-        self._waiting: list[Deferred] = []
-
-    @property
-    def settled(self) -> bool:
-        return self._settled
-
-    def observe(self, canceller=None) -> Deferred:
-        d = Deferred(canceller)
-        if not self._settled:
-            self._waiting.append(d)
-        elif isinstance(self._result, Failure):
-            d.errback(self._result)
-        else:
-            d.callback(self._result)
-        return d
-
-    def settle(self, result: object) -> None:
-        self._result, self._settled = result, True
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            if d.called:  # cancelled meanwhile
-                continue
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(result)
 
 
 class _Command(ProcessProtocol):

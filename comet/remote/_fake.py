@@ -1,0 +1,220 @@
+"""
+A fake L{IRunner} for tests: it records every command it is asked to run and
+answers either from answers a test recorded for an exact argv (for example
+real output kept as a fixture) or from a backend such as
+L{comet.remote.FakeStorageServer}, an in-memory ZFS and tgt that answers the
+same commands the real storage servers do.
+
+The fake checks argument lists exactly like L{comet.remote.SSHRunner}, so
+input the real runner would refuse is refused here too, and
+L{FakeRunner.calls} stays empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IConsumer
+from zope.interface import implementer
+
+from comet.errors import CommandFailed, Unavailable
+from comet.remote._command import check_argv, describe
+from comet.remote._interface import IRunner, IStreamingCommand
+from comet.remote._observed import Observed
+
+
+@attrs.frozen
+class Call:
+    """One command a L{FakeRunner} was asked to run."""
+
+    argv: tuple[str, ...]
+    stdin: bytes | None = None
+    timeout: float | None = None
+
+
+@attrs.frozen
+class Answer:
+    """What a command answers: standard output, exit status, standard error."""
+
+    stdout: bytes = b""
+    code: int = 0
+    stderr: str = ""
+
+
+@implementer(IRunner)
+class FakeRunner:
+    """
+    An L{IRunner} that runs nothing.
+
+    @ivar calls: every L{Call}, in order.
+    @ivar backend: answers what no recorded answer covers: any object with
+        C{handle(argv: list[str], stdin: bytes | None) -> Answer}, or L{None}
+        (then such a command fails with exit status 127).
+    @ivar unavailable: L{None}, or the reason every command now fails with
+        L{Unavailable} (the server "does not answer").
+    @ivar pipe_size: L{None}, or how many bytes a stream takes before its
+        writer must wait for L{FakeStream.drain}.
+    """
+
+    def __init__(self, backend=None, host: str = "fake-storage"):
+        self.host = host
+        self.backend = backend
+        self.calls: list[Call] = []
+        self.unavailable: str | None = None
+        self.pipe_size: int | None = None
+        self.stopped = False
+        self.streams: list[FakeStream] = []
+        self._answers: dict[tuple[str, ...], Answer] = {}
+
+    @property
+    def ran(self) -> list[list[str]]:
+        """The argv of every call, in order."""
+        return [list(c.argv) for c in self.calls]
+
+    def answer(self, argv: Sequence[str], stdout: bytes = b"", code: int = 0,
+               stderr: str = "") -> None:
+        """Answer C{argv} (exactly) with this output from now on."""
+        self._answers[tuple(check_argv(argv))] = Answer(stdout, code, stderr)
+
+    def answer_from_file(self, argv: Sequence[str], path: str, code: int = 0) -> None:
+        """Answer C{argv} with the content of C{path}: its stdout, or its stderr if C{code}."""
+        with open(path, "rb") as f:
+            data = f.read()
+        if code:
+            self.answer(argv, code=code, stderr=data.decode("utf-8", "replace").strip())
+        else:
+            self.answer(argv, stdout=data)
+
+    def forget(self, argv: Sequence[str]) -> None:
+        """Stop answering C{argv} from a recording."""
+        self._answers.pop(tuple(argv), None)
+
+    def _answer(self, argv: list[str], stdin: bytes | None) -> Answer:
+        recorded = self._answers.get(tuple(argv))
+        if recorded is not None:
+            return recorded
+        if self.backend is not None:
+            return self.backend.handle(argv, stdin)
+        return Answer(code=127, stderr=f"fake: no answer recorded for {describe(argv)}")
+
+    def _result(self, argv: list[str], stdin: bytes | None) -> Deferred:
+        if self.stopped:
+            return fail(Unavailable(
+                f"storage server {self.host} is unavailable: Comet is shutting down"
+            ))
+        if self.unavailable is not None:
+            return fail(Unavailable(
+                f"storage server {self.host} does not answer: {self.unavailable}"
+            ))
+        answer = self._answer(argv, stdin)
+        if answer.code:
+            return fail(CommandFailed(argv, answer.code, answer.stderr.strip(), self.host))
+        return succeed(answer.stdout)
+
+    # IRunner
+
+    def run(self, argv: Sequence[str], stdin: bytes | None = None,
+            timeout: float | None = None) -> Deferred:
+        argv = check_argv(argv)
+        self.calls.append(Call(tuple(argv), stdin, timeout))
+        return self._result(argv, stdin)
+
+    def run_stream(self, argv: Sequence[str], timeout: float | None = None) -> FakeStream:
+        argv = check_argv(argv)
+        stream = FakeStream(self, argv, timeout)
+        self.streams.append(stream)
+        return stream
+
+    def stop(self) -> Deferred:
+        self.stopped = True
+        for stream in self.streams:
+            if not stream.ended:
+                stream._end(fail(Unavailable(
+                    f"storage server {self.host} is unavailable: Comet is shutting down"
+                )))
+        return succeed(None)
+
+
+@implementer(IStreamingCommand, IConsumer)
+class FakeStream:
+    """
+    A streaming command of a L{FakeRunner}: it collects what is written and,
+    on L{finish}, runs the command with all of it as standard input (the
+    L{Call} is recorded then).
+
+    With the runner's C{pipe_size} set, a write that brings the bytes not yet
+    drained past it returns a L{Deferred} that fires (and a registered
+    producer that is resumed) only on L{drain}, as a full pipe would.
+    """
+
+    def __init__(self, runner: FakeRunner, argv: list[str], timeout: float | None):
+        self._runner = runner
+        self.argv = argv
+        self.timeout = timeout
+        self.written = bytearray()
+        self.ended = False
+        self._pending = 0
+        self._waiting: list[Deferred] = []
+        self._outcome = Observed()
+        self._producer = None
+        self._finishing = False
+
+    def write(self, data: bytes) -> Deferred:
+        if self._finishing:
+            return fail(RuntimeError("write() after finish() or abort()"))
+        if self.ended:
+            return self.when_done().addCallback(lambda _: None)
+        self.written += data
+        self._pending += len(data)
+        size = self._runner.pipe_size
+        if size is not None and self._pending > size:
+            d = Deferred()
+            self._waiting.append(d)
+            if self._producer is not None and len(self._waiting) == 1:
+                self._producer.pauseProducing()
+            return d
+        return succeed(None)
+
+    def drain(self) -> None:
+        """Let the pipe empty: waiting writers (and a paused producer) go on."""
+        self._pending = 0
+        waiting, self._waiting = self._waiting, []
+        if waiting and self._producer is not None:
+            self._producer.resumeProducing()
+        for d in waiting:
+            d.callback(None)
+
+    def finish(self) -> Deferred:
+        self._finishing = True
+        if not self.ended:
+            self.drain()
+            runner = self._runner
+            runner.calls.append(Call(tuple(self.argv), bytes(self.written), self.timeout))
+            self._end(runner._result(self.argv, bytes(self.written)))
+        return self.when_done()
+
+    def abort(self) -> Deferred:
+        self._finishing = True
+        if not self.ended:
+            self._end(fail(CancelledError(f"{describe(self.argv, 60)} was cancelled")))
+        return self.when_done()
+
+    def when_done(self) -> Deferred:
+        return self._outcome.observe()
+
+    def registerProducer(self, producer, streaming):
+        if not streaming:
+            raise ValueError("only streaming (push) producers are supported")
+        self._producer = producer
+
+    def unregisterProducer(self):
+        self._producer = None
+
+    def _end(self, result: Deferred) -> None:
+        self.ended = True
+        result.addBoth(self._outcome.settle)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            self.when_done().addCallback(lambda _: None).chainDeferred(d)
