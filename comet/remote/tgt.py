@@ -384,7 +384,9 @@ class TGT:
         """
         Export block C{device} as LUN 1 of target C{name}, to initiators at
         C{initiator}, with CHAP account C{chap_user} if given.  Exporting
-        what is already exported the same way is a no-op.
+        what is already exported the same way is a no-op.  An account may
+        serve several targets (one per compute host, say): it then takes the
+        newest password, and stays bound where it was.
 
         @return: L{Deferred} of the target id; L{Conflict} if C{name} is
             exported with another device; L{NotFound} if there is no such
@@ -412,6 +414,7 @@ class TGT:
                     f" {target.device or 'nothing'}"
                 )
         tid = free_tid(targets)
+        rebind: list[int] = []
         yield self._run(new_target_argv(tid, name))
         try:
             try:
@@ -422,15 +425,19 @@ class TGT:
                 raise
             yield self._run(bind_address_argv(tid, initiator))
             if chap_user is not None:
+                # An existing account may hold another password: tgt cannot
+                # change one, so make it anew and bind it again wherever it was.
                 accounts = yield self.accounts()
-                if chap_user in accounts:  # left over: its password may be stale
+                if chap_user in accounts:
+                    rebind = [t.tid for t in targets if chap_user in t.accounts]
                     yield self._run(delete_account_argv(chap_user))
                 yield self._run(new_account_argv(chap_user),
                                 stdin=chap_password.encode() + b"\n")
-                yield self._run(bind_account_argv(tid, chap_user))
+                for bound in rebind + [tid]:
+                    yield self._run(bind_account_argv(bound, chap_user))
         except Exception:
             yield self._run(delete_target_argv(tid)).addErrback(lambda _: None)
-            if chap_user is not None:
+            if chap_user is not None and not rebind:
                 yield self._run(delete_account_argv(chap_user)).addErrback(lambda _: None)
             raise
         returnValue(tid)
