@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 
 import attrs
-from twisted.internet.defer import DeferredLock, inlineCallbacks, returnValue
+from twisted.internet.defer import DeferredLock, inlineCallbacks
 
 from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound
 from comet.names import check_name
@@ -408,7 +408,7 @@ class TGT:
         for target in targets:
             if target.iqn == name:
                 if target.device == device and (chap_user is None or chap_user in target.accounts):
-                    returnValue(target.tid)
+                    return target.tid
                 raise Conflict(
                     f"iSCSI target {name} on {self.host} already exports"
                     f" {target.device or 'nothing'}"
@@ -440,7 +440,7 @@ class TGT:
             if chap_user is not None and not rebind:
                 yield self._run(delete_account_argv(chap_user)).addErrback(lambda _: None)
             raise
-        returnValue(tid)
+        return tid
 
     def unexport(self, name: str):
         """
@@ -457,7 +457,7 @@ class TGT:
         targets = yield self.targets()
         target = next((t for t in targets if t.iqn == name), None)
         if target is None:
-            returnValue(False)
+            return False
         yield self._run(delete_target_argv(target.tid))
         elsewhere = {a for t in targets if t.tid != target.tid for a in t.accounts + t.outgoing}
         for account in target.accounts + target.outgoing:
@@ -465,4 +465,4 @@ class TGT:
                 yield self._run(delete_account_argv(account)).addErrback(
                     lambda f: f.trap(NotFound)
                 )
-        returnValue(True)
+        return True

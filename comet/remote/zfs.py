@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound
 from comet.names import check_name
@@ -625,7 +625,7 @@ class ZFS:
             if e.code == 2:
                 raise NotFound(f"volume {volume} has no block device on {self.host}") from None
             raise
-        returnValue(out.decode().strip())
+        return out.decode().strip()
 
     # Changing
 
@@ -645,7 +645,7 @@ class ZFS:
         yield self._run(create_volume_argv(volume, size, self._tag(properties),
                                            self.volblocksize, sparse))
         result = yield self.get_volume(volume)
-        returnValue(result)
+        return result
 
     def create_dataset(self, name: str, properties: Mapping[str, str] | None = None
                        ) -> Deferred:
@@ -706,7 +706,7 @@ class ZFS:
         target = f"{check_dataset(dataset)}/{name}"
         yield self._run(clone_argv(snapshot, target, self._tag(properties)))
         result = yield self.get_volume(target)
-        returnValue(result)
+        return result
 
     @inlineCallbacks
     def promote(self, clone: str):
@@ -756,12 +756,12 @@ class ZFS:
         """
         yield self.check_owned(volume)
         device = yield self.device_of(volume)
-        returnValue(self.runner.run_stream(write_argv(device)))
+        return self.runner.run_stream(write_argv(device))
 
     @inlineCallbacks
     def read_head(self, volume: str, length: int):
         """@return: L{Deferred} of the first C{length} bytes of C{volume}."""
         device = yield self.device_of(volume)
         out = yield self._run(read_argv(device, length))
-        returnValue(out)
+        return out
 

@@ -333,12 +333,16 @@ class RemoteContractMixin:
 
     @inlineCallbacks
     def test_dataset_space(self):
-        """A thick volume takes its size from the dataset's available space."""
+        """
+        A thick volume counts its whole size in its dataset's use.  (Available
+        space is the pool's, which other work changes meanwhile: it is only
+        checked for sense.)
+        """
         before = yield self.zfs.dataset_space(self.top)
         yield self.volume("v1", 32 * MiB)
         after = yield self.zfs.dataset_space(self.top)
         self.assertGreaterEqual(after.used - before.used, 32 * MiB)
-        self.assertLessEqual(after.available, before.available - 32 * MiB)
+        self.assertGreater(after.available, 0)
         self.assertEqual(after.capacity, after.used + after.available)
 
     # iSCSI
