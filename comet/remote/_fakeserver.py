@@ -17,6 +17,7 @@ servers, so the two cannot drift apart unnoticed.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -524,6 +525,11 @@ class FakeStorageServer:
     def _dd(self, args: list[str], stdin: bytes) -> Answer:
         ops = dict(a.split("=", 1) for a in args)
         volume = self._volume_at(ops["of"])
+        if "if" in ops:  # dd if=/dev/zero|/dev/urandom bs=N count=N: made-up data
+            if ops["if"] not in ("/dev/zero", "/dev/urandom") or "count" not in ops:
+                raise _Error(f"dd: can't open '{ops['if']}': No such file or directory")
+            length = _size(ops.get("bs", "512")) * int(ops["count"])
+            stdin = os.urandom(length) if ops["if"] == "/dev/urandom" else bytes(length)
         if len(stdin) > volume.volsize:
             volume.data[:] = stdin[: volume.volsize]
             raise _Error(f"dd: error writing '{ops['of']}': No space left on device")

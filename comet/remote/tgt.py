@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import attrs
 from twisted.internet.defer import DeferredLock, inlineCallbacks
 
-from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound
+from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound, Unavailable
 from comet.names import check_name
 
 _TGTADM = ["tgtadm", "--lld", "iscsi"]
@@ -331,10 +331,16 @@ _ERRORS = [
 def translate(failure):
     """
     Turn a L{CommandFailed} of tgtadm that says what is wrong into
-    L{NotFound} or L{Conflict}; anything else is returned unchanged.
+    L{NotFound} or L{Conflict}, or L{Unavailable} when tgtd itself is not
+    running; anything else is returned unchanged.
     """
     error = failure.value
     if isinstance(error, CommandFailed):
+        if "tgt daemon" in error.stderr:
+            raise Unavailable(
+                f"storage server {error.server} does not answer: its iSCSI target daemon"
+                f" (tgtd) is not running ({error.stderr.splitlines()[0]})"
+            )
         for pattern, kind in _ERRORS:
             if pattern.search(error.stderr):
                 where = f" (on {error.server})" if error.server else ""

@@ -10,7 +10,9 @@ dataset C{tank/comet-test-capture} (made, then destroyed) plus one tgt target
 and account of its own, so it can run while other work uses the server.  Each
 fixture is the exact standard output (C{.out}) or standard error (C{.err}) of
 the command that C{data/manifest.json} records for it (with its exit
-status and server); entries whose C{server} is C{dev-host} were captured
+status and server).  The manifest also lists, in order, the commands that
+made the state (entries without a file), so that a test can replay the whole
+session against L{comet.remote.FakeStorageServer} and compare answers; entries whose C{server} is C{dev-host} were captured
 from the tgtd of the development machine (the same tgt 1.0.85 the storage
 servers run), with a libiscsi initiator logged in.
 """
@@ -39,13 +41,18 @@ class Server:
         self.server = next(s for s in config.storageservers if s.host == host)
         self.manifest: list[str] = []
 
-    def run(self, argv, stdin: bytes | None = None, check: bool = True):
+    def run(self, argv, stdin: bytes | None = None, check: bool = True, record: bool = True):
         s = self.server
         ssh = ["/usr/bin/ssh", "-F", "/dev/null", "-T", "-o", "BatchMode=yes",
                "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={s.ssh_known_hosts}",
                "-i", s.ssh_identity, "-o", "IdentitiesOnly=yes", "-p", str(s.ssh_port),
                "-l", s.ssh_user, "--", s.host, remote_command(argv)]
         p = subprocess.run(ssh, input=stdin or b"", capture_output=True)
+        if record:
+            entry = {"file": None, "exit": p.returncode, "server": s.host, "argv": list(argv)}
+            if stdin:
+                entry["stdin"] = stdin.decode()
+            self.manifest.append(entry)
         if check and p.returncode != 0:
             raise RuntimeError(f"{argv}: exit {p.returncode}: {p.stderr.decode()}")
         return p
@@ -56,20 +63,17 @@ class Server:
         path = os.path.join(DATA, f"{name}.{stream}")
         with open(path, "wb") as f:
             f.write(data)
-        self.manifest.append({
-            "file": f"{name}.{stream}", "exit": p.returncode, "server": self.server.host,
-            "argv": list(argv),
-        })
+        self.manifest[-1]["file"] = f"{name}.{stream}"
         return p
 
 
 def main(host: str = "10.200.0.21") -> None:
     s = Server(host)
-    s.run(["zfs", "destroy", "-R", TOP], check=False)
+    s.run(["zfs", "destroy", "-R", TOP], check=False, record=False)
     try:
         capture(s)
     finally:
-        s.run(["zfs", "destroy", "-R", TOP], check=False)
+        s.run(["zfs", "destroy", "-R", TOP], check=False, record=False)
     path = os.path.join(DATA, "manifest.json")
     with open(path) as f:
         manifest = [e for e in json.load(f) if e.get("server") != host]
@@ -84,7 +88,6 @@ def capture(s: Server) -> None:
     s.run(zfs.create_volume_argv(f"{TOP}/v1", 64 * M, OWNER))
     s.run(zfs.create_volume_argv(f"{TOP}/v2", 32 * M + 1, OWNER, sparse=True))
     s.run(zfs.create_volume_argv(f"{TOP}/foreign", 16 * M, {}, sparse=True))
-    s.run(["sh", "-c", "sleep 1"])
     dev = s.run(zfs.device_argv(f"{TOP}/v1")).stdout.decode().strip()
     s.run(["dd", "if=/dev/urandom", f"of={dev}", "bs=1M", "count=4", "conv=fsync"])
     s.run(zfs.snapshot_argv([f"{TOP}/v1", f"{TOP}/v2"], "s1", OWNER))

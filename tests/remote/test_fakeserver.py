@@ -6,16 +6,22 @@ the same contract suite as the real servers, plus what only a fake can show.
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import re
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from comet.errors import CommandFailed
 from comet.remote import FakeRunner, FakeStorageServer
 from comet.remote import tgt as tgtmod
 from comet.remote.tgt import TGT
+from comet.remote import zfs
 from comet.remote.zfs import ZFS
 from tests.contract.remote_suite import RemoteContractMixin
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 class FakeStorageServerContractTests(RemoteContractMixin, TestCase):
@@ -88,3 +94,76 @@ class FakeStorageServerTests(TestCase):
         self.assertEqual(self.server.accounts, {"user-a": "password-of-a1"})
         for call in self.runner.calls:
             self.assertNotIn("password-of-a1", " ".join(call.argv))
+
+
+class FakeMatchesCapturesTests(SynchronousTestCase):
+    """
+    The captured session on a real server (C{data/manifest.json}: every
+    command in order, with its exit status, and real output for some),
+    replayed on a fresh fake server, gets the same answers.
+
+    Minor numbers differ between the two (other zvols may exist on the real
+    server), so device paths are mapped by zvol name, and compared as
+    C{/dev/zdN}.
+    """
+
+    SERVER = "10.200.0.21"
+    #: Compared byte for byte (device numbers aside).
+    EXACT = {"zvol-devices.out", "zvol-device.out", "zfs-get-owner-recursive.out",
+             "tgt-show.out", "tgt-accounts.out", "zfs-get-odd-volsize.out"}
+
+    def entries(self):
+        with open(os.path.join(DATA, "manifest.json")) as f:
+            entries = [e for e in json.load(f) if e["server"] == self.SERVER]
+        if not any(e["file"] is None for e in entries):
+            raise SkipTest("the manifest does not record the commands that made the state")
+        return entries
+
+    def test_replay(self):
+        with open(os.path.join(DATA, "zvol-devices.out")) as f:
+            real_devices = {dev: name for dev, name in (l.split("\t") for l in f.read().split("\n") if l)}
+        server = FakeStorageServer()
+
+        def local(arg: str) -> str:
+            def swap(match):
+                name = real_devices.get(match.group(0))
+                return server.device(name) if name and server.device(name) else match.group(0)
+            return re.sub(r"/dev/zd[0-9]+", swap, arg)
+
+        compared = 0
+        for entry in self.entries():
+            argv = [local(a) for a in entry["argv"]]
+            stdin = entry["stdin"].encode() if "stdin" in entry else None
+            answer = server.handle(argv, stdin)
+            where = f"{entry['file'] or 'setup'}: {argv[:4]}"
+            self.assertEqual(answer.code, entry["exit"], f"{where}: {answer.stderr}")
+            if entry["file"]:
+                self.compare(entry["file"], answer)
+                compared += 1
+        self.assertGreaterEqual(compared, 30)
+
+    def compare(self, name: str, answer):
+        with open(os.path.join(DATA, name), "rb") as f:
+            real = f.read()
+        fake = answer.stdout if name.endswith(".out") else answer.stderr.encode()
+        norm = lambda b: re.sub(rb"/dev/zd[0-9]+", b"/dev/zdN", b).strip()
+        if name in self.EXACT or name.endswith(".err") and name != "zfs-snapshot-missing.err":
+            self.assertEqual(norm(fake), norm(real), name)
+        elif name == "zfs-snapshot-missing.err":
+            self.assertEqual(fake.splitlines()[0], real.splitlines()[0], name)
+        elif name.startswith("zfs-list-volume"):
+            key = lambda v: (v.name, v.size, v.volblocksize, v.origin, v.owner)
+            self.assertEqual([key(v) for v in zfs.parse_volumes(fake)],
+                             [key(v) for v in zfs.parse_volumes(real)], name)
+        elif name == "zfs-list-snapshots.out":
+            key = lambda s: (s.name, s.owner)
+            self.assertEqual([key(s) for s in zfs.parse_snapshots(fake)],
+                             [key(s) for s in zfs.parse_snapshots(real)], name)
+        elif name == "zfs-get-space.out":
+            key = lambda values: {k: v[1] for k, v in values.items()}
+            self.assertEqual(key(zfs.parse_get(fake)), key(zfs.parse_get(real)), name)
+        elif name == "zpool-list.out":
+            key = lambda pools: [(p.name, p.health) for p in pools]
+            self.assertEqual(key(zfs.parse_pools(fake)), key(zfs.parse_pools(real)), name)
+        else:
+            self.fail(f"no comparison for {name}")

@@ -15,7 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound
+from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound, Unavailable
 from comet.remote import FakeRunner, FakeStorageServer
 from comet.remote import tgt
 from comet.remote.zfs import ZFS
@@ -192,6 +192,14 @@ class TranslateTests(SynchronousTestCase):
             stderr = fixture(name).decode().strip()
             with self.assertRaises(kind):
                 tgt.translate(Failure(CommandFailed(["tgtadm"], 22, stderr, "s")))
+
+    def test_daemon_down(self):
+        """tgtadm failing to reach tgtd means the server's iSCSI service is unavailable."""
+        stderr = fixture("tgt-daemon-down.err").decode().strip()
+        with self.assertRaises(Unavailable) as caught:
+            tgt.translate(Failure(CommandFailed(["tgtadm"], 107, stderr, "10.200.0.21")))
+        self.assertIn("storage server 10.200.0.21 does not answer", caught.exception.reason)
+        self.assertIn("tgtd", caught.exception.reason)
 
     def test_other(self):
         failure = Failure(CommandFailed(["tgtadm"], 22, fixture("tgt-lun-missing-device.err").decode()))
