@@ -142,10 +142,24 @@ class FakeMatchesCapturesTests(SynchronousTestCase):
                 compared += 1
         self.assertGreaterEqual(compared, 30)
 
+    @staticmethod
+    def ours(name: str, output: bytes) -> bytes:
+        """Only what the capture made, with target ids written as N."""
+        if name == "zvol-devices.out":
+            return b"".join(l for l in output.splitlines(True) if b"comet-test-capture" in l)
+        blocks = re.split(rb"(?m)^(?=Target )", output)
+        mine = b"".join(b for b in blocks if b":capture." in b.split(b"\n")[0])
+        mine = re.sub(rb"(?m)^Target [0-9]+:", b"Target N:", mine)
+        mine = re.sub(rb"SCSI ID: IET     [0-9a-f]{4}", b"SCSI ID: IET     tttt", mine)
+        return re.sub(rb"SCSI SN: beaf[0-9]+([0-9])$", rb"SCSI SN: beafN\1", mine, flags=re.M)
+
     def compare(self, name: str, answer):
         with open(os.path.join(DATA, name), "rb") as f:
             real = f.read()
         fake = answer.stdout if name.endswith(".out") else answer.stderr.encode()
+        if name in ("zvol-devices.out", "tgt-show.out"):
+            # The real server may have held other people's zvols and targets.
+            fake, real = self.ours(name, fake), self.ours(name, real)
         norm = lambda b: re.sub(rb"/dev/zd[0-9]+", b"/dev/zdN", b).strip()
         if name in self.EXACT or name.endswith(".err") and name != "zfs-snapshot-missing.err":
             self.assertEqual(norm(fake), norm(real), name)
