@@ -121,9 +121,10 @@ class FakeRunner:
         self.calls.append(Call(tuple(argv), stdin, timeout))
         return self._result(argv, stdin)
 
-    def run_stream(self, argv: Sequence[str], timeout: float | None = None) -> FakeStream:
+    def run_stream(self, argv: Sequence[str], timeout: float | None = None,
+                   output=None) -> FakeStream:
         argv = check_argv(argv)
-        stream = FakeStream(self, argv, timeout)
+        stream = FakeStream(self, argv, timeout, output)
         self.streams.append(stream)
         return stream
 
@@ -149,8 +150,10 @@ class FakeStream:
     producer that is resumed) only on L{drain}, as a full pipe would.
     """
 
-    def __init__(self, runner: FakeRunner, argv: list[str], timeout: float | None):
+    def __init__(self, runner: FakeRunner, argv: list[str], timeout: float | None,
+                 output=None):
         self._runner = runner
+        self.output = output
         self.argv = argv
         self.timeout = timeout
         self.written = bytearray()
@@ -192,7 +195,10 @@ class FakeStream:
             self.drain()
             runner = self._runner
             runner.calls.append(Call(tuple(self.argv), bytes(self.written), self.timeout))
-            self._end(runner._result(self.argv, bytes(self.written)))
+            result = runner._result(self.argv, bytes(self.written))
+            if self.output is not None:
+                result.addCallback(self._deliver)
+            self._end(result)
         return self.when_done()
 
     def abort(self) -> Deferred:
@@ -200,6 +206,14 @@ class FakeStream:
         if not self.ended:
             self._end(fail(CancelledError(f"{describe(self.argv, 60)} was cancelled")))
         return self.when_done()
+
+    def _deliver(self, stdout: bytes) -> bytes:
+        """Hand standard output to the output consumer, in pipe-sized pieces."""
+        self.output.registerProducer(_Inert(), True)
+        for i in range(0, len(stdout), 65536):
+            self.output.write(stdout[i:i + 65536])
+        self.output.unregisterProducer()
+        return b""
 
     def when_done(self) -> Deferred:
         return self._outcome.observe()
@@ -218,3 +232,16 @@ class FakeStream:
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             self.when_done().addCallback(lambda _: None).chainDeferred(d)
+
+
+class _Inert:
+    """The producer a fake stream registers on its output: it ignores flow control."""
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass

@@ -524,6 +524,11 @@ class FakeStorageServer:
 
     def _dd(self, args: list[str], stdin: bytes) -> Answer:
         ops = dict(a.split("=", 1) for a in args)
+        if "of" not in ops:  # dd if=/dev/zdN: the whole device to standard output
+            volume = self._volume_at(ops.get("if", ""))
+            if volume.volsize > 64 * 1024 * 1024:
+                raise _Error("fake: reading a volume over 64 MiB whole is not modelled")
+            return Answer(stdout=self._head(volume.volsize, ops["if"]).stdout)
         volume = self._volume_at(ops["of"])
         if "if" in ops:  # dd if=/dev/zero|/dev/urandom bs=N count=N: made-up data
             if ops["if"] not in ("/dev/zero", "/dev/urandom") or "count" not in ops:

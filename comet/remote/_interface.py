@@ -33,12 +33,18 @@ class IRunner(Interface):
         @return: a L{Deferred} firing with its standard output (L{bytes}).
         """
 
-    def run_stream(argv, timeout=None):
+    def run_stream(argv, timeout=None, output=None):
         """
         Start C{argv} with a standard input that is fed while it runs.
 
         @param timeout: seconds the whole command may take, or L{None} for no
             limit (a transfer of many gigabytes takes as long as it takes).
+        @param output: L{None} to collect standard output (as L{run} does),
+            or an L{twisted.internet.interfaces.IConsumer} that is given it
+            as it comes; a streaming producer is registered on it, and while
+            the consumer keeps it paused the command's output is not read (so
+            the remote command waits).  It is unregistered when the command
+            ends, and the result is then C{b""}.
         @return: an L{IStreamingCommand}, already started.
         """
 

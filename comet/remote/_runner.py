@@ -68,6 +68,7 @@ class _Command(ProcessProtocol):
         self._stdin = stdin
         self.timeout = timeout
         self.stream: _Stream | None = None
+        self.output = None  # an IConsumer that takes standard output as it comes
         self._stdout: list[bytes] = []
         self._stderr = bytearray()
         self.outcome = _Observed()
@@ -81,6 +82,8 @@ class _Command(ProcessProtocol):
     def connectionMade(self):
         if self.timeout is not None:
             self._timer = self.runner.clock.callLater(self.timeout, self.kill, "timeout")
+        if self.output is not None:
+            self.output.registerProducer(_OutputFlow(self), True)
         if self.stream is not None:
             self.transport.registerProducer(self.stream, True)
         else:
@@ -90,7 +93,10 @@ class _Command(ProcessProtocol):
         self._stdin = None
 
     def outReceived(self, data: bytes):
-        self._stdout.append(data)
+        if self.output is not None:
+            self.output.write(data)
+        else:
+            self._stdout.append(data)
 
     def errReceived(self, data: bytes):
         room = _STDERR_LIMIT - len(self._stderr)
@@ -112,6 +118,8 @@ class _Command(ProcessProtocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self.runner._ended(self)
+        if self.output is not None:
+            self.output.unregisterProducer()
         status = reason.value
         self.outcome.settle(self._result(status.exitCode, status.signal))
 
@@ -171,6 +179,29 @@ class _Command(ProcessProtocol):
         return Failure(CommandFailed(
             self.argv, code if code is not None else -(signal or 0), stderr, host
         ))
+
+
+@implementer(IPushProducer)
+class _OutputFlow:
+    """
+    Flow control for a command whose standard output goes to a consumer:
+    while the consumer is paused, the output pipe is not read, so the pipe,
+    then ssh, then the remote command wait.
+    """
+
+    def __init__(self, command: _Command):
+        self._command = command
+
+    def pauseProducing(self):
+        if not self._command._exited:
+            self._command.transport.pauseProducing()
+
+    def resumeProducing(self):
+        if not self._command._exited:
+            self._command.transport.resumeProducing()
+
+    def stopProducing(self):
+        self._command.kill("cancel")
 
 
 @implementer(IStreamingCommand, IConsumer, IPushProducer)
@@ -361,9 +392,11 @@ class SSHRunner:
             return refused
         return command.outcome.observe(lambda d: command.kill("cancel"))
 
-    def run_stream(self, argv: Sequence[str], timeout: float | None = None) -> _Stream:
+    def run_stream(self, argv: Sequence[str], timeout: float | None = None,
+                   output=None) -> _Stream:
         argv = check_argv(argv)
         command = _Command(self, argv, None, timeout)
+        command.output = output
         command.stream = stream = _Stream(command)
         refused = self._spawn(command, self.ssh_argv() + [remote_command(argv)])
         if refused is not None:

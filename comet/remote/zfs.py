@@ -298,6 +298,11 @@ def write_argv(device: str) -> list[str]:
     return ["dd", f"of={_check_device(device)}", "bs=1M", "iflag=fullblock", "conv=fsync"]
 
 
+def dump_argv(device: str) -> list[str]:
+    """Copy all of C{device} to standard output, in MiB reads."""
+    return ["dd", f"if={_check_device(device)}", "bs=1M"]
+
+
 def read_argv(device: str, length: int) -> list[str]:
     """The first C{length} bytes of C{device}."""
     return ["head", "-c", str(int(length)), _check_device(device)]
@@ -757,6 +762,19 @@ class ZFS:
         yield self.check_owned(volume)
         device = yield self.device_of(volume)
         return self.runner.run_stream(write_argv(device))
+
+    @inlineCallbacks
+    def read_volume(self, volume: str, output):
+        """
+        Stream all of C{volume} (its whole size, in bytes) into C{output}, an
+        L{twisted.internet.interfaces.IConsumer} that may pause the transfer
+        through the producer registered on it.
+
+        @return: L{Deferred} that fires with L{None} once it has all been written.
+        """
+        device = yield self.device_of(volume)
+        stream = self.runner.run_stream(dump_argv(device), output=output)
+        yield stream.finish().addErrback(translate)
 
     @inlineCallbacks
     def read_head(self, volume: str, length: int):

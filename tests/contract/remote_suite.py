@@ -227,6 +227,34 @@ class RemoteContractMixin:
         self.assertEqual(back, data)
 
     @inlineCallbacks
+    def test_read_volume(self):
+        """A whole volume streams out into a consumer: its data, then zeros to its size."""
+        volume = yield self.volume("v1", 2 * MiB)
+        data = os.urandom(MiB + 100)
+        yield self.write(volume.name, data)
+
+        class Collector:
+            def __init__(self):
+                self.chunks, self.producers = [], 0
+
+            def registerProducer(self, producer, streaming):
+                self.producers += 1
+
+            def unregisterProducer(self):
+                pass
+
+            def write(self, chunk):
+                self.chunks.append(chunk)
+
+        collector = Collector()
+        yield self.zfs.read_volume(volume.name, collector)
+        whole = b"".join(collector.chunks)
+        self.assertEqual(len(whole), volume.size)
+        self.assertEqual(whole[: len(data)], data)
+        self.assertEqual(whole[len(data):], bytes(volume.size - len(data)))
+        self.assertEqual(collector.producers, 1)
+
+    @inlineCallbacks
     def test_write_too_much(self):
         """Streaming more than a volume holds fails."""
         volume = yield self.volume("small", MiB)

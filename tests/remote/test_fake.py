@@ -139,6 +139,27 @@ class FakeStreamTests(SynchronousTestCase):
         stream = FakeRunner().run_stream(["dd"])
         self.failureResultOf(stream.finish(), CommandFailed)
 
+    def test_output(self):
+        """With an output consumer, standard output goes there, in pieces."""
+        runner = FakeRunner()
+        runner.answer(["dd", "if=/dev/zd0"], stdout=b"x" * 100000)
+        chunks, events = [], []
+
+        class Consumer:
+            def registerProducer(self, producer, streaming):
+                events.append("registered")
+
+            def unregisterProducer(self):
+                events.append("unregistered")
+
+            def write(self, data):
+                chunks.append(data)
+
+        stream = runner.run_stream(["dd", "if=/dev/zd0"], output=Consumer())
+        self.assertEqual(self.successResultOf(stream.finish()), b"")
+        self.assertEqual((b"".join(chunks), len(chunks)), (b"x" * 100000, 2))
+        self.assertEqual(events, ["registered", "unregistered"])
+
     def test_abort(self):
         runner = FakeRunner(Echo())
         stream = runner.run_stream(["dd"])

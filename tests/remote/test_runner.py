@@ -322,6 +322,39 @@ class SSHRunnerTests(TestCase):
         self.assertEqual(producer.paused, producer.resumed)
 
     @inlineCallbacks
+    def test_stream_output(self):
+        """
+        Standard output can go to a consumer as it comes; while the consumer
+        pauses the producer it is given, nothing more arrives.
+        """
+        runner = self.runner()
+
+        class Consumer:
+            producer = None
+            received = 0
+            registered = unregistered = False
+
+            def registerProducer(self, producer, streaming):
+                self.producer, self.registered = producer, streaming
+
+            def unregisterProducer(self):
+                self.unregistered = True
+
+            def write(self, data):
+                self.received += len(data)
+
+        consumer = Consumer()
+        size = 8 * 1024 * 1024
+        stream = runner.run_stream(["head", "-c", str(size), "/dev/zero"], output=consumer)
+        self.assertTrue(consumer.registered)
+        consumer.producer.pauseProducing()
+        yield deferLater(reactor, 1.0, lambda: None)
+        self.assertEqual(consumer.received, 0)
+        consumer.producer.resumeProducing()
+        out = yield stream.finish()
+        self.assertEqual((out, consumer.received, consumer.unregistered), (b"", size, True))
+
+    @inlineCallbacks
     def test_stream_command_fails(self):
         """A streamed command that exits early fails the writes and the finish."""
         runner = self.runner()
