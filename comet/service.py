@@ -20,10 +20,9 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from comet import config as _config
-from comet.model import Models
-from comet.model.clusters import ClusterModel
-from comet.model.tasks import TaskRunner
-from comet.store import Clusters, Database, Tasks
+from comet.model import Models, make_models
+from comet.store import Database
+from comet.virt import Hypervisors
 
 log = Logger()
 
@@ -53,6 +52,7 @@ class CometService(MultiService):
         self.reactor = reactor
         self.db = Database(config.database.path)
         self.models: Models | None = None
+        self.hypervisors: Hypervisors | None = None
         self.api = None
         self.port = None
         self.manhole_port = None
@@ -65,6 +65,7 @@ class CometService(MultiService):
             "config": self.config,
             "db": self.db,
             "models": self.models,
+            "hypervisors": self.hypervisors,
             "api": self.api,
             "reactor": self.reactor,
         }
@@ -78,10 +79,10 @@ class CometService(MultiService):
         from comet.web import CometAPI
 
         self.db.open()
-        clock = self.reactor
-        tasks = TaskRunner(Tasks(self.db), clock)
-        await tasks.recover()
-        self.models = Models(clusters=ClusterModel(Clusters(self.db), clock), tasks=tasks)
+        self.hypervisors = Hypervisors(self.reactor, self.config.hosts, self.config.compute)
+        self.hypervisors.setServiceParent(self)
+        self.models = make_models(self.db, self.hypervisors, self.config, self.reactor)
+        await self.models.tasks.recover()
         self.api = CometAPI(self.models)
         site = _QuietSite(self.api.resource())
         api_endpoint = endpoints.serverFromString(self.reactor, self.config.api.endpoint)
@@ -99,12 +100,13 @@ class CometService(MultiService):
 
     def _failed_to_start(self, failure):
         log.critical("Comet cannot start: {reason}", reason=failure.getErrorMessage())
-        if self.reactor.running:
+        # Under twistd (the service has a parent application) there is nothing
+        # to run without the API: stop the process.
+        if self.parent is not None and self.reactor.running:
             self.reactor.stop()
         return failure
 
     def stopService(self) -> Deferred:
-        super().stopService()
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
@@ -119,6 +121,8 @@ class CometService(MultiService):
                 await drained
             except Exception:
                 log.warn("stopping with requests still in flight")
+        # The adapters (libvirt threads, ssh children) stop after the API.
+        await MultiService.stopService(self)
         self.db.close()
         log.info("Comet stopped")
 

@@ -15,11 +15,13 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from comet.config import Config, HostConfig
 from comet.model import Models
-from comet.model.clusters import ClusterModel
-from comet.model.tasks import TaskRunner
-from comet.store import Clusters, Database, Tasks
+from comet.model import make_models as wire_models
+from comet.store import Database
+from comet.virt import Hypervisors
 from comet.web import CometAPI
+from tests.virt._nodes import make_node_xml, node_path
 from tests._util import temp_dir
 
 
@@ -48,11 +50,33 @@ def temp_database(testcase) -> Database:
     return db
 
 
-def make_models(db: Database, clock=reactor) -> Models:
-    return Models(
-        clusters=ClusterModel(Clusters(db), clock),
-        tasks=TaskRunner(Tasks(db), clock),
-    )
+def test_hosts(testcase, sizes=((4, 8192), (8, 16384))) -> tuple[HostConfig, ...]:
+    """
+    Compute hosts for a test: one libvirt test-driver node per C{(cpus,
+    memory MiB)}, each an independent in-process host named C{node1}, ...
+    """
+    hosts = []
+    for i, (cpus, memory) in enumerate(sizes, 1):
+        uri = make_node_xml(node_path(testcase), cpus=cpus, memory_mb=memory)
+        hosts.append(HostConfig(name=f"node{i}", uri=uri, domain_type="test"))
+    return tuple(hosts)
+
+
+def make_models(testcase, hosts=None, db: Database | None = None, clock=reactor, **config) -> Models:
+    """
+    The real models over a fresh database and real libvirt (test-driver nodes,
+    two by default), as the daemon wires them.
+    """
+    if db is None:
+        db = temp_database(testcase)
+    if hosts is None:
+        hosts = test_hosts(testcase)
+    cfg = Config(hosts=hosts, **config)
+    hypervisors = Hypervisors(reactor, cfg.hosts, cfg.compute)
+    hypervisors.startService()
+    testcase.addCleanup(hypervisors.stopService)
+    models = wire_models(db, hypervisors, cfg, clock)
+    return models
 
 
 class APIClient:
@@ -119,5 +143,5 @@ class APIClient:
 def make_client(testcase, models: Models | None = None) -> APIClient:
     """A client of a fresh API on a fresh database."""
     if models is None:
-        models = make_models(temp_database(testcase))
+        models = make_models(testcase)
     return APIClient(CometAPI(models))

@@ -71,8 +71,7 @@ class ServiceTests(TestCase):
         with self.assertRaises(Exception):
             await service.ready
         self.flushLoggedErrors()
-        service.running = False
-        service.db.close()
+        await service.stopService()
 
     def test_bad_config_is_one_line(self):
         """An unusable configuration stops with one line naming the key."""

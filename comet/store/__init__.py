@@ -9,5 +9,17 @@ lives anywhere else.
 from comet.store._db import Database
 from comet.store.clusters import ClusterRecord, Clusters
 from comet.store.tasks import TaskRecord, Tasks
+from comet.store.templates import TemplateRecord, Templates
+from comet.store.vms import VMRecord, VMs
 
-__all__ = ["Database", "Tasks", "TaskRecord", "Clusters", "ClusterRecord"]
+__all__ = [
+    "Database",
+    "Tasks",
+    "TaskRecord",
+    "Clusters",
+    "ClusterRecord",
+    "Templates",
+    "TemplateRecord",
+    "VMs",
+    "VMRecord",
+]

@@ -28,4 +28,32 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        [
+            """CREATE TABLE templates (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL UNIQUE,
+                memory INTEGER NOT NULL CHECK (memory >= 64),
+                cpus INTEGER NOT NULL CHECK (cpus >= 1),
+                disk_pool TEXT,
+                disk_volume TEXT,
+                created INTEGER NOT NULL,
+                CHECK ((disk_pool IS NULL) = (disk_volume IS NULL))
+            )""",
+            """CREATE TABLE vms (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                cluster_id INTEGER NOT NULL REFERENCES clusters (id),
+                name TEXT NOT NULL,
+                uuid TEXT NOT NULL UNIQUE,
+                template_id INTEGER REFERENCES templates (id),
+                memory INTEGER NOT NULL CHECK (memory >= 64),
+                cpus INTEGER NOT NULL CHECK (cpus >= 1),
+                host TEXT,
+                created INTEGER NOT NULL,
+                UNIQUE (cluster_id, name)
+            )""",
+            "CREATE INDEX vms_host ON vms (host)",
+        ],
+    ),
 ]

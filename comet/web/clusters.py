@@ -30,7 +30,7 @@ def representation(cluster: Cluster) -> dict:
         "description": cluster.description,
         "state": cluster.state,
         "vms": cluster.vms,
-        "vms_href": ROUTES.href("vms", cluster=cluster.name) if "vms" in ROUTES.paths() else None,
+        "vms_href": ROUTES.href("vms", cluster=cluster.name),
         "created": cluster.created,
         "href": ROUTES.href("cluster", name=cluster.name),
         "actions": ROUTES.actions("cluster", valid, name=cluster.name),

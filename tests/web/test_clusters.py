@@ -8,7 +8,7 @@ from tests.web.test_serve import assertError
 
 class ClusterAPITests(TestCase):
     def setUp(self):
-        self.models = make_models(temp_database(self))
+        self.models = make_models(self)
         self.client = make_client(self, self.models)
 
     async def test_empty(self):

@@ -10,7 +10,7 @@ from tests.web.test_serve import assertError
 class TaskAPITests(TestCase):
     async def test_tasks(self):
         """Tasks are listed, filtered by status, and shown with every field."""
-        models = make_models(temp_database(self))
+        models = make_models(self)
         client = make_client(self, models)
         self.assertEqual((await client.get("/tasks")).json, [])
         gate = Deferred()

@@ -1,0 +1,62 @@
+"""
+Placement: which compute host a VM that is starting goes to.
+
+A pure function over what the hosts report, so that the rule is stated once and
+tested without any host: among the connected hosts that fit the VM (enough
+free memory, at least as many CPUs as it has vCPUs), the one with the most free
+memory; ties go to the host listed first in the configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import attrs
+
+from comet.errors import Conflict
+
+
+@attrs.frozen
+class Candidate:
+    """A connected host, as placement sees it."""
+
+    name: str
+    cpus: int
+    #: MiB.
+    memory: int
+    #: MiB free for a new VM: see L{free_memory}.
+    free: int
+
+
+def free_memory(memory: int, kernel_free: int, committed: int) -> int:
+    """
+    Memory (MiB) a host can still give a VM: what its kernel reports free, but
+    never more than its memory less what the VMs already running there were
+    given (C{committed}), since a guest that has not yet touched its memory
+    does not show in the kernel's count.  A host that reports no kernel figure
+    (libvirt's test driver) is judged by the second alone.
+    """
+    uncommitted = max(0, memory - committed)
+    if kernel_free <= 0:
+        return uncommitted
+    return min(kernel_free, uncommitted)
+
+
+def choose_host(candidates: Sequence[Candidate], memory: int, cpus: int) -> str:
+    """
+    The host a VM of C{memory} MiB and C{cpus} vCPUs goes to.
+
+    @raise Conflict: no host fits it (the reason says what each lacks).
+    """
+    fitting = [c for c in candidates if c.free >= memory and c.cpus >= cpus]
+    if not fitting:
+        if not candidates:
+            raise Conflict("no compute host is connected; the VM cannot be placed")
+        why = "; ".join(
+            f"{c.name}: {c.free} MB free, {c.cpus} CPUs" for c in candidates
+        )
+        raise Conflict(
+            f"no compute host fits a VM of {memory} MB and {cpus} CPU(s) ({why})"
+        )
+    best = max(c.free for c in fitting)
+    return next(c.name for c in fitting if c.free == best)

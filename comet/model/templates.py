@@ -1,0 +1,78 @@
+"""
+Templates: what a new VM is made from (memory, CPUs, and optionally a base
+volume its disk is cloned from).
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from comet.errors import InvalidInput, NotFound
+from comet.model.clusters import validate_name
+from comet.store import TemplateRecord
+
+MIN_MEMORY = 64
+
+
+async def _no_storage(pool: str, volume: str) -> None:
+    raise NotFound(f"storage pool {pool!r} does not exist (no storage is configured)")
+
+
+class TemplateModel:
+    """
+    @ivar check_disk: C{async check_disk(pool, volume)} raises if the base
+        volume does not exist; the storage model replaces the default, which
+        knows no pool.
+    """
+
+    def __init__(self, templates, hosts, clock):
+        self._templates = templates
+        self._hosts = hosts
+        self._clock = clock
+        self.check_disk: Callable[[str, str], Awaitable[None]] = _no_storage
+
+    async def _check(self, memory, cpus, disk) -> None:
+        if memory is not None and memory < MIN_MEMORY:
+            raise InvalidInput(f"memory must be at least {MIN_MEMORY} MB, not {memory}")
+        if cpus is not None:
+            most = await self._hosts.max_cpus()
+            if most is not None and cpus > most:
+                raise InvalidInput(f"cpus must be at most {most} (the largest host), not {cpus}")
+        if disk:
+            validate_name("pool", disk["pool"])
+            validate_name("volume", disk["volume"])
+            await self.check_disk(disk["pool"], disk["volume"])
+
+    def list(self):
+        return self._templates.list()
+
+    def get(self, name: str):
+        return self._templates.get(name)
+
+    async def create(self, name: str, memory: int, cpus: int, disk: dict | None) -> TemplateRecord:
+        validate_name("template", name)
+        await self._check(memory, cpus, disk)
+        return await self._templates.create(
+            name,
+            memory,
+            cpus,
+            disk["pool"] if disk else None,
+            disk["volume"] if disk else None,
+            int(self._clock.seconds()),
+        )
+
+    async def update(self, name: str, changes: dict) -> TemplateRecord:
+        """Change stored fields; C{"disk": None} removes the base volume."""
+        if "name" in changes:
+            validate_name("template", changes["name"])
+        await self._templates.get(name)
+        await self._check(changes.get("memory"), changes.get("cpus"), changes.get("disk"))
+        columns = {k: v for k, v in changes.items() if k in ("name", "memory", "cpus")}
+        if "disk" in changes:
+            disk = changes["disk"]
+            columns["disk_pool"] = disk["pool"] if disk else None
+            columns["disk_volume"] = disk["volume"] if disk else None
+        return await self._templates.update(name, **columns)
+
+    def delete(self, name: str):
+        return self._templates.delete(name)

@@ -1,0 +1,540 @@
+"""
+Virtual machines: Comet's records, placed on compute hosts while they run.
+
+A VM has a I{phase}, read live:
+  - C{stopped}: placed nowhere (its record, and its disks on central storage,
+    are all there is); shown as C{shutoff} with C{host} C{null};
+  - C{shutoff}, C{running}, C{paused}: its domain's state on its host;
+  - C{unknown}: its host does not answer.
+
+L{VM_ACTIONS} says which action is valid in which phase; it drives both the
+409 for an action that is not, and the C{actions} field of the
+representation, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import uuid as _uuid
+from typing import Awaitable, Callable, Protocol, Sequence
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, gatherResults
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
+from comet.model.clusters import validate_name
+from comet.model.placement import choose_host
+from comet.store import VMRecord
+from comet.virt import CometMetadata, DiskSpec, DomainSpec
+
+log = Logger()
+
+STOPPED = "stopped"
+UNKNOWN = "unknown"
+
+#: Action -> the phases it is valid in.
+VM_ACTIONS: dict[str, frozenset[str]] = {
+    "start": frozenset({STOPPED, "shutoff"}),
+    "poweroff": frozenset({"running", "paused", "other"}),
+    "shutdown": frozenset({"running"}),
+    "reset": frozenset({"running"}),
+    "suspend": frozenset({"running"}),
+    "resume": frozenset({"paused"}),
+    "stop": frozenset({"running", "paused", "shutoff", "other"}),
+}
+
+#: Smallest memory a VM may have, in MiB.
+MIN_MEMORY = 64
+
+#: Seconds a screenshot is reused before a new one is taken.
+SCREENSHOT_TTL = 3.0
+
+#: Seconds between two looks at a domain's state while waiting for it to stop.
+POLL_INTERVAL = 0.5
+
+#: Seconds C{stop} waits for the guest to shut down when not told.
+DEFAULT_STOP_TIMEOUT = 60
+
+
+@attrs.frozen
+class VM:
+    record: VMRecord
+    #: C{stopped}, C{shutoff}, C{running}, C{paused}, C{other} or C{unknown}.
+    phase: str
+
+    @property
+    def state(self) -> str:
+        """The state the API shows: a stopped VM is C{shutoff}."""
+        return "shutoff" if self.phase == STOPPED else self.phase
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def actions(self) -> list[str]:
+        return [a for a, phases in VM_ACTIONS.items() if self.phase in phases]
+
+
+class VMDisks(Protocol):
+    """
+    What the VM lifecycle needs of storage; the storage model provides it.
+    Every method is given the VM's record.
+    """
+
+    async def create(self, vm: VMRecord, template) -> None:
+        """Make the VM's own disks (from its template's base volume)."""
+
+    async def attach(self, vm: VMRecord, host: str) -> list[DiskSpec]:
+        """Export the VM's disks to C{host}; the disks its domain gets."""
+
+    async def detach(self, vm: VMRecord, host: str) -> None:
+        """Stop exporting the VM's disks to C{host}."""
+
+    async def delete(self, vm: VMRecord) -> None:
+        """Destroy the VM's own disks."""
+
+
+class NoDisks:
+    """VM disks when no storage is configured: VMs have none."""
+
+    async def create(self, vm, template):
+        if template.disk_pool is not None:
+            raise Conflict(
+                f"template {template.name!r} has a disk on pool {template.disk_pool!r},"
+                " but no storage is configured"
+            )
+
+    async def attach(self, vm, host):
+        return []
+
+    async def detach(self, vm, host):
+        pass
+
+    async def delete(self, vm):
+        pass
+
+
+def conflict(vm: VM, action: str) -> Conflict:
+    """The 409 for C{action} on C{vm} in its current phase."""
+    if vm.phase == UNKNOWN:
+        return Conflict(
+            f"VM {vm.name!r} is on host {vm.record.host!r}, which does not answer;"
+            f" {action} is not possible now"
+        )
+    where = f" on {vm.record.host}" if vm.record.host else ""
+    return Conflict(f"VM {vm.name!r} is {vm.state}{where}; {action} is not possible")
+
+
+class VMModel:
+    """
+    The VM lifecycle.
+
+    @param vms: the C{vms} table.
+    @param templates: the C{templates} table.
+    @param hypervisors: the libvirt adapter.
+    @param hosts: the compute hosts model (placement candidates).
+    @param tasks: runs long actions as tasks.
+    @param clock: C{seconds()} and C{callLater()}.
+    @param concurrency: VMs a cluster action acts on at once.
+    """
+
+    def __init__(self, vms, templates, hypervisors, hosts, tasks, clock, concurrency: int = 4):
+        self._vms = vms
+        self._templates = templates
+        self._hv = hypervisors
+        self._hosts = hosts
+        self._tasks = tasks
+        self._clock = clock
+        self._concurrency = concurrency
+        self.disks: VMDisks = NoDisks()
+        #: uuid -> what is being done to it (one operation per VM at a time).
+        self._busy: dict[str, str] = {}
+        #: uuid -> (seconds, PNG bytes)
+        self._screenshots: dict[str, tuple[float, bytes]] = {}
+
+    # Reading ---------------------------------------------------------------
+
+    async def _phase(self, record: VMRecord) -> str:
+        if record.host is None:
+            return STOPPED
+        try:
+            return await self._hv.domain_state(record.host, record.domain_name)
+        except NotFound:
+            # Placed, but its domain is gone (undefined behind Comet's back):
+            # it is off; the reconciler tidies the record.
+            return "shutoff"
+        except Unavailable:
+            return UNKNOWN
+
+    async def get(self, cluster: str, name: str) -> VM:
+        record = await self._vms.get(cluster, name)
+        return VM(record, await self._phase(record))
+
+    async def list(self, cluster: str | None = None) -> list[VM]:
+        """The VMs of a cluster with their live states: one bulk call per host."""
+        return await self.with_phases(await self._vms.list(cluster))
+
+    async def with_phases(self, records: Sequence[VMRecord]) -> list[VM]:
+        hosts = sorted({r.host for r in records if r.host is not None})
+        domains: dict[str, dict | None] = {}
+        for host in hosts:
+            try:
+                domains[host] = await self._hv.list_domains(host)
+            except CometError:
+                domains[host] = None
+        result = []
+        for r in records:
+            if r.host is None:
+                phase = STOPPED
+            elif domains.get(r.host) is None:
+                phase = UNKNOWN
+            else:
+                info = domains[r.host].get(r.domain_name)
+                phase = info.state if info is not None else "shutoff"
+            result.append(VM(r, phase))
+        return result
+
+    async def states(self, cluster: str) -> tuple[str, ...]:
+        return tuple(vm.state for vm in await self.list(cluster))
+
+    # Create, change, delete ----------------------------------------------------
+
+    async def _check_size(self, memory: int | None, cpus: int | None) -> None:
+        if memory is not None and memory < MIN_MEMORY:
+            raise InvalidInput(f"memory must be at least {MIN_MEMORY} MB, not {memory}")
+        if cpus is not None:
+            if cpus < 1:
+                raise InvalidInput(f"cpus must be at least 1, not {cpus}")
+            most = await self._hosts.max_cpus()
+            if most is not None and cpus > most:
+                raise InvalidInput(f"cpus must be at most {most} (the largest host), not {cpus}")
+
+    async def create(
+        self,
+        cluster: str,
+        template: str,
+        name: str | None = None,
+        memory: int | None = None,
+        cpus: int | None = None,
+    ) -> VM:
+        """
+        Record a new VM made from C{template} and give it its own disks.  If
+        making the disks fails, the record is removed again.
+        """
+        if name is not None:
+            validate_name("VM", name)
+        validate_name("template", template)
+        await self._check_size(memory, cpus)
+        template_record = await self._templates.get(template)
+        record = await self._vms.create(
+            cluster, name, template, memory, cpus, str(_uuid.uuid4()), int(self._clock.seconds())
+        )
+        try:
+            await self.disks.create(record, template_record)
+        except BaseException:
+            await self._vms.delete(record.uuid)
+            raise
+        return VM(record, STOPPED)
+
+    async def update(
+        self,
+        cluster: str,
+        name: str,
+        new_name: str | None = None,
+        memory: int | None = None,
+        cpus: int | None = None,
+    ) -> VM:
+        """
+        Change the stored definition.  A running VM keeps its live memory and
+        CPUs until its next start; a rename needs it shut off.
+        """
+        vm = await self.get(cluster, name)
+        if new_name is not None and new_name != name:
+            validate_name("VM", new_name)
+            if vm.state != "shutoff":
+                raise Conflict(f"VM {name!r} is {vm.state}; it can be renamed only while shut off")
+        await self._check_size(memory, cpus)
+        changes = {
+            k: v
+            for k, v in (("name", new_name), ("memory", memory), ("cpus", cpus))
+            if v is not None
+        }
+        record = await self._vms.update(cluster, name, **changes)
+        return VM(record, vm.phase)
+
+    async def delete(
+        self, cluster: str, name: str, force: bool = False, keep_storage: bool = False
+    ) -> None:
+        """
+        Delete a VM: 409 while it runs unless C{force} (then it is powered
+        off); its domain is undefined, its disks destroyed unless
+        C{keep_storage}.
+        """
+        vm = await self.get(cluster, name)
+        async with self._lock(vm, "being deleted"):
+            vm = await self.get(cluster, name)
+            if vm.phase == UNKNOWN:
+                raise conflict(vm, "delete")
+            if vm.phase in ("running", "paused", "other"):
+                if not force:
+                    raise Conflict(
+                        f"VM {name!r} is {vm.state}; power it off first or pass"
+                        ' {"force": true}'
+                    )
+                await self._hv.destroy(vm.record.host, vm.record.domain_name)
+            if vm.record.host is not None:
+                await self._unplace(vm.record)
+            if not keep_storage:
+                await self.disks.delete(vm.record)
+            await self._vms.delete(vm.record.uuid)
+        self._screenshots.pop(vm.record.uuid, None)
+
+    async def delete_cluster_vms(self, cluster: str) -> None:
+        """Power off and delete every VM of C{cluster} (a forced cluster delete)."""
+        for vm in await self.list(cluster):
+            await self.delete(cluster, vm.name, force=True)
+
+    # Actions -------------------------------------------------------------------
+
+    def _lock(self, vm: VM, doing: str):
+        return _Lock(self._busy, vm, doing)
+
+    async def _checked(self, cluster: str, name: str, action: str) -> VM:
+        vm = await self.get(cluster, name)
+        if action not in vm.actions:
+            raise conflict(vm, action)
+        return vm
+
+    async def act(self, cluster: str, name: str, action: str, **params) -> VM:
+        """Run a quick action (all but C{stop}) and answer the VM after it."""
+        vm = await self.get(cluster, name)
+        async with self._lock(vm, f"running {action}"):
+            vm = await self._checked(cluster, name, action)
+            record = vm.record
+            if action == "start":
+                await self._start(record)
+            else:
+                operation = {
+                    "poweroff": self._hv.destroy,
+                    "shutdown": self._hv.shutdown,
+                    "reset": self._hv.reset,
+                    "suspend": self._hv.suspend,
+                    "resume": self._hv.resume,
+                }[action]
+                await operation(record.host, record.domain_name)
+        return await self.get(cluster, name)
+
+    async def _start(self, record: VMRecord) -> None:
+        """
+        Place (if needed), export the disks, define and start.  A failure at
+        any step undoes the steps before it: no half-defined domain, no
+        placement record, no export is left behind.
+        """
+        placed_now = record.host is None
+        if placed_now:
+            host = choose_host(await self._hosts.candidates(), record.memory, record.cpus)
+            record = await self._vms.set_host(record.uuid, host)
+        host = record.host
+        undo: list[Callable[[], Awaitable]] = []
+        try:
+            disks = await self.disks.attach(record, host)
+            undo.append(lambda: self.disks.detach(record, host))
+            spec = DomainSpec(
+                name=record.domain_name,
+                uuid=record.uuid,
+                memory_mb=record.memory,
+                cpus=record.cpus,
+                domain_type=self._hosts.config(host).domain_type,
+                disks=disks,
+                metadata=CometMetadata(cluster=record.cluster, vm=record.name),
+            )
+            await self._hv.define(host, spec)
+            if placed_now:
+                undo.append(lambda: self._hv.undefine(host, record.domain_name))
+            await self._hv.start(host, record.domain_name)
+        except BaseException as e:
+            for step in reversed(undo):
+                try:
+                    await step()
+                except Exception:
+                    log.failure("undoing a failed start of VM {vm}", vm=record.name)
+            if placed_now:
+                await self._vms.set_host(record.uuid, None)
+            if isinstance(e, CometError):
+                e.reason = f"starting VM {record.name!r} on {host!r} failed: {e.reason}"
+            raise
+
+    async def _unplace(self, record: VMRecord) -> None:
+        """Undefine a shut-off VM's domain, unexport its disks, release the placement."""
+        try:
+            await self._hv.undefine(record.host, record.domain_name)
+        except NotFound:
+            pass
+        await self.disks.detach(record, record.host)
+        await self._vms.set_host(record.uuid, None)
+
+    async def _wait_off(self, host: str, domain: str, timeout: float) -> bool:
+        """Whether the domain is shut off within C{timeout} seconds."""
+        deadline = self._clock.seconds() + timeout
+        while True:
+            try:
+                state = await self._hv.domain_state(host, domain)
+            except NotFound:
+                return True
+            if state == "shutoff":
+                return True
+            if self._clock.seconds() >= deadline:
+                return False
+            await deferLater(self._clock, POLL_INTERVAL, lambda: None)
+
+    async def _stop(self, record: VMRecord, timeout: float, force: bool) -> str:
+        host, domain = record.host, record.domain_name
+        state = await self._hv.domain_state(host, domain)
+        how = "was already shut off"
+        if state == "paused":
+            if force:
+                await self._hv.destroy(host, domain)
+                state, how = "shutoff", "was paused; powered off"
+            else:
+                await self._hv.resume(host, domain)
+                state = "running"
+        if state in ("running", "other"):
+            await self._hv.shutdown(host, domain)
+            if await self._wait_off(host, domain, timeout):
+                how = "shut down"
+            elif force:
+                await self._hv.destroy(host, domain)
+                how = f"did not shut down within {timeout:g} s; powered off"
+            else:
+                raise Conflict(
+                    f"VM {record.name!r} did not shut down within {timeout:g} s;"
+                    ' it is still running (pass {"force": true} to power it off)'
+                )
+        await self._unplace(record)
+        return f"VM {record.name!r} {how} and was removed from host {host!r}"
+
+    async def stop(
+        self,
+        cluster: str,
+        name: str,
+        target_uri: str,
+        timeout: float | None = None,
+        force: bool = False,
+    ):
+        """
+        Start a task (about C{target_uri}) that shuts the VM down (waiting up
+        to C{timeout} seconds, then powering it off only with C{force}),
+        undefines it from its host and releases its placement.  Answers the
+        task.
+        """
+        vm = await self._checked(cluster, name, "stop")
+        lock = self._lock(vm, "stopping")
+        lock.acquire()
+        timeout = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
+
+        async def job(task):
+            try:
+                return await self._stop(vm.record, timeout, force)
+            finally:
+                lock.release()
+
+        try:
+            return await self._tasks.start(target_uri, job, f"stopping VM {name!r}")
+        except BaseException:
+            lock.release()
+            raise
+
+    async def screenshot(self, cluster: str, name: str) -> bytes:
+        """A PNG of the VM's screen, taken at most every L{SCREENSHOT_TTL} seconds."""
+        vm = await self.get(cluster, name)
+        if vm.phase not in ("running", "paused"):
+            raise conflict(vm, "a screenshot")
+        now = self._clock.seconds()
+        cached = self._screenshots.get(vm.record.uuid)
+        if cached is not None and now - cached[0] < SCREENSHOT_TTL:
+            return cached[1]
+        png = await self._hv.screenshot(vm.record.host, vm.record.domain_name)
+        self._screenshots[vm.record.uuid] = (now, png)
+        return png
+
+    # Clusters ------------------------------------------------------------------
+
+    async def cluster_action(self, cluster: str, action: str, cluster_href: str, **params):
+        """
+        Start a task that runs C{action} (C{start} or C{stop}) on every VM of
+        the cluster, a few at a time; one VM failing does not stop the others,
+        and the task's message lists each VM's outcome.
+        """
+        vms = await self.list(cluster)
+        semaphore = DeferredSemaphore(self._concurrency)
+
+        async def one(vm: VM) -> str:
+            if action == "start" and vm.phase == "running":
+                return f"{vm.name}: already running"
+            if action == "stop" and vm.phase == STOPPED:
+                return f"{vm.name}: already stopped"
+            try:
+                async with self._lock(vm, f"cluster {action}"):
+                    current = await self._checked(cluster, vm.name, action)
+                    if action == "start":
+                        await self._start(current.record)
+                        return f"{vm.name}: started"
+                    message = await self._stop(
+                        current.record,
+                        params.get("timeout", DEFAULT_STOP_TIMEOUT),
+                        params.get("force", False),
+                    )
+                    return f"{vm.name}: {message}"
+            except CometError as e:
+                return f"{vm.name}: FAILED: {e.reason}"
+
+        async def job(task):
+            done = [0]
+
+            async def counted(vm):
+                outcome = await semaphore.run(lambda: ensureDeferred(one(vm)))
+                done[0] += 1
+                await task.progress(100 * done[0] // max(1, len(vms)), outcome)
+                return outcome
+
+            outcomes = await gatherResults([ensureDeferred(counted(vm)) for vm in vms])
+            failed = sum(1 for o in outcomes if "FAILED" in o)
+            summary = f"cluster {cluster!r} {action}: {len(vms) - failed} of {len(vms)} VM(s) ok"
+            text = "; ".join([summary] + list(outcomes))
+            if failed:
+                raise Conflict(text)
+            return text
+
+        return await self._tasks.start(cluster_href, job, f"{action} of cluster {cluster!r}")
+
+
+class _Lock:
+    """One operation per VM at a time: a second is a 409 that names the first."""
+
+    def __init__(self, busy: dict[str, str], vm: VM, doing: str):
+        self._busy = busy
+        self._vm = vm
+        self._doing = doing
+        self._held = False
+
+    def acquire(self) -> None:
+        uuid = self._vm.record.uuid
+        if uuid in self._busy:
+            raise Conflict(f"VM {self._vm.name!r} is busy: it is {self._busy[uuid]}")
+        self._busy[uuid] = self._doing
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._busy.pop(self._vm.record.uuid, None)
+            self._held = False
+
+    async def __aenter__(self):
+        self.acquire()
+        return self
+
+    async def __aexit__(self, *exc):
+        self.release()
+        return False

@@ -1,0 +1,182 @@
+"""
+VM rows: Comet's record of each VM.
+
+A VM that is stopped exists only here (and in its volumes); C{host} is set
+while it is placed on a compute host, which is the record that a domain for it
+may exist there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import attrs
+
+from comet.errors import Conflict, InvalidInput, NotFound
+from comet.store._db import Database
+
+
+@attrs.frozen
+class VMRecord:
+    id: int
+    cluster: str
+    name: str
+    uuid: str
+    #: The name of the template the VM was made from (a template in use
+    #: cannot be deleted, so it is always there).
+    template: str | None
+    #: MiB.
+    memory: int
+    cpus: int
+    #: The compute host the VM is placed on, or C{None} when it is stopped.
+    host: str | None
+    created: int
+
+    @property
+    def domain_name(self) -> str:
+        """The libvirt domain name: stable across renames of the VM and its cluster."""
+        return f"comet-{self.uuid}"
+
+
+_SELECT = (
+    "SELECT v.id, c.name AS cluster, v.name, v.uuid, t.name AS template,"
+    " v.memory, v.cpus, v.host, v.created"
+    " FROM vms v JOIN clusters c ON c.id = v.cluster_id"
+    " LEFT JOIN templates t ON t.id = v.template_id"
+)
+
+
+def _record(row) -> VMRecord:
+    return VMRecord(**dict(row))
+
+
+def _get(conn, cluster: str, name: str) -> VMRecord:
+    row = conn.execute(f"{_SELECT} WHERE c.name = ? AND v.name = ?", (cluster, name)).fetchone()
+    if row is None:
+        if conn.execute("SELECT 1 FROM clusters WHERE name = ?", (cluster,)).fetchone() is None:
+            raise NotFound(f"cluster {cluster!r} does not exist")
+        raise NotFound(f"VM {name!r} does not exist in cluster {cluster!r}")
+    return _record(row)
+
+
+def _by_uuid(conn, uuid: str) -> VMRecord:
+    row = conn.execute(f"{_SELECT} WHERE v.uuid = ?", (uuid,)).fetchone()
+    if row is None:
+        raise NotFound(f"no VM has uuid {uuid}")
+    return _record(row)
+
+
+def _cluster_id(conn, cluster: str) -> int:
+    row = conn.execute("SELECT id FROM clusters WHERE name = ?", (cluster,)).fetchone()
+    if row is None:
+        raise NotFound(f"cluster {cluster!r} does not exist")
+    return row[0]
+
+
+def _list(conn, cluster: str | None) -> list[VMRecord]:
+    if cluster is None:
+        rows = conn.execute(f"{_SELECT} ORDER BY c.name, v.name")
+    else:
+        _cluster_id(conn, cluster)
+        rows = conn.execute(f"{_SELECT} WHERE c.name = ? ORDER BY v.name", (cluster,))
+    return [_record(r) for r in rows]
+
+
+def _free_name(conn, cluster_id: int, prefix: str) -> str:
+    """The template's name plus the smallest number no VM of the cluster has."""
+    taken = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM vms WHERE cluster_id = ? AND name LIKE ? ESCAPE '\\'",
+            (cluster_id, prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "-%"),
+        )
+    }
+    n = 1
+    while f"{prefix}-{n}" in taken:
+        n += 1
+    name = f"{prefix}-{n}"
+    if len(name) > 64:
+        raise InvalidInput(f"template name {prefix!r} is too long to name a VM after; give a name")
+    return name
+
+
+def _create(conn, cluster, name, template, memory, cpus, uuid, now) -> VMRecord:
+    cluster_id = _cluster_id(conn, cluster)
+    row = conn.execute(
+        "SELECT id, memory, cpus FROM templates WHERE name = ?", (template,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"template {template!r} does not exist")
+    template_id, t_memory, t_cpus = row
+    if name is None:
+        name = _free_name(conn, cluster_id, template)
+    try:
+        conn.execute(
+            "INSERT INTO vms (cluster_id, name, uuid, template_id, memory, cpus, host, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+            (cluster_id, name, uuid, template_id, memory or t_memory, cpus or t_cpus, now),
+        )
+    except sqlite3.IntegrityError:
+        raise Conflict(f"VM {name!r} already exists in cluster {cluster!r}") from None
+    return _get(conn, cluster, name)
+
+
+def _update(conn, cluster: str, name: str, changes: dict) -> VMRecord:
+    current = _get(conn, cluster, name)
+    if changes:
+        sets = ", ".join(f"{column} = ?" for column in changes)
+        try:
+            conn.execute(f"UPDATE vms SET {sets} WHERE id = ?", (*changes.values(), current.id))
+        except sqlite3.IntegrityError:
+            raise Conflict(
+                f"VM {changes.get('name')!r} already exists in cluster {cluster!r}"
+            ) from None
+    return _by_uuid(conn, current.uuid)
+
+
+def _set_host(conn, uuid: str, host: str | None) -> VMRecord:
+    conn.execute("UPDATE vms SET host = ? WHERE uuid = ?", (host, uuid))
+    return _by_uuid(conn, uuid)
+
+
+def _delete(conn, uuid: str) -> None:
+    conn.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
+
+
+class VMs:
+    """The C{vms} table."""
+
+    def __init__(self, db: Database):
+        self._db = db
+
+    def get(self, cluster: str, name: str):
+        return self._db.transact(_get, cluster, name)
+
+    def by_uuid(self, uuid: str):
+        return self._db.transact(_by_uuid, uuid)
+
+    def list(self, cluster: str | None = None):
+        """The VMs of C{cluster} (all VMs when C{None}), by name."""
+        return self._db.transact(_list, cluster)
+
+    def create(self, cluster, name, template, memory, cpus, uuid, now):
+        """
+        Record a new VM.  Without a C{name}, it is the template's name plus the
+        smallest free number, chosen in the same transaction as the insert, so
+        concurrent creates never pick the same one.  C{memory} and C{cpus}
+        default to the template's.
+        """
+        return self._db.transact(_create, cluster, name, template, memory, cpus, uuid, now)
+
+    def update(self, cluster: str, name: str, **changes):
+        unknown = set(changes) - {"name", "memory", "cpus"}
+        if unknown:
+            raise ValueError(f"not mutable: {unknown}")
+        return self._db.transact(_update, cluster, name, changes)
+
+    def set_host(self, uuid: str, host: str | None):
+        """Record where the VM is placed (C{None}: nowhere)."""
+        return self._db.transact(_set_host, uuid, host)
+
+    def delete(self, uuid: str):
+        return self._db.transact(_delete, uuid)

@@ -1,0 +1,76 @@
+"""The template collection and resource: C{/templates}, C{/templates/:name}."""
+
+from __future__ import annotations
+
+from comet.store import TemplateRecord
+from comet.web._schemas import NAME, obj
+from comet.web._table import ROUTES, Response
+
+ROUTES.path("templates", "/templates")
+ROUTES.path("template", "/templates/<name>")
+
+MEMORY = {"type": "integer", "minimum": 64, "maximum": 16 * 1024 * 1024}
+CPUS = {"type": "integer", "minimum": 1, "maximum": 4096}
+DISK = obj(("pool", "volume"), pool=NAME, volume=NAME)
+
+
+def representation(t: TemplateRecord) -> dict:
+    disk = {"pool": t.disk_pool, "volume": t.disk_volume} if t.disk_pool else None
+    return {
+        "name": t.name,
+        "memory": t.memory,
+        "cpus": t.cpus,
+        "disk": disk,
+        "created": t.created,
+        "href": ROUTES.href("template", name=t.name),
+    }
+
+
+@ROUTES.route("GET", "templates")
+async def list_templates(models, request, body):
+    """List the templates."""
+    return [
+        {"name": t.name, "href": ROUTES.href("template", name=t.name)}
+        for t in await models.templates.list()
+    ]
+
+
+@ROUTES.route(
+    "POST",
+    "templates",
+    obj(("name",), name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]}),
+)
+async def create_template(models, request, body):
+    """Create a template (memory in MB, default 512; cpus default 1; disk optional)."""
+    template = await models.templates.create(
+        body["name"], body.get("memory", 512), body.get("cpus", 1), body.get("disk")
+    )
+    href = ROUTES.href("template", name=template.name)
+    return Response(representation(template), 201, {"Location": href})
+
+
+@ROUTES.route("GET", "template")
+async def get_template(models, request, body, name):
+    """Describe one template."""
+    return representation(await models.templates.get(name))
+
+
+@ROUTES.route(
+    "PUT",
+    "template",
+    obj(name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]}),
+)
+async def update_template(models, request, body, name):
+    """Change a template (VMs made from it keep what they were given)."""
+    template = await models.templates.update(name, body)
+    headers = {}
+    if template.name != name:
+        headers["Location"] = ROUTES.href("template", name=template.name)
+    return Response(representation(template), 200, headers)
+
+
+@ROUTES.route("DELETE", "template", obj())
+async def delete_template(models, request, body, name):
+    """Delete a template no VM was made from."""
+    await models.templates.delete(name)
+    return Response(code=204)

@@ -1,0 +1,171 @@
+"""
+Virtual machines: C{/cluster/:cluster/vms}, C{/cluster/:cluster/vms/:name},
+their actions, screenshot and console; and the cluster actions C{start} and
+C{stop}, which act on every VM of a cluster.
+"""
+
+from __future__ import annotations
+
+from comet.model.vms import VM, VM_ACTIONS
+from comet.web import clusters as _clusters
+from comet.web._schemas import BOOL, NAME, obj
+from comet.web._table import ROUTES, Response
+from comet.web.templates import CPUS, MEMORY
+
+ROUTES.path("vms", "/cluster/<cluster>/vms")
+ROUTES.path("vm", "/cluster/<cluster>/vms/<name>")
+ROUTES.path("vm.screenshot", "/cluster/<cluster>/vms/<name>/screenshot")
+
+#: The body of C{stop}: seconds to wait for the guest, and whether to power off after.
+STOP = obj(timeout={"type": "number", "minimum": 0, "maximum": 3600}, force=BOOL)
+
+
+def href(vm: VM) -> str:
+    return ROUTES.href("vm", cluster=vm.record.cluster, name=vm.name)
+
+
+def _optional(path: str, vm: VM) -> str | None:
+    """The URI of a VM sub-resource, once the module that serves it is loaded."""
+    if path not in ROUTES.paths():
+        return None
+    return ROUTES.href(path, cluster=vm.record.cluster, name=vm.name)
+
+
+def summary(vm: VM) -> dict:
+    return {"name": vm.name, "state": vm.state, "host": vm.record.host, "href": href(vm)}
+
+
+def representation(vm: VM) -> dict:
+    r = vm.record
+    running = vm.phase in ("running", "paused")
+    return {
+        "name": r.name,
+        "state": vm.state,
+        "memory": r.memory,
+        "cpus": r.cpus,
+        "screenshot": ROUTES.href("vm.screenshot", cluster=r.cluster, name=r.name) if running else None,
+        "host": r.host,
+        "template": r.template,
+        "uuid": r.uuid,
+        "console": _optional("vm.console", vm),
+        "storages": _optional("vm.storages", vm),
+        "snapshots": _optional("vm.snapshots", vm),
+        "created": r.created,
+        "href": href(vm),
+        "actions": ROUTES.actions("vm", vm.actions, cluster=r.cluster, name=r.name),
+    }
+
+
+@ROUTES.route("GET", "vms")
+async def list_vms(models, request, body, cluster):
+    """List a cluster's VMs with their live states."""
+    return [summary(vm) for vm in await models.vms.list(cluster)]
+
+
+@ROUTES.route(
+    "POST", "vms", obj(("template",), template=NAME, name=NAME, memory=MEMORY, cpus=CPUS)
+)
+async def create_vm(models, request, body, cluster):
+    """Create a VM from a template (without a name: the template's name and a number)."""
+    vm = await models.vms.create(
+        cluster, body["template"], body.get("name"), body.get("memory"), body.get("cpus")
+    )
+    return Response(representation(vm), 201, {"Location": href(vm)})
+
+
+@ROUTES.route("GET", "vm")
+async def get_vm(models, request, body, cluster, name):
+    """Describe one VM, with its live state."""
+    return representation(await models.vms.get(cluster, name))
+
+
+@ROUTES.route("PUT", "vm", obj(name=NAME, memory=MEMORY, cpus=CPUS))
+async def update_vm(models, request, body, cluster, name):
+    """Change a VM's stored definition (it takes effect at its next start)."""
+    vm = await models.vms.update(
+        cluster, name, body.get("name"), body.get("memory"), body.get("cpus")
+    )
+    headers = {"Location": href(vm)} if vm.name != name else {}
+    return Response(representation(vm), 200, headers)
+
+
+@ROUTES.route("DELETE", "vm", obj(force=BOOL, keep_storage=BOOL))
+async def delete_vm(models, request, body, cluster, name):
+    """Delete a VM (and its own disks, unless keep_storage)."""
+    await models.vms.delete(
+        cluster, name, force=body.get("force", False), keep_storage=body.get("keep_storage", False)
+    )
+    return Response(code=204)
+
+
+@ROUTES.route("GET", "vm.screenshot", produces="image/png")
+async def screenshot(models, request, body, cluster, name):
+    """A PNG of the VM's screen (taken at most every few seconds)."""
+    png = await models.vms.screenshot(cluster, name)
+    return Response(raw=png, content_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+def _quick_action(action: str):
+    async def handler(models, request, body, cluster, name):
+        return representation(await models.vms.act(cluster, name, action))
+
+    handler.__doc__ = f"{action.capitalize()} the VM."
+    return handler
+
+
+async def _stop(models, request, body, cluster, name):
+    """Shut the VM down, remove it from its host and release its placement (a task)."""
+    task = await models.vms.stop(
+        cluster,
+        name,
+        ROUTES.href("vm", cluster=cluster, name=name),
+        body.get("timeout"),
+        body.get("force", False),
+    )
+    return _task_response(task)
+
+
+def _task_response(task) -> Response:
+    from comet.web.tasks import representation as task_representation
+
+    href = ROUTES.href("task", id=task.id)
+    return Response(task_representation(task), 202, {"Location": href})
+
+
+for _action in VM_ACTIONS:
+    ROUTES.path(f"vm.{_action}", f"/cluster/<cluster>/vms/<name>/{_action}")
+    if _action == "stop":
+        ROUTES.route("POST", "vm.stop", STOP)(_stop)
+    else:
+        ROUTES.route("POST", f"vm.{_action}", obj())(_quick_action(_action))
+
+
+# Cluster actions: start or stop every VM of the cluster, as a task.
+
+_clusters.CLUSTER_ACTIONS.update(
+    {
+        "start": frozenset({"stopped", "partial"}),
+        "stop": frozenset({"running", "partial", "stopped"}),
+    }
+)
+
+
+def _cluster_action(action: str, schema):
+    async def handler(models, request, body, name):
+        cluster = await models.clusters.get(name)
+        if cluster.state not in _clusters.CLUSTER_ACTIONS[action]:
+            from comet.errors import Conflict
+
+            raise Conflict(f"cluster {name!r} is {cluster.state}; {action} is not possible")
+        task = await models.vms.cluster_action(
+            name, action, ROUTES.href("cluster", name=name), **body
+        )
+        return _task_response(task)
+
+    handler.__doc__ = f"{action.capitalize()} every VM of the cluster (a task)."
+    ROUTES.path(f"cluster.{action}", f"/cluster/<name>/{action}")
+    ROUTES.route("POST", f"cluster.{action}", schema)(handler)
+
+
+_cluster_action("start", obj())
+_cluster_action("stop", STOP)
