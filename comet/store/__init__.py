@@ -8,6 +8,7 @@ lives anywhere else.
 
 from comet.store._db import Database
 from comet.store.clusters import ClusterRecord, Clusters
+from comet.store.storage import PoolRecord, Storage, VolumeRecord
 from comet.store.tasks import TaskRecord, Tasks
 from comet.store.templates import TemplateRecord, Templates
 from comet.store.vms import VMRecord, VMs
@@ -22,4 +23,7 @@ __all__ = [
     "TemplateRecord",
     "VMs",
     "VMRecord",
+    "Storage",
+    "PoolRecord",
+    "VolumeRecord",
 ]

@@ -56,4 +56,43 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX vms_host ON vms (host)",
         ],
     ),
+    (
+        3,
+        [
+            # Pools registered through the API (registered = 1) and the
+            # activation state of every pool (a configured pool gets a row,
+            # registered = 0, the first time it is deactivated).
+            """CREATE TABLE storage_pools (
+                name TEXT PRIMARY KEY,
+                server TEXT NOT NULL,
+                dataset TEXT NOT NULL,
+                registered INTEGER NOT NULL CHECK (registered IN (0, 1)),
+                made_dataset INTEGER NOT NULL DEFAULT 0 CHECK (made_dataset IN (0, 1)),
+                active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+                created INTEGER NOT NULL
+            )""",
+            # Volumes Comet created; a VM's disks are the rows with its uuid.
+            """CREATE TABLE storage_volumes (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                pool TEXT NOT NULL,
+                name TEXT NOT NULL,
+                zvol TEXT NOT NULL,
+                capacity INTEGER NOT NULL,
+                vm_uuid TEXT,
+                dev TEXT,
+                own INTEGER NOT NULL DEFAULT 0 CHECK (own IN (0, 1)),
+                origin TEXT,
+                chap_user TEXT NOT NULL,
+                chap_secret TEXT NOT NULL,
+                secret_uuid TEXT NOT NULL,
+                target TEXT,
+                exported_to TEXT,
+                created INTEGER NOT NULL,
+                UNIQUE (pool, name),
+                UNIQUE (vm_uuid, dev),
+                CHECK ((vm_uuid IS NULL) = (dev IS NULL))
+            )""",
+            "CREATE INDEX storage_volumes_vm ON storage_volumes (vm_uuid)",
+        ],
+    ),
 ]
