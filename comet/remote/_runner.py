@@ -16,6 +16,7 @@ C{ssh_config}.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -323,6 +324,7 @@ class SSHRunner:
         control_persist: int = 300,
         server_alive_interval: int = 15,
         kill_grace: float = 5.0,
+        remote_timeout: bool = True,
     ):
         """
         @param reactor: an L{twisted.internet.interfaces.IReactorProcess}.
@@ -331,6 +333,11 @@ class SSHRunner:
         @param server_alive_interval: seconds between keep-alive probes; three
             unanswered probes end a connection (and its commands) as
             unavailable.
+        @param remote_timeout: also run each command that has a timeout
+            under the server's C{timeout -s KILL} (coreutils or busybox),
+            set C{kill_grace} seconds later than the local one.  Killing the
+            local ssh client does not kill the remote command (without a
+            terminal nothing sends it a signal); this does.
         """
         self._reactor = reactor
         self.clock = clock if clock is not None else reactor
@@ -338,6 +345,7 @@ class SSHRunner:
         self.storage = storage
         self.host = server.host
         self.kill_grace = kill_grace
+        self._remote_timeout = remote_timeout
         self._ssh = ssh
         self._control_persist = control_persist
         self._alive = server_alive_interval
@@ -387,7 +395,7 @@ class SSHRunner:
         if timeout is None:
             timeout = self.storage.command_timeout
         command = _Command(self, argv, stdin, timeout)
-        refused = self._spawn(command, self.ssh_argv() + [remote_command(argv)])
+        refused = self._spawn(command, self.ssh_argv() + [self._remote(argv, timeout)])
         if refused is not None:
             return refused
         return command.outcome.observe(lambda d: command.kill("cancel"))
@@ -398,7 +406,7 @@ class SSHRunner:
         command = _Command(self, argv, None, timeout)
         command.output = output
         command.stream = stream = _Stream(command)
-        refused = self._spawn(command, self.ssh_argv() + [remote_command(argv)])
+        refused = self._spawn(command, self.ssh_argv() + [self._remote(argv, timeout)])
         if refused is not None:
             stream._closed = True
             refused.addErrback(command.outcome.settle)
@@ -417,6 +425,13 @@ class SSHRunner:
         return self._stopping.observe()
 
     # Inside
+
+    def _remote(self, argv: list[str], timeout: float | None) -> str:
+        """The remote command string, under the server's own timeout if there is one."""
+        if timeout is not None and self._remote_timeout:
+            limit = str(math.ceil(timeout + self.kill_grace))
+            argv = ["timeout", "-s", "KILL", limit] + argv
+        return remote_command(argv)
 
     def _spawn(self, command: _Command, args: list[str]) -> Deferred | None:
         """Start C{command}'s child, or return a failed Deferred saying why not."""

@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import stat
+import subprocess
 import sys
 
 from twisted.internet import reactor
@@ -160,6 +161,23 @@ class SSHRunnerTests(TestCase):
         self.assertIn("127.0.0.1 does not answer", caught.exception.reason)
         self.assertIn("7 s", caught.exception.reason)
         self.assertEqual(runner._running, set())
+
+    @inlineCallbacks
+    def test_timeout_kills_remote_command(self):
+        """
+        The remote command of a timed-out command dies too (by the server's
+        own timeout, a grace period after the local one).
+        """
+        runner = self.runner()
+        marker = f"comet-marker-{os.getpid()}-{id(self)}"
+        d = runner.run(["sh", "-c", "sleep 60; :", marker], timeout=1)
+        yield self.assertFailure(d, Unavailable)
+        for _ in range(100):  # kill_grace is 2 s here
+            found = subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout
+            if not found:
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(found, b"")
 
     @inlineCallbacks
     def test_default_timeout(self):
