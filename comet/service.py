@@ -123,6 +123,8 @@ class CometService(MultiService):
                 log.warn("stopping with requests still in flight")
         # The adapters (libvirt threads, ssh children) stop after the API.
         await MultiService.stopService(self)
+        if self.models is not None and self.models.storage is not None:
+            await self.models.storage.stop()
         self.db.close()
         log.info("Comet stopped")
 

@@ -62,10 +62,16 @@ def test_hosts(testcase, sizes=((4, 8192), (8, 16384))) -> tuple[HostConfig, ...
     return tuple(hosts)
 
 
-def make_models(testcase, hosts=None, db: Database | None = None, clock=reactor, **config) -> Models:
+def make_models(
+    testcase, hosts=None, db: Database | None = None, clock=reactor, runners=None, **config
+) -> Models:
     """
     The real models over a fresh database and real libvirt (test-driver nodes,
     two by default), as the daemon wires them.
+
+    @param runners: storage server address -> runner (e.g. a
+        L{comet.remote.FakeRunner} over a L{comet.remote.FakeStorageServer});
+        by default none, so configured storage servers must not be used.
     """
     if db is None:
         db = temp_database(testcase)
@@ -75,7 +81,7 @@ def make_models(testcase, hosts=None, db: Database | None = None, clock=reactor,
     hypervisors = Hypervisors(reactor, cfg.hosts, cfg.compute)
     hypervisors.startService()
     testcase.addCleanup(hypervisors.stopService)
-    models = wire_models(db, hypervisors, cfg, clock)
+    models = wire_models(db, hypervisors, cfg, clock, runners=runners or {})
     return models
 
 

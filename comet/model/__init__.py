@@ -12,6 +12,7 @@ import attrs
 
 from comet.model.clusters import ClusterModel
 from comet.model.hosts import HostModel
+from comet.model.storage import StorageModel
 from comet.model.tasks import TaskRunner
 from comet.model.templates import TemplateModel
 from comet.model.vms import VMModel
@@ -24,11 +25,18 @@ class Models:
     hosts: HostModel
     templates: TemplateModel
     vms: VMModel
+    storage: StorageModel | None = None
 
 
-def make_models(db, hypervisors, config, clock) -> Models:
-    """The models of a daemon over C{db} and the libvirt adapter, wired together."""
-    from comet.store import Clusters, Tasks, Templates, VMs
+def make_models(db, hypervisors, config, clock, runners=None) -> Models:
+    """
+    The models of a daemon over C{db} and the libvirt adapter, wired together.
+
+    @param runners: storage server address -> L{comet.remote.IRunner}; by
+        default one L{comet.remote.SSHRunner} per configured storage server
+        (C{clock} is then the reactor).  L{StorageModel.stop} stops them.
+    """
+    from comet.store import Clusters, Storage, Tasks, Templates, VMs
 
     tasks = TaskRunner(Tasks(db), clock)
     clusters = ClusterModel(Clusters(db), clock)
@@ -46,4 +54,18 @@ def make_models(db, hypervisors, config, clock) -> Models:
 
     clusters.vm_states = vm_states
     clusters.on_delete = delete_vms
-    return Models(clusters=clusters, tasks=tasks, hosts=hosts, templates=templates, vms=vms)
+
+    if runners is None:
+        from comet.remote import SSHRunner
+
+        runners = {
+            s.host: SSHRunner(clock, s, config.storage) for s in config.storageservers
+        }
+    storage = StorageModel(
+        Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db)
+    )
+    vms.disks = storage
+    templates.check_disk = storage.check_disk
+    return Models(
+        clusters=clusters, tasks=tasks, hosts=hosts, templates=templates, vms=vms, storage=storage
+    )

@@ -5,7 +5,7 @@ Importing this package imports every resource module, and so fills the route
 table L{ROUTES}; L{CometAPI} serves it.
 """
 
-from comet.web import clusters, hosts, tasks, templates, vms  # noqa: F401  (they fill ROUTES)
+from comet.web import clusters, hosts, storage, tasks, templates, vms  # noqa: F401  (they fill ROUTES)
 from comet.web._app import CometAPI
 from comet.web._table import ROUTES, Response
 

@@ -1,0 +1,636 @@
+"""
+Storage: storage servers, pools (a ZFS dataset on one server), volumes
+(zvols in a pool), and the disks of VMs, exported over iSCSI to the compute
+host a VM runs on.
+
+Everything Comet creates on a server carries the ZFS user property
+C{comet:owner} (L{comet.remote.zfs.OWNER_PROPERTY}), and Comet destroys only
+what carries it.  Live values (sizes, whether a zvol exists) are read from
+ZFS each time; SQLite holds what Comet decided (registrations, activation,
+which VM a volume belongs to, CHAP secrets, where a volume is exported).
+
+A step that fails half way is undone: a volume whose download fails is
+destroyed again, a VM disk whose clone fails takes its snapshot with it, a
+VM start whose second export fails unexports the first.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+import uuid as _uuid
+from typing import Mapping
+from urllib.parse import urlparse
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+
+from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
+from comet.model.clusters import validate_name
+from comet.remote import tgt as _tgt
+from comet.remote import zfs as _zfs
+from comet.remote.tgt import TGT
+from comet.remote.zfs import ZFS
+from comet.virt import DiskSpec
+
+log = Logger()
+
+GiB = 1024**3
+
+#: Seconds the reachability probe of a storage server may take.
+PROBE_TIMEOUT = 5.0
+
+#: Device name of a VM's own disk (made from its template).
+ROOT_DEV = "vda"
+
+
+def check_dataset(dataset: str) -> str:
+    try:
+        return _zfs.check_dataset(dataset)
+    except InvalidInput:
+        raise InvalidInput(f"{dataset!r} is not a dataset name like tank/comet") from None
+
+
+def vm_disk_name(vm_uuid: str, dev: str = ROOT_DEV) -> str:
+    """The name (in its pool) of a VM's own disk: C{vm-<uuid>-<dev>}."""
+    return f"vm-{vm_uuid}-{dev}"
+
+
+def base_snapshot_name(vm_uuid: str) -> str:
+    """The snapshot of a template's base volume a VM's disk is cloned from."""
+    return f"comet-base-{vm_uuid}"
+
+
+@attrs.frozen
+class Pool:
+    name: str
+    server: str
+    dataset: str
+    active: bool
+    #: From the configuration (cannot be deleted through the API).
+    configured: bool
+
+    @property
+    def zpool(self) -> str:
+        return self.dataset.split("/", 1)[0]
+
+    @property
+    def actions(self) -> list[str]:
+        return ["deactivate"] if self.active else ["activate"]
+
+
+@attrs.frozen
+class PoolSpace:
+    pool: Pool
+    capacity: int
+    allocated: int
+    available: int
+
+
+@attrs.frozen
+class Volume:
+    """A volume in a pool, as ZFS shows it and as Comet recorded it (or not)."""
+
+    pool: Pool
+    name: str
+    capacity: int
+    used: int
+    #: Comet's record, or C{None} for a zvol Comet did not create.
+    record: object | None
+
+    @property
+    def target(self) -> str | None:
+        return self.record.target if self.record is not None else None
+
+    @property
+    def state(self) -> str:
+        return "mapped" if self.target else "unmapped"
+
+
+class _Server:
+    def __init__(self, runner, owner: str):
+        self.runner = runner
+        self.zfs = ZFS(runner, owner=owner)
+        self.tgt = TGT(runner)
+
+
+class StorageModel:
+    """
+    Storage servers, pools and volumes, and the VM disks hook
+    (L{comet.model.vms.VMDisks}): C{create}, C{attach}, C{detach}, C{delete}.
+
+    @param store: the L{comet.store.Storage} tables.
+    @param runners: storage server address -> L{comet.remote.IRunner}.
+    @param config: the daemon's L{comet.config.Config}.
+    @param hypervisors: the libvirt adapter (CHAP secrets on compute hosts).
+    @param tasks: the L{comet.model.tasks.TaskRunner}.
+    @param clock: C{seconds()}.
+    @param http: the C{treq} API used to download images.
+    """
+
+    def __init__(self, store, runners: Mapping[str, object], config, hypervisors, tasks, clock,
+                 http=None, owner: str = "comet", vms=None):
+        self._store = store
+        self._vms = vms
+        self._runners = dict(runners)
+        self._servers = {host: _Server(r, owner) for host, r in self._runners.items()}
+        self._config = config
+        self._hv = hypervisors
+        self._tasks = tasks
+        self._clock = clock
+        if http is None:
+            from treq.client import HTTPClient
+            from twisted.internet import reactor
+            from twisted.web.client import Agent, HTTPConnectionPool
+
+            # No persistent connections: a download is one long request, and
+            # an idle connection kept for later would outlive it.
+            http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        self._http = http
+        self._configured = {p.name: p for p in config.storagepools}
+        #: (pool, name) of volumes being created (not yet recorded).
+        self._creating: set[tuple[str, str]] = set()
+
+    async def stop(self) -> None:
+        """Stop every runner (kills commands still running)."""
+        for runner in self._runners.values():
+            try:
+                await runner.stop()
+            except Exception:
+                log.failure("stopping the runner of {host}", host=getattr(runner, "host", "?"))
+
+    def _now(self) -> int:
+        return int(self._clock.seconds())
+
+    def _server(self, host: str) -> _Server:
+        try:
+            return self._servers[host]
+        except KeyError:
+            raise NotFound(f"storage server {host!r} does not exist") from None
+
+    # Servers -------------------------------------------------------------------
+
+    def servers(self) -> list[str]:
+        return [s.host for s in self._config.storageservers]
+
+    async def server_state(self, host: str) -> str:
+        """C{reachable} or C{unreachable}: a quick C{zpool list}."""
+        server = self._server(host)
+        try:
+            await server.runner.run(_zfs.pool_list_argv(), timeout=PROBE_TIMEOUT)
+        except Unavailable:
+            return "unreachable"
+        except CometError:
+            # It answered (with an error): it is reachable.
+            return "reachable"
+        return "reachable"
+
+    async def zpools(self, host: str) -> list:
+        """The zpools of a server (L{comet.remote.zfs.Pool}); 503 if it does not answer."""
+        return await self._server(host).zfs.pool_list()
+
+    # Pools ---------------------------------------------------------------------
+
+    async def pools(self) -> list[Pool]:
+        rows = {r.name: r for r in await self._store.pools()}
+        result = []
+        for name, cfg in self._configured.items():
+            row = rows.get(name)
+            result.append(Pool(name, cfg.server, cfg.dataset,
+                               bool(row.active) if row else True, True))
+        for name, row in rows.items():
+            if row.registered and name not in self._configured:
+                result.append(Pool(name, row.server, row.dataset, bool(row.active), False))
+        return sorted(result, key=lambda p: p.name)
+
+    async def pool(self, name: str) -> Pool:
+        validate_name("storage pool", name)
+        row = await self._store.pool(name)
+        cfg = self._configured.get(name)
+        if cfg is not None:
+            return Pool(name, cfg.server, cfg.dataset, bool(row.active) if row else True, True)
+        if row is None or not row.registered:
+            raise NotFound(f"storage pool {name!r} does not exist")
+        return Pool(name, row.server, row.dataset, bool(row.active), False)
+
+    async def space(self, pool: Pool) -> PoolSpace:
+        space = await self._server(pool.server).zfs.dataset_space(pool.dataset)
+        return PoolSpace(pool, space.capacity, space.used, space.available)
+
+    async def create_pool(self, name: str, server: str, dataset: str) -> Pool:
+        """Register a pool; its dataset is created (tagged) if absent."""
+        validate_name("storage pool", name)
+        check_dataset(dataset)
+        if server not in self._servers:
+            raise InvalidInput(f"storage server {server!r} is not configured")
+        if name in self._configured or await self._store.pool(name) is not None:
+            raise Conflict(f"storage pool {name!r} already exists")
+        for other in await self.pools():
+            if other.server == server and other.dataset == dataset:
+                raise Conflict(f"dataset {dataset} on {server} is already pool {other.name!r}")
+        zfs = self._server(server).zfs
+        made = False
+        if not await zfs.exists(dataset):
+            await zfs.create_dataset(dataset)
+            made = True
+        try:
+            await self._store.register_pool(name, server, dataset, made, self._now())
+        except BaseException:
+            if made:
+                await zfs.destroy(dataset)
+            raise
+        return await self.pool(name)
+
+    async def delete_pool(self, name: str) -> None:
+        """Unregister a pool (409 if it holds volumes); a dataset Comet made goes too."""
+        pool = await self.pool(name)
+        if pool.configured:
+            raise Conflict(
+                f"storage pool {name!r} comes from the configuration; remove it there"
+            )
+        row = await self._store.pool(name)
+        if await self._store.volumes(name):
+            raise Conflict(f"storage pool {name!r} holds volumes; delete them first")
+        zfs = self._server(pool.server).zfs
+        if row.made_dataset:
+            try:
+                live = await zfs.list_volumes(pool.dataset)
+            except NotFound:
+                live = []
+            if live:
+                raise Conflict(
+                    f"storage pool {name!r} holds {len(live)} volume(s) in {pool.dataset}"
+                )
+        await self._store.unregister_pool(name)
+        if row.made_dataset:
+            try:
+                await zfs.destroy(pool.dataset)
+            except NotFound:
+                pass
+            except CometError:
+                log.failure("destroying the dataset of deleted pool {pool}", pool=name)
+
+    async def set_active(self, name: str, active: bool) -> Pool:
+        pool = await self.pool(name)
+        action = "activate" if active else "deactivate"
+        if pool.active == active:
+            raise Conflict(f"storage pool {name!r} is {'active' if active else 'inactive'};"
+                           f" {action} is not possible")
+        await self._store.set_active(name, pool.server, pool.dataset, active, self._now())
+        return await self.pool(name)
+
+    # Volumes -------------------------------------------------------------------
+
+    async def volumes(self, pool_name: str) -> list[Volume]:
+        """The zvols in a pool's dataset, live, with Comet's records."""
+        pool = await self.pool(pool_name)
+        records = {r.name: r for r in await self._store.volumes(pool.name)}
+        live = await self._server(pool.server).zfs.list_volumes(pool.dataset)
+        return [Volume(pool, v.short_name, v.size, v.used, records.get(v.short_name))
+                for v in live]
+
+    async def volume(self, pool_name: str, name: str) -> Volume:
+        pool = await self.pool(pool_name)
+        validate_name("volume", name)
+        record = await self._store.volume(pool.name, name)
+        try:
+            live = await self._server(pool.server).zfs.get_volume(f"{pool.dataset}/{name}")
+        except NotFound:
+            raise NotFound(f"volume {name!r} does not exist in storage pool {pool.name!r}"
+                           ) from None
+        return Volume(pool, name, live.size, live.used, record)
+
+    async def _check_new_volume(self, pool: Pool, name: str) -> None:
+        validate_name("volume", name)
+        if not pool.active:
+            raise Conflict(f"storage pool {pool.name!r} is inactive; it accepts no new volume")
+        if (pool.name, name) in self._creating:
+            raise Conflict(f"volume {name!r} is being created in storage pool {pool.name!r}")
+        zvol = f"{pool.dataset}/{name}"
+        if (await self._store.volume(pool.name, name) is not None
+                or await self._server(pool.server).zfs.exists(zvol)):
+            raise Conflict(f"volume {name!r} already exists in storage pool {pool.name!r}")
+
+    def _new_record(self, pool: Pool, name: str, size: int, **more) -> dict:
+        fields = dict(
+            pool=pool.name, name=name, zvol=f"{pool.dataset}/{name}", capacity=size,
+            chap_user=f"comet-{secrets.token_hex(6)}", chap_secret=secrets.token_urlsafe(24),
+            secret_uuid=str(_uuid.uuid4()), created=self._now(),
+        )
+        fields.update(more)
+        return fields
+
+    async def create_volume(self, pool_name: str, name: str, target_uri: str,
+                            capacity_gb: int | None = None, url: str | None = None):
+        """
+        Start a task that creates volume C{name}: empty, of C{capacity_gb}
+        GiB, or holding the image downloaded from C{url}.  Answers the task.
+        """
+        pool = await self.pool(pool_name)
+        if (capacity_gb is None) == (url is None):
+            raise InvalidInput("give exactly one of capacity and url")
+        if capacity_gb is not None and (isinstance(capacity_gb, bool)
+                                        or not isinstance(capacity_gb, int) or capacity_gb < 1):
+            raise InvalidInput(f"capacity is a whole number of GB (at least 1), not {capacity_gb!r}")
+        if url is not None:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise InvalidInput(f"url must be an http or https URL, not {url!r}")
+        await self._check_new_volume(pool, name)
+        key = (pool.name, name)
+        self._creating.add(key)
+
+        async def job(task):
+            try:
+                if url is None:
+                    return await self._create_empty(pool, name, capacity_gb * GiB)
+                return await self._download(pool, name, url, task)
+            finally:
+                self._creating.discard(key)
+
+        try:
+            return await self._tasks.start(
+                target_uri, job, f"creating volume {name!r} in storage pool {pool.name!r}"
+            )
+        except BaseException:
+            self._creating.discard(key)
+            raise
+
+    async def _create_empty(self, pool: Pool, name: str, size: int) -> str:
+        zfs = self._server(pool.server).zfs
+        volume = await zfs.create_volume(pool.dataset, name, size)
+        await self._record_or_destroy(zfs, volume.name, self._new_record(pool, name, volume.size))
+        return f"volume {name!r} ({volume.size} bytes) created in storage pool {pool.name!r}"
+
+    async def _record_or_destroy(self, zfs, zvol: str, fields: dict):
+        try:
+            return await self._store.add_volume(**fields)
+        except BaseException:
+            await self._undo(zfs.destroy(zvol), f"destroying {zvol}")
+            raise
+
+    async def _undo(self, d: Deferred, what: str) -> None:
+        try:
+            await d
+        except Exception:
+            log.failure("undo step failed: {what}", what=what)
+
+    async def _download(self, pool: Pool, name: str, url: str, task) -> str:
+        zfs = self._server(pool.server).zfs
+        try:
+            response = await self._http.get(url, unbuffered=True)
+        except CometError:
+            raise
+        except Exception as e:
+            raise Unavailable(f"downloading {url} failed: {e}") from None
+        if response.code != 200:
+            await self._discard(response)
+            raise NotFound(f"downloading {url} failed: HTTP {response.code}")
+        length = response.length
+        if not isinstance(length, int) or length <= 0:
+            await self._discard(response)
+            raise InvalidInput(
+                f"{url} did not say its length (Content-Length); the volume cannot be sized"
+            )
+        size = -(-length // GiB) * GiB
+        try:
+            volume = await zfs.create_volume(pool.dataset, name, size)
+        except BaseException:
+            await self._discard(response)
+            raise
+        try:
+            stream = await zfs.open_writer(volume.name)
+            receiver = _Receiver(stream, length, task)
+            response.deliverBody(receiver)
+            await receiver.done
+            await stream.finish()
+            await self._store.add_volume(**self._new_record(pool, name, volume.size))
+        except BaseException:
+            await self._undo(zfs.destroy(volume.name), f"destroying {volume.name}")
+            raise
+        return (f"volume {name!r} ({volume.size} bytes) created in storage pool"
+                f" {pool.name!r} from {url} ({length} bytes)")
+
+    async def _discard(self, response) -> None:
+        try:
+            import treq
+
+            await treq.content(response)
+        except Exception:
+            pass
+
+    async def delete_volume(self, pool_name: str, name: str) -> None:
+        """Destroy a volume Comet created: 409 while mapped or a VM's disk."""
+        pool = await self.pool(pool_name)
+        validate_name("volume", name)
+        record = await self._store.volume(pool.name, name)
+        if record is not None and record.target:
+            raise Conflict(f"volume {name!r} is mapped (exported to {record.exported_to});"
+                           " unmap it first")
+        if record is not None and record.vm_uuid:
+            raise Conflict(f"volume {name!r} is a disk of VM {record.vm_uuid}; detach it first")
+        if (pool.name, name) in self._creating:
+            raise Conflict(f"volume {name!r} is being created")
+        zfs = self._server(pool.server).zfs
+        zvol = f"{pool.dataset}/{name}"
+        try:
+            await zfs.destroy(zvol)
+        except NotFound:
+            if record is None:
+                raise NotFound(
+                    f"volume {name!r} does not exist in storage pool {pool.name!r}"
+                ) from None
+        if record is not None:
+            await self._store.delete_volume(pool.name, name)
+
+    async def vm_of(self, volume: Volume):
+        """The record of the VM whose disk C{volume} is, or C{None}."""
+        if volume.record is None or volume.record.vm_uuid is None or self._vms is None:
+            return None
+        try:
+            return await self._vms.by_uuid(volume.record.vm_uuid)
+        except NotFound:
+            return None
+
+    async def check_disk(self, pool_name: str, volume: str) -> None:
+        """The template hook: the base volume must exist."""
+        await self.volume(pool_name, volume)
+
+    # VM disks (the VMDisks hook) ---------------------------------------------
+
+    async def create(self, vm, template) -> None:
+        """Clone the template's base volume into the VM's own disk."""
+        if template.disk_pool is None:
+            return
+        pool = await self.pool(template.disk_pool)
+        if not pool.active:
+            raise Conflict(f"storage pool {pool.name!r} is inactive; it places no VM")
+        zfs = self._server(pool.server).zfs
+        base = f"{pool.dataset}/{template.disk_volume}"
+        name = vm_disk_name(vm.uuid)
+        snapshot = f"{base}@{base_snapshot_name(vm.uuid)}"
+        try:
+            await zfs.get_volume(base)
+        except NotFound:
+            raise NotFound(f"the base volume {template.disk_volume!r} of template"
+                           f" {template.name!r} does not exist in pool {pool.name!r}") from None
+        await zfs.snapshot([base], base_snapshot_name(vm.uuid))
+        try:
+            clone = await zfs.clone(snapshot, pool.dataset, name)
+        except BaseException:
+            await self._undo(zfs.destroy(snapshot), f"destroying {snapshot}")
+            raise
+        try:
+            await self._store.add_volume(**self._new_record(
+                pool, name, clone.size, vm_uuid=vm.uuid, dev=ROOT_DEV, own=1, origin=snapshot))
+        except BaseException:
+            await self._undo(zfs.destroy(clone.name), f"destroying {clone.name}")
+            await self._undo(zfs.destroy(snapshot), f"destroying {snapshot}")
+            raise
+
+    def _iqn(self, pool: str, volume: str) -> str:
+        today = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
+        return _tgt.iqn(self._config.storage.iqn_domain, pool, volume, today.date())
+
+    async def attach(self, vm, host: str) -> list[DiskSpec]:
+        """Export each of the VM's disks to C{host} with CHAP; the iSCSI disks."""
+        disks = []
+        done = []
+        try:
+            for record in await self._store.volumes_of_vm(vm.uuid):
+                pool = await self.pool(record.pool)
+                if not pool.active:
+                    raise Conflict(f"storage pool {pool.name!r} is inactive; it places no VM")
+                disks.append(await self._export(pool, record, host))
+                done.append(record)
+        except BaseException:
+            for record in reversed(done):
+                await self._undo(self._unexport_d(record), f"unexporting {record.zvol}")
+            raise
+        return disks
+
+    async def _export(self, pool: Pool, record, host: str) -> DiskSpec:
+        server = self._server(pool.server)
+        if record.target and record.exported_to not in (None, host):
+            raise Conflict(f"volume {record.name!r} is mapped to {record.exported_to}")
+        iqn = self._iqn(pool.name, record.name)
+        device = await server.zfs.device_of(record.zvol)
+        await server.tgt.export(iqn, device, record.chap_user, record.chap_secret)
+        usage = f"comet-{record.chap_user}"
+        try:
+            await self._hv.define_secret(host, record.secret_uuid, usage, record.chap_secret)
+            await self._store.update_volume(record.pool, record.name, target=iqn,
+                                            exported_to=host)
+        except BaseException:
+            await self._undo(server.tgt.unexport(iqn), f"unexporting {iqn}")
+            raise
+        return DiskSpec.iscsi(record.dev, iqn, pool.server, lun=_tgt.LUN,
+                              username=record.chap_user, secret_usage=usage)
+
+    def _unexport_d(self, record) -> Deferred:
+        from twisted.internet.defer import ensureDeferred
+
+        return ensureDeferred(self._unexport(record))
+
+    async def _unexport(self, record) -> None:
+        pool = await self.pool(record.pool)
+        server = self._server(pool.server)
+        current = await self._store.volume(record.pool, record.name)
+        iqn = (current.target if current is not None else None) or self._iqn(
+            pool.name, record.name)
+        host = (current.exported_to if current is not None else None) or record.exported_to
+        await server.tgt.unexport(iqn)
+        if host is not None:
+            try:
+                await self._hv.undefine_secret(host, record.secret_uuid)
+            except NotFound:
+                pass
+        await self._store.update_volume(record.pool, record.name, target=None,
+                                        exported_to=None)
+
+    async def detach(self, vm, host: str) -> None:
+        """Stop exporting the VM's disks (and remove their CHAP secrets from C{host})."""
+        for record in await self._store.volumes_of_vm(vm.uuid):
+            if record.target or record.exported_to:
+                await self._unexport(record)
+
+    async def delete(self, vm) -> None:
+        """Destroy the VM's own disks (and their base snapshots); release the others."""
+        for record in await self._store.volumes_of_vm(vm.uuid):
+            if record.target:
+                await self._unexport(record)
+            if not record.own:
+                await self._store.update_volume(record.pool, record.name, vm_uuid=None, dev=None)
+                continue
+            pool = await self.pool(record.pool)
+            zfs = self._server(pool.server).zfs
+            try:
+                await zfs.destroy(record.zvol, recursive=True)
+            except NotFound:
+                pass
+            if record.origin:
+                try:
+                    await zfs.destroy(record.origin)
+                except NotFound:
+                    pass
+            await self._store.delete_volume(record.pool, record.name)
+
+
+class _Receiver(Protocol):
+    """
+    Streams an HTTP response body into a volume writer, with flow control
+    (the response is paused while the pipe to C{dd} is full), reporting
+    progress to the task.
+    """
+
+    def __init__(self, stream, length: int, task):
+        self._stream = stream
+        self._length = length
+        self._task = task
+        self._received = 0
+        self._last = -1
+        self._error: BaseException | None = None
+        self.done: Deferred = Deferred()
+
+    def connectionMade(self):
+        self._stream.registerProducer(self.transport, True)
+
+    def dataReceived(self, data: bytes):
+        if self._error is not None:
+            return
+        self._received += len(data)
+        d = self._stream.write(data)
+        d.addErrback(self._failed)
+        percent = min(99, 100 * self._received // self._length)
+        if percent // 5 != self._last // 5:
+            self._last = percent
+            self._task.progress(percent, f"{self._received} of {self._length} bytes")
+
+    def _failed(self, failure):
+        if self._error is None:
+            self._error = failure.value
+            try:
+                self.transport.stopProducing()
+            except Exception:
+                pass
+
+    def connectionLost(self, reason):
+        self._stream.unregisterProducer()
+        if self._error is not None:
+            self._stream.abort().addErrback(lambda _: None)
+            self.done.errback(self._error)
+        elif reason.check(ResponseDone) or (
+                reason.check(PotentialDataLoss) and self._received == self._length):
+            if self._received != self._length:
+                self._stream.abort().addErrback(lambda _: None)
+                self.done.errback(Unavailable(
+                    f"the download ended after {self._received} of {self._length} bytes"))
+            else:
+                self.done.callback(None)
+        else:
+            self._stream.abort().addErrback(lambda _: None)
+            self.done.errback(Unavailable(f"the download failed: {reason.getErrorMessage()}"))

@@ -1,0 +1,221 @@
+"""
+Storage: C{/storageservers}, C{/storageservers/:host},
+C{/storageservers/:host/storagezpools}, C{/storagepools},
+C{/storagepools/:name} (actions C{activate}, C{deactivate}),
+C{/storagepools/:pool/storagevolumes}, C{/storagepools/:pool/storagevolumes/:volume}.
+"""
+
+from __future__ import annotations
+
+from comet.errors import NotFound
+from comet.model.storage import Pool, Volume
+from comet.web._schemas import NAME, obj
+from comet.web._table import ROUTES, Response
+
+ROUTES.path("storageservers", "/storageservers")
+ROUTES.path("storageserver", "/storageservers/<host>")
+ROUTES.path("storageserver.zpools", "/storageservers/<host>/storagezpools")
+ROUTES.path("storagepools", "/storagepools")
+ROUTES.path("storagepool", "/storagepools/<name>")
+ROUTES.path("storagepool.activate", "/storagepools/<name>/activate")
+ROUTES.path("storagepool.deactivate", "/storagepools/<name>/deactivate")
+ROUTES.path("storagevolumes", "/storagepools/<pool>/storagevolumes")
+ROUTES.path("storagevolume", "/storagepools/<pool>/storagevolumes/<volume>")
+
+#: A ZFS dataset path: components that follow the name rule, joined by C{/}.
+DATASET = {
+    "type": "string",
+    "maxLength": 255,
+    "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63})*$",
+}
+#: A storage server's address, as the configuration names it.
+SERVER = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$"}
+CAPACITY = {"type": "integer", "minimum": 1, "maximum": 1024 * 1024}
+URL = {"type": "string", "pattern": r"^https?://[^\s]+$", "maxLength": 4096}
+
+
+def _storage(models):
+    if models.storage is None:
+        raise NotFound("no storage is configured")
+    return models.storage
+
+
+def _server(models, host: str) -> str:
+    if host not in _storage(models).servers():
+        raise NotFound(f"storage server {host!r} does not exist")
+    return host
+
+
+# Servers ----------------------------------------------------------------------
+
+
+@ROUTES.route("GET", "storageservers")
+async def list_servers(models, request, body):
+    """List the configured storage servers."""
+    return [
+        {"host": host, "href": ROUTES.href("storageserver", host=host)}
+        for host in _storage(models).servers()
+    ]
+
+
+@ROUTES.route("GET", "storageserver")
+async def get_server(models, request, body, host):
+    """Describe a storage server: whether it answers now."""
+    _server(models, host)
+    return {
+        "host": host,
+        "state": await models.storage.server_state(host),
+        "storagezpools": ROUTES.href("storageserver.zpools", host=host),
+        "href": ROUTES.href("storageserver", host=host),
+        "actions": {},
+    }
+
+
+@ROUTES.route("GET", "storageserver.zpools")
+async def list_zpools(models, request, body, host):
+    """The ZFS pools of a storage server, read live."""
+    _server(models, host)
+    return [
+        {"host": host, "zpool": p.name, "size": p.size, "allocated": p.allocated,
+         "free": p.free, "health": p.health}
+        for p in await models.storage.zpools(host)
+    ]
+
+
+# Pools --------------------------------------------------------------------------
+
+
+def pool_summary(pool: Pool) -> dict:
+    return {"name": pool.name, "state": "active" if pool.active else "inactive",
+            "server": pool.server, "href": ROUTES.href("storagepool", name=pool.name)}
+
+
+async def pool_representation(models, pool: Pool) -> dict:
+    space = await models.storage.space(pool)
+    return {
+        "name": pool.name,
+        "state": "active" if pool.active else "inactive",
+        "path": pool.dataset,
+        "capacity": space.capacity,
+        "allocated": space.allocated,
+        "available": space.available,
+        "server": pool.server,
+        "zpool": pool.zpool,
+        "configured": pool.configured,
+        "volumes": ROUTES.href("storagevolumes", pool=pool.name),
+        "href": ROUTES.href("storagepool", name=pool.name),
+        "actions": ROUTES.actions("storagepool", pool.actions, name=pool.name),
+    }
+
+
+@ROUTES.route("GET", "storagepools")
+async def list_pools(models, request, body):
+    """List the storage pools (configured and registered)."""
+    return [pool_summary(p) for p in await _storage(models).pools()]
+
+
+@ROUTES.route("POST", "storagepools", obj(("name", "server", "dataset"),
+                                          name=NAME, server=SERVER, dataset=DATASET))
+async def create_pool(models, request, body):
+    """Register a pool: a dataset on a configured storage server (created if absent)."""
+    pool = await _storage(models).create_pool(body["name"], body["server"], body["dataset"])
+    href = ROUTES.href("storagepool", name=pool.name)
+    return Response(await pool_representation(models, pool), 201, {"Location": href})
+
+
+@ROUTES.route("GET", "storagepool")
+async def get_pool(models, request, body, name):
+    """Describe a pool, with its space read live."""
+    return await pool_representation(models, await _storage(models).pool(name))
+
+
+@ROUTES.route("DELETE", "storagepool", obj())
+async def delete_pool(models, request, body, name):
+    """Unregister a pool that holds no volume."""
+    await _storage(models).delete_pool(name)
+    return Response(code=204)
+
+
+def _pool_action(active: bool):
+    async def handler(models, request, body, name):
+        pool = await _storage(models).set_active(name, active)
+        return await pool_representation(models, pool)
+
+    handler.__doc__ = ("Activate" if active else "Deactivate") + " the pool."
+    return handler
+
+
+ROUTES.route("POST", "storagepool.activate", obj())(_pool_action(True))
+ROUTES.route("POST", "storagepool.deactivate", obj())(_pool_action(False))
+
+
+# Volumes ------------------------------------------------------------------------
+
+
+def volume_href(volume: Volume) -> str:
+    return ROUTES.href("storagevolume", pool=volume.pool.name, volume=volume.name)
+
+
+async def _vm_href(models, volume: Volume) -> str | None:
+    vm = await models.storage.vm_of(volume)
+    return ROUTES.href("vm", cluster=vm.cluster, name=vm.name) if vm is not None else None
+
+
+async def volume_representation(models, volume: Volume) -> dict:
+    record = volume.record
+    return {
+        "name": volume.name,
+        "state": volume.state,
+        "host": volume.pool.server,
+        "zpool": volume.pool.zpool,
+        "target": volume.target,
+        "exported_to": record.exported_to if record is not None else None,
+        "capacity": volume.capacity,
+        "used": volume.used,
+        "vm": await _vm_href(models, volume),
+        "managed": record is not None,
+        "href": volume_href(volume),
+        "actions": {},
+    }
+
+
+@ROUTES.route("GET", "storagevolumes")
+async def list_volumes(models, request, body, pool):
+    """List the volumes of a pool (read live from ZFS)."""
+    return [
+        {"name": v.name, "state": v.state, "capacity": v.capacity, "href": volume_href(v)}
+        for v in await _storage(models).volumes(pool)
+    ]
+
+
+@ROUTES.route(
+    "POST",
+    "storagevolumes",
+    {
+        **obj(("name",), name=NAME, capacity=CAPACITY, url=URL),
+        "oneOf": [{"required": ["capacity"]}, {"required": ["url"]}],
+        "description": "give exactly one of 'capacity' (GB) and 'url'",
+    },
+)
+async def create_volume(models, request, body, pool):
+    """Create a volume, empty (capacity in GB) or from an image URL: a task."""
+    from comet.web.vms import _task_response
+
+    target = ROUTES.href("storagevolume", pool=pool, volume=body["name"])
+    task = await _storage(models).create_volume(
+        pool, body["name"], target, capacity_gb=body.get("capacity"), url=body.get("url")
+    )
+    return _task_response(task)
+
+
+@ROUTES.route("GET", "storagevolume")
+async def get_volume(models, request, body, pool, volume):
+    """Describe a volume, with its size and use read live."""
+    return await volume_representation(models, await _storage(models).volume(pool, volume))
+
+
+@ROUTES.route("DELETE", "storagevolume", obj())
+async def delete_volume(models, request, body, pool, volume):
+    """Destroy a volume (409 while it is mapped or a VM's disk)."""
+    await _storage(models).delete_volume(pool, volume)
+    return Response(code=204)
