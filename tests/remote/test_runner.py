@@ -331,11 +331,11 @@ class SSHRunnerTests(TestCase):
 
         producer = Producer()
         stream.registerProducer(producer, True)
-        for _ in range(64):
+        for _ in range(128):
             yield stream.write(b"x" * 65536)
         stream.unregisterProducer()
         out = yield stream.finish()
-        self.assertEqual(out.strip(), str(64 * 65536).encode())
+        self.assertEqual(out.strip(), str(128 * 65536).encode())
         self.assertGreater(producer.paused, 0)
         self.assertEqual(producer.paused, producer.resumed)
 
