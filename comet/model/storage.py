@@ -139,7 +139,7 @@ class StorageModel:
         self._runners = dict(runners)
         self._servers = {host: _Server(r, owner) for host, r in self._runners.items()}
         self._config = config
-        self._hv = hypervisors
+        self.hypervisors = hypervisors
         self._tasks = tasks
         self._clock = clock
         if http is None:
@@ -431,7 +431,7 @@ class StorageModel:
         if record is not None and record.target:
             raise Conflict(f"volume {name!r} is mapped (exported to {record.exported_to});"
                            " unmap it first")
-        if record is not None and record.vm_uuid:
+        if record is not None and record.vm_uuid and await self._vm_exists(record.vm_uuid):
             raise Conflict(f"volume {name!r} is a disk of VM {record.vm_uuid}; detach it first")
         if (pool.name, name) in self._creating:
             raise Conflict(f"volume {name!r} is being created")
@@ -446,6 +446,23 @@ class StorageModel:
                 ) from None
         if record is not None:
             await self._store.delete_volume(pool.name, name)
+            if record.origin:
+                # The snapshot of a base volume this disk was cloned from.
+                try:
+                    await zfs.destroy(record.origin)
+                except NotFound:
+                    pass
+                except CometError:
+                    log.failure("destroying {snapshot}", snapshot=record.origin)
+
+    async def _vm_exists(self, vm_uuid: str) -> bool:
+        if self._vms is None:
+            return True
+        try:
+            await self._vms.by_uuid(vm_uuid)
+        except NotFound:
+            return False
+        return True
 
     async def vm_of(self, volume: Volume):
         """The record of the VM whose disk C{volume} is, or C{None}."""
@@ -522,7 +539,7 @@ class StorageModel:
         await server.tgt.export(iqn, device, record.chap_user, record.chap_secret)
         usage = f"comet-{record.chap_user}"
         try:
-            await self._hv.define_secret(host, record.secret_uuid, usage, record.chap_secret)
+            await self.hypervisors.define_secret(host, record.secret_uuid, usage, record.chap_secret)
             await self._store.update_volume(record.pool, record.name, target=iqn,
                                             exported_to=host)
         except BaseException:
@@ -546,7 +563,7 @@ class StorageModel:
         await server.tgt.unexport(iqn)
         if host is not None:
             try:
-                await self._hv.undefine_secret(host, record.secret_uuid)
+                await self.hypervisors.undefine_secret(host, record.secret_uuid)
             except NotFound:
                 pass
         await self._store.update_volume(record.pool, record.name, target=None,
