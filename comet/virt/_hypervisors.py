@@ -8,8 +8,9 @@ C{calls_per_host} calls per host are in the pool at once, so a slow host cannot
 take every thread.
 
 A host that does not answer is I{unreachable}: its calls fail at once with
-L{Unavailable} until a back-off has passed, then the next call (or the
-periodic retry) opens a new connection.  A call that takes longer than
+L{Unavailable} until a back-off has passed (1 s, doubling after each failed
+attempt, at most 60 s); then the next call, or a retry scheduled for that
+moment, opens a new connection.  No timer runs while every host is connected.  A call that takes longer than
 C{libvirt_timeout} answers L{Unavailable} at that time and marks its host
 unreachable; its thread may finish later, and its result is dropped.
 
@@ -33,7 +34,6 @@ from twisted.internet.defer import (
     gatherResults,
     succeed,
 )
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -58,8 +58,6 @@ _log = Logger()
 
 #: Calls one host may have in the thread pool at once.
 CALLS_PER_HOST = 4
-#: Seconds between retries of unreachable hosts when nothing calls them.
-RETRY_INTERVAL = 10.0
 #: First and longest wait, in seconds, before reconnecting to a host that
 #: failed; the wait doubles after each failed attempt.
 INITIAL_BACKOFF = 1.0
@@ -105,6 +103,8 @@ class _Host:
     backoff: float = 0.0
     #: Clock time before which no new connection is tried.
     next_attempt: float = 0.0
+    #: The retry scheduled for C{next_attempt}, if any.
+    retry: Any = None
 
     @property
     def state(self) -> str:
@@ -146,14 +146,12 @@ class Hypervisors(Service):
         clock=None,
         open_connection: Callable[[str], Any] = libvirt.open,
         calls_per_host: int = CALLS_PER_HOST,
-        retry_interval: float = RETRY_INTERVAL,
     ):
         ensure_event_loop()
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
         self._timeout = compute.libvirt_timeout
         self._open_connection = open_connection
-        self._retry_interval = retry_interval
         self._threads = compute.libvirt_threads
         self._pool = self._new_pool()
         self._hosts = {
@@ -162,7 +160,6 @@ class Hypervisors(Service):
         }
         self._subscribers: list[Callable[[str, str, str], object]] = []
         self._host_subscribers: list[Callable[[str, str, str], object]] = []
-        self._retry_loop: LoopingCall | None = None
         self._stopping = False
 
     # Service ---------------------------------------------------------------
@@ -171,16 +168,13 @@ class Hypervisors(Service):
         return ThreadPool(minthreads=0, maxthreads=self._threads, name="comet-libvirt")
 
     def startService(self) -> None:
-        """Start the thread pool, connect to every host, and retry the failed."""
+        """Start the thread pool and connect to every host."""
         super().startService()
         self._stopping = False
         if self._pool.joined:
             # A stopped pool cannot start again.
             self._pool = self._new_pool()
         self._pool.start()
-        self._retry_loop = LoopingCall(self._retry_unreachable)
-        self._retry_loop.clock = self._clock
-        self._retry_loop.start(self._retry_interval, now=False)
         self.connect()
 
     def stopService(self) -> Deferred:
@@ -189,10 +183,9 @@ class Hypervisors(Service):
             return succeed(None)
         super().stopService()
         self._stopping = True
-        if self._retry_loop is not None and self._retry_loop.running:
-            self._retry_loop.stop()
         closing = []
         for host in self._hosts.values():
+            self._cancel_retry(host)
             if host.connection is not None:
                 closing.append(self._close_in_pool(host.connection))
                 host.connection = None
@@ -459,18 +452,20 @@ class Hypervisors(Service):
             host = self._host(host_name)
         except NotFound:
             return fail()
-        d = Deferred.fromCoroutine(self._run(host, what, op, args))
+        used: list[_Connection] = []
+        d = Deferred.fromCoroutine(self._run(host, what, op, args, used))
         d.addTimeout(
             self._timeout,
             self._clock,
-            onTimeoutCancel=functools.partial(self._timed_out, host, what),
+            onTimeoutCancel=functools.partial(self._timed_out, host, what, used),
         )
         return d
 
-    async def _run(self, host: _Host, what: str, op, args):
+    async def _run(self, host: _Host, what: str, op, args, used: list[_Connection]):
         if self._stopping:
             raise self._unavailable(host, "Comet is stopping")
         connection = await self._connected(host)
+        used.append(connection)
         await host.slots.acquire()
         try:
             return await deferToThreadPool(
@@ -498,10 +493,16 @@ class Hypervisors(Service):
             # still holds its thread until libvirt returns.
             self._reactor.callFromThread(host.slots.release)
 
-    def _timed_out(self, host: _Host, what: str, result, timeout: float) -> Failure:
+    def _timed_out(
+        self, host: _Host, what: str, used: list[_Connection], result, timeout: float
+    ) -> Failure:
+        """
+        A call took too long: its connection (if it got one; if not, the
+        connection attempt times out by itself) is given up on.
+        """
         detail = f"{what} took longer than {timeout:g} s"
-        if host.connection is not None:
-            self._lost(host, host.connection, detail)
+        for connection in used:
+            self._lost(host, connection, detail)
         return Failure(self._unavailable(host, detail))
 
     def _connected(self, host: _Host) -> Deferred[_Connection]:
@@ -566,6 +567,7 @@ class Hypervisors(Service):
             return
         host.attempt = None
         host.connection = connection
+        self._cancel_retry(host)
         host.backoff = 0.0
         host.reason = ""
         _log.info(
@@ -598,6 +600,7 @@ class Hypervisors(Service):
         host.reason = detail
         host.backoff = min(max(host.backoff * 2, INITIAL_BACKOFF), MAX_BACKOFF)
         host.next_attempt = self._clock.seconds() + host.backoff
+        self._schedule_retry(host)
         _log.warn(
             "compute host {host} ({uri}) unreachable: {reason}; next try in {backoff} s",
             host=host.config.name,
@@ -619,6 +622,7 @@ class Hypervisors(Service):
         host.reason = detail
         host.backoff = INITIAL_BACKOFF
         host.next_attempt = self._clock.seconds() + host.backoff
+        self._schedule_retry(host)
         _log.warn(
             "compute host {host} ({uri}) lost: {reason}",
             host=host.config.name,
@@ -633,11 +637,24 @@ class Hypervisors(Service):
             lambda f: _log.failure("closing a libvirt connection failed", f)
         )
 
-    def _retry_unreachable(self) -> None:
-        for host in self._hosts.values():
-            if host.connection is None and host.attempt is None:
-                if self._clock.seconds() >= host.next_attempt:
-                    self._connected(host).addErrback(lambda _: None)
+    def _schedule_retry(self, host: _Host) -> None:
+        """
+        Try C{host} again once its back-off is over, even if nothing calls it,
+        so that it comes back (and its events flow again) by itself.
+        """
+        self._cancel_retry(host)
+        if not self._stopping:
+            host.retry = self._clock.callLater(host.backoff, self._retry, host)
+
+    def _cancel_retry(self, host: _Host) -> None:
+        if host.retry is not None and host.retry.active():
+            host.retry.cancel()
+        host.retry = None
+
+    def _retry(self, host: _Host) -> None:
+        host.retry = None
+        if host.connection is None and host.attempt is None and not self._stopping:
+            self._connected(host).addErrback(lambda _: None)
 
     def _host_changed(self, host: _Host) -> None:
         status = self.status(host.config.name)

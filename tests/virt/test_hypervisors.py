@@ -312,9 +312,12 @@ class ReconnectTests(_Case):
 
     @inlineCallbacks
     def test_backoff_doubles(self):
-        """Each failed attempt doubles the wait before the next."""
+        """
+        An unreachable host is tried again by itself after 1, 2, 4, 8 … s;
+        calls in between fail at once, without trying.
+        """
         uri = break_node(node_path(self))
-        hv = self.hypervisors({"n1": uri}, retry_interval=1000)
+        hv = self.hypervisors({"n1": uri})
         yield hv.connect()
         for backoff in (1, 2, 4, 8):
             opened = self.recorder.methods().count("open")
@@ -322,6 +325,7 @@ class ReconnectTests(_Case):
             yield self.assertFailure(hv.node_info("n1"), Unavailable)
             self.assertEqual(self.recorder.methods().count("open"), opened)
             self.clock.advance(0.01)
+            # The retry is under way: this call waits for it, and fails with it.
             yield self.assertFailure(hv.node_info("n1"), Unavailable)
             self.assertEqual(self.recorder.methods().count("open"), opened + 1)
 
@@ -390,20 +394,36 @@ class ReconnectTests(_Case):
         self.assertIn("keepalive timed out", e.reason)
 
     @inlineCallbacks
-    def test_periodic_retry(self):
+    def test_retried_without_calls(self):
         """
-        An unreachable host is retried periodically, so it comes back (and
-        its events flow) without waiting for a call.
+        An unreachable host is tried again when its back-off is over, so it
+        comes back (and its events flow) without waiting for a call.
         """
         path = node_path(self)
-        hv = self.hypervisors({"n1": break_node(path)}, retry_interval=10)
+        hv = self.hypervisors({"n1": break_node(path)})
         yield hv.connect()
         changes = []
         hv.subscribe_hosts(lambda *change: changes.append(change))
         make_node_xml(path)
-        self.clock.advance(10)
+        self.clock.advance(INITIAL_BACKOFF)
         yield wait_for(lambda: changes)
         self.assertEqual(changes, [("n1", "connected", "")])
+
+    @inlineCallbacks
+    def test_no_timer_when_connected(self):
+        """
+        While every host is connected no timer is pending, and stopping
+        cancels the retries of unreachable hosts.
+        """
+        hv = self.hypervisors({"n1": self.node()})
+        yield hv.connect()
+        yield hv.node_info("n1")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        hv2 = self.hypervisors({"n2": break_node(node_path(self))})
+        yield hv2.connect()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        yield hv2.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class TimeoutTests(_Case):
