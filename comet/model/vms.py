@@ -18,7 +18,7 @@ import uuid as _uuid
 from typing import Awaitable, Callable, Protocol, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, gatherResults
+from twisted.internet.defer import DeferredLock, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -151,6 +151,9 @@ class VMModel:
         self.disks: VMDisks = NoDisks()
         #: uuid -> what is being done to it (one operation per VM at a time).
         self._busy: dict[str, str] = {}
+        #: Host -> MiB promised to VMs being started there.
+        self._reserved: dict[str, int] = {}
+        self._placing = DeferredLock()
         #: uuid -> (seconds, PNG bytes)
         self._screenshots: dict[str, tuple[float, bytes]] = {}
 
@@ -334,8 +337,12 @@ class VMModel:
         """
         placed_now = record.host is None
         if placed_now:
-            host = choose_host(await self._hosts.candidates(), record.memory, record.cpus)
-            record = await self._vms.set_host(record.uuid, host)
+            host = await self._place(record)
+            try:
+                record = await self._vms.set_host(record.uuid, host)
+            except BaseException:
+                self._release(host, record.memory)
+                raise
         host = record.host
         undo: list[Callable[[], Awaitable]] = []
         try:
@@ -365,6 +372,30 @@ class VMModel:
             if isinstance(e, CometError):
                 e.reason = f"starting VM {record.name!r} on {host!r} failed: {e.reason}"
             raise
+        finally:
+            if placed_now:
+                self._release(host, record.memory)
+
+    async def _place(self, record: VMRecord) -> str:
+        """
+        Choose a host for C{record} and reserve its memory there until its
+        domain runs (and so counts in what the host reports).  Choices are
+        made one at a time, so concurrent starts (a cluster start) never give
+        the same free memory to two VMs.
+        """
+        async with self._placing:
+            candidates = [
+                attrs.evolve(c, free=c.free - self._reserved.get(c.name, 0))
+                for c in await self._hosts.candidates()
+            ]
+            host = choose_host(candidates, record.memory, record.cpus)
+            self._reserved[host] = self._reserved.get(host, 0) + record.memory
+            return host
+
+    def _release(self, host: str, memory: int) -> None:
+        self._reserved[host] -= memory
+        if not self._reserved[host]:
+            del self._reserved[host]
 
     async def _unplace(self, record: VMRecord) -> None:
         """Undefine a shut-off VM's domain, unexport its disks, release the placement."""

@@ -96,7 +96,7 @@ class Templates:
     def create(self, name, memory, cpus, disk_pool, disk_volume, now):
         return self._db.transact(_create, name, memory, cpus, disk_pool, disk_volume, now)
 
-    def update(self, name: str, **changes):
+    def update(self, name: str, /, **changes):
         unknown = set(changes) - set(self.MUTABLE)
         if unknown:
             raise ValueError(f"not mutable: {unknown}")

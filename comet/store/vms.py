@@ -168,7 +168,7 @@ class VMs:
         """
         return self._db.transact(_create, cluster, name, template, memory, cpus, uuid, now)
 
-    def update(self, cluster: str, name: str, **changes):
+    def update(self, cluster: str, name: str, /, **changes):
         unknown = set(changes) - {"name", "memory", "cpus"}
         if unknown:
             raise ValueError(f"not mutable: {unknown}")

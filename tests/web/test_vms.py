@@ -1,0 +1,404 @@
+"""
+VMs through the HTTP API, on real libvirt (test-driver nodes): create, name
+generation, PUT, DELETE, every action from every state, screenshot, and the
+cluster start/stop tasks.
+"""
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from comet.errors import Unavailable
+from comet.model.vms import VM_ACTIONS
+from tests._api import make_client, make_models
+from tests.web.test_serve import assertError
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class VMTestMixin:
+    async def setUpVMs(self, sizes=((4, 8192), (8, 16384))):
+        from tests._api import test_hosts
+
+        self.models = make_models(self, hosts=test_hosts(self, sizes))
+        self.client = make_client(self, self.models)
+        answer = await self.client.post("/templates", {"name": "small", "memory": 256, "cpus": 1})
+        self.assertEqual(answer.code, 201)
+        self.assertEqual((await self.client.post("/cluster", {"name": "lab"})).code, 201)
+
+    async def vm(self, name="small-1"):
+        return (await self.client.get(f"/cluster/lab/vms/{name}")).json
+
+    async def create(self, **body):
+        body.setdefault("template", "small")
+        return await self.client.post("/cluster/lab/vms", body)
+
+    async def action(self, name, action, body=None):
+        return await self.client.post(f"/cluster/lab/vms/{name}/{action}", body or {})
+
+    async def wait_task(self, answer, timeout=20.0):
+        """Wait for the task a 202 answered with to end; return it."""
+        self.assertEqual(answer.code, 202, answer.body)
+        href = answer.header("location")
+        for _ in range(int(timeout / 0.05)):
+            task = (await self.client.get(href)).json
+            if task["status"] != "running":
+                return task
+            await deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"task {href} still running")
+
+
+class CreateTests(VMTestMixin, TestCase):
+    async def setUp(self):
+        await self.setUpVMs()
+
+    async def test_create_named(self):
+        answer = await self.create(name="web", memory=512, cpus=2)
+        self.assertEqual(answer.code, 201)
+        self.assertEqual(answer.header("location"), "/cluster/lab/vms/web")
+        vm = answer.json
+        self.assertEqual(
+            (vm["name"], vm["state"], vm["memory"], vm["cpus"], vm["host"], vm["template"]),
+            ("web", "shutoff", 512, 2, None, "small"),
+        )
+        self.assertIsNone(vm["screenshot"])
+        self.assertEqual(vm["actions"], {"start": "/cluster/lab/vms/web/start"})
+        self.assertEqual(len(vm["uuid"]), 36)
+
+    async def test_defaults_from_template(self):
+        vm = (await self.create()).json
+        self.assertEqual((vm["name"], vm["memory"], vm["cpus"]), ("small-1", 256, 1))
+
+    async def test_smallest_free_number(self):
+        """Without a name: the template's name and the smallest free number."""
+        for _ in range(3):
+            await self.create()
+        await self.client.delete("/cluster/lab/vms/small-2")
+        self.assertEqual((await self.create()).json["name"], "small-2")
+        self.assertEqual((await self.create()).json["name"], "small-4")
+
+    async def test_concurrent_creates(self):
+        """Concurrent creates without a name each get a different name."""
+        answers = await gatherResults(
+            [
+                ensureDeferred(self.client.post("/cluster/lab/vms", {"template": "small"}))
+                for _ in range(8)
+            ]
+        )
+        self.assertEqual([a.code for a in answers], [201] * 8)
+        names = sorted(a.json["name"] for a in answers)
+        self.assertEqual(names, sorted(f"small-{i}" for i in range(1, 9)))
+
+    async def test_name_taken(self):
+        await self.create(name="web")
+        assertError(self, await self.create(name="web"), 409, "conflict", "already exists")
+
+    async def test_unknown_template_or_cluster(self):
+        assertError(self, await self.create(template="nope"), 404, "not_found", "template 'nope'")
+        answer = await self.client.post("/cluster/none/vms", {"template": "small"})
+        assertError(self, answer, 404, "not_found", "cluster 'none'")
+        assertError(self, await self.client.get("/cluster/lab/vms/none"), 404, "not_found")
+
+    async def test_bad_input_creates_nothing(self):
+        for body in [
+            {},
+            {"template": "small", "memory": 32},
+            {"template": "small", "cpus": 0},
+            {"template": "small", "cpus": 9},
+            {"template": "small", "name": "a;b"},
+            {"template": "small", "name": "$(x)"},
+            {"template": "small", "state": "running"},
+        ]:
+            answer = await self.client.post("/cluster/lab/vms", body)
+            assertError(self, answer, 400, "bad_request")
+        self.assertEqual((await self.client.get("/cluster/lab/vms")).json, [])
+
+    async def test_list(self):
+        await self.create(name="a")
+        await self.create(name="b")
+        listed = (await self.client.get("/cluster/lab/vms")).json
+        self.assertEqual(
+            listed,
+            [
+                {"name": "a", "state": "shutoff", "host": None, "href": "/cluster/lab/vms/a"},
+                {"name": "b", "state": "shutoff", "host": None, "href": "/cluster/lab/vms/b"},
+            ],
+        )
+        cluster = (await self.client.get("/cluster/lab")).json
+        self.assertEqual((cluster["state"], cluster["vms"]), ("stopped", 2))
+
+
+class ActionTests(VMTestMixin, TestCase):
+    async def setUp(self):
+        await self.setUpVMs()
+        await self.create()
+
+    async def reach(self, phase):
+        """Bring small-1 to C{phase}."""
+        steps = {
+            "stopped": [],
+            "running": ["start"],
+            "paused": ["start", "suspend"],
+            "shutoff": ["start", "poweroff"],
+        }[phase]
+        for step in steps:
+            self.assertEqual((await self.action("small-1", step)).code, 200)
+
+    async def test_start_places_on_most_free_memory(self):
+        vm = (await self.action("small-1", "start")).json
+        self.assertEqual((vm["state"], vm["host"]), ("running", "node2"))
+        self.assertEqual(vm["screenshot"], "/cluster/lab/vms/small-1/screenshot")
+        hosts = {h["name"]: h for h in (await self.client.get("/hosts")).json}
+        self.assertEqual(hosts["node2"]["vms"], 1)
+        self.assertEqual(hosts["node2"]["memory_free"], 16384 - 256)
+
+    async def test_every_action_from_every_state(self):
+        """An action valid in a state gives the next state; any other is a 409 naming the state."""
+        expected = {
+            ("stopped", "start"): "running",
+            ("shutoff", "start"): "running",
+            ("running", "poweroff"): "shutoff",
+            ("paused", "poweroff"): "shutoff",
+            ("running", "shutdown"): "shutoff",
+            ("running", "reset"): "running",
+            ("running", "suspend"): "paused",
+            ("paused", "resume"): "running",
+        }
+        for phase in ["stopped", "running", "paused", "shutoff"]:
+            for action in VM_ACTIONS:
+                await self.client.delete("/cluster/lab/vms/small-1", {"force": True})
+                await self.create()
+                await self.reach(phase)
+                before = await self.vm()
+                if action == "stop":
+                    answer = await self.action("small-1", "stop", {"timeout": 1, "force": True})
+                    if phase == "stopped":
+                        assertError(self, answer, 409, "conflict", "shutoff")
+                    else:
+                        task = await self.wait_task(answer)
+                        self.assertEqual(task["status"], "finished", task)
+                        vm = await self.vm()
+                        self.assertEqual((vm["state"], vm["host"]), ("shutoff", None))
+                    continue
+                answer = await self.action("small-1", action)
+                if (phase, action) in expected:
+                    self.assertEqual(answer.code, 200, (phase, action, answer.body))
+                    self.assertEqual(answer.json["state"], expected[(phase, action)], (phase, action))
+                else:
+                    assertError(self, answer, 409, "conflict", f"is {before['state']}")
+                    self.assertEqual((await self.vm())["state"], before["state"])
+
+    async def test_actions_field_matches(self):
+        """C{actions} lists exactly the actions valid now."""
+        for phase, valid in [
+            ("stopped", {"start"}),
+            ("running", {"poweroff", "shutdown", "reset", "suspend", "stop"}),
+        ]:
+            await self.reach(phase)
+            self.assertEqual(set((await self.vm())["actions"]), valid)
+
+    async def test_screenshot(self):
+        assertError(self, await self.client.get("/cluster/lab/vms/small-1/screenshot"), 409, "conflict")
+        await self.reach("running")
+        answer = await self.client.get("/cluster/lab/vms/small-1/screenshot")
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(answer.header("content-type"), "image/png")
+        self.assertTrue(answer.body.startswith(PNG))
+        again = await self.client.get("/cluster/lab/vms/small-1/screenshot")
+        self.assertEqual(again.body, answer.body)
+
+    async def test_screenshot_refuses_json_only_accept(self):
+        await self.reach("running")
+        answer = await self.client.get(
+            "/cluster/lab/vms/small-1/screenshot", headers={"Accept": "application/json"}
+        )
+        assertError(self, answer, 406, "not_acceptable")
+
+    async def test_put_keeps_live_state(self):
+        """PUT changes the stored definition; the running domain keeps its memory until the next start."""
+        await self.reach("running")
+        answer = await self.client.put("/cluster/lab/vms/small-1", {"memory": 512, "cpus": 2})
+        self.assertEqual((answer.json["memory"], answer.json["state"]), (512, "running"))
+        hv = self.models.hosts._hv
+        domains = await hv.list_domains("node2")
+        live = next(d for d in domains.values() if d.uuid == answer.json["uuid"])
+        self.assertEqual((live.memory_mb, live.cpus), (256, 1))
+        await self.action("small-1", "poweroff")
+        await self.action("small-1", "start")
+        domains = await hv.list_domains("node2")
+        live = next(d for d in domains.values() if d.uuid == answer.json["uuid"])
+        self.assertEqual((live.memory_mb, live.cpus), (512, 2))
+
+    async def test_rename_only_shut_off(self):
+        await self.reach("running")
+        answer = await self.client.put("/cluster/lab/vms/small-1", {"name": "web"})
+        assertError(self, answer, 409, "conflict", "only while shut off")
+        await self.action("small-1", "poweroff")
+        answer = await self.client.put("/cluster/lab/vms/small-1", {"name": "web"})
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(answer.header("location"), "/cluster/lab/vms/web")
+        self.assertEqual((await self.action("web", "start")).json["state"], "running")
+
+    async def test_put_unknown_field(self):
+        answer = await self.client.put("/cluster/lab/vms/small-1", {"host": "node1"})
+        assertError(self, answer, 400, "bad_request", "unknown field 'host'")
+
+    async def test_delete_rule(self):
+        """DELETE is a 409 while running, unless forced; then no domain is left."""
+        vm = (await self.action("small-1", "start")).json
+        assertError(self, await self.client.delete("/cluster/lab/vms/small-1"), 409, "conflict")
+        answer = await self.client.delete("/cluster/lab/vms/small-1", {"force": True})
+        self.assertEqual(answer.code, 204)
+        domains = await self.models.hosts._hv.list_domains("node2")
+        self.assertNotIn(vm["uuid"], [d.uuid for d in domains.values()])
+        assertError(self, await self.client.get("/cluster/lab/vms/small-1"), 404, "not_found")
+
+    async def test_stop_without_force_when_guest_ignores(self):
+        """A guest that does not shut down in time fails the stop task and stays running."""
+        await self.reach("running")
+        hv = self.models.hosts._hv
+        original = hv.shutdown
+
+        async def ignore(host, name):
+            return None
+
+        hv.shutdown = ignore
+        self.addCleanup(setattr, hv, "shutdown", original)
+        task = await self.wait_task(await self.action("small-1", "stop", {"timeout": 0.2}))
+        self.assertEqual(task["status"], "failed")
+        self.assertIn("did not shut down within 0.2 s", task["message"])
+        vm = await self.vm()
+        self.assertEqual((vm["state"], vm["host"]), ("running", "node2"))
+        task = await self.wait_task(
+            await self.action("small-1", "stop", {"timeout": 0.2, "force": True})
+        )
+        self.assertEqual(task["status"], "finished")
+        self.assertIn("powered off", task["message"])
+
+    async def test_failed_define_leaves_nothing(self):
+        """A start whose define fails leaves no domain and no placement."""
+        hv = self.models.hosts._hv
+
+        async def broken(host, spec):
+            raise Unavailable("compute host 'node2' does not answer: cut")
+
+        original = hv.define
+        hv.define = broken
+        answer = await self.action("small-1", "start")
+        hv.define = original
+        assertError(self, answer, 503, "unavailable", "starting VM 'small-1'")
+        vm = await self.vm()
+        self.assertEqual((vm["state"], vm["host"]), ("shutoff", None))
+        self.assertEqual(await hv.list_domains("node2"), {})
+
+    async def test_failed_start_undefines(self):
+        """A start that fails after define undefines the domain and releases the placement."""
+        hv = self.models.hosts._hv
+
+        async def broken(host, name):
+            raise Unavailable("compute host 'node2' does not answer: died")
+
+        original = hv.start
+        hv.start = broken
+        answer = await self.action("small-1", "start")
+        hv.start = original
+        assertError(self, answer, 503, "unavailable", "died")
+        self.assertEqual(await hv.list_domains("node2"), {})
+        self.assertIsNone((await self.vm())["host"])
+
+    async def test_busy_vm(self):
+        """A second operation on a VM while one runs is a 409 naming the first."""
+        await self.reach("running")
+        hv = self.models.hosts._hv
+        original = hv.shutdown
+
+        async def ignore(host, name):
+            return None
+
+        hv.shutdown = ignore
+        self.addCleanup(setattr, hv, "shutdown", original)
+        answer = await self.action("small-1", "stop", {"timeout": 0.5})
+        self.assertEqual(answer.code, 202)
+        assertError(self, await self.action("small-1", "suspend"), 409, "conflict", "busy")
+        await self.wait_task(answer)
+
+
+class ClusterActionTests(VMTestMixin, TestCase):
+    async def setUp(self):
+        # node1 fits two 256 MB VMs only.
+        await self.setUpVMs(sizes=((2, 600),))
+        for _ in range(3):
+            await self.create()
+
+    async def test_start_with_one_failing(self):
+        """Cluster start acts on every VM; one failing does not stop the others."""
+        cluster = (await self.client.get("/cluster/lab")).json
+        self.assertEqual(cluster["actions"], {"start": "/cluster/lab/start", "stop": "/cluster/lab/stop"})
+        task = await self.wait_task(await self.client.post("/cluster/lab/start", {}))
+        self.assertEqual(task["status"], "failed")
+        self.assertIn("2 of 3 VM(s) ok", task["message"])
+        self.assertIn("FAILED: no compute host fits", task["message"])
+        states = sorted(v["state"] for v in (await self.client.get("/cluster/lab/vms")).json)
+        self.assertEqual(states, ["running", "running", "shutoff"])
+        self.assertEqual((await self.client.get("/cluster/lab")).json["state"], "partial")
+
+    async def test_stop(self):
+        await self.client.post("/cluster/lab/vms/small-1/start")
+        await self.client.post("/cluster/lab/vms/small-2/start")
+        task = await self.wait_task(await self.client.post("/cluster/lab/stop", {"timeout": 1, "force": True}))
+        self.assertEqual(task["status"], "finished", task)
+        self.assertIn("small-3: already stopped", task["message"])
+        listed = (await self.client.get("/cluster/lab/vms")).json
+        self.assertEqual({(v["state"], v["host"]) for v in listed}, {("shutoff", None)})
+        self.assertEqual(await self.models.hosts._hv.list_domains("node1"), {})
+
+    async def test_empty_cluster_has_no_actions(self):
+        await self.client.post("/cluster", {"name": "empty"})
+        assertError(self, await self.client.post("/cluster/empty/start"), 409, "conflict", "empty")
+
+    async def test_forced_cluster_delete(self):
+        await self.client.post("/cluster/lab/vms/small-1/start")
+        assertError(self, await self.client.delete("/cluster/lab"), 409, "conflict")
+        self.assertEqual((await self.client.delete("/cluster/lab", {"force": True})).code, 204)
+        self.assertEqual(await self.models.hosts._hv.list_domains("node1"), {})
+
+
+class TemplateAndHostTests(VMTestMixin, TestCase):
+    async def setUp(self):
+        await self.setUpVMs()
+
+    async def test_templates(self):
+        template = (await self.client.get("/templates/small")).json
+        self.assertEqual(
+            template,
+            {"name": "small", "memory": 256, "cpus": 1, "disk": None,
+             "created": template["created"], "href": "/templates/small"},
+        )
+        answer = await self.client.put("/templates/small", {"memory": 1024})
+        self.assertEqual(answer.json["memory"], 1024)
+        await self.create()
+        assertError(self, await self.client.delete("/templates/small"), 409, "conflict", "used by 1")
+        await self.client.delete("/cluster/lab/vms/small-1")
+        self.assertEqual((await self.client.delete("/templates/small")).code, 204)
+        self.assertEqual((await self.client.get("/templates")).json, [])
+
+    async def test_template_disk_needs_storage(self):
+        answer = await self.client.post(
+            "/templates", {"name": "t", "disk": {"pool": "p", "volume": "v"}}
+        )
+        self.assertEqual(answer.code, 404)
+
+    async def test_template_bad_input(self):
+        for body in [{"name": "t", "memory": 10}, {"name": "t", "cpus": 99}, {"name": "a b"}, {"name": "t", "x": 1}]:
+            assertError(self, await self.client.post("/templates", body), 400, "bad_request")
+
+    async def test_hosts(self):
+        hosts = (await self.client.get("/hosts")).json
+        self.assertEqual([h["name"] for h in hosts], ["node1", "node2"])
+        node1 = (await self.client.get("/hosts/node1")).json
+        self.assertEqual(
+            {k: node1[k] for k in ("state", "cpus", "memory", "memory_free", "vms")},
+            {"state": "connected", "cpus": 4, "memory": 8192, "memory_free": 8192, "vms": 0},
+        )
+        assertError(self, await self.client.get("/hosts/none"), 404, "not_found")
