@@ -38,7 +38,15 @@ class Unavailable(CometError):
     """
 
 
-class CommandFailed(CometError):
+class BackendError(CometError):
+    """
+    A backend (a compute host, a storage server) answered, and refused: the
+    request was valid, the backend could not do it.  The reason carries the
+    backend's own words.
+    """
+
+
+class CommandFailed(BackendError):
     """
     A command on a storage server ran and exited with an error.
 

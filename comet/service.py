@@ -100,6 +100,8 @@ class CometService(MultiService):
 
     def _failed_to_start(self, failure):
         log.critical("Comet cannot start: {reason}", reason=failure.getErrorMessage())
+        # Stop what did start (the libvirt threads, ssh runners).
+        MultiService.stopService(self)
         # Under twistd (the service has a parent application) there is nothing
         # to run without the API: stop the process.
         if self.parent is not None and self.reactor.running:

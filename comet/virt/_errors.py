@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import libvirt
 
-from comet.errors import CometError, Conflict, InvalidInput, NotFound
+from comet.errors import BackendError, CometError, Conflict, InvalidInput, NotFound
 
 
-class HypervisorError(CometError):
+class HypervisorError(BackendError):
     """
     A compute host answered, and refused for a reason that is neither a
     missing thing nor a wrong state (QEMU could not start, a feature the

@@ -39,7 +39,7 @@ _DOMAIN = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.Unavailable, 503),
-    (errors.CommandFailed, 502),
+    (errors.BackendError, 502),
 ]
 
 
