@@ -31,9 +31,9 @@ class Candidate:
 def free_memory(memory: int, kernel_free: int, committed: int) -> int:
     """
     Memory (MiB) a host can still give a VM: what its kernel reports free, but
-    never more than its memory less what the VMs already running there were
-    given (C{committed}), since a guest that has not yet touched its memory
-    does not show in the kernel's count.  A host that reports no kernel figure
+    never more than its memory less what Comet's VMs already running there
+    were given (C{committed}), since a guest that has not yet touched its
+    memory does not show in the kernel's count.  A host that reports no kernel figure
     (libvirt's test driver) is judged by the second alone.
     """
     uncommitted = max(0, memory - committed)

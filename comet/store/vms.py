@@ -16,6 +16,10 @@ from comet.errors import Conflict, InvalidInput, NotFound
 from comet.store._db import Database
 
 
+#: Every domain Comet defines is named this and the VM's uuid.
+COMET_DOMAIN_PREFIX = "comet-"
+
+
 @attrs.frozen
 class VMRecord:
     id: int
@@ -35,7 +39,7 @@ class VMRecord:
     @property
     def domain_name(self) -> str:
         """The libvirt domain name: stable across renames of the VM and its cluster."""
-        return f"comet-{self.uuid}"
+        return f"{COMET_DOMAIN_PREFIX}{self.uuid}"
 
 
 _SELECT = (
