@@ -26,6 +26,7 @@ setup(
         "test": [
             "pytest>=8.0",
             "hypothesis>=6.100",
+            "openapi-spec-validator>=0.7",
         ],
     },
     entry_points={},
