@@ -276,35 +276,33 @@ class ActionTests(VMTestMixin, TestCase):
         self.assertEqual(task["status"], "finished")
         self.assertIn("powered off", task["message"])
 
-    async def test_failed_define_leaves_nothing(self):
-        """A start whose define fails leaves no domain and no placement."""
+    async def start_failing_at(self, step: str, detail: str):
+        """Start small-1 with the libvirt operation C{step} failing as a host that died."""
         hv = self.models.hosts._hv
 
-        async def broken(host, spec):
-            raise Unavailable("compute host 'node2' does not answer: cut")
+        async def broken(*args):
+            raise Unavailable(f"compute host 'node2' does not answer: {detail}")
 
-        original = hv.define
-        hv.define = broken
-        answer = await self.action("small-1", "start")
-        hv.define = original
+        original = getattr(hv, step)
+        setattr(hv, step, broken)
+        try:
+            return await self.action("small-1", "start")
+        finally:
+            setattr(hv, step, original)
+
+    async def test_failed_define_leaves_nothing(self):
+        """A start whose define fails leaves no domain and no placement."""
+        answer = await self.start_failing_at("define", "cut")
         assertError(self, answer, 503, "unavailable", "starting VM 'small-1'")
         vm = await self.vm()
         self.assertEqual((vm["state"], vm["host"]), ("shutoff", None))
-        self.assertEqual(await hv.list_domains("node2"), {})
+        self.assertEqual(await self.models.hosts._hv.list_domains("node2"), {})
 
     async def test_failed_start_undefines(self):
         """A start that fails after define undefines the domain and releases the placement."""
-        hv = self.models.hosts._hv
-
-        async def broken(host, name):
-            raise Unavailable("compute host 'node2' does not answer: died")
-
-        original = hv.start
-        hv.start = broken
-        answer = await self.action("small-1", "start")
-        hv.start = original
+        answer = await self.start_failing_at("start", "died")
         assertError(self, answer, 503, "unavailable", "died")
-        self.assertEqual(await hv.list_domains("node2"), {})
+        self.assertEqual(await self.models.hosts._hv.list_domains("node2"), {})
         self.assertIsNone((await self.vm())["host"])
 
     async def test_busy_vm(self):
