@@ -21,6 +21,7 @@ setup(
         "jsonschema>=4.20.0",
         "libvirt-python>=9.0.0",
         "Pillow>=10.0.0",
+        "autobahn>=23.1",
     ],
     extras_require={
         "test": [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import attrs
 
 from comet.model.clusters import ClusterModel
+from comet.model.console import ConsoleModel
 from comet.model.hosts import HostModel
 from comet.model.storage import StorageModel
 from comet.model.tasks import TaskRunner
@@ -26,6 +27,7 @@ class Models:
     templates: TemplateModel
     vms: VMModel
     storage: StorageModel | None = None
+    console: ConsoleModel | None = None
 
 
 def make_models(db, hypervisors, config, clock, runners=None) -> Models:
@@ -67,5 +69,11 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     vms.disks = storage
     templates.check_disk = storage.check_disk
     return Models(
-        clusters=clusters, tasks=tasks, hosts=hosts, templates=templates, vms=vms, storage=storage
+        clusters=clusters,
+        tasks=tasks,
+        hosts=hosts,
+        templates=templates,
+        vms=vms,
+        storage=storage,
+        console=ConsoleModel(vms, hypervisors, config.hosts, clock),
     )

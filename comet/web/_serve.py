@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 
 from comet.names import NAME_PATTERN, check_name
 from comet.web._errors import HTTPError, classify, error_body
@@ -119,7 +120,10 @@ def render_error(request: IRequest, code: int, reason: str, headers=None) -> byt
     return error_body(code, reason)
 
 
-def _render(request: IRequest, result: Any) -> bytes:
+def _render(request: IRequest, result: Any) -> Any:
+    if IResource.providedBy(result):
+        # A resource that answers the request itself (the console's websocket).
+        return result
     if not isinstance(result, Response):
         result = Response(body=result)
     request.setResponseCode(result.code)

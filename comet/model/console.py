@@ -1,0 +1,147 @@
+"""
+Consoles of running VMs: single-use tickets for the browser console.
+
+C{GET .../console} asks L{ConsoleModel.issue} for a L{Ticket}: a random token
+bound to one VM, valid once and for L{TICKET_TTL} seconds, with a fresh random
+VNC password that has just been set live on the VM's display.  The websocket
+that relays the VNC bytes calls L{ConsoleModel.consume} I{before} it opens any
+connection to the VNC server, so a wrong, reused or expired token never
+reaches it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Callable
+from urllib.parse import urlsplit
+
+import attrs
+
+from comet.errors import CometError, Unavailable
+from comet.model.vms import conflict
+
+#: Seconds a ticket may wait to be used.
+TICKET_TTL = 60.0
+
+#: Characters of a VNC password (VNC uses at most 8; printable, URL-safe).
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 8
+
+
+class TicketRefused(CometError):
+    """A console token that is unknown, already used, expired or for another VM."""
+
+
+@attrs.frozen
+class Ticket:
+    token: str
+    cluster: str
+    name: str
+    #: The VM's uuid: a renamed VM keeps its ticket, another VM of that name does not.
+    uuid: str
+    host: str
+    domain: str
+    #: The VNC password set live on the display for this ticket.
+    password: str
+    #: Clock seconds after which the ticket is refused.
+    expires: float
+
+
+def random_password() -> str:
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+
+
+def is_local(uri: str) -> bool:
+    """Whether a libvirt URI names this machine (no host part: C{qemu:///system})."""
+    return not urlsplit(uri).netloc
+
+
+class ConsoleModel:
+    """
+    @param vms: the L{comet.model.vms.VMModel}.
+    @param hypervisors: the libvirt adapter (C{set_vnc_password}, C{graphics_address}).
+    @param hosts: the compute host configurations (their URIs say local or remote).
+    @param clock: C{seconds()}.
+    """
+
+    def __init__(
+        self,
+        vms,
+        hypervisors,
+        hosts,
+        clock,
+        ttl: float = TICKET_TTL,
+        token: Callable[[], str] = lambda: secrets.token_urlsafe(32),
+        password: Callable[[], str] = random_password,
+    ):
+        self._vms = vms
+        self._hv = hypervisors
+        self._uris = {h.name: h.uri for h in hosts}
+        self._clock = clock
+        self._ttl = ttl
+        self._token = token
+        self._password = password
+        self._tickets: dict[str, Ticket] = {}
+
+    def _prune(self) -> None:
+        now = self._clock.seconds()
+        for token in [t for t, ticket in self._tickets.items() if ticket.expires <= now]:
+            del self._tickets[token]
+
+    async def issue(self, cluster: str, name: str) -> Ticket:
+        """
+        A new ticket for the VNC console of a running (or paused) VM; its
+        display gets a new random password, set live.
+
+        @raise Conflict: the VM is not running or paused.
+        @raise Unavailable: its host is remote (not supported yet).
+        """
+        vm = await self._vms.get(cluster, name)
+        if vm.phase not in ("running", "paused"):
+            raise conflict(vm, "a console")
+        host = vm.record.host
+        if not is_local(self._uris.get(host, "")):
+            raise Unavailable(
+                f"VM {name!r} runs on compute host {host!r} ({self._uris.get(host)}):"
+                " the console of a VM on a remote host is not supported yet"
+            )
+        password = self._password()
+        await self._hv.set_vnc_password(host, vm.record.domain_name, password)
+        self._prune()
+        ticket = Ticket(
+            token=self._token(),
+            cluster=cluster,
+            name=vm.name,
+            uuid=vm.record.uuid,
+            host=host,
+            domain=vm.record.domain_name,
+            password=password,
+            expires=self._clock.seconds() + self._ttl,
+        )
+        self._tickets[ticket.token] = ticket
+        return ticket
+
+    def consume(self, token: str, uuid: str | None = None) -> Ticket:
+        """
+        The ticket of C{token}, which is used up by this call.
+
+        @param uuid: when given, the ticket must be for that VM.
+        @raise TicketRefused: the token is unknown, used, expired, or for another VM.
+        """
+        ticket = self._tickets.pop(token, None)
+        if ticket is None:
+            raise TicketRefused("the console token is not valid (unknown or already used)")
+        if self._clock.seconds() >= ticket.expires:
+            raise TicketRefused("the console token has expired")
+        if uuid is not None and ticket.uuid != uuid:
+            raise TicketRefused("the console token is for another VM")
+        return ticket
+
+    async def address(self, ticket: Ticket) -> tuple[str, int]:
+        """Where to open TCP to the ticket's VNC display, from this machine."""
+        graphics = await self._hv.graphics_address(ticket.host, ticket.domain)
+        listen = graphics.listen
+        if listen in ("0.0.0.0", "::", ""):
+            listen = "127.0.0.1"
+        return listen, graphics.port

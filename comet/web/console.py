@@ -1,0 +1,202 @@
+"""
+The VM console in the browser, served by the daemon itself.
+
+  - C{GET /cluster/:cluster/vms/:name/console}: 303 to the console page, with
+    a single-use token and the VNC password (set live, fresh for this ticket)
+    in the URI's fragment, which the browser does not send to any server.
+  - C{GET /console/vnc}: the page (ours, L{PAGE}), which runs noVNC's RFB client.
+  - C{GET /console/novnc/...}: noVNC itself, from Debian's C{novnc} package
+    (L{NOVNC_DIR}); 503 when it is not installed.
+  - C{GET /console/ws/:cluster/:name/:token}: the websocket (Autobahn, subprotocol
+    C{binary}) that relays bytes between the browser and the VM's VNC server.
+    The token is checked (it must be for that VM), and used up, before the
+    websocket handshake and before any connection to the VNC server.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from urllib.parse import urlencode
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET
+
+from comet.errors import Unavailable
+from comet.model.console import TicketRefused
+from comet.web._errors import HTTPError
+from comet.web._table import ROUTES, Response
+
+log = Logger()
+
+#: Where Debian's C{novnc} package puts noVNC.
+NOVNC_DIR = "/usr/share/novnc"
+
+#: Our page, which connects noVNC's RFB client to the websocket.
+PAGE = os.path.join(os.path.dirname(__file__), "console.html")
+
+#: Seconds to wait for the VM's VNC server to accept the relay's connection.
+VNC_CONNECT_TIMEOUT = 10
+
+ROUTES.path("vm.console", "/cluster/<cluster>/vms/<name>/console")
+ROUTES.path("console.page", "/console/vnc")
+ROUTES.path("console.novnc", "/console/novnc/<path:file>")
+ROUTES.path("console.ws", "/console/ws/<cluster>/<name>/<token>")
+
+
+def _novnc_missing() -> Unavailable:
+    return Unavailable(
+        f"the noVNC client is not installed (no {NOVNC_DIR}/core/rfb.js):"
+        " install Debian's novnc package"
+    )
+
+
+@ROUTES.route("GET", "vm.console")
+async def console(models, request, body, cluster, name):
+    """303 to the VM's console page, with a single-use token that expires in 60 seconds."""
+    ticket = await models.console.issue(cluster, name)
+    fragment = urlencode(
+        {"token": ticket.token, "password": ticket.password, "vm": f"{cluster}/{ticket.name}"}
+    )
+    location = ROUTES.href("console.page") + "#" + fragment
+    return Response(code=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+@ROUTES.route("GET", "console.page", produces="text/html")
+async def page(models, request, body):
+    """The console page (noVNC), for the token in its URI's fragment."""
+    if not os.path.isfile(os.path.join(NOVNC_DIR, "core", "rfb.js")):
+        raise _novnc_missing()
+    with open(PAGE, "rb") as f:
+        html = f.read()
+    return Response(raw=html, content_type="text/html; charset=utf-8")
+
+
+@ROUTES.route("GET", "console.novnc", produces="text/javascript")
+async def novnc(models, request, body, file):
+    """A file of the noVNC client (Debian's novnc package)."""
+    root = os.path.realpath(NOVNC_DIR)
+    if not os.path.isdir(root):
+        raise _novnc_missing()
+    path = os.path.realpath(os.path.join(root, file))
+    if not path.startswith(root + os.sep) or not os.path.isfile(path):
+        raise HTTPError(404, f"noVNC has no file {file!r}")
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    if path.endswith(".js"):
+        content_type = "text/javascript"
+    with open(path, "rb") as f:
+        data = f.read()
+    return Response(raw=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"})
+
+
+@ROUTES.route("GET", "console.ws", produces="application/octet-stream")
+async def websocket(models, request, body, cluster, name, token):
+    """The console's websocket (subprotocol binary): the VM's VNC bytes."""
+    vm = await models.vms.get(cluster, name)
+    try:
+        ticket = models.console.consume(token, uuid=vm.record.uuid)
+    except TicketRefused as e:
+        raise HTTPError(403, e.reason) from None
+    host, port = await models.console.address(ticket)
+    factory = WebSocketServerFactory()
+    factory.protocol = RelayProtocol
+    factory.vnc = (host, port)
+    factory.ticket = ticket
+    return _UpgradeResource(factory)
+
+
+class _UpgradeResource(WebSocketResource):
+    """
+    Autobahn's resource, which takes over the connection; the HTTP request is
+    then over, so whoever waits for it to finish (the count of requests in
+    flight that the daemon drains at stop) is told now, and the HTTP channel's
+    idle timeout no longer applies.
+    """
+
+    def render(self, request):
+        upgrading = request.channel is not None and request.channel.transport is not None
+        result = super().render(request)
+        if upgrading and result is NOT_DONE_YET:
+            request.channel.setTimeout(None)
+            waiting, request.notifications = request.notifications, []
+            for d in waiting:
+                d.callback(None)
+        return result
+
+
+class _VNCClient(Protocol):
+    """The relay's TCP connection to the VM's VNC server."""
+
+    def __init__(self, relay: "RelayProtocol"):
+        self.relay = relay
+
+    def connectionMade(self):
+        self.relay.vnc_connected(self.transport)
+
+    def dataReceived(self, data: bytes):
+        self.relay.sendMessage(data, isBinary=True)
+
+    def connectionLost(self, reason):
+        self.relay.vnc_lost()
+
+
+class RelayProtocol(WebSocketServerProtocol):
+    """Relays binary frames from the browser to VNC, and VNC's bytes back as binary frames."""
+
+    def onConnect(self, request):
+        self._vnc = None
+        self._pending: list[bytes] = []
+        self._closed = False
+        # noVNC asks for "binary"; a client that asks for nothing gets none.
+        return "binary" if "binary" in request.protocols else None
+
+    def onOpen(self):
+        host, port = self.factory.vnc
+        ticket = self.factory.ticket
+        log.info(
+            "console of VM {cluster}/{name} opened: relaying to {host}:{port}",
+            cluster=ticket.cluster,
+            name=ticket.name,
+            host=host,
+            port=port,
+        )
+        from twisted.internet import reactor
+
+        endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=VNC_CONNECT_TIMEOUT)
+        d = connectProtocol(endpoint, _VNCClient(self))
+        d.addErrback(self._vnc_failed)
+
+    def _vnc_failed(self, failure):
+        log.warn("console: cannot reach the VNC server: {why}", why=failure.getErrorMessage())
+        if not self._closed:
+            self.sendClose(1011, "cannot reach the VM's display")
+
+    def vnc_connected(self, transport):
+        if self._closed:
+            transport.loseConnection()
+            return
+        self._vnc = transport
+        pending, self._pending = self._pending, []
+        for data in pending:
+            transport.write(data)
+
+    def vnc_lost(self):
+        self._vnc = None
+        if not self._closed:
+            self.sendClose(1000, "the VM's display closed the connection")
+
+    def onMessage(self, payload, isBinary):
+        if self._vnc is None:
+            self._pending.append(payload)
+        else:
+            self._vnc.write(payload)
+
+    def onClose(self, wasClean, code, reason):
+        self._closed = True
+        vnc = getattr(self, "_vnc", None)
+        if vnc is not None:
+            vnc.loseConnection()

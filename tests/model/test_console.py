@@ -1,0 +1,155 @@
+"""Console tickets: issued for a running VM with a fresh VNC password, used once, expiring."""
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from comet.config import HostConfig
+from comet.errors import Conflict, Unavailable
+from comet.model.console import (
+    PASSWORD_LENGTH,
+    TICKET_TTL,
+    ConsoleModel,
+    TicketRefused,
+    is_local,
+    random_password,
+)
+from comet.model.vms import VM
+from comet.store import VMRecord
+from comet.virt import GraphicsAddress
+
+
+def record(name="web", uuid="u-1", host="node1", **kw):
+    fields = dict(
+        id=1, cluster="lab", name=name, uuid=uuid, template="small", memory=256, cpus=1,
+        host=host, created=0,
+    )
+    fields.update(kw)
+    return VMRecord(**fields)
+
+
+class FakeVMs:
+    def __init__(self):
+        self.vms = {}
+
+    def add(self, phase, **kw):
+        vm = VM(record(**kw), phase)
+        self.vms[vm.name] = vm
+        return vm
+
+    async def get(self, cluster, name):
+        return self.vms[name]
+
+
+class FakeDisplays:
+    def __init__(self):
+        self.passwords = []
+
+    def set_vnc_password(self, host, name, password):
+        self.passwords.append((host, name, password))
+        return succeed(None)
+
+    def graphics_address(self, host, name):
+        return succeed(GraphicsAddress("0.0.0.0", 5907))
+
+
+HOSTS = (
+    HostConfig(name="node1", uri="qemu:///system"),
+    HostConfig(name="far", uri="qemu+ssh://root@far/system"),
+)
+
+
+class ConsoleModelTests(TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.vms = FakeVMs()
+        self.hv = FakeDisplays()
+        self.console = ConsoleModel(self.vms, self.hv, HOSTS, self.clock)
+        self.web = self.vms.add("running")
+
+    async def test_issue(self):
+        """A ticket is bound to the VM, expires in 60 s, and its password is set live."""
+        ticket = await self.console.issue("lab", "web")
+        self.assertEqual((ticket.cluster, ticket.name, ticket.uuid), ("lab", "web", "u-1"))
+        self.assertEqual(ticket.expires, 1000 + TICKET_TTL)
+        self.assertGreaterEqual(len(ticket.token), 40)
+        self.assertEqual(len(ticket.password), PASSWORD_LENGTH)
+        self.assertEqual(self.hv.passwords, [("node1", self.web.record.domain_name, ticket.password)])
+
+    async def test_tokens_and_passwords_random(self):
+        a = await self.console.issue("lab", "web")
+        b = await self.console.issue("lab", "web")
+        self.assertNotEqual(a.token, b.token)
+        self.assertNotEqual(a.password, b.password)
+
+    async def test_paused(self):
+        self.vms.add("paused", name="p", uuid="u-2")
+        await self.console.issue("lab", "p")
+
+    async def test_not_running(self):
+        """A VM that is not running or paused has no console: Conflict, no password set."""
+        for phase in ("stopped", "shutoff", "unknown", "other"):
+            self.vms.add(phase, name="off", uuid="u-3", host=None if phase == "stopped" else "node1")
+            with self.assertRaises(Conflict):
+                await self.console.issue("lab", "off")
+        self.assertEqual(self.hv.passwords, [])
+
+    async def test_remote_host(self):
+        """A VM on a remote host: not supported yet (Unavailable), nothing set."""
+        self.vms.add("running", name="r", uuid="u-4", host="far")
+        with self.assertRaises(Unavailable) as e:
+            await self.console.issue("lab", "r")
+        self.assertIn("remote", str(e.exception))
+        self.assertEqual(self.hv.passwords, [])
+
+    async def test_single_use(self):
+        ticket = await self.console.issue("lab", "web")
+        self.assertEqual(self.console.consume(ticket.token), ticket)
+        self.assertRaises(TicketRefused, self.console.consume, ticket.token)
+
+    def test_unknown(self):
+        self.assertRaises(TicketRefused, self.console.consume, "nope")
+
+    async def test_expiry(self):
+        """Good until 60 s after issue, refused from then on (and refused again after)."""
+        a = await self.console.issue("lab", "web")
+        b = await self.console.issue("lab", "web")
+        self.clock.advance(TICKET_TTL - 0.001)
+        self.console.consume(a.token)
+        self.clock.advance(0.001)
+        with self.assertRaises(TicketRefused) as e:
+            self.console.consume(b.token)
+        self.assertIn("expired", e.exception.reason)
+        self.assertRaises(TicketRefused, self.console.consume, b.token)
+
+    async def test_pruned(self):
+        """Expired tickets are forgotten when the next one is issued."""
+        await self.console.issue("lab", "web")
+        self.clock.advance(TICKET_TTL)
+        await self.console.issue("lab", "web")
+        self.assertEqual(len(self.console._tickets), 1)
+
+    async def test_other_vm(self):
+        """A ticket checked against another VM is refused, and used up."""
+        self.vms.add("running", name="db", uuid="u-9")
+        ticket = await self.console.issue("lab", "db")
+        with self.assertRaises(TicketRefused):
+            self.console.consume(ticket.token, uuid="u-1")
+        self.assertRaises(TicketRefused, self.console.consume, ticket.token, uuid="u-9")
+
+    async def test_address(self):
+        """A display listening on every address is reached on loopback."""
+        ticket = await self.console.issue("lab", "web")
+        self.assertEqual(await self.console.address(ticket), ("127.0.0.1", 5907))
+
+    def test_random_password(self):
+        pw = random_password()
+        self.assertEqual(len(pw), 8)
+        self.assertTrue(pw.isalnum() and pw.isascii())
+
+    def test_is_local(self):
+        self.assertTrue(is_local("qemu:///system"))
+        self.assertTrue(is_local("test:///default"))
+        self.assertFalse(is_local("qemu+ssh://root@h1/system"))
+        self.assertFalse(is_local("qemu+tcp://h1/system"))

@@ -1,0 +1,323 @@
+"""
+The browser console through the HTTP API: the 303 with a single-use token, the
+page and noVNC's files, and the websocket relay over a real listening port,
+with a real websocket client (Autobahn) and a fake VNC server on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, urlsplit
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
+
+from comet.model.console import TICKET_TTL
+from comet.virt import GraphicsAddress
+from comet.web import CometAPI
+from comet.web import console as console_web
+from tests._api import Answer
+from tests._util import temp_dir
+from tests.web.test_serve import assertError
+from tests.web.test_vms import VMTestMixin
+
+GREETING = b"RFB 003.008\n"
+
+
+class FakeVNCServer(Factory):
+    """A TCP server on loopback that records every connection and what it got."""
+
+    def __init__(self):
+        self.connections: list["_FakeVNC"] = []
+        self.received = b""
+        self.got_data = Deferred()
+
+    def buildProtocol(self, addr):
+        p = _FakeVNC()
+        p.factory = self
+        self.connections.append(p)
+        return p
+
+
+class _FakeVNC(Protocol):
+    def connectionMade(self):
+        self.transport.write(GREETING)
+
+    def dataReceived(self, data):
+        self.factory.received += data
+        if not self.factory.got_data.called:
+            self.factory.got_data.callback(None)
+
+
+class FakeDisplays:
+    """Stands for the libvirt calls the console makes (the test driver has no VNC)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.passwords = []
+
+    def set_vnc_password(self, host, name, password):
+        self.passwords.append((host, name, password))
+        return succeed(None)
+
+    def graphics_address(self, host, name):
+        return succeed(GraphicsAddress("127.0.0.1", self.port))
+
+
+class _Client(WebSocketClientProtocol):
+    def onConnect(self, response):
+        self.factory.protocol_chosen = response.protocol
+
+    def onOpen(self):
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload, isBinary):
+        self.factory.messages.append((payload, isBinary))
+        if not self.factory.first_message.called:
+            self.factory.first_message.callback(None)
+
+    def onClose(self, wasClean, code, reason):
+        if not self.factory.opened.called:
+            self.factory.opened.errback(Exception(f"websocket refused: {reason}"))
+        if not self.factory.closed.called:
+            self.factory.closed.callback((wasClean, code, reason))
+
+
+def _timeout(d, seconds=5):
+    return d.addTimeout(seconds, reactor)
+
+
+class ConsoleTestMixin(VMTestMixin):
+    async def setUpConsole(self):
+        await self.setUpVMs()
+        await self.create(name="web")
+        await self.create(name="db")
+        for name in ("web", "db"):
+            self.assertEqual((await self.action(name, "start")).code, 200)
+        self.vnc = FakeVNCServer()
+        vnc_port = reactor.listenTCP(0, self.vnc, interface="127.0.0.1")
+        self.addCleanup(vnc_port.stopListening)
+        self.displays = FakeDisplays(vnc_port.getHost().port)
+        self.patch(self.models.console, "_hv", self.displays)
+
+    async def get_console(self, name="web"):
+        """GET the console of VM C{name}, not following the redirect."""
+        stub = self.client._stub
+        url = f"http://comet.test/cluster/lab/vms/{name}/console"
+        response = await self.client._settle(stub.request("GET", url, allow_redirects=False))
+        content = await self.client._settle(stub.content(response))
+        return Answer(response.code, response.headers, content)
+
+    async def ticket(self, name="web"):
+        """GET the console of VM C{name}: the fragment of the 303's Location, as a dict."""
+        answer = await self.get_console(name)
+        self.assertEqual(answer.code, 303, answer.body)
+        location = urlsplit(answer.header("location"))
+        self.assertEqual(location.path, "/console/vnc")
+        return {k: v[0] for k, v in parse_qs(location.fragment).items()}
+
+
+class ConsoleRedirectTests(ConsoleTestMixin, TestCase):
+    async def setUp(self):
+        await self.setUpConsole()
+
+    async def test_303(self):
+        """303 to the page with a token, the VM, and the password just set live."""
+        ticket = await self.ticket()
+        self.assertGreaterEqual(len(ticket["token"]), 40)
+        self.assertEqual(ticket["vm"], "lab/web")
+        self.assertEqual(len(ticket["password"]), 8)
+        [(host, domain, password)] = self.displays.passwords
+        self.assertEqual(password, ticket["password"])
+        self.assertTrue(domain.startswith("comet-"))
+
+    async def test_fresh_each_time(self):
+        a, b = await self.ticket(), await self.ticket()
+        self.assertNotEqual(a["token"], b["token"])
+        self.assertNotEqual(a["password"], b["password"])
+
+    async def test_in_representation(self):
+        vm = await self.vm("web")
+        self.assertEqual(vm["console"], "/cluster/lab/vms/web/console")
+
+    async def test_paused(self):
+        await self.action("web", "suspend")
+        await self.ticket()
+
+    async def test_shut_off(self):
+        """409 for a VM that is not running, and no password is set."""
+        await self.create(name="off")
+        answer = await self.get_console("off")
+        assertError(self, answer, 409, "conflict")
+        self.assertIn("console", answer.json["reason"])
+        await self.action("web", "poweroff")
+        assertError(self, await self.get_console("web"), 409, "conflict")
+        self.assertEqual(self.displays.passwords, [])
+
+    async def test_unknown_vm(self):
+        assertError(self, await self.get_console("nope"), 404, "not_found")
+
+
+class ConsoleTokenTests(ConsoleTestMixin, TestCase):
+    """Bad tokens are refused with 403 before any websocket or VNC connection."""
+
+    async def setUp(self):
+        await self.setUpConsole()
+
+    async def ws_get(self, token, name="web"):
+        return await self.client.get(f"/console/ws/lab/{name}/{token}")
+
+    async def test_unknown(self):
+        answer = await self.ws_get("not-a-token")
+        assertError(self, answer, 403, "forbidden")
+        self.assertEqual(self.vnc.connections, [])
+
+    async def test_reused(self):
+        token = (await self.ticket())["token"]
+        self.models.console.consume(token)  # first use
+        answer = await self.ws_get(token)
+        assertError(self, answer, 403, "forbidden")
+        self.assertIn("already used", answer.json["reason"])
+
+    async def test_expired(self):
+        clock = Clock()
+        clock.advance(5000)
+        self.patch(self.models.console, "_clock", clock)
+        token = (await self.ticket())["token"]
+        clock.advance(TICKET_TTL)
+        answer = await self.ws_get(token)
+        assertError(self, answer, 403, "forbidden")
+        self.assertIn("expired", answer.json["reason"])
+        self.assertEqual(self.vnc.connections, [])
+
+    async def test_other_vm(self):
+        """A token for VM web, presented for VM db: refused, and used up."""
+        token = (await self.ticket("web"))["token"]
+        answer = await self.ws_get(token, name="db")
+        assertError(self, answer, 403, "forbidden")
+        self.assertIn("another VM", answer.json["reason"])
+        assertError(self, await self.ws_get(token, name="web"), 403, "forbidden")
+
+
+class ConsolePageTests(ConsoleTestMixin, TestCase):
+    async def setUp(self):
+        await self.setUpConsole()
+        self.novnc = temp_dir(self)
+        os.makedirs(os.path.join(self.novnc, "core"))
+        with open(os.path.join(self.novnc, "core", "rfb.js"), "w") as f:
+            f.write("export default class RFB {}\n")
+        self.patch(console_web, "NOVNC_DIR", self.novnc)
+
+    async def test_page(self):
+        answer = await self.client.get("/console/vnc", headers={"Accept": "text/html"})
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(answer.header("content-type"), "text/html; charset=utf-8")
+        self.assertIn(b"./novnc/core/rfb.js", answer.body)
+        self.assertIn(b"/console/ws/", answer.body)
+
+    async def test_novnc_file(self):
+        answer = await self.client.get("/console/novnc/core/rfb.js")
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(answer.header("content-type"), "text/javascript")
+        self.assertEqual(answer.body, b"export default class RFB {}\n")
+
+    async def test_novnc_outside(self):
+        """Nothing outside the noVNC folder is served."""
+        for path in ("/console/novnc/core/nope.js", "/console/novnc/..%2F..%2Fetc%2Fpasswd"):
+            answer = await self.client.get(path)
+            self.assertEqual(answer.code, 404, path)
+
+    async def test_missing_package(self):
+        """Without the novnc package: 503 saying so."""
+        self.patch(console_web, "NOVNC_DIR", os.path.join(self.novnc, "gone"))
+        for path in ("/console/vnc", "/console/novnc/core/rfb.js"):
+            answer = await self.client.get(path)
+            assertError(self, answer, 503, "unavailable")
+            self.assertIn("novnc", answer.json["reason"])
+
+
+class WebsocketTests(ConsoleTestMixin, TestCase):
+    """The websocket over a real listening port, with Autobahn's client."""
+
+    async def setUp(self):
+        await self.setUpConsole()
+        self.api = CometAPI(self.models)
+        port = reactor.listenTCP(0, Site(self.api.resource()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.api_port = port.getHost().port
+
+    def connect(self, token, name="web"):
+        url = f"ws://127.0.0.1:{self.api_port}/console/ws/lab/{name}/{token}"
+        factory = WebSocketClientFactory(url, protocols=["binary"])
+        factory.protocol = _Client
+        factory.opened, factory.closed, factory.first_message = Deferred(), Deferred(), Deferred()
+        factory.messages = []
+        factory.protocol_chosen = None
+        connector = reactor.connectTCP("127.0.0.1", self.api_port, factory)
+        self.addCleanup(connector.disconnect)
+        return factory
+
+    async def test_relay(self):
+        """Bytes flow both ways, as binary frames with subprotocol binary."""
+        token = (await self.ticket())["token"]
+        client = self.connect(token)
+        protocol = await _timeout(client.opened)
+        self.assertEqual(client.protocol_chosen, "binary")
+        await _timeout(client.first_message)
+        self.assertEqual(client.messages, [(GREETING, True)])
+        protocol.sendMessage(b"RFB 003.008\n\x01\x02", isBinary=True)
+        await _timeout(self.vnc.got_data)
+        self.assertEqual(self.vnc.received, b"RFB 003.008\n\x01\x02")
+        self.assertEqual(len(self.vnc.connections), 1)
+        # The browser closes: the relay closes its VNC connection.
+        protocol.sendClose()
+        await _timeout(client.closed)
+        for _ in range(100):
+            if not self.vnc.connections[0].transport.connected:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertFalse(self.vnc.connections[0].transport.connected)
+        # The upgraded request no longer counts as in flight.
+        self.assertEqual(self.api._in_flight, 0)
+
+    async def test_vnc_closes(self):
+        """The VNC server closes: the websocket is closed too."""
+        token = (await self.ticket())["token"]
+        client = self.connect(token)
+        await _timeout(client.opened)
+        await _timeout(client.first_message)
+        self.vnc.connections[0].transport.loseConnection()
+        was_clean, code, reason = await _timeout(client.closed)
+        self.assertEqual(code, 1000)
+
+    async def test_token_used_once(self):
+        """A second websocket with the same token is refused; VNC saw one connection."""
+        token = (await self.ticket())["token"]
+        first = self.connect(token)
+        await _timeout(first.opened)
+        await _timeout(first.first_message)
+        second = self.connect(token)
+        with self.assertRaises(Exception):
+            await _timeout(second.opened)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(len(self.vnc.connections), 1)
+
+    async def test_refused_before_vnc(self):
+        """Unknown, expired, other-VM tokens: no websocket, and no connection to VNC."""
+        clock = Clock()
+        clock.advance(5000)
+        self.patch(self.models.console, "_clock", clock)
+        expired = (await self.ticket())["token"]
+        clock.advance(TICKET_TTL + 1)
+        other = (await self.ticket("db"))["token"]
+        for token in ("nope", expired, other):
+            client = self.connect(token)
+            with self.assertRaises(Exception):
+                await _timeout(client.opened)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.vnc.connections, [])
