@@ -362,7 +362,7 @@ class StorageModel:
 
     async def _create_empty(self, pool: Pool, name: str, size: int) -> str:
         zfs = self._server(pool.server).zfs
-        volume = await zfs.create_volume(pool.dataset, name, size)
+        volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
         await self._record_or_destroy(zfs, volume.name, self._new_record(pool, name, volume.size))
         return f"volume {name!r} ({volume.size} bytes) created in storage pool {pool.name!r}"
 
@@ -398,7 +398,7 @@ class StorageModel:
             )
         size = -(-length // GiB) * GiB
         try:
-            volume = await zfs.create_volume(pool.dataset, name, size)
+            volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
         except BaseException:
             await self._discard(response)
             raise

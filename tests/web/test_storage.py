@@ -215,11 +215,25 @@ class StorageAPITests(TestCase):
         assertError(self, await self.client.delete("/storagepools/pool1/storagevolumes/v1"),
                     404, "not_found")
 
-    async def test_volume_no_room(self):
-        """A volume larger than the pool fails its task and leaves nothing."""
+    async def test_volume_sparse(self):
+        """Volumes are thin: one larger than the pool's free space can be made."""
+        await self.make_volume("big", capacity=500)
+        self.assertEqual(self.servers["s1"].datasets["tank/comet/big"].volsize, 500 * GiB)
+        create = [c for c in self.runners["s1"].ran if c[:2] == ["zfs", "create"]]
+        self.assertIn("-s", create[0])
+
+    async def test_volume_create_fails(self):
+        """A zfs create that fails fails the task and leaves nothing."""
+        from comet.remote._fakeserver import _Error
+
+        def full(args):
+            raise _Error("cannot create 'tank/comet/big': out of space")
+
+        self.servers["s1"]._zfs_create = full
         task = await self.wait(await self.client.post(
-            "/storagepools/pool1/storagevolumes", {"name": "big", "capacity": 500}))
+            "/storagepools/pool1/storagevolumes", {"name": "big", "capacity": 1}))
         self.assertEqual(task["status"], "failed")
+        self.assertIn("out of space", task["message"])
         self.assertNotIn("tank/comet/big", self.servers["s1"].datasets)
         self.assertEqual((await self.client.get("/storagepools/pool1/storagevolumes")).json, [])
 
