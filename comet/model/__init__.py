@@ -13,7 +13,7 @@ import attrs
 from comet.model.clusters import ClusterModel
 from comet.model.console import ConsoleModel
 from comet.model.hosts import HostModel
-from comet.model.storage import StorageModel
+from comet.model.storage import StorageModel, VMStorageModel
 from comet.model.tasks import TaskRunner
 from comet.model.templates import TemplateModel
 from comet.model.vms import VMModel
@@ -27,6 +27,7 @@ class Models:
     templates: TemplateModel
     vms: VMModel
     storage: StorageModel | None = None
+    vm_storages: VMStorageModel | None = None
     console: ConsoleModel | None = None
 
 
@@ -75,5 +76,6 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         templates=templates,
         vms=vms,
         storage=storage,
+        vm_storages=VMStorageModel(storage, vms),
         console=ConsoleModel(vms, hypervisors, config.hosts, clock),
     )

@@ -17,6 +17,7 @@ VM start whose second export fails unexports the first.
 from __future__ import annotations
 
 import datetime
+import re
 import secrets
 import uuid as _uuid
 from typing import Mapping
@@ -545,8 +546,13 @@ class StorageModel:
         except BaseException:
             await self._undo(server.tgt.unexport(iqn), f"unexporting {iqn}")
             raise
-        return DiskSpec.iscsi(record.dev, iqn, pool.server, lun=_tgt.LUN,
-                              username=record.chap_user, secret_usage=usage)
+        return self._spec(pool, record, iqn)
+
+    def _spec(self, pool: Pool, record, iqn: str | None = None) -> DiskSpec:
+        """The iSCSI disk a domain gets for C{record}."""
+        return DiskSpec.iscsi(record.dev, iqn or record.target or self._iqn(pool.name, record.name),
+                              pool.server, lun=_tgt.LUN, username=record.chap_user,
+                              secret_usage=f"comet-{record.chap_user}")
 
     def _unexport_d(self, record) -> Deferred:
         from twisted.internet.defer import ensureDeferred
@@ -595,6 +601,149 @@ class StorageModel:
                 except NotFound:
                     pass
             await self._store.delete_volume(record.pool, record.name)
+
+
+@attrs.frozen
+class VMStorage:
+    """A volume attached to a VM."""
+
+    vm: object
+    record: object
+
+    @property
+    def state(self) -> str:
+        return "mapped" if self.record.target else "unmapped"
+
+
+_DEV = re.compile(r"^vd[a-z]$")
+
+
+class VMStorageModel:
+    """
+    The volumes of a VM: C{/cluster/:c/vms/:v/storages}.  Attaching to a VM
+    that is placed on a host exports the volume there and plugs it in (live
+    if the VM runs); detaching does the reverse.
+
+    @param storage: the L{StorageModel}.
+    @param vms: the L{comet.model.vms.VMModel}.
+    """
+
+    def __init__(self, storage: StorageModel, vms):
+        self._storage = storage
+        self._vms = vms
+
+    async def list(self, cluster: str, name: str) -> list[VMStorage]:
+        vm = await self._vms.get(cluster, name)
+        return [VMStorage(vm, r) for r in await self._storage._store.volumes_of_vm(vm.record.uuid)]
+
+    async def get(self, cluster: str, name: str, volume: str) -> VMStorage:
+        validate_name("volume", volume)
+        for storage in await self.list(cluster, name):
+            if storage.record.name == volume:
+                return storage
+        raise NotFound(f"VM {name!r} has no volume {volume!r}")
+
+    async def attach(self, cluster: str, name: str, pool_name: str, volume: str,
+                     dev: str | None = None) -> VMStorage:
+        """Attach a volume (hot-plug if the VM runs); 409 if another VM has it."""
+        store = self._storage._store
+        vm = await self._vms.get(cluster, name)
+        async with self._vms._lock(vm, "attaching a volume"):
+            vm = await self._vms.get(cluster, name)
+            if vm.phase == "unknown":
+                raise Conflict(f"VM {name!r} is on host {vm.record.host!r}, which does not"
+                               " answer; a volume cannot be attached now")
+            live = await self._storage.volume(pool_name, volume)
+            pool = live.pool
+            record = live.record
+            mine = await store.volumes_of_vm(vm.record.uuid)
+            if record is not None and record.vm_uuid is not None:
+                if record.vm_uuid == vm.record.uuid:
+                    raise Conflict(f"volume {volume!r} is already attached to VM {name!r}")
+                if await self._storage._vm_exists(record.vm_uuid):
+                    raise Conflict(f"volume {volume!r} is attached to another VM")
+            if any(r.name == volume for r in mine):
+                raise Conflict(f"VM {name!r} already has a volume named {volume!r}")
+            used = {r.dev for r in mine}
+            if dev is None:
+                dev = next((f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz"
+                            if f"vd{c}" not in used), None)
+                if dev is None:
+                    raise Conflict(f"VM {name!r} has no free device name")
+            elif not _DEV.match(dev):
+                raise InvalidInput(f"dev must be a device name like vdb, not {dev!r}")
+            elif dev in used:
+                raise Conflict(f"VM {name!r} already has a disk {dev}")
+            if record is None:
+                record = await store.add_volume(**self._storage._new_record(
+                    pool, volume, live.capacity, vm_uuid=vm.record.uuid, dev=dev))
+            else:
+                record = await store.update_volume(pool.name, volume, vm_uuid=vm.record.uuid,
+                                                   dev=dev)
+            host = vm.record.host
+            if host is not None:
+                try:
+                    spec = await self._storage._export(pool, record, host)
+                    try:
+                        await self._storage.hypervisors.attach_device(
+                            host, vm.record.domain_name, spec)
+                    except BaseException:
+                        await self._storage._unexport(record)
+                        raise
+                except BaseException:
+                    await store.update_volume(pool.name, volume, vm_uuid=None, dev=None)
+                    raise
+            return VMStorage(vm, await store.volume(pool.name, volume))
+
+    async def _detach(self, vm, record) -> None:
+        host = vm.record.host
+        if host is not None:
+            pool = await self._storage.pool(record.pool)
+            try:
+                await self._storage.hypervisors.detach_device(
+                    host, vm.record.domain_name, self._storage._spec(pool, record))
+            except NotFound:
+                pass
+            if record.target:
+                await self._storage._unexport(record)
+        await self._storage._store.update_volume(record.pool, record.name, vm_uuid=None,
+                                                 dev=None)
+
+    async def unmap(self, cluster: str, name: str, volume: str, target_uri: str):
+        """Start a task that detaches a volume from the VM (it stays in its pool)."""
+        storage = await self.get(cluster, name, volume)
+        vm = storage.vm
+        if vm.phase == "unknown":
+            raise Conflict(f"VM {name!r} is on host {vm.record.host!r}, which does not answer;"
+                           " unmap is not possible now")
+        lock = self._vms._lock(vm, f"unmapping {volume}")
+        lock.acquire()
+
+        async def job(task):
+            try:
+                await self._detach(vm, storage.record)
+            finally:
+                lock.release()
+            return f"volume {volume!r} was detached from VM {name!r}"
+
+        try:
+            return await self._storage._tasks.start(
+                target_uri, job, f"unmapping volume {volume!r} from VM {name!r}")
+        except BaseException:
+            lock.release()
+            raise
+
+    async def delete(self, cluster: str, name: str, volume: str) -> None:
+        """Detach a volume and destroy it; 409 while the VM runs."""
+        storage = await self.get(cluster, name, volume)
+        vm = storage.vm
+        if vm.phase in ("running", "paused", "other", "unknown"):
+            raise Conflict(f"VM {name!r} is {vm.state}; a volume can be deleted only while"
+                           " it is shut off")
+        async with self._vms._lock(vm, f"deleting volume {volume}"):
+            record = storage.record
+            await self._detach(vm, record)
+            await self._storage.delete_volume(record.pool, record.name)
 
 
 class _Receiver(Protocol):

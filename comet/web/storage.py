@@ -219,3 +219,72 @@ async def delete_volume(models, request, body, pool, volume):
     """Destroy a volume (409 while it is mapped or a VM's disk)."""
     await _storage(models).delete_volume(pool, volume)
     return Response(code=204)
+
+
+# A VM's volumes --------------------------------------------------------------------
+
+ROUTES.path("vm.storages", "/cluster/<cluster>/vms/<name>/storages")
+ROUTES.path("vm.storage", "/cluster/<cluster>/vms/<name>/storages/<zvol>")
+ROUTES.path("vm.storage.unmap", "/cluster/<cluster>/vms/<name>/storages/<zvol>/unmap")
+
+DEV = {"type": "string", "pattern": r"^vd[a-z]$"}
+
+
+def vm_storage_representation(storage) -> dict:
+    vm, record = storage.vm.record, storage.record
+    params = dict(cluster=vm.cluster, name=vm.name, zvol=record.name)
+    return {
+        "name": record.name,
+        "dev": record.dev,
+        "pool": record.pool,
+        "vol": record.name,
+        "state": storage.state,
+        "target": record.target,
+        "volume": ROUTES.href("storagevolume", pool=record.pool, volume=record.name),
+        "href": ROUTES.href("vm.storage", **params),
+        "actions": ROUTES.actions("vm.storage", ["unmap"], **params),
+    }
+
+
+def _vm_storages(models):
+    if models.vm_storages is None:
+        raise NotFound("no storage is configured")
+    return models.vm_storages
+
+
+@ROUTES.route("GET", "vm.storages")
+async def list_vm_storages(models, request, body, cluster, name):
+    """List the volumes attached to a VM."""
+    return [vm_storage_representation(s) for s in await _vm_storages(models).list(cluster, name)]
+
+
+@ROUTES.route("POST", "vm.storages", obj(("pool", "vol"), pool=NAME, vol=NAME, dev=DEV))
+async def attach_vm_storage(models, request, body, cluster, name):
+    """Attach a volume to the VM (hot-plug if it runs); 409 if another VM has it."""
+    storage = await _vm_storages(models).attach(
+        cluster, name, body["pool"], body["vol"], body.get("dev"))
+    representation = vm_storage_representation(storage)
+    return Response(representation, 201, {"Location": representation["href"]})
+
+
+@ROUTES.route("GET", "vm.storage")
+async def get_vm_storage(models, request, body, cluster, name, zvol):
+    """Describe a volume attached to the VM."""
+    return vm_storage_representation(await _vm_storages(models).get(cluster, name, zvol))
+
+
+@ROUTES.route("DELETE", "vm.storage", obj())
+async def delete_vm_storage(models, request, body, cluster, name, zvol):
+    """Detach the volume and destroy it (409 while the VM runs)."""
+    await _vm_storages(models).delete(cluster, name, zvol)
+    return Response(code=204)
+
+
+@ROUTES.route("POST", "vm.storage.unmap", obj())
+async def unmap_vm_storage(models, request, body, cluster, name, zvol):
+    """Detach the volume from the VM; it stays in its pool (a task)."""
+    from comet.web.vms import _task_response
+
+    task = await _vm_storages(models).unmap(
+        cluster, name, zvol, ROUTES.href("vm.storage", cluster=cluster, name=name, zvol=zvol))
+    return _task_response(task)

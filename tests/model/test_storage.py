@@ -25,6 +25,19 @@ class _Secrets:
     def __init__(self, real):
         self._real = real
         self.secrets: dict[str, tuple[str, str, str]] = {}
+        #: (host, domain, dev) -> iqn of hot-plugged disks (the test driver has no hot-plug).
+        self.plugged: dict[tuple[str, str, str], str] = {}
+        self.fail_attach = False
+
+    async def attach_device(self, host, name, spec, live=None, config=True):
+        if self.fail_attach:
+            from comet.virt import HypervisorError
+
+            raise HypervisorError("attaching a device: it failed")
+        self.plugged[(host, name, spec.target)] = spec.iqn
+
+    async def detach_device(self, host, name, spec, live=None, config=True):
+        self.plugged.pop((host, name, spec.target), None)
 
     def __getattr__(self, name):
         return getattr(self._real, name)
@@ -173,3 +186,107 @@ class VMDiskTests(TestCase):
         vm = (await self.client.get("/cluster/lab/vms/web")).json
         self.assertEqual((vm["state"], vm["host"]), ("shutoff", None))
         self.assertEqual(self.server.targets, {})
+
+
+class VMStorageTests(VMDiskTests):
+    """/cluster/:c/vms/:v/storages: attach, hot-plug, unmap, delete."""
+
+    async def make_data(self, name="data", pool="pool1"):
+        answer = await self.client.post(
+            f"/storagepools/{pool}/storagevolumes", {"name": name, "capacity": 1})
+        await self.models.tasks.wait(answer.json["id"])
+
+    async def test_list_own_disk(self):
+        vm = await self.make_vm()
+        self.assertEqual(vm["storages"], "/cluster/lab/vms/web/storages")
+        listed = (await self.client.get("/cluster/lab/vms/web/storages")).json
+        self.assertEqual([(s["dev"], s["pool"], s["vol"], s["state"]) for s in listed],
+                         [("vda", "pool1", vm_disk_name(vm["uuid"]), "unmapped")])
+
+    async def test_attach_stopped_then_start(self):
+        """A volume attached to a stopped VM is exported at its start."""
+        await self.make_vm()
+        await self.make_data()
+        answer = await self.client.post("/cluster/lab/vms/web/storages",
+                                        {"pool": "pool1", "vol": "data"})
+        self.assertEqual(answer.code, 201, answer.body)
+        self.assertEqual(answer.header("location"), "/cluster/lab/vms/web/storages/data")
+        self.assertEqual((answer.json["dev"], answer.json["state"]), ("vdb", "unmapped"))
+        volume = (await self.client.get("/storagepools/pool1/storagevolumes/data")).json
+        self.assertEqual(volume["vm"], "/cluster/lab/vms/web")
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        self.assertEqual(len(self.server.targets), 2)
+        got = (await self.client.get("/cluster/lab/vms/web/storages/data")).json
+        self.assertEqual(got["state"], "mapped")
+        self.assertEqual(got["actions"], {"unmap": "/cluster/lab/vms/web/storages/data/unmap"})
+        assertError(self, await self.client.delete("/cluster/lab/vms/web/storages/data"),
+                    409, "conflict", "running")
+
+    async def test_attached_elsewhere(self):
+        await self.make_vm("a")
+        await self.make_vm("b")
+        await self.make_data()
+        answer = await self.client.post("/cluster/lab/vms/a/storages",
+                                        {"pool": "pool1", "vol": "data", "dev": "vdc"})
+        self.assertEqual(answer.json["dev"], "vdc")
+        answer = await self.client.post("/cluster/lab/vms/b/storages",
+                                        {"pool": "pool1", "vol": "data"})
+        assertError(self, answer, 409, "conflict", "another VM")
+        answer = await self.client.post("/cluster/lab/vms/a/storages",
+                                        {"pool": "pool1", "vol": "data"})
+        assertError(self, answer, 409, "conflict", "already attached")
+
+    async def test_hot_plug_and_unmap(self):
+        """Attaching to a running VM exports and plugs it; unmap undoes both, keeps the volume."""
+        await self.make_vm()
+        await self.make_data()
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        answer = await self.client.post("/cluster/lab/vms/web/storages",
+                                        {"pool": "pool1", "vol": "data"})
+        self.assertEqual(answer.code, 201, answer.body)
+        self.assertEqual(answer.json["state"], "mapped")
+        self.assertEqual(len(self.server.targets), 2)
+        self.assertEqual(list(self.secrets.plugged.values()), [answer.json["target"]])
+        answer = await self.client.post("/cluster/lab/vms/web/storages/data/unmap")
+        self.assertEqual(answer.code, 202, answer.body)
+        await self.models.tasks.wait(answer.json["id"])
+        task = (await self.client.get(answer.header("location"))).json
+        self.assertEqual(task["status"], "finished", task)
+        self.assertEqual(len(self.server.targets), 1)
+        self.assertEqual(self.secrets.plugged, {})
+        assertError(self, await self.client.get("/cluster/lab/vms/web/storages/data"),
+                    404, "not_found")
+        volume = (await self.client.get("/storagepools/pool1/storagevolumes/data")).json
+        self.assertEqual((volume["vm"], volume["state"]), (None, "unmapped"))
+
+    async def test_delete_destroys(self):
+        """DELETE on a shut-off VM's volume detaches and destroys it."""
+        await self.make_vm()
+        await self.make_data()
+        await self.client.post("/cluster/lab/vms/web/storages", {"pool": "pool1", "vol": "data"})
+        answer = await self.client.delete("/cluster/lab/vms/web/storages/data")
+        self.assertEqual(answer.code, 204, answer.body)
+        self.assertNotIn("tank/comet/data", self.server.datasets)
+
+    async def test_bad_attach(self):
+        await self.make_vm()
+        for body in [{"pool": "pool1"}, {"pool": "pool1", "vol": "a;b"},
+                     {"pool": "pool1", "vol": "base", "dev": "sda; rm"},
+                     {"pool": "$(x)", "vol": "base"}]:
+            assertError(self, await self.client.post("/cluster/lab/vms/web/storages", body),
+                        400, "bad_request")
+        assertError(self, await self.client.post(
+            "/cluster/lab/vms/web/storages", {"pool": "pool1", "vol": "nope"}), 404, "not_found")
+
+    async def test_hot_plug_fails_undone(self):
+        """A hot-plug that fails unexports the volume and leaves it free."""
+        await self.make_vm()
+        await self.make_data()
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        self.secrets.fail_attach = True
+        answer = await self.client.post("/cluster/lab/vms/web/storages",
+                                        {"pool": "pool1", "vol": "data"})
+        self.assertEqual(answer.code, 502, answer.body)
+        self.assertEqual(len(self.server.targets), 1)
+        volume = (await self.client.get("/storagepools/pool1/storagevolumes/data")).json
+        self.assertEqual((volume["vm"], volume["state"]), (None, "unmapped"))
