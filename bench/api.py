@@ -1,0 +1,390 @@
+"""
+Benchmark of Comet's JSON API against the raw libvirt floor (issue 7).
+
+    .venv/bin/python bench/api.py [--sizes 10,100,1000] [--hosts 4] [--seconds 3]
+                                  [--json bench/results/api.json] [--quick]
+
+For each N it:
+  - writes 4 libvirt test-driver node files (C{test:///ABS/node-K.xml}) holding
+    N running domains C{comet-<uuid>} between them, plus nothing for the 50
+    stopped VMs used by the responsiveness test;
+  - starts C{twistd -n comet --config <tmp>.toml} (a child process) on a fresh
+    SQLite file; once it has made the schema, it POSTs a template and the
+    clusters C{c} and C{s} through the API and then I{inserts the VM rows with
+    sqlite3} (N rows of cluster C{c}, placed on the hosts whose node files
+    hold their domains; 50 stopped rows of cluster C{s}) -- creating 1,000 VMs
+    one POST at a time would only measure VM creation;
+  - measures from a separate client process (C{bench/_load.py}): C{GET
+    /cluster/c/vms/<name>} (cycling over 100 VMs) and C{GET /cluster/c/vms},
+    at concurrency 1 and 8;
+  - measures the floor: the same libvirt work in this process with
+    libvirt-python (list: C{listAllDomains} + C{name()} + C{state()} on every
+    node; one VM: C{lookupByName} + C{state()}), and the ratio Comet/floor;
+  - at the largest N: C{GET /cluster} latency while 50 VM starts run at once
+    (POST C{/cluster/s/vms/<name>/start}), and the daemon's RSS.
+
+Prints a table and writes JSON.  All figures are in milliseconds or requests
+per second; ratios are against baselines measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid as _uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import attrs  # noqa: E402
+import libvirt  # noqa: E402
+
+from comet.virt.domainxml import CometMetadata  # noqa: E402
+from tests.virt._nodes import domain_spec, make_node_xml  # noqa: E402
+
+LOAD = os.path.join(ROOT, "bench", "_load.py")
+BIN = os.path.dirname(sys.executable)
+STOPPED_VMS = 50
+VM_MEMORY = 64
+
+
+def _libvirt_quiet(*_):
+    pass
+
+
+libvirt.registerErrorHandler(_libvirt_quiet, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(port: int, method: str, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, json.loads(response.read() or b"null")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmRSS")
+
+
+class Daemon:
+    """A C{twistd -n comet} child on a temporary directory with N VMs."""
+
+    def __init__(self, n: int, hosts: int, workdir: str):
+        self.n = n
+        self.workdir = workdir
+        self.port = free_port()
+        self.db_path = os.path.join(workdir, "comet.sqlite")
+        self.vms = [(f"vm-{i:04d}", str(_uuid.uuid4()), f"node-{i % hosts}") for i in range(n)]
+        self.nodes = {}
+        for k in range(hosts):
+            specs = [
+                attrs.evolve(
+                    domain_spec(f"comet-{u}", memory_mb=VM_MEMORY,
+                                metadata=CometMetadata(cluster="c", vm=name)),
+                    uuid=u,
+                )
+                for name, u, host in self.vms
+                if host == f"node-{k}"
+            ]
+            # Memory enough that placement never refuses the stopped VMs' starts.
+            uri = make_node_xml(os.path.join(workdir, f"node-{k}.xml"), cpus=16,
+                                memory_mb=4 * 1024 * 1024, domains=specs)
+            self.nodes[f"node-{k}"] = uri
+        self.config = os.path.join(workdir, "comet.toml")
+        with open(self.config, "w") as f:
+            f.write(f'[api]\nendpoint = "tcp:{self.port}:interface=127.0.0.1"\n\n')
+            f.write(f'[database]\npath = "{self.db_path}"\n\n')
+            for name, uri in self.nodes.items():
+                f.write(f'[[hosts]]\nname = "{name}"\nuri = "{uri}"\ndomain_type = "test"\n\n')
+        self.log = open(os.path.join(workdir, "twistd.log"), "wb")
+        self.process = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "comet", "--config", self.config],
+            cwd=self.workdir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"twistd exited {self.process.returncode}; see {self.log.name}")
+            try:
+                http(self.port, "GET", "/cluster")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def populate(self) -> None:
+        http(self.port, "POST", "/templates", {"name": "t", "memory": VM_MEMORY, "cpus": 1})
+        http(self.port, "POST", "/cluster", {"name": "c"})
+        http(self.port, "POST", "/cluster", {"name": "s"})
+        now = int(time.time())
+        with sqlite3.connect(self.db_path, timeout=30) as conn:
+            ids = dict(conn.execute("SELECT name, id FROM clusters"))
+            (template_id,) = conn.execute("SELECT id FROM templates WHERE name = 't'").fetchone()
+            rows = [(ids["c"], name, u, template_id, VM_MEMORY, 1, host, now)
+                    for name, u, host in self.vms]
+            rows += [(ids["s"], f"s-{i:02d}", str(_uuid.uuid4()), template_id, VM_MEMORY, 1,
+                      None, now) for i in range(STOPPED_VMS)]
+            conn.executemany(
+                "INSERT INTO vms (cluster_id, name, uuid, template_id, memory, cpus, host,"
+                " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        # Every host connected and every VM running, as seen through the API.
+        deadline = time.monotonic() + 30
+        while True:
+            _, vms = http(self.port, "GET", "/cluster/c/vms")
+            states = {vm["state"] for vm in vms}
+            if len(vms) == self.n and states <= {"running"}:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"VMs not all running: {states}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def client(*args) -> dict:
+    out = subprocess.run([sys.executable, LOAD, *map(str, args)], check=True,
+                         capture_output=True, timeout=600)
+    return json.loads(out.stdout)
+
+
+def timed(fn, seconds: float, min_runs: int = 20) -> dict:
+    """Latency summary of calling C{fn} back to back for C{seconds}."""
+    latencies = []
+    fn()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(latencies) < min_runs:
+        t0 = time.perf_counter()
+        fn()
+        latencies.append(time.perf_counter() - t0)
+    s = sorted(latencies)
+    pct = lambda p: round(s[min(len(s) - 1, int(p * len(s)))] * 1000, 3)  # noqa: E731
+    return {"count": len(s), "median_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+            "rps_c1": round(len(s) / sum(s), 1)}
+
+
+def floor(daemon: Daemon, seconds: float) -> dict:
+    """The same libvirt work as Comet's list and single GET, in this process."""
+    conns = {name: libvirt.open(uri) for name, uri in daemon.nodes.items()}
+    try:
+        def list_all():
+            out = {}
+            for conn in conns.values():
+                for dom in conn.listAllDomains(0):
+                    out[dom.name()] = dom.state()[0]
+            assert len(out) == daemon.n
+            return out
+
+        picks = daemon.vms[: min(100, daemon.n)]
+        index = [0]
+
+        def one():
+            name, u, host = picks[index[0] % len(picks)]
+            index[0] += 1
+            return conns[host].lookupByName(f"comet-{u}").state()[0]
+
+        return {"list": timed(list_all, seconds), "single": timed(one, seconds)}
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def run_size(n: int, args, largest: bool) -> dict:
+    workdir = tempfile.mkdtemp(prefix=f"comet-bench-{n}-")
+    daemon = Daemon(n, args.hosts, workdir)
+    result: dict = {"n": n, "hosts": args.hosts}
+    try:
+        t0 = time.perf_counter()
+        daemon.start()
+        daemon.populate()
+        result["setup_s"] = round(time.perf_counter() - t0, 2)
+        names = [name for name, _, _ in daemon.vms[: min(100, n)]]
+        single_paths = [f"/cluster/c/vms/{name}" for name in names]
+        # Warm up (connections, caches) before timing.
+        client("load", daemon.port, 2, min(0.5, args.seconds), *single_paths[:10], "/cluster/c/vms")
+        result["single"] = {
+            f"c{c}": client("load", daemon.port, c, args.seconds, *single_paths) for c in (1, 8)
+        }
+        result["list"] = {
+            f"c{c}": client("load", daemon.port, c, args.seconds, "/cluster/c/vms") for c in (1, 8)
+        }
+        result["floor"] = floor(daemon, args.seconds)
+        result["ratio"] = {
+            "single_median": round(result["single"]["c1"]["median_ms"]
+                                   / result["floor"]["single"]["median_ms"], 1),
+            "list_median": round(result["list"]["c1"]["median_ms"]
+                                 / result["floor"]["list"]["median_ms"], 1),
+        }
+        if largest:
+            posts = [f"/cluster/s/vms/s-{i:02d}/start" for i in range(STOPPED_VMS)]
+            result["busy"] = client("busy", daemon.port, "/cluster", *posts)
+            _, started = http(daemon.port, "GET", "/cluster/s/vms")
+            result["busy"]["started_running"] = sum(vm["state"] == "running" for vm in started)
+            result["rss_mb"] = rss_mb(daemon.process.pid)
+        else:
+            result["rss_mb"] = rss_mb(daemon.process.pid)
+    finally:
+        daemon.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def machine() -> dict:
+    mem = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout
+    total = next((line.split()[1] for line in mem.splitlines() if line.startswith("Mem:")), "?")
+    return {
+        "nproc": os.cpu_count(),
+        "mem_gb": total,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "libvirt": libvirt.getVersion(),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def fmt(v, unit="") -> str:
+    return "-" if v is None else f"{v}{unit}"
+
+
+def table(results: dict) -> str:
+    lines = []
+    add = lines.append
+    m = results["machine"]
+    add(f"machine: nproc={m['nproc']} mem={m['mem_gb']}G kernel={m['kernel']} "
+        f"python={m['python']} libvirt={m['libvirt']} loadavg(start)={m['loadavg'][0]:.2f}")
+    add("")
+    add(f"{'N':>5} {'what':<14} {'median':>8} {'p95':>8} {'p99':>8} {'rps c1':>8} {'rps c8':>8}"
+        f" {'floor med':>10} {'ratio':>6}")
+    for r in results["sizes"]:
+        for kind in ("single", "list"):
+            c1, c8, fl = r[kind]["c1"], r[kind]["c8"], r["floor"][kind]
+            add(f"{r['n']:>5} {kind + ' GET':<14} {c1['median_ms']:>8} {c1['p95_ms']:>8}"
+                f" {c1['p99_ms']:>8} {c1['rps']:>8} {c8['rps']:>8} {fl['median_ms']:>10}"
+                f" {r['ratio'][kind + '_median']:>5}x")
+    add("(latencies in ms at concurrency 1; floor = libvirt-python in one process)")
+    add("")
+    g = results.get("growth")
+    if g:
+        add(f"list growth N={g['from']}->{g['to']}: Comet x{g['comet']} (floor x{g['floor']};"
+            f" linear = x{g['linear']})")
+    last = results["sizes"][-1]
+    b = last.get("busy")
+    if b:
+        add(f"GET /cluster at N={last['n']} while {b['posts']} VM starts run"
+            f" ({b['posts_wall_s']} s, statuses {b['post_statuses']},"
+            f" {b['started_running']} running after): median {b['probe_busy']['median_ms']} ms,"
+            f" p99 {b['probe_busy']['p99_ms']} ms, max {b['probe_busy']['max_ms']} ms"
+            f" over {b['probe_busy']['count']} requests"
+            f" (idle: median {b['probe_idle']['median_ms']}, p99 {b['probe_idle']['p99_ms']})")
+    add(f"daemon RSS at N={last['n']}: {last['rss_mb']} MB")
+    add("")
+    add("targets (issue 7):")
+    for t in results["targets"]:
+        add(f"  [{'met' if t['met'] else 'MISSED' if t['met'] is not None else 'n/a'}]"
+            f" {t['target']}: {t['value']}")
+    return "\n".join(lines)
+
+
+def targets(results: dict) -> list[dict]:
+    out = []
+    sizes = {r["n"]: r for r in results["sizes"]}
+    last = results["sizes"][-1]
+    c8 = last["single"]["c8"]["rps"]
+    med = last["single"]["c1"]["median_ms"]
+    out.append({"target": "single-VM GET >= 1200 req/s at c8", "value": c8, "met": c8 >= 1200})
+    out.append({"target": "single-VM GET median <= 2 ms", "value": med, "met": med <= 2})
+    big = sizes.get(1000)
+    if big:
+        lm = big["list"]["c1"]["median_ms"]
+        out.append({"target": "list of 1000 median <= 25 ms", "value": lm, "met": lm <= 25})
+        ratio = big["ratio"]["list_median"]
+        out.append({"target": "list of 1000 <= 10x floor", "value": ratio, "met": ratio <= 10})
+        out.append({"target": "RSS <= 150 MB at 1000 VMs", "value": big["rss_mb"],
+                    "met": big["rss_mb"] <= 150})
+    else:
+        out.append({"target": "list of 1000 (not run: no N=1000)", "value": None, "met": None})
+    b = last.get("busy")
+    if b:
+        p99 = b["probe_busy"]["p99_ms"]
+        out.append({"target": f"GET /cluster p99 <= 50 ms during 50 starts (N={last['n']})",
+                    "value": p99, "met": p99 is not None and p99 <= 50})
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--hosts", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "api.json"))
+    parser.add_argument("--quick", action="store_true",
+                        help="short measurements (0.3 s), for a smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = 0.3
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    results = {"machine": machine(), "seconds": args.seconds, "sizes": []}
+    for n in sizes:
+        print(f"N={n} ...", file=sys.stderr, flush=True)
+        results["sizes"].append(run_size(n, args, n == sizes[-1]))
+    by_n = {r["n"]: r for r in results["sizes"]}
+    lo, hi = (100, 1000) if {100, 1000} <= set(by_n) else (sizes[0], sizes[-1])
+    if lo != hi:
+        results["growth"] = {
+            "from": lo,
+            "to": hi,
+            "linear": round(hi / lo, 1),
+            "comet": round(by_n[hi]["list"]["c1"]["median_ms"] / by_n[lo]["list"]["c1"]["median_ms"], 1),
+            "floor": round(by_n[hi]["floor"]["list"]["median_ms"]
+                           / by_n[lo]["floor"]["list"]["median_ms"], 1),
+        }
+    results["targets"] = targets(results)
+    results["table"] = table(results)
+    print(results["table"])
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""
+The benchmark scripts run (issue 7): C{bench/api.py --quick} on a tiny N exits
+0 and writes its JSON.  Nothing here is timed: the figures are for
+C{bench/README.md}, not for the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from twisted.trial.unittest import TestCase
+
+from tests._process import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class APIBenchTests(TestCase):
+    timeout = 180
+
+    async def test_quick_run(self):
+        out = os.path.abspath(self.mktemp()) + ".json"
+        outcome = await run(
+            [sys.executable, os.path.join(ROOT, "bench", "api.py"), "--quick",
+             "--sizes", "3,5", "--json", out],
+            env=dict(os.environ),
+            path=ROOT,
+            timeout=170,
+        )
+        self.assertEqual(outcome.code, 0, outcome.err.decode(errors="replace"))
+        with open(out) as f:
+            result = json.load(f)
+        self.assertEqual(
+            set(result) >= {"machine", "sizes", "growth", "targets", "table"}, True, sorted(result)
+        )
+        self.assertEqual([r["n"] for r in result["sizes"]], [3, 5])
+        for r in result["sizes"]:
+            for kind in ("single", "list"):
+                for c in ("c1", "c8"):
+                    self.assertGreater(r[kind][c]["requests"], 0)
+                    self.assertEqual(r[kind][c]["errors"]["count"], 0)
+                    for key in ("median_ms", "p95_ms", "p99_ms", "rps"):
+                        self.assertIn(key, r[kind][c])
+                self.assertIn("median_ms", r["floor"][kind])
+                self.assertIn(f"{kind}_median", r["ratio"])
+            self.assertGreater(r["rss_mb"], 0)
+        busy = result["sizes"][-1]["busy"]
+        self.assertEqual(busy["post_statuses"], {"200": 50})
+        self.assertEqual(busy["started_running"], 50)
+        self.assertIn("p99_ms", busy["probe_busy"])
+        self.assertIn(b"targets (issue 7)", outcome.out)
