@@ -14,6 +14,7 @@ representation, so the two cannot disagree.
 
 from __future__ import annotations
 
+import secrets
 import uuid as _uuid
 from typing import Awaitable, Callable, Protocol, Sequence
 
@@ -356,6 +357,9 @@ class VMModel:
                 domain_type=self._hosts.config(host).domain_type,
                 disks=disks,
                 metadata=CometMetadata(cluster=record.cluster, vm=record.name),
+                # A random password for each start: no one uses it, but QEMU lets
+                # the console change a display's password live only if it has one.
+                vnc_password=secrets.token_urlsafe(6),
             )
             await self._hv.define(host, spec)
             if placed_now:
