@@ -13,7 +13,7 @@ import attrs
 from comet.model.clusters import ClusterModel
 from comet.model.console import ConsoleModel
 from comet.model.hosts import HostModel
-from comet.model.storage import StorageModel, VMStorageModel
+from comet.model.storage import StorageModel, VMSnapshotModel, VMStorageModel
 from comet.model.tasks import TaskRunner
 from comet.model.templates import TemplateModel
 from comet.model.vms import VMModel
@@ -28,6 +28,7 @@ class Models:
     vms: VMModel
     storage: StorageModel | None = None
     vm_storages: VMStorageModel | None = None
+    vm_snapshots: VMSnapshotModel | None = None
     console: ConsoleModel | None = None
 
 
@@ -39,7 +40,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         default one L{comet.remote.SSHRunner} per configured storage server
         (C{clock} is then the reactor).  L{StorageModel.stop} stops them.
     """
-    from comet.store import Clusters, Storage, Tasks, Templates, VMs
+    from comet.store import Clusters, Snapshots, Storage, Tasks, Templates, VMs
 
     tasks = TaskRunner(Tasks(db), clock)
     clusters = ClusterModel(Clusters(db), clock)
@@ -67,6 +68,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     storage = StorageModel(
         Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db)
     )
+    storage.snapshots = Snapshots(db)
     vms.disks = storage
     templates.check_disk = storage.check_disk
     return Models(
@@ -77,5 +79,6 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         vms=vms,
         storage=storage,
         vm_storages=VMStorageModel(storage, vms),
+        vm_snapshots=VMSnapshotModel(storage, vms, storage.snapshots),
         console=ConsoleModel(vms, hypervisors, config.hosts, clock),
     )

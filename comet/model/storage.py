@@ -137,6 +137,8 @@ class StorageModel:
                  http=None, owner: str = "comet", vms=None):
         self._store = store
         self._vms = vms
+        #: The C{vm_snapshots} table, forgotten with the VM.
+        self.snapshots = None
         self._runners = dict(runners)
         self._servers = {host: _Server(r, owner) for host, r in self._runners.items()}
         self._config = config
@@ -583,6 +585,8 @@ class StorageModel:
 
     async def delete(self, vm) -> None:
         """Destroy the VM's own disks (and their base snapshots); release the others."""
+        if self.snapshots is not None:
+            await self.snapshots.forget(vm.uuid)
         for record in await self._store.volumes_of_vm(vm.uuid):
             if record.target:
                 await self._unexport(record)
@@ -744,6 +748,132 @@ class VMStorageModel:
             record = storage.record
             await self._detach(vm, record)
             await self._storage.delete_volume(record.pool, record.name)
+
+
+def zfs_snapname(name: str) -> str:
+    """The ZFS snapshot name of VM snapshot C{name} on each of its volumes."""
+    return f"comet-{name}"
+
+
+class VMSnapshotModel:
+    """
+    A VM's snapshots: C{/cluster/:c/vms/:v/snapshots}.  A snapshot is one ZFS
+    snapshot of each of the VM's volumes, taken in one C{zfs snapshot}
+    command per storage server (atomic there) after a C{sync} on it (so what
+    a running guest wrote through tgt is in it).  The tree (parent, current)
+    is in SQLite.  Revert rolls each volume back; ZFS can roll back only to
+    a volume's newest snapshot, so reverting to an older one is a 409 until
+    the newer ones are deleted.
+    """
+
+    def __init__(self, storage: StorageModel, vms, snapshots):
+        self._storage = storage
+        self._vms = vms
+        self._snapshots = snapshots
+
+    async def list(self, cluster: str, name: str):
+        vm = await self._vms.get(cluster, name)
+        return vm, await self._snapshots.list(vm.record.uuid)
+
+    async def get(self, cluster: str, name: str, snapshot: str):
+        validate_name("snapshot", snapshot)
+        vm = await self._vms.get(cluster, name)
+        return vm, await self._snapshots.get(vm.record.uuid, snapshot)
+
+    async def _volumes(self, records):
+        """(server, [zvol, ...]) for each server the records are on."""
+        by_server: dict[str, list[str]] = {}
+        for record in records:
+            pool = await self._storage.pool(record.pool)
+            by_server.setdefault(pool.server, []).append(record.zvol)
+        return by_server
+
+    async def create(self, cluster: str, name: str, snapshot: str | None = None):
+        vm = await self._vms.get(cluster, name)
+        uuid = vm.record.uuid
+        existing = {s.name for s in await self._snapshots.list(uuid)}
+        if snapshot is None:
+            snapshot = next(f"snap-{n}" for n in range(1, len(existing) + 2)
+                            if f"snap-{n}" not in existing)
+        validate_name("snapshot", snapshot)
+        if snapshot in existing:
+            raise Conflict(f"snapshot {snapshot!r} of VM {name!r} already exists")
+        records = await self._storage._store.volumes_of_vm(uuid)
+        if not records:
+            raise Conflict(f"VM {name!r} has no volume to snapshot")
+        async with self._vms._lock(vm, f"taking snapshot {snapshot}"):
+            done: list[tuple[str, list[str]]] = []
+            try:
+                for server, zvols in (await self._volumes(records)).items():
+                    zfs = self._storage._server(server).zfs
+                    await zfs.sync()
+                    await zfs.snapshot(zvols, zfs_snapname(snapshot))
+                    done.append((server, zvols))
+                import json
+
+                volumes = json.dumps([f"{r.pool}/{r.name}" for r in records])
+                record = await self._snapshots.add(uuid, snapshot, volumes,
+                                                   int(self._storage._clock.seconds()))
+            except BaseException:
+                for server, zvols in done:
+                    zfs = self._storage._server(server).zfs
+                    for zvol in zvols:
+                        await self._storage._undo(zfs.destroy(f"{zvol}@{zfs_snapname(snapshot)}"),
+                                                  f"destroying {zvol}@{zfs_snapname(snapshot)}")
+                raise
+        return vm, record
+
+    async def _snapshot_records(self, snapshot_record):
+        import json
+
+        result = []
+        for item in json.loads(snapshot_record.volumes):
+            pool, volume = item.split("/", 1)
+            record = await self._storage._store.volume(pool, volume)
+            if record is not None:
+                result.append(record)
+        return result
+
+    async def delete(self, cluster: str, name: str, snapshot: str) -> None:
+        vm, record = await self.get(cluster, name, snapshot)
+        async with self._vms._lock(vm, f"deleting snapshot {snapshot}"):
+            for volume in await self._snapshot_records(record):
+                pool = await self._storage.pool(volume.pool)
+                try:
+                    await self._storage._server(pool.server).zfs.destroy(
+                        f"{volume.zvol}@{zfs_snapname(snapshot)}")
+                except NotFound:
+                    pass
+            await self._snapshots.delete(vm.record.uuid, snapshot)
+
+    async def revert(self, cluster: str, name: str, snapshot: str):
+        """Roll every volume back to C{snapshot}; the VM must not be running."""
+        vm, record = await self.get(cluster, name, snapshot)
+        if vm.phase not in ("stopped", "shutoff"):
+            raise Conflict(f"VM {name!r} is {vm.state}; power it off before a revert")
+        async with self._vms._lock(vm, f"reverting to snapshot {snapshot}"):
+            volumes = await self._snapshot_records(record)
+            snapname = zfs_snapname(snapshot)
+            # Check every volume first, so that a revert is all or nothing.
+            for volume in volumes:
+                pool = await self._storage.pool(volume.pool)
+                zfs = self._storage._server(pool.server).zfs
+                snaps = await zfs.list_snapshots(volume.zvol)
+                names = [s.snapname for s in snaps if s.snapname.startswith("comet-")
+                         and not s.snapname.startswith("comet-base-")]
+                if snapname not in names:
+                    raise NotFound(f"volume {volume.name!r} has no snapshot {snapshot!r}")
+                newer = names[names.index(snapname) + 1:]
+                if newer:
+                    shown = ", ".join(n[len("comet-"):] for n in newer)
+                    raise Conflict(f"snapshot {snapshot!r} has newer snapshots ({shown});"
+                                   " ZFS reverts only to the newest: delete them first")
+            for volume in volumes:
+                pool = await self._storage.pool(volume.pool)
+                await self._storage._server(pool.server).zfs.rollback(
+                    f"{volume.zvol}@{snapname}")
+            await self._snapshots.set_current(vm.record.uuid, snapshot)
+        return await self.get(cluster, name, snapshot)
 
 
 class _Receiver(Protocol):

@@ -8,7 +8,7 @@ lives anywhere else.
 
 from comet.store._db import Database
 from comet.store.clusters import ClusterRecord, Clusters
-from comet.store.storage import PoolRecord, Storage, VolumeRecord
+from comet.store.storage import PoolRecord, SnapshotRecord, Snapshots, Storage, VolumeRecord
 from comet.store.tasks import TaskRecord, Tasks
 from comet.store.templates import TemplateRecord, Templates
 from comet.store.vms import VMRecord, VMs
@@ -26,4 +26,6 @@ __all__ = [
     "Storage",
     "PoolRecord",
     "VolumeRecord",
+    "Snapshots",
+    "SnapshotRecord",
 ]

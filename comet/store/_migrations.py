@@ -95,4 +95,21 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX storage_volumes_vm ON storage_volumes (vm_uuid)",
         ],
     ),
+    (
+        4,
+        [
+            # A VM's snapshots: one ZFS snapshot of each of its volumes
+            # (``volumes``: JSON list of "pool/volume"), taken together.
+            """CREATE TABLE vm_snapshots (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                vm_uuid TEXT NOT NULL,
+                name TEXT NOT NULL,
+                parent TEXT NOT NULL DEFAULT '',
+                current INTEGER NOT NULL DEFAULT 0 CHECK (current IN (0, 1)),
+                volumes TEXT NOT NULL,
+                created INTEGER NOT NULL,
+                UNIQUE (vm_uuid, name)
+            )""",
+        ],
+    ),
 ]

@@ -205,3 +205,102 @@ class Storage:
 
     def delete_volume(self, pool: str, name: str):
         return self._db.transact(_delete_volume, pool, name)
+
+
+@attrs.frozen
+class SnapshotRecord:
+    id: int
+    vm_uuid: str
+    name: str
+    #: The snapshot that was current when this one was taken, C{""} for none.
+    parent: str
+    current: int
+    #: JSON list of C{"pool/volume"} it holds a ZFS snapshot of.
+    volumes: str
+    created: int
+
+
+_SNAPSHOT_COLUMNS = "id, vm_uuid, name, parent, current, volumes, created"
+
+
+def _snapshots(conn, vm_uuid):
+    rows = conn.execute(
+        f"SELECT {_SNAPSHOT_COLUMNS} FROM vm_snapshots WHERE vm_uuid = ? ORDER BY id", (vm_uuid,)
+    )
+    return [SnapshotRecord(**dict(r)) for r in rows]
+
+
+def _snapshot(conn, vm_uuid, name):
+    row = conn.execute(
+        f"SELECT {_SNAPSHOT_COLUMNS} FROM vm_snapshots WHERE vm_uuid = ? AND name = ?",
+        (vm_uuid, name),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"snapshot {name!r} does not exist")
+    return SnapshotRecord(**dict(row))
+
+
+def _add_snapshot(conn, vm_uuid, name, volumes, now):
+    row = conn.execute(
+        "SELECT name FROM vm_snapshots WHERE vm_uuid = ? AND current = 1", (vm_uuid,)
+    ).fetchone()
+    parent = row[0] if row is not None else ""
+    try:
+        conn.execute(
+            "INSERT INTO vm_snapshots (vm_uuid, name, parent, current, volumes, created)"
+            " VALUES (?, ?, ?, 0, ?, ?)",
+            (vm_uuid, name, parent, volumes, now),
+        )
+    except sqlite3.IntegrityError:
+        raise Conflict(f"snapshot {name!r} already exists") from None
+    _set_current(conn, vm_uuid, name)
+    return _snapshot(conn, vm_uuid, name)
+
+
+def _set_current(conn, vm_uuid, name):
+    conn.execute("UPDATE vm_snapshots SET current = 0 WHERE vm_uuid = ?", (vm_uuid,))
+    conn.execute(
+        "UPDATE vm_snapshots SET current = 1 WHERE vm_uuid = ? AND name = ?", (vm_uuid, name)
+    )
+
+
+def _delete_snapshot(conn, vm_uuid, name):
+    gone = _snapshot(conn, vm_uuid, name)
+    conn.execute(
+        "UPDATE vm_snapshots SET parent = ? WHERE vm_uuid = ? AND parent = ?",
+        (gone.parent, vm_uuid, name),
+    )
+    conn.execute("DELETE FROM vm_snapshots WHERE id = ?", (gone.id,))
+    if gone.current and gone.parent:
+        _set_current(conn, vm_uuid, gone.parent)
+
+
+def _forget_snapshots(conn, vm_uuid):
+    conn.execute("DELETE FROM vm_snapshots WHERE vm_uuid = ?", (vm_uuid,))
+
+
+class Snapshots:
+    """The C{vm_snapshots} table: each VM's snapshot tree."""
+
+    def __init__(self, db: Database):
+        self._db = db
+
+    def list(self, vm_uuid: str):
+        return self._db.transact(_snapshots, vm_uuid)
+
+    def get(self, vm_uuid: str, name: str):
+        return self._db.transact(_snapshot, vm_uuid, name)
+
+    def add(self, vm_uuid: str, name: str, volumes: str, now: int):
+        """Record a snapshot, child of the current one, and make it current."""
+        return self._db.transact(_add_snapshot, vm_uuid, name, volumes, now)
+
+    def set_current(self, vm_uuid: str, name: str):
+        return self._db.transact(_set_current, vm_uuid, name)
+
+    def delete(self, vm_uuid: str, name: str):
+        """Remove a snapshot; its children become its parent's."""
+        return self._db.transact(_delete_snapshot, vm_uuid, name)
+
+    def forget(self, vm_uuid: str):
+        return self._db.transact(_forget_snapshots, vm_uuid)

@@ -288,3 +288,62 @@ async def unmap_vm_storage(models, request, body, cluster, name, zvol):
     task = await _vm_storages(models).unmap(
         cluster, name, zvol, ROUTES.href("vm.storage", cluster=cluster, name=name, zvol=zvol))
     return _task_response(task)
+
+
+# A VM's snapshots ------------------------------------------------------------------
+
+ROUTES.path("vm.snapshots", "/cluster/<cluster>/vms/<name>/snapshots")
+ROUTES.path("vm.snapshot", "/cluster/<cluster>/vms/<name>/snapshots/<snapshot>")
+ROUTES.path("vm.snapshot.revert", "/cluster/<cluster>/vms/<name>/snapshots/<snapshot>/revert")
+
+
+def snapshot_representation(vm, snapshot) -> dict:
+    params = dict(cluster=vm.record.cluster, name=vm.name, snapshot=snapshot.name)
+    return {
+        "name": snapshot.name,
+        "created": snapshot.created,
+        "parent": snapshot.parent,
+        "current": bool(snapshot.current),
+        "href": ROUTES.href("vm.snapshot", **params),
+        "actions": ROUTES.actions("vm.snapshot", ["revert"], **params),
+    }
+
+
+def _vm_snapshots(models):
+    if models.vm_snapshots is None:
+        raise NotFound("no storage is configured")
+    return models.vm_snapshots
+
+
+@ROUTES.route("GET", "vm.snapshots")
+async def list_snapshots(models, request, body, cluster, name):
+    """List the VM's snapshots, oldest first."""
+    vm, snapshots = await _vm_snapshots(models).list(cluster, name)
+    return [snapshot_representation(vm, s) for s in snapshots]
+
+
+@ROUTES.route("POST", "vm.snapshots", obj(name=NAME))
+async def create_snapshot(models, request, body, cluster, name):
+    """Snapshot all the VM's volumes at once (works while it runs)."""
+    vm, snapshot = await _vm_snapshots(models).create(cluster, name, body.get("name"))
+    representation = snapshot_representation(vm, snapshot)
+    return Response(representation, 201, {"Location": representation["href"]})
+
+
+@ROUTES.route("GET", "vm.snapshot")
+async def get_snapshot(models, request, body, cluster, name, snapshot):
+    """Describe one snapshot."""
+    return snapshot_representation(*await _vm_snapshots(models).get(cluster, name, snapshot))
+
+
+@ROUTES.route("DELETE", "vm.snapshot", obj())
+async def delete_snapshot(models, request, body, cluster, name, snapshot):
+    """Delete a snapshot (its children become its parent's)."""
+    await _vm_snapshots(models).delete(cluster, name, snapshot)
+    return Response(code=204)
+
+
+@ROUTES.route("POST", "vm.snapshot.revert", obj())
+async def revert_snapshot(models, request, body, cluster, name, snapshot):
+    """Roll the VM's volumes back to the snapshot (the VM must be off)."""
+    return snapshot_representation(*await _vm_snapshots(models).revert(cluster, name, snapshot))

@@ -53,7 +53,9 @@ class _Secrets:
             raise NotFound(f"no secret {uuid}")
 
 
-class VMDiskTests(TestCase):
+class _Setup:
+    """Fake storage servers, a base volume, a cluster and a template using it."""
+
     async def setUp(self):
         self.models = storage_models(self)
         self.secrets = self.models.storage.hypervisors = _Secrets(self.models.storage.hypervisors)
@@ -72,6 +74,8 @@ class VMDiskTests(TestCase):
         self.assertEqual(answer.code, 201, answer.body)
         return answer.json
 
+
+class VMDiskTests(_Setup, TestCase):
     async def test_template_needs_base(self):
         """A template's base volume must exist."""
         answer = await self.client.post(
@@ -188,7 +192,7 @@ class VMDiskTests(TestCase):
         self.assertEqual(self.server.targets, {})
 
 
-class VMStorageTests(VMDiskTests):
+class VMStorageTests(_Setup, TestCase):
     """/cluster/:c/vms/:v/storages: attach, hot-plug, unmap, delete."""
 
     async def make_data(self, name="data", pool="pool1"):
@@ -290,3 +294,65 @@ class VMStorageTests(VMDiskTests):
         self.assertEqual(len(self.server.targets), 1)
         volume = (await self.client.get("/storagepools/pool1/storagevolumes/data")).json
         self.assertEqual((volume["vm"], volume["state"]), (None, "unmapped"))
+
+
+class VMSnapshotTests(_Setup, TestCase):
+    """/cluster/:c/vms/:v/snapshots: create (sync first, atomic), tree, revert, delete."""
+
+    def disk(self, vm):
+        return self.server.datasets[f"tank/comet/{vm_disk_name(vm['uuid'])}"]
+
+    async def test_tree(self):
+        vm = await self.make_vm()
+        self.assertEqual(vm["snapshots"], "/cluster/lab/vms/web/snapshots")
+        self.assertEqual((await self.client.get("/cluster/lab/vms/web/snapshots")).json, [])
+        synced = self.server.synced
+        answer = await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "one"})
+        self.assertEqual(answer.code, 201, answer.body)
+        self.assertEqual(answer.header("location"), "/cluster/lab/vms/web/snapshots/one")
+        self.assertEqual((answer.json["parent"], answer.json["current"]), ("", True))
+        self.assertEqual(answer.json["actions"],
+                         {"revert": "/cluster/lab/vms/web/snapshots/one/revert"})
+        self.assertEqual(self.server.synced, synced + 1)
+        name = f"tank/comet/{vm_disk_name(vm['uuid'])}@comet-one"
+        self.assertIn(name, self.server.datasets)
+        self.assertEqual(self.server.datasets[name].props.get(OWNER_PROPERTY), "comet")
+        second = (await self.client.post("/cluster/lab/vms/web/snapshots")).json
+        self.assertEqual((second["name"], second["parent"], second["current"]),
+                         ("snap-1", "one", True))
+        listed = (await self.client.get("/cluster/lab/vms/web/snapshots")).json
+        self.assertEqual([(s["name"], s["current"]) for s in listed],
+                         [("one", False), ("snap-1", True)])
+        assertError(self, await self.client.post("/cluster/lab/vms/web/snapshots",
+                                                 {"name": "one"}), 409, "conflict")
+        assertError(self, await self.client.post("/cluster/lab/vms/web/snapshots",
+                                                 {"name": "a;b"}), 400, "bad_request")
+
+    async def test_revert(self):
+        """Revert rolls the disk back; only to the newest; not while running."""
+        vm = await self.make_vm()
+        self.disk(vm).data[:4] = b"old!"
+        await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "one"})
+        self.disk(vm).data[:4] = b"new!"
+        await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "two"})
+        assertError(self, await self.client.post("/cluster/lab/vms/web/snapshots/one/revert"),
+                    409, "conflict", "two")
+        self.assertEqual((await self.client.delete("/cluster/lab/vms/web/snapshots/two")).code,
+                         204)
+        self.assertEqual((await self.client.get("/cluster/lab/vms/web/snapshots/one")).json[
+            "current"], True)
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        assertError(self, await self.client.post("/cluster/lab/vms/web/snapshots/one/revert"),
+                    409, "conflict", "running")
+        await self.client.post("/cluster/lab/vms/web/poweroff")
+        answer = await self.client.post("/cluster/lab/vms/web/snapshots/one/revert")
+        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(answer.json["current"], True)
+        self.assertEqual(bytes(self.disk(vm).data[:4]), b"old!")
+
+    async def test_delete_vm_removes_snapshots(self):
+        vm = await self.make_vm()
+        await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "one"})
+        self.assertEqual((await self.client.delete("/cluster/lab/vms/web")).code, 204)
+        self.assertEqual([n for n in self.server.datasets if "@" in n], [])
+        self.assertEqual(await self.models.storage.snapshots.list(vm["uuid"]), [])

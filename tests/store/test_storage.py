@@ -48,3 +48,26 @@ class StorageStoreTests(TestCase):
         self.assertIsNone(await self.store.volume("p", "v1"))
         await self.store.unregister_pool("p")
         self.assertIsNone(await self.store.pool("p"))
+
+
+class SnapshotStoreTests(TestCase):
+    def setUp(self):
+        from comet.store import Snapshots
+
+        self.snapshots = Snapshots(temp_database(self))
+
+    async def test_tree(self):
+        """Each snapshot's parent is the one current when it was taken; delete re-parents."""
+        await self.snapshots.add("u", "a", "[]", 1)
+        await self.snapshots.add("u", "b", "[]", 2)
+        await self.snapshots.set_current("u", "a")
+        await self.snapshots.add("u", "c", "[]", 3)
+        tree = {s.name: (s.parent, s.current) for s in await self.snapshots.list("u")}
+        self.assertEqual(tree, {"a": ("", 0), "b": ("a", 0), "c": ("a", 1)})
+        with self.assertRaises(Conflict):
+            await self.snapshots.add("u", "a", "[]", 4)
+        await self.snapshots.delete("u", "a")
+        tree = {s.name: (s.parent, s.current) for s in await self.snapshots.list("u")}
+        self.assertEqual(tree, {"b": ("", 0), "c": ("", 1)})
+        await self.snapshots.forget("u")
+        self.assertEqual(await self.snapshots.list("u"), [])
