@@ -401,6 +401,10 @@ class StorageModel:
             )
         size = -(-length // GiB) * GiB
         try:
+            space = await zfs.dataset_space(pool.dataset)
+            if length > space.available:
+                raise Conflict(f"the image at {url} ({length} bytes) is larger than what"
+                               f" storage pool {pool.name!r} has available ({space.available})")
             volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
         except BaseException:
             await self._discard(response)

@@ -354,3 +354,14 @@ class StorageAPITests(TestCase):
             "/storagepools/pool1/storagevolumes", {"name": "img", "url": base + "/image"}))
         self.assertEqual(task["status"], "failed")
         self.assertNotIn("tank/comet/img", self.servers["s1"].datasets)
+
+    async def test_url_larger_than_pool(self):
+        """An image larger than the pool's free space fails before any zvol is made."""
+        self.servers["s1"].pools["tank"] = 2 * 1024 * 1024
+        base = self.serve_image(os.urandom(3 * 1024 * 1024))
+        task = await self.wait(await self.client.post(
+            "/storagepools/pool1/storagevolumes", {"name": "img", "url": base + "/image"}))
+        self.assertEqual(task["status"], "failed")
+        self.assertIn("larger", task["message"])
+        self.assertNotIn("tank/comet/img", self.servers["s1"].datasets)
+        self.assertEqual([c for c in self.runners["s1"].ran if c[:2] == ["zfs", "create"]], [])
