@@ -243,6 +243,10 @@ class _Stream:
     def finish(self) -> Deferred:
         self._finishing = True
         if not self._closed and self._command.transport is not None:
+            # Unregister first: a pipe whose streaming producer is registered and
+            # was paused resumes the producer when its buffer drains, instead of
+            # closing, so standard input would never reach EOF (dd waits forever).
+            self._command.transport.unregisterProducer()
             self._command.transport.closeStdin()
         return self.when_done()
 

@@ -312,6 +312,25 @@ class SSHRunnerTests(TestCase):
         self.assertGreater(paused, 0)
 
     @inlineCallbacks
+    def test_stream_finish_while_paused(self):
+        """
+        C{finish()} while the pipe is still full and paused (writes not waited
+        for) closes standard input once it drains: the command sees EOF.
+        """
+        runner = self.runner()
+        target = os.path.join(self.sshd.directory, "streamed")
+        stream = runner.run_stream(["sh", "-c", 'sleep 1; cat > "$1"', "sh", target])
+        chunk = os.urandom(64 * 1024)
+        pending = [stream.write(chunk) for _ in range(128)]  # 8 MiB, not waited for
+        self.assertFalse(all(d.called for d in pending))
+        finished = stream.finish()
+        finished.addTimeout(60, reactor)
+        out = yield finished
+        self.assertEqual(out, b"")
+        with open(target, "rb") as f:
+            self.assertEqual(len(f.read()), 128 * len(chunk))
+
+    @inlineCallbacks
     def test_stream_producer(self):
         """A push producer registered on a stream is paused while the pipe is full."""
         runner = self.runner()
