@@ -253,14 +253,12 @@ def run_size(n: int, args, largest: bool) -> dict:
             "list_median": round(result["list"]["c1"]["median_ms"]
                                  / result["floor"]["list"]["median_ms"], 1),
         }
-        if largest:
-            posts = [f"/cluster/s/vms/s-{i:02d}/start" for i in range(STOPPED_VMS)]
-            result["busy"] = client("busy", daemon.port, "/cluster", *posts)
-            _, started = http(daemon.port, "GET", "/cluster/s/vms")
-            result["busy"]["started_running"] = sum(vm["state"] == "running" for vm in started)
-            result["rss_mb"] = rss_mb(daemon.process.pid)
-        else:
-            result["rss_mb"] = rss_mb(daemon.process.pid)
+        # At every N (the target is for the largest): how the starts' cost grows with N.
+        posts = [f"/cluster/s/vms/s-{i:02d}/start" for i in range(STOPPED_VMS)]
+        result["busy"] = client("busy", daemon.port, "/cluster", *posts)
+        _, started = http(daemon.port, "GET", "/cluster/s/vms")
+        result["busy"]["started_running"] = sum(vm["state"] == "running" for vm in started)
+        result["rss_mb"] = rss_mb(daemon.process.pid)
     finally:
         daemon.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -305,16 +303,16 @@ def table(results: dict) -> str:
     if g:
         add(f"list growth N={g['from']}->{g['to']}: Comet x{g['comet']} (floor x{g['floor']};"
             f" linear = x{g['linear']})")
-    last = results["sizes"][-1]
-    b = last.get("busy")
-    if b:
-        add(f"GET /cluster at N={last['n']} while {b['posts']} VM starts run"
-            f" ({b['posts_wall_s']} s, statuses {b['post_statuses']},"
-            f" {b['started_running']} running after): median {b['probe_busy']['median_ms']} ms,"
-            f" p99 {b['probe_busy']['p99_ms']} ms, max {b['probe_busy']['max_ms']} ms"
-            f" over {b['probe_busy']['count']} requests"
-            f" (idle: median {b['probe_idle']['median_ms']}, p99 {b['probe_idle']['p99_ms']})")
-    add(f"daemon RSS at N={last['n']}: {last['rss_mb']} MB")
+    add(f"GET /cluster while {STOPPED_VMS} VM starts run at once (POST .../start, concurrently):")
+    add(f"{'N':>5} {'starts wall s':>13} {'start med':>10} {'probe idle med/p99':>19}"
+        f" {'probe busy med/p99':>19} {'probes':>6} {'running':>7} {'RSS MB':>7}")
+    for r in results["sizes"]:
+        b = r["busy"]
+        add(f"{r['n']:>5} {b['posts_wall_s']:>13} {b['post_latency']['median_ms']:>10}"
+            f" {str(b['probe_idle']['median_ms']) + ' / ' + str(b['probe_idle']['p99_ms']):>19}"
+            f" {str(b['probe_busy']['median_ms']) + ' / ' + str(b['probe_busy']['p99_ms']):>19}"
+            f" {b['probe_busy']['count']:>6} {b['started_running']:>7} {r['rss_mb']:>7}")
+    add("(ms; 'running' = started VMs running afterwards; RSS = daemon VmRSS after all of it)")
     add("")
     add("targets (issue 7):")
     for t in results["targets"]:
