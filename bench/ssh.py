@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,7 @@ async def measure(reactor, args) -> dict:
             await deferred_sleep(reactor, 0)
     finally:
         await runner.stop()
+        shutil.rmtree(control_dir, ignore_errors=True)
     result = {k: summary(v) for k, v in times.items()}
     result["server"] = server.host
     result["ratio"] = {
