@@ -138,7 +138,7 @@ class _VNCClient(Protocol):
         self.relay.vnc_connected(self.transport)
 
     def dataReceived(self, data: bytes):
-        self.relay.sendMessage(data, isBinary=True)
+        self.relay.from_vnc(data)
 
     def connectionLost(self, reason):
         self.relay.vnc_lost()
@@ -172,7 +172,7 @@ class RelayProtocol(WebSocketServerProtocol):
 
     def _vnc_failed(self, failure):
         log.warn("console: cannot reach the VNC server: {why}", why=failure.getErrorMessage())
-        if not self._closed:
+        if self._open():
             self.sendClose(1011, "cannot reach the VM's display")
 
     def vnc_connected(self, transport):
@@ -184,9 +184,17 @@ class RelayProtocol(WebSocketServerProtocol):
         for data in pending:
             transport.write(data)
 
+    def _open(self) -> bool:
+        return not self._closed and self.state == WebSocketServerProtocol.STATE_OPEN
+
+    def from_vnc(self, data: bytes):
+        # Bytes that arrive while the websocket closes are dropped.
+        if self._open():
+            self.sendMessage(data, isBinary=True)
+
     def vnc_lost(self):
         self._vnc = None
-        if not self._closed:
+        if self._open():
             self.sendClose(1000, "the VM's display closed the connection")
 
     def onMessage(self, payload, isBinary):

@@ -13,6 +13,7 @@ SeaBIOS's.  Skipped, saying why, when the testbed, Chromium or noVNC is missing.
 from __future__ import annotations
 
 import base64
+import time
 import io
 import itertools
 import json
@@ -21,10 +22,13 @@ import secrets
 import shutil
 import subprocess
 
+import attrs
+import libvirt
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.server import Site
 
@@ -81,8 +85,10 @@ class _DevTools(WebSocketClientProtocol):
         return result.get("result", {}).get("value")
 
 
-class BrowserConsoleTests(TestCase):
+class _BrowserConsole(TestCase):
     timeout = 300
+    #: Boot the testbed guest's kernel and initramfs directly (no disk needed).
+    kernel_boot = False
 
     async def setUp(self):
         stack = requireTestbed()
@@ -92,6 +98,8 @@ class BrowserConsoleTests(TestCase):
             raise SkipTest("noVNC is not installed (apt-get install novnc)")
         host = HostConfig(name="local", uri=stack["host_uri"], domain_type=stack["domain_type"])
         self.models = make_models(self, hosts=(host,))
+        if self.kernel_boot:
+            self._boot_guest_kernel(stack["guest"])
         self.client = APIClient(CometAPI(self.models))
         port = reactor.listenTCP(0, Site(CometAPI(self.models).resource()), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
@@ -99,7 +107,7 @@ class BrowserConsoleTests(TestCase):
         self.name = "console-" + secrets.token_hex(3)
         J = {"template": "tiny"}
         self.assertEqual(
-            (await self.client.post("/templates", {"name": "tiny", "memory": 128, "cpus": 1})).code,
+            (await self.client.post("/templates", {"name": "tiny", "memory": 192, "cpus": 1})).code,
             201,
         )
         self.assertEqual((await self.client.post("/cluster", {"name": "lab"})).code, 201)
@@ -111,6 +119,25 @@ class BrowserConsoleTests(TestCase):
         self.vm = (await self.client.get(f"/cluster/lab/vms/{self.name}")).json
         self.assertEqual(self.vm["state"], "running")
         self.browser = await self._start_chromium()
+
+    def _boot_guest_kernel(self, guest):
+        """
+        Comet boots VMs from their disks; these boot the testbed guest's kernel
+        and initramfs (root shells on ttyS0 and tty1) through a define that adds
+        them to the domain Comet asks for.
+        """
+        hypervisors = self.models.vms._hv
+        define = hypervisors.define
+
+        def define_with_kernel(host, spec):
+            return define(
+                host,
+                attrs.evolve(
+                    spec, kernel=guest["kernel"], initrd=guest["initrd"], cmdline=guest["cmdline"]
+                ),
+            )
+
+        self.patch(hypervisors, "define", define_with_kernel)
 
     async def _remove_vm(self):
         domain = f"comet-{self.vm['uuid']}" if getattr(self, "vm", None) else None
@@ -214,6 +241,8 @@ class BrowserConsoleTests(TestCase):
         diff = ImageChops.difference(a, b).convert("L").point(lambda v: 255 if v > 48 else 0)
         return sum(diff.histogram()[255:]) / (a.width * a.height)
 
+
+class BrowserConsoleTests(_BrowserConsole):
     async def test_canvas_shows_the_vm_screen(self):
         """Chromium follows the 303, the canvas connects, and shows the VM's screen."""
         await self.browser.call("Page.enable")
@@ -252,3 +281,75 @@ class BrowserConsoleTests(TestCase):
         await self.browser.call("Page.navigate", url="about:blank")
         await self.browser.call("Page.navigate", url=page)
         await self._wait_state("disconnected")
+
+
+#: US keyboard: character -> (key, code, Windows virtual key code), unshifted only.
+def _key(c):
+    if c.isalpha():
+        return c, f"Key{c.upper()}", ord(c.upper())
+    if c.isdigit():
+        return c, f"Digit{c}", ord(c)
+    return {" ": (" ", "Space", 32), "/": ("/", "Slash", 191), "-": ("-", "Minus", 189),
+            "\n": ("Enter", "Enter", 13)}[c]
+
+
+def _read_serial(domain: str, wanted: str, timeout: float) -> str:
+    """The guest's serial output, read through libvirt, until C{wanted} appears (or time is up)."""
+    conn = libvirt.open("qemu:///system")
+    try:
+        stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        conn.lookupByName(domain).openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        seen = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and wanted.encode() not in seen:
+            data = stream.recv(4096)
+            if data == -2 or data == b"":
+                time.sleep(0.1)
+                continue
+            seen += data
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+        return seen.decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+class GuestKeyboardTests(_BrowserConsole):
+    kernel_boot = True
+
+    async def type(self, text):
+        """Type C{text} as real key events of the page (noVNC turns them into VNC keys)."""
+        for c in text:
+            key, code, vk = _key(c)
+            down = dict(key=key, code=code, windowsVirtualKeyCode=vk, nativeVirtualKeyCode=vk)
+            if key != "Enter":
+                down["text"] = key
+            else:
+                down["text"] = "\r"
+            await self.browser.call("Input.dispatchKeyEvent", type="keyDown", **down)
+            await self.browser.call(
+                "Input.dispatchKeyEvent", type="keyUp", key=key, code=code,
+                windowsVirtualKeyCode=vk, nativeVirtualKeyCode=vk,
+            )
+            await _sleep(0.03)
+
+    async def test_typed_keys_reach_the_guest(self):
+        """Keys typed into the page reach the guest's shell on tty1 (seen on its serial output)."""
+        domain = f"comet-{self.vm['uuid']}"
+        ready = await deferToThread(_read_serial, domain, "COMET-GUEST: ready", 120)
+        self.assertIn("COMET-GUEST: ready", ready)
+        await self.browser.call("Page.enable")
+        await self.browser.call("Page.navigate", url=f"{self.base}/cluster/lab/vms/{self.name}/console")
+        await self._wait_state("connected")
+        await self.browser.evaluate("window.rfb.focus()")
+        word = "keys" + secrets.token_hex(4)
+        reading = deferToThread(_read_serial, domain, word, 60)
+        await _sleep(1)
+        # On tty1 (the screen): copy the next line to /dev/console, which is
+        # ttyS0 (the last console= of the guest's command line).
+        await self.type("\ntee /dev/console\n")
+        await self.type(word + "\n")
+        serial = await reading
+        self.assertIn(word, serial)

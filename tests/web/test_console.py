@@ -285,6 +285,24 @@ class WebsocketTests(ConsoleTestMixin, TestCase):
         # The upgraded request no longer counts as in flight.
         self.assertEqual(self.api._in_flight, 0)
 
+    async def test_vnc_talks_while_closing(self):
+        """VNC bytes that arrive while the websocket closes are dropped, not an error."""
+        from twisted.internet.task import LoopingCall
+
+        token = (await self.ticket())["token"]
+        client = self.connect(token)
+        protocol = await _timeout(client.opened)
+        await _timeout(client.first_message)
+        vnc = self.vnc.connections[0]
+        chatter = LoopingCall(lambda: vnc.transport.write(b"x" * 1000))
+        chatter.start(0.001)
+        self.addCleanup(lambda: chatter.running and chatter.stop())
+        await deferLater(reactor, 0.05, lambda: None)
+        protocol.sendClose()
+        await _timeout(client.closed)
+        await deferLater(reactor, 0.1, lambda: None)
+        chatter.stop()
+
     async def test_vnc_closes(self):
         """The VNC server closes: the websocket is closed too."""
         token = (await self.ticket())["token"]
