@@ -44,10 +44,11 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
 
     tasks = TaskRunner(Tasks(db), clock)
     clusters = ClusterModel(Clusters(db), clock)
-    hosts = HostModel(hypervisors, config.hosts)
+    vm_table = VMs(db)
+    hosts = HostModel(hypervisors, config.hosts, vm_table.committed)
     templates = TemplateModel(Templates(db), hosts, clock)
     vms = VMModel(
-        VMs(db), Templates(db), hypervisors, hosts, tasks, clock, config.compute.cluster_concurrency
+        vm_table, Templates(db), hypervisors, hosts, tasks, clock, config.compute.cluster_concurrency
     )
 
     async def vm_states(record):

@@ -9,7 +9,6 @@ from twisted.internet.defer import DeferredList, ensureDeferred
 
 from comet.errors import CometError, NotFound
 from comet.model.placement import Candidate, free_memory
-from comet.store.vms import COMET_DOMAIN_PREFIX
 
 
 @attrs.frozen
@@ -31,8 +30,13 @@ class Host:
 class HostModel:
     """Reads the compute hosts, live."""
 
-    def __init__(self, hypervisors, hosts_config):
+    def __init__(self, hypervisors, hosts_config, committed=None):
+        """
+        @param committed: C{async committed() -> {host: MiB}}, the memory given
+            to the VMs Comet has placed on each host (its own records).
+        """
         self._hv = hypervisors
+        self._committed = committed or _nothing_committed
         self._config = {h.name: h for h in hosts_config}
         self._order = [h.name for h in hosts_config]
 
@@ -45,39 +49,33 @@ class HostModel:
         except KeyError:
             raise NotFound(f"compute host {name!r} does not exist") from None
 
-    async def get(self, name: str) -> Host:
+    async def get(self, name: str, committed: dict[str, int] | None = None) -> Host:
         config = self.config(name)
+        if committed is None:
+            committed = await self._committed()
         try:
             info = await self._hv.node_info(name)
         except CometError as e:
             status = self._hv.status(name)
             return Host(name, config.uri, "unreachable", status.reason or e.reason)
-        domains = await self._hv.list_domains(name)
         # libvirt's test driver makes up its free-memory figure: judge its
         # hosts by commitments alone.
         kernel_free = 0 if config.domain_type == "test" else info.memory_free_mb
-        # Memory promised to the VMs Comet runs there.  Other domains count
-        # through the kernel's free figure (they have touched their memory);
-        # counting their definitions too would, on libvirt's test driver, let
-        # its built-in 8 GB domain fill the whole default host.
-        committed = sum(
-            d.memory_mb
-            for name, d in domains.items()
-            if name.startswith(COMET_DOMAIN_PREFIX) and d.state in ("running", "paused")
-        )
         return Host(
             name,
             config.uri,
             "connected",
             cpus=info.cpus,
             memory=info.memory_mb,
-            memory_free=free_memory(info.memory_mb, kernel_free, committed),
+            memory_free=free_memory(info.memory_mb, kernel_free, committed.get(name, 0)),
             vms=info.domains,
         )
 
     async def list(self) -> list[Host]:
+        committed = await self._committed()
         results = await DeferredList(
-            [ensureDeferred(self.get(name)) for name in self._order], consumeErrors=True
+            [ensureDeferred(self.get(name, committed)) for name in self._order],
+            consumeErrors=True,
         )
         hosts = []
         for name, (ok, value) in zip(self._order, results):
@@ -100,3 +98,6 @@ class HostModel:
         cpus = [c.cpus for c in await self.candidates()]
         return max(cpus) if cpus else None
 
+
+async def _nothing_committed() -> dict[str, int]:
+    return {}

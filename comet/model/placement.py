@@ -31,10 +31,12 @@ class Candidate:
 def free_memory(memory: int, kernel_free: int, committed: int) -> int:
     """
     Memory (MiB) a host can still give a VM: what its kernel reports free, but
-    never more than its memory less what Comet's VMs already running there
-    were given (C{committed}), since a guest that has not yet touched its
-    memory does not show in the kernel's count.  A host that reports no kernel figure
-    (libvirt's test driver) is judged by the second alone.
+    never more than its memory less what the VMs Comet placed there were given
+    (C{committed}, running or not: a placed VM may start again at any time, and
+    a guest that has not yet touched its memory does not show in the kernel's
+    count).  Other domains on the host count through the kernel's figure.  A
+    host that reports no kernel figure (libvirt's test driver) is judged by
+    the second alone.
     """
     uncommitted = max(0, memory - committed)
     if kernel_free <= 0:

@@ -152,8 +152,6 @@ class VMModel:
         self.disks: VMDisks = NoDisks()
         #: uuid -> what is being done to it (one operation per VM at a time).
         self._busy: dict[str, str] = {}
-        #: Host -> MiB promised to VMs being started there.
-        self._reserved: dict[str, int] = {}
         self._placing = DeferredLock()
         #: uuid -> (seconds, PNG bytes)
         self._screenshots: dict[str, tuple[float, bytes]] = {}
@@ -338,12 +336,7 @@ class VMModel:
         """
         placed_now = record.host is None
         if placed_now:
-            host = await self._place(record)
-            try:
-                record = await self._vms.set_host(record.uuid, host)
-            except BaseException:
-                self._release(host, record.memory)
-                raise
+            record = await self._place(record)
         host = record.host
         undo: list[Callable[[], Awaitable]] = []
         try:
@@ -376,30 +369,17 @@ class VMModel:
             if isinstance(e, CometError):
                 e.reason = f"starting VM {record.name!r} on {host!r} failed: {e.reason}"
             raise
-        finally:
-            if placed_now:
-                self._release(host, record.memory)
 
-    async def _place(self, record: VMRecord) -> str:
+    async def _place(self, record: VMRecord) -> VMRecord:
         """
-        Choose a host for C{record} and reserve its memory there until its
-        domain runs (and so counts in what the host reports).  Choices are
-        made one at a time, so concurrent starts (a cluster start) never give
-        the same free memory to two VMs.
+        Choose a host for C{record} and record the placement.  A placed VM's
+        memory counts as committed on its host from that moment (see
+        L{HostModel}), and choices are made one at a time, so concurrent starts
+        (a cluster start) never give the same free memory to two VMs.
         """
         async with self._placing:
-            candidates = [
-                attrs.evolve(c, free=c.free - self._reserved.get(c.name, 0))
-                for c in await self._hosts.candidates()
-            ]
-            host = choose_host(candidates, record.memory, record.cpus)
-            self._reserved[host] = self._reserved.get(host, 0) + record.memory
-            return host
-
-    def _release(self, host: str, memory: int) -> None:
-        self._reserved[host] -= memory
-        if not self._reserved[host]:
-            del self._reserved[host]
+            host = choose_host(await self._hosts.candidates(), record.memory, record.cpus)
+            return await self._vms.set_host(record.uuid, host)
 
     async def _unplace(self, record: VMRecord) -> None:
         """Undefine a shut-off VM's domain, unexport its disks, release the placement."""

@@ -143,6 +143,13 @@ def _set_host(conn, uuid: str, host: str | None) -> VMRecord:
     return _by_uuid(conn, uuid)
 
 
+def _committed(conn) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT host, SUM(memory) FROM vms WHERE host IS NOT NULL GROUP BY host"
+    )
+    return {host: memory for host, memory in rows}
+
+
 def _delete(conn, uuid: str) -> None:
     conn.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
 
@@ -184,3 +191,7 @@ class VMs:
 
     def delete(self, uuid: str):
         return self._db.transact(_delete, uuid)
+
+    def committed(self):
+        """Host -> MiB given to the VMs placed there (running or not)."""
+        return self._db.transact(_committed)
