@@ -18,8 +18,11 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from comet.errors import CometError, Unavailable
+from comet.errors import CometError, InvalidInput, Unavailable
 from comet.model.vms import conflict
+
+#: The kinds of console.
+KINDS = ("vnc", "serial")
 
 #: Seconds a ticket may wait to be used.
 TICKET_TTL = 60.0
@@ -42,10 +45,14 @@ class Ticket:
     uuid: str
     host: str
     domain: str
-    #: The VNC password set live on the display for this ticket.
-    password: str
+    #: The VNC password set live on the display for this ticket (C{None} for serial).
+    password: str | None
     #: Clock seconds after which the ticket is refused.
     expires: float
+    #: C{vnc} (the display) or C{serial} (the first serial port, as text).
+    kind: str = "vnc"
+    #: The libvirt URI of the VM's host.
+    uri: str = ""
 
 
 def random_password() -> str:
@@ -89,25 +96,32 @@ class ConsoleModel:
         for token in [t for t, ticket in self._tickets.items() if ticket.expires <= now]:
             del self._tickets[token]
 
-    async def issue(self, cluster: str, name: str) -> Ticket:
+    async def issue(self, cluster: str, name: str, kind: str = "vnc") -> Ticket:
         """
-        A new ticket for the VNC console of a running (or paused) VM; its
-        display gets a new random password, set live.
+        A new ticket for the console of a running (or paused) VM.  For its
+        VNC display (C{kind} C{vnc}) the display gets a new random password,
+        set live; its serial console (C{serial}) is reached through libvirt.
 
         @raise Conflict: the VM is not running or paused.
-        @raise Unavailable: its host is remote (not supported yet).
+        @raise Unavailable: a VNC console of a VM on a remote host (not supported yet).
         """
+        if kind not in KINDS:
+            raise InvalidInput(f"a console is one of {', '.join(KINDS)}, not {kind!r}")
         vm = await self._vms.get(cluster, name)
         if vm.phase not in ("running", "paused"):
             raise conflict(vm, "a console")
         host = vm.record.host
-        if not is_local(self._uris.get(host, "")):
-            raise Unavailable(
-                f"VM {name!r} runs on compute host {host!r} ({self._uris.get(host)}):"
-                " the console of a VM on a remote host is not supported yet"
-            )
-        password = self._password()
-        await self._hv.set_vnc_password(host, vm.record.domain_name, password)
+        uri = self._uris.get(host, "")
+        password = None
+        if kind == "vnc":
+            if not is_local(uri):
+                raise Unavailable(
+                    f"VM {name!r} runs on compute host {host!r} ({uri}):"
+                    " the VNC console of a VM on a remote host is not supported yet"
+                    " (its serial console is: ?type=serial)"
+                )
+            password = self._password()
+            await self._hv.set_vnc_password(host, vm.record.domain_name, password)
         self._prune()
         ticket = Ticket(
             token=self._token(),
@@ -118,6 +132,8 @@ class ConsoleModel:
             domain=vm.record.domain_name,
             password=password,
             expires=self._clock.seconds() + self._ttl,
+            kind=kind,
+            uri=uri,
         )
         self._tickets[ticket.token] = ticket
         return ticket

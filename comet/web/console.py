@@ -28,6 +28,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from comet.errors import Unavailable
 from comet.model.console import TicketRefused
+from comet.virt.console_stream import SerialConsole
 from comet.web._errors import HTTPError
 from comet.web._table import ROUTES, Response
 
@@ -38,12 +39,15 @@ NOVNC_DIR = "/usr/share/novnc"
 
 #: Our page, which connects noVNC's RFB client to the websocket.
 PAGE = os.path.join(os.path.dirname(__file__), "console.html")
+#: Our page for a serial console (plain text).
+SERIAL_PAGE = os.path.join(os.path.dirname(__file__), "console-serial.html")
 
 #: Seconds to wait for the VM's VNC server to accept the relay's connection.
 VNC_CONNECT_TIMEOUT = 10
 
 ROUTES.path("vm.console", "/cluster/<cluster>/vms/<name>/console")
 ROUTES.path("console.page", "/console/vnc")
+ROUTES.path("console.serial", "/console/serial")
 ROUTES.path("console.novnc", "/console/novnc/<path:file>")
 ROUTES.path("console.ws", "/console/ws/<cluster>/<name>/<token>")
 
@@ -57,12 +61,14 @@ def _novnc_missing() -> Unavailable:
 
 @ROUTES.route("GET", "vm.console")
 async def console(models, request, body, cluster, name):
-    """303 to the VM's console page, with a single-use token that expires in 60 seconds."""
-    ticket = await models.console.issue(cluster, name)
-    fragment = urlencode(
-        {"token": ticket.token, "password": ticket.password, "vm": f"{cluster}/{ticket.name}"}
-    )
-    location = ROUTES.href("console.page") + "#" + fragment
+    """303 to the VM's console page (?type=serial: its serial console), with a single-use token."""
+    kind = request.args.get(b"type", [b"vnc"])[0].decode("utf-8", "replace")
+    ticket = await models.console.issue(cluster, name, kind)
+    values = {"token": ticket.token, "vm": f"{cluster}/{ticket.name}"}
+    if ticket.password is not None:
+        values["password"] = ticket.password
+    page = "console.page" if ticket.kind == "vnc" else "console.serial"
+    location = ROUTES.href(page) + "#" + urlencode(values)
     return Response(code=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
@@ -72,6 +78,14 @@ async def page(models, request, body):
     if not os.path.isfile(os.path.join(NOVNC_DIR, "core", "rfb.js")):
         raise _novnc_missing()
     with open(PAGE, "rb") as f:
+        html = f.read()
+    return Response(raw=html, content_type="text/html; charset=utf-8")
+
+
+@ROUTES.route("GET", "console.serial", produces="text/html")
+async def serial_page(models, request, body):
+    """The serial console page (plain text), for the token in its URI's fragment."""
+    with open(SERIAL_PAGE, "rb") as f:
         html = f.read()
     return Response(raw=html, content_type="text/html; charset=utf-8")
 
@@ -101,11 +115,13 @@ async def websocket(models, request, body, cluster, name, token):
         ticket = models.console.consume(token, uuid=vm.record.uuid)
     except TicketRefused as e:
         raise HTTPError(403, e.reason) from None
-    host, port = await models.console.address(ticket)
     factory = WebSocketServerFactory()
-    factory.protocol = RelayProtocol
-    factory.vnc = (host, port)
     factory.ticket = ticket
+    if ticket.kind == "serial":
+        factory.protocol = SerialRelayProtocol
+    else:
+        factory.protocol = RelayProtocol
+        factory.vnc = await models.console.address(ticket)
     return _UpgradeResource(factory)
 
 
@@ -208,3 +224,56 @@ class RelayProtocol(WebSocketServerProtocol):
         vnc = getattr(self, "_vnc", None)
         if vnc is not None:
             vnc.loseConnection()
+
+
+class SerialRelayProtocol(WebSocketServerProtocol):
+    """
+    Relays the guest's first serial console: its output as binary frames, and
+    every frame from the browser (binary or text) to its input.
+    """
+
+    #: Makes the console stream (tests give a fake).
+    console_factory = SerialConsole
+
+    def onConnect(self, request):
+        self._console = None
+        self._closed = False
+        return "binary" if "binary" in request.protocols else None
+
+    def onOpen(self):
+        from twisted.internet import reactor
+
+        ticket = self.factory.ticket
+        log.info(
+            "serial console of VM {cluster}/{name} opened",
+            cluster=ticket.cluster,
+            name=ticket.name,
+        )
+        self._console = self.console_factory(
+            reactor, ticket.uri, ticket.domain, self._from_console, self._console_ended
+        )
+        self._console.start()
+
+    def _open(self) -> bool:
+        return not self._closed and self.state == WebSocketServerProtocol.STATE_OPEN
+
+    def _from_console(self, data: bytes):
+        if self._open():
+            self.sendMessage(data, isBinary=True)
+
+    def _console_ended(self, why):
+        self._console = None
+        if why is not None:
+            log.warn("serial console ended: {why}", why=why)
+        if self._open():
+            self.sendClose(1000 if why is None else 1011, (why or "the console closed")[:100])
+
+    def onMessage(self, payload, isBinary):
+        if self._console is not None:
+            self._console.write(payload)
+
+    def onClose(self, wasClean, code, reason):
+        self._closed = True
+        console = getattr(self, "_console", None)
+        if console is not None:
+            console.close()

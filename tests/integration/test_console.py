@@ -353,3 +353,28 @@ class GuestKeyboardTests(_BrowserConsole):
         await self.type(word + "\n")
         serial = await reading
         self.assertIn(word, serial)
+
+    async def test_serial_console_in_the_browser(self):
+        """
+        ?type=serial: the page shows the guest's serial output, and keys typed
+        there run in its shell on ttyS0 (through libvirt's console stream).
+        """
+        domain = f"comet-{self.vm['uuid']}"
+        ready = await deferToThread(_read_serial, domain, "COMET-GUEST: ready", 120)
+        self.assertIn("COMET-GUEST: ready", ready)
+        await self.browser.call("Page.enable")
+        await self.browser.call(
+            "Page.navigate", url=f"{self.base}/cluster/lab/vms/{self.name}/console?type=serial"
+        )
+        await self._wait_state("connected")
+        location = await self.browser.evaluate("location.pathname + location.hash")
+        self.assertEqual(location, "/console/serial")
+        n = secrets.randbelow(900) + 100
+        await self.type(f"\necho serial {n} {n}\n")
+        text = ""
+        for _ in range(200):
+            text = await self.browser.evaluate("document.getElementById('screen').textContent")
+            if f"serial {n} {n}\n" in text and "comet-guest# " in text:
+                break
+            await _sleep(0.1)
+        self.assertIn(f"\nserial {n} {n}\n", text)

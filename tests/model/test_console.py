@@ -153,3 +153,22 @@ class ConsoleModelTests(TestCase):
         self.assertTrue(is_local("test:///default"))
         self.assertFalse(is_local("qemu+ssh://root@h1/system"))
         self.assertFalse(is_local("qemu+tcp://h1/system"))
+
+
+class SerialTicketTests(TestCase):
+    """Serial tickets: no VNC password; a VM on a remote host has one too."""
+
+    setUp = ConsoleModelTests.setUp
+
+    async def test_serial(self):
+        self.vms.add("running", name="r", uuid="u-4", host="far")
+        for name, uri in (("web", "qemu:///system"), ("r", "qemu+ssh://root@far/system")):
+            ticket = await self.console.issue("lab", name, "serial")
+            self.assertEqual((ticket.kind, ticket.password, ticket.uri), ("serial", None, uri))
+        self.assertEqual(self.hv.passwords, [])
+
+    async def test_unknown_kind(self):
+        from comet.errors import InvalidInput
+
+        with self.assertRaises(InvalidInput):
+            await self.console.issue("lab", "web", "spice")

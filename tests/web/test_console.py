@@ -339,3 +339,102 @@ class WebsocketTests(ConsoleTestMixin, TestCase):
                 await _timeout(client.opened)
         await deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(self.vnc.connections, [])
+
+
+class FakeSerialConsole:
+    """Stands for L{comet.virt.console_stream.SerialConsole}; the last one made is C{made[-1]}."""
+
+    made: list["FakeSerialConsole"] = []
+
+    def __init__(self, reactor, uri, domain, received, ended):
+        self.uri, self.domain = uri, domain
+        self.received, self.ended = received, ended
+        self.written = b""
+        self.started = self.closed = False
+        self.got_data = Deferred()
+        FakeSerialConsole.made.append(self)
+
+    def start(self):
+        self.started = True
+
+    def write(self, data):
+        self.written += data
+        if not self.got_data.called:
+            self.got_data.callback(None)
+
+    def close(self):
+        self.closed = True
+
+
+class SerialConsoleTests(ConsoleTestMixin, TestCase):
+    async def setUp(self):
+        await self.setUpConsole()
+        FakeSerialConsole.made = []
+        self.patch(console_web.SerialRelayProtocol, "console_factory", FakeSerialConsole)
+        self.api = CometAPI(self.models)
+        port = reactor.listenTCP(0, Site(self.api.resource()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.api_port = port.getHost().port
+
+    async def serial_ticket(self, name="web"):
+        stub = self.client._stub
+        url = f"http://comet.test/cluster/lab/vms/{name}/console?type=serial"
+        response = await self.client._settle(stub.request("GET", url, allow_redirects=False))
+        self.assertEqual(response.code, 303)
+        location = urlsplit(response.headers.getRawHeaders("location")[0])
+        self.assertEqual(location.path, "/console/serial")
+        return {k: v[0] for k, v in parse_qs(location.fragment).items()}
+
+    async def test_303(self):
+        """A serial ticket: token and VM, no VNC password (none is set)."""
+        ticket = await self.serial_ticket()
+        self.assertEqual(set(ticket), {"token", "vm"})
+        self.assertEqual(self.displays.passwords, [])
+
+    async def test_bad_type(self):
+        answer = await self.client.get("/cluster/lab/vms/web/console?type=spice")
+        assertError(self, answer, 400, "bad_request")
+
+    async def test_page(self):
+        answer = await self.client.get("/console/serial")
+        self.assertEqual(answer.code, 200)
+        self.assertIn(b"/console/ws/", answer.body)
+
+    async def test_relay(self):
+        """Guest output reaches the browser; the browser's bytes reach the guest; close closes."""
+        ticket = await self.serial_ticket()
+        client = WebsocketTests.connect(self, ticket["token"])
+        protocol = await _timeout(client.opened)
+        [console] = FakeSerialConsole.made
+        self.assertTrue(console.started)
+        self.assertEqual(console.domain, f"comet-{(await self.vm('web'))['uuid']}")
+        self.assertTrue(console.uri.startswith("test:///"))
+        console.received(b"comet-guest# ")
+        await _timeout(client.first_message)
+        self.assertEqual(client.messages, [(b"comet-guest# ", True)])
+        protocol.sendMessage(b"echo hi\r", isBinary=True)
+        await _timeout(console.got_data)
+        self.assertEqual(console.written, b"echo hi\r")
+        self.assertEqual(self.vnc.connections, [])
+        protocol.sendClose()
+        await _timeout(client.closed)
+        self.assertTrue(console.closed)
+
+    async def test_console_ends(self):
+        """The console ends (the domain stopped): the websocket closes."""
+        ticket = await self.serial_ticket()
+        client = WebsocketTests.connect(self, ticket["token"])
+        await _timeout(client.opened)
+        FakeSerialConsole.made[0].ended(None)
+        was_clean, code, reason = await _timeout(client.closed)
+        self.assertEqual(code, 1000)
+
+    async def test_refused(self):
+        """A serial token is single use, like a VNC one: no second console is opened."""
+        token = (await self.serial_ticket())["token"]
+        first = WebsocketTests.connect(self, token)
+        await _timeout(first.opened)
+        second = WebsocketTests.connect(self, token)
+        with self.assertRaises(Exception):
+            await _timeout(second.opened)
+        self.assertEqual(len(FakeSerialConsole.made), 1)
