@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from comet.errors import CometError, InvalidInput, Unavailable
+from comet.errors import CometError, InvalidInput
 from comet.model.vms import conflict
 
 #: The kinds of console.
@@ -103,7 +103,6 @@ class ConsoleModel:
         set live; its serial console (C{serial}) is reached through libvirt.
 
         @raise Conflict: the VM is not running or paused.
-        @raise Unavailable: a VNC console of a VM on a remote host (not supported yet).
         """
         if kind not in KINDS:
             raise InvalidInput(f"a console is one of {', '.join(KINDS)}, not {kind!r}")
@@ -114,12 +113,6 @@ class ConsoleModel:
         uri = self._uris.get(host, "")
         password = None
         if kind == "vnc":
-            if not is_local(uri):
-                raise Unavailable(
-                    f"VM {name!r} runs on compute host {host!r} ({uri}):"
-                    " the VNC console of a VM on a remote host is not supported yet"
-                    " (its serial console is: ?type=serial)"
-                )
             password = self._password()
             await self._hv.set_vnc_password(host, vm.record.domain_name, password)
         self._prune()
@@ -155,7 +148,10 @@ class ConsoleModel:
         return ticket
 
     async def address(self, ticket: Ticket) -> tuple[str, int]:
-        """Where to open TCP to the ticket's VNC display, from this machine."""
+        """
+        Where the ticket's VNC display listens: on this machine for a local
+        host, else on the remote host (where C{ssh -W} reaches it).
+        """
         graphics = await self._hv.graphics_address(ticket.host, ticket.domain)
         listen = graphics.listen
         if listen in ("0.0.0.0", "::", ""):

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
 from comet.errors import Unavailable
-from comet.model.console import TicketRefused
+from comet.model.console import TicketRefused, is_local
 from comet.virt.console_stream import SerialConsole
 from comet.web._errors import HTTPError
 from comet.web._table import ROUTES, Response
@@ -160,6 +161,66 @@ class _VNCClient(Protocol):
         self.relay.vnc_lost()
 
 
+#: The OpenSSH client that reaches the VNC display of a VM on a remote host.
+SSH = "ssh"
+
+
+def ssh_tunnel_argv(uri: str, host: str, port: int) -> list[str]:
+    """
+    The argv of C{ssh -W host:port} through the compute host of a
+    C{qemu+ssh://} URI, with the user, port and C{keyfile}, C{known_hosts} and
+    C{no_verify} parameters libvirt itself would use.
+    """
+    parts = urlsplit(uri)
+    query = parse_qs(parts.query)
+    argv = [SSH, "-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={VNC_CONNECT_TIMEOUT}"]
+    if parts.port:
+        argv += ["-p", str(parts.port)]
+    if "keyfile" in query:
+        argv += ["-i", query["keyfile"][0]]
+    if "known_hosts" in query:
+        argv += ["-o", f"UserKnownHostsFile={query['known_hosts'][0]}"]
+    if query.get("no_verify", ["0"])[0] == "1":
+        argv += ["-o", "StrictHostKeyChecking=no"]
+    target = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
+    return argv + ["-W", f"{host}:{port}", "--", target]
+
+
+class _SSHTunnel(ProcessProtocol):
+    """C{ssh -W} to the VM's VNC display on its remote host: its stdio are the relay's connection."""
+
+    def __init__(self, relay: "RelayProtocol"):
+        self.relay = relay
+        self.stderr = b""
+        self._ended = False
+
+    def connectionMade(self):
+        self.relay.vnc_connected(self)
+
+    def outReceived(self, data: bytes):
+        self.relay.from_vnc(data)
+
+    def errReceived(self, data: bytes):
+        self.stderr = (self.stderr + data)[-2000:]
+
+    def write(self, data: bytes):
+        if not self._ended:
+            self.transport.write(data)
+
+    def loseConnection(self):
+        if not self._ended:
+            try:
+                self.transport.signalProcess("TERM")
+            except ProcessExitedAlready:
+                pass
+
+    def processEnded(self, reason):
+        self._ended = True
+        if self.stderr.strip():
+            log.warn("console: ssh said: {stderr}", stderr=self.stderr.decode("utf-8", "replace"))
+        self.relay.vnc_lost()
+
+
 class RelayProtocol(WebSocketServerProtocol):
     """Relays binary frames from the browser to VNC, and VNC's bytes back as binary frames."""
 
@@ -182,6 +243,10 @@ class RelayProtocol(WebSocketServerProtocol):
         )
         from twisted.internet import reactor
 
+        if not is_local(ticket.uri):
+            argv = ssh_tunnel_argv(ticket.uri, host, port)
+            reactor.spawnProcess(_SSHTunnel(self), argv[0], argv, env=os.environ.copy())
+            return
         endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=VNC_CONNECT_TIMEOUT)
         d = connectProtocol(endpoint, _VNCClient(self))
         d.addErrback(self._vnc_failed)

@@ -5,7 +5,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from comet.config import HostConfig
-from comet.errors import Conflict, Unavailable
+from comet.errors import Conflict
 from comet.model.console import (
     PASSWORD_LENGTH,
     TICKET_TTL,
@@ -96,12 +96,11 @@ class ConsoleModelTests(TestCase):
         self.assertEqual(self.hv.passwords, [])
 
     async def test_remote_host(self):
-        """A VM on a remote host: not supported yet (Unavailable), nothing set."""
-        self.vms.add("running", name="r", uuid="u-4", host="far")
-        with self.assertRaises(Unavailable) as e:
-            await self.console.issue("lab", "r")
-        self.assertIn("remote", str(e.exception))
-        self.assertEqual(self.hv.passwords, [])
+        """A VM on a remote host: a ticket with the host's URI (the relay goes through ssh)."""
+        r = self.vms.add("running", name="r", uuid="u-4", host="far")
+        ticket = await self.console.issue("lab", "r")
+        self.assertEqual(ticket.uri, "qemu+ssh://root@far/system")
+        self.assertEqual(self.hv.passwords, [("far", r.record.domain_name, ticket.password)])
 
     async def test_single_use(self):
         ticket = await self.console.issue("lab", "web")

@@ -438,3 +438,86 @@ class SerialConsoleTests(ConsoleTestMixin, TestCase):
         with self.assertRaises(Exception):
             await _timeout(second.opened)
         self.assertEqual(len(FakeSerialConsole.made), 1)
+
+
+#: Stands for ssh: records its argv, then relays stdio to the -W target (here, on loopback).
+FAKE_SSH = r"""#!PYTHON
+import os, socket, sys, threading
+args = sys.argv[1:]
+with open(os.environ["FAKE_SSH_LOG"], "a") as f:
+    f.write(" ".join(args) + "\n")
+host, port = args[args.index("-W") + 1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)))
+def up():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    data = s.recv(65536)
+    if not data:
+        break
+    os.write(1, data)
+"""
+
+REMOTE = "qemu+ssh://comet@far.example:2222/system?keyfile=/etc/comet/id&no_verify=1"
+
+
+class SSHTunnelTests(ConsoleTestMixin, TestCase):
+    """The VNC display of a VM on a remote host is reached through C{ssh -W}."""
+
+    async def setUp(self):
+        import sys
+
+        await self.setUpConsole()
+        directory = temp_dir(self)
+        ssh = os.path.join(directory, "ssh")
+        with open(ssh, "w") as f:
+            f.write(FAKE_SSH.replace("PYTHON", sys.executable))
+        os.chmod(ssh, 0o755)
+        self.log = os.path.join(directory, "ssh.log")
+        self.patch(console_web, "SSH", ssh)
+        self.patch(os, "environ", dict(os.environ, FAKE_SSH_LOG=self.log))
+        uris = {name: REMOTE for name in self.models.console._uris}
+        self.patch(self.models.console, "_uris", uris)
+        self.api = CometAPI(self.models)
+        port = reactor.listenTCP(0, Site(self.api.resource()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.api_port = port.getHost().port
+
+    def test_argv(self):
+        self.assertEqual(
+            console_web.ssh_tunnel_argv(REMOTE, "127.0.0.1", 5901)[1:],
+            ["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-p", "2222",
+             "-i", "/etc/comet/id", "-o", "StrictHostKeyChecking=no",
+             "-W", "127.0.0.1:5901", "--", "comet@far.example"],
+        )
+        self.assertEqual(
+            console_web.ssh_tunnel_argv("qemu+ssh://h1/system?known_hosts=/k", "127.0.0.1", 1)[1:],
+            ["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+             "-o", "UserKnownHostsFile=/k", "-W", "127.0.0.1:1", "--", "h1"],
+        )
+
+    async def test_relay_through_ssh(self):
+        """Bytes flow both ways through ssh; closing the websocket ends ssh and the VNC connection."""
+        token = (await self.ticket())["token"]
+        client = WebsocketTests.connect(self, token)
+        protocol = await _timeout(client.opened)
+        await _timeout(client.first_message, 20)
+        self.assertEqual(client.messages, [(GREETING, True)])
+        protocol.sendMessage(b"hello", isBinary=True)
+        await _timeout(self.vnc.got_data, 20)
+        self.assertEqual(self.vnc.received, b"hello")
+        with open(self.log) as f:
+            argv = f.read().split()
+        self.assertEqual(argv[-4:], ["-W", f"127.0.0.1:{self.displays.port}", "--", "comet@far.example"])
+        protocol.sendClose()
+        await _timeout(client.closed)
+        for _ in range(200):
+            if not self.vnc.connections[0].transport.connected:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertFalse(self.vnc.connections[0].transport.connected)
