@@ -462,6 +462,29 @@ class StorageModel:
                 except CometError:
                     log.failure("destroying {snapshot}", snapshot=record.origin)
 
+    async def _destroy_family(self, zfs, pool: Pool, record) -> None:
+        """
+        Destroy a VM disk with its snapshots and the branches reverts set
+        aside (C{<name>-old-*}, C{<name>-rv-*}), clones before their origins.
+        """
+        family = [record.zvol] + [
+            v.name for v in await zfs.list_volumes(pool.dataset)
+            if v.short_name.startswith((f"{record.name}-old-", f"{record.name}-rv-"))
+        ]
+        while family:
+            left, error = [], None
+            for zvol in family:
+                try:
+                    await zfs.destroy(zvol, recursive=True)
+                except NotFound:
+                    pass
+                except Conflict as e:
+                    left.append(zvol)
+                    error = e
+            if len(left) == len(family):
+                raise error
+            family = left
+
     async def _vm_exists(self, vm_uuid: str) -> bool:
         if self._vms is None:
             return True
@@ -599,10 +622,7 @@ class StorageModel:
                 continue
             pool = await self.pool(record.pool)
             zfs = self._server(pool.server).zfs
-            try:
-                await zfs.destroy(record.zvol, recursive=True)
-            except NotFound:
-                pass
+            await self._destroy_family(zfs, pool, record)
             if record.origin:
                 try:
                     await zfs.destroy(record.origin)
@@ -838,46 +858,96 @@ class VMSnapshotModel:
                 result.append(record)
         return result
 
+    async def _locate(self, volume, snapname: str) -> str | None:
+        """
+        The zvol of C{volume}'s family (itself, or a branch a revert set
+        aside: C{<name>-old-<hex>}) that holds snapshot C{snapname}.
+        """
+        pool = await self._storage.pool(volume.pool)
+        zfs = self._storage._server(pool.server).zfs
+        family = [volume.zvol] + [
+            v.name for v in await zfs.list_volumes(pool.dataset)
+            if v.short_name.startswith(f"{volume.name}-old-")
+        ]
+        for zvol in family:
+            if snapname in [s.snapname for s in await zfs.list_snapshots(zvol)]:
+                return zvol
+        return None
+
     async def delete(self, cluster: str, name: str, snapshot: str) -> None:
         vm, record = await self.get(cluster, name, snapshot)
         async with self._vms._lock(vm, f"deleting snapshot {snapshot}"):
             for volume in await self._snapshot_records(record):
                 pool = await self._storage.pool(volume.pool)
-                try:
+                holder = await self._locate(volume, zfs_snapname(snapshot))
+                if holder is not None:
+                    # 409 if a revert branched from it (its clone is a volume's data now).
                     await self._storage._server(pool.server).zfs.destroy(
-                        f"{volume.zvol}@{zfs_snapname(snapshot)}")
-                except NotFound:
-                    pass
+                        f"{holder}@{zfs_snapname(snapshot)}")
             await self._snapshots.delete(vm.record.uuid, snapshot)
 
     async def revert(self, cluster: str, name: str, snapshot: str):
-        """Roll every volume back to C{snapshot}; the VM must not be running."""
+        """
+        Bring every volume back to C{snapshot}; the VM must not be running.
+        To the newest snapshot of a volume: C{zfs rollback}.  To an older
+        one (or one on a branch set aside by an earlier revert): clone it,
+        promote the clone, set the current data aside as
+        C{<name>-old-<hex>} (keeping the newer snapshots) and give the clone
+        the volume's name.  A volume exported to a host is unexported first
+        and exported again after, so its target serves the reverted data.
+        """
         vm, record = await self.get(cluster, name, snapshot)
         if vm.phase not in ("stopped", "shutoff"):
             raise Conflict(f"VM {name!r} is {vm.state}; power it off before a revert")
         async with self._vms._lock(vm, f"reverting to snapshot {snapshot}"):
             volumes = await self._snapshot_records(record)
             snapname = zfs_snapname(snapshot)
-            # Check every volume first, so that a revert is all or nothing.
+            plan = []
+            # Locate every snapshot first, so that a missing one changes nothing.
             for volume in volumes:
+                holder = await self._locate(volume, snapname)
+                if holder is None:
+                    raise NotFound(f"volume {volume.name!r} has no snapshot {snapshot!r}")
                 pool = await self._storage.pool(volume.pool)
                 zfs = self._storage._server(pool.server).zfs
-                snaps = await zfs.list_snapshots(volume.zvol)
-                names = [s.snapname for s in snaps if s.snapname.startswith("comet-")
-                         and not s.snapname.startswith("comet-base-")]
-                if snapname not in names:
-                    raise NotFound(f"volume {volume.name!r} has no snapshot {snapshot!r}")
-                newer = names[names.index(snapname) + 1:]
-                if newer:
-                    shown = ", ".join(n[len("comet-"):] for n in newer)
-                    raise Conflict(f"snapshot {snapshot!r} has newer snapshots ({shown});"
-                                   " ZFS reverts only to the newest: delete them first")
-            for volume in volumes:
-                pool = await self._storage.pool(volume.pool)
-                await self._storage._server(pool.server).zfs.rollback(
-                    f"{volume.zvol}@{snapname}")
+                newer = False
+                if holder == volume.zvol:
+                    names = [s.snapname for s in await zfs.list_snapshots(volume.zvol)]
+                    newer = names.index(snapname) < len(names) - 1
+                plan.append((volume, pool, zfs, holder, newer))
+            for volume, pool, zfs, holder, newer in plan:
+                host = volume.exported_to if volume.target else None
+                if host is not None:
+                    await self._storage._unexport(volume)
+                try:
+                    if holder == volume.zvol and not newer:
+                        await zfs.rollback(f"{volume.zvol}@{snapname}")
+                    else:
+                        await self._branch(zfs, pool, volume, f"{holder}@{snapname}")
+                finally:
+                    if host is not None:
+                        current = await self._storage._store.volume(volume.pool, volume.name)
+                        await self._storage._export(pool, current, host)
             await self._snapshots.set_current(vm.record.uuid, snapshot)
         return await self.get(cluster, name, snapshot)
+
+    async def _branch(self, zfs, pool: Pool, volume, snapshot: str) -> None:
+        token = secrets.token_hex(4)
+        fresh = f"{pool.dataset}/{volume.name}-rv-{token}"
+        await zfs.clone(snapshot, pool.dataset, f"{volume.name}-rv-{token}")
+        try:
+            await zfs.promote(fresh)
+        except BaseException:
+            await self._storage._undo(zfs.destroy(fresh), f"destroying {fresh}")
+            raise
+        await zfs.rename(volume.zvol, f"{pool.dataset}/{volume.name}-old-{token}")
+        try:
+            await zfs.rename(fresh, volume.zvol)
+        except BaseException:
+            await self._storage._undo(
+                zfs.rename(f"{pool.dataset}/{volume.name}-old-{token}", volume.zvol),
+                f"renaming back {volume.zvol}")
+            raise
 
 
 class _Receiver(Protocol):

@@ -329,26 +329,58 @@ class VMSnapshotTests(_Setup, TestCase):
                                                  {"name": "a;b"}), 400, "bad_request")
 
     async def test_revert(self):
-        """Revert rolls the disk back; only to the newest; not while running."""
+        """Revert to the newest (rollback) and to older ones (clone/promote), keeping the tree."""
         vm = await self.make_vm()
-        self.disk(vm).data[:4] = b"old!"
+        self.disk(vm).data[:4] = b"one!"
         await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "one"})
-        self.disk(vm).data[:4] = b"new!"
+        self.disk(vm).data[:4] = b"two!"
         await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "two"})
-        assertError(self, await self.client.post("/cluster/lab/vms/web/snapshots/one/revert"),
-                    409, "conflict", "two")
-        self.assertEqual((await self.client.delete("/cluster/lab/vms/web/snapshots/two")).code,
-                         204)
-        self.assertEqual((await self.client.get("/cluster/lab/vms/web/snapshots/one")).json[
-            "current"], True)
-        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
-        assertError(self, await self.client.post("/cluster/lab/vms/web/snapshots/one/revert"),
-                    409, "conflict", "running")
-        await self.client.post("/cluster/lab/vms/web/poweroff")
+        self.disk(vm).data[:4] = b"now!"
         answer = await self.client.post("/cluster/lab/vms/web/snapshots/one/revert")
         self.assertEqual(answer.code, 200, answer.body)
         self.assertEqual(answer.json["current"], True)
-        self.assertEqual(bytes(self.disk(vm).data[:4]), b"old!")
+        self.assertEqual(bytes(self.disk(vm).data[:4]), b"one!")
+        # The newer snapshot survives (on the branch set aside), and can be reverted to.
+        answer = await self.client.post("/cluster/lab/vms/web/snapshots/two/revert")
+        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(bytes(self.disk(vm).data[:4]), b"two!")
+        self.disk(vm).data[:4] = b"xxx!"
+        answer = await self.client.post("/cluster/lab/vms/web/snapshots/two/revert")
+        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(bytes(self.disk(vm).data[:4]), b"two!")
+        three = (await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "three"})).json
+        self.assertEqual(three["parent"], "two")
+        listed = {s["name"]: s["current"] for s in
+                  (await self.client.get("/cluster/lab/vms/web/snapshots")).json}
+        self.assertEqual(listed, {"one": False, "two": False, "three": True})
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        assertError(self, await self.client.post("/cluster/lab/vms/web/snapshots/one/revert"),
+                    409, "conflict", "running")
+        # Off but still placed: the target is re-exported with the reverted zvol.
+        await self.client.post("/cluster/lab/vms/web/poweroff")
+        answer = await self.client.post("/cluster/lab/vms/web/snapshots/one/revert")
+        self.assertEqual(answer.code, 200, answer.body)
+        [target] = self.server.targets.values()
+        self.assertEqual(target.luns[1],
+                         self.server.device(f"tank/comet/{vm_disk_name(vm['uuid'])}"))
+        self.assertEqual(bytes(self.disk(vm).data[:4]), b"one!")
+        # Deleting the VM takes every branch and snapshot with it.
+        self.assertEqual((await self.client.delete("/cluster/lab/vms/web", {"force": True})).code,
+                         204)
+        self.assertEqual(sorted(self.server.datasets),
+                         ["tank", "tank/comet", "tank/comet/base"])
+
+    async def test_delete_snapshot(self):
+        vm = await self.make_vm()
+        await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "one"})
+        await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "two"})
+        self.assertEqual((await self.client.delete("/cluster/lab/vms/web/snapshots/one")).code,
+                         204)
+        two = (await self.client.get("/cluster/lab/vms/web/snapshots/two")).json
+        self.assertEqual((two["parent"], two["current"]), ("", True))
+        self.assertNotIn(f"tank/comet/{vm_disk_name(vm['uuid'])}@comet-one", self.server.datasets)
+        assertError(self, await self.client.get("/cluster/lab/vms/web/snapshots/one"),
+                    404, "not_found")
 
     async def test_delete_vm_removes_snapshots(self):
         vm = await self.make_vm()
