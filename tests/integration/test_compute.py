@@ -1,0 +1,459 @@
+"""
+Compute end to end, through the HTTP API of a C{twistd -n comet} child process
+on the real testbed: a base volume downloaded from the guest image, a
+template, a cluster of three VMs booted as TCG guests from iSCSI-exported
+zvol clones, their screenshots, suspend/resume, ACPI shutdown, reset, a
+cluster stop, and the clean-up of all of it (domains and zvols gone).
+Skipped, with the reason, when the testbed is not up.
+
+Every name holds a random token; everything made is removed again, also
+when the test fails (through the API, and then directly through libvirt and
+ssh for anything the API left).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
+from twisted.web.static import File
+
+from tests._process import spawn
+from tests._util import http, temp_dir
+from tests.integration import _testbed
+from tests.integration._testbed import requireTestbed
+from tests.test_service import TWISTD, _twistd_env, free_port
+
+#: The testbed's own domains (the storage servers); everything else named
+#: comet-* that is a Comet VM must be gone at the end.
+_TESTBED_DOMAINS = ("comet-tb-",)
+#: Domains other integration tests make for themselves (testbed/README.md).
+_OTHER_TESTS = ("comet-it-", "comet-test-")
+MiB = 1024**2
+GiB = 1024**3
+
+
+def _toml(value) -> str:
+    return json.dumps(value)   # a TOML basic string or number is JSON-compatible
+
+
+def comet_config(stack: dict, directory: str, port: int, control_dir: str) -> str:
+    """
+    A Comet config for the testbed written from C{stack.json}: its host, servers and
+    pools, but an API on C{port} and a database in C{directory}.
+    """
+    ssh = stack["ssh"]
+    lines = [
+        "[api]",
+        f"endpoint = {_toml(f'tcp:{port}:interface=127.0.0.1')}",
+        "[database]",
+        f"path = {_toml(os.path.join(directory, 'comet.sqlite'))}",
+        "[storage]",
+        f"control_dir = {_toml(control_dir)}",
+        "connect_timeout = 10",
+        "[[hosts]]",
+        'name = "local"',
+        f"uri = {_toml(stack['host_uri'])}",
+        f"domain_type = {_toml(stack['domain_type'])}",
+    ]
+    for server in stack["servers"]:
+        lines += [
+            "[[storageservers]]",
+            f"host = {_toml(server['address'])}",
+            f"ssh_user = {_toml(ssh['user'])}",
+            f"ssh_port = {int(server.get('ssh_port', ssh['port']))}",
+            f"ssh_identity = {_toml(ssh['identity'])}",
+            f"ssh_known_hosts = {_toml(ssh['known_hosts'])}",
+        ]
+    for server in stack["servers"]:
+        lines += [
+            "[[storagepools]]",
+            f"name = {_toml(server['storagepool'])}",
+            f"server = {_toml(server['address'])}",
+            f"dataset = {_toml(server['dataset'])}",
+        ]
+    path = os.path.join(directory, "comet.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+class _Answer:
+    def __init__(self, code: int, headers, body: bytes):
+        self.code = code
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self):
+        return json.loads(self.body) if self.body else None
+
+    def __repr__(self):
+        return f"<{self.code} {self.body[:600]!r}>"
+
+
+def _sleep(seconds: float):
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class ComputeIntegrationTests(TestCase):
+    """Three VMs of one cluster, from a base volume to their clean-up."""
+
+    timeout = 1200
+
+    async def setUp(self):
+        self.stack = requireTestbed()
+        self.token = secrets.token_hex(3)
+        directory = temp_dir(self)
+        # ssh ControlMaster socket paths must be short: a directory of our own in /tmp.
+        control = tempfile.mkdtemp(prefix="cc-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, control, True)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = comet_config(self.stack, directory, self.port, control)
+        self.logfile = os.path.join(directory, "twistd.log")
+        self.process, self.done = spawn(
+            TWISTD + ["-n", "--pidfile=", "--logfile", self.logfile, "comet", "--config", config],
+            env=_twistd_env(), path=directory)
+        self.addCleanup(self._stop_twistd)
+        await self._wait_listening()
+
+    # --- the child and its API ----------------------------------------------
+
+    def _log_tail(self, n: int = 4000) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+    async def _wait_listening(self, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.done.called:
+                self.fail("twistd exited before listening:\n" + self._log_tail())
+            try:
+                answer = await self.request("GET", "/cluster")
+                if answer.code == 200:
+                    return
+            except Exception:
+                pass
+            await _sleep(0.2)
+        self.fail("twistd did not listen within %ss:\n%s" % (timeout, self._log_tail()))
+
+    async def _stop_twistd(self):
+        if self.done.called:
+            return
+        self.process.signalProcess("TERM")
+        killer = reactor.callLater(30, lambda: self.done.called or self.process.signalProcess("KILL"))
+        outcome = await self.done
+        if killer.active():
+            killer.cancel()
+        self.assertIn(outcome.signal, (None, signal.SIGTERM), self._log_tail())
+
+    async def request(self, method: str, path: str, body=None) -> _Answer:
+        headers = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers[b"Content-Type"] = [b"application/json"]
+        response = await http().request(method, self.base_url + path, data=data, headers=headers)
+        return _Answer(response.code, response.headers, await response.content())
+
+    async def get(self, path: str):
+        answer = await self.request("GET", path)
+        self.assertEqual(answer.code, 200, (path, answer))
+        return answer.json
+
+    async def wait_task(self, answer: _Answer, timeout: float = 600) -> dict:
+        """Poll the task a 202 answered until it is no longer running."""
+        self.assertEqual(answer.code, 202, answer)
+        href = answer.json["href"]
+        deadline = time.monotonic() + timeout
+        while True:
+            task = await self.get(href)
+            if task["status"] != "running":
+                return task
+            if time.monotonic() > deadline:
+                self.fail(f"task {href} still running after {timeout} s: {task}")
+            await _sleep(1)
+
+    async def finished(self, answer: _Answer, timeout: float = 600) -> dict:
+        task = await self.wait_task(answer, timeout)
+        self.assertEqual(task["status"], "finished", (task, self._log_tail()))
+        return task
+
+    async def wait_state(self, href: str, state: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            vm = await self.get(href)
+            if vm["state"] == state:
+                return vm
+            if time.monotonic() > deadline:
+                self.fail(f"{href} is {vm['state']}, not {state}, after {timeout} s")
+            await _sleep(1)
+
+    # --- the test -------------------------------------------------------------
+
+    async def test_cluster_of_three(self):
+        """
+        Base volume from a URL, template, cluster, three VMs started as a cluster,
+        screenshots, suspend/resume, ACPI shutdown, reset, cluster stop, clean-up.
+        """
+        started = time.monotonic()
+        pool = await self._pick_pool()
+        base = f"it-{self.token}-base"
+        template = f"it{self.token}"
+        cluster = f"it-{self.token}"
+        self.made = {"base": None, "template": None, "cluster": None, "vms": {}}
+        self.pool = pool
+        self.addCleanup(self._clean_up)
+
+        # 1. A base volume downloaded from the guest image served here.
+        image = self.stack["guest"]["image"]
+        site = Site(File(os.path.dirname(image)))
+        site.noisy = False
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        url = f"http://127.0.0.1:{listening.getHost().port}/{os.path.basename(image)}"
+        answer = await self.request(
+            "POST", f"/storagepools/{pool}/storagevolumes", {"name": base, "url": url})
+        self.made["base"] = base
+        await self.finished(answer)
+        volume = await self.get(f"/storagepools/{pool}/storagevolumes/{base}")
+        self.assertGreaterEqual(volume["capacity"], self.stack["guest"]["image_size"])
+        self.assertEqual(volume["state"], "unmapped")
+
+        # 2. Template, cluster, three VMs named after the template, started together.
+        answer = await self.request("POST", "/templates", {
+            "name": template, "memory": 192, "cpus": 1,
+            "disk": {"pool": pool, "volume": base}})
+        self.assertEqual(answer.code, 201, answer)
+        self.made["template"] = template
+        answer = await self.request("POST", "/cluster", {"name": cluster})
+        self.assertEqual(answer.code, 201, answer)
+        self.made["cluster"] = cluster
+        hrefs = []
+        for i in range(1, 4):
+            answer = await self.request("POST", f"/cluster/{cluster}/vms", {"template": template})
+            self.assertEqual(answer.code, 201, answer)
+            vm = answer.json
+            self.made["vms"][vm["name"]] = vm["uuid"]
+            self.assertEqual(vm["name"], f"{template}-{i}")
+            self.assertEqual((vm["state"], vm["host"], vm["memory"], vm["cpus"]),
+                             ("shutoff", None, 192, 1))
+            hrefs.append(vm["href"])
+        self.assertEqual((await self.get(f"/cluster/{cluster}"))["state"], "stopped")
+
+        task = await self.finished(await self.request("POST", f"/cluster/{cluster}/start", {}))
+        booted = time.monotonic()
+        for href in hrefs:
+            vm = await self.get(href)
+            self.assertEqual((vm["state"], vm["host"]), ("running", "local"), (vm, task))
+        self.assertEqual((await self.get(f"/cluster/{cluster}"))["state"], "running")
+        domains = await _testbed.libvirtCall(
+            self.stack, lambda conn: [d.name() for d in conn.listAllDomains(1)])   # active
+        for uuid in self.made["vms"].values():
+            self.assertIn(f"comet-{uuid}", domains)
+
+        # 3a. A screenshot of each: a real PNG of a real screen.
+        from PIL import Image
+
+        for href in hrefs:
+            vm = await self.get(href)
+            self.assertEqual(vm["screenshot"], href + "/screenshot")
+            answer = await self.request("GET", vm["screenshot"])
+            self.assertEqual(answer.code, 200, answer)
+            self.assertEqual(answer.headers.getRawHeaders("content-type"), ["image/png"])
+            picture = Image.open(io.BytesIO(answer.body))
+            picture.load()
+            self.assertEqual(picture.format, "PNG")
+            width, height = picture.size
+            self.assertGreaterEqual(width, 320, picture.size)
+            self.assertGreaterEqual(height, 200, picture.size)
+
+        # 3b. Suspend and resume the first.
+        first, second, third = hrefs
+        answer = await self.request("POST", first + "/suspend", {})
+        self.assertEqual((answer.code, answer.json["state"]), (200, "paused"), answer)
+        self.assertEqual((await self.get(first))["state"], "paused")
+        self.assertEqual((await self.get(f"/cluster/{cluster}"))["state"], "partial")
+        answer = await self.request("POST", first + "/resume", {})
+        self.assertEqual((answer.code, answer.json["state"]), (200, "running"), answer)
+        self.assertEqual((await self.get(first))["state"], "running")
+
+        # 3c. ACPI shutdown of the second: the guest answers once it has booted,
+        # so ask again every 10 s (up to 120 s from the start) until it is off.
+        deadline = booted + 120
+        while True:
+            answer = await self.request("POST", second + "/shutdown", {})
+            if answer.code == 409 and (await self.get(second))["state"] == "shutoff":
+                break
+            self.assertEqual(answer.code, 200, answer)
+            try:
+                await self.wait_state(second, "shutoff", 10)
+                break
+            except self.failureException:
+                if time.monotonic() > deadline:
+                    raise
+        vm = await self.get(second)
+        self.assertEqual(vm["state"], "shutoff")
+        self.assertIsNone(vm["screenshot"])
+
+        # 3d. Reset the third: it keeps running.
+        answer = await self.request("POST", third + "/reset", {})
+        self.assertEqual((answer.code, answer.json["state"]), (200, "running"), answer)
+        await _sleep(2)
+        self.assertEqual((await self.get(third))["state"], "running")
+
+        # 3e. Stop the cluster: every VM off its host, no domain left behind.
+        task = await self.finished(await self.request(
+            "POST", f"/cluster/{cluster}/stop", {"timeout": 60, "force": True}))
+        for href in hrefs:
+            vm = await self.get(href)
+            self.assertEqual((vm["state"], vm["host"]), ("shutoff", None), (vm, task))
+        self.assertEqual((await self.get(f"/cluster/{cluster}"))["state"], "stopped")
+        # Every domain this daemon makes is named comet-<uuid of one of its VMs>:
+        # none of those is left.  Other comet-* domains (the testbed's storage
+        # servers, other tests and other daemons running now) are not ours.
+        left = await self._comet_domains()
+        ours = {f"comet-{uuid}" for uuid in self.made["vms"].values()}
+        self.assertEqual(sorted(ours & set(left)), [], "domains left on the host")
+        # and their disks are no longer exported over iSCSI
+        server = next(s for s in self.stack["servers"] if s["storagepool"] == pool)
+        targets = await _testbed.ssh(self.stack, server,
+                                     "tgtadm --lld iscsi --mode target --op show")
+        for uuid in self.made["vms"].values():
+            self.assertNotIn(uuid, targets)
+        others = sorted(set(left) - ours)
+        if others:
+            print(f"\nnot this test's (another test or daemon runs now): {others}")
+
+        # 4. Delete it all through the API; the zvols are gone.
+        await self._delete_all(check=True)
+        names = [v["name"] for v in await self.get(f"/storagepools/{pool}/storagevolumes")]
+        self.assertNotIn(base, names)
+        for uuid in self.made["vms"].values():
+            self.assertNotIn(f"vm-{uuid}-vda", [n for n in names if n.startswith("vm-")])
+            self.assertFalse([n for n in names if uuid in n], names)
+        self.made["vms"].clear()
+        self.made["base"] = None
+        # the pool's dataset has no child with our token or VM uuids either
+        out = await _testbed.ssh(self.stack, server,
+                                 "zfs list -H -o name -t all -r %s" % server["dataset"])
+        self.assertNotIn(self.token, out)
+        self.duration = time.monotonic() - started
+        print(f"\ncompute end to end: {self.duration:.0f} s "
+              f"(boot to stopped: {time.monotonic() - booted:.0f} s)")
+
+    # --- helpers and clean-up -------------------------------------------------
+
+    async def _pick_pool(self) -> str:
+        """
+        pool1, unless it has no room for the base volume and the VMs' clones (the
+        testbed's zpools hold 1.9 GiB, and another test's volumes may be there
+        right now); then the next pool.
+        """
+        need = 2 * self.stack["guest"]["image_size"] + 128 * MiB
+        seen = []
+        for server in self.stack["servers"]:
+            info = await self.get(f"/storagepools/{server['storagepool']}")
+            if info["state"] == "active" and info["available"] >= need:
+                return info["name"]
+            seen.append(f"{info['name']}: {info['state']}, {info['available']} bytes free")
+        self.fail(f"no storage pool has {need} bytes free for the base volume: {seen}")
+
+    async def _comet_domains(self) -> list[str]:
+        """Names of comet-* domains on the host except the testbed's and other tests' own."""
+
+        def names(conn):
+            return [d.name() for d in conn.listAllDomains(0)]
+
+        every = await _testbed.libvirtCall(self.stack, names)
+        return sorted(
+            n for n in every
+            if n.startswith("comet-") and not n.startswith(_TESTBED_DOMAINS + _OTHER_TESTS))
+
+    async def _delete_all(self, check: bool):
+        """Delete VMs (forced), template, cluster and base volume through the API."""
+        made = self.made
+        # when cleaning up after a failure, anything goes: the next steps tidy by hand
+        ok = (204,) if check else tuple(range(100, 600))
+        cluster = made["cluster"]
+        for name in list(made["vms"]):
+            answer = await self.request("DELETE", f"/cluster/{cluster}/vms/{name}", {"force": True})
+            self.assertIn(answer.code, ok, answer)
+        if made["template"]:
+            answer = await self.request("DELETE", f"/templates/{made['template']}")
+            self.assertIn(answer.code, ok, answer)
+            made["template"] = None
+        if cluster:
+            answer = await self.request("DELETE", f"/cluster/{cluster}", {"force": True})
+            self.assertIn(answer.code, ok, answer)
+            made["cluster"] = None
+        if made["base"]:
+            answer = await self.request(
+                "DELETE", f"/storagepools/{self.pool}/storagevolumes/{made['base']}")
+            self.assertIn(answer.code, ok, answer)
+
+    async def _clean_up(self):
+        """
+        Whatever the test left (it failed): delete through the API, then destroy
+        by hand what is still there (our VMs' domains and zvols).
+        """
+        made = self.made
+        if not (made["vms"] or made["template"] or made["cluster"] or made["base"]):
+            return
+        problems = []
+        if not self.done.called:
+            try:
+                await self._delete_all(check=False)
+            except Exception as e:   # noqa: BLE001 -- clean up the rest anyway
+                problems.append(f"API clean-up: {e!r}")
+        import libvirt
+
+        uuids = list(made["vms"].values())
+
+        def destroy(conn):
+            gone = []
+            for uuid in uuids:
+                try:
+                    domain = conn.lookupByName(f"comet-{uuid}")
+                except libvirt.libvirtError:
+                    continue
+                try:
+                    if domain.isActive():
+                        domain.destroy()
+                    if domain.isPersistent():
+                        domain.undefine()
+                    gone.append(domain.name())
+                except libvirt.libvirtError as e:
+                    gone.append(f"{domain.name()}: {e}")
+            return gone
+
+        gone = await _testbed.libvirtCall(self.stack, destroy)
+        if gone:
+            problems.append(f"domains destroyed by hand: {gone}")
+        server = next(s for s in self.stack["servers"] if s["storagepool"] == self.pool)
+        out = await _testbed.ssh(self.stack, server,
+                                 "zfs list -H -o name -t volume -r %s" % server["dataset"])
+        ours = [n for n in out.split()
+                if self.token in n or any(u in n for u in uuids)]
+        # clones first, then the base (-R takes the base's snapshots and any clone left)
+        for name in sorted(ours, key=lambda n: self.token in n):
+            out, err, code = await _testbed.ssh(
+                self.stack, server, "zfs destroy -R %s" % name, check=False)
+            problems.append(f"zvol destroyed by hand: {name}" if code == 0 else
+                            f"zvol {name} could not be destroyed: {err.strip()}")
+        if problems:
+            print("\nclean-up after a failure: " + "; ".join(problems))
