@@ -27,7 +27,9 @@ from tests.web.test_storage import _Image
 GiB = 1024**3
 
 
-class StorageAPIIntegrationTests(TestCase):
+class _TestbedCase(TestCase):
+    """Models over the testbed's storage servers (real ssh), on a fresh database."""
+
     timeout = 600
 
     async def setUp(self):
@@ -55,6 +57,16 @@ class StorageAPIIntegrationTests(TestCase):
         await self.models.tasks.wait(answer.json["id"])
         return (await self.client.get(f"/tasks/{answer.json['id']}")).json
 
+    async def _destroy(self, host, name):
+        """Cleanup: remove what a failed test left (only ours: the token is in the name)."""
+        assert self.token in name
+        try:
+            await self.runners[host].run(["zfs", "destroy", "-r", name])
+        except Exception:
+            pass
+
+
+class StorageAPIIntegrationTests(_TestbedCase):
     async def test_servers(self):
         """Both servers are reachable and show their zpool."""
         listed = (await self.client.get("/storageservers")).json
@@ -126,10 +138,69 @@ class StorageAPIIntegrationTests(TestCase):
         self.assertEqual(answer.code, 204, answer.body)
         self.assertNotIn(dataset, await self.zfs_names(server, "tank"))
 
-    async def _destroy(self, host, name):
-        """Cleanup: remove what a failed test left (only ours: the token is in the name)."""
-        assert self.token in name
+
+
+class VMDiskIntegrationTests(_TestbedCase):
+    """
+    A VM's disk and snapshots on a real storage server (the VM is never
+    started: its compute host is libvirt's test driver): clone of a base
+    volume, snapshots after sync, revert by rollback and by clone/promote on
+    real OpenZFS, and the VM's delete leaving nothing behind.
+    """
+
+    async def write(self, zfs, zvol, data):
+        stream = await zfs.open_writer(zvol)
+        await stream.write(data)
+        await stream.finish()
+
+    async def test_vm_disk_snapshots(self):
+        pool = self.config.storagepools[0]
+        zfs = self.models.storage._server(pool.server).zfs
+        base = f"it-{self.token}-base"
+        self.addCleanup(self._destroy_all, pool.server, f"{pool.dataset}/{base}")
+        task = await self.wait(await self.client.post(
+            f"/storagepools/{pool.name}/storagevolumes", {"name": base, "capacity": 1}))
+        self.assertEqual(task["status"], "finished", task)
+        self.assertEqual((await self.client.post("/cluster", {"name": f"it-{self.token}"})).code,
+                         201)
+        answer = await self.client.post("/templates", {
+            "name": f"it-{self.token}", "memory": 128,
+            "disk": {"pool": pool.name, "volume": base}})
+        self.assertEqual(answer.code, 201, answer.body)
+        vms = f"/cluster/it-{self.token}/vms"
+        answer = await self.client.post(vms, {"template": f"it-{self.token}", "name": "vm"})
+        self.assertEqual(answer.code, 201, answer.body)
+        disk = f"{pool.dataset}/vm-{answer.json['uuid']}-vda"
+        self.assertIn(disk, await self.zfs_names(pool.server, pool.dataset))
+        await self.write(zfs, disk, b"one!")
+        self.assertEqual((await self.client.post(f"{vms}/vm/snapshots", {"name": "one"})).code,
+                         201)
+        await self.write(zfs, disk, b"two!")
+        self.assertEqual((await self.client.post(f"{vms}/vm/snapshots", {"name": "two"})).code,
+                         201)
+        await self.write(zfs, disk, b"now!")
+        answer = await self.client.post(f"{vms}/vm/snapshots/one/revert")
+        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(await zfs.read_head(disk, 4), b"one!")
+        answer = await self.client.post(f"{vms}/vm/snapshots/two/revert")
+        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(await zfs.read_head(disk, 4), b"two!")
+        answer = await self.client.delete(f"{vms}/vm")
+        self.assertEqual(answer.code, 204, answer.body)
+        left = [n for n in await self.zfs_names(pool.server, pool.dataset)
+                if self.token in n or n.startswith(disk)]
+        self.assertEqual(left, [f"{pool.dataset}/{base}"])
+        out = await self.runners[pool.server].run(
+            ["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", f"{pool.dataset}/{base}"])
+        self.assertEqual(out.strip(), b"")
+        await self.client.delete(f"/templates/it-{self.token}")
+        answer = await self.client.delete(f"/storagepools/{pool.name}/storagevolumes/{base}")
+        self.assertEqual(answer.code, 204, answer.body)
+
+    async def _destroy_all(self, host, base):
+        """Cleanup: the base volume with every clone of it (the VM's disk and its branches)."""
+        assert self.token in base
         try:
-            await self.runners[host].run(["zfs", "destroy", "-r", name])
+            await self.runners[host].run(["zfs", "destroy", "-R", base])
         except Exception:
             pass
