@@ -23,8 +23,10 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 from twisted.web.server import NOT_DONE_YET
 
 from comet.errors import Unavailable
@@ -143,6 +145,26 @@ class _UpgradeResource(WebSocketResource):
             for d in waiting:
                 d.callback(None)
         return result
+
+
+@implementer(IPushProducer)
+class _PauseOnly:
+    """
+    A connection as the producer of the other side of the relay: paused and
+    resumed with it, but not closed by it (each side closes the other itself).
+    """
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def pauseProducing(self):
+        self._transport.pauseProducing()
+
+    def resumeProducing(self):
+        self._transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
 
 
 class _VNCClient(Protocol):
@@ -264,6 +286,13 @@ class RelayProtocol(WebSocketServerProtocol):
         pending, self._pending = self._pending, []
         for data in pending:
             transport.write(data)
+        if ITCPTransport.providedBy(transport):
+            # Flow control: each side stops reading while the other cannot keep up.
+            # (The websocket's connection still has the HTTP channel it was
+            # taken from as its producer.)
+            self.transport.unregisterProducer()
+            self.transport.registerProducer(_PauseOnly(transport), True)
+            transport.registerProducer(_PauseOnly(self.transport), True)
 
     def _open(self) -> bool:
         return not self._closed and self.state == WebSocketServerProtocol.STATE_OPEN
@@ -273,8 +302,16 @@ class RelayProtocol(WebSocketServerProtocol):
         if self._open():
             self.sendMessage(data, isBinary=True)
 
+    def _stop_flow_control(self, vnc):
+        # A connection with a producer registered waits for it to go before it closes.
+        if vnc is not None and ITCPTransport.providedBy(vnc):
+            vnc.unregisterProducer()
+            if self.transport is not None:
+                self.transport.unregisterProducer()
+
     def vnc_lost(self):
-        self._vnc = None
+        vnc, self._vnc = self._vnc, None
+        self._stop_flow_control(vnc)
         if self._open():
             self.sendClose(1000, "the VM's display closed the connection")
 
@@ -286,8 +323,9 @@ class RelayProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         self._closed = True
-        vnc = getattr(self, "_vnc", None)
+        vnc, self._vnc = getattr(self, "_vnc", None), None
         if vnc is not None:
+            self._stop_flow_control(vnc)
             vnc.loseConnection()
 
 

@@ -285,6 +285,26 @@ class WebsocketTests(ConsoleTestMixin, TestCase):
         # The upgraded request no longer counts as in flight.
         self.assertEqual(self.api._in_flight, 0)
 
+    async def test_bulk(self):
+        """Megabytes each way arrive whole and in order (with flow control on both sides)."""
+        token = (await self.ticket())["token"]
+        client = self.connect(token)
+        protocol = await _timeout(client.opened)
+        await _timeout(client.first_message)
+        vnc = self.vnc.connections[0]
+        down = bytes(range(256)) * 4096 * 8  # 8 MiB to the browser
+        up = bytes(reversed(range(256))) * 4096 * 4  # 4 MiB to VNC
+        vnc.transport.write(down)
+        for i in range(0, len(up), 65536):
+            protocol.sendMessage(up[i : i + 65536], isBinary=True)
+        for _ in range(1000):
+            got = sum(len(m) for m, _ in client.messages)
+            if got >= len(GREETING) + len(down) and len(self.vnc.received) >= len(up):
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(b"".join(m for m, _ in client.messages), GREETING + down)
+        self.assertEqual(self.vnc.received, up)
+
     async def test_vnc_talks_while_closing(self):
         """VNC bytes that arrive while the websocket closes are dropped, not an error."""
         from twisted.internet.task import LoopingCall
