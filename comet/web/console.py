@@ -48,6 +48,16 @@ SERIAL_PAGE = os.path.join(os.path.dirname(__file__), "console-serial.html")
 #: Seconds to wait for the VM's VNC server to accept the relay's connection.
 VNC_CONNECT_TIMEOUT = 10
 
+#: The websocket close code when the VM's display or console cannot be reached
+#: (an application code: 1011 is the server's own to send, not an application's).
+CLOSE_BACKEND_FAILED = 4502
+
+
+def _reason(why: str) -> str:
+    """A close reason: at most 123 bytes of UTF-8."""
+    return why.encode("utf-8")[:120].decode("utf-8", "ignore")
+
+
 ROUTES.path("vm.console", "/cluster/<cluster>/vms/<name>/console")
 ROUTES.path("console.page", "/console/vnc")
 ROUTES.path("console.serial", "/console/serial")
@@ -238,9 +248,15 @@ class _SSHTunnel(ProcessProtocol):
 
     def processEnded(self, reason):
         self._ended = True
-        if self.stderr.strip():
-            log.warn("console: ssh said: {stderr}", stderr=self.stderr.decode("utf-8", "replace"))
-        self.relay.vnc_lost()
+        said = self.stderr.decode("utf-8", "replace").strip()
+        if said:
+            log.warn("console: ssh said: {stderr}", stderr=said)
+        code = getattr(reason.value, "exitCode", None)
+        if code not in (0, None):
+            last = said.splitlines()[-1] if said else f"exit {code}"
+            self.relay.vnc_failed(f"ssh to the VM's host failed: {last}")
+        else:
+            self.relay.vnc_lost()
 
 
 class RelayProtocol(WebSocketServerProtocol):
@@ -275,8 +291,14 @@ class RelayProtocol(WebSocketServerProtocol):
 
     def _vnc_failed(self, failure):
         log.warn("console: cannot reach the VNC server: {why}", why=failure.getErrorMessage())
+        self.vnc_failed("cannot reach the VM's display")
+
+    def vnc_failed(self, why: str):
+        """The VNC server cannot be reached (or its tunnel broke): close with 4502 and why."""
+        vnc, self._vnc = self._vnc, None
+        self._stop_flow_control(vnc)
         if self._open():
-            self.sendClose(1011, "cannot reach the VM's display")
+            self.sendClose(CLOSE_BACKEND_FAILED, _reason(why))
 
     def vnc_connected(self, transport):
         if self._closed:
@@ -369,7 +391,9 @@ class SerialRelayProtocol(WebSocketServerProtocol):
         if why is not None:
             log.warn("serial console ended: {why}", why=why)
         if self._open():
-            self.sendClose(1000 if why is None else 1011, (why or "the console closed")[:100])
+            self.sendClose(
+                1000 if why is None else CLOSE_BACKEND_FAILED, _reason(why or "the console closed")
+            )
 
     def onMessage(self, payload, isBinary):
         if self._console is not None:

@@ -22,6 +22,7 @@ from comet.virt import GraphicsAddress
 from comet.web import CometAPI
 from comet.web import console as console_web
 from tests._api import Answer
+from tests.test_service import free_port
 from tests._util import temp_dir
 from tests.web.test_serve import assertError
 from tests.web.test_vms import VMTestMixin
@@ -440,6 +441,24 @@ class SerialConsoleTests(ConsoleTestMixin, TestCase):
         await _timeout(client.closed)
         self.assertTrue(console.closed)
 
+    async def test_console_fails(self):
+        """libvirt cannot open the console: the websocket closes with 4502 and why."""
+        ticket = await self.serial_ticket()
+        client = WebsocketTests.connect(self, ticket["token"])
+        await _timeout(client.opened)
+        FakeSerialConsole.made[0].ended("domain has no serial console")
+        was_clean, code, reason = await _timeout(client.closed)
+        self.assertEqual((code, reason), (console_web.CLOSE_BACKEND_FAILED, "domain has no serial console"))
+
+    async def test_vnc_unreachable(self):
+        """Nothing listens on the display's port: 4502."""
+        self.displays.port = free_port()
+        token = (await self.ticket())["token"]
+        client = WebsocketTests.connect(self, token)
+        await _timeout(client.opened)
+        was_clean, code, reason = await _timeout(client.closed)
+        self.assertEqual((code, reason), (console_web.CLOSE_BACKEND_FAILED, "cannot reach the VM's display"))
+
     async def test_console_ends(self):
         """The console ends (the domain stopped): the websocket closes."""
         ticket = await self.serial_ticket()
@@ -541,3 +560,23 @@ class SSHTunnelTests(ConsoleTestMixin, TestCase):
                 break
             await deferLater(reactor, 0.02, lambda: None)
         self.assertFalse(self.vnc.connections[0].transport.connected)
+
+    async def test_ssh_fails(self):
+        """ssh cannot reach the host: the websocket closes with 4502 and what ssh said."""
+        import sys
+
+        failing = os.path.join(temp_dir(self), "ssh")
+        with open(failing, "w") as f:
+            f.write(f"#!{sys.executable}\nimport sys\n"
+                    "sys.stderr.write('comet@far.example: Permission denied (publickey).\\n')\n"
+                    "sys.exit(255)\n")
+        os.chmod(failing, 0o755)
+        self.patch(console_web, "SSH", failing)
+        token = (await self.ticket())["token"]
+        client = WebsocketTests.connect(self, token)
+        await _timeout(client.opened)
+        was_clean, code, reason = await _timeout(client.closed, 20)
+        self.assertEqual(code, console_web.CLOSE_BACKEND_FAILED)
+        self.assertIn("Permission denied", reason)
+        self.assertEqual(self.vnc.connections, [])
+        self.flushLoggedErrors()
