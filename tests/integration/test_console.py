@@ -7,7 +7,9 @@ the canvas shows is the VM's own screenshot.
 
 The API runs in this process (the real models, C{qemu:///system} as the only
 compute host, no storage servers); the VM has no disk, so its screen is
-SeaBIOS's.  Skipped, saying why, when the testbed, Chromium or noVNC is missing.
+SeaBIOS's; the keyboard and serial tests boot the testbed guest's kernel and
+initramfs directly.  Skipped, saying why, when the testbed, Chromium or noVNC
+is missing.  C{COMET_CONSOLE_SCREENSHOT=/tmp/x.png} keeps the page's screenshot.
 """
 
 from __future__ import annotations
@@ -263,10 +265,22 @@ class BrowserConsoleTests(_BrowserConsole):
         # The screen is not blank: SeaBIOS wrote something.
         extrema = screen.convert("L").getextrema()
         self.assertNotEqual(extrema[0], extrema[1])
-        shot = await self.browser.call("Page.captureScreenshot", format="png")
-        path = os.path.abspath(f"console-{self.name}.png")
-        with open(path, "wb") as f:
-            f.write(base64.b64decode(shot["data"]))
+        # The page's own screenshot shows the canvas (the guest's screen, not blank).
+        from PIL import Image
+
+        shot = base64.b64decode((await self.browser.call("Page.captureScreenshot", format="png"))["data"])
+        page = Image.open(io.BytesIO(shot)).convert("L")
+        box = await self.browser.evaluate(
+            "(() => { const r = document.querySelector('#screen canvas').getBoundingClientRect();"
+            " return [r.left, r.top, r.right, r.bottom].map(Math.round); })()"
+        )
+        self.assertGreater(box[2] - box[0], 100)
+        low, high = page.crop(tuple(box)).getextrema()
+        self.assertLess(low, 50)
+        self.assertGreater(high, 150)
+        if os.environ.get("COMET_CONSOLE_SCREENSHOT"):  # a file to look at
+            with open(os.environ["COMET_CONSOLE_SCREENSHOT"], "wb") as f:
+                f.write(shot)
 
     async def test_reused_token_does_not_connect(self):
         """The page opened a second time with the same (used) token stays disconnected."""
