@@ -11,7 +11,7 @@ setup(
     description="Clusters of libvirt VMs on ZFS zvols exported over iSCSI, behind a JSON REST API",
     python_requires=">=3.11",
     packages=find_packages(include=["comet", "comet.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/comet_plugin.py"]},
+    package_data={"twisted": ["plugins/comet_plugin.py"], "comet.web": ["*.html"]},
     include_package_data=True,
     install_requires=[
         "twisted[conch,tls]>=24.7.0",
