@@ -13,6 +13,7 @@ import sys
 from twisted.trial.unittest import TestCase
 
 from tests._process import run
+from tests._util import temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +22,7 @@ class APIBenchTests(TestCase):
     timeout = 180
 
     async def test_quick_run(self):
-        out = os.path.abspath(self.mktemp()) + ".json"
+        out = os.path.join(temp_dir(self), "api.json")
         outcome = await run(
             [sys.executable, os.path.join(ROOT, "bench", "api.py"), "--quick",
              "--sizes", "3,5", "--json", out],
