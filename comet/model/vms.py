@@ -19,7 +19,7 @@ import uuid as _uuid
 from typing import Awaitable, Callable, Protocol, Sequence
 
 import attrs
-from twisted.internet.defer import DeferredLock, DeferredSemaphore, ensureDeferred, gatherResults
+from twisted.internet.defer import DeferredList, DeferredLock, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -180,12 +180,18 @@ class VMModel:
 
     async def with_phases(self, records: Sequence[VMRecord]) -> list[VM]:
         hosts = sorted({r.host for r in records if r.host is not None})
+        # Every host at once: a list costs the slowest host, not their sum.
+        answers = await DeferredList(
+            [self._hv.list_domains(host) for host in hosts], consumeErrors=True
+        )
         domains: dict[str, dict | None] = {}
-        for host in hosts:
-            try:
-                domains[host] = await self._hv.list_domains(host)
-            except CometError:
+        for host, (ok, value) in zip(hosts, answers):
+            if ok:
+                domains[host] = value
+            elif value.check(CometError):
                 domains[host] = None
+            else:
+                value.raiseException()
         result = []
         for r in records:
             if r.host is None:
