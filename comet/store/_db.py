@@ -111,6 +111,8 @@ class Database:
             cp_max=1,
             cp_openfun=_prepare,
         )
+        # named, so that a pool left running (a Database never closed) says whose it is
+        self._pool.threadpool.name = f"comet-sqlite {self.path}"
         return applied
 
     def transact(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:

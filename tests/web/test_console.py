@@ -372,7 +372,7 @@ class FakeSerialConsole:
         self.received, self.ended = received, ended
         self.written = b""
         self.started = self.closed = False
-        self.got_data = Deferred()
+        self.got_data, self.was_closed = Deferred(), Deferred()
         FakeSerialConsole.made.append(self)
 
     def start(self):
@@ -385,6 +385,8 @@ class FakeSerialConsole:
 
     def close(self):
         self.closed = True
+        if not self.was_closed.called:
+            self.was_closed.callback(None)
 
 
 class SerialConsoleTests(ConsoleTestMixin, TestCase):
@@ -439,6 +441,9 @@ class SerialConsoleTests(ConsoleTestMixin, TestCase):
         self.assertEqual(self.vnc.connections, [])
         protocol.sendClose()
         await _timeout(client.closed)
+        # the server learns of the close in its own time (it drops the TCP
+        # connection after its close frame, so the client may hear first)
+        await _timeout(console.was_closed)
         self.assertTrue(console.closed)
 
     async def test_console_fails(self):
