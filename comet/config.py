@@ -93,6 +93,12 @@ class StorageConfig:
 
 
 @attrs.frozen
+class ReconcileConfig:
+    #: Seconds between two runs of the reconciler (it also runs at start); 0: only at start.
+    interval: float = 60.0
+
+
+@attrs.frozen
 class Config:
     api: APIConfig = attrs.Factory(APIConfig)
     database: DatabaseConfig = attrs.Factory(DatabaseConfig)
@@ -104,6 +110,7 @@ class Config:
     manhole: ManholeConfig | None = None
     compute: ComputeConfig = attrs.Factory(ComputeConfig)
     storage: StorageConfig = attrs.Factory(StorageConfig)
+    reconcile: ReconcileConfig = attrs.Factory(ReconcileConfig)
     #: The file this came from, or ``None`` for the embedded default.
     source: str | None = None
 
@@ -118,6 +125,7 @@ _TABLES: dict[str, tuple[type, bool]] = {
     "manhole": (ManholeConfig, False),
     "compute": (ComputeConfig, False),
     "storage": (StorageConfig, False),
+    "reconcile": (ReconcileConfig, False),
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -175,6 +183,8 @@ def _check(config: Config) -> Config:
             seen.add(value)
     if not config.hosts:
         raise ConfigError("hosts: at least one compute host is needed")
+    if config.reconcile.interval < 0:
+        raise ConfigError("reconcile.interval must be 0 (only at start) or more seconds")
     servers = {s.host for s in config.storageservers}
     for pool in config.storagepools:
         if pool.server not in servers:

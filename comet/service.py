@@ -83,6 +83,13 @@ class CometService(MultiService):
         self.hypervisors.setServiceParent(self)
         self.models = make_models(self.db, self.hypervisors, self.config, self.reactor)
         await self.models.tasks.recover()
+        # Before the API listens: what a crash left half done is finished or
+        # undone first (a backend that does not answer is retried later).
+        try:
+            await self.models.reconciler.run()
+        except Exception:
+            log.failure("reconciling at start failed")
+        self.models.reconciler.start(self.config.reconcile.interval)
         self.api = CometAPI(self.models)
         site = _QuietSite(self.api.resource())
         api_endpoint = endpoints.serverFromString(self.reactor, self.config.api.endpoint)
@@ -112,6 +119,8 @@ class CometService(MultiService):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        if self.models is not None and self.models.reconciler is not None:
+            self.models.reconciler.stop()
         for port in (self.port, self.manhole_port):
             if port is not None:
                 await port.stopListening()

@@ -13,6 +13,8 @@ import attrs
 from comet.model.clusters import ClusterModel
 from comet.model.console import ConsoleModel
 from comet.model.hosts import HostModel
+from comet.model.intents import Intents
+from comet.model.reconcile import Reconciler
 from comet.model.storage import StorageModel, VMSnapshotModel, VMStorageModel
 from comet.model.tasks import TaskRunner
 from comet.model.templates import TemplateModel
@@ -30,6 +32,8 @@ class Models:
     vm_storages: VMStorageModel | None = None
     vm_snapshots: VMSnapshotModel | None = None
     console: ConsoleModel | None = None
+    intents: Intents | None = None
+    reconciler: Reconciler | None = None
 
 
 def make_models(db, hypervisors, config, clock, runners=None) -> Models:
@@ -41,8 +45,10 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         (C{clock} is then the reactor).  L{StorageModel.stop} stops them.
     """
     from comet.store import Clusters, Snapshots, Storage, Tasks, Templates, VMs
+    from comet.store import Intents as IntentTable
 
     tasks = TaskRunner(Tasks(db), clock)
+    intents = Intents(IntentTable(db), clock)
     clusters = ClusterModel(Clusters(db), clock)
     vm_table = VMs(db)
     hosts = HostModel(hypervisors, config.hosts, vm_table.committed)
@@ -71,6 +77,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     )
     storage.snapshots = Snapshots(db)
     vms.disks = storage
+    vms.intents = storage.intents = intents
     templates.check_disk = storage.check_disk
     return Models(
         clusters=clusters,
@@ -82,4 +89,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         vm_storages=VMStorageModel(storage, vms),
         vm_snapshots=VMSnapshotModel(storage, vms, storage.snapshots),
         console=ConsoleModel(vms, hypervisors, config.hosts, clock),
+        intents=intents,
+        reconciler=Reconciler(intents, IntentTable(db), Tasks(db), vms, storage, clock,
+                              config.storage.iqn_domain),
     )

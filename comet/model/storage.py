@@ -32,6 +32,7 @@ from twisted.web.http import PotentialDataLoss
 
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
+from comet.model.intents import Intents
 from comet.remote import tgt as _tgt
 from comet.remote import zfs as _zfs
 from comet.remote.tgt import TGT
@@ -157,6 +158,8 @@ class StorageModel:
         self._configured = {p.name: p for p in config.storagepools}
         #: (pool, name) of volumes being created (not yet recorded).
         self._creating: set[tuple[str, str]] = set()
+        #: Where multi-step changes record their steps (none unless wired).
+        self.intents = Intents()
 
     async def stop(self) -> None:
         """Stop every runner (kills commands still running)."""
@@ -349,9 +352,10 @@ class StorageModel:
 
         async def job(task):
             try:
-                if url is None:
-                    return await self._create_empty(pool, name, capacity_gb * GiB)
-                return await self._download(pool, name, url, task)
+                async with self.intents.operation("volume.create", f"{pool.name}/{name}") as op:
+                    if url is None:
+                        return await self._create_empty(op, pool, name, capacity_gb * GiB)
+                    return await self._download(op, pool, name, url, task)
             finally:
                 self._creating.discard(key)
 
@@ -363,10 +367,14 @@ class StorageModel:
             self._creating.discard(key)
             raise
 
-    async def _create_empty(self, pool: Pool, name: str, size: int) -> str:
+    async def _create_empty(self, op, pool: Pool, name: str, size: int) -> str:
         zfs = self._server(pool.server).zfs
-        volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
-        await self._record_or_destroy(zfs, volume.name, self._new_record(pool, name, volume.size))
+        zvol = f"{pool.dataset}/{name}"
+        async with op.step("create zvol", server=pool.server, zvol=zvol):
+            volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
+        async with op.step("record", server=pool.server, zvol=zvol):
+            await self._record_or_destroy(zfs, volume.name,
+                                          self._new_record(pool, name, volume.size))
         return f"volume {name!r} ({volume.size} bytes) created in storage pool {pool.name!r}"
 
     async def _record_or_destroy(self, zfs, zvol: str, fields: dict):
@@ -382,7 +390,7 @@ class StorageModel:
         except Exception:
             log.failure("undo step failed: {what}", what=what)
 
-    async def _download(self, pool: Pool, name: str, url: str, task) -> str:
+    async def _download(self, op, pool: Pool, name: str, url: str, task) -> str:
         zfs = self._server(pool.server).zfs
         try:
             response = await self._http.get(url, unbuffered=True)
@@ -405,17 +413,20 @@ class StorageModel:
             if length > space.available:
                 raise Conflict(f"the image at {url} ({length} bytes) is larger than what"
                                f" storage pool {pool.name!r} has available ({space.available})")
-            volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
+            async with op.step("create zvol", server=pool.server, zvol=f"{pool.dataset}/{name}"):
+                volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
         except BaseException:
             await self._discard(response)
             raise
         try:
-            stream = await zfs.open_writer(volume.name)
-            receiver = _Receiver(stream, length, task)
-            response.deliverBody(receiver)
-            await receiver.done
-            await stream.finish()
-            await self._store.add_volume(**self._new_record(pool, name, volume.size))
+            async with op.step("write image", server=pool.server, zvol=volume.name):
+                stream = await zfs.open_writer(volume.name)
+                receiver = _Receiver(stream, length, task)
+                response.deliverBody(receiver)
+                await receiver.done
+                await stream.finish()
+            async with op.step("record", server=pool.server, zvol=volume.name):
+                await self._store.add_volume(**self._new_record(pool, name, volume.size))
         except BaseException:
             await self._undo(zfs.destroy(volume.name), f"destroying {volume.name}")
             raise
@@ -444,23 +455,28 @@ class StorageModel:
             raise Conflict(f"volume {name!r} is being created")
         zfs = self._server(pool.server).zfs
         zvol = f"{pool.dataset}/{name}"
-        try:
-            await zfs.destroy(zvol)
-        except NotFound:
-            if record is None:
-                raise NotFound(
-                    f"volume {name!r} does not exist in storage pool {pool.name!r}"
-                ) from None
-        if record is not None:
-            await self._store.delete_volume(pool.name, name)
-            if record.origin:
-                # The snapshot of a base volume this disk was cloned from.
+        async with self.intents.operation("volume.delete", f"{pool.name}/{name}") as op:
+            async with op.step("destroy zvol", server=pool.server, zvol=zvol):
                 try:
-                    await zfs.destroy(record.origin)
+                    await zfs.destroy(zvol)
                 except NotFound:
-                    pass
-                except CometError:
-                    log.failure("destroying {snapshot}", snapshot=record.origin)
+                    if record is None:
+                        raise NotFound(
+                            f"volume {name!r} does not exist in storage pool {pool.name!r}"
+                        ) from None
+            if record is not None:
+                async with op.step("forget record", server=pool.server, zvol=zvol):
+                    await self._store.delete_volume(pool.name, name)
+                if record.origin:
+                    # The snapshot of a base volume this disk was cloned from.
+                    async with op.step("destroy origin", server=pool.server,
+                                       snapshot=record.origin):
+                        try:
+                            await zfs.destroy(record.origin)
+                        except NotFound:
+                            pass
+                        except CometError:
+                            log.failure("destroying {snapshot}", snapshot=record.origin)
 
     async def _destroy_family(self, zfs, pool: Pool, record) -> None:
         """

@@ -10,6 +10,7 @@ the daemon died is marked C{failed} by L{TaskRunner.recover} at the next start.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Awaitable, Callable
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
@@ -22,6 +23,10 @@ from comet.store import TaskRecord, Tasks
 log = Logger()
 
 RESTARTED = "failed: the Comet daemon stopped while this task was running"
+
+#: The id of the task the running code belongs to (each job runs in its own
+#: context), so that intent records can name it without threading it through.
+CURRENT_TASK: ContextVar[int | None] = ContextVar("comet_current_task", default=None)
 
 
 class TaskHandle:
@@ -76,6 +81,7 @@ class TaskRunner:
         return record
 
     async def _run(self, handle: TaskHandle, job) -> None:
+        CURRENT_TASK.set(handle.id)
         try:
             message = await job(handle)
         except CometError as e:

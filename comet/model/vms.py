@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
+from comet.model.intents import Intents
 from comet.model.placement import choose_host
 from comet.store import VMRecord
 from comet.virt import CometMetadata, DiskSpec, DomainSpec
@@ -150,6 +151,8 @@ class VMModel:
         self._clock = clock
         self._concurrency = concurrency
         self.disks: VMDisks = NoDisks()
+        #: Where multi-step changes record their steps (none unless wired).
+        self.intents = Intents()
         #: uuid -> what is being done to it (one operation per VM at a time).
         self._busy: dict[str, str] = {}
         self._placing = DeferredLock()
@@ -334,47 +337,53 @@ class VMModel:
                 await operation(record.host, record.domain_name)
         return await self.get(cluster, name)
 
-    async def _start(self, record: VMRecord) -> None:
+    async def _start(self, record: VMRecord, kind: str = "vm.start") -> None:
         """
         Place (if needed), export the disks, define and start.  A failure at
         any step undoes the steps before it: no half-defined domain, no
-        placement record, no export is left behind.
+        placement record, no export is left behind.  Each step is an intent
+        record first (L{comet.model.intents}), for the reconciler.
         """
-        placed_now = record.host is None
-        if placed_now:
-            record = await self._place(record)
-        host = record.host
-        undo: list[Callable[[], Awaitable]] = []
-        try:
-            disks = await self.disks.attach(record, host)
-            undo.append(lambda: self.disks.detach(record, host))
-            spec = DomainSpec(
-                name=record.domain_name,
-                uuid=record.uuid,
-                memory_mb=record.memory,
-                cpus=record.cpus,
-                domain_type=self._hosts.config(host).domain_type,
-                disks=disks,
-                metadata=CometMetadata(cluster=record.cluster, vm=record.name),
-                # A random password for each start: no one uses it, but QEMU lets
-                # the console change a display's password live only if it has one.
-                vnc_password=secrets.token_urlsafe(6),
-            )
-            await self._hv.define(host, spec)
+        async with self.intents.operation(kind, record.uuid) as op:
+            placed_now = record.host is None
             if placed_now:
-                undo.append(lambda: self._hv.undefine(host, record.domain_name))
-            await self._hv.start(host, record.domain_name)
-        except BaseException as e:
-            for step in reversed(undo):
-                try:
-                    await step()
-                except Exception:
-                    log.failure("undoing a failed start of VM {vm}", vm=record.name)
-            if placed_now:
-                await self._vms.set_host(record.uuid, None)
-            if isinstance(e, CometError):
-                e.reason = f"starting VM {record.name!r} on {host!r} failed: {e.reason}"
-            raise
+                async with op.step("place"):
+                    record = await self._place(record)
+            host = record.host
+            undo: list[Callable[[], Awaitable]] = []
+            try:
+                async with op.step("export disks", host=host):
+                    disks = await self.disks.attach(record, host)
+                undo.append(lambda: self.disks.detach(record, host))
+                spec = DomainSpec(
+                    name=record.domain_name,
+                    uuid=record.uuid,
+                    memory_mb=record.memory,
+                    cpus=record.cpus,
+                    domain_type=self._hosts.config(host).domain_type,
+                    disks=disks,
+                    metadata=CometMetadata(cluster=record.cluster, vm=record.name),
+                    # A random password for each start: no one uses it, but QEMU lets
+                    # the console change a display's password live only if it has one.
+                    vnc_password=secrets.token_urlsafe(6),
+                )
+                async with op.step("define domain", host=host, domain=record.domain_name):
+                    await self._hv.define(host, spec)
+                if placed_now:
+                    undo.append(lambda: self._hv.undefine(host, record.domain_name))
+                async with op.step("start domain", host=host, domain=record.domain_name):
+                    await self._hv.start(host, record.domain_name)
+            except BaseException as e:
+                for step in reversed(undo):
+                    try:
+                        await step()
+                    except Exception:
+                        log.failure("undoing a failed start of VM {vm}", vm=record.name)
+                if placed_now:
+                    await self._vms.set_host(record.uuid, None)
+                if isinstance(e, CometError):
+                    e.reason = f"starting VM {record.name!r} on {host!r} failed: {e.reason}"
+                raise
 
     async def _place(self, record: VMRecord) -> VMRecord:
         """
@@ -410,30 +419,34 @@ class VMModel:
                 return False
             await deferLater(self._clock, POLL_INTERVAL, lambda: None)
 
-    async def _stop(self, record: VMRecord, timeout: float, force: bool) -> str:
+    async def _stop(self, record: VMRecord, timeout: float, force: bool,
+                    kind: str = "vm.stop") -> str:
         host, domain = record.host, record.domain_name
-        state = await self._hv.domain_state(host, domain)
-        how = "was already shut off"
-        if state == "paused":
-            if force:
-                await self._hv.destroy(host, domain)
-                state, how = "shutoff", "was paused; powered off"
-            else:
-                await self._hv.resume(host, domain)
-                state = "running"
-        if state in ("running", "other"):
-            await self._hv.shutdown(host, domain)
-            if await self._wait_off(host, domain, timeout):
-                how = "shut down"
-            elif force:
-                await self._hv.destroy(host, domain)
-                how = f"did not shut down within {timeout:g} s; powered off"
-            else:
-                raise Conflict(
-                    f"VM {record.name!r} did not shut down within {timeout:g} s;"
-                    ' it is still running (pass {"force": true} to power it off)'
-                )
-        await self._unplace(record)
+        async with self.intents.operation(kind, record.uuid) as op:
+            async with op.step("shut down", host=host, domain=domain):
+                state = await self._hv.domain_state(host, domain)
+                how = "was already shut off"
+                if state == "paused":
+                    if force:
+                        await self._hv.destroy(host, domain)
+                        state, how = "shutoff", "was paused; powered off"
+                    else:
+                        await self._hv.resume(host, domain)
+                        state = "running"
+                if state in ("running", "other"):
+                    await self._hv.shutdown(host, domain)
+                    if await self._wait_off(host, domain, timeout):
+                        how = "shut down"
+                    elif force:
+                        await self._hv.destroy(host, domain)
+                        how = f"did not shut down within {timeout:g} s; powered off"
+                    else:
+                        raise Conflict(
+                            f"VM {record.name!r} did not shut down within {timeout:g} s;"
+                            ' it is still running (pass {"force": true} to power it off)'
+                        )
+            async with op.step("unplace", host=host, domain=domain):
+                await self._unplace(record)
         return f"VM {record.name!r} {how} and was removed from host {host!r}"
 
     async def stop(
@@ -500,12 +513,13 @@ class VMModel:
                 async with self._lock(vm, f"cluster {action}"):
                     current = await self._checked(cluster, vm.name, action)
                     if action == "start":
-                        await self._start(current.record)
+                        await self._start(current.record, kind="cluster.start")
                         return f"{vm.name}: started"
                     message = await self._stop(
                         current.record,
                         params.get("timeout", DEFAULT_STOP_TIMEOUT),
                         params.get("force", False),
+                        kind="cluster.stop",
                     )
                     return f"{vm.name}: {message}"
             except CometError as e:

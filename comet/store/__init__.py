@@ -8,6 +8,7 @@ lives anywhere else.
 
 from comet.store._db import Database
 from comet.store.clusters import ClusterRecord, Clusters
+from comet.store.intents import IntentRecord, Intents
 from comet.store.storage import PoolRecord, SnapshotRecord, Snapshots, Storage, VolumeRecord
 from comet.store.tasks import TaskRecord, Tasks
 from comet.store.templates import TemplateRecord, Templates
@@ -28,4 +29,6 @@ __all__ = [
     "VolumeRecord",
     "Snapshots",
     "SnapshotRecord",
+    "Intents",
+    "IntentRecord",
 ]

@@ -112,4 +112,27 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        6,
+        [
+            # Intent before action: each step of a multi-step change, written
+            # (planned) before it runs and marked done after.  An operation
+            # that ends leaves no row, so the rows found at start are what a
+            # crash interrupted (see comet.model.reconcile).  ``detail`` is a
+            # JSON object naming what the step touches (host, zvol, ...).
+            """CREATE TABLE intents (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                operation TEXT NOT NULL,
+                task_id INTEGER,
+                kind TEXT NOT NULL,
+                object TEXT NOT NULL,
+                step TEXT NOT NULL,
+                detail TEXT NOT NULL DEFAULT '{}',
+                state TEXT NOT NULL CHECK (state IN ('planned', 'done')),
+                created INTEGER NOT NULL,
+                updated INTEGER NOT NULL
+            )""",
+            "CREATE INDEX intents_operation ON intents (operation)",
+        ],
+    ),
 ]

@@ -1,0 +1,110 @@
+"""
+Intent before action: multi-step changes write each step before doing it.
+
+Used as::
+
+    async with self.intents.operation("vm.start", vm.uuid) as op:
+        async with op.step("define domain", host=host):
+            await hypervisors.define(host, spec)
+
+The step's row is written (C{planned}) before its body runs and marked
+C{done} after the body returns; the operation's rows are deleted when it
+ends, whether it succeeded or undid its own failure.  Rows that outlive
+their process are what a crash interrupted: L{comet.model.reconcile} reads
+them at the next start and finishes or undoes each operation.
+"""
+
+from __future__ import annotations
+
+import uuid as _uuid
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+
+from comet.model.tasks import CURRENT_TASK
+
+#: Tests: C{halt(kind, step, when)}, C{when} C{"before"} (row written, step
+#: not run) or C{"after"} (step run, not marked done); C{True} freezes the
+#: operation there for ever, as if the process had died.
+Halt = Callable[[str, str, str], bool]
+
+
+class Intents:
+    """
+    Writes operations' steps to the C{intents} table (or nowhere, when
+    C{store} is C{None}: models built without one).
+
+    @ivar live: ids of the operations this process is running; the
+        reconciler leaves them alone.
+    @ivar halt: a L{Halt} hook for crash tests, or C{None}.
+    """
+
+    def __init__(self, store=None, clock=None):
+        self._store = store
+        self._clock = clock
+        self.live: dict[str, tuple[str, str]] = {}
+        self.halt: Halt | None = None
+
+    def _now(self) -> int:
+        return int(self._clock.seconds())
+
+    def operation(self, kind: str, obj: str) -> "Operation":
+        """A new operation of C{kind} on C{obj} (a VM uuid, C{<pool>/<volume>})."""
+        return Operation(self, kind, obj)
+
+    def busy(self, obj: str) -> bool:
+        """Whether this process runs an operation on C{obj} now."""
+        return any(o == obj for _, o in self.live.values())
+
+
+class Operation:
+    def __init__(self, intents: Intents, kind: str, obj: str):
+        self._intents = intents
+        self.kind = kind
+        self.object = obj
+        self.id = _uuid.uuid4().hex
+        self.task_id = CURRENT_TASK.get()
+
+    async def __aenter__(self) -> "Operation":
+        self._intents.live[self.id] = (self.kind, self.object)
+        return self
+
+    async def __aexit__(self, *exc) -> bool:
+        try:
+            if self._intents._store is not None:
+                await self._intents._store.finish(self.id)
+        finally:
+            self._intents.live.pop(self.id, None)
+        return False
+
+    def step(self, name: str, **detail) -> "_Step":
+        """A step: C{async with op.step("create zvol", zvol=...)}."""
+        return _Step(self, name, detail)
+
+    async def _checkpoint(self, step: str, when: str) -> None:
+        halt = self._intents.halt
+        if halt is not None and halt(self.kind, step, when):
+            await Deferred()  # never fires: the "process" died here
+
+
+class _Step:
+    def __init__(self, op: Operation, name: str, detail: dict):
+        self._op = op
+        self._name = name
+        self._detail = detail
+        self._row: int | None = None
+
+    async def __aenter__(self) -> None:
+        op, intents = self._op, self._op._intents
+        if intents._store is not None:
+            self._row = await intents._store.plan(
+                op.id, op.task_id, op.kind, op.object, self._name, self._detail,
+                intents._now())
+        await op._checkpoint(self._name, "before")
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            await self._op._checkpoint(self._name, "after")
+            if self._row is not None:
+                await self._op._intents._store.done(self._row, self._op._intents._now())
+        return False

@@ -1,0 +1,374 @@
+"""
+The reconciler: after a crash, make libvirt, ZFS/tgt and Comet's records agree.
+
+It runs when the daemon starts (after interrupted tasks are marked failed)
+and then every C{[reconcile] interval} seconds.  Each run does two things.
+
+1. B{Interrupted operations.}  The C{intents} table holds the steps of every
+   operation a dead process had begun (L{comet.model.intents}).  Each is
+   finished or undone by looking at what is really there, kind by kind:
+
+   - C{vm.start} / C{cluster.start}: a domain found running means the start
+     completed (kept); otherwise it is undone (domain undefined if this start
+     placed the VM, disks unexported, placement released).
+   - C{vm.stop} / C{cluster.stop}: a domain found shut off (or gone) means the
+     stop is finished (undefined, unexported, placement released); a domain
+     still running is left running and the stop reported as not done.
+   - C{volume.create}: a recorded volume is complete (kept); otherwise the
+     zvol it made (if any) is destroyed.
+   - C{volume.delete}: finished (zvol destroyed, record forgotten, origin
+     snapshot destroyed).
+
+   The task the operation ran under (if any) is marked failed with what was
+   repaired, and the operation's rows are deleted.  An operation whose host
+   or server does not answer is left for a later run.
+
+2. B{Leftovers no record owns}, found by name and tied to this database:
+
+   - a domain C{comet-<uuid>} whose uuid is a VM of this database placed on
+     another host (or nowhere) is destroyed and undefined;
+   - a VM placed on a host (that answers) with no domain there is unplaced;
+   - a tgt target C{iqn.<date>.<iqn_domain>:<pool>.<volume>} of a volume of
+     this database that does not record that target is deleted.
+
+   What Comet cannot prove it made is never touched: domains of uuids this
+   database does not know (another Comet's, or no Comet's), zvols it has no
+   record or intent for, targets of other naming domains or unknown volumes.
+   Objects an operation of this process is working on are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from comet.errors import CometError, Conflict, NotFound
+from comet.model.tasks import RESTARTED
+from comet.store.vms import COMET_DOMAIN_PREFIX
+
+log = Logger()
+
+_ACTIVE = ("running", "paused", "other")
+
+
+class Reconciler:
+    """
+    @param intents: the L{comet.model.intents.Intents} of this process.
+    @param store: the C{intents} table (L{comet.store.Intents}).
+    @param tasks: the C{tasks} table (L{comet.store.Tasks}).
+    @param vms: the L{comet.model.vms.VMModel}.
+    @param storage: the L{comet.model.storage.StorageModel}, or C{None}.
+    @param clock: C{seconds()} and C{callLater()}.
+    """
+
+    def __init__(self, intents, store, tasks, vms, storage, clock, iqn_domain: str = "org.comet"):
+        self._intents = intents
+        self._store = store
+        self._tasks = tasks
+        self._vms = vms
+        self._storage = storage
+        self._clock = clock
+        self._iqn_domain = iqn_domain
+        self._loop: LoopingCall | None = None
+        self._repairs = {
+            "vm.start": self._vm_start,
+            "cluster.start": self._vm_start,
+            "vm.stop": self._vm_stop,
+            "cluster.stop": self._vm_stop,
+            "volume.create": self._volume_create,
+            "volume.delete": self._volume_delete,
+        }
+
+    # Running -------------------------------------------------------------------
+
+    def start(self, interval: float) -> None:
+        """Run every C{interval} seconds from now on (0: never)."""
+        if interval > 0:
+            self._loop = LoopingCall(self._run_logged)
+            self._loop.clock = self._clock
+            self._loop.start(interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def _run_logged(self) -> Deferred:
+        d = ensureDeferred(self.run())
+        d.addErrback(lambda f: log.failure("reconciling failed", f))
+        return d
+
+    async def run(self) -> list[str]:
+        """One pass; the repairs made, one sentence each (each also logged)."""
+        repairs = await self._interrupted()
+        repairs += await self._domains()
+        repairs += await self._targets()
+        return repairs
+
+    def _busy(self, obj: str | None) -> bool:
+        """Whether this process is working on C{obj} (a VM uuid or pool/volume) now."""
+        if obj is None:
+            return False
+        if self._intents.busy(obj) or obj in self._vms._busy:
+            return True
+        if self._storage is not None and "/" in obj:
+            return tuple(obj.split("/", 1)) in self._storage._creating
+        return False
+
+    def _repaired(self, repairs: list[str], text: str) -> None:
+        log.warn("reconciler: {repair}", repair=text)
+        repairs.append(text)
+
+    # Interrupted operations -------------------------------------------------
+
+    async def _interrupted(self) -> list[str]:
+        operations: dict[str, list] = {}
+        for row in await self._store.list():
+            operations.setdefault(row.operation, []).append(row)
+        repairs: list[str] = []
+        by_task: dict[int, list[str]] = {}
+        for op_id, steps in operations.items():
+            first = steps[0]
+            if op_id in self._intents.live or self._busy(first.object):
+                continue
+            repair = self._repairs.get(first.kind)
+            try:
+                if repair is None:
+                    what = f"no repair is known for {first.kind!r}; its records were dropped"
+                else:
+                    what = await repair(first.object, steps)
+            except CometError as e:
+                log.warn("reconciler: {kind} of {obj} cannot be repaired now ({reason});"
+                         " will try again", kind=first.kind, obj=first.object, reason=e.reason)
+                continue
+            await self._store.finish(op_id)
+            done = [s.step for s in steps if s.state == "done"]
+            text = (f"interrupted {first.kind} of {first.object}"
+                    f" (steps done: {', '.join(done) or 'none'}): {what}")
+            self._repaired(repairs, text)
+            if first.task_id is not None:
+                by_task.setdefault(first.task_id, []).append(f"{first.kind} of {first.object}: {what}")
+        for task_id, whats in by_task.items():
+            await self._tasks.finish(task_id, "failed", f"{RESTARTED}; repaired: {'; '.join(whats)}",
+                                     int(self._clock.seconds()))
+        return repairs
+
+    async def _vm(self, uuid: str):
+        try:
+            return await self._vms._vms.by_uuid(uuid)
+        except NotFound:
+            return None
+
+    async def _state(self, host: str, domain: str) -> str | None:
+        """The domain's state, C{None} if it does not exist; L{Unavailable} passes."""
+        try:
+            return await self._vms._hv.domain_state(host, domain)
+        except NotFound:
+            return None
+
+    async def _remove_domain(self, host: str, domain: str) -> bool:
+        state = await self._state(host, domain)
+        if state is None:
+            return False
+        hv = self._vms._hv
+        if state in _ACTIVE:
+            await hv.destroy(host, domain)
+        try:
+            await hv.undefine(host, domain)
+        except NotFound:
+            pass
+        return True
+
+    async def _forget_secrets(self, record, hosts) -> None:
+        """CHAP secrets an interrupted export may have defined on C{hosts}."""
+        if self._storage is None:
+            return
+        for volume in await self._storage._store.volumes_of_vm(record.uuid):
+            if volume.exported_to is not None:
+                continue
+            for host in hosts:
+                try:
+                    await self._storage.hypervisors.undefine_secret(host, volume.secret_uuid)
+                except NotFound:
+                    pass
+
+    @staticmethod
+    def _hosts(steps) -> list[str]:
+        return sorted({s.detail["host"] for s in steps if s.detail.get("host")})
+
+    async def _vm_start(self, uuid: str, steps) -> str:
+        record = await self._vm(uuid)
+        domain = f"{COMET_DOMAIN_PREFIX}{uuid}"
+        hosts = self._hosts(steps)
+        if record is None:
+            removed = [h for h in hosts if await self._remove_domain(h, domain)]
+            return "the VM no longer exists" + (
+                f"; its domain was removed from {', '.join(removed)}" if removed else "")
+        placed_now = any(s.step == "place" for s in steps)
+        if record.host is None:
+            removed = [h for h in hosts if await self._remove_domain(h, domain)]
+            await self._vms.disks.detach(record, None)
+            await self._forget_secrets(record, hosts)
+            return "the start was undone" + (
+                f" (domain removed from {', '.join(removed)})" if removed else "")
+        state = await self._state(record.host, domain)
+        if state in _ACTIVE:
+            return f"VM {record.name!r} was found {state} on {record.host}: the start had completed"
+        if placed_now:
+            await self._vms._unplace(record)
+            await self._forget_secrets(record, hosts)
+            return (f"the start of VM {record.name!r} was undone: domain undefined, disks"
+                    f" unexported, placement on {record.host} released")
+        await self._vms.disks.detach(record, record.host)
+        return (f"the start of VM {record.name!r} was undone: disks unexported; it stays"
+                f" shut off on {record.host}")
+
+    async def _vm_stop(self, uuid: str, steps) -> str:
+        record = await self._vm(uuid)
+        if record is None:
+            return "the VM no longer exists"
+        if record.host is None:
+            await self._vms.disks.detach(record, None)
+            return f"VM {record.name!r} was found stopped: the stop had completed"
+        state = await self._state(record.host, record.domain_name)
+        if state in _ACTIVE:
+            return (f"VM {record.name!r} is still {state} on {record.host}: the stop did not"
+                    " complete; stop it again")
+        host = record.host
+        await self._vms._unplace(record)
+        return (f"the stop of VM {record.name!r} was finished: domain undefined, disks"
+                f" unexported, placement on {host} released")
+
+    def _zfs(self, steps):
+        """The server and zfs adapter the steps name."""
+        server = next(s.detail["server"] for s in steps if s.detail.get("server"))
+        return server, self._storage._server(server).zfs
+
+    async def _volume_create(self, obj: str, steps) -> str:
+        pool, name = obj.split("/", 1)
+        if await self._storage._store.volume(pool, name) is not None:
+            return f"volume {name!r} was complete and recorded: kept"
+        zvols = [s.detail["zvol"] for s in steps if s.detail.get("zvol")]
+        if not zvols:
+            return "nothing had been made"
+        server, zfs = self._zfs(steps)
+        try:
+            await zfs.destroy(zvols[0])
+        except NotFound:
+            return "no zvol had been made"
+        except Conflict as e:
+            return f"{zvols[0]} was left alone: {e.reason}"
+        return f"the incomplete zvol {zvols[0]} on {server} was destroyed"
+
+    async def _volume_delete(self, obj: str, steps) -> str:
+        pool, name = obj.split("/", 1)
+        server, zfs = self._zfs(steps)
+        zvol = next(s.detail["zvol"] for s in steps if s.detail.get("zvol"))
+        try:
+            await zfs.destroy(zvol)
+        except NotFound:
+            pass
+        record = await self._storage._store.volume(pool, name)
+        origins = [s.detail["snapshot"] for s in steps if s.detail.get("snapshot")]
+        if record is not None:
+            await self._storage._store.delete_volume(pool, name)
+            origins = [record.origin] if record.origin else []
+        for origin in origins:
+            try:
+                await zfs.destroy(origin)
+            except NotFound:
+                pass
+        return f"the delete of {zvol} on {server} was finished"
+
+    # Leftovers -----------------------------------------------------------------
+
+    async def _domains(self) -> list[str]:
+        """Domains of this database's VMs on the wrong host; placements with no domain."""
+        repairs: list[str] = []
+        vms = self._vms
+        records = await vms._vms.list(None)
+        by_uuid = {r.uuid: r for r in records}
+        for host in vms._hv.hosts:
+            try:
+                domains = await vms._hv.list_domains(host)
+            except CometError:
+                continue
+            for name, info in domains.items():
+                if not name.startswith(COMET_DOMAIN_PREFIX):
+                    continue
+                uuid = name[len(COMET_DOMAIN_PREFIX):]
+                if uuid not in by_uuid or by_uuid[uuid].host == host:
+                    continue
+                record = await self._vm(uuid)
+                if record is None or record.host == host or self._busy(uuid):
+                    continue
+                try:
+                    await self._remove_domain(host, name)
+                except CometError as e:
+                    log.warn("reconciler: removing {d} from {h} failed: {r}", d=name, h=host,
+                             r=e.reason)
+                    continue
+                self._repaired(repairs, f"domain {name} on {host} (VM {record.name!r}, placed"
+                                        f" on {record.host or 'no host'}) was removed")
+            for record in records:
+                if record.host != host or record.domain_name in domains:
+                    continue
+                current = await self._vm(record.uuid)
+                if current is None or current.host != host or self._busy(record.uuid):
+                    continue
+                try:
+                    await vms._unplace(current)
+                except CometError as e:
+                    log.warn("reconciler: unplacing VM {vm} failed: {r}", vm=record.name,
+                             r=e.reason)
+                    continue
+                self._repaired(repairs, f"VM {record.name!r} was placed on {host} but had no"
+                                        " domain there: its placement was released")
+        return repairs
+
+    async def _targets(self) -> list[str]:
+        """tgt targets of this database's volumes that their records do not name."""
+        repairs: list[str] = []
+        storage = self._storage
+        if storage is None:
+            return repairs
+        pattern = re.compile(
+            rf"^iqn\.[0-9]{{4}}-[0-9]{{2}}\.{re.escape(self._iqn_domain.lower())}:(.+)$")
+        pools = await storage.pools()
+        for server in storage.servers():
+            volumes = {}
+            for pool in pools:
+                if pool.server == server:
+                    for record in await storage._store.volumes(pool.name):
+                        key = f"{pool.name}.{record.name}".lower().replace("_", "-")
+                        volumes[key] = record
+            if not volumes:
+                continue
+            tgt = storage._server(server).tgt
+            try:
+                targets = await tgt.targets()
+            except CometError:
+                continue
+            for target in targets:
+                match = pattern.match(target.iqn)
+                record = volumes.get(match.group(1)) if match else None
+                if record is None or record.target == target.iqn:
+                    continue
+                if self._busy(record.vm_uuid) or self._busy(f"{record.pool}/{record.name}"):
+                    continue
+                current = await storage._store.volume(record.pool, record.name)
+                if current is not None and current.target == target.iqn:
+                    continue
+                try:
+                    await tgt.unexport(target.iqn)
+                except CometError as e:
+                    log.warn("reconciler: deleting target {t} failed: {r}", t=target.iqn,
+                             r=e.reason)
+                    continue
+                self._repaired(repairs, f"target {target.iqn} on {server} (volume"
+                                        f" {record.pool}/{record.name}) was not recorded:"
+                                        " deleted")
+        return repairs
