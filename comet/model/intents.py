@@ -44,6 +44,9 @@ class Intents:
         self._clock = clock
         self.live: dict[str, tuple[str, str]] = {}
         self.halt: Halt | None = None
+        #: The Deferreds halted operations wait on (for ever), so that a test
+        #: can keep them (and so the frozen coroutines) from being collected.
+        self.frozen: list[Deferred] = []
 
     def _now(self) -> int:
         return int(self._clock.seconds())
@@ -64,12 +67,16 @@ class Operation:
         self.object = obj
         self.id = _uuid.uuid4().hex
         self.task_id = CURRENT_TASK.get()
+        self.halted = False
 
     async def __aenter__(self) -> "Operation":
         self._intents.live[self.id] = (self.kind, self.object)
         return self
 
     async def __aexit__(self, *exc) -> bool:
+        if self.halted:
+            # A "dead" operation being collected: it leaves its rows as a crash would.
+            return False
         try:
             if self._intents._store is not None:
                 await self._intents._store.finish(self.id)
@@ -84,7 +91,10 @@ class Operation:
     async def _checkpoint(self, step: str, when: str) -> None:
         halt = self._intents.halt
         if halt is not None and halt(self.kind, step, when):
-            await Deferred()  # never fires: the "process" died here
+            self.halted = True
+            frozen: Deferred = Deferred()
+            self._intents.frozen.append(frozen)
+            await frozen  # never fires: the "process" died here
 
 
 class _Step:

@@ -1,0 +1,405 @@
+"""
+Crash safety: an operation stopped dead after any of its steps, then a fresh
+daemon (new models over the same SQLite file, the same libvirt hosts and
+storage servers) reconciles.  Afterwards no domain, zvol or target lacks an
+owning record, no record points at nothing, no intent is left, and the
+interrupted task is failed with what was repaired.
+
+A "crash" is L{comet.model.intents.Intents.halt}: the operation freezes for
+ever at the chosen point, with its intent rows as a dead process leaves them.
+"""
+
+from __future__ import annotations
+
+import uuid as _uuid
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from comet.config import Config, ReconcileConfig, StoragePoolConfig, StorageServerConfig
+from comet.model import make_models
+from comet.model.reconcile import Reconciler
+from comet.model.storage import GiB, vm_disk_name
+from comet.remote import FakeRunner, FakeStorageServer
+from comet.store import Intents as IntentTable
+from comet.virt import DomainSpec, Hypervisors
+from tests._api import make_client, temp_database
+from tests._api import test_hosts as _test_hosts
+from tests.model.test_storage import _Secrets
+
+#: The halted operations of every test, kept for the whole run: a collected
+#: coroutine would run its cleanup code, which a dead process never does.
+_DEAD: list = []
+
+VM_START = ["place", "export disks", "define domain", "start domain"]
+VM_STOP = ["shut down", "unplace"]
+VOLUME_CREATE = ["create zvol", "record"]
+VOLUME_DELETE = ["destroy zvol", "forget record"]
+
+
+class _Crash:
+    """A halt hook: freeze at (kind, step, when); C{reached} fires there."""
+
+    def __init__(self, kind: str, step: str, when: str):
+        self.point = (kind, step, when)
+        self.reached: Deferred = Deferred()
+
+    def __call__(self, kind: str, step: str, when: str) -> bool:
+        if (kind, step, when) == self.point and not self.reached.called:
+            self.reached.callback(None)
+            return True
+        return False
+
+
+class _Daemon:
+    """
+    The world that outlives a Comet process (SQLite file, libvirt hosts,
+    storage servers) and the processes started over it.
+    """
+
+    def __init__(self, testcase: TestCase):
+        self.db = temp_database(testcase)
+        self.config = Config(
+            hosts=_test_hosts(testcase),
+            storageservers=(StorageServerConfig(host="s1"),),
+            storagepools=(StoragePoolConfig(name="pool1", server="s1", dataset="tank/comet"),),
+        )
+        real = Hypervisors(reactor, self.config.hosts, self.config.compute)
+        real.startService()
+        testcase.addCleanup(real.stopService)
+        # CHAP secrets and hot-plugs live here (the test driver has neither).
+        self.hv = _Secrets(real)
+        self.server = FakeStorageServer(pools={"tank": 100 * GiB})
+
+    def boot(self):
+        """A new process's models (nothing of the previous process's memory)."""
+        return make_models(self.db, self.hv, self.config, reactor,
+                           runners={"s1": FakeRunner(self.server, host="s1")})
+
+    async def restart(self):
+        """A new process, started as the daemon starts: recover, reconcile."""
+        models = self.boot()
+        await models.tasks.recover()
+        repairs = await models.reconciler.run()
+        return models, repairs
+
+
+class _Base:
+    async def setUp(self):
+        self.world = _Daemon(self)
+        self.models = self.world.boot()
+        self.client = make_client(self, self.models)
+        answer = await self.client.post(
+            "/storagepools/pool1/storagevolumes", {"name": "base", "capacity": 1})
+        await self.models.tasks.wait(answer.json["id"])
+        self.assertEqual((await self.client.post("/cluster", {"name": "lab"})).code, 201)
+        answer = await self.client.post(
+            "/templates", {"name": "deb", "memory": 128, "disk": {"pool": "pool1", "volume": "base"}})
+        self.assertEqual(answer.code, 201, answer.body)
+        answer = await self.client.post("/cluster/lab/vms", {"template": "deb", "name": "web"})
+        self.assertEqual(answer.code, 201, answer.body)
+        self.uuid = answer.json["uuid"]
+
+    async def crash_during(self, crash: _Crash, start) -> None:
+        """Run C{start()} (the operation) until it freezes at C{crash}."""
+        self.models.intents.halt = crash
+        _DEAD.append((self.models.intents.frozen, ensureDeferred(start())))
+        await crash.reached
+
+    async def assertConsistent(self, models) -> None:
+        """Nothing without an owning record, no record pointing at nothing."""
+        records = {r.uuid: r for r in await models.vms._vms.list(None)}
+        hv = self.world.hv
+        for host in hv.hosts:
+            domains = await hv.list_domains(host)
+            for name in domains:
+                uuid = name[len("comet-"):]
+                self.assertIn(uuid, records, f"domain {name} on {host} has no VM")
+                self.assertEqual(records[uuid].host, host, f"domain {name} on the wrong host")
+            for record in records.values():
+                if record.host == host:
+                    self.assertIn(record.domain_name, domains,
+                                  f"VM {record.name} placed on {host} without a domain")
+        server = self.world.server
+        volumes = {r.zvol: r for r in await models.storage._store.volumes("pool1")}
+        zvols = {n for n, d in server.datasets.items() if d.type == "volume"}
+        self.assertEqual(zvols, set(volumes), "zvols and volume records differ")
+        targets = {t.iqn for t in server.targets.values()}
+        self.assertEqual(targets, {r.target for r in volumes.values() if r.target},
+                         "targets and recorded exports differ")
+        for record in volumes.values():
+            if record.target:
+                vm = records.get(record.vm_uuid)
+                self.assertIsNotNone(vm, f"{record.zvol} exported for no VM")
+                self.assertEqual(record.exported_to, vm.host)
+        self.assertEqual(await IntentTable(self.world.db).list(), [])
+        self.assertEqual(await models.tasks.list("running"), [])
+
+    async def assertTaskRepaired(self, models, task_id: int) -> None:
+        task = await models.tasks.get(task_id)
+        self.assertEqual(task.status, "failed")
+        self.assertIn("stopped while this task was running; repaired:", task.message)
+
+    async def phase(self, models) -> str:
+        return (await models.vms.get("lab", "web")).phase
+
+
+class VMStartCrashTests(_Base, TestCase):
+    """A VM start cut short after any step is finished (it ran) or undone."""
+
+    async def check(self, step: str, when: str) -> None:
+        crash = _Crash("vm.start", step, when)
+        await self.crash_during(crash, lambda: self.models.vms.act("lab", "web", "start"))
+        models, repairs = await self.world.restart()
+        self.assertEqual(len([r for r in repairs if "interrupted vm.start" in r]), 1, repairs)
+        await self.assertConsistent(models)
+        expected = "running" if (step, when) == ("start domain", "after") else "stopped"
+        self.assertEqual(await self.phase(models), expected)
+        # The repaired VM starts and stops normally in the new process.
+        if expected == "stopped":
+            vm = await models.vms.act("lab", "web", "start")
+            self.assertEqual(vm.phase, "running")
+            await self.assertConsistent(models)
+
+    async def test_each_step(self):
+        """Crashing before and after each step of a start leaves a consistent system."""
+        for step in VM_START:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.check(step, when)
+
+
+class ClusterStartCrashTests(_Base, TestCase):
+    async def test_each_step(self):
+        """A cluster start cut short fails its task with what was repaired."""
+        for step in VM_START:
+            for when in ("before", "after"):
+                await self.setUp()
+                crash = _Crash("cluster.start", step, when)
+                task = []
+
+                async def start():
+                    task.append(await self.models.vms.cluster_action("lab", "start", "/cluster/lab"))
+
+                await self.crash_during(crash, start)
+                models, repairs = await self.world.restart()
+                await self.assertConsistent(models)
+                await self.assertTaskRepaired(models, task[0].id)
+                message = (await models.tasks.get(task[0].id)).message
+                self.assertIn(f"cluster.start of {self.uuid}", message)
+
+
+class VMStopCrashTests(_Base, TestCase):
+    async def check(self, step: str, when: str) -> None:
+        await self.models.vms.act("lab", "web", "start")
+        crash = _Crash("vm.stop", step, when)
+        task = []
+
+        async def stop():
+            task.append(await self.models.vms.stop("lab", "web", "/cluster/lab/vms/web", timeout=5))
+
+        await self.crash_during(crash, stop)
+        models, repairs = await self.world.restart()
+        await self.assertConsistent(models)
+        await self.assertTaskRepaired(models, task[0].id)
+        # Before the shutdown ran, the VM still runs; after it, the stop is finished.
+        expected = "running" if (step, when) == ("shut down", "before") else "stopped"
+        self.assertEqual(await self.phase(models), expected)
+
+    async def test_each_step(self):
+        """Crashing before and after each step of a stop leaves a consistent system."""
+        for step in VM_STOP:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.check(step, when)
+
+
+class VolumeCrashTests(_Base, TestCase):
+    async def create(self, step: str, when: str) -> int:
+        crash = _Crash("volume.create", step, when)
+        task = []
+
+        async def create():
+            task.append(await self.models.storage.create_volume(
+                "pool1", "data", "/storagepools/pool1/storagevolumes", capacity_gb=1))
+
+        await self.crash_during(crash, create)
+        return task[0].id
+
+    async def test_create_each_step(self):
+        """A volume create cut short leaves the volume whole and recorded, or nothing."""
+        for step in VOLUME_CREATE:
+            for when in ("before", "after"):
+                await self.setUp()
+                task_id = await self.create(step, when)
+                models, repairs = await self.world.restart()
+                await self.assertConsistent(models)
+                await self.assertTaskRepaired(models, task_id)
+                recorded = await models.storage._store.volume("pool1", "data")
+                if (step, when) == ("record", "after"):
+                    self.assertIsNotNone(recorded)
+                else:
+                    self.assertIsNone(recorded)
+                    self.assertNotIn("tank/comet/data", self.world.server.datasets)
+                    # The name is free again.
+                    await self.models.tasks.wait((await models.storage.create_volume(
+                        "pool1", "data", "/x", capacity_gb=1)).id)
+
+    async def test_delete_each_step(self):
+        """A volume delete cut short is finished: no zvol, no record."""
+        for step in VOLUME_DELETE:
+            for when in ("before", "after"):
+                await self.setUp()
+                task = await self.models.storage.create_volume(
+                    "pool1", "data", "/storagepools/pool1/storagevolumes", capacity_gb=1)
+                await self.models.tasks.wait(task.id)
+                crash = _Crash("volume.delete", step, when)
+                await self.crash_during(
+                    crash, lambda: self.models.storage.delete_volume("pool1", "data"))
+                models, repairs = await self.world.restart()
+                self.assertTrue(any("interrupted volume.delete of pool1/data" in r
+                                    for r in repairs), repairs)
+                await self.assertConsistent(models)
+                self.assertIsNone(await models.storage._store.volume("pool1", "data"))
+                self.assertNotIn("tank/comet/data", self.world.server.datasets)
+
+
+class LeftoverTests(_Base, TestCase):
+    """What no record owns, and what Comet cannot prove it made."""
+
+    async def test_wrong_host_domain_removed(self):
+        """A domain of a known VM on a host it is not placed on is removed."""
+        await self.models.vms.act("lab", "web", "start")
+        vm = (await self.models.vms.get("lab", "web")).record
+        other = next(h for h in self.world.hv.hosts if h != vm.host)
+        await self.world.hv.define(other, DomainSpec(
+            name=vm.domain_name, uuid=vm.uuid, memory_mb=128, cpus=1, domain_type="test"))
+        repairs = await self.models.reconciler.run()
+        self.assertEqual(len(repairs), 1, repairs)
+        self.assertIn(f"domain {vm.domain_name} on {other}", repairs[0])
+        await self.assertConsistent(self.models)
+        self.assertEqual(await self.phase(self.models), "running")
+
+    async def test_placement_without_domain_released(self):
+        """A VM placed on a host that has no domain for it is unplaced."""
+        await self.models.vms.act("lab", "web", "start")
+        vm = (await self.models.vms.get("lab", "web")).record
+        await self.world.hv.destroy(vm.host, vm.domain_name)
+        await self.world.hv.undefine(vm.host, vm.domain_name)
+        repairs = await self.models.reconciler.run()
+        self.assertEqual(len(repairs), 1, repairs)
+        self.assertIn("placement was released", repairs[0])
+        await self.assertConsistent(self.models)
+        self.assertEqual(await self.phase(self.models), "stopped")
+
+    async def test_unrecorded_target_of_known_volume_deleted(self):
+        """A target of a volume of this database that its record does not name is deleted."""
+        tgt = self.models.storage._server("s1").tgt
+        iqn = self.models.storage._iqn("pool1", "base")
+        await tgt.export(iqn, self.world.server.device("tank/comet/base"))
+        repairs = await self.models.reconciler.run()
+        self.assertEqual(len(repairs), 1, repairs)
+        self.assertIn(iqn, repairs[0])
+        await self.assertConsistent(self.models)
+
+    async def test_not_ours_left_alone(self):
+        """
+        Domains of unknown uuids and not named comet-*, zvols without a
+        record, and targets of unknown volumes or other naming domains are
+        never touched.
+        """
+        host = self.world.hv.hosts[0]
+        stranger = f"comet-{_uuid.uuid4()}"
+        for name in (stranger, "someone-else"):
+            await self.world.hv.define(host, DomainSpec(
+                name=name, uuid=str(_uuid.uuid4()), memory_mb=128, cpus=1, domain_type="test"))
+        zfs = self.models.storage._server("s1").zfs
+        await zfs.create_volume("tank/comet", "manual", GiB)
+        tgt = self.models.storage._server("s1").tgt
+        device = self.world.server.device("tank/comet/manual")
+        foreign = [self.models.storage._iqn("pool1", "manual"),
+                   "iqn.2020-01.org.example:pool1.base"]
+        for iqn in foreign:
+            await tgt.export(iqn, device)
+        self.assertEqual(await self.models.reconciler.run(), [])
+        domains = await self.world.hv.list_domains(host)
+        self.assertIn(stranger, domains)
+        self.assertIn("someone-else", domains)
+        self.assertIn("tank/comet/manual", self.world.server.datasets)
+        self.assertEqual(sorted(t.iqn for t in self.world.server.targets.values()),
+                         sorted(foreign))
+
+    async def test_busy_objects_skipped(self):
+        """What this process is working on now is not reconciled under it."""
+        crash = _Crash("vm.start", "define domain", "after")
+        await self.crash_during(crash, lambda: self.models.vms.act("lab", "web", "start"))
+        # Same process: the start is live (and the VM locked), so nothing is touched.
+        self.assertEqual(await self.models.reconciler.run(), [])
+        self.assertEqual(len(await IntentTable(self.world.db).list()), 3)
+
+
+class IntentTests(_Base, TestCase):
+    async def test_rows_while_running_none_after(self):
+        """Steps are written before they run and the operation's rows go when it ends."""
+        seen = []
+        table = IntentTable(self.world.db)
+
+        def watch(kind, step, when):
+            seen.append((kind, step, when))
+            return False
+
+        self.models.intents.halt = watch
+        await self.models.vms.act("lab", "web", "start")
+        self.assertEqual([s for _, s, w in seen if w == "before"], VM_START)
+        self.assertEqual(await table.list(), [])
+
+    async def test_failed_operation_leaves_no_rows(self):
+        """An operation that fails and undoes itself leaves no intent rows."""
+        self.assertEqual((await self.client.post("/storagepools/pool1/deactivate")).code, 200)
+        answer = await self.client.post("/cluster/lab/vms/web/start")
+        self.assertEqual(answer.code, 409, answer.body)
+        self.assertEqual(await IntentTable(self.world.db).list(), [])
+
+    async def test_task_id_recorded(self):
+        """Steps run under a task name it."""
+        crash = _Crash("volume.create", "record", "before")
+        task = []
+
+        async def create():
+            task.append(await self.models.storage.create_volume(
+                "pool1", "data", "/x", capacity_gb=1))
+
+        await self.crash_during(crash, create)
+        rows = await IntentTable(self.world.db).list()
+        self.assertEqual({r.task_id for r in rows}, {task[0].id})
+        self.assertEqual([(r.step, r.state) for r in rows],
+                         [("create zvol", "done"), ("record", "planned")])
+        self.assertEqual(rows[0].detail, {"server": "s1", "zvol": "tank/comet/data"})
+
+
+class PeriodicTests(TestCase):
+    def test_interval(self):
+        """The reconciler runs every interval seconds; 0 runs it only at start."""
+        clock = Clock()
+        runs = []
+        reconciler = Reconciler(None, None, None, None, None, clock)
+
+        async def run():
+            runs.append(clock.seconds())
+            return []
+
+        reconciler.run = run
+        reconciler.start(ReconcileConfig().interval)
+        clock.advance(59)
+        self.assertEqual(runs, [])
+        clock.advance(1)
+        clock.advance(60)
+        self.assertEqual(runs, [60, 120])
+        reconciler.stop()
+        clock.advance(600)
+        self.assertEqual(runs, [60, 120])
+        reconciler.start(0)
+        clock.advance(600)
+        self.assertEqual(runs, [60, 120])
