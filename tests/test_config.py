@@ -102,6 +102,13 @@ class ErrorTests(TestCase):
         self.assertConfigError("[api]\nmax_body='big'", "api.max_body must be an int")
         self.assertConfigError("[api]\nmax_body=true", "api.max_body must be an int")
 
+    def test_reconcile_interval(self):
+        """[reconcile] interval: 60 s by default, 0 for only at start, never negative."""
+        self.assertEqual(config.Config().reconcile.interval, 60.0)
+        self.assertEqual(config.parse("[reconcile]\ninterval = 0").reconcile.interval, 0.0)
+        self.assertEqual(config.parse("[reconcile]\ninterval = 5").reconcile.interval, 5.0)
+        self.assertConfigError("[reconcile]\ninterval = -1", "reconcile.interval")
+
     def test_missing_key(self):
         self.assertConfigError("[[hosts]]\nname='a'", "hosts[0] needs uri")
 

@@ -256,11 +256,16 @@ class Reconciler:
             return "nothing had been made"
         server, zfs = self._zfs(steps)
         try:
-            await zfs.destroy(zvols[0])
+            await zfs.check_owned(zvols[0])
         except NotFound:
             return "no zvol had been made"
         except Conflict as e:
             return f"{zvols[0]} was left alone: {e.reason}"
+        try:
+            await zfs.destroy(zvols[0])
+        except NotFound:
+            return "no zvol had been made"
+        # Another Conflict (busy: a writer still holds it) is tried again later.
         return f"the incomplete zvol {zvols[0]} on {server} was destroyed"
 
     async def _volume_delete(self, obj: str, steps) -> str:
