@@ -84,9 +84,9 @@ class Operation:
             self._intents.live.pop(self.id, None)
         return False
 
-    def step(self, name: str, **detail) -> "_Step":
+    def step(self, step: str, /, **detail) -> "_Step":
         """A step: C{async with op.step("create zvol", zvol=...)}."""
-        return _Step(self, name, detail)
+        return _Step(self, step, detail)
 
     async def _checkpoint(self, step: str, when: str) -> None:
         halt = self._intents.halt

@@ -18,6 +18,11 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
      zvol it made (if any) is destroyed.
    - C{volume.delete}: finished (zvol destroyed, record forgotten, origin
      snapshot destroyed).
+   - C{attach}: undone (hot-unplugged, unexported, attachment forgotten)
+     unless its last step was marked done: its client never heard it succeed.
+   - C{unmap}: finished (hot-unplugged, unexported, attachment forgotten).
+   - C{snapshot}: a recorded snapshot is kept; otherwise the ZFS snapshots
+     it took are destroyed.
 
    The task the operation ran under (if any) is marked failed with what was
    repaired, and the operation's rows are deleted.  An operation whose host
@@ -80,6 +85,9 @@ class Reconciler:
             "cluster.stop": self._vm_stop,
             "volume.create": self._volume_create,
             "volume.delete": self._volume_delete,
+            "attach": self._attach,
+            "unmap": self._unmap,
+            "snapshot": self._snapshot,
         }
 
     # Running -------------------------------------------------------------------
@@ -287,6 +295,63 @@ class Reconciler:
             except NotFound:
                 pass
         return f"the delete of {zvol} on {server} was finished"
+
+    async def _unplug(self, record, vm) -> None:
+        """Take volume C{record} off VM C{vm}: hot-unplug, unexport, forget the attachment."""
+        storage = self._storage
+        if vm is not None and vm.host is not None:
+            pool = await storage.pool(record.pool)
+            try:
+                await storage.hypervisors.detach_device(
+                    vm.host, vm.domain_name, storage._spec(pool, record))
+            except NotFound:
+                pass
+        if record.target or record.exported_to:
+            await storage._unexport(record)
+        await storage._store.update_volume(record.pool, record.name, vm_uuid=None, dev=None)
+
+    async def _attach(self, obj: str, steps) -> str:
+        """Undone unless its last step was marked done (the client never heard of success)."""
+        pool, name = obj.split("/", 1)
+        record = await self._storage._store.volume(pool, name)
+        uuid = steps[0].detail.get("vm")
+        if record is None or record.vm_uuid != uuid:
+            return "the volume is not attached to the VM: nothing to undo"
+        if any(s.step == "attach device" and s.state == "done" for s in steps):
+            return "the attach had completed: kept"
+        await self._unplug(record, await self._vm(uuid))
+        return f"the attach of volume {name!r} was undone"
+
+    async def _unmap(self, obj: str, steps) -> str:
+        """Finished: the volume leaves the VM."""
+        pool, name = obj.split("/", 1)
+        record = await self._storage._store.volume(pool, name)
+        uuid = steps[0].detail.get("vm")
+        if record is None or record.vm_uuid is None or record.vm_uuid != uuid:
+            return "the unmap had completed"
+        await self._unplug(record, await self._vm(uuid))
+        return f"the unmap of volume {name!r} was finished"
+
+    async def _snapshot(self, uuid: str, steps) -> str:
+        """Kept if recorded; otherwise the ZFS snapshots it took are destroyed."""
+        name = steps[0].detail["name"]
+        try:
+            await self._storage.snapshots.get(uuid, name)
+            return f"snapshot {name!r} was complete and recorded: kept"
+        except NotFound:
+            pass
+        destroyed = []
+        for step in steps:
+            if step.step != "take":
+                continue
+            zfs = self._storage._server(step.detail["server"]).zfs
+            for snapshot in step.detail["snapshots"]:
+                try:
+                    await zfs.destroy(snapshot)
+                    destroyed.append(snapshot)
+                except NotFound:
+                    pass
+        return f"snapshot {name!r} was not recorded; destroyed: {', '.join(destroyed) or 'nothing'}"
 
     # Leftovers -----------------------------------------------------------------
 

@@ -718,40 +718,48 @@ class VMStorageModel:
                 raise InvalidInput(f"dev must be a device name like vdb, not {dev!r}")
             elif dev in used:
                 raise Conflict(f"VM {name!r} already has a disk {dev}")
-            if record is None:
-                record = await store.add_volume(**self._storage._new_record(
-                    pool, volume, live.capacity, vm_uuid=vm.record.uuid, dev=dev))
-            else:
-                record = await store.update_volume(pool.name, volume, vm_uuid=vm.record.uuid,
-                                                   dev=dev)
             host = vm.record.host
-            if host is not None:
-                try:
-                    spec = await self._storage._export(pool, record, host)
+            async with self._storage.intents.operation("attach", f"{pool.name}/{volume}") as op:
+                async with op.step("record attachment", vm=vm.record.uuid, dev=dev):
+                    if record is None:
+                        record = await store.add_volume(**self._storage._new_record(
+                            pool, volume, live.capacity, vm_uuid=vm.record.uuid, dev=dev))
+                    else:
+                        record = await store.update_volume(pool.name, volume,
+                                                           vm_uuid=vm.record.uuid, dev=dev)
+                if host is not None:
                     try:
-                        await self._storage.hypervisors.attach_device(
-                            host, vm.record.domain_name, spec)
+                        async with op.step("export", host=host):
+                            spec = await self._storage._export(pool, record, host)
+                        try:
+                            async with op.step("attach device", host=host):
+                                await self._storage.hypervisors.attach_device(
+                                    host, vm.record.domain_name, spec)
+                        except BaseException:
+                            await self._storage._unexport(record)
+                            raise
                     except BaseException:
-                        await self._storage._unexport(record)
+                        await store.update_volume(pool.name, volume, vm_uuid=None, dev=None)
                         raise
-                except BaseException:
-                    await store.update_volume(pool.name, volume, vm_uuid=None, dev=None)
-                    raise
             return VMStorage(vm, await store.volume(pool.name, volume))
 
     async def _detach(self, vm, record) -> None:
         host = vm.record.host
-        if host is not None:
-            pool = await self._storage.pool(record.pool)
-            try:
-                await self._storage.hypervisors.detach_device(
-                    host, vm.record.domain_name, self._storage._spec(pool, record))
-            except NotFound:
-                pass
-            if record.target:
-                await self._storage._unexport(record)
-        await self._storage._store.update_volume(record.pool, record.name, vm_uuid=None,
-                                                 dev=None)
+        async with self._storage.intents.operation("unmap", f"{record.pool}/{record.name}") as op:
+            if host is not None:
+                pool = await self._storage.pool(record.pool)
+                async with op.step("detach device", host=host, vm=vm.record.uuid):
+                    try:
+                        await self._storage.hypervisors.detach_device(
+                            host, vm.record.domain_name, self._storage._spec(pool, record))
+                    except NotFound:
+                        pass
+                if record.target:
+                    async with op.step("unexport", host=host, target=record.target):
+                        await self._storage._unexport(record)
+            async with op.step("forget attachment", vm=vm.record.uuid):
+                await self._storage._store.update_volume(record.pool, record.name,
+                                                         vm_uuid=None, dev=None)
 
     async def unmap(self, cluster: str, name: str, volume: str, target_uri: str):
         """Start a task that detaches a volume from the VM (it stays in its pool)."""
@@ -841,19 +849,23 @@ class VMSnapshotModel:
         records = await self._storage._store.volumes_of_vm(uuid)
         if not records:
             raise Conflict(f"VM {name!r} has no volume to snapshot")
-        async with self._vms._lock(vm, f"taking snapshot {snapshot}"):
+        async with self._vms._lock(vm, f"taking snapshot {snapshot}"), \
+                self._storage.intents.operation("snapshot", uuid) as op:
             done: list[tuple[str, list[str]]] = []
             try:
                 for server, zvols in (await self._volumes(records)).items():
                     zfs = self._storage._server(server).zfs
-                    await zfs.sync()
-                    await zfs.snapshot(zvols, zfs_snapname(snapshot))
+                    snapshots = [f"{z}@{zfs_snapname(snapshot)}" for z in zvols]
+                    async with op.step("take", name=snapshot, server=server, snapshots=snapshots):
+                        await zfs.sync()
+                        await zfs.snapshot(zvols, zfs_snapname(snapshot))
                     done.append((server, zvols))
                 import json
 
                 volumes = json.dumps([f"{r.pool}/{r.name}" for r in records])
-                record = await self._snapshots.add(uuid, snapshot, volumes,
-                                                   int(self._storage._clock.seconds()))
+                async with op.step("record", name=snapshot):
+                    record = await self._snapshots.add(uuid, snapshot, volumes,
+                                                       int(self._storage._clock.seconds()))
             except BaseException:
                 for server, zvols in done:
                     zfs = self._storage._server(server).zfs

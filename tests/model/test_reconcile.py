@@ -266,6 +266,85 @@ class VolumeCrashTests(_Base, TestCase):
                 self.assertNotIn("tank/comet/data", self.world.server.datasets)
 
 
+class VMVolumeCrashTests(_Base, TestCase):
+    """Attach, unmap and snapshot cut short."""
+
+    async def data_volume(self, models=None) -> None:
+        models = models or self.models
+        await models.tasks.wait((await models.storage.create_volume(
+            "pool1", "data", "/x", capacity_gb=1)).id)
+
+    def plugged(self) -> list:
+        return [key for key in self.world.hv.plugged if key[2] == "vdb"]
+
+    async def test_attach_each_step(self):
+        """An attach to a running VM cut short is undone: not attached, not exported."""
+        for step in ["record attachment", "export", "attach device"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.models.vms.act("lab", "web", "start")
+                await self.data_volume()
+                crash = _Crash("attach", step, when)
+                await self.crash_during(crash, lambda: self.models.vm_storages.attach(
+                    "lab", "web", "pool1", "data"))
+                models, repairs = await self.world.restart()
+                self.assertTrue(any("interrupted attach of pool1/data" in r for r in repairs),
+                                repairs)
+                await self.assertConsistent(models)
+                record = await models.storage._store.volume("pool1", "data")
+                self.assertEqual((record.vm_uuid, record.target), (None, None))
+                self.assertEqual(self.plugged(), [])
+                # It attaches normally afterwards.
+                await models.vm_storages.attach("lab", "web", "pool1", "data")
+                self.assertEqual(len(self.plugged()), 1)
+                await self.assertConsistent(models)
+
+    async def test_unmap_each_step(self):
+        """An unmap cut short is finished, and its task failed with what was repaired."""
+        for step in ["detach device", "unexport", "forget attachment"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.models.vms.act("lab", "web", "start")
+                await self.data_volume()
+                await self.models.vm_storages.attach("lab", "web", "pool1", "data")
+                crash = _Crash("unmap", step, when)
+                task = []
+
+                async def unmap():
+                    task.append(await self.models.vm_storages.unmap(
+                        "lab", "web", "data", "/cluster/lab/vms/web/storages/data"))
+
+                await self.crash_during(crash, unmap)
+                models, repairs = await self.world.restart()
+                await self.assertConsistent(models)
+                await self.assertTaskRepaired(models, task[0].id)
+                record = await models.storage._store.volume("pool1", "data")
+                self.assertEqual((record.vm_uuid, record.target), (None, None))
+                self.assertEqual(self.plugged(), [])
+
+    async def test_snapshot_each_step(self):
+        """A snapshot cut short is kept if recorded; otherwise its ZFS snapshots go."""
+        for step in ["take", "record"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                crash = _Crash("snapshot", step, when)
+                await self.crash_during(
+                    crash, lambda: self.models.vm_snapshots.create("lab", "web", "s1"))
+                models, repairs = await self.world.restart()
+                self.assertTrue(any(f"interrupted snapshot of {self.uuid}" in r
+                                    for r in repairs), repairs)
+                await self.assertConsistent(models)
+                zfs_snapshots = [n for n in self.world.server.datasets if n.endswith("@comet-s1")]
+                _, recorded = await models.vm_snapshots.list("lab", "web")
+                if (step, when) == ("record", "after"):
+                    self.assertEqual([r.name for r in recorded], ["s1"])
+                    self.assertEqual(zfs_snapshots, [f"tank/comet/{vm_disk_name(self.uuid)}@comet-s1"])
+                else:
+                    self.assertEqual((recorded, zfs_snapshots), ([], []))
+                    # The name is free again.
+                    await models.vm_snapshots.create("lab", "web", "s1")
+
+
 class LeftoverTests(_Base, TestCase):
     """What no record owns, and what Comet cannot prove it made."""
 
