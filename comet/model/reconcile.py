@@ -18,6 +18,10 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
      zvol it made (if any) is destroyed.
    - C{volume.delete}: finished (zvol destroyed, record forgotten, origin
      snapshot destroyed).
+   - C{vm.create}: undone (its disks, the clone and base snapshot it may
+     have made, and its record).
+   - C{vm.delete}: finished (powered off, unplaced, disks destroyed unless
+     kept, record forgotten).
    - C{attach}: undone (hot-unplugged, unexported, attachment forgotten)
      unless its last step was marked done: its client never heard it succeed.
    - C{unmap}: finished (hot-unplugged, unexported, attachment forgotten).
@@ -85,6 +89,8 @@ class Reconciler:
             "cluster.stop": self._vm_stop,
             "volume.create": self._volume_create,
             "volume.delete": self._volume_delete,
+            "vm.create": self._vm_create,
+            "vm.delete": self._vm_delete,
             "attach": self._attach,
             "unmap": self._unmap,
             "snapshot": self._snapshot,
@@ -249,6 +255,41 @@ class Reconciler:
         await self._vms._unplace(record)
         return (f"the stop of VM {record.name!r} was finished: domain undefined, disks"
                 f" unexported, placement on {host} released")
+
+    async def _vm_create(self, uuid: str, steps) -> str:
+        record = await self._vm(uuid)
+        make = next((s for s in steps if s.step == "make disks"), None)
+        if record is not None and make is not None and make.state == "done":
+            return f"VM {record.name!r} was complete: kept"
+        if record is not None:
+            await self._vms.disks.delete(record)
+        if make is not None and make.detail.get("pool") and self._storage is not None:
+            from comet.model.storage import base_snapshot_name, vm_disk_name
+
+            pool = await self._storage.pool(make.detail["pool"])
+            zfs = self._storage._server(pool.server).zfs
+            for name in (f"{pool.dataset}/{vm_disk_name(uuid)}",
+                         f"{pool.dataset}/{make.detail['base']}@{base_snapshot_name(uuid)}"):
+                try:
+                    await zfs.destroy(name)
+                except NotFound:
+                    pass
+        if record is not None:
+            await self._vms._vms.delete(uuid)
+            return f"the create of VM {record.name!r} was undone (disks and record removed)"
+        return "the VM had not been recorded; whatever disk it made was removed"
+
+    async def _vm_delete(self, uuid: str, steps) -> str:
+        record = await self._vm(uuid)
+        if record is None:
+            return "the delete had completed"
+        if record.host is not None:
+            await self._remove_domain(record.host, record.domain_name)
+            await self._vms._unplace(record)
+        if not steps[0].detail.get("keep_storage"):
+            await self._vms.disks.delete(record)
+        await self._vms._vms.delete(uuid)
+        return f"the delete of VM {record.name!r} was finished"
 
     def _zfs(self, steps):
         """The server and zfs adapter the steps name."""

@@ -239,14 +239,19 @@ class VMModel:
         validate_name("template", template)
         await self._check_size(memory, cpus)
         template_record = await self._templates.get(template)
-        record = await self._vms.create(
-            cluster, name, template, memory, cpus, str(_uuid.uuid4()), int(self._clock.seconds())
-        )
-        try:
-            await self.disks.create(record, template_record)
-        except BaseException:
-            await self._vms.delete(record.uuid)
-            raise
+        uuid = str(_uuid.uuid4())
+        async with self.intents.operation("vm.create", uuid) as op:
+            async with op.step("record"):
+                record = await self._vms.create(
+                    cluster, name, template, memory, cpus, uuid, int(self._clock.seconds())
+                )
+            try:
+                async with op.step("make disks", pool=template_record.disk_pool,
+                                   base=template_record.disk_volume):
+                    await self.disks.create(record, template_record)
+            except BaseException:
+                await self._vms.delete(record.uuid)
+                raise
         return VM(record, STOPPED)
 
     async def update(
@@ -288,18 +293,24 @@ class VMModel:
             vm = await self.get(cluster, name)
             if vm.phase == UNKNOWN:
                 raise conflict(vm, "delete")
-            if vm.phase in ("running", "paused", "other"):
-                if not force:
-                    raise Conflict(
-                        f"VM {name!r} is {vm.state}; power it off first or pass"
-                        ' {"force": true}'
-                    )
-                await self._hv.destroy(vm.record.host, vm.record.domain_name)
-            if vm.record.host is not None:
-                await self._unplace(vm.record)
-            if not keep_storage:
-                await self.disks.delete(vm.record)
-            await self._vms.delete(vm.record.uuid)
+            if vm.phase in ("running", "paused", "other") and not force:
+                raise Conflict(
+                    f"VM {name!r} is {vm.state}; power it off first or pass"
+                    ' {"force": true}'
+                )
+            keep = {"keep_storage": keep_storage}
+            async with self.intents.operation("vm.delete", vm.record.uuid) as op:
+                if vm.phase in ("running", "paused", "other"):
+                    async with op.step("power off", host=vm.record.host, **keep):
+                        await self._hv.destroy(vm.record.host, vm.record.domain_name)
+                if vm.record.host is not None:
+                    async with op.step("unplace", host=vm.record.host, **keep):
+                        await self._unplace(vm.record)
+                if not keep_storage:
+                    async with op.step("delete disks", **keep):
+                        await self.disks.delete(vm.record)
+                async with op.step("forget record", **keep):
+                    await self._vms.delete(vm.record.uuid)
         self._screenshots.pop(vm.record.uuid, None)
 
     async def delete_cluster_vms(self, cluster: str) -> None:

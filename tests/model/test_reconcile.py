@@ -345,6 +345,40 @@ class VMVolumeCrashTests(_Base, TestCase):
                     await models.vm_snapshots.create("lab", "web", "s1")
 
 
+class VMCreateDeleteCrashTests(_Base, TestCase):
+    async def test_create_each_step(self):
+        """A VM create cut short is undone: no record, no disk, no base snapshot."""
+        for step in ["record", "make disks"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                crash = _Crash("vm.create", step, when)
+                await self.crash_during(crash, lambda: self.models.vms.create(
+                    "lab", "deb", name="db"))
+                models, repairs = await self.world.restart()
+                self.assertTrue(any("interrupted vm.create" in r for r in repairs), repairs)
+                await self.assertConsistent(models)
+                self.assertEqual([v.name for v in await models.vms.list("lab")], ["web"])
+                base_snapshots = [n for n in self.world.server.datasets
+                                  if n.startswith("tank/comet/base@")]
+                self.assertEqual(len(base_snapshots), 1, base_snapshots)   # web's only
+                await models.vms.create("lab", "deb", name="db")
+
+    async def test_delete_each_step(self):
+        """A forced delete of a running VM cut short is finished."""
+        for step in ["power off", "unplace", "delete disks", "forget record"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.models.vms.act("lab", "web", "start")
+                crash = _Crash("vm.delete", step, when)
+                await self.crash_during(
+                    crash, lambda: self.models.vms.delete("lab", "web", force=True))
+                models, repairs = await self.world.restart()
+                self.assertTrue(any("interrupted vm.delete" in r for r in repairs), repairs)
+                await self.assertConsistent(models)
+                self.assertEqual(await models.vms.list("lab"), [])
+                self.assertEqual([n for n in self.world.server.datasets if self.uuid in n], [])
+
+
 class LeftoverTests(_Base, TestCase):
     """What no record owns, and what Comet cannot prove it made."""
 
