@@ -59,6 +59,37 @@ class ServiceTests(TestCase):
         with self.assertRaises(Exception):
             await http().get(f"http://127.0.0.1:{port}/cluster")
 
+    async def test_reconciles_before_listening(self):
+        """
+        At start, an operation a dead process left is repaired and its task
+        failed with what was repaired before the API answers; the periodic
+        reconciler runs until the service stops.
+        """
+        from comet.store import Database, Intents, Tasks
+
+        directory = temp_dir(self)
+        port = free_port()
+        db = Database(f"{directory}/comet.sqlite")
+        db.open()
+        task = await Tasks(db).create("/cluster/lab/vms/gone", "stopping VM 'gone'", 1)
+        await Intents(db).plan("op1", task.id, "vm.stop", "no-such-uuid", "shut down",
+                               {"host": "local"}, 1)
+        db.close()
+        service = makeService(config.load(write_config(
+            directory, port, "[reconcile]\ninterval = 30\n")))
+        service.startService()
+        await service.ready
+        response = await http().get(f"http://127.0.0.1:{port}/tasks/{task.id}")
+        body = await response.json()
+        self.assertEqual(body["status"], "failed")
+        self.assertIn("repaired: vm.stop of no-such-uuid: the VM no longer exists", body["message"])
+        self.assertEqual(await Intents(service.db).list(), [])
+        reconciler = service.models.reconciler
+        self.assertTrue(reconciler._loop.running)
+        self.assertEqual(reconciler._loop.interval, 30.0)
+        await service.stopService()
+        self.assertIsNone(reconciler._loop)
+
     async def test_port_in_use(self):
         """A port already taken fails the start with the reason."""
         directory = temp_dir(self)
