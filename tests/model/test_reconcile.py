@@ -247,6 +247,22 @@ class VolumeCrashTests(_Base, TestCase):
                     await self.models.tasks.wait((await models.storage.create_volume(
                         "pool1", "data", "/x", capacity_gb=1)).id)
 
+    async def test_server_down_repaired_later(self):
+        """A repair that needs a server that does not answer waits for a later run."""
+        task_id = await self.create("record", "before")
+        models = self.world.boot()
+        runner = models.storage._runners["s1"]
+        runner.unavailable = "switched off"
+        await models.tasks.recover()
+        self.assertEqual(await models.reconciler.run(), [])
+        self.assertEqual(len(await IntentTable(self.world.db).list()), 2)
+        self.assertIn("tank/comet/data", self.world.server.datasets)
+        runner.unavailable = None
+        [repair] = await models.reconciler.run()
+        self.assertIn("tank/comet/data on s1 was destroyed", repair)
+        await self.assertConsistent(models)
+        await self.assertTaskRepaired(models, task_id)
+
     async def test_delete_each_step(self):
         """A volume delete cut short is finished: no zvol, no record."""
         for step in VOLUME_DELETE:
