@@ -52,6 +52,10 @@ class AuditRecord:
 
 def add_user(conn, name: str, role: str, password: str | None, now: int | None = None) -> UserRecord:
     """Create a user; C{password} is hashed here (C{None}: tokens only)."""
+    from comet.names import NAME_PATTERN, check_name
+
+    if not check_name(name):
+        raise InvalidInput(f"{name!r} is not a valid user name (it must match {NAME_PATTERN})")
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     hashed = hash_password(password) if password is not None else None
