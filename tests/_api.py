@@ -123,8 +123,8 @@ class APIClient:
         self.api = api
         self._stub = StubTreq(api.resource())
         self.authorization = None
-        users = getattr(api.models, "users", None)
-        if role is not None and users is not None:
+        users = getattr(api.models, "users", None) if role is not None else None
+        if users is not None:
             self.authorization = bearer(make_token(users.db.path, role))
 
     async def request(

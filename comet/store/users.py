@@ -173,4 +173,4 @@ class Users:
         return self.db.transact(record_audit, *args)
 
     def audit_log(self, **filters):
-        return self.db.transact(list_audit, **filters)
+        return self.db.transact(lambda conn: list_audit(conn, **filters))
