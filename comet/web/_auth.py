@@ -212,7 +212,7 @@ class Guard:
             content.seek(0, 2)
             size = max(size or 0, content.tell())
             content.seek(here)
-        if size is not None and size > self.max_body:
+        if getattr(request, "body_too_large", False) or (size is not None and size > self.max_body):
             raise HTTPError(413, f"the request body is larger than {self.max_body} bytes")
 
     async def record(self, request: IRequest, identity: Identity | None, result: Any) -> None:

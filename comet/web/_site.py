@@ -12,6 +12,7 @@ counted as it arrives and cut off the same way once it passes the limit.
 
 from __future__ import annotations
 
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 from comet.web._errors import error_body
@@ -20,6 +21,8 @@ from comet.web._errors import error_body
 class LimitedRequest(Request):
     #: Largest body accepted, in bytes (set per site by L{api_site}).
     max_body = 1024 * 1024
+    #: Set once the body passed the limit: the rest of it is dropped.
+    body_too_large = False
     _refused = False
     _received = 0
 
@@ -30,7 +33,7 @@ class LimitedRequest(Request):
         super().gotLength(length)
 
     def handleContentChunk(self, data):
-        if self._refused:
+        if self._refused or self.body_too_large:
             return
         self._received += len(data)
         if self._received > self.max_body:
@@ -47,8 +50,13 @@ class LimitedRequest(Request):
         """Answer 413 and close the connection: the body is never read."""
         from io import BytesIO
 
-        self._refused = True
+        self.body_too_large = True
         self.content = BytesIO()
+        if not isinstance(self.channel, HTTPChannel):
+            # Not HTTP/1 (an HTTP/2 stream): the body is dropped as it comes
+            # and the pipeline answers 413 when the request is complete.
+            return
+        self._refused = True
         # No "100 Continue" after this answer.
         self.requestHeaders.removeHeader(b"expect")
         body = error_body(413, f"the request body is larger than {self.max_body} bytes")
