@@ -188,7 +188,7 @@ class Guard:
                 raise HTTPError(
                     403,
                     f"user {identity.name!r} ({identity.role}) may not {endpoint.method}"
-                    f" {endpoint.path}: it needs the {endpoint.role} role",
+                    f" {request.path.decode('utf-8', 'replace')}: it needs the {endpoint.role} role",
                 )
         self._check_size(request)
         return identity
