@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 import time
 
@@ -28,8 +29,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 from twisted.web.static import File
 
+from tests._process import run as run_process
 from tests._process import spawn
-from tests._util import http, temp_dir
+from tests._util import bearer, http, temp_dir
 from tests.integration import _testbed
 from tests.integration._testbed import requireTestbed
 from tests.test_service import TWISTD, _twistd_env, free_port
@@ -121,6 +123,13 @@ class ComputeIntegrationTests(TestCase):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         config = comet_config(self.stack, directory, self.port, control)
+        # The first admin and its token, as comet-admin makes them on a fresh install.
+        made = await run_process(
+            [sys.executable, "-m", "comet.admin", "--config", config, "bootstrap"],
+            env=_twistd_env(), path=directory,
+        )
+        self.assertEqual(made.code, 0, made.err)
+        self.api_token = made.out.decode().splitlines()[2]
         self.logfile = os.path.join(directory, "twistd.log")
         self.process, self.done = spawn(
             TWISTD + ["-n", "--pidfile=", "--logfile", self.logfile, "comet", "--config", config],
@@ -162,7 +171,7 @@ class ComputeIntegrationTests(TestCase):
         self.assertIn(outcome.signal, (None, signal.SIGTERM), self._log_tail())
 
     async def request(self, method: str, path: str, body=None) -> _Answer:
-        headers = {}
+        headers = bearer(self.api_token)
         data = None
         if body is not None:
             data = json.dumps(body).encode()
