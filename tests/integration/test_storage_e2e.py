@@ -186,6 +186,9 @@ class StorageEndToEndTests(CometDaemonCase):
 
         # 6. Delete it all through the API; the zpools are as they were.
         await self._delete_all(check=True)
+        domains = await _testbed.libvirtCall(
+            self.stack, lambda conn: [d.name() for d in conn.listAllDomains(0)])
+        self.assertEqual([d for d in domains if self._ours(d)], [])
         after = {s["address"]: await self._zfs_state(s) for s in servers}
         self._compare_zpools(before, after)
         times["deleted"] = time.monotonic() - started
@@ -268,6 +271,8 @@ class StorageEndToEndTests(CometDaemonCase):
                          ("first", "", True))
         await self._guest(vm, f"echo {second} | dd of=/dev/comet-data conv=fsync")
         self.assertEqual(await self._read_marker(vm, "/dev/comet-data"), second)
+        answer = await self.request("POST", snapshot["actions"]["revert"], {})
+        self.assertEqual(answer.code, 409, answer)   # not while it runs
         await self._stop(vm)
         answer = await self.request("POST", snapshot["actions"]["revert"], {})
         self.assertEqual((answer.code, answer.json["current"]), (200, True), answer)
