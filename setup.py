@@ -30,5 +30,5 @@ setup(
             "openapi-spec-validator>=0.7",
         ],
     },
-    entry_points={},
+    entry_points={"console_scripts": ["comet-admin = comet.admin:main"]},
 )

@@ -134,3 +134,40 @@ class ErrorTests(TestCase):
     def test_unreadable(self):
         e = self.assertRaises(ConfigError, config.load, "/nonexistent/comet.toml")
         self.assertIn("/nonexistent/comet.toml", str(e))
+
+
+class ExposureTests(TestCase):
+    """Credentials never cross a network in the clear, unless the file says so."""
+
+    def parse(self, api: str):
+        return config.parse("[api]\n" + api + "\n")
+
+    def test_auth_keys(self):
+        c = self.parse("auth = false\nallow_insecure = true")
+        self.assertEqual((c.api.auth, c.api.allow_insecure), (False, True))
+        self.assertEqual((config.load(None).api.auth, config.load(None).api.allow_insecure), (True, False))
+        e = self.assertRaises(ConfigError, self.parse, "auth = 1")
+        self.assertEqual(str(e), "api.auth must be a bool, not int")
+
+    def test_loopback_is_fine(self):
+        for endpoint in ["tcp:80:interface=127.0.0.1", r"tcp6:80:interface=\\:\\:1",
+                         "unix:/run/comet.sock"]:
+            self.assertEqual(self.parse(f'endpoint = "{endpoint}"').api.endpoint,
+                             endpoint.replace("\\\\", "\\"))
+
+    def test_plain_tcp_beyond_loopback(self):
+        """A plain tcp: endpoint on every or a public address is refused in one line."""
+        for endpoint in ["tcp:8080", "tcp:8080:interface=0.0.0.0", "tcp:8080:interface=10.0.0.5",
+                         r"tcp6:8080:interface=\\:\\:"]:
+            e = self.assertRaises(ConfigError, self.parse, f'endpoint = "{endpoint}"')
+            self.assertIn("without TLS", str(e))
+            self.assertIn("allow_insecure", str(e))
+            self.assertNotIn("\n", str(e))
+            self.parse(f'endpoint = "{endpoint}"\nallow_insecure = true')
+
+    def test_tls_beyond_loopback(self):
+        """ssl: is fine anywhere, unless credentials are off."""
+        endpoint = 'endpoint = "ssl:8443:privateKey=/etc/comet/key.pem:certKey=/etc/comet/cert.pem"'
+        self.assertTrue(self.parse(endpoint).api.endpoint.startswith("ssl:"))
+        e = self.assertRaises(ConfigError, self.parse, endpoint + "\nauth = false")
+        self.assertIn("api.auth = false", str(e))

@@ -8,6 +8,8 @@ bag of model objects the web layer is handed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from comet.model.clusters import ClusterModel
@@ -34,6 +36,8 @@ class Models:
     console: ConsoleModel | None = None
     intents: Intents | None = None
     reconciler: Reconciler | None = None
+    #: Users, API tokens and the audit log (L{comet.store.users.Users}).
+    users: Any = None
 
 
 def make_models(db, hypervisors, config, clock, runners=None) -> Models:
@@ -46,6 +50,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     """
     from comet.store import Clusters, Snapshots, Storage, Tasks, Templates, VMs
     from comet.store import Intents as IntentTable
+    from comet.store.users import Users
 
     tasks = TaskRunner(Tasks(db), clock)
     intents = Intents(IntentTable(db), clock)
@@ -63,7 +68,14 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     async def delete_vms(record):
         await vms.delete_cluster_vms(record.name)
 
+    async def all_vm_states():
+        by_cluster: dict[str, list[str]] = {}
+        for vm in await vms.list():
+            by_cluster.setdefault(vm.record.cluster, []).append(vm.state)
+        return {name: tuple(states) for name, states in by_cluster.items()}
+
     clusters.vm_states = vm_states
+    clusters.all_vm_states = all_vm_states
     clusters.on_delete = delete_vms
 
     if runners is None:
@@ -92,4 +104,5 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         intents=intents,
         reconciler=Reconciler(intents, IntentTable(db), Tasks(db), vms, storage, clock,
                               config.storage.iqn_domain),
+        users=Users(db),
     )

@@ -10,7 +10,7 @@ import re
 
 from comet.names import NAME_PATTERN
 from comet.web._serve import NAME_PARAMS
-from comet.web._table import JSON, ROUTES, RouteTable, Response
+from comet.web._table import JSON, PUBLIC, ROUTES, TICKET, RouteTable, Response
 
 ROUTES.path("openapi", "/openapi.json")
 
@@ -75,6 +75,10 @@ def document(routes: RouteTable = ROUTES) -> dict:
             "summary": endpoint.summary,
             "responses": responses,
         }
+        if endpoint.role in (PUBLIC, TICKET):
+            operation["security"] = []
+        else:
+            operation["x-comet-role"] = endpoint.role
         if endpoint.schema is not None:
             operation["requestBody"] = {
                 "required": endpoint.method in ("PUT",) or bool(endpoint.schema.get("required")),
@@ -85,6 +89,13 @@ def document(routes: RouteTable = ROUTES) -> dict:
         "openapi": "3.1.0",
         "info": {"title": "Comet", "version": __version__},
         "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "token": {"type": "http", "scheme": "bearer"},
+                "password": {"type": "http", "scheme": "basic"},
+            }
+        },
+        "security": [{"token": []}, {"password": []}],
     }
 
 

@@ -12,24 +12,17 @@ the test fails before the daemon does.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import signal
-import tempfile
 import time
 
 from twisted.internet import reactor
-from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tests._process import spawn
-from tests._util import temp_dir
 from tests.integration import _testbed
-from tests.integration._testbed import requireTestbed
-from tests.integration import test_compute as _compute
-from tests.integration.test_compute import _sleep, comet_config
-from tests.test_service import TWISTD, _twistd_env, free_port
+from tests.integration._daemon import CometDaemonCase, _sleep
+from tests.test_service import TWISTD, _twistd_env
 
 MiB = 1024**2
 
@@ -55,43 +48,21 @@ class _Stalling(Resource):
                 request.channel.transport.abortConnection()
 
 
-class CrashIntegrationTests(TestCase):
+class CrashIntegrationTests(CometDaemonCase):
     """SIGKILL during a volume create; the next start repairs it."""
 
     timeout = 300
 
-    # The child and its API, as the compute test runs them.
-    _log_tail = _compute.ComputeIntegrationTests._log_tail
-    _wait_listening = _compute.ComputeIntegrationTests._wait_listening
-    _stop_twistd = _compute.ComputeIntegrationTests._stop_twistd
-    request = _compute.ComputeIntegrationTests.request
-    get = _compute.ComputeIntegrationTests.get
-
-    def setUp(self):
-        self.stack = requireTestbed()
-        self.token = secrets.token_hex(3)
-        self.directory = temp_dir(self)
-        control = tempfile.mkdtemp(prefix="cr-", dir="/tmp")
-        self.addCleanup(shutil.rmtree, control, True)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.config = comet_config(self.stack, self.directory, self.port, control)
-        # Retry soon a repair that could not be made at start (a zvol still busy).
-        with open(self.config, "a") as f:
+    async def _restart(self):
+        """Start the daemon again over the same files, retrying repairs every 2 s."""
+        directory = os.path.dirname(self.logfile)
+        config = os.path.join(directory, "comet.toml")
+        with open(config, "a") as f:
             f.write("[reconcile]\ninterval = 2\n")
-        self.logfile = os.path.join(self.directory, "twistd.log")
-
-    async def _spawn(self):
         self.process, self.done = spawn(
-            TWISTD + ["-n", "--pidfile=", "--logfile", self.logfile, "comet",
-                      "--config", self.config],
-            env=_twistd_env(), path=self.directory)
+            TWISTD + ["-n", "--pidfile=", "--logfile", self.logfile, "comet", "--config", config],
+            env=_twistd_env(), path=directory)
         await self._wait_listening()
-
-    async def _kill_first(self, process, done):
-        if not done.called:
-            process.signalProcess("KILL")
-            await done
 
     async def _zvols(self, server) -> list[str]:
         out = await _testbed.ssh(self.stack, server,
@@ -115,8 +86,6 @@ class CrashIntegrationTests(TestCase):
         self.addCleanup(image.close)
         url = f"http://127.0.0.1:{listening.getHost().port}/image"
 
-        await self._spawn()
-        self.addCleanup(self._kill_first, self.process, self.done)
         answer = await self.request(
             "POST", f"/storagepools/{pool}/storagevolumes", {"name": name, "url": url})
         self.assertEqual(answer.code, 202, answer)
@@ -138,8 +107,7 @@ class CrashIntegrationTests(TestCase):
         self.assertEqual(outcome.signal, signal.SIGKILL)
         self.assertIn(zvol, await self._zvols(server))
 
-        await self._spawn()
-        self.addCleanup(self._stop_twistd)
+        await self._restart()
         deadline = time.monotonic() + 60
         while zvol in await self._zvols(server):
             if time.monotonic() > deadline:

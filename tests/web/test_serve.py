@@ -10,7 +10,7 @@ from comet.web import CometAPI
 from comet.web._schemas import NAME, obj
 from comet.web._serve import describe
 from comet.web._table import Response, RouteTable
-from tests._api import APIClient, make_client
+from tests._api import APIClient, fixed_guard, make_client
 
 
 def assertError(testcase, answer, code, word, reason_part=""):
@@ -74,7 +74,7 @@ class ErrorRulesTests(TestCase):
 
     def setUp(self):
         self.calls = []
-        self.client = APIClient(CometAPI(self.calls, _table()))
+        self.client = APIClient(CometAPI(self.calls, _table(), fixed_guard()))
 
     async def test_unknown_uri(self):
         """An unknown URI is a 404 that names it."""
@@ -181,7 +181,7 @@ class SuccessRulesTests(TestCase):
 
     def setUp(self):
         self.calls = []
-        self.client = APIClient(CometAPI(self.calls, _table()))
+        self.client = APIClient(CometAPI(self.calls, _table(), fixed_guard()))
 
     async def test_created(self):
         """A create answers 201 with C{Location} and the resource."""
