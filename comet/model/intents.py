@@ -21,6 +21,7 @@ from typing import Callable
 
 from twisted.internet.defer import Deferred
 
+from comet.errors import Conflict
 from comet.model.tasks import CURRENT_TASK
 
 #: Tests: C{halt(kind, step, when)}, C{when} C{"before"} (row written, step
@@ -36,6 +37,7 @@ class Intents:
 
     @ivar live: ids of the operations this process is running; the
         reconciler leaves them alone.
+    @ivar pending: see L{__init__}; set by the reconciler.
     @ivar halt: a L{Halt} hook for crash tests, or C{None}.
     """
 
@@ -43,6 +45,11 @@ class Intents:
         self._store = store
         self._clock = clock
         self.live: dict[str, tuple[str, str]] = {}
+        #: object -> kind of an interrupted operation the reconciler could not
+        #: repair yet (its host or server did not answer).  Until it is
+        #: repaired, no new operation may start on the object: the repair
+        #: would undo or finish it under the new one's feet.
+        self.pending: dict[str, str] = {}
         self.halt: Halt | None = None
         #: The Deferreds halted operations wait on (for ever), so that a test
         #: can keep them (and so the frozen coroutines) from being collected.
@@ -54,6 +61,16 @@ class Intents:
     def operation(self, kind: str, obj: str) -> "Operation":
         """A new operation of C{kind} on C{obj} (a VM uuid, C{<pool>/<volume>})."""
         return Operation(self, kind, obj)
+
+    def check(self, obj: str) -> None:
+        """Raise L{Conflict} if C{obj} has an interrupted operation not repaired yet."""
+        pending = self.pending.get(obj)
+        if pending is not None:
+            raise Conflict(
+                f"{obj} has an interrupted {pending} that the reconciler has not"
+                " repaired yet (its host or storage server did not answer); try again"
+                " when it is back"
+            )
 
     def busy(self, obj: str) -> bool:
         """Whether this process runs an operation on C{obj} now."""
@@ -70,6 +87,7 @@ class Operation:
         self.halted = False
 
     async def __aenter__(self) -> "Operation":
+        self._intents.check(self.object)
         self._intents.live[self.id] = (self.kind, self.object)
         return self
 

@@ -157,8 +157,10 @@ class Reconciler:
             except CometError as e:
                 log.warn("reconciler: {kind} of {obj} cannot be repaired now ({reason});"
                          " will try again", kind=first.kind, obj=first.object, reason=e.reason)
+                self._intents.pending[first.object] = first.kind
                 continue
             await self._store.finish(op_id)
+            self._intents.pending.pop(first.object, None)
             done = [s.step for s in steps if s.state == "done"]
             text = (f"interrupted {first.kind} of {first.object}"
                     f" (steps done: {', '.join(done) or 'none'}): {what}")

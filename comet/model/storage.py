@@ -347,6 +347,7 @@ class StorageModel:
             parsed = urlparse(url)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise InvalidInput(f"url must be an http or https URL, not {url!r}")
+        self.intents.check(f"{pool.name}/{name}")
         await self._check_new_volume(pool, name)
         key = (pool.name, name)
         self._creating.add(key)

@@ -320,6 +320,7 @@ class VMModel:
     # Actions -------------------------------------------------------------------
 
     def _lock(self, vm: VM, doing: str):
+        self.intents.check(vm.record.uuid)
         return _Lock(self._busy, vm, doing)
 
     async def _checked(self, cluster: str, name: str, action: str) -> VM:

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from comet.errors import Conflict
 from comet.config import Config, ReconcileConfig, StoragePoolConfig, StorageServerConfig
 from comet.model import make_models
 from comet.model.reconcile import Reconciler
@@ -257,8 +258,13 @@ class VolumeCrashTests(_Base, TestCase):
         self.assertEqual(await models.reconciler.run(), [])
         self.assertEqual(len(await IntentTable(self.world.db).list()), 2)
         self.assertIn("tank/comet/data", self.world.server.datasets)
+        # Until it is repaired, the name is not free for a new volume.
+        e = await self.assertFailure(ensureDeferred(models.storage.create_volume(
+            "pool1", "data", "/x", capacity_gb=1)), Conflict)
+        self.assertIn("interrupted volume.create", e.reason)
         runner.unavailable = None
         [repair] = await models.reconciler.run()
+        self.assertEqual(models.intents.pending, {})
         self.assertIn("tank/comet/data on s1 was destroyed", repair)
         await self.assertConsistent(models)
         await self.assertTaskRepaired(models, task_id)
