@@ -118,10 +118,14 @@ class NoDisks:
         pass
 
 
-def conflict(vm: VM, action: str) -> Conflict:
-    """The 409 for C{action} on C{vm} in its current phase."""
+def conflict(vm: VM, action: str) -> CometError:
+    """
+    The 409 for C{action} on C{vm} in its current phase; a 503 naming the
+    host when the phase is unknown because the host does not answer (the
+    action may well be possible once it is back).
+    """
     if vm.phase == UNKNOWN:
-        return Conflict(
+        return Unavailable(
             f"VM {vm.name!r} is on host {vm.record.host!r}, which does not answer;"
             f" {action} is not possible now"
         )

@@ -33,7 +33,8 @@ def _toml(value) -> str:
     return json.dumps(value)   # a TOML basic string or number is JSON-compatible
 
 
-def comet_config(stack: dict, directory: str, port: int, control_dir: str) -> str:
+def comet_config(stack: dict, directory: str, port: int, control_dir: str,
+                 extra: dict | None = None) -> str:
     """
     A Comet config for the testbed written from C{stack.json}: its host, servers and
     pools, but an API on C{port} and a database in C{directory}.
@@ -47,6 +48,15 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str) -> st
         "[storage]",
         f"control_dir = {_toml(control_dir)}",
         "connect_timeout = 10",
+    ]
+    # extra: {"storage": {"command_timeout": 10}, "compute": {...}}: keys of one-table sections
+    for key, value in (extra or {}).get("storage", {}).items():
+        lines.append(f"{key} = {_toml(value)}")
+    for section, values in (extra or {}).items():
+        if section != "storage":
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
+    lines += [
         "[[hosts]]",
         'name = "local"',
         f"uri = {_toml(stack['host_uri'])}",
@@ -100,6 +110,9 @@ class CometDaemonCase(TestCase):
     """
 
 
+    #: More configuration: C{{section: {key: value}}} (e.g. shorter timeouts).
+    config_extra: dict = {}
+
     async def setUp(self):
         self.stack = requireTestbed()
         self.token = secrets.token_hex(3)
@@ -109,7 +122,7 @@ class CometDaemonCase(TestCase):
         self.addCleanup(shutil.rmtree, control, True)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = comet_config(self.stack, directory, self.port, control)
+        config = comet_config(self.stack, directory, self.port, control, self.config_extra)
         # The first admin and its token, as comet-admin makes them on a fresh install.
         made = await run_process(
             [sys.executable, "-m", "comet.admin", "--config", config, "bootstrap"],

@@ -5,7 +5,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from comet.config import HostConfig
-from comet.errors import Conflict
+from comet.errors import Conflict, Unavailable
 from comet.model.console import (
     PASSWORD_LENGTH,
     TICKET_TTL,
@@ -88,10 +88,13 @@ class ConsoleModelTests(TestCase):
         await self.console.issue("lab", "p")
 
     async def test_not_running(self):
-        """A VM that is not running or paused has no console: Conflict, no password set."""
+        """
+        A VM that is not running or paused has no console: Conflict (503 when
+        its host does not answer), no password set.
+        """
         for phase in ("stopped", "shutoff", "unknown", "other"):
             self.vms.add(phase, name="off", uuid="u-3", host=None if phase == "stopped" else "node1")
-            with self.assertRaises(Conflict):
+            with self.assertRaises(Unavailable if phase == "unknown" else Conflict):
                 await self.console.issue("lab", "off")
         self.assertEqual(self.hv.passwords, [])
 
