@@ -3,8 +3,9 @@
 from twisted.trial.unittest import TestCase
 
 from comet.web import ROUTES
+from comet.web._table import JSON
 from comet.web.openapi import document
-from tests._api import make_client
+from tests._api import make_client, make_models
 
 
 class OpenAPITests(TestCase):
@@ -32,3 +33,43 @@ class OpenAPITests(TestCase):
         answer = await make_client(self).get("/openapi.json")
         self.assertEqual(answer.code, 200)
         self.assertEqual(answer.json["openapi"], "3.1.0")
+
+    async def test_response_schemas_match_answers(self):
+        """
+        The error, Task and resource schemas of the document accept what
+        the API really answers (schemathesis checks every answer with them).
+        """
+        from jsonschema import Draft202012Validator
+
+        doc = document()
+        models = make_models(self)
+        client = make_client(self, models)
+        error = (await client.get("/cluster/nothing")).json
+        cluster = (await client.post("/cluster", {"name": "lab"})).json
+        clusters = (await client.get("/cluster")).json
+        responses = doc["paths"]["/cluster"]["post"]["responses"]
+        Draft202012Validator(responses["default"]["content"][JSON]["schema"]).validate(error)
+        Draft202012Validator(responses["201"]["content"][JSON]["schema"]).validate(cluster)
+        listing = doc["paths"]["/cluster"]["get"]["responses"]["200"]["content"][JSON]["schema"]
+        Draft202012Validator(listing).validate(clusters)
+        await client.post("/templates", {"name": "small", "memory": 128, "cpus": 1})
+        await client.post("/cluster/lab/vms", {"template": "small"})
+        task = (await client.post("/cluster/lab/start")).json
+        task_schema = doc["paths"]["/cluster/{name}/start"]["post"]["responses"]["202"]
+        Draft202012Validator(task_schema["content"][JSON]["schema"]).validate(task)
+        await models.tasks.wait(task["id"])
+        self.assertFalse(
+            Draft202012Validator(responses["default"]["content"][JSON]["schema"]).is_valid(
+                {"code": 200, "error": "fine", "reason": ""}
+            )
+        )
+
+    def test_query_and_id_parameters(self):
+        """Query parameters the handlers read are documented; ids are SQLite integers."""
+        doc = document()
+        (status,) = doc["paths"]["/tasks"]["get"]["parameters"]
+        self.assertEqual((status["name"], status["in"]), ("status", "query"))
+        (kind,) = doc["paths"]["/cluster/{cluster}/vms/{name}/console"]["get"]["parameters"]
+        self.assertEqual(kind["schema"]["enum"], ["vnc", "serial"])
+        (id,) = doc["paths"]["/tasks/{id}"]["parameters"]
+        self.assertEqual(id["schema"], {"type": "integer", "minimum": 0, "maximum": 2**63 - 1})

@@ -35,3 +35,13 @@ class TaskAPITests(TestCase):
         self.assertEqual((shown["status"], shown["message"], shown["progress"]), ("finished", "done it", 100))
         self.assertEqual((await client.get("/tasks?status=running")).json, [])
         assertError(self, await client.get("/tasks/999"), 404, "not_found", "999")
+
+    async def test_id_beyond_sqlite_integers(self):
+        """
+        An id no SQLite INTEGER can hold is a 404 like any other missing
+        task, not an OverflowError (a 500; found by schemathesis).
+        """
+        client = make_client(self, make_models(self))
+        for id in (2**63, 2**64 + 1, 10**30):
+            assertError(self, await client.get(f"/tasks/{id}"), 404, "not_found", str(id))
+        assertError(self, await client.get(f"/tasks/{2**63 - 1}"), 404, "not_found", "does not exist")
