@@ -46,11 +46,16 @@ CHECKS = (
     "response_schema_conformance",
 )
 
-SEED = 20261127
-MAX_EXAMPLES = 15
+#: The fixed seed and bound of the CI run; C{COMET_FUZZ_SEED} and
+#: C{COMET_FUZZ_EXAMPLES} override them for a longer or different run by hand.
+SEED = int(os.environ.get("COMET_FUZZ_SEED", "20261127"))
+MAX_EXAMPLES = int(os.environ.get("COMET_FUZZ_EXAMPLES", "15"))
 
 #: Seconds the whole schemathesis run may take before it is killed.
-RUN_TIMEOUT = 150
+RUN_TIMEOUT = max(150, 10 * MAX_EXAMPLES)
+
+#: Extra checks for a run by hand (comma-separated schemathesis check names).
+EXTRA_CHECKS = [c for c in os.environ.get("COMET_FUZZ_CHECKS", "").split(",") if c]
 
 _ST = [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()"]
 
@@ -173,7 +178,7 @@ class FuzzTests(TestCase):
             _ST + [
                 "--config-file", config,
                 "run", f"{base}/openapi.json",
-                "--checks", ",".join(CHECKS),
+                "--checks", ",".join(CHECKS + tuple(EXTRA_CHECKS)),
                 "--max-examples", str(MAX_EXAMPLES),
                 "--seed", str(SEED),
                 "--workers", "1",

@@ -12,6 +12,7 @@ from comet.names import NAME_PATTERN
 from comet.web._errors import ERROR_WORDS
 from comet.web._serve import NAME_PARAMS
 from comet.web._table import JSON, ROUTES, RouteTable, Response
+from comet.web.tasks import STATUSES
 
 ROUTES.path("openapi", "/openapi.json")
 
@@ -35,7 +36,7 @@ TASK = {
     "additionalProperties": False,
     "properties": {
         "id": {"type": "integer", "minimum": 1},
-        "status": {"enum": ["running", "finished", "failed"]},
+        "status": {"enum": list(STATUSES)},
         "message": {"type": "string"},
         "target_uri": {"type": "string"},
         "progress": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
@@ -55,7 +56,7 @@ _JSON_BODY = {"oneOf": [_RESOURCE, {"type": "array", "items": _RESOURCE}]}
 _QUERY = {
     ("GET", "tasks"): [
         {"name": "status", "in": "query", "required": False,
-         "schema": {"enum": ["running", "finished", "failed"]}},
+         "schema": {"enum": list(STATUSES)}},
     ],
     ("GET", "vm.console"): [
         {"name": "type", "in": "query", "required": False,
@@ -118,7 +119,9 @@ def document(routes: RouteTable = ROUTES) -> dict:
             operation["parameters"] = _QUERY[(endpoint.method, endpoint.path)]
         if endpoint.schema is not None:
             operation["requestBody"] = {
-                "required": endpoint.method in ("PUT",) or bool(endpoint.schema.get("required")),
+                # An empty body is C{{}} (_serve.py), so a body is required
+                # only when its schema requires a field (PUT included).
+                "required": bool(endpoint.schema.get("required")),
                 "content": {JSON: {"schema": endpoint.schema}},
             }
         item[endpoint.method.lower()] = operation

@@ -45,3 +45,13 @@ class TaskAPITests(TestCase):
         for id in (2**63, 2**64 + 1, 10**30):
             assertError(self, await client.get(f"/tasks/{id}"), 404, "not_found", str(id))
         assertError(self, await client.get(f"/tasks/{2**63 - 1}"), 404, "not_found", "does not exist")
+
+    async def test_unknown_status_filter(self):
+        """
+        A C{status} filter that no task can have is a 400 naming the valid
+        ones, not an empty list (schemathesis: invalid data accepted).
+        """
+        client = make_client(self, make_models(self))
+        answer = await client.get("/tasks?status=null")
+        assertError(self, answer, 400, "bad_request", "running, finished, failed")
+        self.assertEqual((await client.get("/tasks?status=failed")).json, [])
