@@ -698,7 +698,7 @@ class VMStorageModel:
                             if f"vd{c}" not in used), None)
                 if dev is None:
                     raise Conflict(f"VM {name!r} has no free device name")
-            elif not _DEV.match(dev):
+            elif not _DEV.fullmatch(dev):
                 raise InvalidInput(f"dev must be a device name like vdb, not {dev!r}")
             elif dev in used:
                 raise Conflict(f"VM {name!r} already has a disk {dev}")
