@@ -12,8 +12,9 @@ there, so generated bodies reach the handlers and not only a 404; the
 operations that destroy or rename (DELETE, PUT) are pinned to spares, so they
 do not take the others' targets away half way through.
 
-Schemathesis runs as a child process (its CLI), so the reactor keeps serving
-nothing here while it works and its own event loop stays out of this process.
+Schemathesis runs as a child process (its CLI, through C{spawnProcess}), so
+the reactor is never blocked while it works and its own threads and event
+loop stay out of this process.
 What it found while this was built is kept as regression tests beside the
 code it was in (C{tests/web/}).
 """
@@ -110,6 +111,19 @@ def schemathesis_config(headers: dict[str, str], pins: list[dict]) -> str:
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in pin.items())
         lines.append("")
     return "\n".join(lines)
+
+
+class ConfigTests(TestCase):
+    """The schemathesis configuration the run writes."""
+
+    def test_headers_and_pins(self):
+        """Headers apply to every request; each pin is one [[operations]] entry, in order."""
+        import tomllib
+
+        text = schemathesis_config({"Authorization": 'Bearer a"b'}, PINS)
+        parsed = tomllib.loads(text)
+        self.assertEqual(parsed["headers"], {"Authorization": 'Bearer a"b'})
+        self.assertEqual(parsed["operations"], PINS)
 
 
 class FuzzTests(TestCase):
