@@ -144,9 +144,48 @@ def _read_body(request: IRequest, endpoint: Endpoint) -> Any:
             415, f"the request body must be {JSON}, not {content_type or 'untyped'}"
         )
     try:
-        return json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"), parse_constant=_not_json)
+        if _depth(body) > MAX_DEPTH:
+            raise HTTPError(400, f"the request body nests deeper than {MAX_DEPTH} levels")
+        # An escaped lone surrogate (C{"\\ud800"}) parses, but is no character:
+        # nothing could store or answer it (I-JSON, RFC 7493, forbids it).
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPError(
+            400, "the request body is not valid JSON: a string holds a lone surrogate (\\uD800-\\uDFFF)"
+        ) from None
+    except RecursionError:
+        # json's decoder recurses once per level: a body of "[[[[…" ends it.
+        raise HTTPError(400, f"the request body nests deeper than {MAX_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise HTTPError(400, f"the request body is not valid JSON: {e}") from None
+    return body
+
+
+#: How deep arrays and objects may nest in a request body (ours need 3); the
+#: schema validator, like the decoder, recurses once per level.
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deep C{value} nests (a scalar: 0), without recursing."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            level += 1
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                stack.extend((child, level) for child in item)
+    return deepest
+
+
+def _not_json(constant: str):
+    # Python's json reads NaN and Infinity; JSON has no such numbers, and a NaN
+    # passes every minimum and maximum of a schema.
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def _check_params(params: dict[str, Any]) -> None:

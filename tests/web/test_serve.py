@@ -17,7 +17,7 @@ from comet.web._schemas import NAME, obj
 from comet.names import NAME_PATTERN, check_name
 from comet.web import ROUTES
 from comet.web._errors import HTTPError
-from comet.web._serve import _accepts, _read_body, describe, ecma_pattern, validate
+from comet.web._serve import _accepts, _depth, _read_body, describe, ecma_pattern, validate
 from comet.web._table import JSON, Endpoint, Response, RouteTable
 from tests._api import APIClient, make_client
 
@@ -171,6 +171,39 @@ class ErrorRulesTests(TestCase):
         assertError(self, await self.client.get("/things/lab%0A"), 400, "bad_request", "not a valid name")
         self.assertEqual((await self.client.post("/things", {"name": "lab"})).code, 201)
 
+    async def test_body_json_python_reads_but_json_has_not(self):
+        """
+        What Python's json reads but no JSON client means is a 400, not a
+        500 (found while fuzzing): an escaped lone surrogate (nothing can
+        store it), NaN and Infinity (a NaN passes every minimum and maximum),
+        and nesting so deep that the decoder runs out of stack.
+        """
+        bodies = {
+            b'{"name": "a", "size": 1, "x": "\\ud800"}': "lone surrogate",
+            b'{"name": "a", "size": NaN}': "NaN is not a JSON number",
+            b'{"name": "a", "size": -Infinity}': "-Infinity is not a JSON number",
+            b"[" * 100000 + b"]" * 100000: "nests deeper than 32 levels",
+            b'{"name": ' + b"[" * 5000 + b"]" * 5000 + b"}": "nests deeper than 32 levels",
+            b'{"name": ' + b"[" * 32 + b"]" * 32 + b"}": "nests deeper than 32 levels",
+        }
+        for raw, reason in bodies.items():
+            answer = await self.client.post("/things", raw=raw, headers={"Content-Type": "application/json"})
+            assertError(self, answer, 400, "bad_request", reason)
+        answer = await self.client.post(
+            "/things", raw=b'{"name": "a", "x": "\\ud83d\\ude00"}', headers={"Content-Type": "application/json"}
+        )
+        assertError(self, answer, 400, "bad_request", "unknown field 'x'")
+
+    def test_depth_limit(self):
+        """Exactly 32 levels are read (then validated); 33 are refused before validation."""
+        endpoint = Endpoint("POST", "things", lambda *a: None, obj())
+        deep = b"[" * 31 + b"{}" + b"]" * 31
+        self.assertEqual(_depth(_read_body(_Request(deep, b"application/json"), endpoint)), 32)
+        e = self.assertRaises(
+            HTTPError, _read_body, _Request(b"[" + deep + b"]", b"application/json"), endpoint
+        )
+        self.assertEqual(e.code, 400)
+
     async def test_domain_errors(self):
         """Each domain error becomes its status code, with its reason."""
         expected = {
@@ -289,6 +322,15 @@ _NEAR_NAMES = st.builds(
     st.sampled_from(["", "\n", "\r", " ", "/", "\x00", "-", ".", "x", "\u0660", "\u00e9"]),
     st.booleans(),
 )
+#: Any value Python's json writes, including what JSON has not.
+_WILD_JSON = st.recursive(
+    st.none()
+    | st.floats()
+    | st.text(max_size=5)
+    | st.builds(str.__add__, st.text(max_size=3), st.characters(categories=["Cs"])),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
+    max_leaves=40,
+)
 _SCHEMAS = [e.schema for e in ROUTES.endpoints if e.schema is not None]
 
 
@@ -359,6 +401,23 @@ class PropertyTests(TestCase):
             self.assertEqual(body, json.loads(raw.decode("utf-8")))
         else:
             self.assertEqual(body, {})
+
+    @given(_WILD_JSON)
+    def test_any_json_text(self, value):
+        """
+        Whatever Python's json can write (lone surrogates, NaN, Infinity,
+        deep nesting) is read as a body that can be stored and answered, or
+        is a 400.
+        """
+        endpoint = Endpoint("POST", "things", lambda *a: None, obj())
+        raw = json.dumps(value).encode("ascii")
+        try:
+            body = _read_body(_Request(raw, b"application/json"), endpoint)
+        except HTTPError as e:
+            self.assertEqual(e.code, 400)
+            return
+        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        self.assertLessEqual(_depth(body), 32)
 
     @given(st.text(max_size=60))
     def test_accept_any_header(self, junk):
