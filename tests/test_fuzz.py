@@ -175,20 +175,12 @@ class FuzzTests(TestCase):
         task = await self._call(base, "POST", "/cluster/spare/stop")
         self.assertEqual(task["id"], 1)
 
-    async def test_no_server_error_and_schema_conformance(self):
-        directory = temp_dir(self)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        argv = TWISTD + ["-n", "--pidfile=", "comet", "--config", write_config(directory, port)]
-        daemon, ended = spawn(argv, env=_twistd_env(), path=directory)
-        self.addCleanup(lambda: ended.called or daemon.signalProcess("KILL"))
-        await self._wait_listening(base, ended)
-        await self._seed(base)
-
+    async def _schemathesis(self, directory, base, pins, *extra):
+        """Run schemathesis on C{base}; its L{tests._process.Outcome}."""
         config = os.path.join(directory, "schemathesis.toml")
         with open(config, "w") as f:
-            f.write(schemathesis_config(HEADERS, PINS))
-        outcome = await run(
+            f.write(schemathesis_config(HEADERS, pins))
+        return await run(
             _ST + [
                 "--config-file", config,
                 "run", f"{base}/openapi.json",
@@ -200,21 +192,128 @@ class FuzzTests(TestCase):
                 "--generation-database", "none",
                 "--request-timeout", "20",
                 "--no-color",
+                *extra,
             ],
             env=_twistd_env(),
             path=directory,
             timeout=RUN_TIMEOUT,
         )
-        daemon.signalProcess("TERM")
-        stopped = await ended
+
+    def _assert_passed(self, outcome, log=""):
         report = outcome.out.decode("utf-8", "replace")
-        daemon_log = stopped.out.decode("utf-8", "replace")
         self.assertEqual(
             outcome.code,
             0,
             f"schemathesis failed:\n{report[-20000:]}\n{outcome.err.decode()[-4000:]}"
-            f"\n--- daemon log ---\n{daemon_log[-20000:]}",
+            f"\n--- daemon log ---\n{log[-20000:]}",
         )
         self.assertIn("passed", report)
+
+    async def test_no_server_error_and_schema_conformance(self):
+        directory = temp_dir(self)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        argv = TWISTD + ["-n", "--pidfile=", "comet", "--config", write_config(directory, port)]
+        daemon, ended = spawn(argv, env=_twistd_env(), path=directory)
+        self.addCleanup(lambda: ended.called or daemon.signalProcess("KILL"))
+        await self._wait_listening(base, ended)
+        await self._seed(base)
+
+        outcome = await self._schemathesis(directory, base, PINS)
+        daemon.signalProcess("TERM")
+        stopped = await ended
+        daemon_log = stopped.out.decode("utf-8", "replace")
+        self._assert_passed(outcome, daemon_log)
         # The run reached the operations: no failures, and no internal error logged.
         self.assertNotIn("internal error while serving a request", daemon_log)
+
+
+#: Path parameters of the storage run (L{FuzzTests.test_storage}).
+STORAGE_PINS = [
+    {"include-path-regex": r"^/storageservers/\{host\}", "parameters": {"path.host": "s1"}},
+    {
+        "include-path-regex": r"^/storagepools/\{name\}$",
+        "include-method": "DELETE",
+        "parameters": {"path.name": "spare"},
+    },
+    {"include-path-regex": r"^/storagepools/\{name\}", "parameters": {"path.name": "pool1"}},
+    {
+        "include-path-regex": r"^/storagepools/\{pool\}/storagevolumes/\{volume\}$",
+        "include-method": "DELETE",
+        "parameters": {"path.pool": "pool1", "path.volume": "victim"},
+    },
+    {
+        "include-path-regex": r"^/storagepools/\{pool\}",
+        "parameters": {"path.pool": "pool1", "path.volume": "v1"},
+    },
+    {
+        "include-path-regex": r"^/cluster/\{cluster\}/vms/\{name\}/storages/\{zvol\}$",
+        "include-method": "DELETE",
+        "parameters": {"path.cluster": "lab", "path.name": "off-1", "path.zvol": "victim2"},
+    },
+    {
+        "include-path-regex": r"^/cluster/\{cluster\}/vms/\{name\}/snapshots/\{snapshot\}$",
+        "include-method": "DELETE",
+        "parameters": {"path.cluster": "lab", "path.name": "off-1", "path.snapshot": "spare"},
+    },
+    {
+        "include-path-regex": r"^/cluster/\{cluster\}/vms/\{name\}/",
+        "parameters": {
+            "path.cluster": "lab", "path.name": "off-1", "path.zvol": "data1", "path.snapshot": "s1",
+        },
+    },
+]
+
+
+class _NoNetwork:
+    """The download client of the storage run: nothing leaves this machine."""
+
+    def get(self, url, **kw):
+        from twisted.internet.defer import fail
+
+        return fail(ConnectionRefusedError(f"no network in the fuzz run ({url})"))
+
+
+class StorageFuzzTests(FuzzTests):
+    """
+    The storage operations, which the embedded default has no server for:
+    the real API and models in this process, over two in-memory storage
+    servers (L{comet.remote.FakeStorageServer}) and test-driver hosts, on a
+    real port, fuzzed by schemathesis in a child process.
+    """
+
+    async def test_no_server_error_and_schema_conformance(self):
+        from twisted.web.server import Site
+
+        from comet.web import CometAPI
+        from tests.web.test_storage import storage_models
+
+        models = storage_models(self)
+        self.patch(models.storage, "_http", _NoNetwork())
+        site = Site(CometAPI(models).resource())
+        site.timeOut = None  # no idle-connection timer left behind
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        await self._seed(base)
+        await self._call(base, "POST", "/storagepools", {"name": "spare", "server": "s2", "dataset": "tank/spare"})
+        for volume in ("v1", "victim", "data1", "victim2"):
+            task = await self._call(
+                base, "POST", "/storagepools/pool1/storagevolumes", {"name": volume, "capacity": 1}
+            )
+            await models.tasks.wait(task["id"])
+        for volume in ("data1", "victim2"):
+            await self._call(
+                base, "POST", "/cluster/lab/vms/off-1/storages", {"pool": "pool1", "vol": volume}
+            )
+        for snapshot in ("s1", "spare"):
+            await self._call(base, "POST", "/cluster/lab/vms/off-1/snapshots", {"name": snapshot})
+
+        outcome = await self._schemathesis(
+            temp_dir(self), base, STORAGE_PINS,
+            "--include-path-regex", "^/storage|/storages|/snapshots",
+        )
+        # Let the tasks the run started end before the models go away.
+        for task in await models.tasks.list("running"):
+            await models.tasks.wait(task.id)
+        self._assert_passed(outcome)

@@ -49,8 +49,11 @@ TASK = {
 #: What every JSON resource has: the URI it lives at.
 _RESOURCE = {"type": "object", "required": ["href"], "properties": {"href": {"type": "string"}}}
 
-#: A JSON success body: one resource, or a collection of them.
-_JSON_BODY = {"oneOf": [_RESOURCE, {"type": "array", "items": _RESOURCE}]}
+#: An item of a list: a resource, or a row that has no URI of its own (a zpool).
+_ITEM = {"type": "object", "properties": {"href": {"type": "string"}}}
+
+#: A JSON success body: one resource, or a list.
+_JSON_BODY = {"oneOf": [_RESOURCE, {"type": "array", "items": _ITEM}]}
 
 #: The query parameters an endpoint reads, by C{(method, path name)}.
 _QUERY = {
