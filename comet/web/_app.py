@@ -18,9 +18,17 @@ from klein.resource import KleinResource
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import IntegerConverter
 
 from comet.web._serve import render_error, serve
 from comet.web._table import ROUTES, RouteTable
+
+
+class _ASCIIIntegerConverter(IntegerConverter):
+    """C{<int:…>} of ASCII digits only: Werkzeug's C{\\d+} also takes other
+    scripts' digits, so that C{/tasks/٣} was C{/tasks/3}."""
+
+    regex = r"[0-9]+"
 
 
 class _Resource(KleinResource):
@@ -51,6 +59,7 @@ class CometAPI:
         self.models = models
         self.routes = routes
         self.app = Klein()
+        self.app.url_map.converters["int"] = _ASCIIIntegerConverter
         self._in_flight = 0
         self._drained: list[Deferred] = []
         self._build()

@@ -106,7 +106,8 @@ def describe(error: ValidationError) -> str:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         where = _field_of(error)
         prefix = "" if where == "(body)" else f"{where}."
-        return "unknown field " + ", ".join(f"'{prefix}{name}'" for name in extra)
+        # repr: a field name is the client's text, line breaks and quotes included.
+        return "unknown field " + ", ".join(repr(f"{prefix}{name}") for name in extra)
     if error.validator == "required":
         missing = error.message.split("'")[1]
         return f"field '{missing}' is required"

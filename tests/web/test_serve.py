@@ -194,6 +194,11 @@ class ErrorRulesTests(TestCase):
         )
         assertError(self, answer, 400, "bad_request", "unknown field 'x'")
 
+    async def test_unknown_field_with_line_break(self):
+        """An unknown field's name is quoted as Python quotes it: one line (found by Hypothesis)."""
+        answer = await self.client.post("/things", {"name": "a", "x\ny": 1, "q'": 2})
+        assertError(self, answer, 400, "bad_request", "unknown field \"q'\", 'x\\ny'")
+
     def test_depth_limit(self):
         """Exactly 32 levels are read (then validated); 33 are refused before validation."""
         endpoint = Endpoint("POST", "things", lambda *a: None, obj())

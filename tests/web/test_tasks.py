@@ -55,3 +55,9 @@ class TaskAPITests(TestCase):
         answer = await client.get("/tasks?status=null")
         assertError(self, answer, 400, "bad_request", "running, finished, failed")
         self.assertEqual((await client.get("/tasks?status=failed")).json, [])
+
+    async def test_id_ascii_digits_only(self):
+        """An id in another script's digits is no URI of ours (it was task 3)."""
+        client = make_client(self, make_models(self))
+        assertError(self, await client.get("/tasks/%D9%A3"), 404, "not_found", "no resource at")
+        assertError(self, await client.get("/tasks/3"), 404, "not_found", "task 3 does not exist")
