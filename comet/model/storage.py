@@ -340,8 +340,14 @@ class StorageModel:
                                         or not isinstance(capacity_gb, int) or capacity_gb < 1):
             raise InvalidInput(f"capacity is a whole number of GB (at least 1), not {capacity_gb!r}")
         if url is not None:
-            parsed = urlparse(url)
-            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            try:
+                parsed = urlparse(url)
+                # .hostname and .port raise ValueError for "http://a]" or "http://a:x".
+                usable = parsed.scheme in ("http", "https") and parsed.hostname
+                parsed.port
+            except ValueError:
+                usable = False
+            if not usable:
                 raise InvalidInput(f"url must be an http or https URL, not {url!r}")
         await self._check_new_volume(pool, name)
         key = (pool.name, name)
