@@ -3,8 +3,10 @@
 
 # Set up (Debian packages, .venv) and start the daemon on its embedded default:
 # the API on 127.0.0.1:8080, comet.sqlite here, one host on test:///default.
+# On a fresh database it first makes the admin user and prints its API token (once).
 run:
 	scripts/setup
+	.venv/bin/comet-admin $(if $(CONFIG),--config $(CONFIG)) bootstrap
 	.venv/bin/twistd -n --pidfile= comet $(if $(CONFIG),--config $(CONFIG))
 
 # Set up and run the whole test suite (the integration tests run when the

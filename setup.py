@@ -31,5 +31,5 @@ setup(
             "schemathesis>=4.0",
         ],
     },
-    entry_points={},
+    entry_points={"console_scripts": ["comet-admin = comet.admin:main"]},
 )

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
+
+#: The API token the daemon's admin got (bench/api.py passes it on).
+TOKEN = os.environ.get("COMET_TOKEN", "")
 
 
 def summary(latencies: list[float]) -> dict:
@@ -55,6 +59,8 @@ class Connection:
         )
         if body:
             head += "Content-Type: application/json\r\n"
+        if TOKEN:
+            head += f"Authorization: Bearer {TOKEN}\r\n"
         self.writer.write(head.encode() + b"\r\n" + body)
         status_line = await self.reader.readline()
         if not status_line:

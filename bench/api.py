@@ -72,11 +72,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: port -> the API token of the daemon listening there (made with comet-admin's bootstrap).
+TOKENS: dict[int, str] = {}
+
+
 def http(port: int, method: str, path: str, body: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
     if data is not None:
         request.add_header("Content-Type", "application/json")
+    if TOKENS.get(port):
+        request.add_header("Authorization", f"Bearer {TOKENS[port]}")
     with urllib.request.urlopen(request, timeout=60) as response:
         return response.status, json.loads(response.read() or b"null")
 
@@ -121,6 +127,10 @@ class Daemon:
                 f.write(f'[[hosts]]\nname = "{name}"\nuri = "{uri}"\ndomain_type = "test"\n\n')
         self.log = open(os.path.join(workdir, "twistd.log"), "wb")
         self.process = None
+        # The first admin and its token, as comet-admin bootstrap makes them.
+        from comet.admin import bootstrap
+
+        self.token = TOKENS[self.port] = bootstrap(self.db_path)
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -181,8 +191,10 @@ class Daemon:
 
 
 def client(*args) -> dict:
+    port = int(args[1])
+    env = dict(os.environ, COMET_TOKEN=TOKENS.get(port, ""))
     out = subprocess.run([sys.executable, LOAD, *map(str, args)], check=True,
-                         capture_output=True, timeout=600)
+                         capture_output=True, timeout=600, env=env)
     return json.loads(out.stdout)
 
 

@@ -12,6 +12,7 @@ with one clear line instead of a traceback.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from typing import Any
 
@@ -28,6 +29,10 @@ class APIConfig:
     endpoint: str = "tcp:8080:interface=127.0.0.1"
     #: Largest request body accepted, in bytes.
     max_body: int = 1024 * 1024
+    #: Require credentials (a token or a password) on every endpoint but /health.
+    auth: bool = True
+    #: Allow a plain ``tcp:`` endpoint (or ``auth = false``) on a non-loopback address.
+    allow_insecure: bool = False
 
 
 @attrs.frozen
@@ -122,6 +127,7 @@ _TABLES: dict[str, tuple[type, bool]] = {
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
     "str": (str,),
     "int": (int,),
     "float": (int, float),
@@ -163,7 +169,9 @@ def _build(cls: type, table: Any, where: str) -> Any:
                 f"unknown key {where}.{_key(key)} (known: {', '.join(sorted(fields))})"
             )
         expected = _field_type(fields[key])
-        if isinstance(value, bool) or not isinstance(value, _TYPES[expected]):
+        if (isinstance(value, bool) != (expected == "bool")) or not isinstance(
+            value, _TYPES[expected]
+        ):
             raise ConfigError(
                 f"{where}.{key} must be a{'n' if expected == 'int' else ''} {expected},"
                 f" not {type(value).__name__}"
@@ -204,6 +212,7 @@ def _check(config: Config) -> Config:
             raise ConfigError(
                 f"storagepools.{pool.name}: server {pool.server!r} is not in storageservers"
             )
+    _check_exposure(config.api)
     # Names a client sees must follow the API's own name rule.
     from comet.names import check_name
 
@@ -214,6 +223,36 @@ def _check(config: Config) -> Config:
         if not check_name(pool.name):
             raise ConfigError(f"storagepools: name {pool.name!r} is not a valid name")
     return config
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _check_exposure(api: APIConfig) -> None:
+    """
+    Refuse an API that would carry credentials in the clear (plain ``tcp:``)
+    or need none (``auth = false``) on a non-loopback address, unless
+    ``allow_insecure`` says so.  An endpoint without ``interface=`` listens on
+    every address.
+    """
+    if api.allow_insecure:
+        return
+    kind = api.endpoint.split(":", 1)[0].lower()
+    if kind in ("unix", "systemd"):
+        return
+    # Twisted escapes the colons of an IPv6 address with a backslash.
+    match = re.search(r"(?:^|:)interface=((?:\\:|[^:])+)", api.endpoint)
+    interface = match.group(1).replace("\\:", ":").strip("[]") if match else ""
+    loopback = interface.startswith(_LOOPBACK)
+    if loopback:
+        return
+    where = f"api.endpoint {api.endpoint!r} listens beyond loopback"
+    if not api.auth:
+        raise ConfigError(f"{where} with api.auth = false; set api.allow_insecure = true to allow it")
+    if kind in ("tcp", "tcp6"):
+        raise ConfigError(
+            f"{where} without TLS; use an ssl: endpoint, or set api.allow_insecure = true"
+        )
 
 
 def parse(text: str, source: str | None = None) -> Config:

@@ -17,7 +17,6 @@ from twisted.application.service import MultiService
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from comet import config as _config
 from comet.model import Models, make_models
@@ -28,12 +27,6 @@ log = Logger()
 
 #: Seconds that requests in flight get to finish when the daemon stops.
 DRAIN_TIMEOUT = 1.5
-
-
-class _QuietSite(Site):
-    """A Site that logs through twisted.logger at the API's own pace (no access log noise)."""
-
-    noisy = False
 
 
 class CometService(MultiService):
@@ -83,8 +76,19 @@ class CometService(MultiService):
         self.hypervisors.setServiceParent(self)
         self.models = make_models(self.db, self.hypervisors, self.config, self.reactor)
         await self.models.tasks.recover()
-        self.api = CometAPI(self.models)
-        site = _QuietSite(self.api.resource())
+        from comet.web._auth import Authenticator, Guard
+        from comet.web._site import api_site
+
+        api = self.config.api
+        users = self.models.users
+        authenticator = Authenticator(users, self.reactor, enabled=api.auth)
+        self.api = CometAPI(self.models, guard=Guard(authenticator, users, api.max_body, self.reactor))
+        if api.auth and await users.count() == 0:
+            log.warn(
+                "no user exists yet: make the first admin with"
+                " 'comet-admin user add NAME --role admin' and 'comet-admin token create NAME'"
+            )
+        site = api_site(self.api.resource(), api.max_body)
         api_endpoint = endpoints.serverFromString(self.reactor, self.config.api.endpoint)
         self.port = await api_endpoint.listen(site)
         log.info("Comet API listening on {endpoint}", endpoint=self.config.api.endpoint)

@@ -85,12 +85,47 @@ def make_models(
     return models
 
 
-class APIClient:
-    """Sends requests to a L{CometAPI} through Klein's in-memory request path."""
+def make_token(db_path: str, role: str = "admin", name: str | None = None) -> str:
+    """
+    A new API token of a user of C{role} (C{test-<role>} unless C{name}),
+    made in the database file as C{comet-admin} makes it.
+    """
+    from comet.admin import connect
+    from comet.store import users
+    from comet.store._db import _in_transaction
 
-    def __init__(self, api: CometAPI):
+    name = name or f"test-{role}"
+    with connect(db_path) as conn:
+
+        def make(conn):
+            if users.get_user(conn, name) is None:
+                users.add_user(conn, name, role, None)
+            return users.create_token(conn, name)[1]
+
+        return _in_transaction(conn, make)
+
+
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+class APIClient:
+    """
+    Sends requests to a L{CometAPI} through Klein's in-memory request path.
+
+    @param role: the role whose token every request carries (a user
+        C{test-<role>} is made in the API's database); C{None}: no
+        credentials.  An C{Authorization} header given to L{request} wins
+        (C{None} there: send none).
+    """
+
+    def __init__(self, api: CometAPI, role: str | None = "admin"):
         self.api = api
         self._stub = StubTreq(api.resource())
+        self.authorization = None
+        users = getattr(api.models, "users", None) if role is not None else None
+        if users is not None:
+            self.authorization = bearer(make_token(users.db.path, role))
 
     async def request(
         self,
@@ -106,6 +141,8 @@ class APIClient:
         and wait for the whole answer.
         """
         headers = dict(headers or {})
+        headers.setdefault("Authorization", self.authorization)
+        headers = {k: v for k, v in headers.items() if v is not None}
         data = raw
         if body is not None:
             data = json.dumps(body).encode("utf-8")
@@ -146,8 +183,25 @@ class APIClient:
         return self.request("DELETE", path, body, **kw)
 
 
-def make_client(testcase, models: Models | None = None) -> APIClient:
-    """A client of a fresh API on a fresh database."""
+def make_client(testcase, models: Models | None = None, role: str | None = "admin") -> APIClient:
+    """A client (an admin's, by default) of a fresh API on a fresh database."""
     if models is None:
         models = make_models(testcase)
-    return APIClient(CometAPI(models))
+    return APIClient(CometAPI(models), role)
+
+
+class FixedIdentity:
+    """An authenticator that takes every caller for C{identity} (pipeline tests)."""
+
+    def __init__(self, identity):
+        self.identity = identity
+
+    async def identify(self, request):
+        return self.identity
+
+
+def fixed_guard(role: str = "admin"):
+    """A guard that admits every caller as a C{role} named C{test}, and audits nothing."""
+    from comet.web._auth import Guard, Identity
+
+    return Guard(FixedIdentity(Identity("test", role)))

@@ -18,3 +18,8 @@ def http():
     from twisted.web.client import Agent, HTTPConnectionPool
 
     return treq.client.HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+def bearer(token: str) -> dict:
+    """The C{Authorization} header of an API token, as treq takes headers."""
+    return {b"Authorization": [f"Bearer {token}".encode("ascii")]}

@@ -207,6 +207,11 @@ _NAME = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,20}\Z")
 def _valid(field: attrs.Attribute):
     low, high = config._RANGES.get(field.name, (-(2**40), 2**40))
     kind = config._field_type(field)
+    if kind == "bool":
+        return st.booleans()
+    if field.name == "endpoint":
+        # Where credentials travel: a loopback one passes the exposure rules.
+        return st.integers(1, 65535).map(lambda port: f"tcp:{port}:interface=127.0.0.1")
     if kind == "int":
         return st.integers(int(math.ceil(low)), int(min(high, 2**40)))
     if kind == "float":
@@ -256,3 +261,40 @@ class PropertyTests(TestCase):
         for name, values in tables.items():
             for key, value in values.items():
                 self.assertEqual(getattr(getattr(parsed, name), key), value)
+
+
+class ExposureTests(TestCase):
+    """Credentials never cross a network in the clear, unless the file says so."""
+
+    def parse(self, api: str):
+        return config.parse("[api]\n" + api + "\n")
+
+    def test_auth_keys(self):
+        c = self.parse("auth = false\nallow_insecure = true")
+        self.assertEqual((c.api.auth, c.api.allow_insecure), (False, True))
+        self.assertEqual((config.load(None).api.auth, config.load(None).api.allow_insecure), (True, False))
+        e = self.assertRaises(ConfigError, self.parse, "auth = 1")
+        self.assertEqual(str(e), "api.auth must be a bool, not int")
+
+    def test_loopback_is_fine(self):
+        for endpoint in ["tcp:80:interface=127.0.0.1", r"tcp6:80:interface=\\:\\:1",
+                         "unix:/run/comet.sock"]:
+            self.assertEqual(self.parse(f'endpoint = "{endpoint}"').api.endpoint,
+                             endpoint.replace("\\\\", "\\"))
+
+    def test_plain_tcp_beyond_loopback(self):
+        """A plain tcp: endpoint on every or a public address is refused in one line."""
+        for endpoint in ["tcp:8080", "tcp:8080:interface=0.0.0.0", "tcp:8080:interface=10.0.0.5",
+                         r"tcp6:8080:interface=\\:\\:"]:
+            e = self.assertRaises(ConfigError, self.parse, f'endpoint = "{endpoint}"')
+            self.assertIn("without TLS", str(e))
+            self.assertIn("allow_insecure", str(e))
+            self.assertNotIn("\n", str(e))
+            self.parse(f'endpoint = "{endpoint}"\nallow_insecure = true')
+
+    def test_tls_beyond_loopback(self):
+        """ssl: is fine anywhere, unless credentials are off."""
+        endpoint = 'endpoint = "ssl:8443:privateKey=/etc/comet/key.pem:certKey=/etc/comet/cert.pem"'
+        self.assertTrue(self.parse(endpoint).api.endpoint.startswith("ssl:"))
+        e = self.assertRaises(ConfigError, self.parse, endpoint + "\nauth = false")
+        self.assertIn("api.auth = false", str(e))

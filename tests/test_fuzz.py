@@ -31,13 +31,19 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from comet.admin import bootstrap
 from tests._process import run, spawn
 from tests._util import http, temp_dir
 from tests.test_service import TWISTD, _twistd_env, free_port, write_config
 
-#: Headers every request of the run carries (the seeding ones too).  The one
-#: place to put credentials once the API asks for them.
+#: Headers every request of the run carries (the seeding ones too), besides
+#: the credentials of L{credentials}.
 HEADERS: dict[str, str] = {}
+
+
+def credentials(token: str) -> dict[str, str]:
+    """The headers that authenticate the run: an admin's token, so every operation is allowed."""
+    return {"Authorization": f"Bearer {token}"}
 
 #: What schemathesis checks on every answer.
 CHECKS = (
@@ -146,8 +152,11 @@ class FuzzTests(TestCase):
                 await deferLater(reactor, 0.1, lambda: None)
         self.fail("twistd did not listen in time")
 
+    #: L{HEADERS} and the credentials of the run's admin (set by each test).
+    headers: dict[str, str] = HEADERS
+
     def _headers(self):
-        return {name.encode(): [value.encode()] for name, value in HEADERS.items()}
+        return {name.encode(): [value.encode()] for name, value in self.headers.items()}
 
     async def _call(self, base, method, path, body=None, expect=(200, 201, 202)):
         headers = self._headers()
@@ -179,7 +188,7 @@ class FuzzTests(TestCase):
         """Run schemathesis on C{base}; its L{tests._process.Outcome}."""
         config = os.path.join(directory, "schemathesis.toml")
         with open(config, "w") as f:
-            f.write(schemathesis_config(HEADERS, pins))
+            f.write(schemathesis_config(self.headers, pins))
         return await run(
             _ST + [
                 "--config-file", config,
@@ -214,6 +223,8 @@ class FuzzTests(TestCase):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         argv = TWISTD + ["-n", "--pidfile=", "comet", "--config", write_config(directory, port)]
+        # The first admin, made as `comet-admin bootstrap` makes it, in the daemon's database.
+        self.headers = {**HEADERS, **credentials(bootstrap(os.path.join(directory, "comet.sqlite")))}
         daemon, ended = spawn(argv, env=_twistd_env(), path=directory)
         self.addCleanup(lambda: ended.called or daemon.signalProcess("KILL"))
         await self._wait_listening(base, ended)
@@ -286,10 +297,12 @@ class StorageFuzzTests(FuzzTests):
         from twisted.web.server import Site
 
         from comet.web import CometAPI
+        from tests._api import make_token
         from tests.web.test_storage import storage_models
 
         models = storage_models(self)
         self.patch(models.storage, "_http", _NoNetwork())
+        self.headers = {**HEADERS, **credentials(make_token(models.users.db.path))}
         site = Site(CometAPI(models).resource())
         site.timeOut = None  # no idle-connection timer left behind
         port = reactor.listenTCP(0, site, interface="127.0.0.1")

@@ -17,7 +17,8 @@ from twisted.trial.unittest import TestCase
 from comet import config
 from comet.service import makeService
 from tests._process import run, spawn
-from tests._util import http, temp_dir
+from comet.admin import bootstrap
+from tests._util import bearer, http, temp_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,10 +47,11 @@ class ServiceTests(TestCase):
     async def test_start_serve_stop(self):
         directory = temp_dir(self)
         port = free_port()
+        token = bootstrap(os.path.join(directory, "comet.sqlite"))
         service = makeService(config.load(write_config(directory, port)))
         service.startService()
         await service.ready
-        response = await http().get(f"http://127.0.0.1:{port}/cluster")
+        response = await http().get(f"http://127.0.0.1:{port}/cluster", headers=bearer(token))
         self.assertEqual(response.code, 200)
         self.assertEqual(await response.json(), [])
         self.assertEqual(
@@ -100,21 +102,33 @@ class TwistdTests(TestCase):
             if done.called:
                 self.fail("twistd exited before listening")
             try:
-                response = await http().get(f"http://127.0.0.1:{port}/cluster")
+                response = await http().get(f"http://127.0.0.1:{port}/health")
                 return response
             except Exception:
                 await deferLater(reactor, 0.1, lambda: None)
         self.fail("twistd did not listen in time")
 
-    async def _start_and_term(self, argv, directory, port, env):
+    async def _start_and_term(self, argv, directory, port, env, token=None):
+        """
+        Start twistd, check that it serves (with C{token}, the first admin's,
+        made by comet-admin bootstrap on C{directory}/comet.sqlite by default),
+        then SIGTERM it.
+        """
+        if token is None:
+            token = bootstrap(os.path.join(directory, "comet.sqlite"))
         process, done = spawn(argv, env=env, path=directory)
         self.addCleanup(lambda: done.called or process.signalProcess("KILL"))
-        response = await self._wait_listening(port, done)
+        health = await self._wait_listening(port, done)
+        self.assertEqual(await health.json(), {"status": "ok"})
+        refused = await http().get(f"http://127.0.0.1:{port}/cluster")
+        self.assertEqual(refused.code, 401)
+        await refused.content()
+        response = await http().get(f"http://127.0.0.1:{port}/cluster", headers=bearer(token))
         self.assertEqual(await response.json(), [])
         created = await http().post(
             f"http://127.0.0.1:{port}/cluster",
             b'{"name": "lab"}',
-            headers={b"Content-Type": [b"application/json"]},
+            headers={b"Content-Type": [b"application/json"], **bearer(token)},
         )
         self.assertEqual(created.code, 201)
         await created.content()
@@ -155,10 +169,17 @@ class TwistdTests(TestCase):
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", 8080)) == 0:
                 self.skipTest("port 8080 is in use here")
-        await self._start_and_term(
-            TWISTD + ["-n", "--pidfile=", "comet"], directory, 8080, _twistd_env()
+        # The first admin, made as the README's setup makes it: comet-admin
+        # bootstrap in the working directory, on the embedded default.
+        made = await run(
+            [sys.executable, "-m", "comet.admin", "bootstrap"], env=_twistd_env(), path=directory
         )
-        self.assertTrue(os.path.exists(os.path.join(directory, "comet.sqlite")))
+        self.assertEqual(made.code, 0, made.err)
+        token = made.out.decode().splitlines()[2]
+        # The daemon accepts that token: it uses the same comet.sqlite.
+        await self._start_and_term(
+            TWISTD + ["-n", "--pidfile=", "comet"], directory, 8080, _twistd_env(), token
+        )
 
     async def test_config_error_one_line(self):
         """A bad configuration file stops twistd with one line naming the key, no traceback."""

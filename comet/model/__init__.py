@@ -8,6 +8,8 @@ bag of model objects the web layer is handed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from comet.model.clusters import ClusterModel
@@ -30,6 +32,8 @@ class Models:
     vm_storages: VMStorageModel | None = None
     vm_snapshots: VMSnapshotModel | None = None
     console: ConsoleModel | None = None
+    #: Users, API tokens and the audit log (L{comet.store.users.Users}).
+    users: Any = None
 
 
 def make_models(db, hypervisors, config, clock, runners=None) -> Models:
@@ -41,6 +45,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         (C{clock} is then the reactor).  L{StorageModel.stop} stops them.
     """
     from comet.store import Clusters, Snapshots, Storage, Tasks, Templates, VMs
+    from comet.store.users import Users
 
     tasks = TaskRunner(Tasks(db), clock)
     clusters = ClusterModel(Clusters(db), clock)
@@ -57,7 +62,14 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     async def delete_vms(record):
         await vms.delete_cluster_vms(record.name)
 
+    async def all_vm_states():
+        by_cluster: dict[str, list[str]] = {}
+        for vm in await vms.list():
+            by_cluster.setdefault(vm.record.cluster, []).append(vm.state)
+        return {name: tuple(states) for name, states in by_cluster.items()}
+
     clusters.vm_states = vm_states
+    clusters.all_vm_states = all_vm_states
     clusters.on_delete = delete_vms
 
     if runners is None:
@@ -82,4 +94,5 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         vm_storages=VMStorageModel(storage, vms),
         vm_snapshots=VMSnapshotModel(storage, vms, storage.snapshots),
         console=ConsoleModel(vms, hypervisors, config.hosts, clock),
+        users=Users(db),
     )

@@ -72,6 +72,9 @@ class ClusterModel:
 
     @ivar vm_states: how to read a cluster's VM states; the compute model
         replaces the default (no VMs) with one that reads libvirt.
+    @ivar all_vm_states: the same for every cluster in one pass (used by
+        L{list}, so that C{GET /cluster} lists each host once, not once per
+        cluster).
     @ivar on_delete: called with the record before a cluster is deleted with
         C{force}, to power off and delete its VMs.
     """
@@ -80,6 +83,8 @@ class ClusterModel:
         self._clusters = clusters
         self._clock = clock
         self.vm_states: VMStates = _no_vms
+        #: When set, reads the VM states of every cluster at once (by cluster name).
+        self.all_vm_states: Callable[[], Awaitable[dict[str, tuple[str, ...]]]] | None = None
         self.on_delete: Callable[[ClusterRecord], Awaitable[None]] | None = None
 
     async def _cluster(self, record: ClusterRecord) -> Cluster:
@@ -87,7 +92,15 @@ class ClusterModel:
         return Cluster(record.name, record.description, record.created, tuple(states))
 
     async def list(self) -> list[Cluster]:
-        return [await self._cluster(r) for r in await self._clusters.list()]
+        records = await self._clusters.list()
+        if self.all_vm_states is None:
+            return [await self._cluster(r) for r in records]
+        # One pass over every host for all clusters, not one per cluster.
+        states = await self.all_vm_states()
+        return [
+            Cluster(r.name, r.description, r.created, states.get(r.name, ()))
+            for r in records
+        ]
 
     async def get(self, name: str) -> Cluster:
         return await self._cluster(await self._clusters.get(name))

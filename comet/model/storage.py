@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -651,6 +652,11 @@ class VMStorage:
 
 _DEV = re.compile(r"^vd[a-z]$")
 
+#: Seconds a guest has to release a disk detached while it runs.
+UNPLUG_TIMEOUT = 30.0
+#: Seconds between two looks at whether it did.
+UNPLUG_POLL = 0.5
+
 
 class VMStorageModel:
     """
@@ -737,11 +743,39 @@ class VMStorageModel:
                 await self._storage.hypervisors.detach_device(
                     host, vm.record.domain_name, self._storage._spec(pool, record))
             except NotFound:
-                pass
+                pass   # not in the domain (or its definition) any more
+            await self._wait_released(vm, record)
             if record.target:
                 await self._storage._unexport(record)
         await self._storage._store.update_volume(record.pool, record.name, vm_uuid=None,
                                                  dev=None)
+
+    async def _wait_released(self, vm, record) -> None:
+        """
+        Wait until the domain no longer has the disk.  Libvirt answers a live
+        detach once the guest released the disk or after 5 s, whichever
+        comes first; a guest slower than that (TCG, a busy one) still holds
+        it.  Its target must outlive that: once deleted, the volume can be
+        exported again under the same name and CHAP account, and the old
+        QEMU would reconnect to it.  Still there after L{UNPLUG_TIMEOUT}
+        seconds: 409, the volume stays attached (and its domain definition
+        without it: a retry detaches again).
+        """
+        hypervisors, clock = self._storage.hypervisors, self._storage._clock
+        deadline = clock.seconds() + UNPLUG_TIMEOUT
+        while True:
+            try:
+                description = await hypervisors.describe(vm.record.host, vm.record.domain_name)
+            except NotFound:
+                return   # no domain, no disk
+            if record.dev not in [d.target for d in description.spec.disks]:
+                return
+            if clock.seconds() >= deadline:
+                raise Conflict(
+                    f"VM {vm.name!r} did not release disk {record.dev} (volume"
+                    f" {record.name!r}) within {UNPLUG_TIMEOUT:g} s; it stays attached."
+                    " Try again (the guest must accept the unplug)")
+            await deferLater(clock, UNPLUG_POLL, lambda: None)
 
     async def unmap(self, cluster: str, name: str, volume: str, target_uri: str):
         """Start a task that detaches a volume from the VM (it stays in its pool)."""

@@ -182,9 +182,9 @@ class VMModel:
         hosts = sorted({r.host for r in records if r.host is not None})
         # Every host at once: a list costs the slowest host, not their sum.
         answers = await DeferredList(
-            [self._hv.list_domains(host) for host in hosts], consumeErrors=True
+            [self._hv.domain_states(host) for host in hosts], consumeErrors=True
         )
-        domains: dict[str, dict | None] = {}
+        domains: dict[str, dict[str, str] | None] = {}
         for host, (ok, value) in zip(hosts, answers):
             if ok:
                 domains[host] = value
@@ -199,8 +199,7 @@ class VMModel:
             elif domains.get(r.host) is None:
                 phase = UNKNOWN
             else:
-                info = domains[r.host].get(r.domain_name)
-                phase = info.state if info is not None else "shutoff"
+                phase = domains[r.host].get(r.domain_name, "shutoff")
             result.append(VM(r, phase))
         return result
 

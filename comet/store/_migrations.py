@@ -112,4 +112,37 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        5,
+        [
+            # Who may use the API (comet/web/_auth.py).  ``password`` is an
+            # scrypt hash (comet/credentials.py) or NULL for a token-only user.
+            """CREATE TABLE users (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL UNIQUE,
+                role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+                password TEXT,
+                created INTEGER NOT NULL
+            )""",
+            # API tokens: only the SHA-256 of each is kept; revoking deletes the row.
+            """CREATE TABLE api_tokens (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                hash TEXT NOT NULL UNIQUE,
+                created INTEGER NOT NULL
+            )""",
+            # Every POST/PUT/DELETE an authenticated client made, and its answer.
+            """CREATE TABLE audit_log (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                time INTEGER NOT NULL,
+                user TEXT NOT NULL,
+                method TEXT NOT NULL,
+                uri TEXT NOT NULL,
+                status INTEGER NOT NULL,
+                task_id INTEGER
+            )""",
+            "CREATE INDEX audit_log_time ON audit_log (time)",
+            "CREATE INDEX audit_log_user ON audit_log (user, time)",
+        ],
+    ),
 ]

@@ -278,6 +278,10 @@ class Hypervisors(Service):
         """
         return self._call(host, f"listing domains of {host!r}", _operations.list_domains)
 
+    def domain_states(self, host: str) -> Deferred[dict[str, str]]:
+        """The state of every domain on the host, by name: one bulk call."""
+        return self._call(host, f"listing domains of {host!r}", _operations.domain_states)
+
     def domains_with_metadata(self, host: str) -> Deferred[dict[str, OwnedDomain]]:
         """The domains on the host that Comet defined (they carry its metadata)."""
         return self._call(

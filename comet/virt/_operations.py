@@ -163,6 +163,19 @@ def list_domains(conn, host: str) -> dict[str, DomainInfo]:
     return result
 
 
+def domain_states(conn, host: str) -> dict[str, str]:
+    """
+    The state of every domain of the host, by name, from one bulk
+    C{virConnectGetAllDomainStats} of the C{state} group alone (which every
+    driver reports): what a list of VMs needs, without the per-domain
+    C{virDomainGetInfo} or value objects of L{list_domains}.
+    """
+    return {
+        dom.name(): state_name(stats["state.state"])
+        for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+    }
+
+
 def domains_with_metadata(conn, host: str) -> dict[str, OwnedDomain]:
     """
     The domains that carry Comet's metadata, by name.  Libvirt has no bulk

@@ -20,6 +20,8 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import IntegerConverter
 
+from comet.web._auth import Authenticator, Guard
+from comet.web._errors import HTTPError
 from comet.web._serve import render_error, serve
 from comet.web._table import ROUTES, RouteTable
 
@@ -53,11 +55,19 @@ class CometAPI:
 
     @ivar models: what the handlers act on (L{comet.model.Models}); passed to
         every handler as its first argument.
+    @ivar guard: who may call what (L{comet.web._auth.Guard}); by default
+        credentials checked against the users of C{models.users}.
     """
 
-    def __init__(self, models: Any, routes: RouteTable = ROUTES):
+    def __init__(self, models: Any, routes: RouteTable = ROUTES, guard: Any = None):
         self.models = models
         self.routes = routes
+        if guard is None:
+            users = getattr(models, "users", None)
+            if users is None:
+                raise ValueError("CometAPI needs a guard, or models with users")
+            guard = Guard(Authenticator(users), users)
+        self.guard = guard
         self.app = Klein()
         self.app.url_map.converters["int"] = _ASCIIIntegerConverter
         self._in_flight = 0
@@ -81,11 +91,19 @@ class CometAPI:
         def view(request: IRequest, **params):
             method = request.method.decode("ascii")
             endpoint = endpoints.get(method) or endpoints.get("GET")  # HEAD is GET
-            return ensureDeferred(serve(self.models, endpoint, request, params))
+            return ensureDeferred(serve(self.models, endpoint, request, params, self.guard))
 
         return view
 
-    def _routing_error(self, request: IRequest, failure) -> bytes:
+    def _routing_error(self, request: IRequest, failure) -> Deferred:
+        return ensureDeferred(self._routing_error_for(request, failure))
+
+    async def _routing_error_for(self, request: IRequest, failure) -> bytes:
+        # An unknown URI or method tells nothing to a caller without credentials.
+        try:
+            await self.guard.identify(request)
+        except HTTPError as e:
+            return render_error(request, e.code, e.reason, e.headers)
         error = failure.value
         if isinstance(error, MethodNotAllowed):
             allowed = sorted(set(error.valid_methods or []))

@@ -221,9 +221,20 @@ def _render(request: IRequest, result: Any) -> Any:
     return json.dumps(result.body, ensure_ascii=False).encode("utf-8")
 
 
-async def serve(api: Any, endpoint: Endpoint, request: IRequest, params: dict) -> bytes:
-    """Answer C{request} with C{endpoint}: the whole contract, in one place."""
+async def serve(
+    api: Any, endpoint: Endpoint, request: IRequest, params: dict, guard: Any = None
+) -> bytes:
+    """
+    Answer C{request} with C{endpoint}: the whole contract, in one place.
+
+    @param guard: a L{comet.web._auth.Guard}: credentials (401), the role the
+        endpoint needs (403) and the body size (413) are checked before
+        anything else, and a change request is written to the audit log.
+    """
+    result = None
     try:
+        if guard is not None:
+            await guard.admit(request, endpoint)
         accept = _header(request, b"accept")
         if accept and not _accepts(accept, endpoint.produces):
             raise HTTPError(406, f"this resource answers {endpoint.produces} only")
@@ -232,7 +243,10 @@ async def serve(api: Any, endpoint: Endpoint, request: IRequest, params: dict) -
         if endpoint.schema is not None:
             validate(endpoint.schema, body)
         result = await endpoint.handler(api, request, body, **params)
-        return _render(request, result)
+        answer = _render(request, result)
     except Exception:
         code, reason, headers = classify(Failure())
-        return render_error(request, code, reason, headers)
+        answer = render_error(request, code, reason, headers)
+    if guard is not None:
+        await guard.record(request, getattr(request, "comet_identity", None), result)
+    return answer

@@ -33,7 +33,7 @@ from comet.errors import Unavailable
 from comet.model.console import TicketRefused, is_local
 from comet.virt.console_stream import SerialConsole
 from comet.web._errors import HTTPError
-from comet.web._table import ROUTES, Response
+from comet.web._table import OPERATOR, PUBLIC, ROUTES, TICKET, Response
 
 log = Logger()
 
@@ -72,7 +72,7 @@ def _novnc_missing() -> Unavailable:
     )
 
 
-@ROUTES.route("GET", "vm.console")
+@ROUTES.route("GET", "vm.console", role=OPERATOR)
 async def console(models, request, body, cluster, name):
     """303 to the VM's console page (?type=serial: its serial console), with a single-use token."""
     kind = request.args.get(b"type", [b"vnc"])[0].decode("utf-8", "replace")
@@ -85,7 +85,7 @@ async def console(models, request, body, cluster, name):
     return Response(code=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
-@ROUTES.route("GET", "console.page", produces="text/html")
+@ROUTES.route("GET", "console.page", produces="text/html", role=PUBLIC)
 async def page(models, request, body):
     """The console page (noVNC), for the token in its URI's fragment."""
     if not os.path.isfile(os.path.join(NOVNC_DIR, "core", "rfb.js")):
@@ -95,7 +95,7 @@ async def page(models, request, body):
     return Response(raw=html, content_type="text/html; charset=utf-8")
 
 
-@ROUTES.route("GET", "console.serial", produces="text/html")
+@ROUTES.route("GET", "console.serial", produces="text/html", role=PUBLIC)
 async def serial_page(models, request, body):
     """The serial console page (plain text), for the token in its URI's fragment."""
     with open(SERIAL_PAGE, "rb") as f:
@@ -103,7 +103,7 @@ async def serial_page(models, request, body):
     return Response(raw=html, content_type="text/html; charset=utf-8")
 
 
-@ROUTES.route("GET", "console.novnc", produces="text/javascript")
+@ROUTES.route("GET", "console.novnc", produces="text/javascript", role=PUBLIC)
 async def novnc(models, request, body, file):
     """A file of the noVNC client (Debian's novnc package)."""
     root = os.path.realpath(NOVNC_DIR)
@@ -120,7 +120,7 @@ async def novnc(models, request, body, file):
     return Response(raw=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"})
 
 
-@ROUTES.route("GET", "console.ws", produces="application/octet-stream")
+@ROUTES.route("GET", "console.ws", produces="application/octet-stream", role=TICKET)
 async def websocket(models, request, body, cluster, name, token):
     """The console's websocket (subprotocol binary): the VM's VNC bytes."""
     vm = await models.vms.get(cluster, name)

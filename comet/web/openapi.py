@@ -11,7 +11,7 @@ import re
 from comet.names import NAME_PATTERN
 from comet.web._errors import ERROR_WORDS
 from comet.web._serve import NAME_PARAMS
-from comet.web._table import JSON, ROUTES, RouteTable, Response
+from comet.web._table import JSON, PUBLIC, ROUTES, TICKET, RouteTable, Response
 from comet.web.tasks import STATUSES
 
 ROUTES.path("openapi", "/openapi.json")
@@ -46,14 +46,12 @@ TASK = {
     },
 }
 
-#: What every JSON resource has: the URI it lives at.
-_RESOURCE = {"type": "object", "required": ["href"], "properties": {"href": {"type": "string"}}}
+#: A resource, or something with no URI of its own (a zpool, /health): an
+#: object whose C{href}, when it has one, is a URI.
+_OBJECT = {"type": "object", "properties": {"href": {"type": "string", "pattern": "^/"}}}
 
-#: An item of a list: a resource, or a row that has no URI of its own (a zpool).
-_ITEM = {"type": "object", "properties": {"href": {"type": "string"}}}
-
-#: A JSON success body: one resource, or a list.
-_JSON_BODY = {"oneOf": [_RESOURCE, {"type": "array", "items": _ITEM}]}
+#: A JSON success body: an object, or a list of them.
+_JSON_BODY = {"oneOf": [_OBJECT, {"type": "array", "items": _OBJECT}]}
 
 #: The query parameters an endpoint reads, by C{(method, path name)}.
 _QUERY = {
@@ -120,6 +118,10 @@ def document(routes: RouteTable = ROUTES) -> dict:
         }
         if (endpoint.method, endpoint.path) in _QUERY:
             operation["parameters"] = _QUERY[(endpoint.method, endpoint.path)]
+        if endpoint.role in (PUBLIC, TICKET):
+            operation["security"] = []
+        else:
+            operation["x-comet-role"] = endpoint.role
         if endpoint.schema is not None:
             operation["requestBody"] = {
                 # An empty body is C{{}} (_serve.py), so a body is required
@@ -132,6 +134,13 @@ def document(routes: RouteTable = ROUTES) -> dict:
         "openapi": "3.1.0",
         "info": {"title": "Comet", "version": __version__},
         "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "token": {"type": "http", "scheme": "bearer"},
+                "password": {"type": "http", "scheme": "basic"},
+            }
+        },
+        "security": [{"token": []}, {"password": []}],
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from comet.errors import NotFound
 from comet.model.storage import Pool, Volume
 from comet.web._schemas import NAME, obj
-from comet.web._table import ROUTES, Response
+from comet.web._table import OPERATOR, ROUTES, Response
 
 ROUTES.path("storageservers", "/storageservers")
 ROUTES.path("storageserver", "/storageservers/<host>")
@@ -322,7 +322,7 @@ async def list_snapshots(models, request, body, cluster, name):
     return [snapshot_representation(vm, s) for s in snapshots]
 
 
-@ROUTES.route("POST", "vm.snapshots", obj(name=NAME))
+@ROUTES.route("POST", "vm.snapshots", obj(name=NAME), role=OPERATOR)
 async def create_snapshot(models, request, body, cluster, name):
     """Snapshot all the VM's volumes at once (works while it runs)."""
     vm, snapshot = await _vm_snapshots(models).create(cluster, name, body.get("name"))
@@ -336,14 +336,14 @@ async def get_snapshot(models, request, body, cluster, name, snapshot):
     return snapshot_representation(*await _vm_snapshots(models).get(cluster, name, snapshot))
 
 
-@ROUTES.route("DELETE", "vm.snapshot", obj())
+@ROUTES.route("DELETE", "vm.snapshot", obj(), role=OPERATOR)
 async def delete_snapshot(models, request, body, cluster, name, snapshot):
     """Delete a snapshot (its children become its parent's)."""
     await _vm_snapshots(models).delete(cluster, name, snapshot)
     return Response(code=204)
 
 
-@ROUTES.route("POST", "vm.snapshot.revert", obj())
+@ROUTES.route("POST", "vm.snapshot.revert", obj(), role=OPERATOR)
 async def revert_snapshot(models, request, body, cluster, name, snapshot):
     """Roll the VM's volumes back to the snapshot (the VM must be off)."""
     return snapshot_representation(*await _vm_snapshots(models).revert(cluster, name, snapshot))

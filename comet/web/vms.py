@@ -9,7 +9,7 @@ from __future__ import annotations
 from comet.model.vms import VM, VM_ACTIONS
 from comet.web import clusters as _clusters
 from comet.web._schemas import BOOL, NAME, obj
-from comet.web._table import ROUTES, Response
+from comet.web._table import OPERATOR, ROUTES, Response
 from comet.web.templates import CPUS, MEMORY
 
 ROUTES.path("vms", "/cluster/<cluster>/vms")
@@ -98,7 +98,7 @@ async def delete_vm(models, request, body, cluster, name):
     return Response(code=204)
 
 
-@ROUTES.route("GET", "vm.screenshot", produces="image/png")
+@ROUTES.route("GET", "vm.screenshot", produces="image/png", role=OPERATOR)
 async def screenshot(models, request, body, cluster, name):
     """A PNG of the VM's screen (taken at most every few seconds)."""
     png = await models.vms.screenshot(cluster, name)
@@ -135,9 +135,9 @@ def _task_response(task) -> Response:
 for _action in VM_ACTIONS:
     ROUTES.path(f"vm.{_action}", f"/cluster/<cluster>/vms/<name>/{_action}")
     if _action == "stop":
-        ROUTES.route("POST", "vm.stop", STOP)(_stop)
+        ROUTES.route("POST", "vm.stop", STOP, role=OPERATOR)(_stop)
     else:
-        ROUTES.route("POST", f"vm.{_action}", obj())(_quick_action(_action))
+        ROUTES.route("POST", f"vm.{_action}", obj(), role=OPERATOR)(_quick_action(_action))
 
 
 # Cluster actions: start or stop every VM of the cluster, as a task.
@@ -164,7 +164,7 @@ def _cluster_action(action: str, schema):
 
     handler.__doc__ = f"{action.capitalize()} every VM of the cluster (a task)."
     ROUTES.path(f"cluster.{action}", f"/cluster/<name>/{action}")
-    ROUTES.route("POST", f"cluster.{action}", schema)(handler)
+    ROUTES.route("POST", f"cluster.{action}", schema, role=OPERATOR)(handler)
 
 
 _cluster_action("start", obj())

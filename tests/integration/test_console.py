@@ -204,6 +204,18 @@ class _BrowserConsole(TestCase):
         self.addCleanup(connector.disconnect)
         return await factory.opened.addTimeout(30, reactor)
 
+    async def navigate(self, url):
+        """
+        Open C{url} in Chromium as an operator would: every request it makes
+        carries the test admin's token (the console page and noVNC need none;
+        the websocket is authorised by the ticket in its URI).
+        """
+        await self.browser.call("Network.enable")
+        await self.browser.call(
+            "Network.setExtraHTTPHeaders", headers={"Authorization": self.client.authorization}
+        )
+        await self.browser.call("Page.navigate", url=url)
+
     async def _wait_state(self, state, timeout=60):
         seen = None
         for _ in range(int(timeout / 0.25)):
@@ -248,7 +260,7 @@ class BrowserConsoleTests(_BrowserConsole):
     async def test_canvas_shows_the_vm_screen(self):
         """Chromium follows the 303, the canvas connects, and shows the VM's screen."""
         await self.browser.call("Page.enable")
-        await self.browser.call("Page.navigate", url=f"{self.base}/cluster/lab/vms/{self.name}/console")
+        await self.navigate(f"{self.base}/cluster/lab/vms/{self.name}/console")
         await self._wait_state("connected")
         location = await self.browser.evaluate("location.pathname + location.hash")
         self.assertEqual(location, "/console/vnc")  # the token left the address bar
@@ -286,7 +298,10 @@ class BrowserConsoleTests(_BrowserConsole):
         """The page opened a second time with the same (used) token stays disconnected."""
         stub = self.client._stub
         url = f"http://comet.test/cluster/lab/vms/{self.name}/console"
-        response = await self.client._settle(stub.request("GET", url, allow_redirects=False))
+        response = await self.client._settle(
+            stub.request("GET", url, allow_redirects=False,
+                         headers={"Authorization": [self.client.authorization]})
+        )
         self.assertEqual(response.code, 303, await self.client._settle(stub.content(response)))
         page = self.base + response.headers.getRawHeaders("location")[0]
         await self.browser.call("Page.enable")
@@ -355,7 +370,7 @@ class GuestKeyboardTests(_BrowserConsole):
         ready = await deferToThread(_read_serial, domain, "COMET-GUEST: ready", 120)
         self.assertIn("COMET-GUEST: ready", ready)
         await self.browser.call("Page.enable")
-        await self.browser.call("Page.navigate", url=f"{self.base}/cluster/lab/vms/{self.name}/console")
+        await self.navigate(f"{self.base}/cluster/lab/vms/{self.name}/console")
         await self._wait_state("connected")
         await self.browser.evaluate("window.rfb.focus()")
         word = "keys" + secrets.token_hex(4)
@@ -377,9 +392,7 @@ class GuestKeyboardTests(_BrowserConsole):
         ready = await deferToThread(_read_serial, domain, "COMET-GUEST: ready", 120)
         self.assertIn("COMET-GUEST: ready", ready)
         await self.browser.call("Page.enable")
-        await self.browser.call(
-            "Page.navigate", url=f"{self.base}/cluster/lab/vms/{self.name}/console?type=serial"
-        )
+        await self.navigate(f"{self.base}/cluster/lab/vms/{self.name}/console?type=serial")
         await self._wait_state("connected")
         location = await self.browser.evaluate("location.pathname + location.hash")
         self.assertEqual(location, "/console/serial")

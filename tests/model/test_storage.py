@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
+from comet.model import storage as storage_model
 from comet.model.storage import base_snapshot_name, vm_disk_name
 from comet.remote.zfs import OWNER_PROPERTY
 from tests._api import make_client
@@ -28,6 +29,13 @@ class _Secrets:
         #: (host, domain, dev) -> iqn of hot-plugged disks (the test driver has no hot-plug).
         self.plugged: dict[tuple[str, str, str], str] = {}
         self.fail_attach = False
+        #: A guest that holds a detached disk: for this many looks at the
+        #: domain (C{True}: for ever); C{None}: it lets go at once.
+        self.slow_guest: int | bool | None = None
+        #: (host, domain, dev) -> looks left, of disks a slow guest still holds.
+        self.held: dict[tuple[str, str, str], int | bool] = {}
+        #: How often the domain was looked at while a guest held a disk.
+        self.described = 0
 
     async def attach_device(self, host, name, spec, live=None, config=True):
         if self.fail_attach:
@@ -38,6 +46,26 @@ class _Secrets:
 
     async def detach_device(self, host, name, spec, live=None, config=True):
         self.plugged.pop((host, name, spec.target), None)
+        if self.slow_guest is not None:
+            self.held[(host, name, spec.target)] = self.slow_guest
+
+    async def describe(self, host, name, secure=False):
+        """The test driver's domain, with the disks a slow guest still holds."""
+        import types
+
+        import attrs
+
+        real = await self._real.describe(host, name, secure)
+        held = []
+        for key, looks in list(self.held.items()):
+            if key[:2] == (host, name):
+                self.described += 1
+                if looks is not True:   # a guest that lets go after some looks
+                    self.held[key] = looks - 1
+                    if looks <= 1:
+                        del self.held[key]
+                held.append(types.SimpleNamespace(target=key[2]))
+        return attrs.evolve(real, spec=attrs.evolve(real.spec, disks=(*real.spec.disks, *held)))
 
     def __getattr__(self, name):
         return getattr(self._real, name)
@@ -262,6 +290,66 @@ class VMStorageTests(_Setup, TestCase):
                     404, "not_found")
         volume = (await self.client.get("/storagepools/pool1/storagevolumes/data")).json
         self.assertEqual((volume["vm"], volume["state"]), (None, "unmapped"))
+
+    async def _hot_plug(self):
+        await self.make_vm()
+        await self.make_data()
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        answer = await self.client.post("/cluster/lab/vms/web/storages",
+                                        {"pool": "pool1", "vol": "data"})
+        self.assertEqual(answer.code, 201, answer.body)
+        self.assertEqual(len(self.server.targets), 2)
+
+    async def _unmap(self):
+        answer = await self.client.post("/cluster/lab/vms/web/storages/data/unmap")
+        self.assertEqual(answer.code, 202, answer.body)
+        await self.models.tasks.wait(answer.json["id"])
+        return (await self.client.get(f"/tasks/{answer.json['id']}")).json
+
+    async def test_unmap_waits_for_the_guest(self):
+        """
+        Libvirt answers a live detach after 5 s even if the guest still holds
+        the disk: unmap unexports only once the domain has no such disk.
+        """
+        self.patch(storage_model, "UNPLUG_POLL", 0.01)
+        await self._hot_plug()
+        self.secrets.slow_guest = 3
+        exported = []
+        unexport = self.models.storage._unexport
+
+        async def unexport_seen(record):
+            exported.append(dict(self.secrets.held))
+            return await unexport(record)
+
+        self.patch(self.models.storage, "_unexport", unexport_seen)
+        task = await self._unmap()
+        self.assertEqual(task["status"], "finished", task)
+        self.assertEqual(self.secrets.described, 3)
+        self.assertEqual(exported, [{}])   # the guest had let go by then
+        self.assertEqual(len(self.server.targets), 1)
+        volume = (await self.client.get("/storagepools/pool1/storagevolumes/data")).json
+        self.assertEqual((volume["vm"], volume["state"]), (None, "unmapped"))
+
+    async def test_unmap_guest_never_lets_go(self):
+        """A guest that keeps the disk: the task fails, the volume stays attached and exported."""
+        self.patch(storage_model, "UNPLUG_POLL", 0.01)
+        self.patch(storage_model, "UNPLUG_TIMEOUT", 0.1)
+        await self._hot_plug()
+        self.secrets.slow_guest = True
+        task = await self._unmap()
+        self.assertEqual(task["status"], "failed", task)
+        self.assertIn("did not release disk vdb", task["message"])
+        self.assertGreater(self.secrets.described, 1)
+        self.assertEqual(len(self.server.targets), 2)
+        got = (await self.client.get("/cluster/lab/vms/web/storages/data")).json
+        self.assertEqual(got["state"], "mapped")
+        volume = (await self.client.get("/storagepools/pool1/storagevolumes/data")).json
+        self.assertEqual((volume["vm"], volume["state"]), ("/cluster/lab/vms/web", "mapped"))
+        # Once the guest lets go, unmap works.
+        self.secrets.held.clear()
+        self.secrets.slow_guest = None
+        self.assertEqual((await self._unmap())["status"], "finished")
+        self.assertEqual(len(self.server.targets), 1)
 
     async def test_delete_destroys(self):
         """DELETE on a shut-off VM's volume detaches and destroys it."""

@@ -141,6 +141,6 @@ class LocalSSHServer:
         return StorageServerConfig(**values)
 
     def storage_config(self, **changes) -> StorageConfig:
-        values = dict(connect_timeout=5, command_timeout=30.0, control_dir=self.control_dir)
+        values = dict(connect_timeout=30, command_timeout=60.0, control_dir=self.control_dir)
         values.update(changes)
         return StorageConfig(**values)

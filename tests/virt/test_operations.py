@@ -126,6 +126,24 @@ class ListDomainsTests(_NodeCase):
         self.assertEqual(len(ops.list_domains(conn, HOST)), 1)
 
 
+class DomainStatesTests(_NodeCase):
+    def test_states(self):
+        """Each domain by name with its state."""
+        conn = self.open_node(
+            domains=[domain_spec("a"), (domain_spec("b"), "paused"), (domain_spec("c"), "shutoff")]
+        )
+        self.assertEqual(
+            ops.domain_states(conn, HOST), {"a": "running", "b": "paused", "c": "shutoff"}
+        )
+
+    def test_one_round_trip(self):
+        """200 domains: the bulk call, then only their names (no info, no XML)."""
+        conn = self.open_node(domains=[domain_spec(f"vm-{i}") for i in range(200)])
+        self.assertEqual(len(ops.domain_states(conn, HOST)), 200)
+        methods = [m for m in self.recorder.methods() if m != "name"]
+        self.assertEqual(methods, ["getAllDomainStats"])
+
+
 class DomainsWithMetadataTests(_NodeCase):
     def test_only_comets(self):
         """Only domains with Comet's metadata are listed, with that metadata."""

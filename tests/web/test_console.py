@@ -110,7 +110,10 @@ class ConsoleTestMixin(VMTestMixin):
         """GET the console of VM C{name}, not following the redirect."""
         stub = self.client._stub
         url = f"http://comet.test/cluster/lab/vms/{name}/console"
-        response = await self.client._settle(stub.request("GET", url, allow_redirects=False))
+        response = await self.client._settle(
+            stub.request("GET", url, allow_redirects=False,
+                         headers={"Authorization": [self.client.authorization]})
+        )
         content = await self.client._settle(stub.content(response))
         return Answer(response.code, response.headers, content)
 
@@ -420,7 +423,10 @@ class SerialConsoleTests(ConsoleTestMixin, TestCase):
     async def serial_ticket(self, name="web"):
         stub = self.client._stub
         url = f"http://comet.test/cluster/lab/vms/{name}/console?type=serial"
-        response = await self.client._settle(stub.request("GET", url, allow_redirects=False))
+        response = await self.client._settle(
+            stub.request("GET", url, allow_redirects=False,
+                         headers={"Authorization": [self.client.authorization]})
+        )
         self.assertEqual(response.code, 303)
         location = urlsplit(response.headers.getRawHeaders("location")[0])
         self.assertEqual(location.path, "/console/serial")

@@ -19,7 +19,7 @@ from comet.web import ROUTES
 from comet.web._errors import HTTPError
 from comet.web._serve import _accepts, _depth, _read_body, describe, ecma_pattern, validate
 from comet.web._table import JSON, Endpoint, Response, RouteTable
-from tests._api import APIClient, make_client
+from tests._api import APIClient, fixed_guard, make_client
 
 
 def assertError(testcase, answer, code, word, reason_part=""):
@@ -83,7 +83,7 @@ class ErrorRulesTests(TestCase):
 
     def setUp(self):
         self.calls = []
-        self.client = APIClient(CometAPI(self.calls, _table()))
+        self.client = APIClient(CometAPI(self.calls, _table(), fixed_guard()))
 
     async def test_unknown_uri(self):
         """An unknown URI is a 404 that names it."""
@@ -240,7 +240,7 @@ class SuccessRulesTests(TestCase):
 
     def setUp(self):
         self.calls = []
-        self.client = APIClient(CometAPI(self.calls, _table()))
+        self.client = APIClient(CometAPI(self.calls, _table(), fixed_guard()))
 
     async def test_created(self):
         """A create answers 201 with C{Location} and the resource."""

@@ -400,3 +400,28 @@ class TemplateAndHostTests(VMTestMixin, TestCase):
             {"state": "connected", "cpus": 4, "memory": 8192, "memory_free": 8192, "vms": 0},
         )
         assertError(self, await self.client.get("/hosts/none"), 404, "not_found")
+
+
+class ClusterListTests(VMTestMixin, TestCase):
+    """C{GET /cluster} reads every cluster's VM states in one pass over the hosts."""
+
+    async def setUp(self):
+        await self.setUpVMs()
+
+    async def test_list_states_match_each_cluster(self):
+        self.assertEqual((await self.client.post("/cluster", {"name": "idle"})).code, 201)
+        self.assertEqual((await self.client.post("/cluster", {"name": "none"})).code, 201)
+        for _ in range(2):
+            self.assertEqual((await self.create()).code, 201)
+        body = {"template": "small"}
+        self.assertEqual((await self.client.post("/cluster/idle/vms", body)).code, 201)
+        answer = await self.action("small-1", "start")
+        self.assertEqual(answer.code, 200, answer.body)
+
+        listed = {c["name"]: (c["state"], c["vms"]) for c in (await self.client.get("/cluster")).json}
+        self.assertEqual(
+            listed, {"lab": ("partial", 2), "idle": ("stopped", 1), "none": ("empty", 0)}
+        )
+        for name, shown in listed.items():
+            one = (await self.client.get(f"/cluster/{name}")).json
+            self.assertEqual((one["state"], one["vms"]), shown)

@@ -1,0 +1,176 @@
+"""
+Users, their API tokens, and the audit log (migration 5).
+
+The functions take an open SQLite connection, so that both the daemon (through
+L{Database.transact}, in its database thread) and the C{comet-admin} tool (a
+plain connection, no reactor) run the same SQL.  L{Users} is the daemon's
+asynchronous face of them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import attrs
+
+from comet.credentials import hash_password, new_token, token_hash
+from comet.errors import Conflict, InvalidInput, NotFound
+from comet.store._db import Database
+
+ROLES = ("admin", "operator", "viewer")
+
+
+@attrs.frozen
+class UserRecord:
+    id: int
+    name: str
+    role: str
+    #: The scrypt hash, or C{None} for a user who signs in with tokens only.
+    password: str | None = attrs.field(repr=False)
+    created: int
+
+
+@attrs.frozen
+class TokenRecord:
+    id: int
+    user: str
+    created: int
+
+
+@attrs.frozen
+class AuditRecord:
+    id: int
+    time: int
+    user: str
+    method: str
+    uri: str
+    status: int
+    task_id: int | None
+
+
+def add_user(conn, name: str, role: str, password: str | None, now: int | None = None) -> UserRecord:
+    """Create a user; C{password} is hashed here (C{None}: tokens only)."""
+    from comet.names import NAME_PATTERN, check_name
+
+    if not check_name(name):
+        raise InvalidInput(f"{name!r} is not a valid user name (it must match {NAME_PATTERN})")
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    hashed = hash_password(password) if password is not None else None
+    now = int(time.time()) if now is None else now
+    try:
+        cur = conn.execute(
+            "INSERT INTO users (name, role, password, created) VALUES (?, ?, ?, ?)",
+            (name, role, hashed, now),
+        )
+    except sqlite3.IntegrityError:
+        raise Conflict(f"user {name!r} already exists") from None
+    return UserRecord(cur.lastrowid, name, role, hashed, now)
+
+
+def _user(row) -> UserRecord:
+    return UserRecord(row["id"], row["name"], row["role"], row["password"], row["created"])
+
+
+def get_user(conn, name: str) -> UserRecord | None:
+    row = conn.execute(
+        "SELECT id, name, role, password, created FROM users WHERE name = ?", (name,)
+    ).fetchone()
+    return _user(row) if row is not None else None
+
+
+def list_users(conn) -> list[UserRecord]:
+    rows = conn.execute("SELECT id, name, role, password, created FROM users ORDER BY name")
+    return [_user(row) for row in rows]
+
+
+def count_users(conn) -> int:
+    return conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+
+def create_token(conn, user: str, now: int | None = None) -> tuple[TokenRecord, str]:
+    """A new token for C{user}: its record and the token itself (the only time it exists)."""
+    record = get_user(conn, user)
+    if record is None:
+        raise NotFound(f"user {user!r} does not exist")
+    token = new_token()
+    now = int(time.time()) if now is None else now
+    cur = conn.execute(
+        "INSERT INTO api_tokens (user_id, hash, created) VALUES (?, ?, ?)",
+        (record.id, token_hash(token), now),
+    )
+    return TokenRecord(cur.lastrowid, user, now), token
+
+
+def list_tokens(conn) -> list[TokenRecord]:
+    rows = conn.execute(
+        "SELECT t.id, u.name, t.created FROM api_tokens t JOIN users u ON u.id = t.user_id"
+        " ORDER BY t.id"
+    )
+    return [TokenRecord(*row) for row in rows]
+
+
+def revoke_token(conn, token_id: int) -> None:
+    cur = conn.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,))
+    if cur.rowcount == 0:
+        raise NotFound(f"token {token_id} does not exist")
+
+
+def user_of_token(conn, token: str) -> UserRecord | None:
+    """The user a token belongs to, or C{None}; looked up by its hash (never cached)."""
+    row = conn.execute(
+        "SELECT u.id, u.name, u.role, u.password, u.created FROM api_tokens t"
+        " JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
+        (token_hash(token),),
+    ).fetchone()
+    return _user(row) if row is not None else None
+
+
+def record_audit(conn, when: int, user: str, method: str, uri: str, status: int,
+                 task_id: int | None) -> None:
+    conn.execute(
+        "INSERT INTO audit_log (time, user, method, uri, status, task_id)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (when, user, method, uri, status, task_id),
+    )
+
+
+def list_audit(conn, user: str | None = None, since: int | None = None,
+               limit: int = 100, offset: int = 0) -> list[AuditRecord]:
+    """Audit entries, oldest first, filtered by user and by time (C{time >= since})."""
+    where, args = [], []  # type: list[str], list[Any]
+    if user is not None:
+        where.append("user = ?")
+        args.append(user)
+    if since is not None:
+        where.append("time >= ?")
+        args.append(since)
+    sql = "SELECT id, time, user, method, uri, status, task_id FROM audit_log"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id LIMIT ? OFFSET ?"
+    return [AuditRecord(*row) for row in conn.execute(sql, args + [limit, offset])]
+
+
+class Users:
+    """The daemon's access to users, tokens and the audit log (in the database thread)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get(self, name: str):
+        return self.db.transact(get_user, name)
+
+    def by_token(self, token: str):
+        return self.db.transact(user_of_token, token)
+
+    def count(self):
+        return self.db.transact(count_users)
+
+    def audit(self, *args):
+        return self.db.transact(record_audit, *args)
+
+    def audit_log(self, **filters):
+        return self.db.transact(lambda conn: list_audit(conn, **filters))

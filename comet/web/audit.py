@@ -1,0 +1,66 @@
+"""
+The health check (C{GET /health}, the one endpoint without credentials) and the
+audit log (C{GET /auditlog}, admins only).
+"""
+
+from __future__ import annotations
+
+from comet.web._errors import HTTPError
+from comet.web._table import ADMIN, PUBLIC, ROUTES
+
+ROUTES.path("health", "/health")
+ROUTES.path("auditlog", "/auditlog")
+
+#: Entries per page of the audit log, by default and at most.
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+@ROUTES.route("GET", "health", role=PUBLIC)
+async def health(models, request, body):
+    """Whether the daemon answers (no credentials needed)."""
+    return {"status": "ok"}
+
+
+def _int_arg(request, name: str, default, low: int, high: int | None = None):
+    raw = request.args.get(name.encode("ascii"), [None])[0]
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPError(400, f"query parameter {name!r} must be an integer") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise HTTPError(400, f"query parameter {name!r} must be {bounds}")
+    return value
+
+
+def representation(entry) -> dict:
+    return {
+        "id": entry.id,
+        "time": entry.time,
+        "user": entry.user,
+        "method": entry.method,
+        "uri": entry.uri,
+        "status": entry.status,
+        "task_id": entry.task_id,
+        "task": ROUTES.href("task", id=entry.task_id) if entry.task_id is not None else None,
+    }
+
+
+@ROUTES.route("GET", "auditlog", role=ADMIN)
+async def auditlog(models, request, body):
+    """
+    The audit log, oldest first: every POST, PUT and DELETE (time, user,
+    method, URI, status, task id).  C{?user=}, C{?since=} (seconds since the
+    epoch), C{?limit=} (default 100, at most 1000) and C{?offset=}.
+    """
+    user = request.args.get(b"user", [None])[0]
+    entries = await models.users.audit_log(
+        user=user.decode("utf-8", "replace") if user is not None else None,
+        since=_int_arg(request, "since", None, 0),
+        limit=_int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+        offset=_int_arg(request, "offset", 0, 0),
+    )
+    return [representation(e) for e in entries]

@@ -1,0 +1,201 @@
+"""
+A real Comet daemon for integration tests: a C{twistd -n comet} child process
+configured for the testbed (its compute host, storage servers and pools, an
+API on a free loopback port, a database of its own), and small helpers that
+talk to its HTTP API the way a client does (treq, JSON, tasks polled).
+
+Shared by the end-to-end tests (C{test_compute}, C{test_storage_e2e}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tests._process import run as run_process
+from tests._process import spawn
+from tests._util import bearer, http, temp_dir
+from tests.integration._testbed import requireTestbed
+from tests.test_service import TWISTD, _twistd_env, free_port
+
+
+def _toml(value) -> str:
+    return json.dumps(value)   # a TOML basic string or number is JSON-compatible
+
+
+def comet_config(stack: dict, directory: str, port: int, control_dir: str) -> str:
+    """
+    A Comet config for the testbed written from C{stack.json}: its host, servers and
+    pools, but an API on C{port} and a database in C{directory}.
+    """
+    ssh = stack["ssh"]
+    lines = [
+        "[api]",
+        f"endpoint = {_toml(f'tcp:{port}:interface=127.0.0.1')}",
+        "[database]",
+        f"path = {_toml(os.path.join(directory, 'comet.sqlite'))}",
+        "[storage]",
+        f"control_dir = {_toml(control_dir)}",
+        "connect_timeout = 10",
+        "[[hosts]]",
+        'name = "local"',
+        f"uri = {_toml(stack['host_uri'])}",
+        f"domain_type = {_toml(stack['domain_type'])}",
+    ]
+    for server in stack["servers"]:
+        lines += [
+            "[[storageservers]]",
+            f"host = {_toml(server['address'])}",
+            f"ssh_user = {_toml(ssh['user'])}",
+            f"ssh_port = {int(server.get('ssh_port', ssh['port']))}",
+            f"ssh_identity = {_toml(ssh['identity'])}",
+            f"ssh_known_hosts = {_toml(ssh['known_hosts'])}",
+        ]
+    for server in stack["servers"]:
+        lines += [
+            "[[storagepools]]",
+            f"name = {_toml(server['storagepool'])}",
+            f"server = {_toml(server['address'])}",
+            f"dataset = {_toml(server['dataset'])}",
+        ]
+    path = os.path.join(directory, "comet.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+class _Answer:
+    def __init__(self, code: int, headers, body: bytes):
+        self.code = code
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self):
+        return json.loads(self.body) if self.body else None
+
+    def __repr__(self):
+        return f"<{self.code} {self.body[:600]!r}>"
+
+
+def _sleep(seconds: float):
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class CometDaemonCase(TestCase):
+    """
+    Starts the daemon in C{setUp} (skipped when the testbed is down) and stops
+    it at the end; C{self.stack} is C{stack.json}, C{self.token} a random
+    token for names.
+    """
+
+
+    async def setUp(self):
+        self.stack = requireTestbed()
+        self.token = secrets.token_hex(3)
+        directory = temp_dir(self)
+        # ssh ControlMaster socket paths must be short: a directory of our own in /tmp.
+        control = tempfile.mkdtemp(prefix="cc-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, control, True)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = comet_config(self.stack, directory, self.port, control)
+        # The first admin and its token, as comet-admin makes them on a fresh install.
+        made = await run_process(
+            [sys.executable, "-m", "comet.admin", "--config", config, "bootstrap"],
+            env=_twistd_env(), path=directory,
+        )
+        self.assertEqual(made.code, 0, made.err)
+        self.api_token = made.out.decode().splitlines()[2]
+        self.logfile = os.path.join(directory, "twistd.log")
+        self.process, self.done = spawn(
+            TWISTD + ["-n", "--pidfile=", "--logfile", self.logfile, "comet", "--config", config],
+            env=_twistd_env(), path=directory)
+        self.addCleanup(self._stop_twistd)
+        await self._wait_listening()
+
+    # --- the child and its API ----------------------------------------------
+
+    def _log_tail(self, n: int = 4000) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+    async def _wait_listening(self, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.done.called:
+                self.fail("twistd exited before listening:\n" + self._log_tail())
+            try:
+                answer = await self.request("GET", "/cluster")
+                if answer.code == 200:
+                    return
+            except Exception:
+                pass
+            await _sleep(0.2)
+        self.fail("twistd did not listen within %ss:\n%s" % (timeout, self._log_tail()))
+
+    async def _stop_twistd(self):
+        if self.done.called:
+            return
+        self.process.signalProcess("TERM")
+        killer = reactor.callLater(30, lambda: self.done.called or self.process.signalProcess("KILL"))
+        outcome = await self.done
+        if killer.active():
+            killer.cancel()
+        self.assertIn(outcome.signal, (None, signal.SIGTERM), self._log_tail())
+
+    async def request(self, method: str, path: str, body=None) -> _Answer:
+        headers = bearer(self.api_token)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers[b"Content-Type"] = [b"application/json"]
+        response = await http().request(method, self.base_url + path, data=data, headers=headers)
+        return _Answer(response.code, response.headers, await response.content())
+
+    async def get(self, path: str):
+        answer = await self.request("GET", path)
+        self.assertEqual(answer.code, 200, (path, answer))
+        return answer.json
+
+    async def wait_task(self, answer: _Answer, timeout: float = 600) -> dict:
+        """Poll the task a 202 answered until it is no longer running."""
+        self.assertEqual(answer.code, 202, answer)
+        href = answer.json["href"]
+        deadline = time.monotonic() + timeout
+        while True:
+            task = await self.get(href)
+            if task["status"] != "running":
+                return task
+            if time.monotonic() > deadline:
+                self.fail(f"task {href} still running after {timeout} s: {task}")
+            await _sleep(1)
+
+    async def finished(self, answer: _Answer, timeout: float = 600) -> dict:
+        task = await self.wait_task(answer, timeout)
+        self.assertEqual(task["status"], "finished", (task, self._log_tail()))
+        return task
+
+    async def wait_state(self, href: str, state: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            vm = await self.get(href)
+            if vm["state"] == state:
+                return vm
+            if time.monotonic() > deadline:
+                self.fail(f"{href} is {vm['state']}, not {state}, after {timeout} s")
+            await _sleep(1)
+

@@ -1,0 +1,66 @@
+"""The comet-admin tool."""
+
+import io
+import os
+import sys
+
+from twisted.trial.unittest import TestCase
+
+from comet import admin
+from comet.store import users
+from tests._process import run
+from tests._util import temp_dir
+
+
+class AdminTests(TestCase):
+    def setUp(self):
+        self.dir = temp_dir(self)
+        self.db = os.path.join(self.dir, "comet.sqlite")
+        self.config = os.path.join(self.dir, "comet.toml")
+        with open(self.config, "w") as f:
+            f.write(f'[database]\npath = "{self.db}"\n')
+
+    def admin(self, *argv, stdin=""):
+        out = io.StringIO()
+        admin.run(["--config", self.config, *argv], io.StringIO(stdin), out)
+        return out.getvalue()
+
+    def test_users_and_tokens(self):
+        self.assertIn("user alice (admin) created", self.admin("user", "add", "alice", "--role", "admin"))
+        self.admin("user", "add", "bob", "--role", "viewer", "--password-stdin", stdin="s3cret\n")
+        listed = self.admin("user", "list").splitlines()
+        self.assertEqual([line.split("\t")[:3] for line in listed],
+                         [["alice", "admin", "tokens"], ["bob", "viewer", "password+tokens"]])
+        out = self.admin("token", "create", "bob").splitlines()
+        self.assertEqual(out[0], "token 1 for bob (shown only now):")
+        token = out[1]
+        with admin.connect(self.db) as conn:
+            self.assertEqual(users.user_of_token(conn, token).name, "bob")
+            self.assertTrue(users.get_user(conn, "bob").password.startswith("scrypt$"))
+        self.assertNotIn(token, self.admin("token", "list"))
+        self.assertEqual(self.admin("token", "revoke", "1"), "token 1 revoked\n")
+        with admin.connect(self.db) as conn:
+            self.assertIsNone(users.user_of_token(conn, token))
+
+    def test_bootstrap(self):
+        """bootstrap makes the first admin and prints its token once; later it does nothing."""
+        out = self.admin("bootstrap")
+        token = out.splitlines()[2]
+        with admin.connect(self.db) as conn:
+            self.assertEqual(users.user_of_token(conn, token).role, "admin")
+        self.assertEqual(self.admin("bootstrap"), "")
+
+    async def test_command(self):
+        """The console script's errors are one line and exit 1; the default config is comet.sqlite here."""
+        env = dict(os.environ, PYTHONPATH=os.getcwd())
+        argv = [sys.executable, "-m", "comet.admin"]
+        done = await run(argv + ["user", "add", "ann", "--role", "operator"], env=env, path=self.dir)
+        self.assertEqual(done.code, 0, done.err)
+        self.assertTrue(os.path.exists(self.db))
+        again = await run(argv + ["user", "add", "ann", "--role", "operator"], env=env, path=self.dir)
+        self.assertEqual((again.code, again.err), (1, b"comet-admin: user 'ann' already exists\n"))
+        missing = await run(argv + ["token", "create", "nobody"], env=env, path=self.dir)
+        self.assertEqual(missing.err, b"comet-admin: user 'nobody' does not exist\n")
+        bad = await run(argv + ["--config", "/nonexistent.toml", "user", "list"], env=env, path=self.dir)
+        self.assertEqual(bad.code, 1)
+        self.assertIn(b"configuration error", bad.err)
