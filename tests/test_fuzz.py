@@ -10,7 +10,9 @@ Before it, a few resources are made (a running VM, a stopped one, templates, a
 spare cluster) and the path parameters of the operations on them are pinned
 there, so generated bodies reach the handlers and not only a 404; the
 operations that destroy or rename (DELETE, PUT) are pinned to spares, so they
-do not take the others' targets away half way through.
+do not take the others' targets away half way through.  Every request
+carries the first admin's token (L{credentials}), so no operation is refused
+for want of a role.
 
 Schemathesis runs as a child process (its CLI, through C{spawnProcess}), so
 the reactor is never blocked while it works and its own threads and event

@@ -179,7 +179,8 @@ class ConsoleRedirectTests(ConsoleTestMixin, TestCase):
         self.assertIn("not supported", answer.json["reason"])
         stub = self.client._stub
         url = "http://comet.test/cluster/lab/vms/web/console?type=serial"
-        serial = await self.client._settle(stub.request("GET", url, allow_redirects=False))
+        serial = await self.client._settle(stub.request(
+            "GET", url, allow_redirects=False, headers={"Authorization": [self.client.authorization]}))
         serial = Answer(serial.code, serial.headers, await self.client._settle(stub.content(serial)))
         self.assertEqual(serial.code, 303)
         self.assertTrue(serial.header("location").startswith("/console/serial#token="))
