@@ -137,6 +137,9 @@ class ConfigTests(TestCase):
 class FuzzTests(TestCase):
     """The whole API, fuzzed on a live daemon."""
 
+    #: Trial's own limit (120 s by default) must not cut the run short.
+    timeout = RUN_TIMEOUT + 60
+
     def setUp(self):
         if importlib.util.find_spec("schemathesis") is None:
             raise self.skipTest("schemathesis is not installed (pip install -e '.[test]')")
