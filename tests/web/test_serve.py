@@ -276,6 +276,31 @@ class SuccessRulesTests(TestCase):
         self.assertEqual((answer.code, answer.body), (200, b""))
 
 
+class CancelTests(TestCase):
+    """A request whose client went away."""
+
+    def test_cancelled_is_not_an_error(self):
+        """
+        Klein cancels the view when the connection is lost: serve lets the
+        cancellation through (Klein drops it) instead of logging a 500 and
+        answering a closed request.
+        """
+        from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from comet.web._serve import serve
+
+        gate = Deferred()
+
+        async def handler(api, request, body):
+            await gate
+
+        d = ensureDeferred(serve(None, Endpoint("GET", "things", handler), DummyRequest([b"things"]), {}))
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
 class DescribeTests(TestCase):
     """Schema errors are described by the field they are about."""
 
