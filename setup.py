@@ -28,6 +28,7 @@ setup(
             "pytest>=8.0",
             "hypothesis>=6.100",
             "openapi-spec-validator>=0.7",
+            "schemathesis>=4.0",
         ],
     },
     entry_points={"console_scripts": ["comet-admin = comet.admin:main"]},

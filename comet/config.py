@@ -11,6 +11,7 @@ with one clear line instead of a traceback.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from typing import Any
@@ -141,6 +142,24 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+#: Numeric keys and the (inclusive) range they must be in: a pool of no
+#: threads, a concurrency of 0 or a timeout of 0 would hang or fail every call.
+_RANGES: dict[str, tuple[float, float]] = {
+    "max_body": (1, math.inf),
+    "ssh_port": (1, 65535),
+    "cluster_concurrency": (1, math.inf),
+    "libvirt_threads": (1, math.inf),
+    "libvirt_timeout": (0.001, 1e9),
+    "connect_timeout": (1, 1e9),
+    "command_timeout": (0.001, 1e9),
+}
+
+
+def _key(key: str) -> str:
+    """A key as an error message shows it: as written, unless that would break the line."""
+    return key if key.isprintable() else repr(key)
+
+
 def _field_type(field: attrs.Attribute) -> str:
     """The TOML type a field accepts, read from its annotation."""
     return str(field.type).split()[0]
@@ -155,7 +174,7 @@ def _build(cls: type, table: Any, where: str) -> Any:
     for key, value in table.items():
         if key not in fields:
             raise ConfigError(
-                f"unknown key {where}.{key} (known: {', '.join(sorted(fields))})"
+                f"unknown key {where}.{_key(key)} (known: {', '.join(sorted(fields))})"
             )
         expected = _field_type(fields[key])
         if (isinstance(value, bool) != (expected == "bool")) or not isinstance(
@@ -165,6 +184,10 @@ def _build(cls: type, table: Any, where: str) -> Any:
                 f"{where}.{key} must be a{'n' if expected == 'int' else ''} {expected},"
                 f" not {type(value).__name__}"
             )
+        low, high = _RANGES.get(key, (-math.inf, math.inf))
+        if expected in ("int", "float") and not low <= value <= high:
+            limit = f"at least {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+            raise ConfigError(f"{where}.{key} must be {limit}, not {value!r}")
         kwargs[key] = float(value) if expected == "float" else value
     missing = [
         name
@@ -253,7 +276,7 @@ def parse(text: str, source: str | None = None) -> Config:
     for key, value in data.items():
         if key not in _TABLES:
             raise ConfigError(
-                f"unknown key {key} in {where} (known: {', '.join(sorted(_TABLES))})"
+                f"unknown key {_key(key)} in {where} (known: {', '.join(sorted(_TABLES))})"
             )
         cls, many = _TABLES[key]
         if many:

@@ -1,7 +1,12 @@
 """Configuration: defaults, every key, and one clear error per bad key or file."""
 
+import json
+import math
 import os
 
+import attrs
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from comet import config
@@ -128,12 +133,141 @@ class ErrorTests(TestCase):
     def test_invalid_name(self):
         self.assertConfigError("[[hosts]]\nname='a b'\nuri='x'", "not a valid name")
 
+    def test_out_of_range(self):
+        """Numbers that would hang or break the daemon (0 threads, no time) are refused."""
+        self.assertConfigError("[compute]\ncluster_concurrency=0", "compute.cluster_concurrency must be at least 1")
+        self.assertConfigError("[compute]\nlibvirt_threads=-3", "libvirt_threads", "-3")
+        self.assertConfigError("[compute]\nlibvirt_timeout=nan", "libvirt_timeout", "nan")
+        self.assertConfigError("[storage]\ncommand_timeout=inf", "command_timeout", "inf")
+        self.assertConfigError("[api]\nmax_body=0", "api.max_body must be at least 1")
+        self.assertConfigError(
+            "[[storageservers]]\nhost='s'\nssh_port=65536", "ssh_port must be from 1 to 65535"
+        )
+
+    def test_unprintable_key(self):
+        """A quoted key with a line break is shown escaped, so the error stays one line."""
+        self.assertConfigError('"a\\nb" = 1', "unknown key 'a\\nb'")
+        self.assertConfigError('[api]\n"x\\ty" = 1', "unknown key api.'x\\ty'")
+
     def test_not_toml(self):
         self.assertConfigError("[api", "not valid TOML")
 
     def test_unreadable(self):
         e = self.assertRaises(ConfigError, config.load, "/nonexistent/comet.toml")
         self.assertIn("/nonexistent/comet.toml", str(e))
+
+
+def _toml(value) -> str:
+    """A TOML value (JSON's strings, numbers and arrays are TOML's; tables inline)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # nan, inf, -inf and 1e+20 are TOML too
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_string(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return _string(value)
+    return json.dumps(value)
+
+
+def _string(text: str) -> str:
+    """A TOML basic string: control characters, quotes and backslashes escaped."""
+    escaped = "".join(
+        f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else "\\" + c if c in '"\\' else c
+        for c in text
+    )
+    return f'"{escaped}"'
+
+
+def _document(tables: dict) -> str:
+    lines = []
+    for name, table in tables.items():
+        for item in table if isinstance(table, list) else [table]:
+            lines.append(f"[[{name}]]" if isinstance(table, list) else f"[{name}]")
+            lines.extend(f"{_string(k)} = {_toml(v)}" for k, v in item.items())
+    return "\n".join(lines) + "\n"
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+_ANY = st.one_of(
+    _TEXT, st.integers(-(2**63), 2**63 - 1), st.floats(), st.booleans(), st.lists(st.integers(), max_size=2)
+)
+_FIELDS = {name: [f.name for f in attrs.fields(cls)] for name, (cls, _) in config._TABLES.items()}
+
+
+@st.composite
+def _any_tables(draw):
+    """Known tables with known and unknown keys, of any type."""
+    tables = {}
+    for name in draw(st.lists(st.sampled_from(sorted(_FIELDS)), unique=True, max_size=4)):
+        keys = st.one_of(st.sampled_from(_FIELDS[name]), _TEXT)
+        items = [draw(st.dictionaries(keys, _ANY, max_size=4)) for _ in range(draw(st.integers(1, 2)))]
+        tables[name] = items if config._TABLES[name][1] else items[0]
+    return tables
+
+
+_NAME = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,20}\Z")
+
+
+def _valid(field: attrs.Attribute):
+    low, high = config._RANGES.get(field.name, (-(2**40), 2**40))
+    kind = config._field_type(field)
+    if kind == "bool":
+        return st.booleans()
+    if field.name == "endpoint":
+        # Where credentials travel: a loopback one passes the exposure rules.
+        return st.integers(1, 65535).map(lambda port: f"tcp:{port}:interface=127.0.0.1")
+    if kind == "int":
+        return st.integers(int(math.ceil(low)), int(min(high, 2**40)))
+    if kind == "float":
+        return st.floats(low, min(high, 1e9), allow_nan=False)
+    if field.name == "name":
+        return _NAME
+    return _TEXT
+
+
+class PropertyTests(TestCase):
+    """Hypothesis: the parser's promises hold for any input, not just the examples above."""
+
+    @given(st.text())
+    def test_any_text(self, text):
+        """Any text is a Config or one ConfigError of one line, never another exception."""
+        try:
+            config.parse(text, "c.toml")
+        except ConfigError as e:
+            self.assertNotIn("\n", str(e))
+
+    @given(_any_tables())
+    def test_any_values(self, tables):
+        """Known tables with any keys and values: a Config whose values have the right types, or one line."""
+        try:
+            parsed = config.parse(_document(tables), "c.toml")
+        except ConfigError as e:
+            self.assertNotIn("\n", str(e))
+            self.assertTrue(str(e))
+            return
+        for name, (cls, many) in config._TABLES.items():
+            for item in getattr(parsed, name) if many else [getattr(parsed, name)]:
+                if item is None:
+                    continue
+                for field in attrs.fields(cls):
+                    kind = config._TYPES[config._field_type(field)]
+                    self.assertIsInstance(getattr(item, field.name), kind)
+
+    @given(st.data())
+    def test_round_trip(self, data):
+        """Every key of every single table, given a valid value, is read back as written."""
+        tables = {}
+        for name, (cls, many) in config._TABLES.items():
+            if many:
+                continue
+            tables[name] = {f.name: data.draw(_valid(f), label=f"{name}.{f.name}") for f in attrs.fields(cls)}
+        parsed = config.parse(_document(tables), "c.toml")
+        for name, values in tables.items():
+            for key, value in values.items():
+                self.assertEqual(getattr(getattr(parsed, name), key), value)
 
 
 class ExposureTests(TestCase):

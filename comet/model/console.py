@@ -17,9 +17,11 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 import attrs
+import libvirt
 
-from comet.errors import CometError, InvalidInput
+from comet.errors import CometError, Conflict, InvalidInput
 from comet.model.vms import conflict
+from comet.virt import HypervisorError
 
 #: The kinds of console.
 KINDS = ("vnc", "serial")
@@ -102,7 +104,9 @@ class ConsoleModel:
         VNC display (C{kind} C{vnc}) the display gets a new random password,
         set live; its serial console (C{serial}) is reached through libvirt.
 
-        @raise Conflict: the VM is not running or paused.
+        @raise Conflict: the VM is not running or paused, or its host's
+            libvirt driver cannot set a VNC password (libvirt's test driver:
+            its guests have no display), so no VNC console can be had there.
         """
         if kind not in KINDS:
             raise InvalidInput(f"a console is one of {', '.join(KINDS)}, not {kind!r}")
@@ -114,7 +118,16 @@ class ConsoleModel:
         password = None
         if kind == "vnc":
             password = self._password()
-            await self._hv.set_vnc_password(host, vm.record.domain_name, password)
+            try:
+                await self._hv.set_vnc_password(host, vm.record.domain_name, password)
+            except HypervisorError as e:
+                # A driver that lacks the call never will have it: not a
+                # backend failure (502) but a VM whose host gives no console.
+                if e.code != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+                raise Conflict(
+                    f"VM {vm.name!r} has no VNC console on host {host!r}: {e.reason}"
+                ) from None
         self._prune()
         ticket = Ticket(
             token=self._token(),

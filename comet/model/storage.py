@@ -344,8 +344,14 @@ class StorageModel:
                                         or not isinstance(capacity_gb, int) or capacity_gb < 1):
             raise InvalidInput(f"capacity is a whole number of GB (at least 1), not {capacity_gb!r}")
         if url is not None:
-            parsed = urlparse(url)
-            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            try:
+                parsed = urlparse(url)
+                # .hostname and .port raise ValueError for "http://a]" or "http://a:x".
+                usable = parsed.scheme in ("http", "https") and parsed.hostname
+                parsed.port
+            except ValueError:
+                usable = False
+            if not usable:
                 raise InvalidInput(f"url must be an http or https URL, not {url!r}")
         self.intents.check(f"{pool.name}/{name}")
         await self._check_new_volume(pool, name)
@@ -721,7 +727,7 @@ class VMStorageModel:
                             if f"vd{c}" not in used), None)
                 if dev is None:
                     raise Conflict(f"VM {name!r} has no free device name")
-            elif not _DEV.match(dev):
+            elif not _DEV.fullmatch(dev):
                 raise InvalidInput(f"dev must be a device name like vdb, not {dev!r}")
             elif dev in used:
                 raise Conflict(f"VM {name!r} already has a disk {dev}")

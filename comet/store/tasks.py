@@ -30,7 +30,14 @@ def _record(row: sqlite3.Row) -> TaskRecord:
     return TaskRecord(**dict(row))
 
 
+#: Ids are SQLite INTEGERs (signed 64-bit); a larger one names no task, and
+#: SQLite would refuse to even compare it (OverflowError, a 500).
+_MAX_ID = 2**63 - 1
+
+
 def _get(conn, task_id: int) -> TaskRecord:
+    if not 0 <= task_id <= _MAX_ID:
+        raise NotFound(f"task {task_id} does not exist")
     row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
     if row is None:
         raise NotFound(f"task {task_id} does not exist")

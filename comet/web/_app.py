@@ -18,11 +18,19 @@ from klein.resource import KleinResource
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import IntegerConverter
 
 from comet.web._auth import Authenticator, Guard
 from comet.web._errors import HTTPError
 from comet.web._serve import render_error, serve
 from comet.web._table import ROUTES, RouteTable
+
+
+class _ASCIIIntegerConverter(IntegerConverter):
+    """C{<int:…>} of ASCII digits only: Werkzeug's C{\\d+} also takes other
+    scripts' digits, so that C{/tasks/٣} was C{/tasks/3}."""
+
+    regex = r"[0-9]+"
 
 
 class _Resource(KleinResource):
@@ -61,6 +69,7 @@ class CometAPI:
             guard = Guard(Authenticator(users), users)
         self.guard = guard
         self.app = Klein()
+        self.app.url_map.converters["int"] = _ASCIIIntegerConverter
         self._in_flight = 0
         self._drained: list[Deferred] = []
         self._build()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 
 from comet.names import NAME_PATTERN
+from comet.web._errors import ERROR_WORDS
 from comet.web._serve import NAME_PARAMS
 from comet.web._table import JSON, PUBLIC, ROUTES, TICKET, RouteTable, Response
+from comet.web.tasks import STATUSES
 
 ROUTES.path("openapi", "/openapi.json")
 
@@ -19,11 +21,48 @@ _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 ERROR = {
     "type": "object",
     "required": ["code", "error", "reason"],
+    "additionalProperties": False,
     "properties": {
-        "code": {"type": "integer"},
-        "error": {"type": "string"},
+        "code": {"type": "integer", "minimum": 400, "maximum": 599},
+        "error": {"enum": sorted(set(ERROR_WORDS.values()))},
         "reason": {"type": "string"},
     },
+}
+
+#: A Task (C{comet/web/tasks.py}): the body of every 202.
+TASK = {
+    "type": "object",
+    "required": ["id", "status", "message", "target_uri", "progress", "created", "updated", "href"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "status": {"enum": list(STATUSES)},
+        "message": {"type": "string"},
+        "target_uri": {"type": "string"},
+        "progress": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+        "created": {"type": "integer"},
+        "updated": {"type": "integer"},
+        "href": {"type": "string", "pattern": "^/tasks/[0-9]+$"},
+    },
+}
+
+#: A resource, or something with no URI of its own (a zpool, /health): an
+#: object whose C{href}, when it has one, is a URI.
+_OBJECT = {"type": "object", "properties": {"href": {"type": "string", "pattern": "^/"}}}
+
+#: A JSON success body: an object, or a list of them.
+_JSON_BODY = {"oneOf": [_OBJECT, {"type": "array", "items": _OBJECT}]}
+
+#: The query parameters an endpoint reads, by C{(method, path name)}.
+_QUERY = {
+    ("GET", "tasks"): [
+        {"name": "status", "in": "query", "required": False,
+         "schema": {"enum": list(STATUSES)}},
+    ],
+    ("GET", "vm.console"): [
+        {"name": "type", "in": "query", "required": False,
+         "schema": {"enum": ["vnc", "serial"]}},
+    ],
 }
 
 #: What each method answers on success, besides errors.
@@ -34,7 +73,9 @@ def _parameters(pattern: str) -> list[dict]:
     params = []
     for converter, name in _PARAM.findall(pattern):
         if converter == "int":
-            schema = {"type": "integer"}
+            # Werkzeug's int converter takes digits only (no sign); ids are
+            # SQLite INTEGERs (signed 64-bit).
+            schema = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
         elif name in NAME_PARAMS:
             schema = {"type": "string", "pattern": NAME_PATTERN}
         else:
@@ -56,7 +97,7 @@ def document(routes: RouteTable = ROUTES) -> dict:
         if parameters:
             item["parameters"] = parameters
         if endpoint.produces == JSON:
-            ok_content = {JSON: {"schema": {}}}
+            ok_content = {JSON: {"schema": _JSON_BODY}}
         else:
             ok_content = {endpoint.produces: {"schema": {"type": "string", "format": "binary"}}}
         responses = {
@@ -65,7 +106,7 @@ def document(routes: RouteTable = ROUTES) -> dict:
         if endpoint.method == "POST":
             responses["200"] = {"description": "the resource after the action", "content": ok_content}
             responses["201"] = {"description": "created", "content": ok_content}
-            responses["202"] = {"description": "a task", "content": ok_content}
+            responses["202"] = {"description": "a task", "content": {JSON: {"schema": TASK}}}
         elif endpoint.method == "DELETE":
             responses["204"] = {"description": "deleted"}
         else:
@@ -75,13 +116,17 @@ def document(routes: RouteTable = ROUTES) -> dict:
             "summary": endpoint.summary,
             "responses": responses,
         }
+        if (endpoint.method, endpoint.path) in _QUERY:
+            operation["parameters"] = _QUERY[(endpoint.method, endpoint.path)]
         if endpoint.role in (PUBLIC, TICKET):
             operation["security"] = []
         else:
             operation["x-comet-role"] = endpoint.role
         if endpoint.schema is not None:
             operation["requestBody"] = {
-                "required": endpoint.method in ("PUT",) or bool(endpoint.schema.get("required")),
+                # An empty body is C{{}} (_serve.py), so a body is required
+                # only when its schema requires a field (PUT included).
+                "required": bool(endpoint.schema.get("required")),
                 "content": {JSON: {"schema": endpoint.schema}},
             }
         item[endpoint.method.lower()] = operation

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from comet.errors import InvalidInput
 from comet.store import TaskRecord
 from comet.web._table import ROUTES
 
 ROUTES.path("tasks", "/tasks")
 ROUTES.path("task", "/tasks/<int:id>")
+
+#: What a task's C{status} can be (the CHECK of its column).
+STATUSES = ("running", "finished", "failed")
 
 
 def representation(task: TaskRecord) -> dict:
@@ -28,6 +32,8 @@ async def list_tasks(models, request, body):
     status = request.args.get(b"status", [None])[0]
     if status is not None:
         status = status.decode("utf-8", "replace")
+        if status not in STATUSES:
+            raise InvalidInput(f"status is one of {', '.join(STATUSES)}, not {status!r}")
     return [representation(t) for t in await models.tasks.list(status)]
 
 

@@ -1,6 +1,7 @@
 """Console tickets: issued for a running VM with a fresh VNC password, used once, expiring."""
 
-from twisted.internet.defer import succeed
+import libvirt
+from twisted.internet.defer import ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -16,7 +17,7 @@ from comet.model.console import (
 )
 from comet.model.vms import VM
 from comet.store import VMRecord
-from comet.virt import GraphicsAddress
+from comet.virt import GraphicsAddress, HypervisorError
 
 
 def record(name="web", uuid="u-1", host="node1", **kw):
@@ -82,6 +83,25 @@ class ConsoleModelTests(TestCase):
         b = await self.console.issue("lab", "web")
         self.assertNotEqual(a.token, b.token)
         self.assertNotEqual(a.password, b.password)
+
+    async def test_driver_cannot_set_password(self):
+        """
+        A driver that lacks the call (VIR_ERR_NO_SUPPORT) gives the VM no VNC
+        console: a Conflict naming the host; any other refusal stays a
+        HypervisorError (502).
+        """
+        def refuse(code):
+            def set_vnc_password(host, name, password):
+                return fail(HypervisorError("setting the VNC password: nope", code))
+            return set_vnc_password
+
+        self.hv.set_vnc_password = refuse(libvirt.VIR_ERR_NO_SUPPORT)
+        e = await self.assertFailure(ensureDeferred(self.console.issue("lab", "web")), Conflict)
+        self.assertEqual(
+            e.reason, "VM 'web' has no VNC console on host 'node1': setting the VNC password: nope"
+        )
+        self.hv.set_vnc_password = refuse(libvirt.VIR_ERR_OPERATION_FAILED)
+        await self.assertFailure(ensureDeferred(self.console.issue("lab", "web")), HypervisorError)
 
     async def test_paused(self):
         self.vms.add("paused", name="p", uuid="u-2")

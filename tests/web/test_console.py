@@ -166,6 +166,25 @@ class ConsoleRedirectTests(ConsoleTestMixin, TestCase):
     async def test_unknown_vm(self):
         assertError(self, await self.get_console("nope"), 404, "not_found")
 
+    async def test_driver_without_vnc_password(self):
+        """
+        On a host whose libvirt driver cannot set a VNC password (the test
+        driver of the embedded default) a VNC console is a 409 that says so,
+        not a 502 (found by schemathesis); the serial console is still issued.
+        """
+        self.models.console._hv = self.models.hosts._hv  # the real test-driver hosts
+        answer = await self.get_console("web")
+        assertError(self, answer, 409, "conflict")
+        self.assertIn("has no VNC console on host", answer.json["reason"])
+        self.assertIn("not supported", answer.json["reason"])
+        stub = self.client._stub
+        url = "http://comet.test/cluster/lab/vms/web/console?type=serial"
+        serial = await self.client._settle(stub.request(
+            "GET", url, allow_redirects=False, headers={"Authorization": [self.client.authorization]}))
+        serial = Answer(serial.code, serial.headers, await self.client._settle(stub.content(serial)))
+        self.assertEqual(serial.code, 303)
+        self.assertTrue(serial.header("location").startswith("/console/serial#token="))
+
 
 class ConsoleTokenTests(ConsoleTestMixin, TestCase):
     """Bad tokens are refused with 403 before any websocket or VNC connection."""

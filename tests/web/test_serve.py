@@ -3,13 +3,22 @@ The contract's rules for every endpoint, through the in-memory request path:
 each error status with its JSON body, media types, body validation and names.
 """
 
+import io
+import json
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound, Unavailable
 from comet.web import CometAPI
 from comet.web._schemas import NAME, obj
-from comet.web._serve import describe
-from comet.web._table import Response, RouteTable
+from comet.names import NAME_PATTERN, check_name
+from comet.web import ROUTES
+from comet.web._errors import HTTPError
+from comet.web._serve import _accepts, _depth, _read_body, describe, ecma_pattern, validate
+from comet.web._table import JSON, Endpoint, Response, RouteTable
 from tests._api import APIClient, fixed_guard, make_client
 
 
@@ -150,6 +159,56 @@ class ErrorRulesTests(TestCase):
             answer = await self.client.get(f"/things/{quoted}")
             assertError(self, answer, 400, "bad_request", "not a valid name")
 
+    async def test_trailing_newline_name(self):
+        """
+        A name with a final line break is a 400 in the body as in the URI:
+        the schema's C{$} is ECMA-262's (end of input), not Python's (which
+        also matches before a final newline, so the body passed the schema).
+        """
+        for name in ["lab\n", "a\n", "x" * 64 + "\n"]:
+            answer = await self.client.post("/things", {"name": name})
+            assertError(self, answer, 400, "bad_request", "not a valid name")
+        assertError(self, await self.client.get("/things/lab%0A"), 400, "bad_request", "not a valid name")
+        self.assertEqual((await self.client.post("/things", {"name": "lab"})).code, 201)
+
+    async def test_body_json_python_reads_but_json_has_not(self):
+        """
+        What Python's json reads but no JSON client means is a 400, not a
+        500 (found while fuzzing): an escaped lone surrogate (nothing can
+        store it), NaN and Infinity (a NaN passes every minimum and maximum),
+        and nesting so deep that the decoder runs out of stack.
+        """
+        bodies = {
+            b'{"name": "a", "size": 1, "x": "\\ud800"}': "lone surrogate",
+            b'{"name": "a", "size": NaN}': "NaN is not a JSON number",
+            b'{"name": "a", "size": -Infinity}': "-Infinity is not a JSON number",
+            b"[" * 100000 + b"]" * 100000: "nests deeper than 32 levels",
+            b'{"name": ' + b"[" * 5000 + b"]" * 5000 + b"}": "nests deeper than 32 levels",
+            b'{"name": ' + b"[" * 32 + b"]" * 32 + b"}": "nests deeper than 32 levels",
+        }
+        for raw, reason in bodies.items():
+            answer = await self.client.post("/things", raw=raw, headers={"Content-Type": "application/json"})
+            assertError(self, answer, 400, "bad_request", reason)
+        answer = await self.client.post(
+            "/things", raw=b'{"name": "a", "x": "\\ud83d\\ude00"}', headers={"Content-Type": "application/json"}
+        )
+        assertError(self, answer, 400, "bad_request", "unknown field 'x'")
+
+    async def test_unknown_field_with_line_break(self):
+        """An unknown field's name is quoted as Python quotes it: one line (found by Hypothesis)."""
+        answer = await self.client.post("/things", {"name": "a", "x\ny": 1, "q'": 2})
+        assertError(self, answer, 400, "bad_request", "unknown field \"q'\", 'x\\ny'")
+
+    def test_depth_limit(self):
+        """Exactly 32 levels are read (then validated); 33 are refused before validation."""
+        endpoint = Endpoint("POST", "things", lambda *a: None, obj())
+        deep = b"[" * 31 + b"{}" + b"]" * 31
+        self.assertEqual(_depth(_read_body(_Request(deep, b"application/json"), endpoint)), 32)
+        e = self.assertRaises(
+            HTTPError, _read_body, _Request(b"[" + deep + b"]", b"application/json"), endpoint
+        )
+        self.assertEqual(e.code, 400)
+
     async def test_domain_errors(self):
         """Each domain error becomes its status code, with its reason."""
         expected = {
@@ -217,6 +276,31 @@ class SuccessRulesTests(TestCase):
         self.assertEqual((answer.code, answer.body), (200, b""))
 
 
+class CancelTests(TestCase):
+    """A request whose client went away."""
+
+    def test_cancelled_is_not_an_error(self):
+        """
+        Klein cancels the view when the connection is lost: serve lets the
+        cancellation through (Klein drops it) instead of logging a 500 and
+        answering a closed request.
+        """
+        from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from comet.web._serve import serve
+
+        gate = Deferred()
+
+        async def handler(api, request, body):
+            await gate
+
+        d = ensureDeferred(serve(None, Endpoint("GET", "things", handler), DummyRequest([b"things"]), {}))
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
 class DescribeTests(TestCase):
     """Schema errors are described by the field they are about."""
 
@@ -254,3 +338,121 @@ class RealAPITests(TestCase):
     async def test_unknown(self):
         client = make_client(self)
         assertError(self, await client.get("/cluster/lab/nothing/here"), 404, "not_found")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=70),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+#: Valid names with something appended or prepended: where the edge cases are.
+_NEAR_NAMES = st.builds(
+    lambda name, extra, front: extra + name if front else name + extra,
+    st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"),
+    st.sampled_from(["", "\n", "\r", " ", "/", "\x00", "-", ".", "x", "\u0660", "\u00e9"]),
+    st.booleans(),
+)
+#: Any value Python's json writes, including what JSON has not.
+_WILD_JSON = st.recursive(
+    st.none()
+    | st.floats()
+    | st.text(max_size=5)
+    | st.builds(str.__add__, st.text(max_size=3), st.characters(categories=["Cs"])),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
+    max_leaves=40,
+)
+_SCHEMAS = [e.schema for e in ROUTES.endpoints if e.schema is not None]
+
+
+@st.composite
+def _bodies(draw):
+    """A schema of the real API and a body for it: its own fields with any values, or anything."""
+    schema = draw(st.sampled_from(_SCHEMAS))
+    fields = sorted(schema.get("properties", {}))
+    if fields and draw(st.booleans()):
+        body = draw(st.dictionaries(st.sampled_from(fields), _JSON, max_size=len(fields)))
+    else:
+        body = draw(_JSON)
+    return schema, body
+
+
+class _Request:
+    """Just what L{_read_body} reads of a request."""
+
+    def __init__(self, raw: bytes, content_type: bytes | None):
+        self.content = io.BytesIO(raw)
+        self._type = content_type
+
+    def getHeader(self, name):
+        return self._type if name.lower() == b"content-type" else None
+
+
+class PropertyTests(TestCase):
+    """Hypothesis: the request rules hold for any input."""
+
+    @given(_bodies())
+    def test_any_body(self, case):
+        """Any JSON body against any endpoint's schema: accepted, or one 400 that is one line."""
+        schema, body = case
+        try:
+            validate(schema, body)
+        except HTTPError as e:
+            self.assertEqual(e.code, 400)
+            self.assertTrue(e.reason)
+            self.assertNotIn("\n", e.reason)
+
+    @given(st.one_of(st.text(max_size=70), _NEAR_NAMES))
+    def test_schema_name_is_the_name_rule(self, text):
+        """The body's name schema accepts exactly what C{check_name} accepts (the URI's rule)."""
+        try:
+            validate(NAME, text)
+            accepted = True
+        except HTTPError:
+            accepted = False
+        self.assertEqual(accepted, check_name(text), repr(text))
+
+    @given(st.text(max_size=10), st.sampled_from(["\n", "\r\n", "\n\n"]))
+    def test_ecma_dollar(self, text, end):
+        """An ECMA-262 C{$} matches at the end of the input only, never before a line break."""
+        self.assertIsNone(ecma_pattern("^[^\n]*$").search(text.replace("\n", "") + end))
+        self.assertIsNotNone(ecma_pattern("^[^\n]*$").search(text.replace("\n", "")))
+        self.assertEqual(ecma_pattern(NAME_PATTERN).search(text) is not None, check_name(text))
+
+    @given(st.binary(max_size=200), st.sampled_from([None, b"application/json", b"text/plain", b"APPLICATION/JSON; charset=x"]))
+    def test_any_raw_body(self, raw, content_type):
+        """Any bytes with any type: a JSON value, or a 400 or 415, never another exception."""
+        endpoint = Endpoint("POST", "things", lambda *a: None, obj())
+        try:
+            body = _read_body(_Request(raw, content_type), endpoint)
+        except HTTPError as e:
+            self.assertIn(e.code, (400, 415))
+            return
+        if raw.strip():
+            self.assertEqual(body, json.loads(raw.decode("utf-8")))
+        else:
+            self.assertEqual(body, {})
+
+    @given(_WILD_JSON)
+    def test_any_json_text(self, value):
+        """
+        Whatever Python's json can write (lone surrogates, NaN, Infinity,
+        deep nesting) is read as a body that can be stored and answered, or
+        is a 400.
+        """
+        endpoint = Endpoint("POST", "things", lambda *a: None, obj())
+        raw = json.dumps(value).encode("ascii")
+        try:
+            body = _read_body(_Request(raw, b"application/json"), endpoint)
+        except HTTPError as e:
+            self.assertEqual(e.code, 400)
+            return
+        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        self.assertLessEqual(_depth(body), 32)
+
+    @given(st.text(max_size=60))
+    def test_accept_any_header(self, junk):
+        """Any C{Accept} value is read without error; one that lists JSON itself admits JSON."""
+        self.assertIsInstance(_accepts(junk, JSON), bool)
+        self.assertTrue(_accepts(junk + ", application/json", JSON))
+        if not re.search(r"[*a-z]", junk.lower()):
+            self.assertFalse(_accepts(junk, JSON))

@@ -255,6 +255,18 @@ class StorageAPITests(TestCase):
             assertError(self, answer, 400, "bad_request")
         self.assertEqual(self.ran(), [])
 
+    async def test_unparsable_urls(self):
+        """
+        A URL whose host or port Python cannot read (an unmatched bracket, a
+        port that is no number or out of range) is a 400, not a 500 (found
+        by schemathesis).
+        """
+        for url in ["https://x]", "http://[::1/image", "http://a:x/image", "http://a:99999999/i"]:
+            answer = await self.client.post(
+                "/storagepools/pool1/storagevolumes", {"name": "v", "url": url})
+            assertError(self, answer, 400, "bad_request", "url must be an http or https URL")
+        self.assertEqual(self.ran(), [])
+
     async def test_hostile_names(self):
         """Names a shell or a path would read specially: 400, and nothing runs anywhere."""
         hostile = ["a;reboot", "$(reboot)", "a b", "../etc", "'q'", '"q"', "-rf", "`id`",

@@ -35,3 +35,29 @@ class TaskAPITests(TestCase):
         self.assertEqual((shown["status"], shown["message"], shown["progress"]), ("finished", "done it", 100))
         self.assertEqual((await client.get("/tasks?status=running")).json, [])
         assertError(self, await client.get("/tasks/999"), 404, "not_found", "999")
+
+    async def test_id_beyond_sqlite_integers(self):
+        """
+        An id no SQLite INTEGER can hold is a 404 like any other missing
+        task, not an OverflowError (a 500; found by schemathesis).
+        """
+        client = make_client(self, make_models(self))
+        for id in (2**63, 2**64 + 1, 10**30):
+            assertError(self, await client.get(f"/tasks/{id}"), 404, "not_found", str(id))
+        assertError(self, await client.get(f"/tasks/{2**63 - 1}"), 404, "not_found", "does not exist")
+
+    async def test_unknown_status_filter(self):
+        """
+        A C{status} filter that no task can have is a 400 naming the valid
+        ones, not an empty list (schemathesis: invalid data accepted).
+        """
+        client = make_client(self, make_models(self))
+        answer = await client.get("/tasks?status=null")
+        assertError(self, answer, 400, "bad_request", "running, finished, failed")
+        self.assertEqual((await client.get("/tasks?status=failed")).json, [])
+
+    async def test_id_ascii_digits_only(self):
+        """An id in another script's digits is no URI of ours (it was task 3)."""
+        client = make_client(self, make_models(self))
+        assertError(self, await client.get("/tasks/%D9%A3"), 404, "not_found", "no resource at")
+        assertError(self, await client.get("/tasks/3"), 404, "not_found", "task 3 does not exist")
