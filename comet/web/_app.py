@@ -91,7 +91,10 @@ class CometAPI:
         def view(request: IRequest, **params):
             method = request.method.decode("ascii")
             endpoint = endpoints.get(method) or endpoints.get("GET")  # HEAD is GET
-            return ensureDeferred(serve(self.models, endpoint, request, params, self.guard))
+            served = ensureDeferred(serve(self.models, endpoint, request, params, self.guard))
+            if method in ("GET", "HEAD"):
+                return served   # a read the client gave up on may stop where it is
+            return _shielded(served)
 
         return view
 
@@ -145,3 +148,17 @@ class CometAPI:
         d = Deferred()
         self._drained.append(d)
         return d
+
+
+def _shielded(served: Deferred) -> Deferred:
+    """
+    C{served}'s result, through a Deferred whose cancellation does not reach
+    it.  Klein cancels the view when the client disconnects; a change
+    request cancelled half way (a VM defined, not started; a zvol made, not
+    recorded) would stop at an arbitrary await, where its undo may not run.
+    A change, once admitted, runs to its end (and to the audit log) whether
+    or not anyone is still there to read the answer.
+    """
+    answer: Deferred = Deferred()   # no canceller: cancel() only fails this one
+    served.chainDeferred(answer)
+    return answer
