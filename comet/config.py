@@ -152,6 +152,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "libvirt_timeout": (0.001, 1e9),
     "connect_timeout": (1, 1e9),
     "command_timeout": (0.001, 1e9),
+    "interval": (0, 1e9),   # [reconcile]: 0 = only at start
 }
 
 
@@ -214,8 +215,6 @@ def _check(config: Config) -> Config:
             seen.add(value)
     if not config.hosts:
         raise ConfigError("hosts: at least one compute host is needed")
-    if config.reconcile.interval < 0:
-        raise ConfigError("reconcile.interval must be 0 (only at start) or more seconds")
     servers = {s.host for s in config.storageservers}
     for pool in config.storagepools:
         if pool.server not in servers:
