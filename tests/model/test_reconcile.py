@@ -28,7 +28,7 @@ from comet.store import Intents as IntentTable
 from comet.virt import DomainSpec, Hypervisors
 from tests._api import make_client, temp_database
 from tests._api import test_hosts as _test_hosts
-from tests.model.test_storage import _Secrets
+from tests.model.test_storage import _Secrets, make_base_template
 
 #: The halted operations of every test, kept for the whole run: a collected
 #: coroutine would run its cleanup code, which a dead process never does.
@@ -92,13 +92,7 @@ class _Base:
         self.world = _Daemon(self)
         self.models = self.world.boot()
         self.client = make_client(self, self.models)
-        answer = await self.client.post(
-            "/storagepools/pool1/storagevolumes", {"name": "base", "capacity": 1})
-        await self.models.tasks.wait(answer.json["id"])
-        self.assertEqual((await self.client.post("/cluster", {"name": "lab"})).code, 201)
-        answer = await self.client.post(
-            "/templates", {"name": "deb", "memory": 128, "disk": {"pool": "pool1", "volume": "base"}})
-        self.assertEqual(answer.code, 201, answer.body)
+        await make_base_template(self, self.client, self.models)
         answer = await self.client.post("/cluster/lab/vms", {"template": "deb", "name": "web"})
         self.assertEqual(answer.code, 201, answer.body)
         self.uuid = answer.json["uuid"]

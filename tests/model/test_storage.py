@@ -81,6 +81,16 @@ class _Secrets:
             raise NotFound(f"no secret {uuid}")
 
 
+async def make_base_template(testcase, client, models) -> None:
+    """The volume C{base} in pool1, the cluster C{lab} and the template C{deb} on C{base}."""
+    answer = await client.post("/storagepools/pool1/storagevolumes", {"name": "base", "capacity": 1})
+    await models.tasks.wait(answer.json["id"])
+    testcase.assertEqual((await client.post("/cluster", {"name": "lab"})).code, 201)
+    answer = await client.post(
+        "/templates", {"name": "deb", "memory": 128, "disk": {"pool": "pool1", "volume": "base"}})
+    testcase.assertEqual(answer.code, 201, answer.body)
+
+
 class _Setup:
     """Fake storage servers, a base volume, a cluster and a template using it."""
 
@@ -89,13 +99,7 @@ class _Setup:
         self.secrets = self.models.storage.hypervisors = _Secrets(self.models.storage.hypervisors)
         self.client = make_client(self, self.models)
         self.server = self.servers["s1"]
-        answer = await self.client.post(
-            "/storagepools/pool1/storagevolumes", {"name": "base", "capacity": 1})
-        await self.models.tasks.wait(answer.json["id"])
-        self.assertEqual((await self.client.post("/cluster", {"name": "lab"})).code, 201)
-        answer = await self.client.post(
-            "/templates", {"name": "deb", "memory": 128, "disk": {"pool": "pool1", "volume": "base"}})
-        self.assertEqual(answer.code, 201, answer.body)
+        await make_base_template(self, self.client, self.models)
 
     async def make_vm(self, name="web"):
         answer = await self.client.post("/cluster/lab/vms", {"template": "deb", "name": name})
@@ -270,14 +274,8 @@ class VMStorageTests(_Setup, TestCase):
 
     async def test_hot_plug_and_unmap(self):
         """Attaching to a running VM exports and plugs it; unmap undoes both, keeps the volume."""
-        await self.make_vm()
-        await self.make_data()
-        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
-        answer = await self.client.post("/cluster/lab/vms/web/storages",
-                                        {"pool": "pool1", "vol": "data"})
-        self.assertEqual(answer.code, 201, answer.body)
+        answer = await self._hot_plug()
         self.assertEqual(answer.json["state"], "mapped")
-        self.assertEqual(len(self.server.targets), 2)
         self.assertEqual(list(self.secrets.plugged.values()), [answer.json["target"]])
         answer = await self.client.post("/cluster/lab/vms/web/storages/data/unmap")
         self.assertEqual(answer.code, 202, answer.body)
@@ -299,6 +297,7 @@ class VMStorageTests(_Setup, TestCase):
                                         {"pool": "pool1", "vol": "data"})
         self.assertEqual(answer.code, 201, answer.body)
         self.assertEqual(len(self.server.targets), 2)
+        return answer
 
     async def _unmap(self):
         answer = await self.client.post("/cluster/lab/vms/web/storages/data/unmap")

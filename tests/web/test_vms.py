@@ -134,6 +134,14 @@ class ActionTests(VMTestMixin, TestCase):
         await self.setUpVMs()
         await self.create()
 
+    def guest_ignores_shutdown(self):
+        """The guest acts as if it never saw the ACPI shutdown (until the test ends)."""
+
+        async def ignore(host, name):
+            return None
+
+        self.patch(self.models.hosts._hv, "shutdown", ignore)
+
     async def reach(self, phase):
         """Bring small-1 to C{phase}."""
         steps = {
@@ -257,14 +265,7 @@ class ActionTests(VMTestMixin, TestCase):
     async def test_stop_without_force_when_guest_ignores(self):
         """A guest that does not shut down in time fails the stop task and stays running."""
         await self.reach("running")
-        hv = self.models.hosts._hv
-        original = hv.shutdown
-
-        async def ignore(host, name):
-            return None
-
-        hv.shutdown = ignore
-        self.addCleanup(setattr, hv, "shutdown", original)
+        self.guest_ignores_shutdown()
         task = await self.wait_task(await self.action("small-1", "stop", {"timeout": 0.2}))
         self.assertEqual(task["status"], "failed")
         self.assertIn("did not shut down within 0.2 s", task["message"])
@@ -308,14 +309,7 @@ class ActionTests(VMTestMixin, TestCase):
     async def test_busy_vm(self):
         """A second operation on a VM while one runs is a 409 naming the first."""
         await self.reach("running")
-        hv = self.models.hosts._hv
-        original = hv.shutdown
-
-        async def ignore(host, name):
-            return None
-
-        hv.shutdown = ignore
-        self.addCleanup(setattr, hv, "shutdown", original)
+        self.guest_ignores_shutdown()
         answer = await self.action("small-1", "stop", {"timeout": 0.5})
         self.assertEqual(answer.code, 202)
         assertError(self, await self.action("small-1", "suspend"), 409, "conflict", "busy")
