@@ -406,10 +406,11 @@ class Reconciler:
         by_uuid = {r.uuid: r for r in records}
         for host in vms._hv.hosts:
             try:
-                domains = await vms._hv.list_domains(host)
+                # names are all it needs: the cheap bulk call, not the full listing
+                domains = await vms._hv.domain_states(host)
             except CometError:
                 continue
-            for name, info in domains.items():
+            for name in domains:
                 if not name.startswith(COMET_DOMAIN_PREFIX):
                     continue
                 uuid = name[len(COMET_DOMAIN_PREFIX):]
