@@ -202,6 +202,19 @@ class CometDaemonCase(TestCase):
         self.assertEqual(task["status"], "finished", (task, self._log_tail()))
         return task
 
+    async def pick_pool(self, need: int) -> str:
+        """
+        The first active storage pool with C{need} bytes free (the testbed's
+        zpools hold 1.9 GiB, and another test's volumes may be there now).
+        """
+        seen = []
+        for server in self.stack["servers"]:
+            info = await self.get(f"/storagepools/{server['storagepool']}")
+            if info["state"] == "active" and info["available"] >= need:
+                return info["name"]
+            seen.append(f"{info['name']}: {info['state']}, {info['available']} bytes free")
+        self.fail(f"no storage pool has {need} bytes free: {seen}")
+
     async def wait_state(self, href: str, state: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while True:

@@ -270,6 +270,34 @@ def destroyDomain(stack, name):
     return libvirtCall(stack, destroy)
 
 
+def removeDomains(stack, names):
+    """
+    Destroy (if running) and undefine (if persistent) each domain of C{names}
+    that exists: a test's clean-up by hand.  @return: L{Deferred} with what
+    was removed, and what could not be with libvirt's reason.
+    """
+    import libvirt
+
+    def remove(conn):
+        gone = []
+        for name in names:
+            try:
+                domain = conn.lookupByName(name)
+            except libvirt.libvirtError:
+                continue
+            try:
+                if domain.isActive():
+                    domain.destroy()
+                if domain.isPersistent():
+                    domain.undefine()
+                gone.append(name)
+            except libvirt.libvirtError as e:
+                gone.append(f"{name}: {e}")
+        return gone
+
+    return libvirtCall(stack, remove)
+
+
 def domainActive(stack, name):
     """
     @return: L{Deferred} firing True if domain C{name} exists and runs.

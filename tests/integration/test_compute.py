@@ -46,7 +46,8 @@ class ComputeIntegrationTests(CometDaemonCase):
         screenshots, suspend/resume, ACPI shutdown, reset, cluster stop, clean-up.
         """
         started = time.monotonic()
-        pool = await self._pick_pool()
+        # room for the base volume and the VMs' clones
+        pool = await self.pick_pool(2 * self.stack["guest"]["image_size"] + 128 * MiB)
         base = f"it-{self.token}-base"
         template = f"it{self.token}"
         cluster = f"it-{self.token}"
@@ -193,21 +194,6 @@ class ComputeIntegrationTests(CometDaemonCase):
 
     # --- helpers and clean-up -------------------------------------------------
 
-    async def _pick_pool(self) -> str:
-        """
-        pool1, unless it has no room for the base volume and the VMs' clones (the
-        testbed's zpools hold 1.9 GiB, and another test's volumes may be there
-        right now); then the next pool.
-        """
-        need = 2 * self.stack["guest"]["image_size"] + 128 * MiB
-        seen = []
-        for server in self.stack["servers"]:
-            info = await self.get(f"/storagepools/{server['storagepool']}")
-            if info["state"] == "active" and info["available"] >= need:
-                return info["name"]
-            seen.append(f"{info['name']}: {info['state']}, {info['available']} bytes free")
-        self.fail(f"no storage pool has {need} bytes free for the base volume: {seen}")
-
     async def _comet_domains(self) -> list[str]:
         """Names of comet-* domains on the host except the testbed's and other tests' own."""
 
@@ -255,28 +241,8 @@ class ComputeIntegrationTests(CometDaemonCase):
                 await self._delete_all(check=False)
             except Exception as e:   # noqa: BLE001 -- clean up the rest anyway
                 problems.append(f"API clean-up: {e!r}")
-        import libvirt
-
         uuids = list(made["vms"].values())
-
-        def destroy(conn):
-            gone = []
-            for uuid in uuids:
-                try:
-                    domain = conn.lookupByName(f"comet-{uuid}")
-                except libvirt.libvirtError:
-                    continue
-                try:
-                    if domain.isActive():
-                        domain.destroy()
-                    if domain.isPersistent():
-                        domain.undefine()
-                    gone.append(domain.name())
-                except libvirt.libvirtError as e:
-                    gone.append(f"{domain.name()}: {e}")
-            return gone
-
-        gone = await _testbed.libvirtCall(self.stack, destroy)
+        gone = await _testbed.removeDomains(self.stack, [f"comet-{u}" for u in uuids])
         if gone:
             problems.append(f"domains destroyed by hand: {gone}")
         server = next(s for s in self.stack["servers"] if s["storagepool"] == self.pool)

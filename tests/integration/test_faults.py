@@ -133,7 +133,7 @@ class ComputeHostFaultTests(_FaultCase):
         # Whatever happens to Comet's own clean-up (it needs the host that this
         # test stops): the domain goes, once libvirtd runs again (cleanups run
         # last-added first, so this one after the SIGCONT below).
-        self.addCleanup(_testbed.destroyDomain, self.stack, f"comet-{answer.json['uuid']}")
+        self.addCleanup(_testbed.removeDomains, self.stack, [f"comet-{answer.json['uuid']}"])
         answer = await self.request("POST", f"{href}/start", {})
         self.assertIn(answer.code, (200, 202), answer)
         if answer.code == 202:

@@ -65,7 +65,8 @@ class StorageEndToEndTests(CometDaemonCase):
         before = {s["address"]: await self._zfs_state(s) for s in servers}
 
         # 2. A 1 GB volume on each pool; the base volume from the guest image.
-        base_pool = await self._pick_pool()
+        # room for the base volume and two clones (others share the testbed)
+        base_pool = await self.pick_pool(3 * self.stack["guest"]["image_size"] + 128 * MiB)
         other_pool = next(s["storagepool"] for s in servers if s["storagepool"] != base_pool)
         data = {}
         for server in servers:
@@ -349,17 +350,6 @@ class StorageEndToEndTests(CometDaemonCase):
                 # nothing but ours was ever in it: the space is back too
                 self.assertEqual(new["used"], old["used"], (address, server["dataset"]))
 
-    async def _pick_pool(self) -> str:
-        """A pool with room for the base volume and two clones (others share the testbed)."""
-        need = 3 * self.stack["guest"]["image_size"] + 128 * MiB
-        seen = []
-        for server in self.stack["servers"]:
-            info = await self.get(f"/storagepools/{server['storagepool']}")
-            if info["state"] == "active" and info["available"] >= need:
-                return info["name"]
-            seen.append(f"{info['name']}: {info['state']}, {info['available']} bytes free")
-        self.fail(f"no storage pool has {need} bytes free: {seen}")
-
     # --- clean-up -----------------------------------------------------------------
 
     @property
@@ -403,18 +393,7 @@ class StorageEndToEndTests(CometDaemonCase):
             except Exception as e:   # noqa: BLE001 -- clean up the rest anyway
                 problems.append(f"API clean-up: {e!r}")
         uuids = self.made_uuids
-        for uuid in uuids:
-            await _testbed.destroyDomain(self.stack, f"comet-{uuid}")
-        import libvirt
-
-        def undefine(conn):
-            for uuid in uuids:
-                try:
-                    conn.lookupByName(f"comet-{uuid}").undefine()
-                except libvirt.libvirtError:
-                    pass
-
-        await _testbed.libvirtCall(self.stack, undefine)
+        await _testbed.removeDomains(self.stack, [f"comet-{u}" for u in uuids])
         for server in self.stack["servers"]:
             out = await _testbed.ssh(self.stack, server,
                                      "zfs list -H -o name -t volume -r %s" % server["dataset"])
