@@ -91,6 +91,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     vms.disks = storage
     vms.intents = storage.intents = intents
     templates.check_disk = storage.check_disk
+    vm_snapshots = VMSnapshotModel(storage, vms, storage.snapshots)
     return Models(
         clusters=clusters,
         tasks=tasks,
@@ -99,10 +100,10 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         vms=vms,
         storage=storage,
         vm_storages=VMStorageModel(storage, vms),
-        vm_snapshots=VMSnapshotModel(storage, vms, storage.snapshots),
+        vm_snapshots=vm_snapshots,
         console=ConsoleModel(vms, hypervisors, config.hosts, clock),
         intents=intents,
         reconciler=Reconciler(intents, IntentTable(db), Tasks(db), vms, storage, clock,
-                              config.storage.iqn_domain),
+                              config.storage.iqn_domain, snapshots=vm_snapshots),
         users=Users(db),
     )
