@@ -36,6 +36,7 @@ import os
 import socket
 import uuid as _uuid
 
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -200,7 +201,7 @@ class Locks:
                  database=database, owner=me.owner, pid=me.pid)
 
     def start_renewing(self, interval: float = RENEW_INTERVAL) -> None:
-        self._renewing = LoopingCall(self.renew)
+        self._renewing = LoopingCall(lambda: ensureDeferred(self.renew()))
         self._renewing.clock = self._clock
         d = self._renewing.start(interval, now=False)
         d.addErrback(lambda f: log.failure("renewing the lease stopped", f))
