@@ -44,6 +44,9 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    database does not know (another Comet's, or no Comet's), zvols it has no
    record or intent for, targets of other naming domains or unknown volumes.
    Objects an operation of this process is working on are skipped.
+
+Before both, the locks of owners that died are released
+(L{Reconciler.release_dead_locks}, L{comet.model.locks}).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from comet.errors import CometError, Conflict, NotFound
+from comet.model.locks import describe, task_href
 from comet.model.tasks import RESTARTED
 from comet.store.vms import COMET_DOMAIN_PREFIX
 
@@ -144,8 +148,6 @@ class Reconciler:
         """
         if self._locks is None:
             return []
-        from comet.model.locks import describe, task_href
-
         released = []
         for lock, owner in await self._locks.release_dead():
             task = f", task {task_href(lock.task_id)}" if lock.task_id is not None else ""
