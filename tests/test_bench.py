@@ -52,3 +52,18 @@ class APIBenchTests(TestCase):
         self.assertEqual(busy["started_running"], 50)
         self.assertIn("p99_ms", busy["probe_busy"])
         self.assertIn(b"targets (issue 7)", outcome.out)
+
+
+class TestbedBenchTests(TestCase):
+    """C{bench/testbed.py} needs the testbed; without one it says so and exits 0."""
+
+    timeout = 60
+
+    async def test_skips_without_testbed(self):
+        env = dict(os.environ, COMET_TESTBED_STATE=temp_dir(self))
+        outcome = await run(
+            [sys.executable, os.path.join(ROOT, "bench", "testbed.py"),
+             "--json", os.path.join(temp_dir(self), "testbed.json")],
+            env=env, path=ROOT, timeout=50)
+        self.assertEqual(outcome.code, 0, outcome.err.decode(errors="replace"))
+        self.assertIn(b"skipped: the testbed is not up", outcome.out)

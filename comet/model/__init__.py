@@ -97,6 +97,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     vms.intents = storage.intents = intents
     vms.locks = storage.locks = locks
     templates.check_disk = storage.check_disk
+    vm_snapshots = VMSnapshotModel(storage, vms, storage.snapshots)
     return Models(
         clusters=clusters,
         tasks=tasks,
@@ -105,11 +106,12 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         vms=vms,
         storage=storage,
         vm_storages=VMStorageModel(storage, vms),
-        vm_snapshots=VMSnapshotModel(storage, vms, storage.snapshots),
+        vm_snapshots=vm_snapshots,
         console=ConsoleModel(vms, hypervisors, config.hosts, clock),
         intents=intents,
         reconciler=Reconciler(intents, IntentTable(db), Tasks(db), vms, storage, clock,
-                              config.storage.iqn_domain, locks=locks),
+                              config.storage.iqn_domain, snapshots=vm_snapshots,
+                              locks=locks),
         locks=locks,
         users=Users(db),
     )

@@ -27,6 +27,11 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    - C{unmap}: finished (hot-unplugged, unexported, attachment forgotten).
    - C{snapshot}: a recorded snapshot is kept; otherwise the ZFS snapshots
      it took are destroyed.
+   - C{snapshot.delete}: finished (the ZFS snapshots left destroyed, the
+     record forgotten).
+   - C{snapshot.revert}: finished, since a rollback cannot be undone: each
+     volume rolled back or branched (resuming a branch where it stopped),
+     re-exported to the host it was exported to, the snapshot made current.
 
    The task the operation ran under (if any) is marked failed with what was
    repaired, and the operation's rows are deleted.  An operation whose host
@@ -78,7 +83,7 @@ class Reconciler:
     """
 
     def __init__(self, intents, store, tasks, vms, storage, clock, iqn_domain: str = "org.comet",
-                 locks=None):
+                 snapshots=None, locks=None):
         self._intents = intents
         #: The L{comet.model.locks.Locks} of this process (dead owners' go first).
         self._locks = locks
@@ -88,6 +93,7 @@ class Reconciler:
         self._storage = storage
         self._clock = clock
         self._iqn_domain = iqn_domain
+        self._snapshots = snapshots
         self._loop: LoopingCall | None = None
         self._repairs = {
             "vm.start": self._vm_start,
@@ -101,6 +107,8 @@ class Reconciler:
             "attach": self._attach,
             "unmap": self._unmap,
             "snapshot": self._snapshot,
+            "snapshot.delete": self._snapshot_delete,
+            "snapshot.revert": self._snapshot_revert,
         }
 
     # Running -------------------------------------------------------------------
@@ -431,6 +439,84 @@ class Reconciler:
                 except NotFound:
                     pass
         return f"snapshot {name!r} was not recorded; destroyed: {', '.join(destroyed) or 'nothing'}"
+
+    async def _snapshot_delete(self, uuid: str, steps) -> str:
+        """Finished: what is left of its ZFS snapshots destroyed, its record forgotten."""
+        from comet.model.storage import zfs_snapname
+
+        name = steps[0].detail["name"]
+        destroyed, kept = [], []
+        targets = [(s.detail["server"], s.detail["snapshot"]) for s in steps
+                   if s.step == "destroy"]
+        try:
+            record = await self._storage.snapshots.get(uuid, name)
+        except NotFound:
+            record = None
+        if record is not None and self._snapshots is not None:
+            # The steps written are not all of them: find what is left by the record.
+            for volume in await self._snapshots._snapshot_records(record):
+                holder = await self._snapshots._locate(volume, zfs_snapname(name))
+                if holder is not None:
+                    pool = await self._storage.pool(volume.pool)
+                    targets.append((pool.server, f"{holder}@{zfs_snapname(name)}"))
+        for server, snapshot in dict.fromkeys(targets):
+            zfs = self._storage._server(server).zfs
+            try:
+                await zfs.destroy(snapshot)
+                destroyed.append(snapshot)
+            except NotFound:
+                pass
+            except Conflict as e:
+                kept.append(f"{snapshot} ({e.reason})")
+        if record is not None:
+            await self._storage.snapshots.delete(uuid, name)
+        text = (f"the delete of snapshot {name!r} was finished; destroyed:"
+                f" {', '.join(destroyed) or 'nothing more'}")
+        if kept:
+            text += f"; could not destroy: {', '.join(kept)}"
+        return text
+
+    async def _snapshot_revert(self, uuid: str, steps) -> str:
+        """Finished: rolled back or branched, re-exported, made current."""
+        from comet.model.storage import branch
+
+        name = steps[0].detail["name"]
+        plan = next((s.detail["volumes"] for s in steps if s.step == "plan"), [])
+        storage = self._storage
+        vm = await self._vm(uuid)
+        done = []
+        for item in plan:
+            pool_name, volume_name = item["volume"].split("/", 1)
+            record = await storage._store.volume(pool_name, volume_name)
+            if record is None:
+                continue
+            if record.target or record.exported_to:
+                # As the revert itself does: no target serves a volume changing under it.
+                await storage._unexport(record)
+            zfs = storage._server(item["server"]).zfs
+            if item["rollback"]:
+                # Again if it had run: nothing wrote to the volume since (the VM is off).
+                await zfs.rollback(item["rollback"])
+                done.append(f"{item['volume']} rolled back")
+            else:
+                pool = await storage.pool(pool_name)
+                done.append(await branch(zfs, pool.dataset, volume_name, item["source"],
+                                         item["token"]))
+        for item in plan:
+            pool_name, volume_name = item["volume"].split("/", 1)
+            record = await storage._store.volume(pool_name, volume_name)
+            host = item["host"]
+            if (host is None or record is None or record.target or vm is None
+                    or vm.host != host or record.vm_uuid != uuid):
+                continue
+            await storage._export(await storage.pool(pool_name), record, host)
+            done.append(f"{item['volume']} exported to {host} again")
+        try:
+            await storage.snapshots.set_current(uuid, name)
+        except NotFound:
+            pass
+        return (f"the revert to snapshot {name!r} was finished"
+                + (f": {'; '.join(done)}" if done else ""))
 
     # Leftovers -----------------------------------------------------------------
 

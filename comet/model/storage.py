@@ -980,16 +980,35 @@ class VMSnapshotModel:
         return None
 
     async def delete(self, cluster: str, name: str, snapshot: str) -> None:
+        """
+        Destroy the snapshot's ZFS snapshots, then its record.  A snapshot
+        a revert branched from (the origin of a branch set aside) is a 409,
+        found before anything is destroyed.
+        """
         vm, record = await self.get(cluster, name, snapshot)
+        uuid = vm.record.uuid
+        snapname = zfs_snapname(snapshot)
         async with self._vms._lock(vm, f"deleting snapshot {snapshot}"):
+            plan = []
             for volume in await self._snapshot_records(record):
                 pool = await self._storage.pool(volume.pool)
-                holder = await self._locate(volume, zfs_snapname(snapshot))
-                if holder is not None:
-                    # 409 if a revert branched from it (its clone is a volume's data now).
-                    await self._storage._server(pool.server).zfs.destroy(
-                        f"{holder}@{zfs_snapname(snapshot)}")
-            await self._snapshots.delete(vm.record.uuid, snapshot)
+                zfs = self._storage._server(pool.server).zfs
+                holder = await self._locate(volume, snapname)
+                if holder is None:
+                    continue
+                for other in await zfs.list_volumes(pool.dataset):
+                    if other.origin == f"{holder}@{snapname}":
+                        raise Conflict(
+                            f"snapshot {snapshot!r} is the origin of {other.name} (the data a"
+                            " revert set aside); delete the newer snapshots first")
+                plan.append((pool.server, f"{holder}@{snapname}"))
+            async with self._storage.intents.operation("snapshot.delete", uuid) as op:
+                for server, zfs_snapshot in plan:
+                    async with op.step("destroy", name=snapshot, server=server,
+                                       snapshot=zfs_snapshot):
+                        await self._storage._server(server).zfs.destroy(zfs_snapshot)
+                async with op.step("forget record", name=snapshot):
+                    await self._snapshots.delete(uuid, snapshot)
 
     async def revert(self, cluster: str, name: str, snapshot: str):
         """
@@ -1000,10 +1019,14 @@ class VMSnapshotModel:
         C{<name>-old-<hex>} (keeping the newer snapshots) and give the clone
         the volume's name.  A volume exported to a host is unexported first
         and exported again after, so its target serves the reverted data.
+
+        Each step is an intent: a revert cut short is finished by the
+        reconciler (L{finish_revert}), since a rollback cannot be undone.
         """
         vm, record = await self.get(cluster, name, snapshot)
         if vm.phase not in ("stopped", "shutoff"):
             raise Conflict(f"VM {name!r} is {vm.state}; power it off before a revert")
+        uuid = vm.record.uuid
         async with self._vms._lock(vm, f"reverting to snapshot {snapshot}"):
             volumes = await self._snapshot_records(record)
             snapname = zfs_snapname(snapshot)
@@ -1020,39 +1043,90 @@ class VMSnapshotModel:
                     names = [s.snapname for s in await zfs.list_snapshots(volume.zvol)]
                     newer = names.index(snapname) < len(names) - 1
                 plan.append((volume, pool, zfs, holder, newer))
+            steps = []
             for volume, pool, zfs, holder, newer in plan:
-                host = volume.exported_to if volume.target else None
-                if host is not None:
-                    await self._storage._unexport(volume)
-                try:
-                    if holder == volume.zvol and not newer:
-                        await zfs.rollback(f"{volume.zvol}@{snapname}")
-                    else:
-                        await self._branch(zfs, pool, volume, f"{holder}@{snapname}")
-                finally:
+                rollback = holder == volume.zvol and not newer
+                steps.append({
+                    "volume": f"{volume.pool}/{volume.name}", "server": pool.server,
+                    "host": volume.exported_to if volume.target else None,
+                    "rollback": f"{volume.zvol}@{snapname}" if rollback else None,
+                    "source": None if rollback else f"{holder}@{snapname}",
+                    "token": None if rollback else secrets.token_hex(4),
+                })
+            async with self._storage.intents.operation("snapshot.revert", uuid) as op:
+                # The whole plan first: a crash before a volume's own step still
+                # leaves the reconciler knowing what to finish.
+                async with op.step("plan", name=snapshot, volumes=steps):
+                    pass
+                for (volume, pool, zfs, holder, newer), step in zip(plan, steps):
+                    key, host = step["volume"], step["host"]
                     if host is not None:
-                        current = await self._storage._store.volume(volume.pool, volume.name)
-                        await self._storage._export(pool, current, host)
-            await self._snapshots.set_current(vm.record.uuid, snapshot)
+                        async with op.step("unexport", name=snapshot, volume=key, host=host):
+                            await self._storage._unexport(volume)
+                    try:
+                        if step["rollback"]:
+                            async with op.step("rollback", name=snapshot, volume=key):
+                                await zfs.rollback(step["rollback"])
+                        else:
+                            async with op.step("branch", name=snapshot, volume=key):
+                                await branch(zfs, pool.dataset, volume.name, step["source"],
+                                             step["token"], self._storage._undo)
+                    finally:
+                        if host is not None:
+                            async with op.step("export", name=snapshot, volume=key, host=host):
+                                current = await self._storage._store.volume(
+                                    volume.pool, volume.name)
+                                await self._storage._export(pool, current, host)
+                async with op.step("set current", name=snapshot):
+                    await self._snapshots.set_current(uuid, snapshot)
         return await self.get(cluster, name, snapshot)
 
-    async def _branch(self, zfs, pool: Pool, volume, snapshot: str) -> None:
-        token = secrets.token_hex(4)
-        fresh = f"{pool.dataset}/{volume.name}-rv-{token}"
-        await zfs.clone(snapshot, pool.dataset, f"{volume.name}-rv-{token}")
-        try:
+
+async def branch(zfs, dataset: str, name: str, source: str, token: str, undo=None) -> str:
+    """
+    Make volume C{dataset/name} hold the data of snapshot C{source}: clone
+    it as C{<name>-rv-<token>}, promote the clone, set the current data aside
+    as C{<name>-old-<token>} and rename the clone to C{name}.
+
+    Resumable: with C{undo=None} (the reconciler finishing a revert a crash
+    cut short) it first looks at which of those names exist and carries on
+    from there.  With C{undo} (a live revert), a failure puts things back.
+
+    @return: what it did, for the reconciler's report.
+    """
+    zvol = f"{dataset}/{name}"
+    fresh = f"{dataset}/{name}-rv-{token}"
+    old = f"{dataset}/{name}-old-{token}"
+    if undo is None:
+        has_zvol, has_fresh, has_old = [await zfs.exists(n) for n in (zvol, fresh, old)]
+        if has_old and has_zvol and not has_fresh:
+            return f"{zvol} already held the data of {source}"
+        if has_old and has_fresh and not has_zvol:
+            await zfs.rename(fresh, zvol)
+            return f"{fresh} renamed to {zvol}"
+        if has_fresh:
+            origin = (await zfs.get_properties(fresh, ["origin"]))["origin"]
+            if origin not in (None, "-", ""):
+                await zfs.promote(fresh)
+        else:
+            await zfs.clone(source, dataset, f"{name}-rv-{token}")
             await zfs.promote(fresh)
-        except BaseException:
-            await self._storage._undo(zfs.destroy(fresh), f"destroying {fresh}")
-            raise
-        await zfs.rename(volume.zvol, f"{pool.dataset}/{volume.name}-old-{token}")
-        try:
-            await zfs.rename(fresh, volume.zvol)
-        except BaseException:
-            await self._storage._undo(
-                zfs.rename(f"{pool.dataset}/{volume.name}-old-{token}", volume.zvol),
-                f"renaming back {volume.zvol}")
-            raise
+        await zfs.rename(zvol, old)
+        await zfs.rename(fresh, zvol)
+        return f"{zvol} now holds the data of {source} (the former data is {old})"
+    await zfs.clone(source, dataset, f"{name}-rv-{token}")
+    try:
+        await zfs.promote(fresh)
+    except BaseException:
+        await undo(zfs.destroy(fresh), f"destroying {fresh}")
+        raise
+    await zfs.rename(zvol, old)
+    try:
+        await zfs.rename(fresh, zvol)
+    except BaseException:
+        await undo(zfs.rename(old, zvol), f"renaming back {zvol}")
+        raise
+    return f"{zvol} now holds the data of {source} (the former data is {old})"
 
 
 class _Receiver(Protocol):

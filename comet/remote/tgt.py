@@ -355,13 +355,18 @@ class TGT:
     """
     iSCSI targets on one storage server, through an L{comet.remote.IRunner}.
 
-    Exports and unexports on one server are serialised (one L{DeferredLock}),
-    so two exports never pick the same free target id.
+    Only what picks a target id is serialised on one server (one
+    L{DeferredLock} around reading the targets and creating the new one, and
+    around unexports): the rest of an export (its LUN, address, account) runs
+    beside other exports, so a cluster of VMs starting together does not wait
+    for each of its disks' half-dozen commands one after the other.  Work on
+    one CHAP account is serialised by a lock of its own.
     """
 
     def __init__(self, runner):
         self.runner = runner
         self._lock = DeferredLock()
+        self._account_locks: dict[str, DeferredLock] = {}
 
     @property
     def host(self) -> str:
@@ -406,22 +411,30 @@ class TGT:
         if chap_user is not None:
             check_user(chap_user)
             check_password(chap_password)
-        return self._lock.run(self._export, name, device, chap_user, chap_password, initiator)
+        return self._export(name, device, chap_user, chap_password, initiator)
 
     @inlineCallbacks
-    def _export(self, name, device, chap_user, chap_password, initiator):
+    def _new_target(self, name, device, chap_user):
+        """Under the lock: C{(targets, tid, made)}; C{made} false if already exported so."""
         targets = yield self.targets()
         for target in targets:
             if target.iqn == name:
                 if target.device == device and (chap_user is None or chap_user in target.accounts):
-                    return target.tid
+                    return targets, target.tid, False
                 raise Conflict(
                     f"iSCSI target {name} on {self.host} already exports"
                     f" {target.device or 'nothing'}"
                 )
         tid = free_tid(targets)
-        rebind: list[int] = []
         yield self._run(new_target_argv(tid, name))
+        return targets, tid, True
+
+    @inlineCallbacks
+    def _export(self, name, device, chap_user, chap_password, initiator):
+        targets, tid, made = yield self._lock.run(self._new_target, name, device, chap_user)
+        if not made:
+            return tid
+        rebind: list[int] = []
         try:
             try:
                 yield self._run(new_lun_argv(tid, LUN, device))
@@ -431,22 +444,35 @@ class TGT:
                 raise
             yield self._run(bind_address_argv(tid, initiator))
             if chap_user is not None:
-                # An existing account may hold another password: tgt cannot
-                # change one, so make it anew and bind it again wherever it was.
-                accounts = yield self.accounts()
-                if chap_user in accounts:
-                    rebind = [t.tid for t in targets if chap_user in t.accounts]
-                    yield self._run(delete_account_argv(chap_user))
-                yield self._run(new_account_argv(chap_user),
-                                stdin=chap_password.encode() + b"\n")
-                for bound in rebind + [tid]:
-                    yield self._run(bind_account_argv(bound, chap_user))
+                lock = self._account_locks.setdefault(chap_user, DeferredLock())
+                yield lock.run(self._account, chap_user, chap_password, tid, rebind)
         except Exception:
-            yield self._run(delete_target_argv(tid)).addErrback(lambda _: None)
+            yield self._lock.run(self._run, delete_target_argv(tid)).addErrback(lambda _: None)
             if chap_user is not None and not rebind:
                 yield self._run(delete_account_argv(chap_user)).addErrback(lambda _: None)
             raise
+        finally:
+            lock = self._account_locks.get(chap_user)
+            if lock is not None and not lock.locked and not lock.waiting:
+                self._account_locks.pop(chap_user, None)
         return tid
+
+    @inlineCallbacks
+    def _account(self, chap_user, chap_password, tid, rebind: list[int]):
+        """
+        Make CHAP account C{chap_user} and bind it to C{tid}.  An existing
+        account may hold another password: tgt cannot change one, so it is
+        made anew and bound again wherever it was (those targets' ids are
+        added to C{rebind} before the old account is deleted).
+        """
+        accounts = yield self.accounts()
+        if chap_user in accounts:
+            rebind += [t.tid for t in (yield self.targets())
+                       if chap_user in t.accounts and t.tid != tid]
+            yield self._run(delete_account_argv(chap_user))
+        yield self._run(new_account_argv(chap_user), stdin=chap_password.encode() + b"\n")
+        for bound in rebind + [tid]:
+            yield self._run(bind_account_argv(bound, chap_user))
 
     def unexport(self, name: str):
         """
@@ -467,7 +493,8 @@ class TGT:
         yield self._run(delete_target_argv(target.tid))
         elsewhere = {a for t in targets if t.tid != target.tid for a in t.accounts + t.outgoing}
         for account in target.accounts + target.outgoing:
-            if account not in elsewhere:
+            # (an export binding the account right now keeps it)
+            if account not in elsewhere and account not in self._account_locks:
                 yield self._run(delete_account_argv(account)).addErrback(
                     lambda f: f.trap(NotFound)
                 )

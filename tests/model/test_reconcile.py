@@ -11,6 +11,7 @@ ever at the chosen point, with its intent rows as a dead process leaves them.
 
 from __future__ import annotations
 
+import re
 import uuid as _uuid
 
 from twisted.internet import reactor
@@ -120,6 +121,9 @@ class _Base:
         server = self.world.server
         volumes = {r.zvol: r for r in await models.storage._store.volumes("pool1")}
         zvols = {n for n, d in server.datasets.items() if d.type == "volume"}
+        # The data a revert set aside (<zvol>-old-<hex>) belongs to its volume.
+        set_aside = "(?:" + "|".join(re.escape(v) for v in volumes) + r")-old-[0-9a-f]+"
+        zvols = {n for n in zvols if not (volumes and re.fullmatch(set_aside, n))}
         self.assertEqual(zvols, set(volumes), "zvols and volume records differ")
         targets = {t.iqn for t in server.targets.values()}
         self.assertEqual(targets, {r.target for r in volumes.values() if r.target},
@@ -359,6 +363,85 @@ class VMVolumeCrashTests(_Base, TestCase):
                     self.assertEqual((recorded, zfs_snapshots), ([], []))
                     # The name is free again.
                     await models.vm_snapshots.create("lab", "web", "s1")
+
+
+class SnapshotRevertDeleteCrashTests(_Base, TestCase):
+    """Revert (rollback, branch, with a re-export) and snapshot delete cut short: finished."""
+
+    def disk(self, models=None):
+        return self.world.server.datasets[f"tank/comet/{vm_disk_name(self.uuid)}"]
+
+    async def snapshots(self, *names) -> None:
+        for name in names:
+            self.disk().data[:4] = f"{name}!".encode()[:4]
+            await self.models.vm_snapshots.create("lab", "web", name)
+        self.disk().data[:4] = b"now!"
+
+    async def revert(self, snapshot: str, step: str, when: str):
+        crash = _Crash("snapshot.revert", step, when)
+        await self.crash_during(
+            crash, lambda: self.models.vm_snapshots.revert("lab", "web", snapshot))
+        models, repairs = await self.world.restart()
+        self.assertTrue(any(f"interrupted snapshot.revert of {self.uuid}" in r
+                            and "was finished" in r for r in repairs), repairs)
+        await self.assertConsistent(models)
+        _, current = await models.vm_snapshots.get("lab", "web", snapshot)
+        self.assertTrue(current.current)
+        self.assertEqual([n for n in self.world.server.datasets if "-rv-" in n], [])
+        return models
+
+    async def test_rollback_each_step(self):
+        """A revert to the newest snapshot (zfs rollback) cut short is finished."""
+        for step in ["plan", "rollback", "set current"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.snapshots("one")
+                await self.revert("one", step, when)
+                self.assertEqual(bytes(self.disk().data[:4]), b"one!")
+
+    async def test_branch_each_step(self):
+        """A revert to an older snapshot (clone, promote, renames) cut short is finished."""
+        for step in ["plan", "branch", "set current"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.snapshots("one", "two")
+                models = await self.revert("one", step, when)
+                self.assertEqual(bytes(self.disk().data[:4]), b"one!")
+                # The newer snapshot survives on the branch set aside, and can be reverted to.
+                await models.vm_snapshots.revert("lab", "web", "two")
+                self.assertEqual(bytes(self.disk().data[:4]), b"two!")
+
+    async def test_exported_each_step(self):
+        """A revert of a VM shut off on its host is exported again after it."""
+        for step in ["plan", "unexport", "rollback", "export", "set current"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.snapshots("one")
+                await self.models.vms.act("lab", "web", "start")
+                await self.models.vms.act("lab", "web", "poweroff")
+                models = await self.revert("one", step, when)
+                self.assertEqual(bytes(self.disk().data[:4]), b"one!")
+                [target] = self.world.server.targets.values()
+                self.assertEqual(target.luns[1], self.world.server.device(self.disk().name))
+                record = await models.storage._store.volume("pool1", vm_disk_name(self.uuid))
+                self.assertEqual(record.exported_to, (await models.vms.get("lab", "web")).record.host)
+
+    async def test_delete_each_step(self):
+        """A snapshot delete cut short is finished: ZFS snapshot and record gone."""
+        for step in ["destroy", "forget record"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.snapshots("one", "two")
+                crash = _Crash("snapshot.delete", step, when)
+                await self.crash_during(
+                    crash, lambda: self.models.vm_snapshots.delete("lab", "web", "one"))
+                models, repairs = await self.world.restart()
+                self.assertTrue(any(f"interrupted snapshot.delete of {self.uuid}" in r
+                                    for r in repairs), repairs)
+                await self.assertConsistent(models)
+                _, listed = await models.vm_snapshots.list("lab", "web")
+                self.assertEqual([(r.name, r.parent) for r in listed], [("two", "")])
+                self.assertEqual([n for n in self.world.server.datasets if "@comet-one" in n], [])
 
 
 class VMCreateDeleteCrashTests(_Base, TestCase):

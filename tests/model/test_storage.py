@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from comet.model import storage as storage_model
-from comet.model.storage import base_snapshot_name, vm_disk_name
+from comet.model.storage import base_snapshot_name, branch, vm_disk_name
 from comet.remote.zfs import OWNER_PROPERTY
 from tests._api import make_client
 from tests.web.test_serve import assertError
@@ -473,6 +473,49 @@ class VMSnapshotTests(_Setup, TestCase):
                          204)
         self.assertEqual(sorted(self.server.datasets),
                          ["tank", "tank/comet", "tank/comet/base"])
+
+    async def test_delete_origin_refused(self):
+        """A snapshot a revert branched from is a 409, and nothing is destroyed."""
+        vm = await self.make_vm()
+        await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "one"})
+        await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "two"})
+        self.assertEqual(
+            (await self.client.post("/cluster/lab/vms/web/snapshots/one/revert")).code, 200)
+        before = sorted(self.server.datasets)
+        assertError(self, await self.client.delete("/cluster/lab/vms/web/snapshots/one"),
+                    409, "conflict", "origin")
+        self.assertEqual(sorted(self.server.datasets), before)
+        self.assertEqual((await self.client.get("/cluster/lab/vms/web/snapshots/one")).code, 200)
+        # The newer one (on the branch set aside) goes.
+        self.assertEqual((await self.client.delete("/cluster/lab/vms/web/snapshots/two")).code,
+                         204)
+        self.assertIn(f"tank/comet/{vm_disk_name(vm['uuid'])}", self.server.datasets)
+
+    async def test_branch_resumes(self):
+        """
+        L{branch} without C{undo} carries on from wherever a crash left it:
+        after the clone, the promote, or the first rename.
+        """
+        zfs = self.models.storage._server("s1").zfs
+        for done in range(5):
+            vm = await self.make_vm(f"b{done}")
+            zvol = f"tank/comet/{vm_disk_name(vm['uuid'])}"
+            self.server.datasets[zvol].data[:4] = b"one!"
+            await self.client.post(f"/cluster/lab/vms/b{done}/snapshots", {"name": "one"})
+            self.server.datasets[zvol].data[:4] = b"now!"
+            name, token = zvol.rsplit("/", 1)[1], f"{done:08x}"
+            fresh, old = f"{zvol}-rv-{token}", f"{zvol}-old-{token}"
+            steps = [lambda: zfs.clone(f"{zvol}@comet-one", "tank/comet", f"{name}-rv-{token}"),
+                     lambda: zfs.promote(fresh), lambda: zfs.rename(zvol, old),
+                     lambda: zfs.rename(fresh, zvol)]
+            for step in steps[:done]:
+                await step()
+            said = await branch(zfs, "tank/comet", name, f"{zvol}@comet-one", token)
+            self.assertIn(zvol, said)
+            self.assertEqual(bytes(self.server.datasets[zvol].data[:4]), b"one!", done)
+            self.assertIn(old, self.server.datasets)
+            self.assertNotIn(fresh, self.server.datasets)
+            self.assertEqual(bytes(self.server.datasets[old].data[:4]), b"now!")
 
     async def test_delete_snapshot(self):
         vm = await self.make_vm()

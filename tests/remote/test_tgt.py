@@ -11,7 +11,7 @@ import os
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -269,6 +269,35 @@ class TGTTests(TestCase):
         db = self.tgt.export(tgt.iqn("org.comet", "p", "b", NOV), b)
         tids = [(yield da), (yield db)]
         self.assertEqual(sorted(tids), [1, 2])
+
+    @inlineCallbacks
+    def test_exports_overlap(self):
+        """
+        Only the target id is chosen under the server's lock: a second export
+        creates its target while the first one's LUN command is still running.
+        """
+        a = yield self.device("a")
+        b = yield self.device("b")
+        held = Deferred()
+        lun_a = tgt.new_lun_argv(1, tgt.LUN, a)
+        real = self.runner.run
+        seen = []
+
+        def run(argv, **kw):
+            seen.append(argv)
+            if list(argv) == list(lun_a) and not held.called:
+                return held.addCallback(lambda _: real(argv, **kw))
+            return real(argv, **kw)
+
+        self.patch(self.runner, "run", run)
+        da = self.tgt.export(tgt.iqn("org.comet", "p", "a", NOV), a, "ua", "password-1234")
+        db = self.tgt.export(tgt.iqn("org.comet", "p", "b", NOV), b, "ub", "password-5678")
+        self.assertEqual((yield db), 2)       # all of b's export ran while a's LUN waited
+        self.assertFalse(da.called)
+        held.callback(None)
+        self.assertEqual((yield da), 1)
+        targets = yield self.tgt.targets()
+        self.assertEqual([(t.tid, t.accounts) for t in targets], [(1, ("ua",)), (2, ("ub",))])
 
     @inlineCallbacks
     def test_shared_account_kept(self):
