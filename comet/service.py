@@ -2,9 +2,10 @@
 The daemon: L{makeService} turns a configuration into the service tree that
 C{twistd} runs.
 
-Start order matters and is kept here, in one place: the database is migrated
-and tasks a previous process left running are marked failed *before* the API
-listens, so no request ever sees a half-migrated schema or a stale task.  Stop
+Start order matters and is kept here, in one place: the database is migrated,
+the daemon's lease on it is taken (a live daemon already over it: refuse to
+start), and tasks a previous process left running are marked failed *before*
+the API listens, so no request ever sees a half-migrated schema or a stale task.  Stop
 order is the reverse: stop listening, let requests in flight finish (bounded),
 stop the adapters (killing their children), then close SQLite.
 """
@@ -75,6 +76,10 @@ class CometService(MultiService):
         self.hypervisors = Hypervisors(self.reactor, self.config.hosts, self.config.compute)
         self.hypervisors.setServiceParent(self)
         self.models = make_models(self.db, self.hypervisors, self.config, self.reactor)
+        # Before anything is marked failed or repaired: a live daemon over the
+        # same database owns those tasks and locks; refuse to start then.
+        await self.models.locks.take_lease(self.config.database.path)
+        self.models.locks.start_renewing()
         await self.models.tasks.recover()
         # Before the API listens: what a crash left half done is finished or
         # undone first (a backend that does not answer is retried later).
@@ -111,6 +116,8 @@ class CometService(MultiService):
 
     def _failed_to_start(self, failure):
         log.critical("Comet cannot start: {reason}", reason=failure.getErrorMessage())
+        if self.models is not None and self.models.locks is not None:
+            self.models.locks.stop_renewing()
         # Stop what did start (the libvirt threads, ssh runners).
         MultiService.stopService(self)
         # Under twistd (the service has a parent application) there is nothing
@@ -140,6 +147,11 @@ class CometService(MultiService):
         await MultiService.stopService(self)
         if self.models is not None and self.models.storage is not None:
             await self.models.storage.stop()
+        if self.models is not None and self.models.locks is not None:
+            try:
+                await self.models.locks.release_lease()
+            except Exception:
+                log.failure("releasing the daemon's lease")
         self.db.close()
         log.info("Comet stopped")
 

@@ -95,6 +95,92 @@ class ServiceTests(TestCase):
         await service.stopService()
         self.assertIsNone(reconciler._loop)
 
+    async def test_second_daemon_refused(self):
+        """
+        A second daemon over the database of a running one refuses to start,
+        naming it, and touches nothing (the first one's running task stays
+        running); once the first stopped cleanly, a new one starts.
+        """
+        from comet.model.locks import LeaseHeld
+        from comet.store import Tasks
+
+        directory = temp_dir(self)
+        first = makeService(config.load(write_config(directory, free_port())))
+        first.startService()
+        await first.ready
+        self.addCleanup(first.stopService)
+        task = await Tasks(first.db).create("/x", "running in the first daemon", 1)
+        second = makeService(config.load(write_config(directory, free_port())))
+        second.startService()
+        with self.assertRaises(LeaseHeld) as caught:
+            await second.ready
+        self.assertIn(f"pid {os.getpid()}", str(caught.exception))
+        self.assertIn(f"{directory}/comet.sqlite", str(caught.exception))
+        self.flushLoggedErrors()
+        await second.stopService()
+        self.assertIsNone(second.port)
+        self.assertEqual((await Tasks(first.db).get(task.id)).status, "running")
+        await first.stopService()
+        third = makeService(config.load(write_config(directory, free_port())))
+        third.startService()
+        await third.ready
+        self.assertEqual((await Tasks(third.db).get(task.id)).status, "failed")
+        await third.stopService()
+
+    async def test_stale_live_owner_refused(self):
+        """An owner not renewed for ages whose process runs (this one): refused all the same."""
+        import attrs
+
+        from comet.model.locks import LeaseHeld, this_process
+        from comet.store import Database, Locks
+
+        directory = temp_dir(self)
+        db = Database(f"{directory}/comet.sqlite")
+        db.open()
+        me = attrs.evolve(this_process(), started=1, renewed=1)
+        self.assertIsNone(await Locks(db).take_lease(me, lambda other: False))
+        db.close()
+        service = makeService(config.load(write_config(directory, free_port())))
+        service.startService()
+        with self.assertRaises(LeaseHeld):
+            await service.ready
+        self.flushLoggedErrors()
+        await service.stopService()
+
+    async def test_dead_owner_locks_released_at_start(self):
+        """
+        A dead daemon's lock rows are released before the API listens, and a
+        task one names that was still running is failed.
+        """
+        import attrs
+
+        from comet.model.locks import this_process
+        from comet.store import Database, Locks, Tasks
+        from tests.model.test_locks import dead_pid
+
+        directory = temp_dir(self)
+        db = Database(f"{directory}/comet.sqlite")
+        db.open()
+        ghost = attrs.evolve(this_process(), pid=dead_pid(), started=1, renewed=1)
+        self.assertIsNone(await Locks(db).take_lease(ghost, lambda other: False))
+        task = await Tasks(db).create("/cluster/lab/vms/web", "stopping VM 'web'", 1)
+        await Locks(db).acquire("some-uuid", task.id, "stopping", ghost.owner, 1)
+        db.close()
+        service = makeService(config.load(write_config(directory, free_port())))
+        service.startService()
+        await service.ready
+        self.addCleanup(service.stopService)
+        self.assertEqual(await Locks(service.db).list(), [])
+        self.assertEqual([o.owner for o in await Locks(service.db).owners()],
+                         [service.models.locks.me.owner])
+        self.assertEqual((await Tasks(service.db).get(task.id)).status, "failed")
+        await service.stopService()
+        # A clean stop gives the lease back.
+        db = Database(f"{directory}/comet.sqlite")
+        db.open()
+        self.addCleanup(db.close)
+        self.assertEqual(await Locks(db).owners(), [])
+
     async def test_port_in_use(self):
         """A port already taken fails the start with the reason."""
         directory = temp_dir(self)

@@ -16,6 +16,7 @@ from comet.model.clusters import ClusterModel
 from comet.model.console import ConsoleModel
 from comet.model.hosts import HostModel
 from comet.model.intents import Intents
+from comet.model.locks import Locks
 from comet.model.reconcile import Reconciler
 from comet.model.storage import StorageModel, VMSnapshotModel, VMStorageModel
 from comet.model.tasks import TaskRunner
@@ -36,6 +37,8 @@ class Models:
     console: ConsoleModel | None = None
     intents: Intents | None = None
     reconciler: Reconciler | None = None
+    #: This process's locks and daemon lease (L{comet.model.locks}).
+    locks: Locks | None = None
     #: Users, API tokens and the audit log (L{comet.store.users.Users}).
     users: Any = None
 
@@ -50,10 +53,12 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     """
     from comet.store import Clusters, Snapshots, Storage, Tasks, Templates, VMs
     from comet.store import Intents as IntentTable
+    from comet.store import Locks as LockTable
     from comet.store.users import Users
 
     tasks = TaskRunner(Tasks(db), clock)
     intents = Intents(IntentTable(db), clock)
+    locks = Locks(LockTable(db), clock)
     clusters = ClusterModel(Clusters(db), clock)
     vm_table = VMs(db)
     hosts = HostModel(hypervisors, config.hosts, vm_table.committed)
@@ -90,6 +95,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     storage.snapshots = Snapshots(db)
     vms.disks = storage
     vms.intents = storage.intents = intents
+    vms.locks = storage.locks = locks
     templates.check_disk = storage.check_disk
     vm_snapshots = VMSnapshotModel(storage, vms, storage.snapshots)
     return Models(
@@ -104,6 +110,8 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
         console=ConsoleModel(vms, hypervisors, config.hosts, clock),
         intents=intents,
         reconciler=Reconciler(intents, IntentTable(db), Tasks(db), vms, storage, clock,
-                              config.storage.iqn_domain, snapshots=vm_snapshots),
+                              config.storage.iqn_domain, snapshots=vm_snapshots,
+                              locks=locks),
+        locks=locks,
         users=Users(db),
     )

@@ -49,6 +49,9 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    database does not know (another Comet's, or no Comet's), zvols it has no
    record or intent for, targets of other naming domains or unknown volumes.
    Objects an operation of this process is working on are skipped.
+
+Before both, the locks of owners that died are released
+(L{Reconciler.release_dead_locks}, L{comet.model.locks}).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from comet.errors import CometError, Conflict, NotFound
+from comet.model.locks import describe, task_href
 from comet.model.tasks import RESTARTED
 from comet.store.vms import COMET_DOMAIN_PREFIX
 
@@ -79,8 +83,10 @@ class Reconciler:
     """
 
     def __init__(self, intents, store, tasks, vms, storage, clock, iqn_domain: str = "org.comet",
-                 snapshots=None):
+                 snapshots=None, locks=None):
         self._intents = intents
+        #: The L{comet.model.locks.Locks} of this process (dead owners' go first).
+        self._locks = locks
         self._store = store
         self._tasks = tasks
         self._vms = vms
@@ -125,7 +131,11 @@ class Reconciler:
         return d
 
     async def run(self) -> list[str]:
-        """One pass; the repairs made, one sentence each (each also logged)."""
+        """
+        One pass; the repairs made, one sentence each (each also logged).
+        The locks of dead owners are released first (logged, not counted).
+        """
+        await self.release_dead_locks()
         repairs = await self._interrupted()
         repairs += await self._domains()
         repairs += await self._targets()
@@ -135,11 +145,36 @@ class Reconciler:
         """Whether this process is working on C{obj} (a VM uuid or pool/volume) now."""
         if obj is None:
             return False
-        if self._intents.busy(obj) or obj in self._vms._busy:
-            return True
-        if self._storage is not None and "/" in obj:
-            return tuple(obj.split("/", 1)) in self._storage._creating
-        return False
+        return self._intents.busy(obj) or self._vms.locks.busy(obj)
+
+    async def release_dead_locks(self) -> list[str]:
+        """
+        Release the locks of owners that are not this process and are dead
+        (L{comet.model.locks.alive}: never for a stale renewal alone while its
+        process runs on this host); a task one names that is still C{running}
+        is marked failed.  One sentence per lock released, each logged.
+        """
+        if self._locks is None:
+            return []
+        released = []
+        for lock, owner in await self._locks.release_dead():
+            task = f", task {task_href(lock.task_id)}" if lock.task_id is not None else ""
+            text = (f"the lock of {lock.object} ({lock.doing}{task}) held by"
+                    f" {describe(owner, lock.owner)}, which no longer runs, was released")
+            log.warn("reconciler: {repair}", repair=text)
+            released.append(text)
+            if lock.task_id is None:
+                continue
+            try:
+                record = await self._tasks.get(lock.task_id)
+            except NotFound:
+                continue
+            if record.status == "running":
+                await self._tasks.finish(
+                    lock.task_id, "failed",
+                    f"{RESTARTED}; its lock on {lock.object} was released",
+                    int(self._clock.seconds()))
+        return released
 
     def _repaired(self, repairs: list[str], text: str) -> None:
         log.warn("reconciler: {repair}", repair=text)

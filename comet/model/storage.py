@@ -34,6 +34,7 @@ from twisted.web.http import PotentialDataLoss
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
 from comet.model.intents import Intents
+from comet.model.locks import Locks
 from comet.remote import tgt as _tgt
 from comet.remote import zfs as _zfs
 from comet.remote.tgt import TGT
@@ -157,10 +158,10 @@ class StorageModel:
             http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
         self._http = http
         self._configured = {p.name: p for p in config.storagepools}
-        #: (pool, name) of volumes being created (not yet recorded).
-        self._creating: set[tuple[str, str]] = set()
         #: Where multi-step changes record their steps (none unless wired).
         self.intents = Intents()
+        #: One operation per volume at a time (in memory only unless wired).
+        self.locks = Locks()
 
     async def stop(self) -> None:
         """Stop every runner (kills commands still running)."""
@@ -315,8 +316,6 @@ class StorageModel:
         validate_name("volume", name)
         if not pool.active:
             raise Conflict(f"storage pool {pool.name!r} is inactive; it accepts no new volume")
-        if (pool.name, name) in self._creating:
-            raise Conflict(f"volume {name!r} is being created in storage pool {pool.name!r}")
         zvol = f"{pool.dataset}/{name}"
         if (await self._store.volume(pool.name, name) is not None
                 or await self._server(pool.server).zfs.exists(zvol)):
@@ -353,27 +352,34 @@ class StorageModel:
                 usable = False
             if not usable:
                 raise InvalidInput(f"url must be an http or https URL, not {url!r}")
+        validate_name("volume", name)
         self.intents.check(f"{pool.name}/{name}")
-        await self._check_new_volume(pool, name)
-        key = (pool.name, name)
-        self._creating.add(key)
+        lock = self.volume_lock(pool.name, name, "being created")
+        await lock.acquire()
 
         async def job(task):
             try:
+                await lock.set_task(task.id)
                 async with self.intents.operation("volume.create", f"{pool.name}/{name}") as op:
                     if url is None:
                         return await self._create_empty(op, pool, name, capacity_gb * GiB)
                     return await self._download(op, pool, name, url, task)
             finally:
-                self._creating.discard(key)
+                await lock.release()
 
         try:
+            await self._check_new_volume(pool, name)
             return await self._tasks.start(
                 target_uri, job, f"creating volume {name!r} in storage pool {pool.name!r}"
             )
         except BaseException:
-            self._creating.discard(key)
+            await lock.release()
             raise
+
+    def volume_lock(self, pool: str, name: str, doing: str):
+        """The lock of volume C{pool}/C{name} (L{comet.model.locks}), for an operation C{doing}."""
+        return self.locks.lock(f"{pool}/{name}", f"volume {name!r} in storage pool {pool!r}",
+                               doing)
 
     async def _create_empty(self, op, pool: Pool, name: str, size: int) -> str:
         zfs = self._server(pool.server).zfs
@@ -453,14 +459,17 @@ class StorageModel:
         """Destroy a volume Comet created: 409 while mapped or a VM's disk."""
         pool = await self.pool(pool_name)
         validate_name("volume", name)
+        async with self.volume_lock(pool.name, name, "being deleted"):
+            await self._delete_volume(pool, name)
+
+    async def _delete_volume(self, pool: Pool, name: str) -> None:
+        """L{delete_volume}, its lock held."""
         record = await self._store.volume(pool.name, name)
         if record is not None and record.target:
             raise Conflict(f"volume {name!r} is mapped (exported to {record.exported_to});"
                            " unmap it first")
         if record is not None and record.vm_uuid and await self._vm_exists(record.vm_uuid):
             raise Conflict(f"volume {name!r} is a disk of VM {record.vm_uuid}; detach it first")
-        if (pool.name, name) in self._creating:
-            raise Conflict(f"volume {name!r} is being created")
         zfs = self._server(pool.server).zfs
         zvol = f"{pool.dataset}/{name}"
         async with self.intents.operation("volume.delete", f"{pool.name}/{name}") as op:
@@ -705,7 +714,10 @@ class VMStorageModel:
         """Attach a volume (hot-plug if the VM runs); 409 if another VM has it."""
         store = self._storage._store
         vm = await self._vms.get(cluster, name)
-        async with self._vms._lock(vm, "attaching a volume"):
+        pool_name = (await self._storage.pool(pool_name)).name
+        validate_name("volume", volume)
+        async with self._vms._lock(vm, "attaching a volume"), \
+                self._storage.volume_lock(pool_name, volume, f"being attached to VM {name!r}"):
             vm = await self._vms.get(cluster, name)
             if vm.phase == "unknown":
                 raise Conflict(f"VM {name!r} is on host {vm.record.host!r}, which does not"
@@ -809,21 +821,26 @@ class VMStorageModel:
         if vm.phase == "unknown":
             raise Conflict(f"VM {name!r} is on host {vm.record.host!r}, which does not answer;"
                            " unmap is not possible now")
-        lock = self._vms._lock(vm, f"unmapping {volume}")
-        lock.acquire()
+        record = storage.record
+        locks = [self._vms._lock(vm, f"unmapping {volume}"),
+                 self._storage.volume_lock(record.pool, record.name,
+                                           f"being unmapped from VM {name!r}")]
+        await _acquire_all(locks)
 
         async def job(task):
             try:
-                await self._detach(vm, storage.record)
+                for lock in locks:
+                    await lock.set_task(task.id)
+                await self._detach(vm, record)
             finally:
-                lock.release()
+                await _release_all(locks)
             return f"volume {volume!r} was detached from VM {name!r}"
 
         try:
             return await self._storage._tasks.start(
                 target_uri, job, f"unmapping volume {volume!r} from VM {name!r}")
         except BaseException:
-            lock.release()
+            await _release_all(locks)
             raise
 
     async def delete(self, cluster: str, name: str, volume: str) -> None:
@@ -833,10 +850,29 @@ class VMStorageModel:
         if vm.phase in ("running", "paused", "other", "unknown"):
             raise Conflict(f"VM {name!r} is {vm.state}; a volume can be deleted only while"
                            " it is shut off")
-        async with self._vms._lock(vm, f"deleting volume {volume}"):
-            record = storage.record
+        record = storage.record
+        async with self._vms._lock(vm, f"deleting volume {volume}"), \
+                self._storage.volume_lock(record.pool, record.name, "being deleted"):
             await self._detach(vm, record)
-            await self._storage.delete_volume(record.pool, record.name)
+            await self._storage._delete_volume(await self._storage.pool(record.pool),
+                                               record.name)
+
+
+async def _acquire_all(locks) -> None:
+    """Take every lock of C{locks}, or none (those taken are released again)."""
+    taken = []
+    try:
+        for lock in locks:
+            await lock.acquire()
+            taken.append(lock)
+    except BaseException:
+        await _release_all(taken)
+        raise
+
+
+async def _release_all(locks) -> None:
+    for lock in reversed(locks):
+        await lock.release()
 
 
 def zfs_snapname(name: str) -> str:

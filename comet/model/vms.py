@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
 from comet.model.intents import Intents
+from comet.model.locks import Locks
 from comet.model.placement import choose_host
 from comet.store import VMRecord
 from comet.virt import CometMetadata, DiskSpec, DomainSpec
@@ -157,8 +158,8 @@ class VMModel:
         self.disks: VMDisks = NoDisks()
         #: Where multi-step changes record their steps (none unless wired).
         self.intents = Intents()
-        #: uuid -> what is being done to it (one operation per VM at a time).
-        self._busy: dict[str, str] = {}
+        #: One operation per VM at a time (in memory only unless wired).
+        self.locks = Locks()
         self._placing = DeferredLock()
         #: uuid -> (seconds, PNG bytes)
         self._screenshots: dict[str, tuple[float, bytes]] = {}
@@ -324,8 +325,9 @@ class VMModel:
     # Actions -------------------------------------------------------------------
 
     def _lock(self, vm: VM, doing: str):
+        """The lock of C{vm} (L{comet.model.locks}), for an operation C{doing}."""
         self.intents.check(vm.record.uuid)
-        return _Lock(self._busy, vm, doing)
+        return self.locks.lock(vm.record.uuid, f"VM {vm.name!r}", doing)
 
     async def _checked(self, cluster: str, name: str, action: str) -> VM:
         vm = await self.get(cluster, name)
@@ -480,19 +482,20 @@ class VMModel:
         """
         vm = await self._checked(cluster, name, "stop")
         lock = self._lock(vm, "stopping")
-        lock.acquire()
+        await lock.acquire()
         timeout = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
 
         async def job(task):
             try:
+                await lock.set_task(task.id)
                 return await self._stop(vm.record, timeout, force)
             finally:
-                lock.release()
+                await lock.release()
 
         try:
             return await self._tasks.start(target_uri, job, f"stopping VM {name!r}")
         except BaseException:
-            lock.release()
+            await lock.release()
             raise
 
     async def screenshot(self, cluster: str, name: str) -> bytes:
@@ -559,32 +562,3 @@ class VMModel:
 
         return await self._tasks.start(cluster_href, job, f"{action} of cluster {cluster!r}")
 
-
-class _Lock:
-    """One operation per VM at a time: a second is a 409 that names the first."""
-
-    def __init__(self, busy: dict[str, str], vm: VM, doing: str):
-        self._busy = busy
-        self._vm = vm
-        self._doing = doing
-        self._held = False
-
-    def acquire(self) -> None:
-        uuid = self._vm.record.uuid
-        if uuid in self._busy:
-            raise Conflict(f"VM {self._vm.name!r} is busy: it is {self._busy[uuid]}")
-        self._busy[uuid] = self._doing
-        self._held = True
-
-    def release(self) -> None:
-        if self._held:
-            self._busy.pop(self._vm.record.uuid, None)
-            self._held = False
-
-    async def __aenter__(self):
-        self.acquire()
-        return self
-
-    async def __aexit__(self, *exc):
-        self.release()
-        return False

@@ -9,6 +9,7 @@ lives anywhere else.
 from comet.store._db import Database
 from comet.store.clusters import ClusterRecord, Clusters
 from comet.store.intents import IntentRecord, Intents
+from comet.store.locks import LockRecord, Locks, OwnerRecord
 from comet.store.storage import PoolRecord, SnapshotRecord, Snapshots, Storage, VolumeRecord
 from comet.store.tasks import TaskRecord, Tasks
 from comet.store.templates import TemplateRecord, Templates
@@ -31,4 +32,7 @@ __all__ = [
     "SnapshotRecord",
     "Intents",
     "IntentRecord",
+    "Locks",
+    "LockRecord",
+    "OwnerRecord",
 ]

@@ -168,4 +168,35 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX intents_operation ON intents (operation)",
         ],
     ),
+    (
+        7,
+        [
+            # One row per daemon process that took the database's lease
+            # (comet.model.locks): a random id per process start, and what it
+            # takes to tell whether that process still runs (its pid and
+            # start time on its host, the host's boot).  ``renewed`` is
+            # bumped periodically; it alone never makes an owner dead.
+            """CREATE TABLE owners (
+                owner TEXT PRIMARY KEY,
+                pid INTEGER NOT NULL,
+                hostname TEXT NOT NULL,
+                boot TEXT NOT NULL DEFAULT '',
+                proc_start INTEGER,
+                started INTEGER NOT NULL,
+                renewed INTEGER NOT NULL
+            )""",
+            # One operation at a time per object (a VM uuid or
+            # ``<pool>/<volume>``): taking a lock is an INSERT, which the
+            # primary key makes fail for a second one.  Rows of an owner that
+            # died are released by the reconciler.
+            """CREATE TABLE locks (
+                object TEXT PRIMARY KEY,
+                task_id INTEGER,
+                doing TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                acquired INTEGER NOT NULL
+            )""",
+            "CREATE INDEX locks_owner ON locks (owner)",
+        ],
+    ),
 ]

@@ -591,6 +591,65 @@ class IntentTests(_Base, TestCase):
         self.assertEqual(rows[0].detail, {"server": "s1", "zvol": "tank/comet/data"})
 
 
+class DeadOwnerLockTests(_Base, TestCase):
+    """Locks outlive their process in SQLite; the next one's reconciler releases them."""
+
+    async def test_dead_owners_locks_released(self):
+        """
+        A daemon (with its lease) dies while creating a volume: a fresh
+        process over the same database takes the lease, and its reconciler
+        releases the dead owner's lock, logs it and fails the task.
+        """
+        import attrs
+        from twisted.logger import capturedLogs, formatEvent
+
+        from comet.store import Locks as LockTable
+        from tests.model.test_locks import dead_pid
+
+        locks = self.models.locks
+        # This "process" is one whose pid is gone by now (it died below).
+        locks.me = attrs.evolve(locks.me, pid=dead_pid())
+        await locks.take_lease()
+        crash = _Crash("volume.create", "record", "before")
+        task = []
+
+        async def create():
+            task.append(await self.models.storage.create_volume(
+                "pool1", "data", "/x", capacity_gb=1))
+
+        await self.crash_during(crash, create)
+        table = LockTable(self.world.db)
+        self.assertEqual([(r.object, r.task_id) for r in await table.list()],
+                         [("pool1/data", task[0].id)])
+
+        models = self.world.boot()
+        await models.locks.take_lease()   # the dead owner does not keep it
+        with capturedLogs() as events:
+            await models.reconciler.run()
+        said = [formatEvent(e) for e in events]
+        self.assertTrue(any(
+            f"the lock of pool1/data (being created, task /tasks/{task[0].id}) held by owner"
+            f" {locks.me.owner} (pid {locks.me.pid}" in text and "was released" in text
+            for text in said), said)
+        self.assertEqual(await table.list(), [])
+        self.assertEqual([o.owner for o in await table.owners()], [models.locks.me.owner])
+        self.assertEqual((await models.tasks.get(task[0].id)).status, "failed")
+        await self.assertConsistent(models)
+        # The volume is free again.
+        client = make_client(self, models)
+        answer = await client.post("/storagepools/pool1/storagevolumes",
+                                   {"name": "data", "capacity": 1})
+        self.assertEqual(answer.code, 202, answer.body)
+        await models.tasks.wait(answer.json["id"])
+
+    async def test_own_locks_kept(self):
+        """The reconciler never releases a lock of its own process."""
+        crash = _Crash("vm.start", "define domain", "after")
+        await self.crash_during(crash, lambda: self.models.vms.act("lab", "web", "start"))
+        self.assertEqual(await self.models.reconciler.release_dead_locks(), [])
+        self.assertEqual([r.object for r in await self.models.locks._store.list()], [self.uuid])
+
+
 class PeriodicTests(TestCase):
     def test_interval(self):
         """The reconciler runs every interval seconds; 0 runs it only at start."""

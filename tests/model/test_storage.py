@@ -329,6 +329,23 @@ class VMStorageTests(_Setup, TestCase):
         volume = (await self.client.get("/storagepools/pool1/storagevolumes/data")).json
         self.assertEqual((volume["vm"], volume["state"]), (None, "unmapped"))
 
+    async def test_unmap_locks_the_volume(self):
+        """While a volume is unmapped, deleting it is a 409 naming the unmap's task."""
+        self.patch(storage_model, "UNPLUG_POLL", 0.01)
+        await self._hot_plug()
+        self.secrets.slow_guest = True
+        answer = await self.client.post("/cluster/lab/vms/web/storages/data/unmap")
+        self.assertEqual(answer.code, 202, answer.body)
+        assertError(self, await self.client.delete("/storagepools/pool1/storagevolumes/data"),
+                    409, "conflict", "volume 'data' in storage pool 'pool1' is busy: it is being"
+                    f" unmapped from VM 'web' (task /tasks/{answer.json['id']})")
+        assertError(self, await self.client.post("/cluster/lab/vms/web/suspend"),
+                    409, "conflict", "VM 'web' is busy: it is unmapping data")
+        self.secrets.held.clear()
+        self.secrets.slow_guest = None
+        await self.models.tasks.wait(answer.json["id"])
+        self.assertEqual(await self.models.locks._store.list(), [])
+
     async def test_unmap_guest_never_lets_go(self):
         """A guest that keeps the disk: the task fails, the volume stays attached and exported."""
         self.patch(storage_model, "UNPLUG_POLL", 0.01)

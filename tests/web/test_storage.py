@@ -236,6 +236,43 @@ class StorageAPITests(TestCase):
         self.assertIn("out of space", task["message"])
         self.assertNotIn("tank/comet/big", self.servers["s1"].datasets)
         self.assertEqual((await self.client.get("/storagepools/pool1/storagevolumes")).json, [])
+        self.assertEqual(await self.models.locks._store.list(), [])
+
+    async def test_busy_volume(self):
+        """
+        While a volume is being created, a second create or a delete of it is a
+        409 naming the task; its lock row goes when the task ends.
+        """
+        from twisted.internet.defer import Deferred
+
+        gate = Deferred()
+        runner = self.runners["s1"]
+        run = runner.run
+
+        def held(argv, *args, **kw):
+            if list(argv[:2]) == ["zfs", "create"]:
+                return gate.addCallback(lambda _: run(argv, *args, **kw))
+            return run(argv, *args, **kw)
+
+        self.patch(runner, "run", held)
+        answer = await self.client.post("/storagepools/pool1/storagevolumes",
+                                        {"name": "v1", "capacity": 1})
+        self.assertEqual(answer.code, 202, answer.body)
+        busy = (f"volume 'v1' in storage pool 'pool1' is busy: it is being created"
+                f" (task /tasks/{answer.json['id']})")
+        assertError(self, await self.client.post(
+            "/storagepools/pool1/storagevolumes", {"name": "v1", "capacity": 1}),
+            409, "conflict", busy)
+        assertError(self, await self.client.delete("/storagepools/pool1/storagevolumes/v1"),
+                    409, "conflict", busy)
+        rows = await self.models.locks._store.list()
+        self.assertEqual([(r.object, r.task_id) for r in rows], [("pool1/v1", answer.json["id"])])
+        gate.callback(None)
+        self.assertEqual((await self.wait(answer))["status"], "finished")
+        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual((await self.client.delete("/storagepools/pool1/storagevolumes/v1")).code,
+                         204)
+        self.assertEqual(await self.models.locks._store.list(), [])
 
     async def test_foreign_volume_not_destroyed(self):
         """A zvol Comet did not create is shown but never destroyed."""

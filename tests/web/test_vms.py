@@ -312,8 +312,23 @@ class ActionTests(VMTestMixin, TestCase):
         self.guest_ignores_shutdown()
         answer = await self.action("small-1", "stop", {"timeout": 0.5})
         self.assertEqual(answer.code, 202)
-        assertError(self, await self.action("small-1", "suspend"), 409, "conflict", "busy")
+        href = answer.header("location")
+        assertError(self, await self.action("small-1", "suspend"), 409, "conflict",
+                    f"VM 'small-1' is busy: it is stopping (task {href})")
+        uuid = (await self.vm())["uuid"]
+        rows = await self.models.locks._store.list()
+        self.assertEqual([(r.object, f"/tasks/{r.task_id}") for r in rows], [(uuid, href)])
         await self.wait_task(answer)
+        self.assertEqual(await self.models.locks._store.list(), [])
+
+    async def test_lock_released_after_success_and_failure(self):
+        """No lock row outlives an action, whether it worked or failed."""
+        answer = await self.start_failing_at("define", "cut")
+        self.assertEqual(answer.code, 503)
+        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual((await self.action("small-1", "start")).code, 200)
+        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual(self.models.locks.held, {})
 
 
 class ClusterActionTests(VMTestMixin, TestCase):
