@@ -51,7 +51,10 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     from comet.store import Clusters, Snapshots, Storage, Tasks, Templates, VMs
     from comet.store import Intents as IntentTable
     from comet.store.users import Users
+    from comet.virt import CachedStates
 
+    # Domain states from memory, kept by libvirt's events (see CachedStates).
+    hypervisors = CachedStates(hypervisors)
     tasks = TaskRunner(Tasks(db), clock)
     intents = Intents(IntentTable(db), clock)
     clusters = ClusterModel(Clusters(db), clock)
