@@ -71,14 +71,8 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     async def delete_vms(record):
         await vms.delete_cluster_vms(record.name)
 
-    async def all_vm_states():
-        by_cluster: dict[str, list[str]] = {}
-        for vm in await vms.list():
-            by_cluster.setdefault(vm.record.cluster, []).append(vm.state)
-        return {name: tuple(states) for name, states in by_cluster.items()}
-
     clusters.vm_states = vm_states
-    clusters.all_vm_states = all_vm_states
+    clusters.all_vm_states = vms.states_by_cluster
     clusters.on_delete = delete_vms
 
     if runners is None:

@@ -28,6 +28,7 @@ from comet.model.clusters import validate_name
 from comet.model.intents import Intents
 from comet.model.placement import choose_host
 from comet.store import VMRecord
+from comet.store.vms import COMET_DOMAIN_PREFIX
 from comet.virt import CometMetadata, DiskSpec, DomainSpec
 
 log = Logger()
@@ -185,8 +186,9 @@ class VMModel:
         """The VMs of a cluster with their live states: one bulk call per host."""
         return await self.with_phases(await self._vms.list(cluster))
 
-    async def with_phases(self, records: Sequence[VMRecord]) -> list[VM]:
-        hosts = sorted({r.host for r in records if r.host is not None})
+    async def _host_domains(self, hosts) -> dict[str, dict[str, str] | None]:
+        """The domain states of each host, by host; C{None} for one that does not answer."""
+        hosts = sorted(hosts)
         # Every host at once: a list costs the slowest host, not their sum.
         answers = await DeferredList(
             [self._hv.domain_states(host) for host in hosts], consumeErrors=True
@@ -199,16 +201,24 @@ class VMModel:
                 domains[host] = None
             else:
                 value.raiseException()
-        result = []
-        for r in records:
-            if r.host is None:
-                phase = STOPPED
-            elif domains.get(r.host) is None:
-                phase = UNKNOWN
-            else:
-                phase = domains[r.host].get(r.domain_name, "shutoff")
-            result.append(VM(r, phase))
-        return result
+        return domains
+
+    async def with_phases(self, records: Sequence[VMRecord]) -> list[VM]:
+        domains = await self._host_domains({r.host for r in records if r.host is not None})
+        return [VM(r, _phase(r.host, r.domain_name, domains)) for r in records]
+
+    async def states_by_cluster(self) -> dict[str, tuple[str, ...]]:
+        """
+        The state of every VM, grouped by cluster (C{GET /cluster}): the same
+        phases as L{list}, from a narrow query instead of whole records.
+        """
+        placements = await self._vms.placements()
+        domains = await self._host_domains({h for _, h, _ in placements if h is not None})
+        by_cluster: dict[str, list[str]] = {}
+        for cluster, host, uuid in placements:
+            phase = _phase(host, f"{COMET_DOMAIN_PREFIX}{uuid}", domains)
+            by_cluster.setdefault(cluster, []).append("shutoff" if phase == STOPPED else phase)
+        return {name: tuple(states) for name, states in by_cluster.items()}
 
     async def states(self, cluster: str) -> tuple[str, ...]:
         return tuple(vm.state for vm in await self.list(cluster))
@@ -558,6 +568,16 @@ class VMModel:
             return text
 
         return await self._tasks.start(cluster_href, job, f"{action} of cluster {cluster!r}")
+
+
+def _phase(host: str | None, domain: str, domains: dict[str, dict[str, str] | None]) -> str:
+    """A VM's phase from its placement and its host's domain states."""
+    if host is None:
+        return STOPPED
+    states = domains.get(host)
+    if states is None:
+        return UNKNOWN
+    return states.get(domain, "shutoff")
 
 
 class _Lock:

@@ -77,7 +77,8 @@ class _HostStates:
     epoch: int = 0
     #: A bulk fill in progress: the events that arrived since it began.
     pending: list[tuple[str, str]] | None = None
-    filling: Deferred | None = None
+    #: The reads waiting for that fill.
+    filling: list[Deferred] | None = None
     #: Domains being read again live, and the reads.
     rereads: dict[str, Deferred] = attrs.Factory(dict)
     #: Whether a probe is in flight; the reads waiting for the one after it.
@@ -158,19 +159,31 @@ class CachedStates:
 
     def _fill(self, host: str, entry: _HostStates) -> Deferred[dict[str, str]]:
         """One bulk read of the host's states, shared by whoever asks meanwhile."""
-        if entry.filling is None:
-            entry.filling = Deferred.fromCoroutine(self._filled(host, entry))
         d: Deferred = Deferred()
-        entry.filling.addBoth(_chain, d)
+        if entry.filling is not None:
+            entry.filling.append(d)
+            return d
+        waiters: list[Deferred] = [d]
+        entry.filling = waiters
+
+        def done(result):
+            if entry.filling is waiters:
+                entry.filling = None
+            for waiter in waiters:
+                _chain(result, waiter)
+
+        Deferred.fromCoroutine(self._filled(host, entry)).addBoth(done)
         return d
 
     async def _filled(self, host: str, entry: _HostStates) -> dict[str, str]:
         epoch = entry.epoch
-        entry.pending = []
+        pending: list[tuple[str, str]] = []
+        entry.pending = pending
         try:
             states = await self._hv.domain_states(host)
         finally:
-            pending, entry.pending, entry.filling = entry.pending, None, None
+            if entry.pending is pending:
+                entry.pending = None
         if entry.epoch == epoch:
             entry.states = dict(states)
             for domain, event in pending:
@@ -185,6 +198,8 @@ class CachedStates:
         """A host (re)connected or was lost: its events may have been missed."""
         entry = self._hosts.setdefault(host, _HostStates())
         self._drop(entry)
+        # A fill begun before this answers its own readers but fills nothing.
+        entry.filling = entry.pending = None
         if state == "connected":
             self._fill(host, entry).addErrback(lambda _: None)
 
