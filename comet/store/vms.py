@@ -173,21 +173,21 @@ class VMs:
         self._db = db
 
     def get(self, cluster: str, name: str):
-        return self._db.transact(_get, cluster, name)
+        return self._db.read(_get, cluster, name)
 
     def by_uuid(self, uuid: str):
         return self._db.transact(_by_uuid, uuid)
 
     def list(self, cluster: str | None = None):
         """The VMs of C{cluster} (all VMs when C{None}), by name."""
-        return self._db.transact(_list, cluster)
+        return self._db.read(_list, cluster)
 
     def placements(self):
         """
         C{(cluster, host, uuid)} of every VM (C{host} C{None} when stopped):
         what a count of VM states per cluster needs, without whole records.
         """
-        return self._db.transact(_placements)
+        return self._db.read(_placements)
 
     def create(self, cluster, name, template, memory, cpus, uuid, now):
         """
