@@ -14,6 +14,9 @@ waits for a lock (C{timeout=0}): if SQLite answers busy, or anything else goes
 wrong, the cache is not used for that request and the lookup goes to the
 database as before.
 
+The same cache keeps VM rows for L{comet.store.vms.VMs.get} (key: cluster and
+name), on the same terms.
+
 Revocation therefore stays immediate: a token revoked by any writer is gone
 from the cache at the next request, before its lookup.  The price is that any
 commit (an audit log entry, a task) empties the cache; reads do not.

@@ -11,9 +11,14 @@ from __future__ import annotations
 import sqlite3
 
 import attrs
+from twisted.internet.defer import Deferred, succeed
 
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.store._db import Database
+from comet.store._tokencache import TokenCache
+
+#: VM rows remembered by L{VMs.get} at most.
+ROWS_CACHED = 4096
 
 
 #: Every domain Comet defines is named this and the VM's uuid.
@@ -169,11 +174,28 @@ def _delete(conn, uuid: str) -> None:
 class VMs:
     """The C{vms} table."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, cache: bool = True):
         self._db = db
+        #: (cluster, name) -> record, valid while nothing is committed to the
+        #: file (see L{TokenCache}): a single-VM GET reads no row then.
+        self.rows = TokenCache(db.path, size=ROWS_CACHED) if cache else None
 
-    def get(self, cluster: str, name: str):
-        return self._db.read(_get, cluster, name)
+    def get(self, cluster: str, name: str) -> Deferred[VMRecord]:
+        cache = self.rows
+        if cache is None:
+            return self._db.read(_get, cluster, name)
+        key = (cluster, name)
+        version = cache.version()
+        if version is not None:
+            record = cache.get(key)
+            if record is not None:
+                return succeed(record)
+
+        def found(record):
+            cache.put(key, record, version)
+            return record
+
+        return self._db.read(_get, cluster, name).addCallback(found)
 
     def by_uuid(self, uuid: str):
         return self._db.transact(_by_uuid, uuid)
