@@ -52,9 +52,6 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     from comet.store import Intents as IntentTable
     from comet.store.users import Users
     from comet.virt import CachedStates
-
-    # Domain states from memory, kept by libvirt's events (see CachedStates).
-    hypervisors = CachedStates(hypervisors)
     tasks = TaskRunner(Tasks(db), clock)
     intents = Intents(IntentTable(db), clock)
     clusters = ClusterModel(Clusters(db), clock)
@@ -62,7 +59,11 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     hosts = HostModel(hypervisors, config.hosts, vm_table.committed)
     templates = TemplateModel(Templates(db), hosts, clock)
     vms = VMModel(
-        vm_table, Templates(db), hypervisors, hosts, tasks, clock, config.compute.cluster_concurrency
+        vm_table, Templates(db), hypervisors, hosts, tasks, clock, config.compute.cluster_concurrency,
+        # Domain states from memory, kept by libvirt's events, for the VM
+        # lifecycle (reads and its own actions); everything else, the
+        # reconciler included, reads the hosts live.
+        states=CachedStates(hypervisors),
     )
 
     async def vm_states(record):

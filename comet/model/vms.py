@@ -145,12 +145,20 @@ class VMModel:
     @param tasks: runs long actions as tasks.
     @param clock: C{seconds()} and C{callLater()}.
     @param concurrency: VMs a cluster action acts on at once.
+    @param states: a L{comet.virt.CachedStates} over C{hypervisors}, or C{None}.
     """
 
-    def __init__(self, vms, templates, hypervisors, hosts, tasks, clock, concurrency: int = 4):
+    def __init__(self, vms, templates, hypervisors, hosts, tasks, clock, concurrency: int = 4,
+                 states=None):
         self._vms = vms
         self._templates = templates
+        #: The L{Hypervisors}: live reads, for whoever needs the host's own
+        #: answer (the reconciler).
         self._hv = hypervisors
+        #: What the lifecycle reads and acts through: the L{CachedStates}
+        #: over it when given, so reads come from memory and its own actions
+        #: update them.
+        self._libvirt = states if states is not None else hypervisors
         self._hosts = hosts
         self._tasks = tasks
         self._clock = clock
@@ -170,7 +178,7 @@ class VMModel:
         if record.host is None:
             return STOPPED
         try:
-            return await self._hv.domain_state(record.host, record.domain_name)
+            return await self._libvirt.domain_state(record.host, record.domain_name)
         except NotFound:
             # Placed, but its domain is gone (undefined behind Comet's back):
             # it is off; the reconciler tidies the record.
@@ -191,7 +199,7 @@ class VMModel:
         hosts = sorted(hosts)
         # Every host at once: a list costs the slowest host, not their sum.
         answers = await DeferredList(
-            [self._hv.domain_states(host) for host in hosts], consumeErrors=True
+            [self._libvirt.domain_states(host) for host in hosts], consumeErrors=True
         )
         domains: dict[str, dict[str, str] | None] = {}
         for host, (ok, value) in zip(hosts, answers):
@@ -315,7 +323,7 @@ class VMModel:
             async with self.intents.operation("vm.delete", vm.record.uuid) as op:
                 if vm.phase in ("running", "paused", "other"):
                     async with op.step("power off", host=vm.record.host, **keep):
-                        await self._hv.destroy(vm.record.host, vm.record.domain_name)
+                        await self._libvirt.destroy(vm.record.host, vm.record.domain_name)
                 if vm.record.host is not None:
                     async with op.step("unplace", host=vm.record.host, **keep):
                         await self._unplace(vm.record)
@@ -353,11 +361,11 @@ class VMModel:
                 await self._start(record)
             else:
                 operation = {
-                    "poweroff": self._hv.destroy,
-                    "shutdown": self._hv.shutdown,
-                    "reset": self._hv.reset,
-                    "suspend": self._hv.suspend,
-                    "resume": self._hv.resume,
+                    "poweroff": self._libvirt.destroy,
+                    "shutdown": self._libvirt.shutdown,
+                    "reset": self._libvirt.reset,
+                    "suspend": self._libvirt.suspend,
+                    "resume": self._libvirt.resume,
                 }[action]
                 await operation(record.host, record.domain_name)
         return await self.get(cluster, name)
@@ -393,11 +401,11 @@ class VMModel:
                     vnc_password=secrets.token_urlsafe(6),
                 )
                 async with op.step("define domain", host=host, domain=record.domain_name):
-                    await self._hv.define(host, spec)
+                    await self._libvirt.define(host, spec)
                 if placed_now:
-                    undo.append(lambda: self._hv.undefine(host, record.domain_name))
+                    undo.append(lambda: self._libvirt.undefine(host, record.domain_name))
                 async with op.step("start domain", host=host, domain=record.domain_name):
-                    await self._hv.start(host, record.domain_name)
+                    await self._libvirt.start(host, record.domain_name)
             except BaseException as e:
                 for step in reversed(undo):
                     try:
@@ -424,7 +432,7 @@ class VMModel:
     async def _unplace(self, record: VMRecord) -> None:
         """Undefine a shut-off VM's domain, unexport its disks, release the placement."""
         try:
-            await self._hv.undefine(record.host, record.domain_name)
+            await self._libvirt.undefine(record.host, record.domain_name)
         except NotFound:
             pass
         await self.disks.detach(record, record.host)
@@ -435,7 +443,7 @@ class VMModel:
         deadline = self._clock.seconds() + timeout
         while True:
             try:
-                state = await self._hv.domain_state(host, domain)
+                state = await self._libvirt.domain_state(host, domain)
             except NotFound:
                 return True
             if state == "shutoff":
@@ -449,21 +457,21 @@ class VMModel:
         host, domain = record.host, record.domain_name
         async with self.intents.operation(kind, record.uuid) as op:
             async with op.step("shut down", host=host, domain=domain):
-                state = await self._hv.domain_state(host, domain)
+                state = await self._libvirt.domain_state(host, domain)
                 how = "was already shut off"
                 if state == "paused":
                     if force:
-                        await self._hv.destroy(host, domain)
+                        await self._libvirt.destroy(host, domain)
                         state, how = "shutoff", "was paused; powered off"
                     else:
-                        await self._hv.resume(host, domain)
+                        await self._libvirt.resume(host, domain)
                         state = "running"
                 if state in ("running", "other"):
-                    await self._hv.shutdown(host, domain)
+                    await self._libvirt.shutdown(host, domain)
                     if await self._wait_off(host, domain, timeout):
                         how = "shut down"
                     elif force:
-                        await self._hv.destroy(host, domain)
+                        await self._libvirt.destroy(host, domain)
                         how = f"did not shut down within {timeout:g} s; powered off"
                     else:
                         raise Conflict(
@@ -514,7 +522,7 @@ class VMModel:
         cached = self._screenshots.get(vm.record.uuid)
         if cached is not None and now - cached[0] < SCREENSHOT_TTL:
             return cached[1]
-        png = await self._hv.screenshot(vm.record.host, vm.record.domain_name)
+        png = await self._libvirt.screenshot(vm.record.host, vm.record.domain_name)
         self._screenshots[vm.record.uuid] = (now, png)
         return png
 

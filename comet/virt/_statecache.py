@@ -41,7 +41,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -277,7 +277,7 @@ class CachedStates:
             if entry.waiting:
                 self._start_probe(host, entry)
 
-        self._hv.ping(host).addBoth(done)
+        _deferred(self._hv.ping, host).addBoth(done)
 
     # Comet's own actions -----------------------------------------------------------
 
@@ -293,7 +293,7 @@ class CachedStates:
                 entry.states.setdefault(name, "shutoff")
             return result
 
-        return self._hv.define(host, domain).addCallbacks(
+        return _deferred(self._hv.define, host, domain).addCallbacks(
             defined, self._failed, errbackArgs=(host, name)
         )
 
@@ -323,7 +323,7 @@ class CachedStates:
                 entry.states.pop(name, None)
             return result
 
-        return self._hv.undefine(host, name).addCallbacks(
+        return _deferred(self._hv.undefine, host, name).addCallbacks(
             undefined, self._failed, errbackArgs=(host, name)
         )
 
@@ -334,7 +334,7 @@ class CachedStates:
                 entry.states[name] = ACTION_STATES[action]
             return result
 
-        return getattr(self._hv, action)(host, name).addCallbacks(
+        return _deferred(getattr(self._hv, action), host, name).addCallbacks(
             done, self._failed, errbackArgs=(host, name)
         )
 
@@ -347,6 +347,14 @@ class CachedStates:
 
 
 _GONE = object()
+
+
+def _deferred(method, *args) -> Deferred:
+    """C{method(*args)} as a L{Deferred}, whether it answers one or is a coroutine (as a test's stand-in may be)."""
+    try:
+        return ensureDeferred(method(*args))
+    except Exception:
+        return fail()
 
 
 def _chain(result, d: Deferred) -> None:
