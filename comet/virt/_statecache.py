@@ -42,13 +42,10 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, fail
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from comet.errors import CometError, NotFound
 from comet.virt import _operations
-
-_log = Logger()
 
 #: Lifecycle event -> the state it leaves its domain in, when it says so alone.
 EVENT_STATES = {

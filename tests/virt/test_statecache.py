@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import libvirt
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.trial.unittest import TestCase
 
 from comet.errors import Conflict, NotFound, Unavailable
 from comet.virt import CachedStates
