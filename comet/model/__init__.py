@@ -55,7 +55,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     from comet.store import Intents as IntentTable
     from comet.store import Locks as LockTable
     from comet.store.users import Users
-
+    from comet.virt import CachedStates
     tasks = TaskRunner(Tasks(db), clock)
     intents = Intents(IntentTable(db), clock)
     locks = Locks(LockTable(db), clock)
@@ -64,7 +64,11 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     hosts = HostModel(hypervisors, config.hosts, vm_table.committed)
     templates = TemplateModel(Templates(db), hosts, clock)
     vms = VMModel(
-        vm_table, Templates(db), hypervisors, hosts, tasks, clock, config.compute.cluster_concurrency
+        vm_table, Templates(db), hypervisors, hosts, tasks, clock, config.compute.cluster_concurrency,
+        # Domain states from memory, kept by libvirt's events, for the VM
+        # lifecycle (reads and its own actions); everything else, the
+        # reconciler included, reads the hosts live.
+        states=CachedStates(hypervisors),
     )
 
     async def vm_states(record):
@@ -73,14 +77,8 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     async def delete_vms(record):
         await vms.delete_cluster_vms(record.name)
 
-    async def all_vm_states():
-        by_cluster: dict[str, list[str]] = {}
-        for vm in await vms.list():
-            by_cluster.setdefault(vm.record.cluster, []).append(vm.state)
-        return {name: tuple(states) for name, states in by_cluster.items()}
-
     clusters.vm_states = vm_states
-    clusters.all_vm_states = all_vm_states
+    clusters.all_vm_states = vms.states_by_cluster
     clusters.on_delete = delete_vms
 
     if runners is None:

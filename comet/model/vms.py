@@ -29,6 +29,7 @@ from comet.model.intents import Intents
 from comet.model.locks import Locks
 from comet.model.placement import choose_host
 from comet.store import VMRecord
+from comet.store.vms import COMET_DOMAIN_PREFIX
 from comet.virt import CometMetadata, DiskSpec, DomainSpec
 
 log = Logger()
@@ -145,12 +146,20 @@ class VMModel:
     @param tasks: runs long actions as tasks.
     @param clock: C{seconds()} and C{callLater()}.
     @param concurrency: VMs a cluster action acts on at once.
+    @param states: a L{comet.virt.CachedStates} over C{hypervisors}, or C{None}.
     """
 
-    def __init__(self, vms, templates, hypervisors, hosts, tasks, clock, concurrency: int = 4):
+    def __init__(self, vms, templates, hypervisors, hosts, tasks, clock, concurrency: int = 4,
+                 states=None):
         self._vms = vms
         self._templates = templates
+        #: The L{Hypervisors}: live reads, for whoever needs the host's own
+        #: answer (the reconciler).
         self._hv = hypervisors
+        #: What the lifecycle reads and acts through: the L{CachedStates}
+        #: over it when given, so reads come from memory and its own actions
+        #: update them.
+        self._libvirt = states if states is not None else hypervisors
         self._hosts = hosts
         self._tasks = tasks
         self._clock = clock
@@ -170,7 +179,7 @@ class VMModel:
         if record.host is None:
             return STOPPED
         try:
-            return await self._hv.domain_state(record.host, record.domain_name)
+            return await self._libvirt.domain_state(record.host, record.domain_name)
         except NotFound:
             # Placed, but its domain is gone (undefined behind Comet's back):
             # it is off; the reconciler tidies the record.
@@ -186,11 +195,12 @@ class VMModel:
         """The VMs of a cluster with their live states: one bulk call per host."""
         return await self.with_phases(await self._vms.list(cluster))
 
-    async def with_phases(self, records: Sequence[VMRecord]) -> list[VM]:
-        hosts = sorted({r.host for r in records if r.host is not None})
+    async def _host_domains(self, hosts) -> dict[str, dict[str, str] | None]:
+        """The domain states of each host, by host; C{None} for one that does not answer."""
+        hosts = sorted(hosts)
         # Every host at once: a list costs the slowest host, not their sum.
         answers = await DeferredList(
-            [self._hv.domain_states(host) for host in hosts], consumeErrors=True
+            [self._libvirt.domain_states(host) for host in hosts], consumeErrors=True
         )
         domains: dict[str, dict[str, str] | None] = {}
         for host, (ok, value) in zip(hosts, answers):
@@ -200,16 +210,24 @@ class VMModel:
                 domains[host] = None
             else:
                 value.raiseException()
-        result = []
-        for r in records:
-            if r.host is None:
-                phase = STOPPED
-            elif domains.get(r.host) is None:
-                phase = UNKNOWN
-            else:
-                phase = domains[r.host].get(r.domain_name, "shutoff")
-            result.append(VM(r, phase))
-        return result
+        return domains
+
+    async def with_phases(self, records: Sequence[VMRecord]) -> list[VM]:
+        domains = await self._host_domains({r.host for r in records if r.host is not None})
+        return [VM(r, _phase(r.host, r.domain_name, domains)) for r in records]
+
+    async def states_by_cluster(self) -> dict[str, tuple[str, ...]]:
+        """
+        The state of every VM, grouped by cluster (C{GET /cluster}): the same
+        phases as L{list}, from a narrow query instead of whole records.
+        """
+        placements = await self._vms.placements()
+        domains = await self._host_domains({h for _, h, _ in placements if h is not None})
+        by_cluster: dict[str, list[str]] = {}
+        for cluster, host, uuid in placements:
+            phase = _phase(host, f"{COMET_DOMAIN_PREFIX}{uuid}", domains)
+            by_cluster.setdefault(cluster, []).append("shutoff" if phase == STOPPED else phase)
+        return {name: tuple(states) for name, states in by_cluster.items()}
 
     async def states(self, cluster: str) -> tuple[str, ...]:
         return tuple(vm.state for vm in await self.list(cluster))
@@ -306,7 +324,7 @@ class VMModel:
             async with self.intents.operation("vm.delete", vm.record.uuid) as op:
                 if vm.phase in ("running", "paused", "other"):
                     async with op.step("power off", host=vm.record.host, **keep):
-                        await self._hv.destroy(vm.record.host, vm.record.domain_name)
+                        await self._libvirt.destroy(vm.record.host, vm.record.domain_name)
                 if vm.record.host is not None:
                     async with op.step("unplace", host=vm.record.host, **keep):
                         await self._unplace(vm.record)
@@ -345,11 +363,11 @@ class VMModel:
                 await self._start(record)
             else:
                 operation = {
-                    "poweroff": self._hv.destroy,
-                    "shutdown": self._hv.shutdown,
-                    "reset": self._hv.reset,
-                    "suspend": self._hv.suspend,
-                    "resume": self._hv.resume,
+                    "poweroff": self._libvirt.destroy,
+                    "shutdown": self._libvirt.shutdown,
+                    "reset": self._libvirt.reset,
+                    "suspend": self._libvirt.suspend,
+                    "resume": self._libvirt.resume,
                 }[action]
                 await operation(record.host, record.domain_name)
         return await self.get(cluster, name)
@@ -385,11 +403,11 @@ class VMModel:
                     vnc_password=secrets.token_urlsafe(6),
                 )
                 async with op.step("define domain", host=host, domain=record.domain_name):
-                    await self._hv.define(host, spec)
+                    await self._libvirt.define(host, spec)
                 if placed_now:
-                    undo.append(lambda: self._hv.undefine(host, record.domain_name))
+                    undo.append(lambda: self._libvirt.undefine(host, record.domain_name))
                 async with op.step("start domain", host=host, domain=record.domain_name):
-                    await self._hv.start(host, record.domain_name)
+                    await self._libvirt.start(host, record.domain_name)
             except BaseException as e:
                 for step in reversed(undo):
                     try:
@@ -416,7 +434,7 @@ class VMModel:
     async def _unplace(self, record: VMRecord) -> None:
         """Undefine a shut-off VM's domain, unexport its disks, release the placement."""
         try:
-            await self._hv.undefine(record.host, record.domain_name)
+            await self._libvirt.undefine(record.host, record.domain_name)
         except NotFound:
             pass
         await self.disks.detach(record, record.host)
@@ -427,7 +445,7 @@ class VMModel:
         deadline = self._clock.seconds() + timeout
         while True:
             try:
-                state = await self._hv.domain_state(host, domain)
+                state = await self._libvirt.domain_state(host, domain)
             except NotFound:
                 return True
             if state == "shutoff":
@@ -441,21 +459,21 @@ class VMModel:
         host, domain = record.host, record.domain_name
         async with self.intents.operation(kind, record.uuid) as op:
             async with op.step("shut down", host=host, domain=domain):
-                state = await self._hv.domain_state(host, domain)
+                state = await self._libvirt.domain_state(host, domain)
                 how = "was already shut off"
                 if state == "paused":
                     if force:
-                        await self._hv.destroy(host, domain)
+                        await self._libvirt.destroy(host, domain)
                         state, how = "shutoff", "was paused; powered off"
                     else:
-                        await self._hv.resume(host, domain)
+                        await self._libvirt.resume(host, domain)
                         state = "running"
                 if state in ("running", "other"):
-                    await self._hv.shutdown(host, domain)
+                    await self._libvirt.shutdown(host, domain)
                     if await self._wait_off(host, domain, timeout):
                         how = "shut down"
                     elif force:
-                        await self._hv.destroy(host, domain)
+                        await self._libvirt.destroy(host, domain)
                         how = f"did not shut down within {timeout:g} s; powered off"
                     else:
                         raise Conflict(
@@ -507,7 +525,7 @@ class VMModel:
         cached = self._screenshots.get(vm.record.uuid)
         if cached is not None and now - cached[0] < SCREENSHOT_TTL:
             return cached[1]
-        png = await self._hv.screenshot(vm.record.host, vm.record.domain_name)
+        png = await self._libvirt.screenshot(vm.record.host, vm.record.domain_name)
         self._screenshots[vm.record.uuid] = (now, png)
         return png
 
@@ -562,3 +580,12 @@ class VMModel:
 
         return await self._tasks.start(cluster_href, job, f"{action} of cluster {cluster!r}")
 
+
+def _phase(host: str | None, domain: str, domains: dict[str, dict[str, str] | None]) -> str:
+    """A VM's phase from its placement and its host's domain states."""
+    if host is None:
+        return STOPPED
+    states = domains.get(host)
+    if states is None:
+        return UNKNOWN
+    return states.get(domain, "shutoff")

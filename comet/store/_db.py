@@ -10,6 +10,10 @@ The connection is in autocommit mode (``isolation_level=None``) and
 L{Database.transact} wraps each unit of work in ``BEGIN IMMEDIATE`` /
 ``COMMIT`` itself, so schema changes (DDL) are transactional too, which the
 sqlite3 module's implicit transactions would not give.
+
+Reads that need no write lock may go to L{Database.read} instead: a second,
+read-only connection in a thread of its own, so that they do not wait in line
+behind the writes (WAL mode lets a reader and the writer run at once).
 """
 
 from __future__ import annotations
@@ -48,6 +52,20 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) 
     return result
 
 
+def _prepare_reader(conn: sqlite3.Connection) -> None:
+    _prepare(conn)
+    conn.execute("PRAGMA query_only=ON")
+
+
+def _in_read_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    # A deferred transaction: one consistent snapshot, no write lock.
+    conn.execute("BEGIN")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute("COMMIT")
+
+
 def _migrate(conn: sqlite3.Connection, migrations) -> list[int]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -81,6 +99,7 @@ class Database:
         self.path = path
         self._migrations = migrations
         self._pool: adbapi.ConnectionPool | None = None
+        self._reader: adbapi.ConnectionPool | None = None
 
     def open(self) -> list[int]:
         """
@@ -113,6 +132,16 @@ class Database:
         )
         # named, so that a pool left running (a Database never closed) says whose it is
         self._pool.threadpool.name = f"comet-sqlite {self.path}"
+        self._reader = adbapi.ConnectionPool(
+            "sqlite3",
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=_prepare_reader,
+        )
+        self._reader.threadpool.name = f"comet-sqlite-read {self.path}"
         return applied
 
     def transact(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
@@ -123,8 +152,22 @@ class Database:
         assert self._pool is not None, "database is not open"
         return self._pool.runWithConnection(_in_transaction, fn, *args)
 
+    def read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """
+        Run C{fn(connection, *args)}, which only reads, in the reader thread:
+        on a second, read-only connection, in one snapshot.  In WAL mode a
+        reader never waits for the writer, so a read (C{GET /cluster} during a
+        cluster start) does not queue behind the writes in the database
+        thread; it sees every transaction committed before it began.
+        """
+        assert self._reader is not None, "database is not open"
+        return self._reader.runWithConnection(_in_read_transaction, fn, *args)
+
     def close(self) -> None:
-        """Close the connection (waiting for the statement in progress)."""
+        """Close the connections (waiting for the statements in progress)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -14,10 +14,12 @@ import time
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred, succeed
 
 from comet.credentials import hash_password, new_token, token_hash
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.store._db import Database
+from comet.store._tokencache import TokenCache
 
 ROLES = ("admin", "operator", "viewer")
 
@@ -119,11 +121,16 @@ def revoke_token(conn, token_id: int) -> None:
 
 
 def user_of_token(conn, token: str) -> UserRecord | None:
-    """The user a token belongs to, or C{None}; looked up by its hash (never cached)."""
+    """The user a token belongs to, or C{None}; looked up by its hash."""
+    return user_of_token_hash(conn, token_hash(token))
+
+
+def user_of_token_hash(conn, digest: str) -> UserRecord | None:
+    """The user of the token whose stored form (L{token_hash}) is C{digest}."""
     row = conn.execute(
         "SELECT u.id, u.name, u.role, u.password, u.created FROM api_tokens t"
         " JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
-        (token_hash(token),),
+        (digest,),
     ).fetchone()
     return _user(row) if row is not None else None
 
@@ -155,16 +162,37 @@ def list_audit(conn, user: str | None = None, since: int | None = None,
 
 
 class Users:
-    """The daemon's access to users, tokens and the audit log (in the database thread)."""
+    """
+    The daemon's access to users, tokens and the audit log (in the database
+    thread).  Token lookups go through a L{TokenCache}, which forgets
+    everything as soon as anything is committed to the file (a revocation by
+    C{comet-admin} in another process included), so a revoked token is
+    refused by the very next request.
+    """
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, cache: bool = True):
         self.db = db
+        self.tokens = TokenCache(db.path) if cache else None
 
     def get(self, name: str):
         return self.db.transact(get_user, name)
 
-    def by_token(self, token: str):
-        return self.db.transact(user_of_token, token)
+    def by_token(self, token: str) -> Deferred[UserRecord | None]:
+        digest = token_hash(token)
+        cache = self.tokens
+        if cache is None:
+            return self.db.transact(user_of_token_hash, digest)
+        version = cache.version()
+        if version is not None:
+            user = cache.get(digest)
+            if user is not None:
+                return succeed(user)
+
+        def found(user):
+            cache.put(digest, user, version)
+            return user
+
+        return self.db.transact(user_of_token_hash, digest).addCallback(found)
 
     def count(self):
         return self.db.transact(count_users)

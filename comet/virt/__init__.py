@@ -11,6 +11,7 @@ reads the domain XML.  Nothing outside this package touches C{libvirt}.
 from comet.virt._errors import HypervisorError
 from comet.virt._eventloop import LIFECYCLE_EVENTS, ensure_event_loop
 from comet.virt._hypervisors import Hypervisors
+from comet.virt._statecache import CachedStates
 from comet.virt._values import (
     CONNECTED,
     OTHER,
@@ -37,6 +38,7 @@ from comet.virt.domainxml import (
 
 __all__ = [
     "CONNECTED",
+    "CachedStates",
     "LIFECYCLE_EVENTS",
     "OTHER",
     "PAUSED",

@@ -154,6 +154,7 @@ class Hypervisors(Service):
         self._open_connection = open_connection
         self._threads = compute.libvirt_threads
         self._pool = self._new_pool()
+        self._probe_pool = self._new_probe_pool(len(hosts))
         self._hosts = {
             h.name: _Host(config=h, slots=DeferredSemaphore(calls_per_host))
             for h in hosts
@@ -167,14 +168,23 @@ class Hypervisors(Service):
     def _new_pool(self) -> ThreadPool:
         return ThreadPool(minthreads=0, maxthreads=self._threads, name="comet-libvirt")
 
+    def _new_probe_pool(self, hosts: int) -> ThreadPool:
+        # Two threads a host: one probe at a time per host, plus one stuck in
+        # a host that stopped answering (its thread returns only when libvirt
+        # gives up on the host).
+        return ThreadPool(minthreads=0, maxthreads=max(2, 2 * hosts), name="comet-libvirt-probe")
+
     def startService(self) -> None:
-        """Start the thread pool and connect to every host."""
+        """Start the thread pools and connect to every host."""
         super().startService()
         self._stopping = False
         if self._pool.joined:
             # A stopped pool cannot start again.
             self._pool = self._new_pool()
+        if self._probe_pool.joined:
+            self._probe_pool = self._new_probe_pool(len(self._hosts))
         self._pool.start()
+        self._probe_pool.start()
         self.connect()
 
     def stopService(self) -> Deferred:
@@ -191,12 +201,13 @@ class Hypervisors(Service):
                 host.connection = None
                 host.reason = "Comet is stopping"
 
-        pool = self._pool
+        pool, probe_pool = self._pool, self._probe_pool
 
         def stop_pool(_):
             # Joins the pool's threads: a call stuck in libvirt delays this
             # until libvirt gives up on its host (keepalive).
             pool.stop()
+            probe_pool.stop()
 
         return gatherResults(closing).addBoth(stop_pool)
 
@@ -287,6 +298,17 @@ class Hypervisors(Service):
         return self._call(
             host, f"listing Comet's domains of {host!r}", _operations.domains_with_metadata
         )
+
+    def ping(self, host: str) -> Deferred[None]:
+        """
+        Fires once the host has answered one cheap call, made now: whether it
+        still answers (L{Unavailable} if not, within C{libvirt_timeout}, which
+        also marks it unreachable).  It runs in a small pool of its own, not
+        behind the host's other calls, so that a busy host still answers it
+        at once.
+        """
+        return self._call(host, f"checking compute host {host!r}", _operations.ping,
+                          probe=True)
 
     def domain_state(self, host: str, name: str) -> Deferred[str]:
         """C{running}, C{paused}, C{shutoff} or C{other}."""
@@ -447,17 +469,18 @@ class Hypervisors(Service):
             host, f"{doing} domain {name!r} on {host!r}", op, name, *args
         )
 
-    def _call(self, host_name: str, what: str, op, *args) -> Deferred:
+    def _call(self, host_name: str, what: str, op, *args, probe: bool = False) -> Deferred:
         """
         Run C{op(conn, host_name, *args)} in the pool on C{host_name}'s
-        connection, within the call timeout.
+        connection, within the call timeout.  With C{probe}, in the probe
+        pool and without taking one of the host's slots.
         """
         try:
             host = self._host(host_name)
         except NotFound:
             return fail()
         used: list[_Connection] = []
-        d = Deferred.fromCoroutine(self._run(host, what, op, args, used))
+        d = Deferred.fromCoroutine(self._run(host, what, op, args, used, probe))
         d.addTimeout(
             self._timeout,
             self._clock,
@@ -465,28 +488,32 @@ class Hypervisors(Service):
         )
         return d
 
-    async def _run(self, host: _Host, what: str, op, args, used: list[_Connection]):
+    async def _run(self, host: _Host, what: str, op, args, used: list[_Connection],
+                   probe: bool = False):
         if self._stopping:
             raise self._unavailable(host, "Comet is stopping")
         connection = await self._connected(host)
         used.append(connection)
-        await host.slots.acquire()
+        if not probe:
+            await host.slots.acquire()
         try:
             return await deferToThreadPool(
                 self._reactor,
-                self._pool,
+                self._probe_pool if probe else self._pool,
                 self._in_thread,
                 host,
                 connection,
                 what,
                 op,
                 args,
+                probe,
             )
         except ConnectionLost as e:
             self._lost(host, connection, e.detail)
             raise self._unavailable(host, e.detail) from None
 
-    def _in_thread(self, host: _Host, connection: _Connection, what: str, op, args):
+    def _in_thread(self, host: _Host, connection: _Connection, what: str, op, args,
+                   probe: bool = False):
         """Run in a pool thread: the libvirt call, its errors translated."""
         try:
             return op(connection.conn, host.config.name, *args)
@@ -495,7 +522,8 @@ class Hypervisors(Service):
         finally:
             # The slot is free only once the thread is: a call that timed out
             # still holds its thread until libvirt returns.
-            self._reactor.callFromThread(host.slots.release)
+            if not probe:
+                self._reactor.callFromThread(host.slots.release)
 
     def _timed_out(
         self, host: _Host, what: str, used: list[_Connection], result, timeout: float

@@ -209,6 +209,11 @@ def domains_with_metadata(conn, host: str) -> dict[str, OwnedDomain]:
     return result
 
 
+def ping(conn, host: str) -> None:
+    """One cheap round trip to the host (the remote driver asks libvirtd)."""
+    conn.getLibVersion()
+
+
 def domain_state(conn, host: str, name: str) -> str:
     return _state(_lookup(conn, host, name))
 

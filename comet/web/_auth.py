@@ -3,9 +3,11 @@ Who is asking, and may they: authentication, roles, body limits and the audit
 log, applied by L{comet.web._serve.serve} to every request.
 
   - Credentials: C{Authorization: Bearer <token>} (an API token, looked up by
-    its hash on every request, so a revoked token stops working at once) or
+    its hash on every request, in memory while nothing has been committed to
+    the database since -- L{comet.store._tokencache} -- so a revoked token
+    stops working at once, even when C{comet-admin} revoked it) or
     C{Authorization: Basic} (a user's password, checked with scrypt in a
-    thread, never in the reactor).  Nothing about a credential is cached.
+    thread, never in the reactor; never cached).
   - An unknown user, a user without a password and a wrong password run the
     same code (L{comet.credentials.verify_password} against a dummy hash) and
     get the same answer, so their timing tells nothing.

@@ -196,6 +196,10 @@ def _check_params(params: dict[str, Any]) -> None:
             raise HTTPError(400, f"{value!r} is not a valid name (it must match {NAME_PATTERN})")
 
 
+#: Made once: C{json.dumps} with any option builds a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def render_error(request: IRequest, code: int, reason: str, headers=None) -> bytes:
     request.setResponseCode(code)
     for name, value in (headers or {}).items():
@@ -219,7 +223,7 @@ def _render(request: IRequest, result: Any) -> Any:
     if result.code == 204 or (result.body is None and result.code in (303, 304)):
         return b""
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    return json.dumps(result.body, ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(result.body).encode("utf-8")
 
 
 async def serve(

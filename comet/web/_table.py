@@ -10,6 +10,7 @@ string.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote
@@ -87,7 +88,7 @@ class RouteTable:
 
     def __init__(self):
         self._paths: dict[str, str] = {}
-        self._templates: dict[str, list[str]] = {}
+        self._templates: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.endpoints: list[Endpoint] = []
 
     def path(self, name: str, pattern: str) -> None:
@@ -143,17 +144,15 @@ class RouteTable:
 
         template = self._templates.get(name)
         if template is None:
-            # "/cluster/<name>/vms/<vm>" -> ["/cluster/", "name", "/vms/", "vm", ""]:
-            # literals at even indices, parameter names at odd ones.  A list
-            # builds thousands of hrefs per request: no regex per call.
-            parts = _PARAM.split(self._paths[name])
-            template = self._templates[name] = [
-                part for i, part in enumerate(parts) if i % 3 != 1
-            ]
-        out = []
-        for i, part in enumerate(template):
-            out.append(quote(str(params[part]), safe="") if i % 2 else part)
-        return "".join(out)
+            # "/cluster/<name>/vms/<vm>" -> ("/cluster/{}/vms/{}", ("name", "vm")):
+            # a format string and the parameters in order.  A list builds
+            # thousands of hrefs per request: no regex, no loop per call.
+            path = self._paths[name]
+            names = tuple(m.group(2) for m in _PARAM.finditer(path))
+            literal = _PARAM.sub("\x00", path).replace("{", "{{").replace("}", "}}")
+            template = self._templates[name] = (literal.replace("\x00", "{}"), names)
+        form, names = template
+        return form.format(*[_segment(str(params[n])) for n in names])
 
     def actions(self, path: str, valid: Iterable[str], /, **params: object) -> dict[str, str]:
         """
@@ -161,6 +160,12 @@ class RouteTable:
         is the path named C{"<path>.<action>"}.
         """
         return {action: self.href(f"{path}.{action}", **params) for action in valid}
+
+
+@functools.lru_cache(maxsize=8192)
+def _segment(value: str) -> str:
+    """C{value} quoted as one path segment; remembered, as the same names come back in every list."""
+    return quote(value, safe="")
 
 
 #: The route table of the whole API; the resource modules of L{comet.web} fill it.

@@ -100,3 +100,22 @@ class ConnectionTests(TestCase):
         main = threading.current_thread()
         thread = await self.db.transact(lambda c: threading.current_thread())
         self.assertIsNot(thread, main)
+
+    async def test_read(self):
+        """
+        C{read} runs on a read-only connection of its own thread, and sees
+        what was committed before it.
+        """
+        import sqlite3
+        import threading
+
+        await self.db.transact(
+            lambda c: c.execute("INSERT INTO clusters (name, description, created) VALUES ('x', '', 1)")
+        )
+        names = await self.db.read(lambda c: [r[0] for r in c.execute("SELECT name FROM clusters")])
+        self.assertEqual(names, ["x"])
+        writer = await self.db.transact(lambda c: threading.current_thread())
+        reader = await self.db.read(lambda c: threading.current_thread())
+        self.assertNotIn(reader, (writer, threading.current_thread()))
+        with self.assertRaises(sqlite3.OperationalError):
+            await self.db.read(lambda c: c.execute("DELETE FROM clusters"))

@@ -488,6 +488,37 @@ class TimeoutTests(_Case):
         results = yield gatherResults(calls)
         self.assertEqual(len(results), 4)
 
+    @inlineCallbacks
+    def test_ping_not_behind_other_calls(self):
+        """
+        C{ping} needs no slot and no thread of the main pool: it answers while
+        every slot of its host is taken by a call that hangs.
+        """
+        hv = self.hypervisors({"n1": self.node()}, calls_per_host=2)
+        yield hv.connect()
+        gate = self.recorder.hold("getInfo")
+        self.addCleanup(gate.set)
+        calls = [hv.node_info("n1") for _ in range(2)]
+        yield wait_for(lambda: self.recorder.methods().count("getInfo") == 2)
+        self.assertIsNone((yield hv.ping("n1")))
+        self.assertIn("getLibVersion", self.recorder.methods())
+        gate.set()
+        yield gatherResults(calls)
+
+    @inlineCallbacks
+    def test_ping_failure_marks_unreachable(self):
+        """A ping that finds the connection broken is Unavailable, and the host unreachable."""
+        hv = self.hypervisors({"n1": self.node()})
+        yield hv.connect()
+        self.recorder.fail_next(
+            "getLibVersion",
+            libvirt_error(
+                libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot recv data: EOF"
+            ),
+        )
+        yield self.assertFailure(hv.ping("n1"), Unavailable)
+        self.assertEqual(hv.status("n1").state, "unreachable")
+
 
 class ServiceTests(_Case):
     @inlineCallbacks

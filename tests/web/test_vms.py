@@ -434,3 +434,18 @@ class ClusterListTests(VMTestMixin, TestCase):
         for name, shown in listed.items():
             one = (await self.client.get(f"/cluster/{name}")).json
             self.assertEqual((one["state"], one["vms"]), shown)
+
+    async def test_states_by_cluster_as_a_list(self):
+        """The narrow pass of C{GET /cluster} gives each cluster the states a full list gives."""
+        for _ in range(3):
+            self.assertEqual((await self.create()).code, 201)
+        self.assertEqual((await self.action("small-2", "start")).code, 200)
+        self.assertEqual((await self.action("small-3", "start")).code, 200)
+        self.assertEqual((await self.action("small-3", "suspend")).code, 200)
+        full: dict = {}
+        for vm in await self.models.vms.list():
+            full.setdefault(vm.record.cluster, []).append(vm.state)
+        self.assertEqual(full, {"lab": ["shutoff", "running", "paused"]})
+        self.assertEqual(
+            await self.models.vms.states_by_cluster(), {k: tuple(v) for k, v in full.items()}
+        )

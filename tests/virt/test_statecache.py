@@ -1,0 +1,229 @@
+"""
+Tests for L{comet.virt.CachedStates}: domain states from memory, kept by
+lifecycle events, each read proved by a probe of the host; on test-driver
+nodes, whose events reach Comet through libvirt's event loop.
+"""
+
+from __future__ import annotations
+
+import libvirt
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from comet.errors import Conflict, NotFound, Unavailable
+from comet.virt import CachedStates
+from comet.virt._hypervisors import INITIAL_BACKOFF
+from comet.virt._statecache import _HostStates
+from tests.virt._nodes import domain_spec
+from tests.virt._recording import libvirt_error
+from tests.virt.test_hypervisors import _Case
+
+BULK = "getAllDomainStats"
+PING = "getLibVersion"
+
+
+class _CacheCase(_Case):
+    def cached(self, nodes=None):
+        """A started L{Hypervisors} on one node C{n1} with domains C{a} (running) and C{b} (shutoff)."""
+        if nodes is None:
+            nodes = {"n1": self.node(domains=[domain_spec("a"), (domain_spec("b"), "shutoff")])}
+        self.hv = self.hypervisors(nodes)
+        self.cache = CachedStates(self.hv)
+        self.addCleanup(self.cache.close)
+        return self.cache
+
+    @inlineCallbacks
+    def ready(self):
+        """Once C{n1} is connected and its states are filled."""
+        yield self.hv.connect()
+        yield self.cache.domain_states("n1")
+        self.assertIsNotNone(self.cache._hosts["n1"].states)
+
+    def next_event(self, domain: str, event: str) -> Deferred:
+        """Fires once C{event} of C{domain} has reached the cache (it subscribed first)."""
+        d: Deferred = Deferred()
+
+        def seen(host, name, what):
+            if (name, what) == (domain, event) and not d.called:
+                unsubscribe()
+                d.callback(None)
+
+        unsubscribe = self.hv.subscribe(seen)
+        return d
+
+    def methods(self, name: str) -> int:
+        return self.recorder.methods().count(name)
+
+
+class ReadTests(_CacheCase):
+    @inlineCallbacks
+    def test_filled_once(self):
+        """One bulk call fills the host; later reads cost a probe each, no listing."""
+        cache = self.cached()
+        yield self.hv.connect()
+        yield cache.domain_states("n1")  # may share the fill begun on connect
+        self.recorder.reset()
+        self.assertEqual((yield cache.domain_states("n1")), {"a": "running", "b": "shutoff"})
+        self.assertEqual((yield cache.domain_state("n1", "a")), "running")
+        self.assertEqual(self.methods(BULK), 0)
+        self.assertEqual(self.methods(PING), 2)
+
+    @inlineCallbacks
+    def test_copies(self):
+        """A caller changing the answer does not change the cache."""
+        cache = self.cached()
+        states = yield cache.domain_states("n1")
+        states["a"] = "paused"
+        self.assertEqual((yield cache.domain_state("n1", "a")), "running")
+
+    @inlineCallbacks
+    def test_not_defined(self):
+        """A domain the host does not have is NotFound, as from the host itself."""
+        cache = self.cached()
+        yield self.ready()
+        e = yield self.assertFailure(cache.domain_state("n1", "nope"), NotFound)
+        self.assertIn("'nope'", e.reason)
+        yield self.assertFailure(cache.domain_state("n9", "a"), NotFound)
+
+    @inlineCallbacks
+    def test_other_calls_pass_through(self):
+        """Everything else is the L{Hypervisors}' own."""
+        cache = self.cached()
+        self.assertEqual(sorted((yield cache.list_domains("n1"))), ["a", "b"])
+        self.assertEqual(cache.status("n1").state, "connected")
+
+
+class EventTests(_CacheCase):
+    @inlineCallbacks
+    def test_changes_behind_comets_back(self):
+        """
+        A change made on the host without the cache (here: on the
+        L{Hypervisors} directly) is seen once its event arrives, with no
+        listing.
+        """
+        cache = self.cached()
+        yield self.ready()
+        self.recorder.reset()
+        for action, event, state in [
+            ("suspend", "suspended", "paused"),
+            ("resume", "resumed", "running"),
+            ("destroy", "stopped", "shutoff"),
+            ("start", "started", "running"),
+        ]:
+            seen = self.next_event("a", event)
+            yield getattr(self.hv, action)("n1", "a")
+            yield seen
+            self.assertEqual((yield cache.domain_state("n1", "a")), state, action)
+        self.assertEqual(self.methods(BULK), 0)
+
+    @inlineCallbacks
+    def test_defined_and_undefined(self):
+        """A new domain appears shut off; an undefined one is read again and is gone."""
+        cache = self.cached()
+        yield self.ready()
+        seen = self.next_event("c", "defined")
+        yield self.hv.define("n1", domain_spec("c"))
+        yield seen
+        self.assertEqual((yield cache.domain_state("n1", "c")), "shutoff")
+        seen = self.next_event("b", "undefined")
+        yield self.hv.undefine("n1", "b")
+        yield seen
+        # The unclear event has "b" read again; a read waits for it.
+        yield self.assertFailure(cache.domain_state("n1", "b"), NotFound)
+        self.assertNotIn("b", (yield cache.domain_states("n1")))
+
+    @inlineCallbacks
+    def test_events_during_fill(self):
+        """An event that arrives while the bulk call runs is applied after it."""
+        cache = self.cached()
+        yield self.hv.connect()
+        yield cache.domain_states("n1")
+        entry = cache._hosts["n1"]
+        cache._drop(entry)
+        gate = self.recorder.hold(BULK)
+        filled = cache.domain_states("n1")
+        self.assertIsNotNone(entry.pending)
+        cache._event("n1", "a", "suspended")
+        gate.set()
+        self.assertEqual((yield filled)["a"], "running")  # what the host said then
+        self.assertEqual(entry.states["a"], "paused")  # and the event after it
+
+
+class ActionTests(_CacheCase):
+    @inlineCallbacks
+    def test_own_actions_seen_at_once(self):
+        """After Comet's own action the new state is read at once, before its event."""
+        cache = self.cached()
+        yield self.ready()
+        yield cache.define("n1", domain_spec("c"))
+        self.assertEqual((yield cache.domain_state("n1", "c")), "shutoff")
+        # Events are not let in: each answer comes from the action itself.
+        cache.close()
+        cache._hosts["n1"] = _HostStates(states={"c": "shutoff"})
+        for action, state in [("start", "running"), ("suspend", "paused"),
+                              ("resume", "running"), ("destroy", "shutoff")]:
+            yield getattr(cache, action)("n1", "c")
+            self.assertEqual((yield cache.domain_state("n1", "c")), state, action)
+        yield cache.undefine("n1", "c")
+        yield self.assertFailure(cache.domain_state("n1", "c"), NotFound)
+
+    @inlineCallbacks
+    def test_failed_action_read_again(self):
+        """A refused action has its domain read again: the cache was wrong."""
+        cache = self.cached()
+        yield self.ready()
+        cache._hosts["n1"].states["b"] = "running"  # wrong, as if an event was lost
+        yield self.assertFailure(cache.destroy("n1", "b"), Conflict)
+        self.assertEqual((yield cache.domain_state("n1", "b")), "shutoff")
+
+
+class LivenessTests(_CacheCase):
+    @inlineCallbacks
+    def test_host_stops_answering(self):
+        """A host whose probe fails is Unavailable, not its cached states."""
+        cache = self.cached()
+        yield self.ready()
+        self.recorder.fail_next(
+            PING,
+            libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot recv data: EOF"),
+        )
+        yield self.assertFailure(cache.domain_state("n1", "a"), Unavailable)
+        self.assertEqual(self.hv.status("n1").state, "unreachable")
+        # Dropped: nothing is served from before the loss.
+        self.assertIsNone(cache._hosts["n1"].states)
+        yield self.assertFailure(cache.domain_states("n1"), Unavailable)
+
+    @inlineCallbacks
+    def test_back_after_reconnect(self):
+        """When the host is back its states are listed again, live."""
+        cache = self.cached()
+        yield self.ready()
+        self.recorder.fail_next(
+            PING,
+            libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot recv data: EOF"),
+        )
+        yield self.assertFailure(cache.domain_state("n1", "a"), Unavailable)
+        self.recorder.reset()
+        self.clock.advance(INITIAL_BACKOFF)
+        self.assertEqual((yield cache.domain_state("n1", "a")), "running")
+        self.assertGreaterEqual(self.methods(BULK), 1)
+        self.assertEqual(self.hv.status("n1").state, "connected")
+
+    @inlineCallbacks
+    def test_probe_begins_after_the_read(self):
+        """
+        A read never rides on a probe that began before it: reads that arrive
+        during a probe share the next one.
+        """
+        cache = self.cached()
+        yield self.ready()
+        gate = self.recorder.hold(PING)
+        self.recorder.reset()
+        first = cache.domain_state("n1", "a")
+        later = [cache.domain_state("n1", "a"), cache.domain_states("n1")]
+        self.assertFalse(first.called)
+        gate.set()
+        yield first
+        yield later[0]
+        yield later[1]
+        self.assertEqual(self.methods(PING), 2)
+
