@@ -75,6 +75,12 @@ class CometService(MultiService):
         self.hypervisors = Hypervisors(self.reactor, self.config.hosts, self.config.compute)
         self.hypervisors.setServiceParent(self)
         self.models = make_models(self.db, self.hypervisors, self.config, self.reactor)
+        if self.config.debug.kill_at_file:
+            from comet.debug import KillAt
+
+            log.warn("[debug] kill_at_file is set: this daemon kills itself at the steps"
+                     " {path} names (for crash tests only)", path=self.config.debug.kill_at_file)
+            self.models.intents.halt = KillAt(self.config.debug.kill_at_file)
         await self.models.tasks.recover()
         # Before the API listens: what a crash left half done is finished or
         # undone first (a backend that does not answer is retried later).
