@@ -686,9 +686,24 @@ class GuestKillTests(KillStepsCase):
         vm = self.fixture["vm"]
         self.volume = self.name("g")
         await self.new_volume(self.fixture["pool"], self.volume)
+        console = await self.console(vm)
+        seen = await self.block_devices(console)
         storage = await self.post(vm["href"] + "/storages",
                                   {"pool": self.fixture["pool"], "vol": self.volume})
+        # the guest has the disk before it is asked to let it go
+        deadline = time.monotonic() + 60
+        while not await self.block_devices(console) - seen:
+            if time.monotonic() > deadline:
+                self.fail(f"the guest did not see {self.volume} within 60 s")
+            await _sleep(0.5)
+        await console.aclose()
         return lambda: self.request("POST", storage["actions"]["unmap"], {})
+
+    async def block_devices(self, console) -> set[str]:
+        output = await self.guest(console, "echo \"<<$(ls /sys/block | tr '\\n' ' ')>>\"")
+        found = re.findall(r"^<<([^\r\n]*)>>", output, re.M)
+        self.assertEqual(len(found), 1, output)
+        return set(found[0].split())
 
     async def after_unmap(self):
         volume = await self.get(f"/storagepools/{self.fixture['pool']}"
