@@ -643,7 +643,7 @@ class GuestKillTests(KillStepsCase):
             await self.finished(answer)
         finally:
             await listening.stopListening()
-        fixture = await self.base_fixture(pool, base, memory=160)
+        fixture = self.fixture = await self.base_fixture(pool, base, memory=160)
         vm = await self.new_vm(fixture["cluster"])
         await self.boot(vm)
         fixture["vm"] = vm
