@@ -311,6 +311,11 @@ def parse_accounts(output: bytes | str) -> list[str]:
     return [l.strip() for l in lines[1:]]
 
 
+#: How many times an export looks for a free target id again when another
+#: process took the one it chose.
+NEW_TARGET_TRIES = 5
+
+
 def free_tid(targets: Sequence[Target]) -> int:
     """The smallest target id not in use."""
     used = {t.tid for t in targets}
@@ -408,9 +413,8 @@ class TGT:
             check_password(chap_password)
         return self._lock.run(self._export, name, device, chap_user, chap_password, initiator)
 
-    @inlineCallbacks
-    def _export(self, name, device, chap_user, chap_password, initiator):
-        targets = yield self.targets()
+    def _exported(self, targets, name, device, chap_user) -> int | None:
+        """The tid of C{name} if C{targets} has it exporting C{device}; L{Conflict} if another."""
         for target in targets:
             if target.iqn == name:
                 if target.device == device and (chap_user is None or chap_user in target.accounts):
@@ -419,9 +423,27 @@ class TGT:
                     f"iSCSI target {name} on {self.host} already exports"
                     f" {target.device or 'nothing'}"
                 )
-        tid = free_tid(targets)
+        return None
+
+    @inlineCallbacks
+    def _export(self, name, device, chap_user, chap_password, initiator):
+        targets = yield self.targets()
+        for attempt in range(NEW_TARGET_TRIES):
+            tid = self._exported(targets, name, device, chap_user)
+            if tid is not None:
+                return tid
+            tid = free_tid(targets)
+            try:
+                yield self._run(new_target_argv(tid, name))
+                break
+            except Conflict:
+                # The lock above is this process's only: another one (another
+                # Comet sharing the server, tgtadm by hand) took the free tid
+                # between our show and our new.  Look again.
+                if attempt == NEW_TARGET_TRIES - 1:
+                    raise
+                targets = yield self.targets()
         rebind: list[int] = []
-        yield self._run(new_target_argv(tid, name))
         try:
             try:
                 yield self._run(new_lun_argv(tid, LUN, device))
