@@ -226,7 +226,7 @@ class KillStepsCase(CometDaemonCase):
                         domain.destroy()
                     if domain.isPersistent():
                         domain.undefine()
-                    problems.append(f"domain comet-{uuid} removed by hand")
+                    problems.append(f"domain comet-{uuid} removed")
                 except libvirt.libvirtError as e:
                     problems.append(f"domain comet-{uuid}: {e}")
             for secret in secrets_:
@@ -249,7 +249,7 @@ class KillStepsCase(CometDaemonCase):
                 if ours(target.iqn):
                     _ssh_sync(stack, server, "tgtadm --lld iscsi --mode target --op delete"
                                              f" --force --tid {int(target.tid)}")
-                    problems.append(f"target {target.iqn} removed by hand")
+                    problems.append(f"target {target.iqn} removed")
             code, out = _ssh_sync(stack, server, "zfs list -H -o name,origin -t volume -r "
                                   + server["dataset"])
             names = [line.split("\t") for line in out.splitlines() if "\t" in line]
@@ -257,12 +257,12 @@ class KillStepsCase(CometDaemonCase):
             # clones first, then the bases (-R: their snapshots and what is left)
             for name in sorted(mine, key=lambda n: state.token in n):
                 code, out = _ssh_sync(stack, server, f"zfs destroy -R {name}")
-                problems.append(f"zvol {name} destroyed by hand" if code == 0 else
+                problems.append(f"zvol {name} destroyed" if code == 0 else
                                 f"zvol {name}: {out.strip()}")
         shutil.rmtree(state.directory, True)
         shutil.rmtree(state.control, True)
         if problems:
-            sys.stderr.write(f"\n{cls.__name__} clean-up: " + "; ".join(problems) + "\n")
+            sys.stderr.write(f"\n{cls.__name__} clean-up (by hand): " + "; ".join(problems) + "\n")
 
     # --- one case ----------------------------------------------------------------------
 
