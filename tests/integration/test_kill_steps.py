@@ -283,6 +283,10 @@ class KillStepsCase(CometDaemonCase):
     async def kill_case(self, label: str, kind: str, step: str, when: str) -> None:
         case = getattr(self, "case_" + label.replace(".", "_").replace("/", "_"))
         trigger = await case(step)
+        after = getattr(self, "after_" + label.replace(".", "_").replace("/", "_"), None)
+        if after is not None:
+            # also after a failure, so that the next case starts clean (if the daemon runs)
+            self.addCleanup(lambda: None if self.state.child.called else ensureDeferred(after()))
         mark = os.path.getsize(self.logfile)
         last_task = _query(self.state.database, "SELECT COALESCE(MAX(id), 0) FROM tasks")[0][0]
         await self.kill_at(kind, step, when, trigger)
@@ -299,9 +303,6 @@ class KillStepsCase(CometDaemonCase):
         log = self._log_tail(10**7)[mark:]
         self.assertIn(f"reconciler: interrupted {kind} of", log)
         await self.check_backends()
-        after = getattr(self, "after_" + label.replace(".", "_").replace("/", "_"), None)
-        if after is not None:
-            await after()
 
     async def kill_at(self, kind: str, step: str, when: str, trigger) -> None:
         """Arm the kill file, ask for the operation, wait until the daemon died of SIGKILL."""
@@ -359,9 +360,9 @@ class KillStepsCase(CometDaemonCase):
         servers = self.stack["servers"]
         # both servers and libvirt at once (each ssh login takes a while)
         *outs, domains = await gatherResults([
-            *(_testbed.ssh(self.stack, server,
-                           f"zfs list -H -o name,origin -t volume,snapshot -r {server['dataset']}"
-                           " && echo -- && tgtadm --lld iscsi --mode target --op show")
+            *(ensureDeferred(self._ssh(
+                server, f"zfs list -H -o name,origin -t volume,snapshot -r {server['dataset']}"
+                        " && echo -- && tgtadm --lld iscsi --mode target --op show"))
               for server in servers),
             _testbed.libvirtCall(self.stack,
                                  lambda conn: [d.name() for d in conn.listAllDomains(0)]),
@@ -411,6 +412,20 @@ class KillStepsCase(CometDaemonCase):
             if host is not None and f"comet-{uuid}" not in domains:
                 problems.append(f"VM {uuid} placed on {host} has no domain")
         self.assertEqual(problems, [], self._log_tail())
+
+    async def _ssh(self, server: dict, command: str) -> str:
+        """
+        C{command}'s output on C{server}; an ssh that cannot connect (255) is
+        tried again for a minute: other tests stop the storage servers for a
+        while (test_faults), and the invariants need both.
+        """
+        deadline = time.monotonic() + 60
+        while True:
+            out, err, code = await _testbed.ssh(self.stack, server, command, check=False)
+            if code != 255 or time.monotonic() > deadline:
+                self.assertEqual(code, 0, (server["address"], command, err))
+                return out
+            await _sleep(2)
 
     # --- helpers for the cases -----------------------------------------------------------
 
