@@ -105,6 +105,13 @@ class ReconcileConfig:
 
 
 @attrs.frozen
+class DebugConfig:
+    #: Tests only: a file naming checkpoints (``<kind> <step> <before|after>``)
+    #: at which the daemon kills itself with SIGKILL (L{comet.debug}); "": off.
+    kill_at_file: str = ""
+
+
+@attrs.frozen
 class Config:
     api: APIConfig = attrs.Factory(APIConfig)
     database: DatabaseConfig = attrs.Factory(DatabaseConfig)
@@ -117,6 +124,7 @@ class Config:
     compute: ComputeConfig = attrs.Factory(ComputeConfig)
     storage: StorageConfig = attrs.Factory(StorageConfig)
     reconcile: ReconcileConfig = attrs.Factory(ReconcileConfig)
+    debug: DebugConfig = attrs.Factory(DebugConfig)
     #: The file this came from, or ``None`` for the embedded default.
     source: str | None = None
 
@@ -132,6 +140,7 @@ _TABLES: dict[str, tuple[type, bool]] = {
     "compute": (ComputeConfig, False),
     "storage": (StorageConfig, False),
     "reconcile": (ReconcileConfig, False),
+    "debug": (DebugConfig, False),
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {

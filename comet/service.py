@@ -80,6 +80,12 @@ class CometService(MultiService):
         # same database owns those tasks and locks; refuse to start then.
         await self.models.locks.take_lease(self.config.database.path)
         self.models.locks.start_renewing()
+        if self.config.debug.kill_at_file:
+            from comet.debug import KillAt
+
+            log.warn("[debug] kill_at_file is set: this daemon kills itself at the steps"
+                     " {path} names (for crash tests only)", path=self.config.debug.kill_at_file)
+            self.models.intents.halt = KillAt(self.config.debug.kill_at_file)
         await self.models.tasks.recover()
         # Before the API listens: what a crash left half done is finished or
         # undone first (a backend that does not answer is retried later).

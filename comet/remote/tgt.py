@@ -311,6 +311,11 @@ def parse_accounts(output: bytes | str) -> list[str]:
     return [l.strip() for l in lines[1:]]
 
 
+#: How many times an export looks for a free target id again when another
+#: process took the one it chose.
+NEW_TARGET_TRIES = 5
+
+
 def free_tid(targets: Sequence[Target]) -> int:
     """The smallest target id not in use."""
     used = {t.tid for t in targets}
@@ -413,21 +418,37 @@ class TGT:
             check_password(chap_password)
         return self._export(name, device, chap_user, chap_password, initiator)
 
-    @inlineCallbacks
-    def _new_target(self, name, device, chap_user):
-        """Under the lock: C{(targets, tid, made)}; C{made} false if already exported so."""
-        targets = yield self.targets()
+    def _exported(self, targets, name, device, chap_user) -> int | None:
+        """The tid of C{name} if C{targets} has it exporting C{device}; L{Conflict} if another."""
         for target in targets:
             if target.iqn == name:
                 if target.device == device and (chap_user is None or chap_user in target.accounts):
-                    return targets, target.tid, False
+                    return target.tid
                 raise Conflict(
                     f"iSCSI target {name} on {self.host} already exports"
                     f" {target.device or 'nothing'}"
                 )
-        tid = free_tid(targets)
-        yield self._run(new_target_argv(tid, name))
-        return targets, tid, True
+        return None
+
+    @inlineCallbacks
+    def _new_target(self, name, device, chap_user):
+        """Under the lock: C{(targets, tid, made)}; C{made} false if already exported so."""
+        targets = yield self.targets()
+        for attempt in range(NEW_TARGET_TRIES):
+            tid = self._exported(targets, name, device, chap_user)
+            if tid is not None:
+                return targets, tid, False
+            tid = free_tid(targets)
+            try:
+                yield self._run(new_target_argv(tid, name))
+                return targets, tid, True
+            except Conflict:
+                # The lock is this process's only: another one (another Comet
+                # sharing the server, tgtadm by hand) took the free tid between
+                # our show and our new.  Look again.
+                if attempt == NEW_TARGET_TRIES - 1:
+                    raise
+                targets = yield self.targets()
 
     @inlineCallbacks
     def _export(self, name, device, chap_user, chap_password, initiator):

@@ -436,8 +436,19 @@ def attach_device(
 def detach_device(
     conn, host: str, name: str, xml: str, live: bool | None, config: bool
 ) -> None:
+    """
+    @raise NotFound: the domain does not have the device (libvirt's
+        C{VIR_ERR_DEVICE_MISSING}): a detach that has nothing to do, e.g. the
+        reconciler undoing an attach killed before its device was attached.
+    """
     dom = _lookup(conn, host, name)
-    dom.detachDeviceFlags(xml, _device_flags(dom, live, config))
+    try:
+        dom.detachDeviceFlags(xml, _device_flags(dom, live, config))
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_DEVICE_MISSING:
+            raise NotFound(f"domain {name!r} on compute host {host!r} does not have that"
+                           f" device: {e.get_error_message()}") from None
+        raise
 
 
 def set_metadata(conn, host: str, name: str, metadata) -> None:

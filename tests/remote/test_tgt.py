@@ -300,6 +300,39 @@ class TGTTests(TestCase):
         self.assertEqual([(t.tid, t.accounts) for t in targets], [(1, ("ua",)), (2, ("ub",))])
 
     @inlineCallbacks
+    def test_tid_taken_by_another_process(self):
+        """
+        Another process (another Comet on the same server) makes a target with
+        the free tid between this export's show and its new: it looks again
+        and takes the next one.
+        """
+        device = yield self.device()
+        other = tgt.iqn("org.comet", "q", "other", NOV)
+        answer = self.runner._answer
+
+        def racing(argv, stdin):
+            if argv == tgt.new_target_argv(1, self.name) and not self.server.targets:
+                self.server.handle(tgt.new_target_argv(1, other), None)
+            return answer(argv, stdin)
+
+        self.runner._answer = racing
+        tid = yield self.tgt.export(self.name, device)
+        self.assertEqual(tid, 2)
+        targets = yield self.tgt.targets()
+        self.assertEqual(sorted((t.tid, t.iqn) for t in targets), [(1, other), (2, self.name)])
+
+    @inlineCallbacks
+    def test_tid_always_taken(self):
+        """Still taken after L{tgt.NEW_TARGET_TRIES} looks: the Conflict passes."""
+        device = yield self.device()
+        self.runner.answer(tgt.new_target_argv(1, self.name), code=22,
+                           stderr="tgtadm: this target already exists")
+        yield self.assertFailure(self.tgt.export(self.name, device), Conflict)
+        self.assertEqual(
+            [argv for argv in self.runner.ran if argv == tgt.new_target_argv(1, self.name)],
+            [tgt.new_target_argv(1, self.name)] * tgt.NEW_TARGET_TRIES)
+
+    @inlineCallbacks
     def test_shared_account_kept(self):
         """Unexporting keeps an account another target still uses."""
         a = yield self.device("a")

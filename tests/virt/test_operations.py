@@ -436,6 +436,28 @@ class DeviceTests(_NodeCase):
             ],
         )
 
+    def test_detach_missing_device(self):
+        """
+        Detaching a device the domain does not have is L{NotFound} (a repair
+        undoing an attach killed before its device was attached relies on it);
+        other errors pass as they are.
+        """
+        def missing(target, xml, flags):
+            raise libvirt_error(libvirt.VIR_ERR_DEVICE_MISSING, libvirt.VIR_FROM_DOMAIN,
+                                "device not found: no target device vdb")
+
+        self.recorder.fake("detachDeviceFlags", missing)
+        e = self.assertRaises(NotFound, ops.detach_device, self.conn, HOST, "on", "<disk/>",
+                              None, True)
+        self.assertIn("no target device vdb", e.reason)
+
+        def other(target, xml, flags):
+            raise libvirt_error(libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_FROM_QEMU)
+
+        self.recorder.fake("detachDeviceFlags", other)
+        self.assertRaises(libvirt.libvirtError, ops.detach_device, self.conn, HOST, "on",
+                          "<disk/>", None, True)
+
     def test_nowhere(self):
         """A change that affects neither the live domain nor its config is refused."""
         self.assertRaises(
