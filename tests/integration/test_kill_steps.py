@@ -375,8 +375,15 @@ class KillStepsCase(CometDaemonCase):
             zsnaps = {name for name, _ in rows if "@" in name}
             mine = {n for n, origin in zvols.items() if ours(n) or ours(origin)}
             recorded = {r[2]: r for r in volumes if r[0] == pool}
+
+            def volume_of(zvol: str) -> str:
+                """The recorded zvol C{zvol} is, or whose data a revert set aside."""
+                aside = re.fullmatch(r"(.+)-old-[0-9a-f]+", zvol)
+                return aside.group(1) if aside and aside.group(1) in recorded else zvol
+
             for zvol in sorted(mine - set(recorded)):
-                problems.append(f"zvol {zvol} has no record")
+                if volume_of(zvol) not in recorded:
+                    problems.append(f"zvol {zvol} has no record")
             for zvol in sorted(set(recorded) - set(zvols)):
                 problems.append(f"volume record {recorded[zvol][:2]} has no zvol {zvol}")
             for snap in sorted(zsnaps):
@@ -386,7 +393,8 @@ class KillStepsCase(CometDaemonCase):
                 if name.startswith("comet-base-"):
                     if name[len("comet-base-"):] not in vms:
                         problems.append(f"base snapshot {snap} of no VM")
-                elif not any(f"{pool}/{recorded.get(zvol, ('', '?'))[1]}" in json.loads(vols)
+                elif not any(f"{pool}/{recorded.get(volume_of(zvol), ('', '?'))[1]}"
+                             in json.loads(vols)
                              and name == f"comet-{sname}" for _, sname, vols in snapshots):
                     problems.append(f"snapshot {snap} has no record")
             targets = {t.iqn for t in parse_targets(shown)}
@@ -400,8 +408,9 @@ class KillStepsCase(CometDaemonCase):
                 for volume in json.loads(vols):
                     vpool, vname = volume.split("/", 1)
                     record = next((r for r in volumes if r[:2] == (vpool, vname)), None)
-                    if vpool == pool and record is not None and \
-                            f"{record[2]}@comet-{sname}" not in zsnaps:
+                    if vpool == pool and record is not None and not any(
+                            z.endswith(f"@comet-{sname}") and volume_of(z.split("@")[0])
+                            == record[2] for z in zsnaps):
                         problems.append(f"snapshot {sname} of VM {vm_uuid}: no ZFS snapshot"
                                         f" of {record[2]}")
         for name in domains:
@@ -545,8 +554,13 @@ class VMKillTests(KillStepsCase):
         ("snapshot", "snapshot", "take"),
         ("snapshot", "snapshot", "record"),
         ("unmap/stopped", "unmap", "forget attachment"),
-        # Snapshot revert and delete get intents (steps) next: their cases go here,
-        # e.g. ("revert", "snapshot.revert", "<step>"), ("snapshot.delete", ...).
+        ("revert", "snapshot.revert", "plan"),
+        ("revert", "snapshot.revert", "rollback"),
+        ("revert", "snapshot.revert", "set current"),
+        ("revert/branch", "snapshot.revert", "branch"),
+        ("revert/placed", "snapshot.revert", "unexport"),
+        ("snapshot.delete", "snapshot.delete", "destroy"),
+        ("snapshot.delete", "snapshot.delete", "forget record"),
     ]
 
     async def prepare(self):
@@ -605,6 +619,31 @@ class VMKillTests(KillStepsCase):
         self.vm = await self.new_vm(self.fixture["cluster"])
         return lambda: self.request("POST", self.vm["href"] + "/snapshots", {"name": "s1"})
 
+    async def _snapshots(self, *names, start: bool = False) -> None:
+        self.vm = await self.new_vm(self.fixture["cluster"], start=start)
+        for name in names:
+            await self.post(self.vm["href"] + "/snapshots", {"name": name})
+
+    async def case_revert(self, step):
+        """Revert to the newest snapshot: a rollback."""
+        await self._snapshots("s1")
+        return lambda: self.request("POST", self.vm["href"] + "/snapshots/s1/revert", {})
+
+    async def case_revert_branch(self, step):
+        """Revert to an older snapshot: clone, promote, set the data aside, rename."""
+        await self._snapshots("s1", "s2")
+        return lambda: self.request("POST", self.vm["href"] + "/snapshots/s1/revert", {})
+
+    async def case_revert_placed(self, step):
+        """Revert of a VM shut off on its host: unexported first, exported again."""
+        await self._snapshots("s1", start=True)
+        await self.post(self.vm["href"] + "/poweroff", {}, code=200)
+        return lambda: self.request("POST", self.vm["href"] + "/snapshots/s1/revert", {})
+
+    async def case_snapshot_delete(self, step):
+        await self._snapshots("s1", "s2")
+        return lambda: self.request("DELETE", self.vm["href"] + "/snapshots/s1")
+
     async def case_unmap_stopped(self, step):
         self.vm = await self.new_vm(self.fixture["cluster"])
         self.volume = self.name("u")
@@ -627,7 +666,8 @@ class VMKillTests(KillStepsCase):
 
     after_vm_delete = after_vm_delete_running = after_vm_start = after_vm_stop = after_vm_create
     after_cluster_start = after_cluster_stop = after_attach = after_snapshot = after_vm_create
-    after_unmap_stopped = after_vm_create
+    after_unmap_stopped = after_revert = after_revert_branch = after_revert_placed = after_vm_create
+    after_snapshot_delete = after_vm_create
 
 
 class GuestKillTests(KillStepsCase):
