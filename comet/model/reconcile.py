@@ -393,6 +393,12 @@ class Reconciler:
                     vm.host, vm.domain_name, storage._spec(pool, record))
             except NotFound:
                 pass
+            # As a live unmap: the target outlives the guest's hold on the disk
+            # (a Conflict keeps the operation for the next pass).
+            from comet.model.storage import wait_released
+
+            await wait_released(storage.hypervisors, storage._clock, vm.host, vm.domain_name,
+                                record.dev, f"VM {vm.name!r} did not release disk {record.dev}")
         if record.target or record.exported_to:
             await storage._unexport(record)
         await storage._store.update_volume(record.pool, record.name, vm_uuid=None, dev=None)

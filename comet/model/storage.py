@@ -788,31 +788,10 @@ class VMStorageModel:
                                                          vm_uuid=None, dev=None)
 
     async def _wait_released(self, vm, record) -> None:
-        """
-        Wait until the domain no longer has the disk.  Libvirt answers a live
-        detach once the guest released the disk or after 5 s, whichever
-        comes first; a guest slower than that (TCG, a busy one) still holds
-        it.  Its target must outlive that: once deleted, the volume can be
-        exported again under the same name and CHAP account, and the old
-        QEMU would reconnect to it.  Still there after L{UNPLUG_TIMEOUT}
-        seconds: 409, the volume stays attached (and its domain definition
-        without it: a retry detaches again).
-        """
-        hypervisors, clock = self._storage.hypervisors, self._storage._clock
-        deadline = clock.seconds() + UNPLUG_TIMEOUT
-        while True:
-            try:
-                description = await hypervisors.describe(vm.record.host, vm.record.domain_name)
-            except NotFound:
-                return   # no domain, no disk
-            if record.dev not in [d.target for d in description.spec.disks]:
-                return
-            if clock.seconds() >= deadline:
-                raise Conflict(
-                    f"VM {vm.name!r} did not release disk {record.dev} (volume"
-                    f" {record.name!r}) within {UNPLUG_TIMEOUT:g} s; it stays attached."
-                    " Try again (the guest must accept the unplug)")
-            await deferLater(clock, UNPLUG_POLL, lambda: None)
+        await wait_released(self._storage.hypervisors, self._storage._clock, vm.record.host,
+                            vm.record.domain_name, record.dev,
+                            f"VM {vm.name!r} did not release disk {record.dev} (volume"
+                            f" {record.name!r})")
 
     async def unmap(self, cluster: str, name: str, volume: str, target_uri: str):
         """Start a task that detaches a volume from the VM (it stays in its pool)."""
@@ -873,6 +852,32 @@ async def _acquire_all(locks) -> None:
 async def _release_all(locks) -> None:
     for lock in reversed(locks):
         await lock.release()
+
+
+async def wait_released(hypervisors, clock, host: str, domain: str, dev: str, who: str) -> None:
+    """
+    Wait until C{domain} on C{host} no longer has disk C{dev}.  Libvirt
+    answers a live detach once the guest released the disk or after 5 s,
+    whichever comes first; a guest slower than that (TCG, a busy one) still
+    holds it.  Its target must outlive that: once deleted, the volume can be
+    exported again under the same name and CHAP account, and the old QEMU
+    would reconnect to it.  Still there after L{UNPLUG_TIMEOUT} seconds:
+    L{Conflict} (C{who} says what did not happen), the volume stays attached
+    (and its domain definition without it: a retry detaches again).
+    Used by a live unmap and by the reconciler finishing one.
+    """
+    deadline = clock.seconds() + UNPLUG_TIMEOUT
+    while True:
+        try:
+            description = await hypervisors.describe(host, domain)
+        except NotFound:
+            return   # no domain, no disk
+        if dev not in [d.target for d in description.spec.disks]:
+            return
+        if clock.seconds() >= deadline:
+            raise Conflict(f"{who} within {UNPLUG_TIMEOUT:g} s; it stays attached."
+                           " Try again (the guest must accept the unplug)")
+        await deferLater(clock, UNPLUG_POLL, lambda: None)
 
 
 def zfs_snapname(name: str) -> str:

@@ -342,6 +342,36 @@ class VMVolumeCrashTests(_Base, TestCase):
                 self.assertEqual((record.vm_uuid, record.target), (None, None))
                 self.assertEqual(self.plugged(), [])
 
+    async def test_unmap_repair_waits_for_the_guest(self):
+        """
+        Finishing an unmap, the reconciler keeps the target while the guest
+        still holds the disk (as a live unmap does): the operation waits for a
+        later pass, and is finished once the guest lets go.
+        """
+        from comet.model import storage as storage_model
+
+        self.patch(storage_model, "UNPLUG_POLL", 0.01)
+        self.patch(storage_model, "UNPLUG_TIMEOUT", 0.05)
+        await self.models.vms.act("lab", "web", "start")
+        await self.data_volume()
+        await self.models.vm_storages.attach("lab", "web", "pool1", "data")
+        self.world.hv.slow_guest = True
+        await self.crash_during(_Crash("unmap", "detach device", "before"), lambda: (
+            self.models.vm_storages.unmap("lab", "web", "data", "/x")))
+        models, repairs = await self.world.restart()
+        self.assertEqual([r for r in repairs if "unmap" in r], [])
+        record = await models.storage._store.volume("pool1", "data")
+        self.assertIsNotNone(record.target)              # still exported: the guest holds it
+        self.assertEqual(len(self.world.server.targets), 2)
+        self.assertEqual([(r.kind, r.step) for r in await IntentTable(self.world.db).list()],
+                         [("unmap", "detach device")])
+        self.world.hv.slow_guest = None                   # the guest lets go
+        self.world.hv.held.clear()
+        repairs = await models.reconciler.run()
+        self.assertTrue(any("the unmap of volume 'data' was finished" in r for r in repairs),
+                        repairs)
+        await self.assertConsistent(models)
+
     async def test_snapshot_each_step(self):
         """A snapshot cut short is kept if recorded; otherwise its ZFS snapshots go."""
         for step in ["take", "record"]:
