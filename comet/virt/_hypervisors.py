@@ -77,10 +77,16 @@ _CLOSE_REASONS = {
 
 @attrs.define(eq=False)
 class _Connection:
-    """An open connection and what was registered on it."""
+    """
+    An open connection and what was registered on it, with the calls running
+    on it now: it is closed only once none is (closing a C{virConnect} while
+    another thread is inside a call on it is not safe).
+    """
 
     conn: Any
     event_id: int | None
+    running: int = 0
+    close_when_idle: Deferred | None = None
 
 
 @attrs.define(eq=False)
@@ -496,6 +502,7 @@ class Hypervisors(Service):
         used.append(connection)
         if not probe:
             await host.slots.acquire()
+        connection.running += 1
         try:
             return await deferToThreadPool(
                 self._reactor,
@@ -521,9 +528,17 @@ class Hypervisors(Service):
             raise translate(e, connection.conn, what) from None
         finally:
             # The slot is free only once the thread is: a call that timed out
-            # still holds its thread until libvirt returns.
+            # still holds its thread until libvirt returns.  So is the
+            # connection (its close waits for it).
             if not probe:
                 self._reactor.callFromThread(host.slots.release)
+            self._reactor.callFromThread(self._call_ended, connection)
+
+    def _call_ended(self, connection: _Connection) -> None:
+        connection.running -= 1
+        if connection.running == 0 and connection.close_when_idle is not None:
+            closing, connection.close_when_idle = connection.close_when_idle, None
+            self._close_now(connection).chainDeferred(closing)
 
     def _timed_out(
         self, host: _Host, what: str, used: list[_Connection], result, timeout: float
@@ -665,6 +680,14 @@ class Hypervisors(Service):
         self._host_changed(host)
 
     def _close_in_pool(self, connection: _Connection) -> Deferred:
+        """Close C{connection} in the pool, once no call runs on it."""
+        if connection.running:
+            if connection.close_when_idle is None:
+                connection.close_when_idle = Deferred()
+            return connection.close_when_idle
+        return self._close_now(connection)
+
+    def _close_now(self, connection: _Connection) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, _close, connection).addErrback(
             lambda f: _log.failure("closing a libvirt connection failed", f)
         )

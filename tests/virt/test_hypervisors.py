@@ -452,6 +452,26 @@ class TimeoutTests(_Case):
         self.assertEqual(info.cpus, 3)
 
     @inlineCallbacks
+    def test_closed_once_idle(self):
+        """
+        A connection given up on while a call still runs on it is closed only
+        once that call returned: closing a C{virConnect} under another
+        thread's call is not safe.
+        """
+        hv = self.hypervisors({"n1": self.node()})
+        yield hv.connect()
+        gate = self.recorder.hold("getInfo")
+        self.addCleanup(gate.set)
+        d = hv.node_info("n1")
+        yield wait_for(lambda: "getInfo" in self.recorder.methods())
+        self.clock.advance(TIMEOUT)
+        yield self.assertFailure(d, Unavailable)
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.assertNotIn("close", self.recorder.methods())
+        gate.set()
+        yield wait_for(lambda: "close" in self.recorder.methods())
+
+    @inlineCallbacks
     def test_stuck_connect(self):
         """
         Opening a connection that takes longer than the timeout fails the
