@@ -121,28 +121,24 @@ class Database:
             conn.close()
         if applied:
             log.info("database {path}: applied migrations {applied}", path=self.path, applied=applied)
-        self._pool = adbapi.ConnectionPool(
+        self._pool = self._one_connection("comet-sqlite", _prepare)
+        self._reader = self._one_connection("comet-sqlite-read", _prepare_reader)
+        return applied
+
+    def _one_connection(self, name: str, prepare) -> adbapi.ConnectionPool:
+        """A pool of one connection to the file, in a thread of its own."""
+        pool = adbapi.ConnectionPool(
             "sqlite3",
             self.path,
             isolation_level=None,
             check_same_thread=False,
             cp_min=1,
             cp_max=1,
-            cp_openfun=_prepare,
+            cp_openfun=prepare,
         )
         # named, so that a pool left running (a Database never closed) says whose it is
-        self._pool.threadpool.name = f"comet-sqlite {self.path}"
-        self._reader = adbapi.ConnectionPool(
-            "sqlite3",
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=_prepare_reader,
-        )
-        self._reader.threadpool.name = f"comet-sqlite-read {self.path}"
-        return applied
+        pool.threadpool.name = f"{name} {self.path}"
+        return pool
 
     def transact(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 log = Logger()
@@ -94,6 +95,24 @@ class TokenCache:
         self._entries.move_to_end(digest)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
+
+    def lookup(self, key: str, load: Callable[[], Deferred]) -> Deferred:
+        """
+        C{key}'s value: the cached one if nothing was committed since it was
+        cached, else what C{load()} fires with (then cached, if nothing was
+        committed meanwhile either).
+        """
+        version = self.version()
+        if version is not None:
+            value = self.get(key)
+            if value is not None:
+                return succeed(value)
+
+        def found(value):
+            self.put(key, value, version)
+            return value
+
+        return load().addCallback(found)
 
     def clear(self) -> None:
         """Forget every entry (also done by any commit to the file)."""

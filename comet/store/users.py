@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
 from comet.credentials import hash_password, new_token, token_hash
 from comet.errors import Conflict, InvalidInput, NotFound
@@ -179,20 +179,9 @@ class Users:
 
     def by_token(self, token: str) -> Deferred[UserRecord | None]:
         digest = token_hash(token)
-        cache = self.tokens
-        if cache is None:
+        if self.tokens is None:
             return self.db.transact(user_of_token_hash, digest)
-        version = cache.version()
-        if version is not None:
-            user = cache.get(digest)
-            if user is not None:
-                return succeed(user)
-
-        def found(user):
-            cache.put(digest, user, version)
-            return user
-
-        return self.db.transact(user_of_token_hash, digest).addCallback(found)
+        return self.tokens.lookup(digest, lambda: self.db.transact(user_of_token_hash, digest))
 
     def count(self):
         return self.db.transact(count_users)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.store._db import Database
@@ -181,21 +181,9 @@ class VMs:
         self.rows = TokenCache(db.path, size=ROWS_CACHED) if cache else None
 
     def get(self, cluster: str, name: str) -> Deferred[VMRecord]:
-        cache = self.rows
-        if cache is None:
+        if self.rows is None:
             return self._db.read(_get, cluster, name)
-        key = (cluster, name)
-        version = cache.version()
-        if version is not None:
-            record = cache.get(key)
-            if record is not None:
-                return succeed(record)
-
-        def found(record):
-            cache.put(key, record, version)
-            return record
-
-        return self._db.read(_get, cluster, name).addCallback(found)
+        return self.rows.lookup((cluster, name), lambda: self._db.read(_get, cluster, name))
 
     def by_uuid(self, uuid: str):
         return self._db.transact(_by_uuid, uuid)
