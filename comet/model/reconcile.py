@@ -23,8 +23,10 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    - C{vm.delete}: finished (powered off, unplaced, disks destroyed unless
      kept, record forgotten).
    - C{attach}: undone (hot-unplugged, unexported, attachment forgotten)
-     unless its last step was marked done: its client never heard it succeed.
-   - C{unmap}: finished (hot-unplugged, unexported, attachment forgotten).
+     unless its last step was marked done or the domain has the disk
+     already (undoing that would need the guest to release it).
+   - C{unmap}: finished (hot-unplugged, unexported once the guest released
+     the disk, attachment forgotten).
    - C{snapshot}: a recorded snapshot is kept; otherwise the ZFS snapshots
      it took are destroyed.
    - C{snapshot.delete}: finished (the ZFS snapshots left destroyed, the
@@ -412,8 +414,23 @@ class Reconciler:
             return "the volume is not attached to the VM: nothing to undo"
         if any(s.step == "attach device" and s.state == "done" for s in steps):
             return "the attach had completed: kept"
-        await self._unplug(record, await self._vm(uuid))
+        vm = await self._vm(uuid)
+        if await self._has_disk(vm, record.dev):
+            # The device went in before the crash: undoing it would need the
+            # guest to release it (a guest without hot-unplug never does).
+            return "the attach had completed (the domain has the disk): kept"
+        await self._unplug(record, vm)
         return f"the attach of volume {name!r} was undone"
+
+    async def _has_disk(self, vm, dev: str | None) -> bool:
+        """Whether VM record C{vm}'s domain has disk C{dev} now."""
+        if vm is None or vm.host is None or not dev:
+            return False
+        try:
+            description = await self._storage.hypervisors.describe(vm.host, vm.domain_name)
+        except NotFound:
+            return False
+        return dev in [d.target for d in description.spec.disks]
 
     async def _unmap(self, obj: str, steps) -> str:
         """Finished: the volume leaves the VM."""

@@ -298,7 +298,10 @@ class VMVolumeCrashTests(_Base, TestCase):
         return [key for key in self.world.hv.plugged if key[2] == "vdb"]
 
     async def test_attach_each_step(self):
-        """An attach to a running VM cut short is undone: not attached, not exported."""
+        """
+        An attach to a running VM cut short is undone (not attached, not
+        exported), unless the domain already has the disk: then it is kept.
+        """
         for step in ["record attachment", "export", "attach device"]:
             for when in ("before", "after"):
                 await self.setUp()
@@ -312,6 +315,13 @@ class VMVolumeCrashTests(_Base, TestCase):
                                 repairs)
                 await self.assertConsistent(models)
                 record = await models.storage._store.volume("pool1", "data")
+                if (step, when) == ("attach device", "after"):
+                    # The domain has the disk: the attach completed, kept.
+                    self.assertTrue(any("the domain has the disk): kept" in r for r in repairs),
+                                    repairs)
+                    self.assertEqual((record.vm_uuid, len(self.plugged())), (self.uuid, 1))
+                    self.assertIsNotNone(record.target)
+                    continue
                 self.assertEqual((record.vm_uuid, record.target), (None, None))
                 self.assertEqual(self.plugged(), [])
                 # It attaches normally afterwards.

@@ -50,13 +50,13 @@ class _Secrets:
             self.held[(host, name, spec.target)] = self.slow_guest
 
     async def describe(self, host, name, secure=False):
-        """The test driver's domain, with the disks a slow guest still holds."""
+        """The test driver's domain, with its hot-plugged disks and those a slow guest still holds."""
         import types
 
         import attrs
 
         real = await self._real.describe(host, name, secure)
-        held = []
+        held = [types.SimpleNamespace(target=key[2]) for key in self.plugged if key[:2] == (host, name)]
         for key, looks in list(self.held.items()):
             if key[:2] == (host, name):
                 self.described += 1
