@@ -270,32 +270,37 @@ def destroyDomain(stack, name):
     return libvirtCall(stack, destroy)
 
 
-def removeDomains(stack, names):
+def removeDomainsWith(conn, names):
     """
-    Destroy (if running) and undefine (if persistent) each domain of C{names}
-    that exists: a test's clean-up by hand.  @return: L{Deferred} with what
-    was removed, and what could not be with libvirt's reason.
+    On the open libvirt connection C{conn}: destroy (if running) and undefine
+    (if persistent) each domain of C{names} that exists.  @return: what was
+    removed, and what could not be with libvirt's reason.
     """
     import libvirt
 
-    def remove(conn):
-        gone = []
-        for name in names:
-            try:
-                domain = conn.lookupByName(name)
-            except libvirt.libvirtError:
-                continue
-            try:
-                if domain.isActive():
-                    domain.destroy()
-                if domain.isPersistent():
-                    domain.undefine()
-                gone.append(name)
-            except libvirt.libvirtError as e:
-                gone.append(f"{name}: {e}")
-        return gone
+    gone = []
+    for name in names:
+        try:
+            domain = conn.lookupByName(name)
+        except libvirt.libvirtError:
+            continue
+        try:
+            if domain.isActive():
+                domain.destroy()
+            if domain.isPersistent():
+                domain.undefine()
+            gone.append(name)
+        except libvirt.libvirtError as e:
+            gone.append(f"{name}: {e}")
+    return gone
 
-    return libvirtCall(stack, remove)
+
+def removeDomains(stack, names):
+    """
+    L{removeDomainsWith} on a fresh connection, in a thread: a test's clean-up
+    by hand.  @return: L{Deferred} with what was removed.
+    """
+    return libvirtCall(stack, lambda conn: removeDomainsWith(conn, names))
 
 
 def domainActive(stack, name):

@@ -216,19 +216,9 @@ class KillStepsCase(CometDaemonCase):
         def remove(conn):
             import libvirt
 
-            for uuid in uuids:
-                try:
-                    domain = conn.lookupByName(f"comet-{uuid}")
-                except libvirt.libvirtError:
-                    continue
-                try:
-                    if domain.isActive():
-                        domain.destroy()
-                    if domain.isPersistent():
-                        domain.undefine()
-                    problems.append(f"domain comet-{uuid} removed")
-                except libvirt.libvirtError as e:
-                    problems.append(f"domain comet-{uuid}: {e}")
+            problems.extend(
+                f"domain removed: {gone}" for gone in
+                _testbed.removeDomainsWith(conn, [f"comet-{uuid}" for uuid in uuids]))
             for secret in secrets_:
                 try:
                     conn.secretLookupByUUIDString(secret).undefine()
