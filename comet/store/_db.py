@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from comet.store._migrations import MIGRATIONS
+from comet.store._readcache import ReadCache
 
 T = TypeVar("T")
 
@@ -100,6 +101,7 @@ class Database:
         self._migrations = migrations
         self._pool: adbapi.ConnectionPool | None = None
         self._reader: adbapi.ConnectionPool | None = None
+        self._caches: dict[str, ReadCache] = {}
 
     def open(self) -> list[int]:
         """
@@ -159,8 +161,23 @@ class Database:
         assert self._reader is not None, "database is not open"
         return self._reader.runWithConnection(_in_read_transaction, fn, *args)
 
+    def cache(self, generation: str) -> ReadCache:
+        """
+        The L{ReadCache} of reads from this file that are stale whenever the
+        C{generations} counter C{generation} moves (one per counter, shared by
+        every repository whose rows it counts: keys begin with what they
+        are); closed with the database.
+        """
+        cache = self._caches.get(generation)
+        if cache is None:
+            cache = self._caches[generation] = ReadCache(self.path, generation)
+        return cache
+
     def close(self) -> None:
         """Close the connections (waiting for the statements in progress)."""
+        for cache in self._caches.values():
+            cache.close()
+        self._caches.clear()
         if self._reader is not None:
             self._reader.close()
             self._reader = None

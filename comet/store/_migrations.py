@@ -6,6 +6,17 @@ entry at the end.  Each runs in one transaction with its row in
 ``schema_migrations``, so a database is always at a whole version.
 """
 
+
+def _bump_on_change(generation: str, tables: tuple[str, ...]) -> list[str]:
+    """Triggers that add one to C{generation} for every row written in C{tables}."""
+    return [
+        f"CREATE TRIGGER {table}_{event.lower()}_{generation}_generation AFTER {event} ON {table}"
+        f" BEGIN UPDATE generations SET value = value + 1 WHERE name = '{generation}'; END"
+        for table in tables
+        for event in ("INSERT", "UPDATE", "DELETE")
+    ]
+
+
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (
         1,
@@ -197,6 +208,24 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 acquired INTEGER NOT NULL
             )""",
             "CREATE INDEX locks_owner ON locks (owner)",
+        ],
+    ),
+    (
+        8,
+        [
+            # Counters that move whenever a group of tables changes, by any
+            # writer (triggers), so that a cache of those rows
+            # (comet.store._readcache) knows when it is stale without being
+            # emptied by every other commit (intents, locks, tasks, audit).
+            # 'vms': the VM rows with their clusters' and templates' names;
+            # 'users': the users and their API tokens.
+            """CREATE TABLE generations (
+                name TEXT PRIMARY KEY,
+                value INTEGER NOT NULL
+            )""",
+            "INSERT INTO generations (name, value) VALUES ('vms', 0), ('users', 0)",
+            *_bump_on_change("vms", ("vms", "clusters", "templates")),
+            *_bump_on_change("users", ("users", "api_tokens")),
         ],
     ),
 ]

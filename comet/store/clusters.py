@@ -28,9 +28,9 @@ def _get(conn, name: str) -> ClusterRecord:
     return ClusterRecord(**dict(row))
 
 
-def _list(conn) -> list[ClusterRecord]:
+def _list(conn) -> tuple[ClusterRecord, ...]:
     rows = conn.execute("SELECT id, name, description, created FROM clusters ORDER BY name")
-    return [ClusterRecord(**dict(row)) for row in rows]
+    return tuple(ClusterRecord(**dict(row)) for row in rows)
 
 
 def _create(conn, name: str, description: str, now: int) -> ClusterRecord:
@@ -70,12 +70,15 @@ class Clusters:
 
     def __init__(self, db: Database):
         self._db = db
+        #: Shared with L{comet.store.vms.VMs}: stale when a VM, cluster or
+        #: template row is written.
+        self._cache = db.cache("vms")
 
     def get(self, name: str):
-        return self._db.transact(_get, name)
+        return self._cache.lookup(("cluster", name), lambda: self._db.read(_get, name))
 
     def list(self):
-        return self._db.transact(_list)
+        return self._cache.lookup(("clusters",), lambda: self._db.read(_list))
 
     def create(self, name: str, description: str, now: int):
         return self._db.transact(_create, name, description, now)

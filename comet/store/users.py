@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred
 from comet.credentials import hash_password, new_token, token_hash
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.store._db import Database
-from comet.store._tokencache import TokenCache
 
 ROLES = ("admin", "operator", "viewer")
 
@@ -164,15 +163,15 @@ def list_audit(conn, user: str | None = None, since: int | None = None,
 class Users:
     """
     The daemon's access to users, tokens and the audit log (in the database
-    thread).  Token lookups go through a L{TokenCache}, which forgets
-    everything as soon as anything is committed to the file (a revocation by
-    C{comet-admin} in another process included), so a revoked token is
-    refused by the very next request.
+    thread).  Token lookups are reads on the read-only connection, through a
+    L{comet.store._readcache.ReadCache} that forgets everything as soon as a
+    user or token row is written (a revocation by C{comet-admin} in another
+    process included), so a revoked token is refused by the very next request.
     """
 
     def __init__(self, db: Database, cache: bool = True):
         self.db = db
-        self.tokens = TokenCache(db.path) if cache else None
+        self.tokens = db.cache("users") if cache else None
 
     def get(self, name: str):
         return self.db.transact(get_user, name)
@@ -180,8 +179,10 @@ class Users:
     def by_token(self, token: str) -> Deferred[UserRecord | None]:
         digest = token_hash(token)
         if self.tokens is None:
-            return self.db.transact(user_of_token_hash, digest)
-        return self.tokens.lookup(digest, lambda: self.db.transact(user_of_token_hash, digest))
+            return self.db.read(user_of_token_hash, digest)
+        return self.tokens.lookup(
+            ("token", digest), lambda: self.db.read(user_of_token_hash, digest)
+        )
 
     def count(self):
         return self.db.transact(count_users)

@@ -15,11 +15,6 @@ from twisted.internet.defer import Deferred
 
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.store._db import Database
-from comet.store._tokencache import TokenCache
-
-#: VM rows remembered by L{VMs.get} at most.
-ROWS_CACHED = 4096
-
 
 #: Every domain Comet defines is named this and the VM's uuid.
 COMET_DOMAIN_PREFIX = "comet-"
@@ -93,14 +88,17 @@ def _list(conn, cluster: str | None) -> list[VMRecord]:
     return [_record(r) for r in rows]
 
 
-def _placements(conn) -> list[tuple[str, str | None, str]]:
-    return [
-        (row[0], row[1], row[2])
-        for row in conn.execute(
-            "SELECT c.name, v.host, v.uuid FROM vms v JOIN clusters c ON c.id = v.cluster_id"
-            " ORDER BY c.name, v.name"
-        )
-    ]
+def _placements(conn) -> tuple[tuple[str, str | None, str], ...]:
+    # One row per (cluster, host) with its VMs' uuids joined: a few rows to
+    # step through instead of one per VM (each step gives up the GIL and must
+    # win it back, slow while the reactor is busy).
+    out = []
+    for cluster, host, uuids in conn.execute(
+        "SELECT c.name, v.host, group_concat(v.uuid, ' ') FROM vms v"
+        " JOIN clusters c ON c.id = v.cluster_id GROUP BY c.name, v.host"
+    ):
+        out.extend((cluster, host, u) for u in uuids.split(" "))
+    return tuple(out)
 
 
 def _free_name(conn, cluster_id: int, prefix: str) -> str:
@@ -176,14 +174,18 @@ class VMs:
 
     def __init__(self, db: Database, cache: bool = True):
         self._db = db
-        #: (cluster, name) -> record, valid while nothing is committed to the
-        #: file (see L{TokenCache}): a single-VM GET reads no row then.
-        self.rows = TokenCache(db.path, size=ROWS_CACHED) if cache else None
+        #: Records and placements, valid until a VM, cluster or template row
+        #: is written (L{comet.store._readcache}): a single-VM GET or a
+        #: C{GET /cluster} reads no row then, however busy the daemon is.
+        self._cache = db.cache("vms") if cache else None
+
+    def _cached(self, key: tuple, fn, *args) -> Deferred:
+        if self._cache is None:
+            return self._db.read(fn, *args)
+        return self._cache.lookup(key, lambda: self._db.read(fn, *args))
 
     def get(self, cluster: str, name: str) -> Deferred[VMRecord]:
-        if self.rows is None:
-            return self._db.read(_get, cluster, name)
-        return self.rows.lookup((cluster, name), lambda: self._db.read(_get, cluster, name))
+        return self._cached(("vm", cluster, name), _get, cluster, name)
 
     def by_uuid(self, uuid: str):
         return self._db.transact(_by_uuid, uuid)
@@ -197,7 +199,7 @@ class VMs:
         C{(cluster, host, uuid)} of every VM (C{host} C{None} when stopped):
         what a count of VM states per cluster needs, without whole records.
         """
-        return self._db.read(_placements)
+        return self._cached(("placements",), _placements)
 
     def create(self, cluster, name, template, memory, cpus, uuid, now):
         """

@@ -3,9 +3,9 @@ Who is asking, and may they: authentication, roles, body limits and the audit
 log, applied by L{comet.web._serve.serve} to every request.
 
   - Credentials: C{Authorization: Bearer <token>} (an API token, looked up by
-    its hash on every request, in memory while nothing has been committed to
-    the database since -- L{comet.store._tokencache} -- so a revoked token
-    stops working at once, even when C{comet-admin} revoked it) or
+    its hash on every request, in memory while no user or token row has been
+    written since -- L{comet.store._readcache} -- so a revoked token stops
+    working at once, even when C{comet-admin} revoked it) or
     C{Authorization: Basic} (a user's password, checked with scrypt in a
     thread, never in the reactor; never cached).
   - An unknown user, a user without a password and a wrong password run the

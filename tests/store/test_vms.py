@@ -1,10 +1,10 @@
-"""VM rows: the row cache of C{VMs.get} never outlives a commit."""
+"""VM rows: the cache of records, placements and clusters never outlives a write to them."""
 
 from twisted.trial.unittest import TestCase
 
 from comet.admin import connect
 from comet.errors import NotFound
-from comet.store import Clusters, Templates, VMs
+from comet.store import Clusters, Tasks, Templates, VMs
 from tests._api import temp_database
 
 
@@ -14,7 +14,6 @@ class RowCacheTests(TestCase):
         await Clusters(self.db).create("lab", "", 1)
         await Templates(self.db).create("small", 256, 1, None, None, 1)
         self.vms = VMs(self.db)
-        self.addCleanup(self.vms.rows.close)
         self.record = await self.vms.create("lab", "web", "small", None, None, "u-1", 2)
         self.reads = 0
         real = self.db.read
@@ -54,3 +53,51 @@ class RowCacheTests(TestCase):
         with self.assertRaises(NotFound):
             await self.vms.get("lab", "nope")
         self.assertEqual(self.reads, 2)
+
+    async def test_other_commits_keep_it(self):
+        """Commits to other tables (tasks, intents, locks, audit) leave the cache whole."""
+        await self.vms.get("lab", "web")
+        await self.vms.placements()
+        await Tasks(self.db).create("/cluster/lab/vms/web", "stopping", 3)
+        with connect(self.db.path) as conn:
+            conn.execute("INSERT INTO audit_log (time, user, method, uri, status)"
+                         " VALUES (1, 'ann', 'POST', '/x', 200)")
+        await self.vms.get("lab", "web")
+        self.assertEqual(await self.vms.placements(), (("lab", None, "u-1"),))
+        self.assertEqual(self.reads, 2)
+
+    async def test_placements(self):
+        """Placements are cached until a VM is placed, added, or its cluster renamed."""
+        self.assertEqual(await self.vms.placements(), (("lab", None, "u-1"),))
+        await self.vms.set_host("u-1", "node1")
+        self.assertEqual(await self.vms.placements(), (("lab", "node1", "u-1"),))
+        await self.vms.create("lab", "db", "small", None, None, "u-2", 2)
+        self.assertEqual(
+            set(await self.vms.placements()), {("lab", None, "u-2"), ("lab", "node1", "u-1")}
+        )
+        await Clusters(self.db).update("lab", "prod")
+        self.assertEqual({c for c, _, _ in await self.vms.placements()}, {"prod"})
+        self.assertEqual(self.reads, 4)
+        await self.vms.placements()
+        self.assertEqual(self.reads, 4)
+
+    async def test_cluster_list(self):
+        """The cluster list and a cluster are cached until a cluster row is written."""
+        clusters = Clusters(self.db)
+        self.assertEqual([c.name for c in await clusters.list()], ["lab"])
+        self.assertEqual((await clusters.get("lab")).name, "lab")
+        await clusters.list()
+        await clusters.get("lab")
+        self.assertEqual(self.reads, 2)
+        with connect(self.db.path) as conn:
+            conn.execute("INSERT INTO clusters (name, description, created) VALUES ('b', '', 1)")
+        self.assertEqual([c.name for c in await clusters.list()], ["b", "lab"])
+        await clusters.update("lab", description="x")
+        self.assertEqual((await clusters.get("lab")).description, "x")
+
+    async def test_template_rename(self):
+        """A template's new name (part of a VM's record) is seen at the next get."""
+        await self.vms.get("lab", "web")
+        with connect(self.db.path) as conn:
+            conn.execute("UPDATE templates SET name = 'tiny' WHERE name = 'small'")
+        self.assertEqual((await self.vms.get("lab", "web")).template, "tiny")

@@ -1,4 +1,4 @@
-"""The token cache: hits while the file is unchanged, nothing after any commit."""
+"""The read caches: hits while their generation is unchanged, nothing after a write to its tables."""
 
 import os
 import sqlite3
@@ -10,28 +10,27 @@ from comet.admin import connect
 from comet.credentials import token_hash
 from comet.store import users
 from comet.store._db import _in_transaction
-from comet.store._tokencache import TokenCache
+from comet.store._readcache import ReadCache
 from comet.store.users import Users
 from tests._api import temp_database
 from tests._process import run
 
 
-class TokenCacheTests(TestCase):
+class ReadCacheTests(TestCase):
     def setUp(self):
         self.db = temp_database(self)
         with connect(self.db.path) as conn:
             users.add_user(conn, "ann", "operator", None)
             self.record, self.token = _in_transaction(conn, users.create_token, "ann")
         self.users = Users(self.db)
-        self.addCleanup(self.users.tokens.close)
         self.trips = 0
-        real = self.db.transact
+        real = self.db.read
 
         def counting(fn, *args):
             self.trips += 1
             return real(fn, *args)
 
-        self.patch(self.db, "transact", counting)
+        self.patch(self.db, "read", counting)
 
     async def test_hit(self):
         """A second lookup of a token is answered from memory."""
@@ -70,8 +69,15 @@ class TokenCacheTests(TestCase):
         self.assertEqual(done.code, 0, done.err)
         self.assertIsNone(await self.users.by_token(self.token))
 
+    async def test_other_commits_keep_it(self):
+        """A commit to a table the counter does not count (the audit log) keeps the entries."""
+        await self.users.by_token(self.token)
+        await self.users.audit(1, "ann", "POST", "/cluster", 201, None)
+        await self.users.by_token(self.token)
+        self.assertEqual(self.trips, 1)
+
     async def test_daemon_commit_empties(self):
-        """The daemon's own commits (its connection is not the watcher's) count too."""
+        """The daemon's own writes (its connection is not the watcher's) count too."""
         await self.users.by_token(self.token)
         await self.db.transact(users.revoke_token, self.record.id)
         self.assertIsNone(await self.users.by_token(self.token))
@@ -85,7 +91,7 @@ class TokenCacheTests(TestCase):
 
     def test_put_after_a_commit_is_dropped(self):
         """A lookup that a commit overtook is not remembered."""
-        cache = TokenCache(self.db.path)
+        cache = ReadCache(self.db.path, "users")
         self.addCleanup(cache.close)
         version = cache.version()
         with connect(self.db.path) as conn:
@@ -95,8 +101,8 @@ class TokenCacheTests(TestCase):
         self.assertIsNone(cache.get("digest"))
 
     def test_unreadable_version(self):
-        """If the data version cannot be read, the cache is not used at all."""
-        cache = TokenCache(self.db.path)
+        """If the counter cannot be read, the cache is not used at all."""
+        cache = ReadCache(self.db.path, "users")
         self.addCleanup(cache.close)
         version = cache.version()
         cache.put("digest", "user", version)
@@ -117,7 +123,7 @@ class TokenCacheTests(TestCase):
 
     def test_size(self):
         """The least recently used entries go first."""
-        cache = TokenCache(self.db.path, size=2)
+        cache = ReadCache(self.db.path, "users", size=2)
         self.addCleanup(cache.close)
         version = cache.version()
         for name in "abc":
