@@ -9,4 +9,4 @@ from twisted.application.service import Application
 from comet.service import makeService
 
 application = Application("comet")
-makeService(os.environ.get("COMET_CONFIG") or None).setServiceParent(application)
+makeService(os.environ.get("COMET_CONFIG") or None, whole_process=True).setServiceParent(application)

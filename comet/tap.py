@@ -14,4 +14,4 @@ class Options(usage.Options):
 
 
 def makeService(options: Options):
-    return _makeService(options["config"])
+    return _makeService(options["config"], whole_process=True)

@@ -61,6 +61,27 @@ class ServiceTests(TestCase):
         with self.assertRaises(Exception):
             await http().get(f"http://127.0.0.1:{port}/cluster")
 
+    async def test_whole_process_freezes_startup_heap(self):
+        """
+        A service that is the whole process (twistd) takes start-up's objects
+        out of the collector's scans before it listens; one in a test does not.
+        """
+        import gc
+
+        self.addCleanup(gc.unfreeze)
+        directory = temp_dir(self)
+        shared = makeService(config.load(write_config(directory, free_port())))
+        self.assertFalse(shared.whole_process)
+        shared.startService()
+        await shared.ready
+        self.assertEqual(gc.get_freeze_count(), 0)
+        await shared.stopService()
+        whole = makeService(config.load(write_config(directory, free_port())), whole_process=True)
+        whole.startService()
+        await whole.ready
+        self.assertGreater(gc.get_freeze_count(), 0)
+        await whole.stopService()
+
     async def test_reconciles_before_listening(self):
         """
         At start, an operation a dead process left is repaired and its task
