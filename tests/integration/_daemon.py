@@ -34,10 +34,11 @@ def _toml(value) -> str:
 
 
 def comet_config(stack: dict, directory: str, port: int, control_dir: str,
-                 extra: dict | None = None) -> str:
+                 extra: dict | None = None, hosts: list[dict] | None = None) -> str:
     """
     A Comet config for the testbed written from C{stack.json}: its host, servers and
-    pools, but an API on C{port} and a database in C{directory}.
+    pools, but an API on C{port} and a database in C{directory}.  C{hosts}
+    (C{name}, C{uri}, C{domain_type} each) replaces the testbed's compute host.
     """
     ssh = stack["ssh"]
     lines = [
@@ -56,12 +57,10 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
         if section != "storage":
             lines.append(f"[{section}]")
             lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
-    lines += [
-        "[[hosts]]",
-        'name = "local"',
-        f"uri = {_toml(stack['host_uri'])}",
-        f"domain_type = {_toml(stack['domain_type'])}",
-    ]
+    if hosts is None:
+        hosts = [{"name": "local", "uri": stack["host_uri"], "domain_type": stack["domain_type"]}]
+    for host in hosts:
+        lines += ["[[hosts]]"] + [f"{key} = {_toml(host[key])}" for key in ("name", "uri", "domain_type")]
     for server in stack["servers"]:
         lines += [
             "[[storageservers]]",
