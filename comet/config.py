@@ -109,6 +109,9 @@ class DebugConfig:
     #: Tests only: a file naming checkpoints (``<kind> <step> <before|after>``)
     #: at which the daemon kills itself with SIGKILL (L{comet.debug}); "": off.
     kill_at_file: str = ""
+    #: Log the reactor thread's stack whenever it has not run for this many
+    #: milliseconds (L{comet.stallwatch}); 0: off.
+    stall_ms: float = 0.0
 
 
 @attrs.frozen
@@ -157,6 +160,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_body": (1, math.inf),
     "ssh_port": (1, 65535),
     "cluster_concurrency": (1, math.inf),
+    "stall_ms": (0, math.inf),
     "libvirt_threads": (1, math.inf),
     "libvirt_timeout": (0.001, 1e9),
     "connect_timeout": (1, 1e9),

@@ -56,6 +56,7 @@ class CometService(MultiService):
         self.port = None
         self.manhole_port = None
         self.ready: Deferred | None = None
+        self.stallwatch = None
 
     def namespace(self) -> dict:
         """What the manhole shows: the live service objects."""
@@ -77,6 +78,11 @@ class CometService(MultiService):
     async def _start(self) -> None:
         from comet.web import CometAPI
 
+        if self.config.debug.stall_ms > 0:
+            from comet.stallwatch import StallWatch
+
+            self.stallwatch = StallWatch(self.reactor, self.config.debug.stall_ms / 1000)
+            self.stallwatch.start()
         self.db.open()
         self.hypervisors = Hypervisors(self.reactor, self.config.hosts, self.config.compute)
         self.hypervisors.setServiceParent(self)
@@ -133,6 +139,7 @@ class CometService(MultiService):
             self.models.locks.stop_renewing()
         # Stop what did start (the libvirt threads, ssh runners).
         MultiService.stopService(self)
+        self._stop_stallwatch()
         # Under twistd (the service has a parent application) there is nothing
         # to run without the API: stop the process.
         if self.parent is not None and self.reactor.running:
@@ -166,7 +173,13 @@ class CometService(MultiService):
             except Exception:
                 log.failure("releasing the daemon's lease")
         self.db.close()
+        self._stop_stallwatch()
         log.info("Comet stopped")
+
+    def _stop_stallwatch(self) -> None:
+        if self.stallwatch is not None:
+            self.stallwatch.stop()
+            self.stallwatch = None
 
 
 def freeze_startup_heap() -> None:

@@ -140,6 +140,7 @@ class ErrorTests(TestCase):
         self.assertConfigError("[compute]\nlibvirt_timeout=nan", "libvirt_timeout", "nan")
         self.assertConfigError("[storage]\ncommand_timeout=inf", "command_timeout", "inf")
         self.assertConfigError("[api]\nmax_body=0", "api.max_body must be at least 1")
+        self.assertConfigError("[debug]\nstall_ms=-1", "stall_ms", "-1")
         self.assertConfigError(
             "[[storageservers]]\nhost='s'\nssh_port=65536", "ssh_port must be from 1 to 65535"
         )

@@ -61,6 +61,20 @@ class ServiceTests(TestCase):
         with self.assertRaises(Exception):
             await http().get(f"http://127.0.0.1:{port}/cluster")
 
+    async def test_stall_watch(self):
+        """C{[debug] stall_ms} starts a stall watch with the service; stopping stops it."""
+        directory = temp_dir(self)
+        service = makeService(config.load(write_config(
+            directory, free_port(), "[debug]\nstall_ms = 250\n")))
+        service.startService()
+        await service.ready
+        watch = service.stallwatch
+        self.assertIsNotNone(watch)
+        self.assertTrue(watch._thread.is_alive())
+        await service.stopService()
+        self.assertIsNone(service.stallwatch)
+        self.assertIsNone(watch._thread)
+
     async def test_whole_process_freezes_startup_heap(self):
         """
         A service that is the whole process (twistd) takes start-up's objects
