@@ -143,13 +143,19 @@ def serve_file(path: str) -> tuple[str, http.server.HTTPServer]:
 class Daemon:
     """A C{twistd -n comet} child for the testbed, on a temporary directory."""
 
+    #: C{[debug] stall_ms} for every daemon (C{--stall-ms}); 0: off.
+    stall_ms = 0.0
+    #: Where the stalls they logged are kept (their directories are removed).
+    stall_log = os.path.join(ROOT, "bench", "results", "testbed-stalls.log")
+
     def __init__(self, stack: dict, hosts: list[dict] | None = None):
         self.directory = tempfile.mkdtemp(prefix="comet-bench-tb-")
         self.control = tempfile.mkdtemp(prefix="cb-", dir="/tmp")   # short ssh ControlPath
         port = free_port()
         if hosts is not None:
             hosts = [dict(h, uri=h["uri"](self.directory)) for h in hosts]
-        config = comet_config(stack, self.directory, port, self.control, hosts=hosts)
+        extra = {"debug": {"stall_ms": self.stall_ms}} if self.stall_ms else None
+        config = comet_config(stack, self.directory, port, self.control, extra, hosts=hosts)
         made = subprocess.run([sys.executable, "-m", "comet.admin", "--config", config,
                                "bootstrap"], env=_twistd_env(), cwd=self.directory,
                               capture_output=True, check=True)
@@ -176,8 +182,30 @@ class Daemon:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        if self.stall_ms:
+            self._keep_stalls()
         shutil.rmtree(self.directory, ignore_errors=True)
         shutil.rmtree(self.control, ignore_errors=True)
+
+
+    def _keep_stalls(self) -> None:
+        """Append the stalls this daemon logged (with their stacks) to L{stall_log}."""
+        with open(self.log, errors="replace") as f:
+            text = f.read()
+        # A stall is a warning line and its stack: the indented lines after it.
+        kept, keep = [], False
+        for line in text.splitlines():
+            if "did not run for" in line:
+                keep = True
+            elif not line.startswith((" ", "\t")) and "File " not in line:
+                keep = False
+            if keep:
+                kept.append(line)
+        os.makedirs(os.path.dirname(self.stall_log), exist_ok=True)
+        with open(self.stall_log, "a") as f:
+            f.write("\n".join(kept) + "\n" if kept else "")
+        print(f"{sum('did not run for' in k for k in kept)} stall(s) of"
+              f" >= {self.stall_ms} ms logged; see {self.stall_log}")
 
 
 def a_pool(client: Client, stack: dict) -> str:
@@ -374,7 +402,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "testbed.json"))
+    parser.add_argument("--stall-ms", type=float, default=0,
+                        help="run the daemons with [debug] stall_ms and keep the stalls they log")
+    parser.add_argument("--only-mixed", action="store_true",
+                        help="only the download + 50 starts measurement")
     args = parser.parse_args()
+    Daemon.stall_ms = args.stall_ms
     try:
         with open(os.path.join(STATE, "stack.json")) as f:
             stack = json.load(f)
@@ -385,6 +418,10 @@ def main() -> int:
                            capture_output=True)
     if check.returncode != 0:
         print("skipped: the testbed is not up (testbed/stack status failed)")
+        return 0
+    if args.only_mixed:
+        mixed = measure_mixed(stack)
+        print(json.dumps(mixed, indent=1))
         return 0
     result = measure(stack, args.rounds)
     result["mixed"] = measure_mixed(stack)
