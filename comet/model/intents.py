@@ -8,10 +8,19 @@ Used as::
             await hypervisors.define(host, spec)
 
 The step's row is written (C{planned}) before its body runs and marked
-C{done} after the body returns; the operation's rows are deleted when it
-ends, whether it succeeded or undid its own failure.  Rows that outlive
-their process are what a crash interrupted: L{comet.model.reconcile} reads
-them at the next start and finishes or undoes each operation.
+C{done} after the body returns, in the same transaction as the next step's
+row; the operation's rows are deleted when it ends, whether it succeeded or
+undid its own failure.  Rows that outlive their process are what a crash
+interrupted: L{comet.model.reconcile} reads them at the next start and
+finishes or undoes each operation.
+
+A step whose body returned is marked done only with the next step's row
+(one transaction per step, not two: a VM start has four steps, and under 50
+concurrent starts every write queues in the one database thread).  A crash
+between the two leaves the step C{planned} though its body ran: exactly
+what a crash just before its C{done} would leave, which the reconciler has to
+handle anyway (it checks whether a planned step happened).  The last step
+is never marked: the operation's end deletes its rows.
 """
 
 from __future__ import annotations
@@ -85,6 +94,9 @@ class Operation:
         self.id = _uuid.uuid4().hex
         self.task_id = CURRENT_TASK.get()
         self.halted = False
+        #: The row of the step whose body returned last, not yet marked done
+        #: (marked with the next step's row).
+        self.ended_row: int | None = None
 
     async def __aenter__(self) -> "Operation":
         self._intents.check(self.object)
@@ -125,14 +137,14 @@ class _Step:
     async def __aenter__(self) -> None:
         op, intents = self._op, self._op._intents
         if intents._store is not None:
+            ended, op.ended_row = op.ended_row, None
             self._row = await intents._store.plan(
                 op.id, op.task_id, op.kind, op.object, self._name, self._detail,
-                intents._now())
+                intents._now(), ended)
         await op._checkpoint(self._name, "before")
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             await self._op._checkpoint(self._name, "after")
-            if self._row is not None:
-                await self._op._intents._store.done(self._row, self._op._intents._now())
+            self._op.ended_row = self._row
         return False
