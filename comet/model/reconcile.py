@@ -307,6 +307,8 @@ class Reconciler:
     async def _vm_create(self, uuid: str, steps) -> str:
         record = await self._vm(uuid)
         make = next((s for s in steps if s.step == "make disks"), None)
+        # (The last step is no longer marked done: a row so marked was written
+        # by an earlier Comet, before the operation's end.)
         if record is not None and make is not None and make.state == "done":
             return f"VM {record.name!r} was complete: kept"
         if record is not None:
@@ -406,12 +408,13 @@ class Reconciler:
         await storage._store.update_volume(record.pool, record.name, vm_uuid=None, dev=None)
 
     async def _attach(self, obj: str, steps) -> str:
-        """Undone unless its last step was marked done (the client never heard of success)."""
+        """Undone (the client never heard of success) unless the domain has the disk."""
         pool, name = obj.split("/", 1)
         record = await self._storage._store.volume(pool, name)
         uuid = steps[0].detail.get("vm")
         if record is None or record.vm_uuid != uuid:
             return "the volume is not attached to the VM: nothing to undo"
+        # (Rows of an earlier Comet: the last step is no longer marked done.)
         if any(s.step == "attach device" and s.state == "done" for s in steps):
             return "the attach had completed: kept"
         vm = await self._vm(uuid)
