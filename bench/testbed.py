@@ -15,6 +15,7 @@ C{twistd -n comet} child configured for it (QEMU host, OpenZFS storage VMs):
    do not fit these 2 cores) and whose storage is the testbed's OpenZFS.
 
     .venv/bin/python bench/testbed.py [--rounds 3] [--json bench/results/testbed.json]
+                                      [--only-mixed] [--stall-ms MS]
 
 A client process of its own (this one, with the standard library's HTTP
 client) measures the daemon.  Skips, saying so, when the testbed is not up.
@@ -186,7 +187,6 @@ class Daemon:
             self._keep_stalls()
         shutil.rmtree(self.directory, ignore_errors=True)
         shutil.rmtree(self.control, ignore_errors=True)
-
 
     def _keep_stalls(self) -> None:
         """Append the stalls this daemon logged (with their stacks) to L{stall_log}."""
