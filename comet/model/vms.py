@@ -262,7 +262,11 @@ class VMModel:
         await self._check_size(memory, cpus)
         template_record = await self._templates.get(template)
         uuid = str(_uuid.uuid4())
-        async with self.intents.operation("vm.create", uuid) as op:
+        # Locked from before its record exists: a delete (or a start) of the
+        # new VM while its disks are being made would race the clone and
+        # could leave it orphaned; now it is a 409 "being created".
+        lock = self.locks.lock(uuid, f"VM {name!r}" if name else "the new VM", "being created")
+        async with lock, self.intents.operation("vm.create", uuid) as op:
             async with op.step("record"):
                 record = await self._vms.create(
                     cluster, name, template, memory, cpus, uuid, int(self._clock.seconds())

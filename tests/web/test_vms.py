@@ -90,6 +90,30 @@ class CreateTests(VMTestMixin, TestCase):
         names = sorted(a.json["name"] for a in answers)
         self.assertEqual(names, sorted(f"small-{i}" for i in range(1, 9)))
 
+    async def test_busy_while_being_created(self):
+        """
+        While a VM's disks are being made, deleting or starting it is a 409
+        and touches nothing; once made, it is an ordinary VM.
+        """
+        from twisted.internet.defer import Deferred
+
+        disks = self.models.vms.disks
+        made = Deferred()
+        creating = Deferred()
+
+        async def slow_create(record, template):
+            creating.callback(record)
+            await made
+
+        self.patch(disks, "create", slow_create)
+        answer = ensureDeferred(self.create(name="web"))
+        await creating
+        for busy in (self.client.delete("/cluster/lab/vms/web"), self.action("web", "start")):
+            assertError(self, await busy, 409, "conflict", "VM 'web' is busy: it is being created")
+        made.callback(None)
+        self.assertEqual((await answer).code, 201)
+        self.assertEqual((await self.client.delete("/cluster/lab/vms/web")).code, 204)
+
     async def test_name_taken(self):
         await self.create(name="web")
         assertError(self, await self.create(name="web"), 409, "conflict", "already exists")
