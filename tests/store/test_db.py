@@ -25,7 +25,9 @@ class MigrationTests(TestCase):
     def test_reopen_applies_nothing(self):
         """Opening an up-to-date file applies nothing."""
         path = _path(self)
-        Database(path).open()
+        first = Database(path)
+        first.open()
+        first.close()
         db = Database(path)
         self.assertEqual(db.open(), [])
         db.close()

@@ -44,9 +44,11 @@ class DisconnectTests(TestCase):
         models = make_models(self)
         client = make_client(self, models)
         gate = Deferred()
+        reached = []
         create = models.clusters.create
 
         async def slow_create(*args, **kw):
+            reached.append(True)
             await gate
             return await create(*args, **kw)
 
@@ -65,10 +67,10 @@ class DisconnectTests(TestCase):
         transport = await sent
         # Wait until the handler is waiting on the gate, then hang up.
         for _ in range(200):
-            if gate.callbacks:
+            if reached:
                 break
             await _later(0.01)
-        self.assertTrue(gate.callbacks, "the handler never ran")
+        self.assertTrue(reached, "the handler never ran")
         transport.loseConnection()
         await _later(0.1)
         gate.callback(None)
