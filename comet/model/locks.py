@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid as _uuid
+from typing import Callable
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
@@ -167,6 +168,11 @@ class Locks:
     def _now(self) -> int:
         return int(self._clock.seconds()) if self._clock is not None else 0
 
+    def _alive_now(self) -> Callable[[OwnerRecord], bool]:
+        """Whether another owner may still run, as seen from this process now (L{alive})."""
+        me, now = self.me, self._now()
+        return lambda other: alive(other, me, now)
+
     def lock(self, obj: str, label: str, doing: str) -> "Lock":
         """The lock of C{obj} (a VM uuid, C{<pool>/<volume>}), not yet taken."""
         return Lock(self, obj, label, doing)
@@ -182,13 +188,8 @@ class Locks:
         Record this process as an owner of the database, or raise
         L{LeaseHeld} naming the live owner that holds it.
         """
-        now = self._now()
         me = self.me
-
-        def check(other: OwnerRecord) -> bool:
-            return alive(other, me, now)
-
-        other = await self._store.take_lease(me, check)
+        other = await self._store.take_lease(me, self._alive_now())
         if other is not None:
             raise LeaseHeld(
                 f"another Comet (pid {other.pid} on {other.hostname}, owner {other.owner})"
@@ -240,13 +241,7 @@ class Locks:
         """
         if self._store is None:
             return []
-        now = self._now()
-        me = self.me
-
-        def check(other: OwnerRecord) -> bool:
-            return alive(other, me, now)
-
-        return await self._store.release_dead(me.owner, check)
+        return await self._store.release_dead(self.me.owner, self._alive_now())
 
 
 class Lock:
