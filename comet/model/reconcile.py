@@ -66,6 +66,9 @@ from twisted.logger import Logger
 
 from comet.errors import CometError, Conflict, NotFound
 from comet.model.locks import describe, task_href
+from comet.model.storage import (
+    base_snapshot_name, branch, has_disk, vm_disk_name, wait_released, zfs_snapname,
+)
 from comet.model.tasks import RESTARTED
 from comet.store.vms import COMET_DOMAIN_PREFIX
 
@@ -314,8 +317,6 @@ class Reconciler:
         if record is not None:
             await self._vms.disks.delete(record)
         if make is not None and make.detail.get("pool") and self._storage is not None:
-            from comet.model.storage import base_snapshot_name, vm_disk_name
-
             pool = await self._storage.pool(make.detail["pool"])
             zfs = self._storage._server(pool.server).zfs
             for name in (f"{pool.dataset}/{vm_disk_name(uuid)}",
@@ -399,8 +400,6 @@ class Reconciler:
                 pass
             # As a live unmap: the target outlives the guest's hold on the disk
             # (a Conflict keeps the operation for the next pass).
-            from comet.model.storage import wait_released
-
             await wait_released(storage.hypervisors, storage._clock, vm.host, vm.domain_name,
                                 record.dev, f"VM {vm.name!r} did not release disk {record.dev}")
         if record.target or record.exported_to:
@@ -429,11 +428,7 @@ class Reconciler:
         """Whether VM record C{vm}'s domain has disk C{dev} now."""
         if vm is None or vm.host is None or not dev:
             return False
-        try:
-            description = await self._storage.hypervisors.describe(vm.host, vm.domain_name)
-        except NotFound:
-            return False
-        return dev in [d.target for d in description.spec.disks]
+        return await has_disk(self._storage.hypervisors, vm.host, vm.domain_name, dev)
 
     async def _unmap(self, obj: str, steps) -> str:
         """Finished: the volume leaves the VM."""
@@ -468,8 +463,6 @@ class Reconciler:
 
     async def _snapshot_delete(self, uuid: str, steps) -> str:
         """Finished: what is left of its ZFS snapshots destroyed, its record forgotten."""
-        from comet.model.storage import zfs_snapname
-
         name = steps[0].detail["name"]
         destroyed, kept = [], []
         targets = [(s.detail["server"], s.detail["snapshot"]) for s in steps
@@ -504,8 +497,6 @@ class Reconciler:
 
     async def _snapshot_revert(self, uuid: str, steps) -> str:
         """Finished: rolled back or branched, re-exported, made current."""
-        from comet.model.storage import branch
-
         name = steps[0].detail["name"]
         plan = next((s.detail["volumes"] for s in steps if s.step == "plan"), [])
         storage = self._storage

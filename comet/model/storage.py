@@ -854,6 +854,15 @@ async def _release_all(locks) -> None:
         await lock.release()
 
 
+async def has_disk(hypervisors, host: str, domain: str, dev: str) -> bool:
+    """Whether C{domain} on C{host} has disk C{dev} now (no such domain: it has none)."""
+    try:
+        description = await hypervisors.describe(host, domain)
+    except NotFound:
+        return False
+    return dev in [d.target for d in description.spec.disks]
+
+
 async def wait_released(hypervisors, clock, host: str, domain: str, dev: str, who: str) -> None:
     """
     Wait until C{domain} on C{host} no longer has disk C{dev}.  Libvirt
@@ -868,11 +877,7 @@ async def wait_released(hypervisors, clock, host: str, domain: str, dev: str, wh
     """
     deadline = clock.seconds() + UNPLUG_TIMEOUT
     while True:
-        try:
-            description = await hypervisors.describe(host, domain)
-        except NotFound:
-            return   # no domain, no disk
-        if dev not in [d.target for d in description.spec.disks]:
+        if not await has_disk(hypervisors, host, domain, dev):
             return
         if clock.seconds() >= deadline:
             raise Conflict(f"{who} within {UNPLUG_TIMEOUT:g} s; it stays attached."
