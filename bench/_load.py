@@ -22,26 +22,10 @@ import os
 import sys
 import time
 
+from _report import summary
+
 #: The API token the daemon's admin got (bench/api.py passes it on).
 TOKEN = os.environ.get("COMET_TOKEN", "")
-
-
-def summary(latencies: list[float]) -> dict:
-    """Milliseconds: median, p95, p99, max of C{latencies} (seconds)."""
-    if not latencies:
-        return {"count": 0, "median_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
-    s = sorted(latencies)
-
-    def pct(p):
-        return round(s[min(len(s) - 1, int(p * len(s)))] * 1000, 3)
-
-    return {
-        "count": len(s),
-        "median_ms": pct(0.5),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
-        "max_ms": round(s[-1] * 1000, 3),
-    }
 
 
 class Connection:

@@ -36,7 +36,6 @@ import platform
 import shutil
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import attrs  # noqa: E402
+from _report import save, summary  # noqa: E402
 import libvirt  # noqa: E402
 
 from comet.virt.domainxml import CometMetadata  # noqa: E402
@@ -207,10 +207,7 @@ def timed(fn, seconds: float, min_runs: int = 20) -> dict:
         t0 = time.perf_counter()
         fn()
         latencies.append(time.perf_counter() - t0)
-    s = sorted(latencies)
-    pct = lambda p: round(s[min(len(s) - 1, int(p * len(s)))] * 1000, 3)  # noqa: E731
-    return {"count": len(s), "median_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-            "rps_c1": round(len(s) / sum(s), 1)}
+    return dict(summary(latencies), rps_c1=round(len(latencies) / sum(latencies), 1))
 
 
 def floor(daemon: Daemon, seconds: float) -> dict:
@@ -387,12 +384,7 @@ def main(argv=None) -> int:
                            / by_n[lo]["floor"]["list"]["median_ms"], 1),
         }
     results["targets"] = targets(results)
-    results["table"] = table(results)
-    print(results["table"])
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"\nJSON: {args.json}")
+    save(results, table(results), args.json)
     return 0
 
 

@@ -15,7 +15,6 @@ configuration is absent or its first storage server does not answer.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import attrs  # noqa: E402
+from _report import save, summary  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
 from comet.config import load  # noqa: E402
@@ -34,12 +34,6 @@ from comet.remote._command import remote_command  # noqa: E402
 from comet.remote._runner import SSHRunner  # noqa: E402
 
 COMMAND = ["zfs", "list", "-H", "-p"]
-
-
-def summary(latencies: list[float]) -> dict:
-    s = sorted(latencies)
-    pct = lambda p: round(s[min(len(s) - 1, int(p * len(s)))] * 1000, 2)  # noqa: E731
-    return {"count": len(s), "median_ms": pct(0.5), "p95_ms": pct(0.95), "max_ms": pct(1.0)}
 
 
 def deferred_sleep(reactor, seconds):
@@ -130,12 +124,7 @@ def report(result: dict, path: str) -> None:
         lines.append(f"{label:<28} {r['median_ms']:>8} {r['p95_ms']:>8} {r['max_ms']:>8}")
     lines.append(f"Comet / open master: {result['ratio']['comet_vs_master']}x (target <= 1.3x);"
                  f" fresh / open master: {result['ratio']['fresh_vs_master']}x")
-    result["table"] = "\n".join(lines)
-    print(result["table"])
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"\nJSON: {path}")
+    save(result, "\n".join(lines), path)
 
 
 if __name__ == "__main__":

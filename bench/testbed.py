@@ -41,21 +41,13 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _report import save, summary  # noqa: E402
 from tests.integration._daemon import comet_config  # noqa: E402
 from tests.virt._nodes import make_node_xml  # noqa: E402
 from tests.test_service import TWISTD, _twistd_env, free_port  # noqa: E402
 
 LOAD = os.path.join(ROOT, "bench", "_load.py")
 STATE = os.environ.get("COMET_TESTBED_STATE", os.path.join(ROOT, "testbed", "state"))
-
-
-def summary(latencies: list[float]) -> dict:
-    s = sorted(latencies)
-    if not s:
-        return {"count": 0}
-    pct = lambda p: round(s[min(len(s) - 1, int(p * len(s)))] * 1000, 2)  # noqa: E731
-    return {"count": len(s), "median_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-            "max_ms": pct(1.0)}
 
 
 class Client:
@@ -390,12 +382,7 @@ def report(result: dict, path: str) -> None:
                  f" {mixed['download_s']} s; p99 busy/idle"
                  f" {round(mixed['starts']['p99_ms'] / mixed['idle']['p99_ms'], 2)}x"
                  " (target: p99 <= 50 ms)")
-    result["table"] = "\n".join(lines)
-    print(result["table"])
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"\nJSON: {path}")
+    save(result, "\n".join(lines), path)
 
 
 def main() -> int:
