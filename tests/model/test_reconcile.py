@@ -104,6 +104,18 @@ class _Base:
         _DEAD.append((self.models.intents.frozen, ensureDeferred(start())))
         await crash.reached
 
+    async def crash_volume_create(self, step: str, when: str) -> int:
+        """Create volume pool1/data until it freezes at C{step}; its task's id."""
+        crash = _Crash("volume.create", step, when)
+        task = []
+
+        async def create():
+            task.append(await self.models.storage.create_volume(
+                "pool1", "data", "/storagepools/pool1/storagevolumes", capacity_gb=1))
+
+        await self.crash_during(crash, create)
+        return task[0].id
+
     async def assertConsistent(self, models) -> None:
         """Nothing without an owning record, no record pointing at nothing."""
         records = {r.uuid: r for r in await models.vms._vms.list(None)}
@@ -216,23 +228,12 @@ class VMStopCrashTests(_Base, TestCase):
 
 
 class VolumeCrashTests(_Base, TestCase):
-    async def create(self, step: str, when: str) -> int:
-        crash = _Crash("volume.create", step, when)
-        task = []
-
-        async def create():
-            task.append(await self.models.storage.create_volume(
-                "pool1", "data", "/storagepools/pool1/storagevolumes", capacity_gb=1))
-
-        await self.crash_during(crash, create)
-        return task[0].id
-
     async def test_create_each_step(self):
         """A volume create cut short leaves the volume whole and recorded, or nothing."""
         for step in VOLUME_CREATE:
             for when in ("before", "after"):
                 await self.setUp()
-                task_id = await self.create(step, when)
+                task_id = await self.crash_volume_create(step, when)
                 models, repairs = await self.world.restart()
                 await self.assertConsistent(models)
                 await self.assertTaskRepaired(models, task_id)
@@ -248,7 +249,7 @@ class VolumeCrashTests(_Base, TestCase):
 
     async def test_server_down_repaired_later(self):
         """A repair that needs a server that does not answer waits for a later run."""
-        task_id = await self.create("record", "before")
+        task_id = await self.crash_volume_create("record", "before")
         models = self.world.boot()
         runner = models.storage._runners["s1"]
         runner.unavailable = "switched off"
@@ -616,16 +617,9 @@ class IntentTests(_Base, TestCase):
 
     async def test_task_id_recorded(self):
         """Steps run under a task name it."""
-        crash = _Crash("volume.create", "record", "before")
-        task = []
-
-        async def create():
-            task.append(await self.models.storage.create_volume(
-                "pool1", "data", "/x", capacity_gb=1))
-
-        await self.crash_during(crash, create)
+        task_id = await self.crash_volume_create("record", "before")
         rows = await IntentTable(self.world.db).list()
-        self.assertEqual({r.task_id for r in rows}, {task[0].id})
+        self.assertEqual({r.task_id for r in rows}, {task_id})
         self.assertEqual([(r.step, r.state) for r in rows],
                          [("create zvol", "done"), ("record", "planned")])
         self.assertEqual(rows[0].detail, {"server": "s1", "zvol": "tank/comet/data"})
@@ -650,17 +644,10 @@ class DeadOwnerLockTests(_Base, TestCase):
         # This "process" is one whose pid is gone by now (it died below).
         locks.me = attrs.evolve(locks.me, pid=dead_pid())
         await locks.take_lease()
-        crash = _Crash("volume.create", "record", "before")
-        task = []
-
-        async def create():
-            task.append(await self.models.storage.create_volume(
-                "pool1", "data", "/x", capacity_gb=1))
-
-        await self.crash_during(crash, create)
+        task_id = await self.crash_volume_create("record", "before")
         table = LockTable(self.world.db)
         self.assertEqual([(r.object, r.task_id) for r in await table.list()],
-                         [("pool1/data", task[0].id)])
+                         [("pool1/data", task_id)])
 
         models = self.world.boot()
         await models.locks.take_lease()   # the dead owner does not keep it
@@ -668,12 +655,12 @@ class DeadOwnerLockTests(_Base, TestCase):
             await models.reconciler.run()
         said = [formatEvent(e) for e in events]
         self.assertTrue(any(
-            f"the lock of pool1/data (being created, task /tasks/{task[0].id}) held by owner"
+            f"the lock of pool1/data (being created, task /tasks/{task_id}) held by owner"
             f" {locks.me.owner} (pid {locks.me.pid}" in text and "was released" in text
             for text in said), said)
         self.assertEqual(await table.list(), [])
         self.assertEqual([o.owner for o in await table.owners()], [models.locks.me.owner])
-        self.assertEqual((await models.tasks.get(task[0].id)).status, "failed")
+        self.assertEqual((await models.tasks.get(task_id)).status, "failed")
         await self.assertConsistent(models)
         # The volume is free again.
         client = make_client(self, models)

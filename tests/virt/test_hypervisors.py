@@ -428,19 +428,28 @@ class ReconnectTests(_Case):
 
 class TimeoutTests(_Case):
     @inlineCallbacks
-    def test_stuck_call(self):
+    def stuck_node_info(self, **node):
         """
-        A call that takes longer than the timeout answers Unavailable then,
-        and its host is unreachable; the stuck thread's late result is
-        dropped, and after the back-off the host is used again.
+        A host whose C{getInfo} is held past the timeout: the L{Hypervisors},
+        the gate that lets the held call return, and the call's Deferred.
         """
-        hv = self.hypervisors({"n1": self.node(cpus=3)})
+        hv = self.hypervisors({"n1": self.node(**node)})
         yield hv.connect()
         gate = self.recorder.hold("getInfo")
         self.addCleanup(gate.set)
         d = hv.node_info("n1")
         yield wait_for(lambda: "getInfo" in self.recorder.methods())
         self.clock.advance(TIMEOUT)
+        return hv, gate, d
+
+    @inlineCallbacks
+    def test_stuck_call(self):
+        """
+        A call that takes longer than the timeout answers Unavailable then,
+        and its host is unreachable; the stuck thread's late result is
+        dropped, and after the back-off the host is used again.
+        """
+        hv, gate, d = yield self.stuck_node_info(cpus=3)
         e = yield self.assertFailure(d, Unavailable)
         self.assertIn("reading compute host 'n1' took longer than 5 s", e.reason)
         self.assertEqual(hv.status("n1").state, "unreachable")
@@ -458,13 +467,7 @@ class TimeoutTests(_Case):
         once that call returned: closing a C{virConnect} under another
         thread's call is not safe.
         """
-        hv = self.hypervisors({"n1": self.node()})
-        yield hv.connect()
-        gate = self.recorder.hold("getInfo")
-        self.addCleanup(gate.set)
-        d = hv.node_info("n1")
-        yield wait_for(lambda: "getInfo" in self.recorder.methods())
-        self.clock.advance(TIMEOUT)
+        hv, gate, d = yield self.stuck_node_info()
         yield self.assertFailure(d, Unavailable)
         yield deferLater(reactor, 0.05, lambda: None)
         self.assertNotIn("close", self.recorder.methods())
