@@ -27,7 +27,7 @@ from typing import Iterator, TextIO
 from comet import config as _config
 from comet.errors import CometError
 from comet.store import users
-from comet.store._db import _in_transaction, _migrate, _prepare
+from comet.store._db import _in_transaction, _migrate, _prepare, make_private
 from comet.store._migrations import MIGRATIONS
 
 #: The user C{bootstrap} makes.
@@ -37,6 +37,7 @@ FIRST_ADMIN = "admin"
 @contextlib.contextmanager
 def connect(path: str) -> Iterator[sqlite3.Connection]:
     """The database at C{path}, migrated to the current schema."""
+    make_private(path)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         _prepare(conn)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     except CometError as e:
         sys.stderr.write(f"comet-admin: {e.reason}\n")
         return 1
-    except sqlite3.Error as e:
+    except (sqlite3.Error, OSError) as e:
         sys.stderr.write(f"comet-admin: database error: {e}\n")
         return 1
     return 0

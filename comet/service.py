@@ -212,10 +212,28 @@ def makeService(
     A configuration that cannot be used stops the program with one line that
     names the file or key (not a traceback).
     """
-    if not isinstance(config, _config.Config):
-        try:
+    try:
+        if not isinstance(config, _config.Config):
             config = _config.load(config)
-        except _config.ConfigError as e:
-            raise SystemExit(f"comet: configuration error: {e}")
+        config = _private_control_dir(config)
+    except _config.ConfigError as e:
+        raise SystemExit(f"comet: configuration error: {e}")
     return CometService(config, whole_process=whole_process)
+
+
+def _private_control_dir(config: _config.Config) -> _config.Config:
+    """
+    C{config} with its ssh control directory resolved, made and checked
+    (L{comet.remote._controldir}) when there are storage servers: a directory
+    another user could plant sockets in stops the start here, as a
+    configuration error, instead of failing each command later.
+    """
+    if not config.storageservers:
+        return config
+    import attrs
+
+    from comet.remote._controldir import control_dir, ensure_private_dir
+
+    directory = ensure_private_dir(control_dir(config.storage.control_dir, config.database.path))
+    return attrs.evolve(config, storage=attrs.evolve(config.storage, control_dir=directory))
 

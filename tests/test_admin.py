@@ -64,3 +64,13 @@ class AdminTests(TestCase):
         bad = await run(argv + ["--config", "/nonexistent.toml", "user", "list"], env=env, path=self.dir)
         self.assertEqual(bad.code, 1)
         self.assertIn(b"configuration error", bad.err)
+
+
+class AdminFileModeTests(TestCase):
+    def test_database_is_private(self):
+        """comet-admin on a fresh install makes the database 0600, whatever the umask."""
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        path = os.path.join(temp_dir(self), "comet.sqlite")
+        self.assertIsNotNone(admin.bootstrap(path))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)

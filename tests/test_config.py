@@ -300,6 +300,47 @@ class ExposureTests(TestCase):
             self.assertNotIn("\n", str(e))
             self.parse(f'endpoint = "{endpoint}"\nallow_insecure = true')
 
+    def test_bypasses_of_the_plain_http_refusal(self):
+        """
+        Endpoints that a regular expression read as loopback but on which
+        Twisted listens on every address in plain HTTP are refused: a
+        repeated interface= (Twisted keeps the last), a positional interface,
+        and wrapping prefixes; systemd: (an inherited socket, address and TLS
+        unknown) and unknown kinds too.
+        """
+        for endpoint in [
+            "tcp:8080:interface=127.0.0.1:interface=0.0.0.0",
+            "tcp:8080:0.0.0.0",
+            "haproxy:tcp:8080:interface=0.0.0.0",
+            "haproxy:tcp:8080",
+            "haproxy:tcp:8080:interface=127.0.0.1:interface=0.0.0.0",
+            r"tcp6:8080:interface=\\:\\:1:interface=\\:\\:",
+            "tcp6:8080",
+        ]:
+            e = self.assertRaises(ConfigError, self.parse, f'endpoint = "{endpoint}"')
+            self.assertIn("without TLS", str(e), endpoint)
+            self.parse(f'endpoint = "{endpoint}"\nallow_insecure = true')
+        for endpoint in ["systemd:domain=INET:index=0", "tls:8443:interface=127.0.0.1", "stdio:"]:
+            e = self.assertRaises(ConfigError, self.parse, f'endpoint = "{endpoint}"')
+            self.assertIn("cannot tell", str(e), endpoint)
+            self.assertIn("allow_insecure", str(e), endpoint)
+            self.parse(f'endpoint = "{endpoint}"\nallow_insecure = true')
+
+    def test_loopback_as_twisted_reads_it(self):
+        """The address Twisted binds decides: the last interface=, a positional one, a wrapped one."""
+        for endpoint in [
+            "tcp:8080:interface=0.0.0.0:interface=127.0.0.1",
+            "tcp:8080:127.0.0.2",
+            "haproxy:tcp:8080:interface=127.0.0.1",
+            "tcp:8080:interface=localhost",
+        ]:
+            self.assertEqual(self.parse(f'endpoint = "{endpoint}"').api.endpoint, endpoint)
+
+    def test_malformed_endpoint(self):
+        """An endpoint Twisted could not build is one line naming it."""
+        e = self.assertRaises(ConfigError, self.parse, 'endpoint = "tcp:8080:nosuchkey=1"')
+        self.assertIn("api.endpoint", str(e))
+
     def test_tls_beyond_loopback(self):
         """ssl: is fine anywhere, unless credentials are off."""
         endpoint = 'endpoint = "ssl:8443:privateKey=/etc/comet/key.pem:certKey=/etc/comet/cert.pem"'

@@ -29,9 +29,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from comet.config import StorageConfig, StorageServerConfig
+from comet.config import ConfigError, DatabaseConfig, StorageConfig, StorageServerConfig
 from comet.errors import CommandFailed, Unavailable
 from comet.remote._command import check_argv, describe, remote_command
+from comet.remote._controldir import control_dir, ensure_private_dir, socket_name
 from comet.remote._interface import IRunner, IStreamingCommand
 from comet.remote._observed import Observed as _Observed
 
@@ -355,14 +356,21 @@ class SSHRunner:
         self._alive = server_alive_interval
         self._running: set[_Command] = set()
         self._stopping: _Observed | None = None
+        #: The ControlMaster sockets' directory: as configured, or (``""``)
+        #: beside the default database; the daemon resolves it at start.
+        self.control_dir = control_dir(storage.control_dir, DatabaseConfig().path)
 
     def __repr__(self):
         return f"<SSHRunner {self.server.ssh_user}@{self.host}:{self.server.ssh_port}>"
 
     @property
     def control_path(self) -> str:
-        """The ControlPath given to ssh (C{%C} is a hash of host, port, user)."""
-        return os.path.join(self.storage.control_dir, "%C")
+        """
+        The ControlPath given to ssh: a short hash of user, host and port (not
+        ssh's C{%C}, 40 characters) so that paths fit a Unix socket address.
+        """
+        s = self.server
+        return os.path.join(self.control_dir, socket_name(s.ssh_user, s.host, s.ssh_port))
 
     def ssh_argv(self, *extra: str) -> list[str]:
         """
@@ -447,7 +455,10 @@ class SSHRunner:
             return fail(Unavailable(
                 f"storage server {self.host} is unavailable: no ssh client at {self._ssh}"
             ))
-        os.makedirs(self.storage.control_dir, mode=0o700, exist_ok=True)
+        try:
+            ensure_private_dir(self.control_dir)
+        except ConfigError as e:
+            return fail(Unavailable(f"storage server {self.host} is unavailable: {e}"))
         _log.debug("running {command} on {host}", command=describe(command.argv),
                    host=self.host)
         self._running.add(command)

@@ -18,7 +18,9 @@ behind the writes (WAL mode lets a reader and the writer run at once).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from typing import Any, Callable, TypeVar
 
 from twisted.enterprise import adbapi
@@ -31,6 +33,41 @@ from comet.store._readcache import ReadCache
 T = TypeVar("T")
 
 log = Logger()
+
+
+#: What SQLite adds beside the file in WAL mode.
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: str) -> None:
+    """
+    Create the SQLite file at C{path} if absent with mode 0600, and bring an
+    existing one (and its C{-wal}/C{-shm}) to 0600.
+
+    The file holds CHAP secrets and password and token hashes: made with the
+    umask's mode (0644 as a rule) every local user could read them.  SQLite
+    gives the C{-wal} and C{-shm} files the database file's own mode, so
+    making the file first, 0600, covers those it creates later; those left by
+    an earlier run are fixed here.  Run before the first C{sqlite3.connect}.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in _SIDE_FILES:
+        try:
+            fd = os.open(path + suffix, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            continue
+        try:
+            if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -113,6 +150,7 @@ class Database:
 
         @return: the versions applied now.
         """
+        make_private(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             _prepare(conn)

@@ -121,3 +121,46 @@ class ConnectionTests(TestCase):
         self.assertNotIn(reader, (writer, threading.current_thread()))
         with self.assertRaises(sqlite3.OperationalError):
             await self.db.read(lambda c: c.execute("DELETE FROM clusters"))
+
+
+class FileModeTests(TestCase):
+    """The file holds CHAP secrets and credential hashes: no other local user may read it."""
+
+    def setUp(self):
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+
+    def _modes(self, path):
+        return {
+            suffix: oct(os.stat(path + suffix).st_mode & 0o777)
+            for suffix in ("", "-wal", "-shm")
+            if os.path.exists(path + suffix)
+        }
+
+    def test_new_file_is_private(self):
+        """A new database and its -wal and -shm are 0600, whatever the umask."""
+        path = _path(self)
+        db = Database(path)
+        db.open()
+        self.addCleanup(db.close)
+        # a write through the pool makes the -wal and -shm exist
+        return db.transact(lambda c: c.execute("CREATE TABLE t (x)")).addCallback(
+            lambda _: self.assertEqual(
+                self._modes(path), {"": "0o600", "-wal": "0o600", "-shm": "0o600"}
+            )
+        )
+
+    def test_existing_file_is_made_private(self):
+        """A file left 0644 by an earlier version (with its -wal, -shm) is 0600 once opened."""
+        path = _path(self)
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (x)")
+        for suffix in ("", "-wal", "-shm"):
+            os.chmod(path + suffix, 0o644)
+        db = Database(path)
+        db.open()
+        db.close()
+        conn.close()
+        self.assertTrue(all(m == "0o600" for m in self._modes(path).values()), self._modes(path))
+        self.assertEqual(self._modes(path)[""], "0o600")
