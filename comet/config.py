@@ -98,6 +98,18 @@ class StorageConfig:
     #: Directory for the ssh ControlMaster sockets; "": ``comet-ssh`` beside
     #: the database (L{comet.remote._controldir}).  Must be the daemon's own, 0700.
     control_dir: str = ""
+    #: CIDRs that volume downloads may reach besides public addresses (by
+    #: default only globally routable ones: no loopback, link-local, private).
+    download_allow: tuple[str, ...] = ()
+    #: Seconds a download's TCP connection may take to open.
+    download_connect_timeout: float = 10.0
+    #: Seconds a download may go without receiving a byte (while not paused
+    #: by a full pipe to the storage server) before it is ended.
+    download_idle_timeout: float = 60.0
+    #: Seconds a whole download (every redirect, the body) may take.
+    download_timeout: float = 3600.0
+    #: Downloads running at once; more wait in line (their tasks say so).
+    max_downloads: int = 2
 
 
 @attrs.frozen
@@ -153,6 +165,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (int,),
     "float": (int, float),
+    "strings": (tuple,),  # a TOML array of strings, kept as a tuple
 }
 
 
@@ -168,6 +181,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "connect_timeout": (1, 1e9),
     "command_timeout": (0.001, 1e9),
     "interval": (0, 1e9),   # [reconcile]: 0 = only at start
+    "download_connect_timeout": (0.001, 1e9),
+    "download_idle_timeout": (0.001, 1e9),
+    "download_timeout": (0.001, 1e9),
+    "max_downloads": (1, math.inf),
 }
 
 
@@ -178,6 +195,8 @@ def _key(key: str) -> str:
 
 def _field_type(field: attrs.Attribute) -> str:
     """The TOML type a field accepts, read from its annotation."""
+    if str(field.type).startswith("tuple[str"):
+        return "strings"
     return str(field.type).split()[0]
 
 
@@ -193,6 +212,11 @@ def _build(cls: type, table: Any, where: str) -> Any:
                 f"unknown key {where}.{_key(key)} (known: {', '.join(sorted(fields))})"
             )
         expected = _field_type(fields[key])
+        if expected == "strings":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}.{key} must be an array of strings")
+            kwargs[key] = tuple(value)
+            continue
         if (isinstance(value, bool) != (expected == "bool")) or not isinstance(
             value, _TYPES[expected]
         ):
@@ -237,6 +261,13 @@ def _check(config: Config) -> Config:
                 f"storagepools.{pool.name}: server {pool.server!r} is not in storageservers"
             )
     _check_exposure(config.api)
+    for cidr in config.storage.download_allow:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"storage.download_allow: {_key(cidr)!s} is not an address or network (CIDR)"
+            ) from None
     # Names a client sees must follow the API's own name rule.
     from comet.names import check_name
 

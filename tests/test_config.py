@@ -166,7 +166,7 @@ def _toml(value) -> str:
         return repr(value)  # nan, inf, -inf and 1e+20 are TOML too
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{_string(k)} = {_toml(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):
         return _string(value)
@@ -226,6 +226,11 @@ def _valid(field: attrs.Attribute):
         return st.floats(low, min(high, 1e9), allow_nan=False)
     if field.name == "name":
         return _NAME
+    if kind == "strings":  # download_allow: addresses and networks
+        networks = st.ip_addresses().flatmap(
+            lambda a: st.integers(0, a.max_prefixlen).map(lambda n: f"{a}/{n}")
+        )
+        return st.lists(networks, max_size=3).map(tuple)
     return _TEXT
 
 
@@ -269,6 +274,26 @@ class PropertyTests(TestCase):
         for name, values in tables.items():
             for key, value in values.items():
                 self.assertEqual(getattr(getattr(parsed, name), key), value)
+
+
+class DownloadConfigTests(TestCase):
+    def test_download_allow(self):
+        c = config.parse('[storage]\ndownload_allow = ["10.0.0.0/8", "127.0.0.1", "fd00::/8"]\n')
+        self.assertEqual(c.storage.download_allow, ("10.0.0.0/8", "127.0.0.1", "fd00::/8"))
+        self.assertEqual(config.load(None).storage.download_allow, ())
+        for bad, words in [('"10.0.0.0/8"', "must be an array of strings"),
+                           ("[10]", "must be an array of strings"),
+                           ('["10.0.0.0/33"]', "not an address or network"),
+                           ('["intranet"]', "not an address or network")]:
+            e = self.assertRaises(ConfigError, config.parse, f"[storage]\ndownload_allow = {bad}\n")
+            self.assertIn("download_allow", str(e))
+            self.assertIn(words, str(e))
+
+    def test_download_limits(self):
+        for key in ("download_connect_timeout", "download_idle_timeout", "download_timeout",
+                    "max_downloads"):
+            e = self.assertRaises(ConfigError, config.parse, f"[storage]\n{key} = 0\n")
+            self.assertIn(f"storage.{key} must be", str(e))
 
 
 class ExposureTests(TestCase):

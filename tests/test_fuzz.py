@@ -34,6 +34,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from comet.admin import bootstrap
+from comet.config import StorageConfig
 from tests._process import run, spawn
 from tests._util import http, temp_dir
 from tests.test_service import TWISTD, _twistd_env, free_port, write_config
@@ -282,12 +283,27 @@ STORAGE_PINS = [
 
 
 class _NoNetwork:
-    """The download client of the storage run: nothing leaves this machine."""
+    """
+    The reactor of the storage run's downloads: the real one, except that no
+    name resolves and no connection opens, so nothing leaves this machine
+    (the download policy itself would let a public address through).
+    """
 
-    def get(self, url, **kw):
-        from twisted.internet.defer import fail
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self.nameResolver = self
 
-        return fail(ConnectionRefusedError(f"no network in the fuzz run ({url})"))
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None,
+                        transportSemantics="TCP"):
+        receiver.resolutionBegan(None)
+        receiver.resolutionComplete()
+        return receiver
+
+    def connectTCP(self, host, port, *args, **kw):
+        raise ConnectionRefusedError(f"no network in the fuzz run ({host}:{port})")
 
 
 class StorageFuzzTests(FuzzTests):
@@ -306,7 +322,9 @@ class StorageFuzzTests(FuzzTests):
         from tests.web.test_storage import storage_models
 
         models = storage_models(self)
-        self.patch(models.storage, "_http", _NoNetwork())
+        from comet.model.downloads import Downloads
+
+        models.storage.downloads = Downloads(_NoNetwork(reactor), StorageConfig())
         self.headers = {**HEADERS, **credentials(make_token(models.users.db.path))}
         site = Site(CometAPI(models).resource())
         site.timeOut = None  # no idle-connection timer left behind

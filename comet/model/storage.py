@@ -33,6 +33,7 @@ from twisted.web.http import PotentialDataLoss
 
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
+from comet.model.downloads import Downloads, scrub
 from comet.model.intents import Intents
 from comet.model.locks import Locks
 from comet.remote import tgt as _tgt
@@ -133,11 +134,13 @@ class StorageModel:
     @param hypervisors: the libvirt adapter (CHAP secrets on compute hosts).
     @param tasks: the L{comet.model.tasks.TaskRunner}.
     @param clock: C{seconds()}.
-    @param http: the C{treq} API used to download images.
+    @param downloads: the L{comet.model.downloads.Downloads} that fetch
+        images (by default over the reactor, with C{config.storage}'s policy
+        and limits).
     """
 
     def __init__(self, store, runners: Mapping[str, object], config, hypervisors, tasks, clock,
-                 http=None, owner: str = "comet", vms=None):
+                 downloads=None, owner: str = "comet", vms=None):
         self._store = store
         self._vms = vms
         #: The C{vm_snapshots} table, forgotten with the VM.
@@ -148,15 +151,12 @@ class StorageModel:
         self.hypervisors = hypervisors
         self._tasks = tasks
         self._clock = clock
-        if http is None:
-            from treq.client import HTTPClient
+        if downloads is None:
             from twisted.internet import reactor
-            from twisted.web.client import Agent, HTTPConnectionPool
 
-            # No persistent connections: a download is one long request, and
-            # an idle connection kept for later would outlive it.
-            http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
-        self._http = http
+            downloads = Downloads(reactor, config.storage)
+        #: Where images come from (L{comet.model.downloads}).
+        self.downloads = downloads
         self._configured = {p.name: p for p in config.storagepools}
         #: Where multi-step changes record their steps (none unless wired).
         self.intents = Intents()
@@ -351,8 +351,11 @@ class StorageModel:
             except ValueError:
                 usable = False
             if not usable:
-                raise InvalidInput(f"url must be an http or https URL, not {url!r}")
+                raise InvalidInput(f"url must be an http or https URL, not {scrub(url)!r}")
         validate_name("volume", name)
+        if url is not None:
+            # An address known now to be out of bounds is a 400, not a task.
+            await self.downloads.check(url)
         self.intents.check(f"{pool.name}/{name}")
         lock = self.volume_lock(pool.name, name, "being created")
         await lock.acquire()
@@ -405,27 +408,32 @@ class StorageModel:
             log.failure("undo step failed: {what}", what=what)
 
     async def _download(self, op, pool: Pool, name: str, url: str, task) -> str:
-        zfs = self._server(pool.server).zfs
+        if self.downloads.waiting:
+            task.progress(0, "waiting for a download slot ([storage] max_downloads)")
+        download = await self.downloads.start(url)
         try:
-            response = await self._http.get(url, unbuffered=True)
-        except CometError:
-            raise
-        except Exception as e:
-            raise Unavailable(f"downloading {url} failed: {e}") from None
+            return await self._write_download(op, pool, name, download, task)
+        finally:
+            download.close()
+
+    async def _write_download(self, op, pool: Pool, name: str, download, task) -> str:
+        zfs = self._server(pool.server).zfs
+        response = download.response
+        shown = scrub(download.url)
         if response.code != 200:
             await self._discard(response)
-            raise NotFound(f"downloading {url} failed: HTTP {response.code}")
+            raise NotFound(f"downloading {shown} failed: HTTP {response.code}")
         length = response.length
         if not isinstance(length, int) or length <= 0:
             await self._discard(response)
             raise InvalidInput(
-                f"{url} did not say its length (Content-Length); the volume cannot be sized"
+                f"{shown} did not say its length (Content-Length); the volume cannot be sized"
             )
         size = -(-length // GiB) * GiB
         try:
             space = await zfs.dataset_space(pool.dataset)
             if length > space.available:
-                raise Conflict(f"the image at {url} ({length} bytes) is larger than what"
+                raise Conflict(f"the image at {shown} ({length} bytes) is larger than what"
                                f" storage pool {pool.name!r} has available ({space.available})")
             async with op.step("create zvol", server=pool.server, zvol=f"{pool.dataset}/{name}"):
                 volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
@@ -437,7 +445,10 @@ class StorageModel:
                 stream = await zfs.open_writer(volume.name)
                 receiver = _Receiver(stream, length, task)
                 response.deliverBody(receiver)
-                await receiver.done
+                try:
+                    await receiver.done
+                except Exception as e:
+                    raise download.failure(e) from None
                 await stream.finish()
             async with op.step("record", server=pool.server, zvol=volume.name):
                 await self._store.add_volume(**self._new_record(pool, name, volume.size))
@@ -445,7 +456,7 @@ class StorageModel:
             await self._undo(zfs.destroy(volume.name), f"destroying {volume.name}")
             raise
         return (f"volume {name!r} ({volume.size} bytes) created in storage pool"
-                f" {pool.name!r} from {url} ({length} bytes)")
+                f" {pool.name!r} from {shown} ({length} bytes)")
 
     async def _discard(self, response) -> None:
         try:

@@ -50,6 +50,10 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
         f"control_dir = {_toml(control_dir)}",
         "connect_timeout = 10",
     ]
+    # The tests serve their images on loopback, which downloads may not reach
+    # by default (README: [storage] download_allow).
+    if "download_allow" not in (extra or {}).get("storage", {}):
+        lines.append('download_allow = ["127.0.0.0/8"]')
     # extra: {"storage": {"command_timeout": 10}, "compute": {...}}: keys of one-table sections
     for key, value in (extra or {}).get("storage", {}).items():
         lines.append(f"{key} = {_toml(value)}")

@@ -37,7 +37,9 @@ class _TestbedCase(TestCase):
         config = load(stack["comet_config"])
         control = tempfile.mkdtemp(prefix="comet-ssh-", dir="/tmp")
         self.addCleanup(shutil.rmtree, control, True)
-        storage = StorageConfig(connect_timeout=10, command_timeout=120.0, control_dir=control)
+        # download_allow: the images are served on loopback.
+        storage = StorageConfig(connect_timeout=10, command_timeout=120.0, control_dir=control,
+                                download_allow=("127.0.0.0/8",))
         self.runners = {s.host: SSHRunner(reactor, s, storage) for s in config.storageservers}
         self.config = config
         self.models = make_models(

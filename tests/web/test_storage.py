@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from comet.config import StoragePoolConfig, StorageServerConfig
+from comet.config import StorageConfig, StoragePoolConfig, StorageServerConfig
 from comet.remote import FakeRunner, FakeStorageServer
 from comet.remote.zfs import OWNER_PROPERTY
 from tests._api import make_client, make_models
@@ -21,8 +21,17 @@ from tests.web.test_serve import assertError
 GiB = 1024**3
 
 
+#: The images these tests download are served on loopback, which downloads
+#: may not reach by default.
+LOOPBACK_DOWNLOADS = StorageConfig(download_allow=("127.0.0.0/8",))
+
+
 def storage_models(testcase, **kw):
-    """Models with two fake storage servers, s1 and s2, and pools pool1 and pool2."""
+    """
+    Models with two fake storage servers, s1 and s2, and pools pool1 and
+    pool2 (downloads from loopback allowed unless C{storage} says otherwise).
+    """
+    kw.setdefault("storage", LOOPBACK_DOWNLOADS)
     testcase.servers = {
         h: FakeStorageServer(pools={"tank": 100 * GiB}) for h in ("s1", "s2")
     }
