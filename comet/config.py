@@ -58,6 +58,9 @@ class StorageServerConfig:
     ssh_port: int = 22
     ssh_identity: str = "/etc/comet/id_ed25519"
     ssh_known_hosts: str = "/etc/comet/known_hosts"
+    #: Commands in flight at once over the shared ssh connection: below the
+    #: server's sshd ``MaxSessions`` (10 by default), which refuses more.
+    max_sessions: int = 8
 
 
 @attrs.frozen
@@ -174,6 +177,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 _RANGES: dict[str, tuple[float, float]] = {
     "max_body": (1, math.inf),
     "ssh_port": (1, 65535),
+    "max_sessions": (1, math.inf),
     "cluster_concurrency": (1, math.inf),
     "stall_ms": (0, math.inf),
     "libvirt_threads": (1, math.inf),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections import deque
 from collections.abc import Sequence
 
 from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults
@@ -49,6 +50,22 @@ _SSH_FAILURE = re.compile(
     r"Bad owner or permissions|Load key |too long for Unix domain socket|mux_client_",
     re.MULTILINE,
 )
+
+#: Commands that only read (what a viewer's GET runs): they wait behind every
+#: waiting change for a free session, so polling cannot starve a VM start.
+_READS = {("zfs", "list"), ("zfs", "get"), ("zpool", "list"), ("zpool", "get"),
+          ("zpool", "status")}
+
+
+def is_read(argv: Sequence[str]) -> bool:
+    """Whether C{argv} is one of the commands known to change nothing."""
+    if tuple(argv[:2]) in _READS:
+        return True
+    if argv[:1] == ["tgtadm"] and "--op" in argv:
+        at = argv.index("--op")
+        return at + 1 < len(argv) and argv[at + 1] == "show"
+    return False
+
 
 #: At most this much standard error (bytes) is kept per command.
 _STDERR_LIMIT = 64 * 1024
@@ -88,6 +105,7 @@ class _Command(ProcessProtocol):
             self.output.registerProducer(_OutputFlow(self), True)
         if self.stream is not None:
             self.transport.registerProducer(self.stream, True)
+            self.stream.started()
         else:
             if self._stdin:
                 self.transport.write(self._stdin)
@@ -136,6 +154,13 @@ class _Command(ProcessProtocol):
             return
         if self.why_killed is None:
             self.why_killed = why
+        if self.runner._dequeue(self):
+            # It was waiting for a session: it never ran.
+            self._exited = True
+            if self.stream is not None:
+                self.stream._closed = True
+            self.outcome.settle(self._result(None, None))
+            return
         _log.info(
             "killing {command} on {host} ({why})",
             command=describe(self.argv), host=self.runner.host, why=why,
@@ -224,6 +249,10 @@ class _Stream:
         self._finishing = False
         self._waiting: list[Deferred] = []
         self._producer = None
+        #: Whether the child runs: until then (it waits for a session) what is
+        #: written is kept, and the producer is held paused.
+        self._started = False
+        self._pending: list[bytes] = []
 
     # IStreamingCommand
 
@@ -232,6 +261,11 @@ class _Stream:
             return fail(RuntimeError("write() after finish() or abort()"))
         if self._closed:
             return self._after_close()
+        if not self._started:
+            self._pending.append(data)
+            d = Deferred()
+            self._waiting.append(d)
+            return d
         self._command.transport.write(data)
         if self._paused:
             d = Deferred()
@@ -243,7 +277,7 @@ class _Stream:
 
     def finish(self) -> Deferred:
         self._finishing = True
-        if not self._closed and self._command.transport is not None:
+        if self._started and not self._closed and self._command.transport is not None:
             # Unregister first: a pipe whose streaming producer is registered and
             # was paused resumes the producer when its buffer drains, instead of
             # closing, so standard input would never reach EOF (dd waits forever).
@@ -265,8 +299,29 @@ class _Stream:
         if not streaming:
             raise ValueError("only streaming (push) producers are supported")
         self._producer = producer
-        if self._paused:
+        if self._paused or not self._started:
             producer.pauseProducing()
+
+    def started(self) -> None:
+        """
+        The child runs (L{_Command.connectionMade}, the pipe's producer
+        registered): send what was written while it waited, then let the
+        producer go unless the pipe is full, or close standard input if
+        L{finish} came first.
+        """
+        self._started = True
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self._command.transport.write(data)
+        if self._finishing:
+            # Nothing more comes: what waited is handed to the pipe.
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+            self._finishing = False
+            self.finish()
+        elif not self._paused:
+            self.resumeProducing()
 
     def unregisterProducer(self):
         self._producer = None
@@ -356,6 +411,12 @@ class SSHRunner:
         self._alive = server_alive_interval
         self._running: set[_Command] = set()
         self._stopping: _Observed | None = None
+        #: Commands waiting for a session: changes first, then reads, each in
+        #: the order they came (L{_spawn}).
+        self._waiting: dict[bool, deque[tuple[_Command, list[str]]]] = {
+            False: deque(), True: deque()
+        }
+        self.max_sessions = server.max_sessions
         #: The ControlMaster sockets' directory: as configured, or (``""``)
         #: beside the default database; the daemon resolves it at start.
         self.control_dir = control_dir(storage.control_dir, DatabaseConfig().path)
@@ -428,6 +489,8 @@ class SSHRunner:
         if self._stopping is None:
             self._stopping = _Observed()
             waits = []
+            for command in [c for queue in self._waiting.values() for c, _ in queue]:
+                command.kill("stop")
             for command in list(self._running):
                 command.kill("stop")
                 waits.append(command.outcome.observe().addErrback(lambda _: None))
@@ -459,11 +522,41 @@ class SSHRunner:
             ensure_private_dir(self.control_dir)
         except ConfigError as e:
             return fail(Unavailable(f"storage server {self.host} is unavailable: {e}"))
+        if len(self._running) >= self.max_sessions:
+            _log.debug("{command} on {host} waits for a session", command=describe(command.argv),
+                       host=self.host)
+            self._waiting[is_read(command.argv)].append((command, args))
+            return None
+        self._start(command, args)
+        return None
+
+    def _start(self, command: _Command, args: list[str]) -> None:
         _log.debug("running {command} on {host}", command=describe(command.argv),
                    host=self.host)
         self._running.add(command)
         self._reactor.spawnProcess(command, self._ssh, args, env=self._environment())
-        return None
+
+    def _dequeue(self, command: _Command) -> bool:
+        """Take C{command} out of the line if it is waiting there; whether it was."""
+        for queue in self._waiting.values():
+            for entry in queue:
+                if entry[0] is command:
+                    queue.remove(entry)
+                    return True
+        return False
+
+    def _next(self) -> None:
+        """Start waiting commands while sessions are free: changes before reads."""
+        while len(self._running) < self.max_sessions and self._stopping is None:
+            queue = self._waiting[False] or self._waiting[True]
+            if not queue:
+                return
+            self._start(*queue.popleft())
+
+    @property
+    def in_flight(self) -> int:
+        """Commands running now (each an ssh session on the shared connection)."""
+        return len(self._running)
 
     @staticmethod
     def _environment() -> dict[str, str]:
@@ -472,6 +565,7 @@ class SSHRunner:
 
     def _ended(self, command: _Command) -> None:
         self._running.discard(command)
+        self._next()
 
     def _close_master(self) -> Deferred:
         """Ask the shared connection's master process to exit (if there is one)."""

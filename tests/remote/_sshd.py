@@ -55,8 +55,8 @@ class LocalSSHServer:
         authenticated connection).
     """
 
-    def __init__(self):
-        # Short, because the ControlPath socket (directory + 40 hex digits)
+    def __init__(self, max_sessions: int = 64):
+        # Short, because the ControlPath socket (directory + socket name)
         # must fit in a Unix socket address (108 bytes).
         self.directory = tempfile.mkdtemp(prefix="comet-sshd-", dir="/tmp")
         self.port = free_port()
@@ -84,7 +84,7 @@ class LocalSSHServer:
                 "UsePAM no\n"
                 "StrictModes no\n"
                 "PermitRootLogin prohibit-password\n"
-                "MaxSessions 64\n"
+                f"MaxSessions {max_sessions}\n"
                 "MaxStartups 64\n"
                 "LogLevel INFO\n"
             )

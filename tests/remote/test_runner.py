@@ -432,3 +432,41 @@ class SSHRunnerTests(TestCase):
             out = yield d
             self.assertEqual(out, f"{i}\n".encode())
 
+
+class SessionLimitTests(TestCase):
+    """Against an sshd as it comes: MaxSessions 10."""
+
+    def setUp(self):
+        why = _sshd.missing()
+        if why:
+            raise SkipTest(why)
+        self.sshd = _sshd.LocalSSHServer(max_sessions=10)
+        self.addCleanup(shutil.rmtree, self.sshd.directory, True)
+        self.sshd.start()
+        self.addCleanup(self.sshd.stop)
+
+    def runner(self) -> SSHRunner:
+        runner = SSHRunner(reactor, self.sshd.server_config(), self.sshd.storage_config(),
+                           kill_grace=2.0)
+        self.addCleanup(runner.stop)
+        return runner
+
+    @inlineCallbacks
+    def test_more_commands_than_sshd_sessions(self):
+        """
+        Thirty commands at once all succeed over the one shared connection:
+        sshd refuses sessions beyond its MaxSessions (10) (ssh then opens a
+        connection of its own for each refused one), so the runner keeps at
+        most max_sessions (8) in flight and the rest wait.
+        """
+        from twisted.internet.defer import gatherResults
+
+        runner = self.runner()
+        yield runner.run(["true"])  # the master is up
+        results = yield gatherResults(
+            [runner.run(["sh", "-c", f"sleep 0.2; echo {i}"]) for i in range(30)],
+            consumeErrors=True,
+        )
+        self.assertEqual(results, [f"{i}\n".encode() for i in range(30)])
+        self.assertEqual(self.sshd.accepted(), 1)
+
