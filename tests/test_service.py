@@ -4,6 +4,7 @@ C{twistd -ny comet.tac}, configuration errors, and a clean SIGTERM.
 """
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -349,6 +350,26 @@ class TwistdTests(TestCase):
         text = (outcome.out + outcome.err).decode()
         self.assertIn("unknown key manhole.endpiont", text)
         self.assertNotIn("Traceback", text)
+
+    async def test_readme_config_error(self):
+        """
+        The README's example of a configuration error is what twistd prints for
+        that configuration today (the known keys included).
+        """
+        with open(os.path.join(REPO, "README.md")) as f:
+            readme = " ".join(f.read().split())
+        example = re.search(r"`(comet: configuration error: unknown key (\w+)\.(\w+) \(known: [^)]*\))`", readme)
+        self.assertIsNotNone(example, "the README shows no configuration error")
+        line, table, key = example.groups()
+        directory = temp_dir(self)
+        path = os.path.join(directory, "comet.toml")
+        with open(path, "w") as f:
+            f.write(f"[{table}]\n{key} = 'x'\n")
+        outcome = await run(
+            TWISTD + ["-n", "--pidfile=", "comet", "--config", path], env=_twistd_env(), path=directory
+        )
+        self.assertNotEqual(outcome.code, 0)
+        self.assertEqual((outcome.out + outcome.err).decode().strip(), line)
 
     async def test_missing_config_file(self):
         directory = temp_dir(self)
