@@ -1,6 +1,16 @@
 """
-Comet's packaging.  ``pip install -e .`` installs the daemon, its twistd plugin
-and the ``comet-admin`` tool.  Every dependency has a lower bound.
+Comet's packaging.  ``pip install .`` or ``pip install -e .`` installs the
+daemon, its twistd plugin and the ``comet-admin`` tool.  Every dependency has a
+lower bound.
+
+The plugin, twisted/plugins/comet_plugin.py, is a module of Twisted's
+``twisted.plugins`` package, which Twisted extends with the twisted/plugins
+folder of every ``sys.path`` entry.  ``pip install .`` copies it into the
+installed Twisted's folder.  For ``pip install -e .``, ``package_dir`` says that
+every package lives under the checkout's root: setuptools then makes the
+editable install put that root on ``sys.path`` (a ``.pth`` file), where Twisted
+finds the plugin, instead of an import hook that maps only the package names,
+which Twisted's plugin search never asks.
 """
 
 from setuptools import find_packages, setup
@@ -11,6 +21,7 @@ setup(
     description="Clusters of libvirt VMs on ZFS zvols exported over iSCSI, behind a JSON REST API",
     python_requires=">=3.11",
     packages=find_packages(include=["comet", "comet.*"]) + ["twisted.plugins"],
+    package_dir={"": "."},
     package_data={"twisted": ["plugins/comet_plugin.py"], "comet.web": ["*.html"]},
     include_package_data=True,
     install_requires=[
