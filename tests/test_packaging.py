@@ -26,6 +26,9 @@ from tests.test_service import REPO
 #: What a build of Comet needs from the checkout.
 SOURCES = ("setup.py", "comet", "twisted")
 
+#: The environment of every command: nothing on the path but what the venv has.
+ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
 #: C{twistd}, as the console script Twisted installs runs it.
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; sys.exit(run())"
 
@@ -35,10 +38,10 @@ class InstallTests(TestCase):
 
     async def _venv(self, directory: str) -> str:
         """A fresh virtualenv in C{directory}; its python."""
-        made = await run([sys.executable, "-m", "venv", "--without-pip", directory], timeout=60)
+        made = await run([sys.executable, "-m", "venv", "--without-pip", directory], env=ENV, timeout=60)
         self.assertEqual(made.code, 0, made.err)
         python = os.path.join(directory, "bin", "python")
-        asked = await run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+        asked = await run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=ENV)
         site = asked.out.decode().strip()
         here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
         with open(os.path.join(site, "zz-borrowed-dependencies.pth"), "w") as f:
@@ -60,7 +63,7 @@ class InstallTests(TestCase):
 
     async def _twistd_commands(self, python: str, path: str) -> str:
         """The commands C{twistd --help} lists, as it lists them."""
-        answer = await run([python, "-c", TWISTD, "--help"], path=path, timeout=60)
+        answer = await run([python, "-c", TWISTD, "--help"], env=ENV, path=path, timeout=60)
         self.assertEqual(answer.code, 0, answer.err)
         return answer.out.decode().partition("\nCommands:\n")[2]
 
@@ -73,13 +76,13 @@ class InstallTests(TestCase):
         self.assertNotIn("    comet ", await self._twistd_commands(python, elsewhere))
         installed = await run(
             [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", *pip_args, checkout],
-            path=elsewhere, timeout=150,
+            env=ENV, path=elsewhere, timeout=150,
         )
         self.assertEqual(installed.code, 0, installed.out + installed.err)
         commands = await self._twistd_commands(python, elsewhere)
         self.assertIn("    comet ", commands)
         # ...and the command works, from the installed Comet.
-        answer = await run([python, "-c", TWISTD, "comet", "--help"], path=elsewhere, timeout=60)
+        answer = await run([python, "-c", TWISTD, "comet", "--help"], env=ENV, path=elsewhere, timeout=60)
         self.assertEqual(answer.code, 0, answer.err)
         self.assertIn(b"--config", answer.out)
         return python, checkout, elsewhere
