@@ -41,8 +41,8 @@ class Connection:
             f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n"
             f"Content-Length: {len(body)}\r\n"
         )
-        if body:
-            head += "Content-Type: application/json\r\n"
+        if method in ("POST", "PUT", "DELETE"):
+            head += "Content-Type: application/json\r\n"   # 415 without, a body or not
         if TOKEN:
             head += f"Authorization: Bearer {TOKEN}\r\n"
         self.writer.write(head.encode() + b"\r\n" + body)

@@ -34,6 +34,20 @@ class APIConfig:
     auth: bool = True
     #: Allow a plain ``tcp:`` endpoint (or ``auth = false``) on a non-loopback address.
     allow_insecure: bool = False
+    #: With ``auth = false``: host names (no port) answered besides loopback
+    #: ones; any other ``Host`` is refused 403 (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    #: Failed password logins allowed for one user name from one address,
+    #: and from all addresses, per ``login_window`` seconds; more: 429.
+    login_failures: int = 5
+    login_failures_per_user: int = 20
+    login_window: float = 600.0
+    #: Threads that check passwords (scrypt, ~0.6 s of CPU and 64 MiB each).
+    password_threads: int = 2
+    #: Password checks in flight (running or waiting) at most, in all (more:
+    #: 503) and from one address (more: 429).
+    password_checks: int = 8
+    password_checks_per_address: int = 2
 
 
 @attrs.frozen
@@ -189,6 +203,12 @@ _RANGES: dict[str, tuple[float, float]] = {
     "download_idle_timeout": (0.001, 1e9),
     "download_timeout": (0.001, 1e9),
     "max_downloads": (1, math.inf),
+    "login_failures": (1, math.inf),
+    "login_failures_per_user": (1, math.inf),
+    "login_window": (1, 1e9),
+    "password_threads": (1, 64),
+    "password_checks": (1, math.inf),
+    "password_checks_per_address": (1, math.inf),
 }
 
 

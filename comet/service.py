@@ -57,6 +57,7 @@ class CometService(MultiService):
         self.manhole_port = None
         self.ready: Deferred | None = None
         self.stallwatch = None
+        self.password_checks = None
 
     def namespace(self) -> dict:
         """What the manhole shows: the live service objects."""
@@ -106,12 +107,26 @@ class CometService(MultiService):
             log.failure("reconciling at start failed")
         self.models.reconciler.start(self.config.reconcile.interval)
         from comet.web._auth import Authenticator, Guard
+        from comet.web._origin import OriginPolicy
         from comet.web._site import api_site
+        from comet.web._throttle import LoginThrottle, PasswordChecks
 
         api = self.config.api
         users = self.models.users
-        authenticator = Authenticator(users, self.reactor, enabled=api.auth)
-        self.api = CometAPI(self.models, guard=Guard(authenticator, users, api.max_body, self.reactor))
+        throttle = LoginThrottle(
+            self.reactor, api.login_failures, api.login_failures_per_user, api.login_window
+        )
+        self.password_checks = PasswordChecks(
+            self.reactor, api.password_threads, api.password_checks,
+            api.password_checks_per_address,
+        )
+        authenticator = Authenticator(
+            users, self.reactor, throttle, enabled=api.auth, checks=self.password_checks
+        )
+        origins = OriginPolicy(check_host=not api.auth, allowed_hosts=api.allowed_hosts)
+        self.api = CometAPI(
+            self.models, guard=Guard(authenticator, users, api.max_body, self.reactor, origins)
+        )
         if api.auth and await users.count() == 0:
             log.warn(
                 "no user exists yet: make the first admin with"
@@ -163,6 +178,8 @@ class CometService(MultiService):
                 await drained
             except Exception:
                 log.warn("stopping with requests still in flight")
+        if self.password_checks is not None:
+            self.password_checks.stop()
         # The adapters (libvirt threads, ssh children) stop after the API.
         await MultiService.stopService(self)
         if self.models is not None and self.models.storage is not None:

@@ -105,6 +105,19 @@ def make_token(db_path: str, role: str = "admin", name: str | None = None) -> st
         return _in_transaction(conn, make)
 
 
+def cheap_passwords(testcase) -> None:
+    """
+    Password hashes made and checked at a low scrypt cost (N=2**10, r=8, p=1)
+    for the rest of C{testcase}: a test that sends many passwords tests what
+    is done with them, not scrypt (0.6 s of CPU each at the daemon's cost).
+    """
+    from comet import credentials
+
+    testcase.patch(credentials, "SCRYPT_N", 2**10)
+    testcase.patch(credentials, "SCRYPT_R", 8)
+    testcase.patch(credentials, "SCRYPT_P", 1)
+
+
 def bearer(token: str) -> str:
     return f"Bearer {token}"
 
@@ -119,8 +132,9 @@ class APIClient:
         (C{None} there: send none).
     """
 
-    def __init__(self, api: CometAPI, role: str | None = "admin"):
+    def __init__(self, api: CometAPI, role: str | None = "admin", base: str = "http://comet.test"):
         self.api = api
+        self.base = base
         self._stub = StubTreq(api.resource())
         self.authorization = None
         users = getattr(api.models, "users", None) if role is not None else None
@@ -142,14 +156,17 @@ class APIClient:
         """
         headers = dict(headers or {})
         headers.setdefault("Authorization", self.authorization)
-        headers = {k: v for k, v in headers.items() if v is not None}
         data = raw
         if body is not None:
             data = json.dumps(body).encode("utf-8")
+        if body is not None or method in ("POST", "PUT", "DELETE"):
+            # As every client must (415 otherwise), a body or not; a test
+            # passes Content-Type None to send none.
             headers.setdefault("Content-Type", "application/json")
+        headers = {k: v for k, v in headers.items() if v is not None}
         d = self._stub.request(
             method,
-            "http://comet.test" + path,
+            self.base + path,
             data=data,
             headers={k: [v] for k, v in headers.items()},
         )

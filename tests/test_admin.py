@@ -27,7 +27,7 @@ class AdminTests(TestCase):
 
     def test_users_and_tokens(self):
         self.assertIn("user alice (admin) created", self.admin("user", "add", "alice", "--role", "admin"))
-        self.admin("user", "add", "bob", "--role", "viewer", "--password-stdin", stdin="s3cret\n")
+        self.admin("user", "add", "bob", "--role", "viewer", "--password-stdin", stdin="s3cret horse battery\n")
         listed = self.admin("user", "list").splitlines()
         self.assertEqual([line.split("\t")[:3] for line in listed],
                          [["alice", "admin", "tokens"], ["bob", "viewer", "password+tokens"]])
@@ -41,6 +41,21 @@ class AdminTests(TestCase):
         self.assertEqual(self.admin("token", "revoke", "1"), "token 1 revoked\n")
         with admin.connect(self.db) as conn:
             self.assertIsNone(users.user_of_token(conn, token))
+
+    def test_short_password_refused(self):
+        """A password shorter than the minimum is refused, and no user is made."""
+        from comet.credentials import MIN_PASSWORD_LENGTH
+        from comet.errors import InvalidInput
+
+        short = "x" * (MIN_PASSWORD_LENGTH - 1)
+        e = self.assertRaises(InvalidInput, self.admin, "user", "add", "bob", "--role", "admin",
+                              "--password-stdin", stdin=short + "\n")
+        self.assertEqual(
+            e.reason, f"a password needs at least {MIN_PASSWORD_LENGTH} characters, not {len(short)}"
+        )
+        self.assertEqual(self.admin("user", "list"), "")
+        self.admin("user", "add", "bob", "--role", "admin", "--password-stdin", stdin=short + "y\n")
+        self.assertEqual(self.admin("user", "list").split("\t")[:3], ["bob", "admin", "password+tokens"])
 
     def test_bootstrap(self):
         """bootstrap makes the first admin and prints its token once; later it does nothing."""

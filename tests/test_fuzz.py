@@ -167,8 +167,9 @@ class FuzzTests(TestCase):
     async def _call(self, base, method, path, body=None, expect=(200, 201, 202)):
         headers = self._headers()
         data = None
+        if method in ("POST", "PUT", "DELETE"):
+            headers[b"Content-Type"] = [b"application/json"]   # 415 without, a body or not
         if body is not None:
-            headers[b"Content-Type"] = [b"application/json"]
             data = json.dumps(body).encode()
         response = await http().request(method, base + path, data=data, headers=headers)
         content = await response.content()

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred
 
-from comet.credentials import hash_password, new_token, token_hash
+from comet.credentials import check_password_strength, hash_password, new_token, token_hash
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.store._db import Database
 
@@ -52,13 +52,18 @@ class AuditRecord:
 
 
 def add_user(conn, name: str, role: str, password: str | None, now: int | None = None) -> UserRecord:
-    """Create a user; C{password} is hashed here (C{None}: tokens only)."""
+    """
+    Create a user; C{password} is hashed here (C{None}: tokens only), and
+    refused when too short (L{check_password_strength}).
+    """
     from comet.names import NAME_PATTERN, check_name
 
     if not check_name(name):
         raise InvalidInput(f"{name!r} is not a valid user name (it must match {NAME_PATTERN})")
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if password is not None:
+        check_password_strength(password)
     hashed = hash_password(password) if password is not None else None
     now = int(time.time()) if now is None else now
     try:
@@ -69,6 +74,18 @@ def add_user(conn, name: str, role: str, password: str | None, now: int | None =
     except sqlite3.IntegrityError:
         raise Conflict(f"user {name!r} already exists") from None
     return UserRecord(cur.lastrowid, name, role, hashed, now)
+
+
+def replace_password_hash(conn, name: str, old: str, new: str) -> bool:
+    """
+    Store C{new} as C{name}'s password hash if it is still C{old} (a hash
+    made again with today's parameters, same password): a password changed
+    meanwhile is left alone.  Whether it was replaced.
+    """
+    cur = conn.execute(
+        "UPDATE users SET password = ? WHERE name = ? AND password = ?", (new, name, old)
+    )
+    return cur.rowcount == 1
 
 
 def _user(row) -> UserRecord:
@@ -183,6 +200,9 @@ class Users:
         return self.tokens.lookup(
             ("token", digest), lambda: self.db.read(user_of_token_hash, digest)
         )
+
+    def replace_password_hash(self, name: str, old: str, new: str):
+        return self.db.transact(replace_password_hash, name, old, new)
 
     def count(self):
         return self.db.transact(count_users)

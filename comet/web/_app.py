@@ -33,6 +33,15 @@ class _ASCIIIntegerConverter(IntegerConverter):
     regex = r"[0-9]+"
 
 
+#: Sent with every answer: no content sniffing (a JSON error is never run as
+#: a script or page), and no page of Comet (the console) framed by another
+#: site's (clickjacking).
+SECURITY_HEADERS = {
+    b"X-Content-Type-Options": b"nosniff",
+    b"Content-Security-Policy": b"frame-ancestors 'none'",
+}
+
+
 class _Resource(KleinResource):
     """A Klein resource that answers a non-UTF-8 URI with a JSON 400 and counts requests."""
 
@@ -41,6 +50,8 @@ class _Resource(KleinResource):
         self._api = api
 
     def render(self, request: IRequest):
+        for name, value in SECURITY_HEADERS.items():
+            request.setHeader(name, value)
         try:
             unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:

@@ -11,7 +11,11 @@ log, applied by L{comet.web._serve.serve} to every request.
   - An unknown user, a user without a password and a wrong password run the
     same code (L{comet.credentials.verify_password} against a dummy hash) and
     get the same answer, so their timing tells nothing.
-  - Failed attempts from one address slow that address down (L{Throttle}).
+  - Password guesses are limited per user name and address, and their
+    scrypt work is bounded (L{comet.web._throttle}); nothing waits, and
+    tokens are never throttled.  Failed logins are in the audit log.
+  - Change requests a browser sends for another site's page are refused
+    (L{comet.web._origin}).
   - The role an endpoint needs is in the route table (L{Endpoint.role}).
 """
 
@@ -23,14 +27,14 @@ import time
 from typing import Any
 
 import attrs
-from twisted.internet import threads
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from comet.credentials import verify_password
+from comet.credentials import TOKEN_PREFIX, hash_password, needs_rehash, verify_password
+from comet.names import check_name
 from comet.web._errors import HTTPError
+from comet.web._origin import OriginPolicy
+from comet.web._throttle import LoginThrottle, PasswordChecks
 from comet.web._table import ADMIN, PUBLIC, TICKET, Endpoint, allows
 
 log = Logger()
@@ -54,51 +58,8 @@ def _unauthorized(reason: str) -> HTTPError:
     return HTTPError(401, reason, {"WWW-Authenticate": CHALLENGE})
 
 
-class Throttle:
-    """
-    Slows down an address that keeps failing to authenticate: after C{free}
-    failures, each request from it waits C{base * 2**k} seconds (at most
-    C{cap}) before its credentials are even looked at.  An address is
-    forgotten C{forget} seconds after its last failure; at most C{size}
-    addresses are remembered (the oldest go first).
-    """
-
-    def __init__(self, clock, free: int = 3, base: float = 1.0, cap: float = 30.0,
-                 forget: float = 600.0, size: int = 10000):
-        self.clock = clock
-        self.free = free
-        self.base = base
-        self.cap = cap
-        self.forget = forget
-        self.size = size
-        #: address -> (failures, time of the last one)
-        self._failures: dict[str, tuple[int, float]] = {}
-
-    def delay(self, address: str) -> float:
-        """Seconds a request from C{address} waits now."""
-        entry = self._failures.get(address)
-        if entry is None:
-            return 0.0
-        count, last = entry
-        if self.clock.seconds() - last > self.forget:
-            del self._failures[address]
-            return 0.0
-        if count < self.free or self.base <= 0:
-            return 0.0
-        return min(self.cap, self.base * 2 ** (count - self.free))
-
-    def wait(self, address: str) -> Deferred:
-        """Fires when a request from C{address} may be checked (on the clock, no sleep)."""
-        delay = self.delay(address)
-        if delay <= 0:
-            return succeed(None)
-        return deferLater(self.clock, delay, lambda: None)
-
-    def failed(self, address: str) -> None:
-        count, _ = self._failures.pop(address, (0, 0.0))
-        if len(self._failures) >= self.size:
-            del self._failures[next(iter(self._failures))]
-        self._failures[address] = (count + 1, self.clock.seconds())
+#: Longer than any token L{comet.credentials.new_token} makes.
+_TOKEN_MAX = 128
 
 
 def client_address(request: IRequest) -> str:
@@ -110,18 +71,30 @@ class Authenticator:
     """
     Turns a request's C{Authorization} header into an L{Identity}, or a 401.
 
+    Nothing here ever waits: a right token or password is answered as soon
+    as it is checked, whoever failed before it from the same address.  A
+    wrong token costs one lookup by its hash (256 random bits are not
+    guessed, so tokens need no throttle); a password guess is first counted
+    by the L{LoginThrottle} (429 when over its limits) and then checked in
+    L{PasswordChecks}' own threads (429/503 when they are busy).
+
     @param users: L{comet.store.users.Users}.
     @param enabled: C{False} (C{[api] auth = false}): every caller is the
         admin C{anonymous}.
+    @param throttle: a L{LoginThrottle}.
+    @param checks: a L{PasswordChecks}.
     """
 
-    def __init__(self, users, clock=None, throttle: Throttle | None = None,
-                 enabled: bool = True):
+    def __init__(self, users, clock=None, throttle: LoginThrottle | None = None,
+                 enabled: bool = True, checks: PasswordChecks | None = None):
+        from twisted.internet import reactor
+
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+            clock = reactor
         self.users = users
         self.clock = clock
-        self.throttle = throttle if throttle is not None else Throttle(clock)
+        self.throttle = throttle if throttle is not None else LoginThrottle(clock)
+        self.checks = checks if checks is not None else PasswordChecks(reactor)
         self.enabled = enabled
 
     async def identify(self, request: IRequest) -> Identity:
@@ -130,33 +103,70 @@ class Authenticator:
         header = request.getHeader(b"authorization")
         if header is None:
             raise _unauthorized("credentials are required: a Bearer token or Basic user and password")
-        address = client_address(request)
-        await self.throttle.wait(address)
-        identity = await self._check(header)
-        if identity is None:
-            self.throttle.failed(address)
-            log.warn("failed authentication from {address}", address=address)
-            raise _unauthorized("wrong user name, password or token")
-        return identity
-
-    async def _check(self, header: bytes) -> Identity | None:
         scheme, _, value = header.decode("latin-1").strip().partition(" ")
         scheme, value = scheme.lower(), value.strip()
         if scheme == "bearer" and value:
-            user = await self.users.by_token(value)
-            return Identity(user.name, user.role) if user is not None else None
-        if scheme == "basic" and value:
-            try:
-                decoded = base64.b64decode(value, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                decoded = ":"
-            name, _, password = decoded.partition(":")
-            user = await self.users.get(name) if name else None
+            identity = await self._token(value)
+        elif scheme == "basic" and value:
+            identity = await self._password(request, value)
+        else:
+            identity = None
+        if identity is None:
+            raise _unauthorized("wrong user name, password or token")
+        return identity
+
+    async def _token(self, token: str) -> Identity | None:
+        if not token.startswith(TOKEN_PREFIX) or len(token) > _TOKEN_MAX:
+            return None   # no token of ours: not worth a lookup
+        user = await self.users.by_token(token)
+        return Identity(user.name, user.role) if user is not None else None
+
+    async def _password(self, request: IRequest, value: str) -> Identity | None:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ":"
+        name, _, password = decoded.partition(":")
+        address = client_address(request)
+        self.throttle.reserve(name, address)   # 429 when over the limits
+        try:
+            user = await self.users.get(name) if check_name(name) else None
             stored = user.password if user is not None else None
             # The same scrypt work whether or not the user exists.
-            ok = await threads.deferToThread(verify_password, password, stored)
-            return Identity(user.name, user.role) if ok and user is not None else None
-        return None
+            ok = await self.checks.run(address, verify_password, password, stored)
+        except BaseException:
+            self.throttle.cancelled(name, address)
+            raise
+        if not ok or user is None:
+            self.throttle.failed(name, address)
+            log.warn("failed login as {name!r} from {address}", name=name, address=address)
+            await self._audit_failure(request, name)
+            return None
+        self.throttle.succeeded(name, address)
+        if needs_rehash(stored):
+            await self._rehash(address, name, password, stored)
+        return Identity(user.name, user.role)
+
+    async def _rehash(self, address: str, name: str, password: str, stored: str) -> None:
+        """Store the password again with today's scrypt parameters (its old hash still verified)."""
+        try:
+            new = await self.checks.run(address, hash_password, password)
+            if await self.users.replace_password_hash(name, stored, new):
+                log.info("password of {name!r} hashed again with today's parameters", name=name)
+        except Exception:
+            # The login stands; the next one tries again.
+            log.failure("cannot store {name!r}'s password hash again", name=name)
+
+    async def _audit_failure(self, request: IRequest, name: str) -> None:
+        """A failed login, in the audit log: the user name tried (when it is a name), status 401."""
+        try:
+            await self.users.audit(
+                int(self.clock.seconds()), name if check_name(name) else "(not a name)",
+                request.method.decode("ascii", "replace"),
+                request.uri.decode("utf-8", "replace"), 401, None,
+            )
+        except Exception:
+            log.failure("cannot write the audit log")
 
 
 class Guard:
@@ -170,17 +180,24 @@ class Guard:
         the pipeline alone).
     """
 
-    def __init__(self, authenticator, users=None, max_body: int = 1024 * 1024, clock=None):
+    def __init__(self, authenticator, users=None, max_body: int = 1024 * 1024, clock=None,
+                 origins: OriginPolicy | None = None):
         self.authenticator = authenticator
         self.users = users
         self.max_body = max_body
         self.clock = clock
+        if origins is None:
+            # Without credentials, the Host is what tells a rebinding page apart.
+            origins = OriginPolicy(check_host=not getattr(authenticator, "enabled", True))
+        self.origins = origins
 
     async def identify(self, request: IRequest) -> Identity:
         return await self.authenticator.identify(request)
 
     async def admit(self, request: IRequest, endpoint: Endpoint) -> Identity | None:
         """The caller's identity once it may call C{endpoint}; else raise 401/403/413."""
+        # Before the credentials: another site's page gets no password check.
+        self.origins.check(request)
         identity = None
         if endpoint.role not in (PUBLIC, TICKET):
             identity = await self.identify(request)
@@ -209,6 +226,9 @@ class Guard:
             except ValueError:
                 raise HTTPError(400, "Content-Length is not a number") from None
         content = request.content
+        if content is not None and getattr(content, "closed", False):
+            # The client went away (Twisted closed the body): no one to answer.
+            return
         if content is not None and hasattr(content, "seek"):
             here = content.tell()
             content.seek(0, 2)

@@ -29,6 +29,7 @@ ERROR_WORDS = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "too_many_requests",
     500: "internal_error",
     502: "bad_gateway",
     503: "unavailable",

@@ -138,13 +138,17 @@ def _read_body(request: IRequest, endpoint: Endpoint) -> Any:
         return None
     raw = request.content.read() if request.content is not None else b""
     content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
+    if content_type != JSON:
+        # Even without a body: a page of another site can make a browser send
+        # a bodiless or text/plain POST with the user's credentials, but not
+        # one that says application/json (comet.web._origin).
+        raise HTTPError(
+            415, f"a {endpoint.method} needs Content-Type: {JSON}"
+            f" (an empty body included), not {content_type or 'none'}"
+        )
     if not raw.strip():
         # An action or DELETE without a body means "no parameters".
         return {}
-    if content_type != JSON:
-        raise HTTPError(
-            415, f"the request body must be {JSON}, not {content_type or 'untyped'}"
-        )
     try:
         body = json.loads(raw.decode("utf-8"), parse_constant=_not_json)
         if _depth(body) > MAX_DEPTH:
@@ -200,6 +204,19 @@ def _check_params(params: dict[str, Any]) -> None:
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
+def _watch_disconnect(request: IRequest) -> list:
+    """
+    A list that is empty while the client is connected, and not once it went
+    away (C{if gone:}).  Twisted closes the request's body then, so nothing
+    may read or answer it any more.
+    """
+    gone: list = []
+    notify = getattr(request, "notifyFinish", None)
+    if notify is not None:
+        notify().addErrback(gone.append)
+    return gone
+
+
 def render_error(request: IRequest, code: int, reason: str, headers=None) -> bytes:
     request.setResponseCode(code)
     for name, value in (headers or {}).items():
@@ -237,9 +254,14 @@ async def serve(
         anything else, and a change request is written to the audit log.
     """
     result = None
+    gone = _watch_disconnect(request)
     try:
         if guard is not None:
             await guard.admit(request, endpoint)
+        if gone:
+            # The client left while its credentials were checked: nothing is
+            # begun for no one (a change, once begun, runs to its end).
+            return b""
         accept = _header(request, b"accept")
         if accept and not _accepts(accept, endpoint.produces):
             raise HTTPError(406, f"this resource answers {endpoint.produces} only")
@@ -257,6 +279,8 @@ async def serve(
         raise
     except Exception:
         code, reason, headers = classify(Failure())
+        if gone:
+            return b""   # no one to answer (a bug was logged all the same)
         answer = render_error(request, code, reason, headers)
     if guard is not None:
         await guard.record(request, getattr(request, "comet_identity", None), result)

@@ -63,6 +63,8 @@ class LimitedRequest(Request):
         head = (
             b"HTTP/1.1 413 Content Too Large\r\n"
             b"Content-Type: application/json; charset=utf-8\r\n"
+            b"X-Content-Type-Options: nosniff\r\n"
+            b"Content-Security-Policy: frame-ancestors 'none'\r\n"
             b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
             b"Connection: close\r\n\r\n"
         )

@@ -124,9 +124,10 @@ def document(routes: RouteTable = ROUTES) -> dict:
             operation["x-comet-role"] = endpoint.role
         if endpoint.schema is not None:
             operation["requestBody"] = {
-                # An empty body is C{{}} (_serve.py), so a body is required
-                # only when its schema requires a field (PUT included).
-                "required": bool(endpoint.schema.get("required")),
+                # Content-Type: application/json is required even without a
+                # body (415: comet.web._origin), and an empty body is C{{}}:
+                # a client sends one always.
+                "required": True,
                 "content": {JSON: {"schema": endpoint.schema}},
             }
         item[endpoint.method.lower()] = operation

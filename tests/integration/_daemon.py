@@ -176,9 +176,10 @@ class CometDaemonCase(TestCase):
     async def request(self, method: str, path: str, body=None) -> _Answer:
         headers = bearer(self.api_token)
         data = None
+        if method in ("POST", "PUT", "DELETE"):
+            headers[b"Content-Type"] = [b"application/json"]   # 415 without, a body or not
         if body is not None:
             data = json.dumps(body).encode()
-            headers[b"Content-Type"] = [b"application/json"]
         response = await http().request(method, self.base_url + path, data=data, headers=headers)
         return _Answer(response.code, response.headers, await response.content())
 

@@ -17,18 +17,13 @@ from __future__ import annotations
 import base64
 import time
 import io
-import itertools
-import json
 import os
 import secrets
-import shutil
 import subprocess
 
 import attrs
 import libvirt
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
@@ -38,53 +33,11 @@ from comet.config import HostConfig
 from comet.web import CometAPI
 from comet.web import console as console_web
 from tests._api import APIClient, make_models
-from tests._util import http, temp_dir
+from tests.integration._browser import CHROMIUM, DevTools, start_chromium
 from tests.integration._testbed import requireTestbed
-from tests.test_service import free_port
-
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 def _sleep(seconds):
     return deferLater(reactor, seconds, lambda: None)
-
-
-class _DevTools(WebSocketClientProtocol):
-    """A minimal Chrome DevTools protocol client: C{call(method, **params)}."""
-
-    def onOpen(self):
-        self._ids = itertools.count(1)
-        self._pending: dict[int, Deferred] = {}
-        self.factory.opened.callback(self)
-
-    def call(self, method, **params):
-        id = next(self._ids)
-        d = self._pending[id] = Deferred()
-        self.sendMessage(json.dumps({"id": id, "method": method, "params": params}).encode())
-        return d.addTimeout(60, reactor)
-
-    def onMessage(self, payload, isBinary):
-        message = json.loads(payload)
-        d = self._pending.pop(message.get("id"), None)
-        if d is None:
-            return
-        if "error" in message:
-            d.errback(RuntimeError(f"DevTools: {message['error']}"))
-        else:
-            d.callback(message.get("result", {}))
-
-    async def evaluate(self, expression):
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result.get("result", {}).get("value")
 
 
 class _BrowserConsole(TestCase):
@@ -159,50 +112,8 @@ class _BrowserConsole(TestCase):
                     ["virsh", "-c", "qemu:///system", command, domain], capture_output=True
                 )
 
-    async def _start_chromium(self) -> _DevTools:
-        port = free_port()
-        profile = temp_dir(self, "comet-chromium-")
-        self.chromium_log = open(os.path.join(profile, "chromium.log"), "wb")
-        argv = [
-            CHROMIUM,
-            *CHROMIUM_FLAGS,
-            f"--remote-debugging-port={port}",
-            "--remote-allow-origins=*",
-            f"--user-data-dir={profile}",
-            "--window-size=1024,800",
-            "about:blank",
-        ]
-        process = subprocess.Popen(argv, stdout=self.chromium_log, stderr=subprocess.STDOUT)
-
-        def stop():
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            self.chromium_log.close()
-
-        self.addCleanup(stop)
-        client = http()
-        for _ in range(300):
-            try:
-                response = await client.get(f"http://127.0.0.1:{port}/json/list")
-                targets = json.loads(await response.content())
-                pages = [t for t in targets if t.get("type") == "page"]
-                if pages:
-                    break
-            except Exception:
-                pass
-            await _sleep(0.1)
-        else:
-            self.fail("chromium's DevTools did not answer")
-        factory = WebSocketClientFactory(pages[0]["webSocketDebuggerUrl"])
-        factory.protocol = _DevTools
-        factory.opened = Deferred()
-        connector = reactor.connectTCP("127.0.0.1", port, factory)
-        self.addCleanup(connector.disconnect)
-        return await factory.opened.addTimeout(30, reactor)
+    async def _start_chromium(self) -> DevTools:
+        return await start_chromium(self)
 
     async def navigate(self, url):
         """

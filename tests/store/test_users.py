@@ -15,7 +15,7 @@ class UserStoreTests(TestCase):
 
     def test_users_and_tokens(self):
         with connect(self.db.path) as conn:
-            users.add_user(conn, "ann", "admin", "pw")
+            users.add_user(conn, "ann", "admin", "pw-long-enough")
             users.add_user(conn, "tom", "viewer", None)
             self.assertRaises(Conflict, users.add_user, conn, "ann", "viewer", None)
             self.assertRaises(InvalidInput, users.add_user, conn, "x", "root", None)
@@ -27,7 +27,7 @@ class UserStoreTests(TestCase):
             # Only the hash is stored.
             dump = "\n".join(conn.iterdump())
             self.assertNotIn(token, dump)
-            self.assertNotIn("'pw'", dump)
+            self.assertNotIn("pw-long-enough", dump)
             self.assertRaises(NotFound, users.create_token, conn, "nobody")
             users.revoke_token(conn, record.id)
             self.assertIsNone(users.user_of_token(conn, token))

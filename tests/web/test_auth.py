@@ -9,7 +9,7 @@ import base64
 import json
 
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import CancelledError, ensureDeferred, gatherResults
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
@@ -18,9 +18,13 @@ from comet.admin import connect
 from comet.store import users as users_sql
 from comet.store.users import Users
 from comet.web import CometAPI, ROUTES
-from comet.web._auth import CHALLENGE, Authenticator, Guard, Throttle
+from comet.web._auth import CHALLENGE, Authenticator, Guard
+from comet.web._errors import HTTPError
+from comet.web._throttle import LoginThrottle, PasswordChecks
 from comet.web._table import ADMIN, PUBLIC, ROLE_RANKS, TICKET, RouteTable, allows
-from tests._api import APIClient, bearer, make_client, make_models, make_token, temp_database
+from tests._api import (
+    APIClient, bearer, cheap_passwords, make_client, make_models, make_token, temp_database,
+)
 from tests.web.test_serve import assertError
 
 ROLES = sorted(ROLE_RANKS, key=ROLE_RANKS.get)
@@ -54,11 +58,18 @@ def basic(user: str, password: str) -> str:
 
 
 def guarded(testcase, models=None, clock=reactor):
-    """A CometAPI over the real route table whose users are in a fresh database."""
+    """
+    A CometAPI over the real route table whose users are in a fresh database,
+    with cheap password hashes and no limit on failed logins (these tests
+    send hundreds).
+    """
+    cheap_passwords(testcase)
     db = temp_database(testcase)
     users = Users(db)
-    throttle = Throttle(clock, base=0)
-    guard = Guard(Authenticator(users, clock, throttle), users, max_body=1024)
+    throttle = LoginThrottle(clock, per_address=10**6, per_user=10**6)
+    checks = PasswordChecks(reactor)
+    testcase.addCleanup(checks.stop)
+    guard = Guard(Authenticator(users, clock, throttle, checks=checks), users, max_body=1024)
     api = CometAPI(models if models is not None else Untouchable(), ROUTES, guard)
     return api, db
 
@@ -199,12 +210,12 @@ class CredentialTests(TestCase):
         self.patch(auth, "verify_password", spy)
         api, db = guarded(self, Untouchable())
         with connect(db.path) as conn:
-            users_sql.add_user(conn, "pw", "admin", "right")
+            users_sql.add_user(conn, "pw", "admin", "right password")
             users_sql.add_user(conn, "tokenonly", "admin", None)
         client = APIClient(api, role=None)
         answers = [
             await client.get("/cluster", headers={"Authorization": basic(user, password)})
-            for user, password in [("pw", "wrong"), ("ghost", "right"), ("tokenonly", "")]
+            for user, password in [("pw", "wrong"), ("ghost", "right password"), ("tokenonly", "")]
         ]
         self.assertEqual(calls, [False, True, True])
         self.assertEqual(len({(a.code, a.body) for a in answers}), 1)
@@ -227,50 +238,215 @@ class CredentialTests(TestCase):
         """C{[api] auth = false}: every caller is the admin 'anonymous'."""
         models = make_models(self)
         guard = Guard(Authenticator(models.users, enabled=False), models.users)
-        client = APIClient(CometAPI(models, guard=guard), role=None)
+        client = APIClient(CometAPI(models, guard=guard), role=None, base="http://localhost:8080")
         self.assertEqual((await client.post("/cluster", {"name": "a"})).code, 201)
         with connect(models.users.db.path) as conn:
             (entry,) = users_sql.list_audit(conn)
         self.assertEqual(entry.user, "anonymous")
 
+    async def test_auth_disabled_rebinding(self):
+        """
+        Without credentials, a request whose Host is not loopback (a page of
+        evil.example whose name was made to resolve to 127.0.0.1) is refused
+        403, reads included, and changes nothing; api.allowed_hosts names
+        more hosts.
+        """
+        from comet.web._origin import OriginPolicy
+
+        models = make_models(self)
+        guard = Guard(Authenticator(models.users, enabled=False), models.users)
+        for base in ["http://evil.example:8080", "http://127.0.0.1.evil.example"]:
+            client = APIClient(CometAPI(models, guard=guard), role=None, base=base)
+            assertError(self, await client.post("/cluster", {"name": "a"}), 403, "forbidden",
+                        "is not this daemon's")
+            assertError(self, await client.get("/cluster"), 403, "forbidden", "DNS rebinding")
+        for base in ["http://127.0.0.1:8080", "http://127.1.2.3", "http://localhost"]:
+            client = APIClient(CometAPI(models, guard=guard), role=None, base=base)
+            self.assertEqual((await client.get("/cluster")).json, [])
+        guard = Guard(Authenticator(models.users, enabled=False), models.users,
+                      origins=OriginPolicy(check_host=True, allowed_hosts=("comet.lan",)))
+        client = APIClient(CometAPI(models, guard=guard), role=None, base="http://comet.lan:8080")
+        self.assertEqual((await client.get("/cluster")).json, [])
+
 
 class ThrottleTests(TestCase):
-    def test_delays(self):
-        """After the free failures, the delay doubles up to the cap; it is forgotten later."""
+    def test_window(self):
+        """Failures count per user and address for the window; a success counts for nothing."""
         clock = Clock()
-        throttle = Throttle(clock, free=2, base=1.0, cap=5.0, forget=100.0)
-        delays = []
-        for _ in range(6):
-            delays.append(throttle.delay("10.0.0.1"))
-            throttle.failed("10.0.0.1")
-        self.assertEqual(delays, [0, 0, 1.0, 2.0, 4.0, 5.0])
-        self.assertEqual(throttle.delay("10.0.0.2"), 0)
-        clock.advance(101)
-        self.assertEqual(throttle.delay("10.0.0.1"), 0)
+        throttle = LoginThrottle(clock, per_address=2, per_user=3, window=100.0)
+        for _ in range(2):
+            throttle.reserve("ann", "10.0.0.1")
+            throttle.failed("ann", "10.0.0.1")
+        e = self.assertRaises(HTTPError, throttle.reserve, "ann", "10.0.0.1")
+        self.assertEqual((e.code, e.headers), (429, {"Retry-After": "100"}))
+        # Another user from that address, and that user from another address: allowed.
+        throttle.reserve("bob", "10.0.0.1")
+        throttle.succeeded("bob", "10.0.0.1")
+        throttle.reserve("ann", "10.0.0.2")
+        throttle.failed("ann", "10.0.0.2")
+        # Three failures for 'ann' in all: a fourth address is refused too.
+        e = self.assertRaises(HTTPError, throttle.reserve, "ann", "10.0.0.3")
+        self.assertEqual(e.code, 429)
+        clock.advance(60)
+        self.assertEqual(throttle.retry_after("ann", "10.0.0.1"), 40)
+        clock.advance(41)
+        self.assertEqual(throttle.retry_after("ann", "10.0.0.1"), 0)
+        throttle.reserve("ann", "10.0.0.1")
+        throttle.succeeded("ann", "10.0.0.1")
+        self.assertEqual(throttle.retry_after("ann", "10.0.0.1"), 0)
+
+    def test_reserved_before_checked(self):
+        """Guesses being checked count already: parallel ones cannot pass the limit together."""
+        throttle = LoginThrottle(Clock(), per_address=3, per_user=100)
+        for _ in range(3):
+            throttle.reserve("ann", "10.0.0.1")
+        e = self.assertRaises(HTTPError, throttle.reserve, "ann", "10.0.0.1")
+        self.assertEqual((e.code, e.headers), (429, {"Retry-After": "1"}))
+        throttle.cancelled("ann", "10.0.0.1")
+        throttle.reserve("ann", "10.0.0.1")
 
     def test_bounded(self):
-        throttle = Throttle(Clock(), size=3)
+        """At most C{size} keys are remembered (two per user name and address)."""
+        throttle = LoginThrottle(Clock(), size=6)
         for i in range(10):
-            throttle.failed(f"a{i}")
-        self.assertEqual(len(throttle._failures), 3)
+            throttle.reserve(f"u{i}", "a")
+            throttle.failed(f"u{i}", "a")
+        self.assertEqual(throttle.retry_after("u0", "a"), 0)
+        self.assertLessEqual(sum(1 for i in range(10) if throttle.retry_after(f"u{i}", "a") == 0), 10)
 
-    async def test_slowed_on_the_clock(self):
-        """A request from a failing address is not even checked until the clock says so."""
-        clock = Clock()
-        models = make_models(self)
-        throttle = Throttle(clock, free=1, base=10.0)
-        guard = Guard(Authenticator(models.users, clock, throttle), models.users)
-        client = APIClient(CometAPI(models, guard=guard))
-        bad = {"Authorization": "Bearer comet_wrong"}
-        self.assertEqual((await client.get("/cluster", headers=bad)).code, 401)
-        # The good token, from the same address: it waits for the clock.
-        d = ensureDeferred(client.get("/cluster"))
-        for _ in range(20):
-            await deferLater(reactor, 0.001, lambda: None)
-        self.assertFalse(d.called)
-        clock.advance(10)
-        answer = await d
-        self.assertEqual(answer.code, 200)
+
+class PasswordCheckTests(TestCase):
+    async def test_bounded(self):
+        """
+        At most C{per_address} checks from one address (429) and C{in_flight}
+        in all (503), counted until their thread ends, even when the caller
+        gave up.
+        """
+        import threading
+
+        checks = PasswordChecks(reactor, threads=1, in_flight=3, per_address=2)
+        self.addCleanup(checks.stop)
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        first = checks.run("a", gate.wait, 10)
+        checks.run("a", gate.wait, 10)
+        e = self.assertRaises(HTTPError, checks.run, "a", gate.wait, 10)
+        self.assertEqual((e.code, e.headers), (429, {"Retry-After": "1"}))
+        third = checks.run("b", gate.wait, 10)
+        e = self.assertRaises(HTTPError, checks.run, "c", gate.wait, 10)
+        self.assertEqual(e.code, 503)
+        first.cancel()
+        self.failureResultOf(first).trap(CancelledError)
+        self.assertEqual(checks.in_flight, 3)
+        gate.set()
+        self.assertTrue(await third)
+        while checks.in_flight:
+            await deferLater(reactor, 0.01, lambda: None)
+
+
+class BurstTests(TestCase):
+    """
+    An attack from one address: many wrong tokens and passwords at once,
+    then the right credentials.
+    """
+
+    def setUp(self):
+        cheap_passwords(self)
+        self.clock = Clock()   # never advanced: anything that waited on it would never answer
+        self.models = make_models(self)
+        self.throttle = LoginThrottle(self.clock, per_address=5, per_user=20)
+        self.checks = PasswordChecks(reactor, threads=2, in_flight=100, per_address=100)
+        self.addCleanup(self.checks.stop)
+        authenticator = Authenticator(self.models.users, self.clock, self.throttle,
+                                      checks=self.checks)
+        self.client = APIClient(CometAPI(self.models, guard=Guard(authenticator, self.models.users)))
+        with connect(self.models.users.db.path) as conn:
+            users_sql.add_user(conn, "alice", "admin", "alice's long password")
+            users_sql.add_user(conn, "bob", "viewer", "bob's long password")
+
+    async def burst(self, authorizations):
+        answers = await gatherResults([
+            ensureDeferred(self.client.get("/templates", headers={"Authorization": a}))
+            for a in authorizations
+        ])
+        return [a.code for a in answers]
+
+    async def test_right_credentials_answered_at_once(self):
+        """
+        After 50 wrong tokens and 30 wrong passwords sent at once from one
+        address, the right token and the right passwords of both users are
+        answered at once: nothing waited on the clock, which never moved.
+        """
+        bad = ["Bearer comet_" + "x" * 43] * 25 + ["Bearer nonsense"] * 25
+        bad += [basic("alice", f"guess {i}") for i in range(20)]
+        bad += [basic(f"ghost{i}", "guess") for i in range(10)]
+        codes = await self.burst(bad)
+        self.assertEqual(set(codes[:50]), {401})
+        self.assertEqual(set(codes[50:]) - {401, 429}, set())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        for authorization in [self.client.authorization, basic("bob", "bob's long password")]:
+            answer = ensureDeferred(self.client.get("/templates", headers={"Authorization": authorization}))
+            answer.addTimeout(30, reactor)
+            self.assertEqual((await answer).code, 200)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    async def test_parallel_guesses_limited(self):
+        """
+        30 guesses of alice's password at once: only as many are checked as
+        the limit allows (5), even the right one sent among them; the others
+        are refused with 429 and Retry-After before any scrypt work.
+        """
+        import comet.web._auth as auth
+
+        checked = []
+        real = auth.verify_password
+
+        def spy(password, stored):
+            checked.append(password)
+            return real(password, stored)
+
+        self.patch(auth, "verify_password", spy)
+        guesses = [basic("alice", f"guess {i}") for i in range(29)] + [
+            basic("alice", "alice's long password")
+        ]
+        codes = await self.burst(guesses)
+        self.assertEqual(len(checked), 5)
+        self.assertEqual(codes.count(429), 25)
+        self.assertEqual(codes.count(401), 5)
+        answer = await self.client.get(
+            "/templates", headers={"Authorization": basic("alice", "alice's long password")}
+        )
+        assertError(self, answer, 429, "too_many_requests", "too many failed logins as 'alice'")
+        self.assertEqual(answer.header("retry-after"), "600")
+        self.assertEqual(len(checked), 5)
+        # alice's token still works, at once.
+        token = make_token(self.models.users.db.path, "admin", "alice")
+        self.assertEqual((await self.client.get("/templates", headers={"Authorization": bearer(token)})).code, 200)
+
+    async def test_failed_logins_audited(self):
+        """A wrong password is in the audit log (the name tried, 401); a wrong token costs no write."""
+        await self.burst([basic("alice", "wrong guess"), basic("a b", "x"), "Bearer comet_nope"])
+        log = (await self.client.get("/auditlog")).json
+        self.assertEqual(
+            sorted((e["user"], e["method"], e["uri"], e["status"]) for e in log),
+            [("(not a name)", "GET", "/templates", 401), ("alice", "GET", "/templates", 401)],
+        )
+
+    async def test_rehash(self):
+        """A login with a hash of older parameters stores it again with today's; both verify."""
+        from comet import credentials
+
+        old = credentials.hash_password("carol's long password", n=2**8, r=8, p=1)
+        with connect(self.models.users.db.path) as conn:
+            users_sql.add_user(conn, "carol", "viewer", None)
+            conn.execute("UPDATE users SET password = ? WHERE name = 'carol'", (old,))
+        auth = {"Authorization": basic("carol", "carol's long password")}
+        self.assertEqual((await self.client.get("/templates", headers=auth)).code, 200)
+        with connect(self.models.users.db.path) as conn:
+            new = users_sql.get_user(conn, "carol").password
+        self.assertNotEqual(new, old)
+        self.assertFalse(credentials.needs_rehash(new))
+        self.assertEqual((await self.client.get("/templates", headers=auth)).code, 200)
 
 
 class LimitTests(TestCase):

@@ -74,17 +74,22 @@ class OpenAPITests(TestCase):
         (id,) = doc["paths"]["/tasks/{id}"]["parameters"]
         self.assertEqual(id["schema"], {"type": "integer", "minimum": 0, "maximum": 2**63 - 1})
 
-    async def test_put_body_optional(self):
+    async def test_body_required(self):
         """
-        A PUT without a body changes nothing and answers 200, so the document
-        must not call its body required (schemathesis: a PUT with no body was
-        accepted); a body is required where its schema requires a field.
+        Every POST, PUT and DELETE needs C{Content-Type: application/json},
+        an empty body included (a cross-site form sends none), so the document
+        calls every request body required: a PUT without one is a 415 (it was
+        accepted, and the document said the body was optional), and an empty
+        body with the JSON type is C{{}}.
         """
         doc = document()
-        self.assertFalse(doc["paths"]["/cluster/{name}"]["put"]["requestBody"]["required"])
+        self.assertTrue(doc["paths"]["/cluster/{name}"]["put"]["requestBody"]["required"])
         self.assertTrue(doc["paths"]["/cluster"]["post"]["requestBody"]["required"])
+        self.assertTrue(doc["paths"]["/cluster/{name}"]["delete"]["requestBody"]["required"])
         client = make_client(self)
         await client.post("/cluster", {"name": "lab"})
+        answer = await client.request("PUT", "/cluster/lab", headers={"Content-Type": None})
+        self.assertEqual(answer.code, 415)
         answer = await client.request("PUT", "/cluster/lab")
         self.assertEqual((answer.code, answer.json["name"]), (200, "lab"))
 

@@ -123,6 +123,65 @@ class ErrorRulesTests(TestCase):
         assertError(self, answer, 415, "unsupported_media_type")
         self.assertEqual(self.calls, [])
 
+    async def test_bodiless_change_needs_json_type(self):
+        """
+        A POST or DELETE without a body still needs C{Content-Type:
+        application/json}: what another site's form or plain fetch sends (no
+        type, text/plain, form encoding) is a 415, and runs nothing.
+        """
+        for content_type in [None, "text/plain", "application/x-www-form-urlencoded",
+                             "multipart/form-data; boundary=x"]:
+            for method, path in [("POST", "/things/a/poke"), ("DELETE", "/things/a")]:
+                answer = await self.client.request(
+                    method, path, headers={"Content-Type": content_type}
+                )
+                assertError(self, answer, 415, "unsupported_media_type",
+                            f"a {method} needs Content-Type: application/json (an empty body included)")
+        self.assertEqual(self.calls, [])
+
+    async def test_cross_site_refused(self):
+        """
+        A change request that a browser sent for another origin's page (its
+        C{Sec-Fetch-Site}, or an C{Origin} that is not the C{Host}) is a 403
+        and runs nothing, even with the JSON type; GET is not concerned.
+        """
+        json_type = {"Content-Type": "application/json"}
+        refused = [
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site"},   # another port of the same host
+            {"Origin": "http://evil.example"},
+            {"Origin": "http://comet.test:8081"},
+            {"Origin": "null"},
+            {"Origin": "http://comet.test", "Sec-Fetch-Site": "cross-site"},
+        ]
+        for headers in refused:
+            for method, path in [("POST", "/things/a/poke"), ("DELETE", "/things/a"),
+                                 ("POST", "/things")]:
+                answer = await self.client.request(
+                    method, path, raw=b'{"name": "x"}' if path == "/things" else None,
+                    headers=dict(json_type, **headers),
+                )
+                assertError(self, answer, 403, "forbidden", "is refused")
+        self.assertEqual(self.calls, [])
+        for headers in [{}, {"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"},
+                        {"Origin": "http://comet.test", "Sec-Fetch-Site": "same-origin"},
+                        {"Origin": "http://comet.test:80"}]:
+            answer = await self.client.delete("/things/a", headers=headers)
+            self.assertEqual(answer.code, 204, (headers, answer.body))
+        answer = await self.client.get("/things", headers={"Sec-Fetch-Site": "cross-site",
+                                                            "Origin": "http://evil.example"})
+        self.assertEqual(answer.code, 200)
+
+    async def test_security_headers(self):
+        """Every answer, success or error, forbids sniffing and framing."""
+        answers = [await self.client.get("/things"), await self.client.get("/nowhere"),
+                   await self.client.get("/things/bug"),
+                   await self.client.post("/things/a/poke", headers={"Content-Type": None})]
+        self.flushLoggedErrors(_Boom)
+        for answer in answers:
+            self.assertEqual(answer.header("x-content-type-options"), "nosniff")
+            self.assertEqual(answer.header("content-security-policy"), "frame-ancestors 'none'")
+
     async def test_malformed_json(self):
         """Malformed JSON is a 400."""
         answer = await self.client.post(
@@ -382,6 +441,7 @@ class _Request:
     def __init__(self, raw: bytes, content_type: bytes | None):
         self.content = io.BytesIO(raw)
         self._type = content_type
+        self.method = b"POST"
 
     def getHeader(self, name):
         return self._type if name.lower() == b"content-type" else None
@@ -427,6 +487,8 @@ class PropertyTests(TestCase):
         except HTTPError as e:
             self.assertIn(e.code, (400, 415))
             return
+        self.assertIsNotNone(content_type)
+        self.assertEqual(content_type.split(b";")[0].lower(), b"application/json")
         if raw.strip():
             self.assertEqual(body, json.loads(raw.decode("utf-8")))
         else:

@@ -14,6 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.ssl import Certificate
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -130,6 +131,60 @@ class BodyLimitTests(TestCase):
         )
         self.assertEqual(response.code, 201)
         await response.content()
+
+
+class _Gated:
+    """An authenticator that holds every request until L{release}."""
+
+    def __init__(self):
+        self.requests = []
+        self.waiting = Deferred()
+        self.gate = Deferred()
+
+    async def identify(self, request):
+        from comet.web._auth import Identity
+
+        self.requests.append(request)
+        self.waiting.callback(None)
+        await self.gate
+        return Identity("test", "admin")
+
+
+class ClientGoneTests(TestCase):
+    async def test_change_whose_client_left_during_authentication(self):
+        """
+        A POST whose client goes away while its credentials are checked is
+        not run, nothing is written to the closed request, and no error is
+        logged (it read the closed body: "ValueError: I/O operation on
+        closed file", a 500 in the log).
+        """
+        from comet.web._auth import Guard
+
+        models = make_models(self)
+        gated = _Gated()
+        api = CometAPI(models, guard=Guard(gated, models.users))
+        port = reactor.listenTCP(0, api_site(api.resource(), 1000), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        body = b'{"name": "lab"}'
+        head = (
+            b"POST /cluster HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        client = _Collect(head + body)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), client)
+        await gated.waiting
+        (request,) = gated.requests
+        lost = request.notifyFinish()
+        client.transport.loseConnection()
+        await client.closed
+        await lost.addErrback(lambda f: None)
+        gated.gate.callback(None)
+        await api.drain()
+        for _ in range(5):
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(await models.clusters.list(), [])
+        self.assertEqual(client.data, b"")
 
 
 class TLSTests(TestCase):
