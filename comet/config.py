@@ -130,6 +130,22 @@ class StorageConfig:
 
 
 @attrs.frozen
+class ConsoleConfig:
+    #: Seconds after which a browser console session is closed (0: never).
+    max_session: float = 4 * 3600.0
+    #: Largest websocket message (and frame) a console accepts from the browser, in bytes.
+    max_message: int = 256 * 1024
+
+
+@attrs.frozen
+class TasksConfig:
+    #: Finished and failed tasks older than this many days are deleted (0: kept for ever).
+    keep_days: float = 30.0
+    #: Seconds between two prunings of old tasks.
+    prune_interval: float = 3600.0
+
+
+@attrs.frozen
 class ReconcileConfig:
     #: Seconds between two runs of the reconciler (it also runs at start); 0: only at start.
     interval: float = 60.0
@@ -158,6 +174,8 @@ class Config:
     compute: ComputeConfig = attrs.Factory(ComputeConfig)
     storage: StorageConfig = attrs.Factory(StorageConfig)
     reconcile: ReconcileConfig = attrs.Factory(ReconcileConfig)
+    console: ConsoleConfig = attrs.Factory(ConsoleConfig)
+    tasks: TasksConfig = attrs.Factory(TasksConfig)
     debug: DebugConfig = attrs.Factory(DebugConfig)
     #: The file this came from, or ``None`` for the embedded default.
     source: str | None = None
@@ -174,6 +192,8 @@ _TABLES: dict[str, tuple[type, bool]] = {
     "compute": (ComputeConfig, False),
     "storage": (StorageConfig, False),
     "reconcile": (ReconcileConfig, False),
+    "console": (ConsoleConfig, False),
+    "tasks": (TasksConfig, False),
     "debug": (DebugConfig, False),
 }
 
@@ -209,6 +229,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "password_threads": (1, 64),
     "password_checks": (1, math.inf),
     "password_checks_per_address": (1, math.inf),
+    "max_session": (0, 1e9),
+    "max_message": (1024, 1 << 30),
+    "keep_days": (0, 1e6),
+    "prune_interval": (1, 1e9),
 }
 
 

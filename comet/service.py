@@ -106,6 +106,9 @@ class CometService(MultiService):
         except Exception:
             log.failure("reconciling at start failed")
         self.models.reconciler.start(self.config.reconcile.interval)
+        self.models.tasks.start_pruning(
+            self.config.tasks.keep_days, self.config.tasks.prune_interval
+        )
         from comet.web._auth import Authenticator, Guard
         from comet.web._origin import OriginPolicy
         from comet.web._site import api_site
@@ -152,6 +155,8 @@ class CometService(MultiService):
         log.critical("Comet cannot start: {reason}", reason=failure.getErrorMessage())
         if self.models is not None and self.models.locks is not None:
             self.models.locks.stop_renewing()
+        if self.models is not None and self.models.tasks is not None:
+            self.models.tasks.stop_pruning()
         # Stop what did start (the libvirt threads, ssh runners).
         MultiService.stopService(self)
         self._stop_stallwatch()
@@ -167,6 +172,8 @@ class CometService(MultiService):
     async def _stop(self) -> None:
         if self.models is not None and self.models.reconciler is not None:
             self.models.reconciler.stop()
+        if self.models is not None and self.models.tasks is not None:
+            self.models.tasks.stop_pruning()
         for port in (self.port, self.manhole_port):
             if port is not None:
                 await port.stopListening()

@@ -28,6 +28,10 @@ KINDS = ("vnc", "serial")
 
 #: Seconds a ticket may wait to be used.
 TICKET_TTL = 60.0
+#: Seconds the VNC password of a ticket outlives the ticket (it must still be
+#: good for the VNC handshake that follows a ticket used at its last moment,
+#: and the compute host's clock may be a little behind ours).
+PASSWORD_GRACE = 30.0
 
 #: Characters of a VNC password (VNC uses at most 8; printable, URL-safe).
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
@@ -83,6 +87,8 @@ class ConsoleModel:
         ttl: float = TICKET_TTL,
         token: Callable[[], str] = lambda: secrets.token_urlsafe(32),
         password: Callable[[], str] = random_password,
+        max_session: float = 4 * 3600.0,
+        max_message: int = 256 * 1024,
     ):
         self._vms = vms
         self._hv = hypervisors
@@ -92,6 +98,10 @@ class ConsoleModel:
         self._token = token
         self._password = password
         self._tickets: dict[str, Ticket] = {}
+        #: Seconds after which a console session is closed (0: never).
+        self.max_session = max_session
+        #: Largest websocket message (and frame) accepted from the browser.
+        self.max_message = max_message
 
     def _prune(self) -> None:
         now = self._clock.seconds()
@@ -116,10 +126,15 @@ class ConsoleModel:
         host = vm.record.host
         uri = self._uris.get(host, "")
         password = None
+        expires = self._clock.seconds() + self._ttl
         if kind == "vnc":
             password = self._password()
             try:
-                await self._hv.set_vnc_password(host, vm.record.domain_name, password)
+                # The password stops letting anyone in soon after the ticket
+                # expires (libvirt's passwdValidTo; a session already open stays).
+                await self._hv.set_vnc_password(
+                    host, vm.record.domain_name, password, valid_to=expires + PASSWORD_GRACE
+                )
             except HypervisorError as e:
                 # A driver that lacks the call never will have it: not a
                 # backend failure (502) but a VM whose host gives no console.
@@ -137,7 +152,7 @@ class ConsoleModel:
             host=host,
             domain=vm.record.domain_name,
             password=password,
-            expires=self._clock.seconds() + self._ttl,
+            expires=expires,
             kind=kind,
             uri=uri,
         )

@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from comet.errors import CometError
@@ -129,5 +130,36 @@ class TaskRunner:
     def get(self, task_id: int):
         return self._tasks.get(task_id)
 
-    def list(self, status: str | None = None):
-        return self._tasks.list(status)
+    def list(self, status: str | None = None, limit: int | None = None, offset: int = 0,
+             newest_first: bool = False):
+        return self._tasks.list(status, limit, offset, newest_first)
+
+    async def prune(self, keep_days: float) -> int:
+        """Delete the tasks that ended more than C{keep_days} days ago; how many."""
+        if keep_days <= 0:
+            return 0
+        count = await self._tasks.prune(self._now() - int(keep_days * 86400))
+        if count:
+            log.info("deleted {count} tasks that ended over {days} days ago",
+                     count=count, days=keep_days)
+        return count
+
+    def start_pruning(self, keep_days: float, interval: float) -> None:
+        """Prune (L{prune}) now and every C{interval} seconds, until L{stop_pruning}."""
+        if keep_days <= 0:
+            return
+
+        async def prune():
+            try:
+                await self.prune(keep_days)
+            except Exception:
+                log.failure("pruning old tasks")
+
+        self._pruning = LoopingCall(lambda: ensureDeferred(prune()))
+        self._pruning.clock = self._clock
+        self._pruning.start(interval, now=True)
+
+    def stop_pruning(self) -> None:
+        pruning, self._pruning = getattr(self, "_pruning", None), None
+        if pruning is not None and pruning.running:
+            pruning.stop()

@@ -62,14 +62,19 @@ def _update(conn, task_id: int, now: int, changes: dict) -> TaskRecord:
     return _get(conn, task_id)
 
 
-def _list(conn, status: str | None) -> list[TaskRecord]:
-    if status is None:
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM tasks ORDER BY id")
-    else:
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM tasks WHERE status = ? ORDER BY id", (status,)
-        )
+def _list(conn, status: str | None, limit: int | None = None, offset: int = 0,
+          newest_first: bool = False) -> list[TaskRecord]:
+    where, args = ("", []) if status is None else (" WHERE status = ?", [status])
+    order = "DESC" if newest_first else "ASC"
+    sql = f"SELECT {_COLUMNS} FROM tasks{where} ORDER BY id {order} LIMIT ? OFFSET ?"
+    rows = conn.execute(sql, (*args, -1 if limit is None else limit, offset))
     return [_record(row) for row in rows]
+
+
+def _prune(conn, before: int) -> int:
+    """Delete the tasks that ended (finished or failed) before C{before}; how many."""
+    cur = conn.execute("DELETE FROM tasks WHERE status != 'running' AND updated < ?", (before,))
+    return cur.rowcount
 
 
 def _fail_running(conn, message: str, now: int) -> list[int]:
@@ -93,8 +98,13 @@ class Tasks:
     def get(self, task_id: int):
         return self._db.transact(_get, task_id)
 
-    def list(self, status: str | None = None):
-        return self._db.transact(_list, status)
+    def list(self, status: str | None = None, limit: int | None = None, offset: int = 0,
+             newest_first: bool = False):
+        return self._db.transact(_list, status, limit, offset, newest_first)
+
+    def prune(self, before: int):
+        """Delete the tasks that ended before C{before} (epoch seconds); how many."""
+        return self._db.transact(_prune, before)
 
     def progress(self, task_id: int, progress: int | None, message: str, now: int):
         return self._db.transact(

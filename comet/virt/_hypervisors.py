@@ -384,13 +384,16 @@ class Hypervisors(Service):
             host, name, "finding the display of", _operations.graphics_address
         )
 
-    def set_vnc_password(self, host: str, name: str, password: str) -> Deferred[None]:
+    def set_vnc_password(self, host: str, name: str, password: str,
+                         valid_to: float | None = None) -> Deferred[None]:
         """
         Change the running domain's VNC password, live only (1 to 8 printable
-        ASCII characters, else L{InvalidInput}).
+        ASCII characters, else L{InvalidInput}), valid until C{valid_to}
+        (epoch seconds; C{None}: no limit).
         """
         return self._domain_call(
-            host, name, "setting the VNC password of", _operations.set_vnc_password, password
+            host, name, "setting the VNC password of", _operations.set_vnc_password, password,
+            valid_to,
         )
 
     def set_metadata(

@@ -14,6 +14,7 @@ C{VIR_ERR_OPERATION_INVALID} where its test driver says "internal error".
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Collection
 
@@ -396,11 +397,16 @@ def graphics_address(conn, host: str, name: str) -> GraphicsAddress:
     return GraphicsAddress(listen=listen or "127.0.0.1", port=port)
 
 
-def set_vnc_password(conn, host: str, name: str, password: str) -> None:
+def set_vnc_password(conn, host: str, name: str, password: str,
+                     valid_to: float | None = None) -> None:
     """
     Change the running domain's VNC password, live (the stored definition
-    keeps its own).  The device is the live one with only C{passwd} changed,
-    as QEMU refuses to change anything else of a display in place.
+    keeps its own).  The device is the live one with only C{passwd} (and
+    C{passwdValidTo}) changed, as QEMU refuses to change anything else of a
+    display in place.
+
+    @param valid_to: epoch seconds after which the password lets no new VNC
+        client in (libvirt's C{passwdValidTo}, UTC); C{None}: no limit.
     """
     domainxml.check_vnc_password(password)
     dom = _lookup(conn, host, name)
@@ -409,6 +415,10 @@ def set_vnc_password(conn, host: str, name: str, password: str) -> None:
     if vnc is None:
         raise NotFound(f"domain {name!r} on compute host {host!r} has no VNC display")
     vnc.set("passwd", password)
+    if valid_to is not None:
+        vnc.set("passwdValidTo", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(valid_to)))
+    else:
+        vnc.attrib.pop("passwdValidTo", None)
     vnc.tail = None
     dom.updateDeviceFlags(
         ET.tostring(vnc, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE

@@ -237,10 +237,15 @@ class Guard:
         if getattr(request, "body_too_large", False) or (size is not None and size > self.max_body):
             raise HTTPError(413, f"the request body is larger than {self.max_body} bytes")
 
-    async def record(self, request: IRequest, identity: Identity | None, result: Any) -> None:
-        """Write a change request (POST/PUT/DELETE by a known caller) to the audit log."""
+    async def record(self, request: IRequest, identity: Identity | None, result: Any,
+                     endpoint: Endpoint | None = None) -> None:
+        """
+        Write a change request (POST/PUT/DELETE by a known caller), or a call
+        of an C{audited} endpoint (a console ticket), to the audit log.
+        """
         method = request.method.decode("ascii", "replace")
-        if self.users is None or identity is None or method not in AUDITED:
+        audited = method in AUDITED or (endpoint is not None and endpoint.audited)
+        if self.users is None or identity is None or not audited:
             return
         task_id = None
         body = getattr(result, "body", None)

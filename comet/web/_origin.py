@@ -66,6 +66,12 @@ def is_loopback(name: str) -> bool:
         return False
 
 
+def same_origin(request: IRequest) -> bool:
+    """Whether the request's C{Origin} is the host it was sent to (C{False} without one)."""
+    origin = _header(request, b"origin")
+    return origin is not None and OriginPolicy._same_origin(origin, _header(request, b"host"))
+
+
 class OriginPolicy:
     """
     @param check_host: refuse a C{Host} that is not loopback or in

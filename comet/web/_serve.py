@@ -283,5 +283,5 @@ async def serve(
             return b""   # no one to answer (a bug was logged all the same)
         answer = render_error(request, code, reason, headers)
     if guard is not None:
-        await guard.record(request, getattr(request, "comet_identity", None), result)
+        await guard.record(request, getattr(request, "comet_identity", None), result, endpoint)
     return answer

@@ -69,6 +69,8 @@ class Endpoint:
     produces: str = JSON
     summary: str = ""
     role: str = ADMIN
+    #: Written to the audit log even though it is no change (a console ticket).
+    audited: bool = False
 
 
 @attrs.frozen
@@ -114,6 +116,7 @@ class RouteTable:
         schema: Mapping[str, Any] | None = None,
         produces: str = JSON,
         role: str | None = None,
+        audited: bool = False,
     ) -> Callable:
         """
         Decorate a handler as the C{method} endpoint of path C{path}, callable
@@ -130,7 +133,8 @@ class RouteTable:
                 raise ValueError(f"{method} {path} is already routed")
             doc = (handler.__doc__ or "").strip().splitlines()
             self.endpoints.append(
-                Endpoint(method, path, handler, schema, produces, doc[0] if doc else "", needed)
+                Endpoint(method, path, handler, schema, produces, doc[0] if doc else "", needed,
+                         audited)
             )
             return handler
 

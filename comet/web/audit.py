@@ -22,7 +22,8 @@ async def health(models, request, body):
     return {"status": "ok"}
 
 
-def _int_arg(request, name: str, default, low: int, high: int | None = None):
+def int_arg(request, name: str, default, low: int, high: int | None = None):
+    """The integer query parameter C{name} (C{default} when absent), or a 400 outside C{[low, high]}."""
     raw = request.args.get(name.encode("ascii"), [None])[0]
     if raw is None:
         return default
@@ -59,8 +60,8 @@ async def auditlog(models, request, body):
     user = request.args.get(b"user", [None])[0]
     entries = await models.users.audit_log(
         user=user.decode("utf-8", "replace") if user is not None else None,
-        since=_int_arg(request, "since", None, 0),
-        limit=_int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-        offset=_int_arg(request, "offset", 0, 0),
+        since=int_arg(request, "since", None, 0),
+        limit=int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+        offset=int_arg(request, "offset", 0, 0),
     )
     return [representation(e) for e in entries]

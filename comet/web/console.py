@@ -29,10 +29,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 from twisted.web.server import NOT_DONE_YET
 
-from comet.errors import Unavailable
+from comet.errors import NotFound, Unavailable
 from comet.model.console import TicketRefused, is_local
 from comet.virt.console_stream import SerialConsole
 from comet.web._errors import HTTPError
+from comet.web._origin import same_origin
 from comet.web._table import OPERATOR, PUBLIC, ROUTES, TICKET, Response
 
 log = Logger()
@@ -72,11 +73,14 @@ def _novnc_missing() -> Unavailable:
     )
 
 
-@ROUTES.route("GET", "vm.console", role=OPERATOR)
+@ROUTES.route("GET", "vm.console", role=OPERATOR, audited=True)
 async def console(models, request, body, cluster, name):
     """303 to the VM's console page (?type=serial: its serial console), with a single-use token."""
     kind = request.args.get(b"type", [b"vnc"])[0].decode("utf-8", "replace")
     ticket = await models.console.issue(cluster, name, kind)
+    log.info("console ticket ({kind}) for VM {cluster}/{name} issued to {user}",
+             kind=ticket.kind, cluster=cluster, name=ticket.name,
+             user=getattr(getattr(request, "comet_identity", None), "name", "?"))
     values = {"token": ticket.token, "vm": f"{cluster}/{ticket.name}"}
     if ticket.password is not None:
         values["password"] = ticket.password
@@ -123,13 +127,35 @@ async def novnc(models, request, body, file):
 @ROUTES.route("GET", "console.ws", produces="application/octet-stream", role=TICKET)
 async def websocket(models, request, body, cluster, name, token):
     """The console's websocket (subprotocol binary): the VM's VNC bytes."""
-    vm = await models.vms.get(cluster, name)
+    # The token first, and 403 for every refusal: whether a VM of that name
+    # exists is told to no one without a ticket for it.
     try:
-        ticket = models.console.consume(token, uuid=vm.record.uuid)
+        ticket = models.console.consume(token)
+        try:
+            vm = await models.vms.get(cluster, name)
+        except NotFound:
+            raise TicketRefused("the console token is for another VM") from None
+        if vm.record.uuid != ticket.uuid:
+            raise TicketRefused("the console token is for another VM")
     except TicketRefused as e:
         raise HTTPError(403, e.reason) from None
+    origin = request.getHeader(b"origin")
+    if origin is not None and not same_origin(request):
+        # A page of another site with a token it should not have.
+        raise HTTPError(403, "the console's websocket is opened by Comet's own console page only")
     factory = WebSocketServerFactory()
+    factory.setProtocolOptions(
+        # Autobahn checks the Origin again in the handshake; a client without
+        # one (not a browser) is let in by the ticket alone.
+        allowedOrigins=[origin.decode("latin-1")] if origin is not None else ["*"],
+        maxMessagePayloadSize=models.console.max_message,
+        maxFramePayloadSize=models.console.max_message,
+        # Say why (1009, message too big) before closing, instead of dropping
+        # the connection without a word (the browser's 1006).
+        failByDrop=False,
+    )
     factory.ticket = ticket
+    factory.max_session = models.console.max_session
     if ticket.kind == "serial":
         factory.protocol = SerialRelayProtocol
     else:
@@ -259,7 +285,43 @@ class _SSHTunnel(ProcessProtocol):
             self.relay.vnc_lost()
 
 
-class RelayProtocol(WebSocketServerProtocol):
+#: The websocket close code of a session that reached C{[console] max_session}.
+CLOSE_SESSION_EXPIRED = 4408
+
+
+class _SessionLimit:
+    """
+    Ends a console session C{factory.max_session} seconds after it opened
+    (none: no limit), whatever is going on in it: a ticket lets one in once,
+    not for ever.
+    """
+
+    _expiry = None
+
+    def limit_session(self, clock=None):
+        seconds = getattr(self.factory, "max_session", 0)
+        if not seconds:
+            return
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._expiry = clock.callLater(seconds, self._session_expired, seconds)
+
+    def _session_expired(self, seconds):
+        self._expiry = None
+        ticket = self.factory.ticket
+        log.info("console of VM {cluster}/{name} closed after {seconds} s (console.max_session)",
+                 cluster=ticket.cluster, name=ticket.name, seconds=seconds)
+        if self._open():
+            self.sendClose(CLOSE_SESSION_EXPIRED,
+                           _reason(f"the console session reached its limit of {seconds:g} s"))
+
+    def end_session_limit(self):
+        expiry, self._expiry = self._expiry, None
+        if expiry is not None and expiry.active():
+            expiry.cancel()
+
+
+class RelayProtocol(_SessionLimit, WebSocketServerProtocol):
     """Relays binary frames from the browser to VNC, and VNC's bytes back as binary frames."""
 
     def onConnect(self, request):
@@ -270,6 +332,7 @@ class RelayProtocol(WebSocketServerProtocol):
         return "binary" if "binary" in request.protocols else None
 
     def onOpen(self):
+        self.limit_session()
         host, port = self.factory.vnc
         ticket = self.factory.ticket
         log.info(
@@ -345,13 +408,14 @@ class RelayProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         self._closed = True
+        self.end_session_limit()
         vnc, self._vnc = getattr(self, "_vnc", None), None
         if vnc is not None:
             self._stop_flow_control(vnc)
             vnc.loseConnection()
 
 
-class SerialRelayProtocol(WebSocketServerProtocol):
+class SerialRelayProtocol(_SessionLimit, WebSocketServerProtocol):
     """
     Relays the guest's first serial console: its output as binary frames, and
     every frame from the browser (binary or text) to its input.
@@ -368,6 +432,7 @@ class SerialRelayProtocol(WebSocketServerProtocol):
     def onOpen(self):
         from twisted.internet import reactor
 
+        self.limit_session()
         ticket = self.factory.ticket
         log.info(
             "serial console of VM {cluster}/{name} opened",
@@ -401,6 +466,7 @@ class SerialRelayProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         self._closed = True
+        self.end_session_limit()
         console = getattr(self, "_console", None)
         if console is not None:
             console.close()

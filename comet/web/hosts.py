@@ -1,15 +1,25 @@
-"""The compute hosts: C{/hosts}, C{/hosts/:name} (read only, from the configuration)."""
+"""
+The compute hosts: C{/hosts}, C{/hosts/:name} (read only, from the configuration).
+
+A host's libvirt C{uri} names a login and the paths of its key and known hosts
+file (C{qemu+ssh://root@host/system?keyfile=...}): only admins see it.
+"""
 
 from __future__ import annotations
 
 from comet.model.hosts import Host
-from comet.web._table import ROUTES
+from comet.web._table import ADMIN, ROUTES, allows
 
 ROUTES.path("hosts", "/hosts")
 ROUTES.path("host", "/hosts/<name>")
 
 
-def representation(h: Host) -> dict:
+def _admin(request) -> bool:
+    identity = getattr(request, "comet_identity", None)
+    return identity is not None and allows(identity.role, ADMIN)
+
+
+def representation(h: Host, show_uri: bool) -> dict:
     body = {
         "name": h.name,
         "uri": h.uri,
@@ -22,16 +32,18 @@ def representation(h: Host) -> dict:
     }
     if h.reason:
         body["reason"] = h.reason
+    if not show_uri:
+        del body["uri"]
     return body
 
 
 @ROUTES.route("GET", "hosts")
 async def list_hosts(models, request, body):
-    """List the compute hosts with their live state."""
-    return [representation(h) for h in await models.hosts.list()]
+    """List the compute hosts with their live state (C{uri}: admins only)."""
+    return [representation(h, _admin(request)) for h in await models.hosts.list()]
 
 
 @ROUTES.route("GET", "host")
 async def get_host(models, request, body, name):
     """Describe one compute host: CPUs, memory and free memory (MB), domains."""
-    return representation(await models.hosts.get(name))
+    return representation(await models.hosts.get(name), _admin(request))

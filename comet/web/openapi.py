@@ -58,6 +58,10 @@ _QUERY = {
     ("GET", "tasks"): [
         {"name": "status", "in": "query", "required": False,
          "schema": {"enum": list(STATUSES)}},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+        {"name": "offset", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0}},
     ],
     ("GET", "vm.console"): [
         {"name": "type", "in": "query", "required": False,

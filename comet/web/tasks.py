@@ -5,6 +5,7 @@ from __future__ import annotations
 from comet.errors import InvalidInput
 from comet.store import TaskRecord
 from comet.web._table import ROUTES
+from comet.web.audit import int_arg
 
 ROUTES.path("tasks", "/tasks")
 ROUTES.path("task", "/tasks/<int:id>")
@@ -26,15 +27,29 @@ def representation(task: TaskRecord) -> dict:
     }
 
 
+#: Tasks per page of C{/tasks}, by default and at most.
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
 @ROUTES.route("GET", "tasks")
 async def list_tasks(models, request, body):
-    """List the tasks (C{?status=running} filters by status)."""
+    """
+    List the tasks, newest first: C{?status=running} filters by status,
+    C{?limit=} (default 100, at most 1000) and C{?offset=} page them.
+    """
     status = request.args.get(b"status", [None])[0]
     if status is not None:
         status = status.decode("utf-8", "replace")
         if status not in STATUSES:
             raise InvalidInput(f"status is one of {', '.join(STATUSES)}, not {status!r}")
-    return [representation(t) for t in await models.tasks.list(status)]
+    tasks = await models.tasks.list(
+        status,
+        limit=int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
+        offset=int_arg(request, "offset", 0, 0, 2**62),
+        newest_first=True,
+    )
+    return [representation(t) for t in tasks]
 
 
 @ROUTES.route("GET", "task")

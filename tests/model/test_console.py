@@ -45,9 +45,11 @@ class FakeVMs:
 class FakeDisplays:
     def __init__(self):
         self.passwords = []
+        self.valid_to = []
 
-    def set_vnc_password(self, host, name, password):
+    def set_vnc_password(self, host, name, password, valid_to=None):
         self.passwords.append((host, name, password))
+        self.valid_to.append(valid_to)
         return succeed(None)
 
     def graphics_address(self, host, name):
@@ -78,6 +80,18 @@ class ConsoleModelTests(TestCase):
         self.assertEqual(len(ticket.password), PASSWORD_LENGTH)
         self.assertEqual(self.hv.passwords, [("node1", self.web.record.domain_name, ticket.password)])
 
+    async def test_password_expires_with_the_ticket(self):
+        """
+        The VNC password lets no one in long after its ticket expired
+        (passwdValidTo: the ticket's expiry and a short grace), so a password
+        read from an old URI is of no use.
+        """
+        from comet.model.console import PASSWORD_GRACE
+
+        ticket = await self.console.issue("lab", "web")
+        self.assertEqual(self.hv.valid_to, [ticket.expires + PASSWORD_GRACE])
+        self.assertLessEqual(PASSWORD_GRACE, TICKET_TTL)
+
     async def test_tokens_and_passwords_random(self):
         a = await self.console.issue("lab", "web")
         b = await self.console.issue("lab", "web")
@@ -91,7 +105,7 @@ class ConsoleModelTests(TestCase):
         HypervisorError (502).
         """
         def refuse(code):
-            def set_vnc_password(host, name, password):
+            def set_vnc_password(host, name, password, valid_to=None):
                 return fail(HypervisorError("setting the VNC password: nope", code))
             return set_vnc_password
 

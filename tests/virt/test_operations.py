@@ -389,6 +389,18 @@ class GraphicsTests(_NodeCase):
             (element.get("passwd"), element.get("port"), element.get("autoport")),
             ("s3cret", "5901", "no"),
         )
+        self.assertIsNone(element.get("passwdValidTo"))
+
+    def test_set_password_valid_to(self):
+        """A password with a validity carries it as passwdValidTo, in UTC."""
+        ops.start(self.conn, HOST, "vnc")
+        seen = []
+        self.recorder.fake("updateDeviceFlags", lambda target, xml, flags: seen.append(xml))
+        ops.set_vnc_password(self.conn, HOST, "vnc", "s3cret", valid_to=1_800_000_000.7)
+        [xml] = seen
+        element = ET.fromstring(xml)
+        self.assertEqual((element.get("passwd"), element.get("passwdValidTo")),
+                         ("s3cret", "2027-01-15T08:00:00"))
 
     def test_bad_password(self):
         """A VNC password longer than 8 characters, or empty, is refused."""

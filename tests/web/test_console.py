@@ -62,7 +62,7 @@ class FakeDisplays:
         self.port = port
         self.passwords = []
 
-    def set_vnc_password(self, host, name, password):
+    def set_vnc_password(self, host, name, password, valid_to=None):
         self.passwords.append((host, name, password))
         return succeed(None)
 
@@ -166,6 +166,18 @@ class ConsoleRedirectTests(ConsoleTestMixin, TestCase):
     async def test_unknown_vm(self):
         assertError(self, await self.get_console("nope"), 404, "not_found")
 
+    async def test_ticket_audited(self):
+        """Each console ticket is in the audit log: who, which VM, when (a GET, status 303)."""
+        await self.ticket()
+        await self.get_console("nope")
+        log = (await self.client.get("/auditlog")).json
+        consoles = [(e["user"], e["method"], e["uri"], e["status"]) for e in log
+                    if e["uri"].endswith("/console")]
+        self.assertEqual(consoles, [
+            ("test-admin", "GET", "/cluster/lab/vms/web/console", 303),
+            ("test-admin", "GET", "/cluster/lab/vms/nope/console", 404),
+        ])
+
     async def test_driver_without_vnc_password(self):
         """
         On a host whose libvirt driver cannot set a VNC password (the test
@@ -216,6 +228,29 @@ class ConsoleTokenTests(ConsoleTestMixin, TestCase):
         answer = await self.ws_get(token)
         assertError(self, answer, 403, "forbidden")
         self.assertIn("expired", answer.json["reason"])
+        self.assertEqual(self.vnc.connections, [])
+
+    async def test_unknown_vm(self):
+        """
+        Without a valid token, a VM that does not exist is a 403 like one that
+        does (it was a 404: the websocket told strangers which VMs exist); a
+        valid token for another name is used up.
+        """
+        for name in ("web", "ghost"):
+            answer = await self.ws_get("not-a-token", name=name)
+            assertError(self, answer, 403, "forbidden", "not valid (unknown or already used)")
+        token = (await self.ticket("web"))["token"]
+        assertError(self, await self.ws_get(token, name="ghost"), 403, "forbidden", "another VM")
+        assertError(self, await self.ws_get(token, name="web"), 403, "forbidden", "already used")
+        self.assertEqual(self.vnc.connections, [])
+
+    async def test_other_origin(self):
+        """A token presented by a page of another origin is refused, and used up."""
+        token = (await self.ticket("web"))["token"]
+        answer = await self.client.get(f"/console/ws/lab/web/{token}",
+                                       headers={"Origin": "http://evil.example"})
+        assertError(self, answer, 403, "forbidden", "Comet's own console page only")
+        assertError(self, await self.ws_get(token), 403, "forbidden", "already used")
         self.assertEqual(self.vnc.connections, [])
 
     async def test_other_vm(self):
@@ -274,9 +309,9 @@ class WebsocketTests(ConsoleTestMixin, TestCase):
         self.addCleanup(port.stopListening)
         self.api_port = port.getHost().port
 
-    def connect(self, token, name="web"):
+    def connect(self, token, name="web", origin=None):
         url = f"ws://127.0.0.1:{self.api_port}/console/ws/lab/{name}/{token}"
-        factory = WebSocketClientFactory(url, protocols=["binary"])
+        factory = WebSocketClientFactory(url, protocols=["binary"], origin=origin)
         factory.protocol = _Client
         factory.opened, factory.closed, factory.first_message = Deferred(), Deferred(), Deferred()
         factory.messages = []
@@ -367,6 +402,52 @@ class WebsocketTests(ConsoleTestMixin, TestCase):
             await _timeout(second.opened)
         await deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(len(self.vnc.connections), 1)
+
+    async def test_origin(self):
+        """
+        The console page's own origin opens the websocket; a page of another
+        origin (another port of the same host too) does not, and VNC sees
+        nothing of it.
+        """
+        for origin in ("http://evil.example", "http://127.0.0.1:1"):
+            client = self.connect((await self.ticket())["token"], origin=origin)
+            with self.assertRaises(Exception):
+                await _timeout(client.opened)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.vnc.connections, [])
+        client = self.connect((await self.ticket())["token"],
+                              origin=f"http://127.0.0.1:{self.api_port}")
+        await _timeout(client.opened)
+        await _timeout(client.first_message)
+
+    async def test_message_size_limit(self):
+        """A message over [console] max_message closes the websocket (1009); VNC never gets it."""
+        self.patch(self.models.console, "max_message", 4096)
+        client = self.connect((await self.ticket())["token"])
+        protocol = await _timeout(client.opened)
+        await _timeout(client.first_message)
+        protocol.sendMessage(b"y" * 4097, isBinary=True)
+        was_clean, code, reason = await _timeout(client.closed)
+        self.assertEqual(code, 1009)
+        self.assertEqual(self.vnc.received, b"")
+
+    async def test_session_limit(self):
+        """A session is closed after [console] max_session seconds, whatever goes on in it."""
+        from comet.web.console import CLOSE_SESSION_EXPIRED
+
+        self.patch(self.models.console, "max_session", 0.3)
+        client = self.connect((await self.ticket())["token"])
+        protocol = await _timeout(client.opened)
+        await _timeout(client.first_message)
+        protocol.sendMessage(b"RFB 003.008\n", isBinary=True)
+        was_clean, code, reason = await _timeout(client.closed)
+        self.assertEqual((code, reason), (CLOSE_SESSION_EXPIRED,
+                                          "the console session reached its limit of 0.3 s"))
+        for _ in range(100):
+            if not self.vnc.connections[0].transport.connected:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertFalse(self.vnc.connections[0].transport.connected)
 
     async def test_refused_before_vnc(self):
         """Unknown, expired, other-VM tokens: no websocket, and no connection to VNC."""

@@ -67,8 +67,11 @@ class OpenAPITests(TestCase):
     def test_query_and_id_parameters(self):
         """Query parameters the handlers read are documented; ids are SQLite integers."""
         doc = document()
-        (status,) = doc["paths"]["/tasks"]["get"]["parameters"]
+        status, limit, offset = doc["paths"]["/tasks"]["get"]["parameters"]
         self.assertEqual((status["name"], status["in"]), ("status", "query"))
+        self.assertEqual((limit["name"], limit["schema"]["minimum"], limit["schema"]["maximum"]),
+                         ("limit", 1, 1000))
+        self.assertEqual((offset["name"], offset["schema"]["minimum"]), ("offset", 0))
         (kind,) = doc["paths"]["/cluster/{cluster}/vms/{name}/console"]["get"]["parameters"]
         self.assertEqual(kind["schema"]["enum"], ["vnc", "serial"])
         (id,) = doc["paths"]["/tasks/{id}"]["parameters"]

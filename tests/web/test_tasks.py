@@ -1,6 +1,8 @@
 """The task collection and resource, through the HTTP API."""
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests._api import make_client, make_models, temp_database
@@ -35,6 +37,75 @@ class TaskAPITests(TestCase):
         self.assertEqual((shown["status"], shown["message"], shown["progress"]), ("finished", "done it", 100))
         self.assertEqual((await client.get("/tasks?status=running")).json, [])
         assertError(self, await client.get("/tasks/999"), 404, "not_found", "999")
+
+    async def test_paging(self):
+        """
+        Newest first, C{?limit=} (default 100, at most 1000) and C{?offset=};
+        out of range: a 400 naming the parameter.
+        """
+        models = make_models(self)
+        client = make_client(self, models)
+
+        async def job(handle):
+            return "ok"
+
+        ids = []
+        for i in range(105):
+            task = await models.tasks.start(f"/cluster/c{i}", job, "working")
+            ids.append(task.id)
+        await models.tasks.wait_all()
+        page = (await client.get("/tasks")).json
+        self.assertEqual([t["id"] for t in page], ids[::-1][:100])
+        page = (await client.get("/tasks?limit=3&offset=2")).json
+        self.assertEqual([t["id"] for t in page], ids[::-1][2:5])
+        page = (await client.get("/tasks?status=finished&limit=1000&offset=100")).json
+        self.assertEqual([t["id"] for t in page], ids[::-1][100:])
+        for query in ("limit=0", "limit=1001", "limit=x", "offset=-1"):
+            assertError(self, await client.get(f"/tasks?{query}"), 400, "bad_request",
+                        query.split("=")[0])
+
+    async def test_retention(self):
+        """
+        Tasks that ended more than [tasks] keep_days ago are deleted, at
+        start and every prune_interval; running ones and newer ones stay.
+        """
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        clock.advance(100 * 86400)
+        models = make_models(self, clock=clock)
+        client = make_client(self, models)
+        gate = Deferred()
+
+        async def job(handle):
+            return "ok"
+
+        async def slow(handle):
+            await gate
+
+        old = await models.tasks.start("/cluster/a", job, "old")
+        running = await models.tasks.start("/cluster/b", slow, "running for ever")
+        await models.tasks.wait(old.id)
+        clock.advance(2 * 86400)
+        newer = await models.tasks.start("/cluster/c", job, "newer")
+        await models.tasks.wait(newer.id)
+        models.tasks.start_pruning(keep_days=1.5, interval=3600)
+        self.addCleanup(models.tasks.stop_pruning)
+        for _ in range(100):
+            ids = {t["id"] for t in (await client.get("/tasks")).json}
+            if old.id not in ids:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(ids, {running.id, newer.id})
+        clock.advance(2 * 86400)   # the next pruning: 'newer' is old now
+        for _ in range(100):
+            ids = {t["id"] for t in (await client.get("/tasks")).json}
+            if newer.id not in ids:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(ids, {running.id})
+        gate.callback(None)
+        await models.tasks.wait(running.id)
 
     async def test_id_beyond_sqlite_integers(self):
         """

@@ -434,6 +434,21 @@ class TemplateAndHostTests(VMTestMixin, TestCase):
         )
         assertError(self, await self.client.get("/hosts/none"), 404, "not_found")
 
+    async def test_host_uri_admins_only(self):
+        """
+        A host's libvirt URI (a login, a key's path) is shown to admins only:
+        a viewer or an operator sees every other field.
+        """
+        from tests._api import APIClient, bearer, make_token
+
+        self.assertTrue((await self.client.get("/hosts/node1")).json["uri"].startswith("test://"))
+        for role in ("viewer", "operator"):
+            auth = {"Authorization": bearer(make_token(self.models.users.db.path, role))}
+            for answer in [(await self.client.get("/hosts", headers=auth)).json[0],
+                           (await self.client.get("/hosts/node1", headers=auth)).json]:
+                self.assertNotIn("uri", answer)
+                self.assertEqual((answer["name"], answer["state"]), ("node1", "connected"))
+
 
 class ClusterListTests(VMTestMixin, TestCase):
     """C{GET /cluster} reads every cluster's VM states in one pass over the hosts."""
