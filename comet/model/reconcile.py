@@ -337,8 +337,8 @@ class Reconciler:
         if record.host is not None:
             await self._remove_domain(record.host, record.domain_name)
             await self._vms._unplace(record)
-        if not steps[0].detail.get("keep_storage"):
-            await self._vms.disks.delete(record)
+        keep = bool(steps[0].detail.get("keep_storage"))
+        await self._vms.disks.delete(record, keep_storage=keep)
         await self._vms._vms.delete(uuid)
         return f"the delete of VM {record.name!r} was finished"
 
@@ -404,6 +404,7 @@ class Reconciler:
                                 record.dev, f"VM {vm.name!r} did not release disk {record.dev}")
         if record.target or record.exported_to:
             await storage._unexport(record)
+        await storage.leave_snapshots(record.vm_uuid, record)
         await storage._store.update_volume(record.pool, record.name, vm_uuid=None, dev=None)
 
     async def _attach(self, obj: str, steps) -> str:
@@ -487,6 +488,18 @@ class Reconciler:
                 pass
             except Conflict as e:
                 kept.append(f"{snapshot} ({e.reason})")
+        # The branches whose last snapshot went (as the delete's "drop branches" step).
+        volumes = {v for s in steps for v in s.detail.get("volumes", [])}
+        volumes |= {s.detail["volume"] for s in steps if s.detail.get("volume")}
+        if record is not None and self._snapshots is not None:
+            volumes |= {f"{v.pool}/{v.name}"
+                        for v in await self._snapshots._snapshot_records(record)}
+        for key in sorted(volumes):
+            volume = await self._storage._store.volume(*key.split("/", 1))
+            if volume is not None:
+                pool = await self._storage.pool(volume.pool)
+                destroyed += await self._storage.drop_empty_branches(
+                    self._storage._server(pool.server).zfs, pool, volume)
         if record is not None:
             await self._storage.snapshots.delete(uuid, name)
         text = (f"the delete of snapshot {name!r} was finished; destroyed:"

@@ -506,28 +506,108 @@ class StorageModel:
                         except CometError:
                             log.failure("destroying {snapshot}", snapshot=record.origin)
 
+    async def _branches(self, zfs, pool: Pool, record) -> list[str]:
+        """
+        The zvols reverts of volume C{record} set aside or left half made
+        (C{<name>-old-<hex>}, C{<name>-rv-<hex>}, see L{branch}): unrecorded
+        zvols of its pool by those names.
+        """
+        pattern = re.compile(rf"{re.escape(record.name)}-(?:old|rv)-[0-9a-f]+")
+        found = []
+        for volume in await zfs.list_volumes(pool.dataset):
+            if (pattern.fullmatch(volume.short_name)
+                    and await self._store.volume(pool.name, volume.short_name) is None):
+                found.append(volume.name)
+        return found
+
     async def _destroy_family(self, zfs, pool: Pool, record) -> None:
         """
         Destroy a VM disk with its snapshots and the branches reverts set
         aside (C{<name>-old-*}, C{<name>-rv-*}), clones before their origins.
         """
-        family = [record.zvol] + [
-            v.name for v in await zfs.list_volumes(pool.dataset)
-            if v.short_name.startswith((f"{record.name}-old-", f"{record.name}-rv-"))
-        ]
-        while family:
-            left, error = [], None
-            for zvol in family:
+        await destroy_all(zfs, [record.zvol] + await self._branches(zfs, pool, record))
+
+    async def _unbranch(self, zfs, pool: Pool, record) -> list[str]:
+        """
+        Make volume C{record}'s current data depend on none of its branches:
+        after a revert to an older snapshot it is a clone of one (or of a
+        snapshot on one), so C{zfs promote} it until its origin (if any) is
+        outside the family.  Its data is unchanged.  One sentence a promote.
+        """
+        family = {record.zvol, *await self._branches(zfs, pool, record)}
+        done = []
+        while True:
+            try:
+                origin = (await zfs.get_volume(record.zvol)).origin
+            except NotFound:
+                return done
+            if not origin or origin.split("@", 1)[0] not in family:
+                return done
+            await zfs.promote(record.zvol)
+            done.append(f"{record.zvol} promoted (it was a clone of {origin})")
+
+    async def drop_empty_branches(self, zfs, pool: Pool, record) -> list[str]:
+        """
+        Promote volume C{record} out of its branches (L{_unbranch}), then
+        destroy the branches that hold no snapshot any more: the data a
+        revert set aside is reachable only through its snapshots, so once
+        they are deleted it is garbage.  What was done, one sentence each.
+        """
+        done = await self._unbranch(zfs, pool, record)
+        for zvol in await self._branches(zfs, pool, record):
+            if not await zfs.list_snapshots(zvol):
                 try:
-                    await zfs.destroy(zvol, recursive=True)
+                    await zfs.destroy(zvol)
                 except NotFound:
-                    pass
-                except Conflict as e:
-                    left.append(zvol)
-                    error = e
-            if len(left) == len(family):
-                raise error
-            family = left
+                    continue
+                done.append(f"{zvol} destroyed (a branch with no snapshot left)")
+        return done
+
+    async def strip(self, record, snapnames) -> list[str]:
+        """
+        Take a VM's snapshots off volume C{record}, keeping its current data:
+        promote it out of the branches reverts made (L{_unbranch}), destroy
+        every branch (with the snapshots it holds), then the ZFS snapshots
+        C{<zvol>@<n>} for each C{n} of C{snapnames}.  Idempotent (a repair
+        runs it again).  Used when the volume and the VM part: VM delete
+        (attached volumes, kept disks), unmap, VM storage DELETE.
+
+        @return: what was destroyed or promoted, one sentence each.
+        """
+        pool = await self.pool(record.pool)
+        zfs = self._server(pool.server).zfs
+        done = await self._unbranch(zfs, pool, record)
+        branches = await self._branches(zfs, pool, record)
+        await destroy_all(zfs, branches)
+        done += [f"{b} destroyed" for b in branches]
+        for snapname in snapnames:
+            snapshot = f"{record.zvol}@{snapname}"
+            try:
+                await zfs.destroy(snapshot)
+            except NotFound:
+                continue
+            done.append(f"{snapshot} destroyed")
+        return done
+
+    async def snapnames(self, vm_uuid: str) -> list[str]:
+        """The ZFS snapshot names of VM C{vm_uuid}'s snapshots (C{comet-<name>})."""
+        if self.snapshots is None:
+            return []
+        return [zfs_snapname(s.name) for s in await self.snapshots.list(vm_uuid)]
+
+    async def leave_snapshots(self, vm_uuid: str, record) -> list[str]:
+        """
+        Volume C{record} leaves VM C{vm_uuid} (unmap, VM storage DELETE):
+        the VM's snapshots stop covering it.  Its ZFS snapshots of them and
+        its branches are destroyed (L{strip}) and the snapshot records no
+        longer list it, so a later revert leaves it alone.
+        """
+        names = await self.snapnames(vm_uuid)
+        if not names:
+            return []
+        done = await self.strip(record, names)
+        await self.snapshots.drop_volume(vm_uuid, f"{record.pool}/{record.name}")
+        return done
 
     async def _vm_exists(self, vm_uuid: str) -> bool:
         if self._vms is None:
@@ -654,15 +734,23 @@ class StorageModel:
             if record.target or record.exported_to:
                 await self._unexport(record)
 
-    async def delete(self, vm) -> None:
-        """Destroy the VM's own disks (and their base snapshots); release the others."""
-        if self.snapshots is not None:
-            await self.snapshots.forget(vm.uuid)
+    async def delete(self, vm, keep_storage: bool = False) -> None:
+        """
+        Destroy the VM's own disks (with their snapshots, branches and base
+        snapshots) unless C{keep_storage}; release the others, and the own
+        ones kept, as plain volumes without the VM's snapshots (L{strip}):
+        nothing of the VM stays on a volume that outlives it.  The snapshot
+        records go last, so that a repair running it again still knows
+        which ZFS snapshots are the VM's.
+        """
+        names = await self.snapnames(vm.uuid)
         for record in await self._store.volumes_of_vm(vm.uuid):
             if record.target:
                 await self._unexport(record)
-            if not record.own:
-                await self._store.update_volume(record.pool, record.name, vm_uuid=None, dev=None)
+            if not record.own or keep_storage:
+                await self.strip(record, names)
+                await self._store.update_volume(record.pool, record.name, vm_uuid=None,
+                                                dev=None, own=0)
                 continue
             pool = await self.pool(record.pool)
             zfs = self._server(pool.server).zfs
@@ -673,6 +761,8 @@ class StorageModel:
                 except NotFound:
                     pass
             await self._store.delete_volume(record.pool, record.name)
+        if self.snapshots is not None:
+            await self.snapshots.forget(vm.uuid)
 
 
 @attrs.frozen
@@ -794,6 +884,8 @@ class VMStorageModel:
                 if record.target:
                     async with op.step("unexport", host=host, target=record.target):
                         await self._storage._unexport(record)
+            async with op.step("drop snapshots", vm=vm.record.uuid):
+                await self._storage.leave_snapshots(vm.record.uuid, record)
             async with op.step("forget attachment", vm=vm.record.uuid):
                 await self._storage._store.update_volume(record.pool, record.name,
                                                          vm_uuid=None, dev=None)
@@ -863,6 +955,28 @@ async def _acquire_all(locks) -> None:
 async def _release_all(locks) -> None:
     for lock in reversed(locks):
         await lock.release()
+
+
+async def destroy_all(zfs, names) -> None:
+    """
+    Destroy zvols C{names} with their snapshots, clones before their
+    origins: whatever ZFS refuses for a dependent clone is tried again
+    after the others, until a pass destroys nothing (then its L{Conflict}).
+    """
+    names = list(names)
+    while names:
+        left, error = [], None
+        for name in names:
+            try:
+                await zfs.destroy(name, recursive=True)
+            except NotFound:
+                pass
+            except Conflict as e:
+                left.append(name)
+                error = e
+        if len(left) == len(names):
+            raise error
+        names = left
 
 
 async def has_disk(hypervisors, host: str, domain: str, dev: str) -> bool:
@@ -1002,18 +1116,25 @@ class VMSnapshotModel:
 
     async def delete(self, cluster: str, name: str, snapshot: str) -> None:
         """
-        Destroy the snapshot's ZFS snapshots, then its record.  A snapshot
-        a revert branched from (the origin of a branch set aside) is a 409,
-        found before anything is destroyed.
+        Destroy the snapshot's ZFS snapshots, then the branches that hold no
+        snapshot any more (L{StorageModel.drop_empty_branches}), then its
+        record.  A snapshot a revert branched from (the origin of a branch
+        set aside that holds newer snapshots) is a 409, found before
+        anything is destroyed.  Garbage from earlier reverts (empty
+        branches; the current data a clone of a branch) is tidied first:
+        each of those commands leaves the volume's data as it was, so they
+        need no intent.
         """
         vm, record = await self.get(cluster, name, snapshot)
         uuid = vm.record.uuid
         snapname = zfs_snapname(snapshot)
         async with self._vms._lock(vm, f"deleting snapshot {snapshot}"):
-            plan = []
+            plan, volumes = [], []
             for volume in await self._snapshot_records(record):
                 pool = await self._storage.pool(volume.pool)
                 zfs = self._storage._server(pool.server).zfs
+                volumes.append((volume, pool, zfs))
+                await self._storage.drop_empty_branches(zfs, pool, volume)
                 holder = await self._locate(volume, snapname)
                 if holder is None:
                     continue
@@ -1022,12 +1143,16 @@ class VMSnapshotModel:
                         raise Conflict(
                             f"snapshot {snapshot!r} is the origin of {other.name} (the data a"
                             " revert set aside); delete the newer snapshots first")
-                plan.append((pool.server, f"{holder}@{snapname}"))
+                plan.append((pool.server, f"{holder}@{snapname}", f"{volume.pool}/{volume.name}"))
             async with self._storage.intents.operation("snapshot.delete", uuid) as op:
-                for server, zfs_snapshot in plan:
+                for server, zfs_snapshot, key in plan:
                     async with op.step("destroy", name=snapshot, server=server,
-                                       snapshot=zfs_snapshot):
+                                       snapshot=zfs_snapshot, volume=key):
                         await self._storage._server(server).zfs.destroy(zfs_snapshot)
+                async with op.step("drop branches", name=snapshot,
+                                   volumes=[f"{v.pool}/{v.name}" for v, _, _ in volumes]):
+                    for volume, pool, zfs in volumes:
+                        await self._storage.drop_empty_branches(zfs, pool, volume)
                 async with op.step("forget record", name=snapshot):
                     await self._snapshots.delete(uuid, snapshot)
 

@@ -96,8 +96,11 @@ class VMDisks(Protocol):
     async def detach(self, vm: VMRecord, host: str) -> None:
         """Stop exporting the VM's disks to C{host}."""
 
-    async def delete(self, vm: VMRecord) -> None:
-        """Destroy the VM's own disks."""
+    async def delete(self, vm: VMRecord, keep_storage: bool = False) -> None:
+        """
+        Destroy the VM's own disks (unless C{keep_storage}) and release the
+        others, leaving none of the VM's snapshots on any of them.
+        """
 
 
 class NoDisks:
@@ -116,7 +119,7 @@ class NoDisks:
     async def detach(self, vm, host):
         pass
 
-    async def delete(self, vm):
+    async def delete(self, vm, keep_storage=False):
         pass
 
 
@@ -332,9 +335,8 @@ class VMModel:
                 if vm.record.host is not None:
                     async with op.step("unplace", host=vm.record.host, **keep):
                         await self._unplace(vm.record)
-                if not keep_storage:
-                    async with op.step("delete disks", **keep):
-                        await self.disks.delete(vm.record)
+                async with op.step("delete disks", **keep):
+                    await self.disks.delete(vm.record, keep_storage=keep_storage)
                 async with op.step("forget record", **keep):
                     await self._vms.delete(vm.record.uuid)
         self._screenshots.pop(vm.record.uuid, None)

@@ -6,6 +6,7 @@ is exported).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import attrs
@@ -163,7 +164,7 @@ class Storage:
     """The C{storage_pools} and C{storage_volumes} tables."""
 
     #: Volume columns the model may change.
-    MUTABLE = ("vm_uuid", "dev", "target", "exported_to", "chap_secret")
+    MUTABLE = ("vm_uuid", "dev", "own", "target", "exported_to", "chap_secret")
 
     def __init__(self, db: Database):
         self._db = db
@@ -275,6 +276,15 @@ def _delete_snapshot(conn, vm_uuid, name):
         _set_current(conn, vm_uuid, gone.parent)
 
 
+def _drop_volume(conn, vm_uuid, volume):
+    for snapshot in _snapshots(conn, vm_uuid):
+        volumes = json.loads(snapshot.volumes)
+        if volume in volumes:
+            volumes.remove(volume)
+            conn.execute("UPDATE vm_snapshots SET volumes = ? WHERE id = ?",
+                         (json.dumps(volumes), snapshot.id))
+
+
 def _forget_snapshots(conn, vm_uuid):
     conn.execute("DELETE FROM vm_snapshots WHERE vm_uuid = ?", (vm_uuid,))
 
@@ -301,6 +311,10 @@ class Snapshots:
     def delete(self, vm_uuid: str, name: str):
         """Remove a snapshot; its children become its parent's."""
         return self._db.transact(_delete_snapshot, vm_uuid, name)
+
+    def drop_volume(self, vm_uuid: str, volume: str):
+        """Volume C{volume} (C{"pool/name"}) is in none of the VM's snapshots any more."""
+        return self._db.transact(_drop_volume, vm_uuid, volume)
 
     def forget(self, vm_uuid: str):
         return self._db.transact(_forget_snapshots, vm_uuid)
