@@ -67,7 +67,8 @@ from twisted.logger import Logger
 from comet.errors import CometError, Conflict, NotFound
 from comet.model.locks import describe, task_href
 from comet.model.storage import (
-    base_snapshot_name, branch, has_disk, vm_disk_name, wait_released, zfs_snapname,
+    base_snapshot_name, branch, destroy_all, has_disk, vm_disk_name, wait_released,
+    zfs_snapname,
 )
 from comet.model.tasks import RESTARTED
 from comet.store.vms import COMET_DOMAIN_PREFIX
@@ -372,10 +373,18 @@ class Reconciler:
         pool, name = obj.split("/", 1)
         server, zfs = self._zfs(steps)
         zvol = next(s.detail["zvol"] for s in steps if s.detail.get("zvol"))
+        # A forced delete: the unrecorded clones it had found, then the zvol with its snapshots.
+        force = any(s.detail.get("force") for s in steps)
+        await destroy_all(zfs, [c for s in steps for c in s.detail.get("clones", [])])
         try:
-            await zfs.destroy(zvol)
+            await zfs.destroy(zvol, recursive=force)
         except NotFound:
             pass
+        except Conflict as e:
+            if force or not re.search(r"has children|dependent clones", e.reason):
+                raise
+            # As the live delete answered: 409, the volume and its record stay.
+            return f"{zvol} on {server} was not destroyed ({e.reason}): the volume stays"
         record = await self._storage._store.volume(pool, name)
         origins = [s.detail["snapshot"] for s in steps if s.detail.get("snapshot")]
         if record is not None:

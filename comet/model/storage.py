@@ -466,14 +466,21 @@ class StorageModel:
         except Exception:
             pass
 
-    async def delete_volume(self, pool_name: str, name: str) -> None:
-        """Destroy a volume Comet created: 409 while mapped or a VM's disk."""
+    async def delete_volume(self, pool_name: str, name: str, force: bool = False) -> None:
+        """
+        Destroy a volume Comet created: 409 while mapped or a VM's disk, or
+        while ZFS snapshots or clones hang on it.  With C{force} (an admin's
+        way to clear what an earlier Comet, or a hand, left), the snapshots
+        and clones of it that no record owns are destroyed with it; what a
+        record owns (a VM's snapshot, a recorded volume cloned from it) or
+        what does not carry Comet's tag stays a 409, and nothing is destroyed.
+        """
         pool = await self.pool(pool_name)
         validate_name("volume", name)
         async with self.volume_lock(pool.name, name, "being deleted"):
-            await self._delete_volume(pool, name)
+            await self._delete_volume(pool, name, force)
 
-    async def _delete_volume(self, pool: Pool, name: str) -> None:
+    async def _delete_volume(self, pool: Pool, name: str, force: bool = False) -> None:
         """L{delete_volume}, its lock held."""
         record = await self._store.volume(pool.name, name)
         if record is not None and record.target:
@@ -483,15 +490,27 @@ class StorageModel:
             raise Conflict(f"volume {name!r} is a disk of VM {record.vm_uuid}; detach it first")
         zfs = self._server(pool.server).zfs
         zvol = f"{pool.dataset}/{name}"
+        clones: list[str] = []
+        if force:
+            clones = await self._check_leftovers(pool, zfs, name, force=True)
         async with self.intents.operation("volume.delete", f"{pool.name}/{name}") as op:
-            async with op.step("destroy zvol", server=pool.server, zvol=zvol):
+            if clones:
+                async with op.step("destroy leftovers", server=pool.server, zvol=zvol,
+                                   clones=clones, force=True):
+                    await destroy_all(zfs, clones)
+            async with op.step("destroy zvol", server=pool.server, zvol=zvol, force=force):
                 try:
-                    await zfs.destroy(zvol)
+                    await zfs.destroy(zvol, recursive=force)
                 except NotFound:
                     if record is None:
                         raise NotFound(
                             f"volume {name!r} does not exist in storage pool {pool.name!r}"
                         ) from None
+                except Conflict:
+                    if not force:
+                        # Say what hangs on it, and how to clear it.
+                        await self._check_leftovers(pool, zfs, name, force=False)
+                    raise
             if record is not None:
                 async with op.step("forget record", server=pool.server, zvol=zvol):
                     await self._store.delete_volume(pool.name, name)
@@ -505,6 +524,70 @@ class StorageModel:
                             pass
                         except CometError:
                             log.failure("destroying {snapshot}", snapshot=record.origin)
+
+    async def _check_leftovers(self, pool: Pool, zfs, name: str, force: bool) -> list[str]:
+        """
+        What hangs on volume C{name}: its ZFS snapshots and the zvols of the
+        pool cloned from them (and from those, and so on).  Raises
+        L{Conflict} naming what a record owns (a VM snapshot, a recorded
+        volume), then, unless C{force}, naming what no record owns, with the
+        way to clear it; with C{force}, what does not carry Comet's tag.
+        @return: the unrecorded clones to destroy before it, dependents first.
+        """
+        zvol = f"{pool.dataset}/{name}"
+        try:
+            snapshots = [s.name for s in await zfs.list_snapshots(zvol)]
+        except NotFound:
+            return []
+        volumes = await zfs.list_volumes(pool.dataset)
+        clones: list = []
+        origins = set(snapshots)
+        grew = True
+        while grew:
+            grew = False
+            for volume in volumes:
+                if volume.origin in origins and volume not in clones:
+                    clones.append(volume)
+                    origins |= {s.name for s in await zfs.list_snapshots(volume.name)}
+                    grew = True
+        recorded = []
+        for clone in clones:
+            if await self._store.volume(pool.name, clone.short_name) is not None:
+                recorded.append(f"volume {clone.short_name!r} (a clone of {clone.origin};"
+                                " delete it first)")
+        key = f"{pool.name}/{name}"
+        for snapshot in await self.snapshots_of_volume(key) if self.snapshots else []:
+            if f"{zvol}@{zfs_snapname(snapshot.name)}" in snapshots:
+                vm = await self._vm_name(snapshot.vm_uuid)
+                recorded.append(f"snapshot {snapshot.name!r} of VM {vm} (delete it, or unmap"
+                                " the volume from the VM, first)")
+        if recorded:
+            raise Conflict(f"volume {name!r} cannot be destroyed: {', '.join(recorded)}"
+                           " depend on it")
+        unrecorded = snapshots + [c.name for c in clones]
+        if not unrecorded:
+            return []
+        if not force:
+            raise Conflict(
+                f"volume {name!r} cannot be destroyed: ZFS snapshots or clones of it that no"
+                f" record of Comet owns hang on it ({', '.join(unrecorded)}; left by an"
+                " earlier Comet or made by hand).  An admin's DELETE with"
+                ' {"force": true} destroys them with the volume')
+        for name_ in [zvol] + [c.name for c in clones]:
+            await zfs.check_owned(name_, recursive=True)
+        return [c.name for c in reversed(clones)]
+
+    async def snapshots_of_volume(self, volume: str) -> list:
+        """The VM snapshot records that list C{volume} (C{"pool/name"})."""
+        return await self.snapshots.with_volume(volume)
+
+    async def _vm_name(self, vm_uuid: str) -> str:
+        if self._vms is not None:
+            try:
+                return repr((await self._vms.by_uuid(vm_uuid)).name)
+            except NotFound:
+                pass
+        return vm_uuid
 
     async def _branches(self, zfs, pool: Pool, record) -> list[str]:
         """

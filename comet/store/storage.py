@@ -285,6 +285,12 @@ def _drop_volume(conn, vm_uuid, volume):
                          (json.dumps(volumes), snapshot.id))
 
 
+def _with_volume(conn, volume):
+    rows = conn.execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM vm_snapshots ORDER BY id")
+    return [r for r in (SnapshotRecord(**dict(row)) for row in rows)
+            if volume in json.loads(r.volumes)]
+
+
 def _forget_snapshots(conn, vm_uuid):
     conn.execute("DELETE FROM vm_snapshots WHERE vm_uuid = ?", (vm_uuid,))
 
@@ -315,6 +321,10 @@ class Snapshots:
     def drop_volume(self, vm_uuid: str, volume: str):
         """Volume C{volume} (C{"pool/name"}) is in none of the VM's snapshots any more."""
         return self._db.transact(_drop_volume, vm_uuid, volume)
+
+    def with_volume(self, volume: str):
+        """Every VM's snapshots that list C{volume} (C{"pool/name"})."""
+        return self._db.transact(_with_volume, volume)
 
     def forget(self, vm_uuid: str):
         return self._db.transact(_forget_snapshots, vm_uuid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from comet.errors import NotFound
 from comet.model.storage import Pool, Volume
-from comet.web._schemas import NAME, obj
+from comet.web._schemas import BOOL, NAME, obj
 from comet.web._table import OPERATOR, ROUTES, Response
 
 ROUTES.path("storageservers", "/storageservers")
@@ -214,10 +214,14 @@ async def get_volume(models, request, body, pool, volume):
     return await volume_representation(models, await _storage(models).volume(pool, volume))
 
 
-@ROUTES.route("DELETE", "storagevolume", obj())
+@ROUTES.route("DELETE", "storagevolume", obj(force=BOOL))
 async def delete_volume(models, request, body, pool, volume):
-    """Destroy a volume (409 while it is mapped or a VM's disk)."""
-    await _storage(models).delete_volume(pool, volume)
+    """
+    Destroy a volume (409 while it is mapped or a VM's disk, or while ZFS
+    snapshots or clones hang on it); C{force}: also the snapshots and clones
+    of it that no record owns (admins only, as every volume DELETE).
+    """
+    await _storage(models).delete_volume(pool, volume, force=body.get("force", False))
     return Response(code=204)
 
 

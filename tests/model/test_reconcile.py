@@ -519,6 +519,130 @@ class VMCreateDeleteCrashTests(_Base, TestCase):
                 self.assertEqual([n for n in self.world.server.datasets if self.uuid in n], [])
 
 
+class LeftSnapshotCrashTests(_Base, TestCase):
+    """
+    The paths that take a VM's snapshots off a volume (issue 14), cut short:
+    VM delete with an attached volume (and with C{keep_storage}), unmap of a
+    volume the VM's snapshots cover, snapshot delete dropping an emptied
+    branch, a forced volume delete.  Once repaired, no ZFS snapshot or
+    branch is left that no record owns, and the volume can be deleted.
+    """
+
+    async def setUp(self):
+        await super().setUp()
+        await self.models.tasks.wait((await self.models.storage.create_volume(
+            "pool1", "data", "/x", capacity_gb=1)).id)
+        await self.models.vm_storages.attach("lab", "web", "pool1", "data")
+
+    def left(self, volume: str = "data") -> list[str]:
+        """Snapshots and branches of C{volume} (its own zvol aside)."""
+        zvol = f"tank/comet/{volume}"
+        return sorted(n for n in self.world.server.datasets
+                      if n.startswith(zvol) and n != zvol)
+
+    async def assertRecordedSnapshotsOnly(self, models) -> None:
+        """Every ZFS snapshot C{@comet-<name>} is a recorded snapshot of a volume it lists."""
+        for name in self.world.server.datasets:
+            if "@comet-" not in name or "@comet-base-" in name:
+                continue
+            zvol, snapname = name.split("@", 1)
+            volume = zvol.rsplit("/", 1)[1]
+            owners = [r for r in await models.storage.snapshots_of_volume(f"pool1/{volume}")
+                      if f"comet-{r.name}" == snapname]
+            self.assertTrue(owners, f"{name} has no snapshot record")
+
+    async def assertDeletable(self, models, volume: str = "data") -> None:
+        await models.storage.delete_volume("pool1", volume)
+        self.assertNotIn(f"tank/comet/{volume}", self.world.server.datasets)
+        self.assertEqual(self.left(volume), [])
+
+    async def test_vm_delete_each_step(self):
+        """A VM delete cut short takes its snapshots (and branches) off the attached volume."""
+        for keep in (False, True):
+            for step in ["delete disks", "forget record"]:
+                for when in ("before", "after"):
+                    await self.setUp()
+                    await self.models.vm_snapshots.create("lab", "web", "one")
+                    await self.models.vm_snapshots.create("lab", "web", "two")
+                    await self.models.vm_snapshots.revert("lab", "web", "one")
+                    self.assertNotEqual(self.left(), [])
+                    crash = _Crash("vm.delete", step, when)
+                    await self.crash_during(crash, lambda: self.models.vms.delete(
+                        "lab", "web", keep_storage=keep))
+                    models, repairs = await self.world.restart()
+                    self.assertTrue(any("interrupted vm.delete" in r for r in repairs), repairs)
+                    await self.assertConsistent(models)
+                    await self.assertRecordedSnapshotsOnly(models)
+                    self.assertEqual(self.left(), [], (keep, step, when))
+                    await self.assertDeletable(models)
+                    own = vm_disk_name(self.uuid)
+                    if keep:
+                        self.assertEqual(self.left(own), [])
+                        await self.assertDeletable(models, own)
+                    self.assertEqual([n for n in self.world.server.datasets if "@" in n], [])
+
+    async def test_unmap_each_step(self):
+        """An unmap cut short: the volume leaves the VM's snapshots, which keep the VM's disk."""
+        for step in ["drop snapshots", "forget attachment"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.models.vm_snapshots.create("lab", "web", "one")
+                crash = _Crash("unmap", step, when)
+                await self.crash_during(crash, lambda: self.models.vm_storages.unmap(
+                    "lab", "web", "data", "/cluster/lab/vms/web/storages/data"))
+                models, repairs = await self.world.restart()
+                self.assertTrue(any("interrupted unmap" in r for r in repairs), repairs)
+                await self.assertConsistent(models)
+                await self.assertRecordedSnapshotsOnly(models)
+                self.assertEqual(self.left(), [])
+                _, one = await models.vm_snapshots.get("lab", "web", "one")
+                self.assertEqual(one.volumes, f'["pool1/{vm_disk_name(self.uuid)}"]')
+                await self.assertDeletable(models)
+
+    async def test_snapshot_delete_drop_branches_each_step(self):
+        """A snapshot delete cut short drops the branch its last snapshot was on."""
+        for step in ["destroy", "drop branches", "forget record"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.models.vm_snapshots.create("lab", "web", "one")
+                await self.models.vm_snapshots.create("lab", "web", "two")
+                await self.models.vm_snapshots.revert("lab", "web", "one")
+                crash = _Crash("snapshot.delete", step, when)
+                await self.crash_during(crash, lambda: self.models.vm_snapshots.delete(
+                    "lab", "web", "two"))
+                models, repairs = await self.world.restart()
+                self.assertTrue(any("interrupted snapshot.delete" in r for r in repairs),
+                                repairs)
+                await self.assertConsistent(models)
+                await self.assertRecordedSnapshotsOnly(models)
+                self.assertEqual(self.left(), ["tank/comet/data@comet-one"], (step, when))
+                self.assertEqual([n for n in self.world.server.datasets if "-old-" in n], [])
+
+    async def test_forced_volume_delete_each_step(self):
+        """A forced delete cut short is finished: the unrecorded snapshot and clone go too."""
+        for step in ["destroy leftovers", "destroy zvol", "forget record"]:
+            for when in ("before", "after"):
+                await self.setUp()
+                await self.models.vm_storages.delete("lab", "web", "data")
+                await self.models.tasks.wait((await self.models.storage.create_volume(
+                    "pool1", "data", "/x", capacity_gb=1)).id)
+                zfs = self.models.storage._server("s1").zfs
+                await zfs.snapshot(["tank/comet/data"], "comet-snap-1")
+                await zfs.clone("tank/comet/data@comet-snap-1", "tank/comet", "data-old-00ff")
+                e = await self.assertFailure(ensureDeferred(
+                    self.models.storage.delete_volume("pool1", "data")), Conflict)
+                self.assertIn('{"force": true}', e.reason)
+                crash = _Crash("volume.delete", step, when)
+                await self.crash_during(crash, lambda: self.models.storage.delete_volume(
+                    "pool1", "data", force=True))
+                models, repairs = await self.world.restart()
+                self.assertTrue(any("interrupted volume.delete of pool1/data" in r
+                                    for r in repairs), repairs)
+                await self.assertConsistent(models)
+                self.assertEqual([n for n in self.world.server.datasets if "/data" in n], [])
+                self.assertIsNone(await models.storage._store.volume("pool1", "data"))
+
+
 class LeftoverTests(_Base, TestCase):
     """What no record owns, and what Comet cannot prove it made."""
 
