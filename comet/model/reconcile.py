@@ -17,20 +17,24 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    - C{volume.create}: a recorded volume is complete (kept); otherwise the
      zvol it made (if any) is destroyed.
    - C{volume.delete}: finished (zvol destroyed, record forgotten, origin
-     snapshot destroyed).
+     snapshot destroyed; forced: the unrecorded clones it found and the
+     zvol's snapshots too).  A plain one ZFS refuses (snapshots, clones)
+     is reported and left, as its live 409 left it.
    - C{vm.create}: undone (its disks, the clone and base snapshot it may
      have made, and its record).
    - C{vm.delete}: finished (powered off, unplaced, disks destroyed unless
-     kept, record forgotten).
+     kept, the VM's snapshots taken off the volumes it leaves, record
+     forgotten).
    - C{attach}: undone (hot-unplugged, unexported, attachment forgotten)
      unless its last step was marked done or the domain has the disk
      already (undoing that would need the guest to release it).
    - C{unmap}: finished (hot-unplugged, unexported once the guest released
-     the disk, attachment forgotten).
+     the disk, the VM's snapshots taken off the volume, attachment
+     forgotten).
    - C{snapshot}: a recorded snapshot is kept; otherwise the ZFS snapshots
      it took are destroyed.
-   - C{snapshot.delete}: finished (the ZFS snapshots left destroyed, the
-     record forgotten).
+   - C{snapshot.delete}: finished (the ZFS snapshots left destroyed, then
+     the branches with no snapshot left, the record forgotten).
    - C{snapshot.revert}: finished, since a rollback cannot be undone: each
      volume rolled back or branched (resuming a branch where it stopped),
      re-exported to the host it was exported to, the snapshot made current.

@@ -610,14 +610,17 @@ class StorageModel:
         """
         await destroy_all(zfs, [record.zvol] + await self._branches(zfs, pool, record))
 
-    async def _unbranch(self, zfs, pool: Pool, record) -> list[str]:
+    async def _unbranch(self, zfs, record, branches: list[str]) -> list[str]:
         """
-        Make volume C{record}'s current data depend on none of its branches:
-        after a revert to an older snapshot it is a clone of one (or of a
-        snapshot on one), so C{zfs promote} it until its origin (if any) is
-        outside the family.  Its data is unchanged.  One sentence a promote.
+        Make volume C{record}'s current data depend on none of its
+        C{branches}: after a revert to an older snapshot it is a clone of
+        one (or of a snapshot on one), so C{zfs promote} it until its origin
+        (if any) is outside the family.  Its data is unchanged.  One
+        sentence a promote.
         """
-        family = {record.zvol, *await self._branches(zfs, pool, record)}
+        if not branches:
+            return []
+        family = {record.zvol, *branches}
         done = []
         while True:
             try:
@@ -636,8 +639,9 @@ class StorageModel:
         revert set aside is reachable only through its snapshots, so once
         they are deleted it is garbage.  What was done, one sentence each.
         """
-        done = await self._unbranch(zfs, pool, record)
-        for zvol in await self._branches(zfs, pool, record):
+        branches = await self._branches(zfs, pool, record)
+        done = await self._unbranch(zfs, record, branches)
+        for zvol in branches:
             if not await zfs.list_snapshots(zvol):
                 try:
                     await zfs.destroy(zvol)
@@ -659,8 +663,8 @@ class StorageModel:
         """
         pool = await self.pool(record.pool)
         zfs = self._server(pool.server).zfs
-        done = await self._unbranch(zfs, pool, record)
         branches = await self._branches(zfs, pool, record)
+        done = await self._unbranch(zfs, record, branches)
         await destroy_all(zfs, branches)
         done += [f"{b} destroyed" for b in branches]
         for snapname in snapnames:

@@ -476,6 +476,8 @@ class VolumeKillTests(KillStepsCase):
         ("download", "volume.create", "record"),
         ("volume.delete", "volume.delete", "destroy zvol"),
         ("volume.delete", "volume.delete", "forget record"),
+        ("volume.delete/force", "volume.delete", "destroy leftovers"),
+        ("volume.delete/force", "volume.delete", "destroy zvol"),
     ]
 
     async def prepare(self):
@@ -506,10 +508,29 @@ class VolumeKillTests(KillStepsCase):
         await self.new_volume(self.fixture["pool"], self.volume)
         return lambda: self.request("DELETE", self._volumes(self.volume))
 
+    async def case_volume_delete_force(self, step):
+        """
+        A volume with a ZFS snapshot and a clone of it that no record owns
+        (as an earlier Comet left them): a plain DELETE is a 409 saying so,
+        an admin's forced one destroys them with it (issue 14).
+        """
+        self.volume = self.name("f")
+        pool = self.fixture["pool"]
+        await self.new_volume(pool, self.volume)
+        server = next(s for s in self.stack["servers"] if s["storagepool"] == pool)
+        zvol = f"{server['dataset']}/{self.volume}"
+        await self._ssh(server, f"zfs snapshot -o comet:owner=comet {zvol}@comet-left"
+                                f" && zfs clone -o comet:owner=comet {zvol}@comet-left"
+                                f" {zvol}-old-00ff")
+        answer = await self.request("DELETE", self._volumes(self.volume))
+        self.assertEqual(answer.code, 409, answer)
+        self.assertIn('{"force": true}', answer.json["reason"])
+        return lambda: self.request("DELETE", self._volumes(self.volume), {"force": True})
+
     async def after_volume_create(self):
         await self.delete_volume(self.fixture["pool"], self.volume)
 
-    after_download = after_volume_delete = after_volume_create
+    after_download = after_volume_delete = after_volume_delete_force = after_volume_create
 
 
 class VMKillTests(KillStepsCase):
@@ -524,6 +545,7 @@ class VMKillTests(KillStepsCase):
         ("vm.create", "vm.create", "make disks"),
         ("vm.delete", "vm.delete", "delete disks"),
         ("vm.delete", "vm.delete", "forget record"),
+        ("vm.delete/attached", "vm.delete", "delete disks"),
         ("vm.delete/running", "vm.delete", "power off"),
         ("vm.delete/running", "vm.delete", "unplace"),
         ("vm.start", "vm.start", "place"),
@@ -544,6 +566,7 @@ class VMKillTests(KillStepsCase):
         ("snapshot", "snapshot", "take"),
         ("snapshot", "snapshot", "record"),
         ("unmap/stopped", "unmap", "forget attachment"),
+        ("unmap/snapshot", "unmap", "drop snapshots"),
         ("revert", "snapshot.revert", "plan"),
         ("revert", "snapshot.revert", "rollback"),
         ("revert", "snapshot.revert", "set current"),
@@ -551,6 +574,7 @@ class VMKillTests(KillStepsCase):
         ("revert/placed", "snapshot.revert", "unexport"),
         ("snapshot.delete", "snapshot.delete", "destroy"),
         ("snapshot.delete", "snapshot.delete", "forget record"),
+        ("snapshot.delete/branch", "snapshot.delete", "drop branches"),
     ]
 
     async def prepare(self):
@@ -569,6 +593,26 @@ class VMKillTests(KillStepsCase):
     async def case_vm_delete(self, step):
         self.vm = await self.new_vm(self.fixture["cluster"])
         return lambda: self.request("DELETE", self.vm["href"], {"force": True})
+
+    async def case_vm_delete_attached(self, step):
+        """
+        A VM whose snapshots cover an attached volume, reverted to the older
+        one (a branch on that volume too): its delete leaves the volume
+        without them, and deletable (issue 14).
+        """
+        await self._attached_volume()
+        for name in ("s1", "s2"):
+            await self.post(self.vm["href"] + "/snapshots", {"name": name})
+        await self.post(self.vm["href"] + "/snapshots/s1/revert", {}, code=200)
+        return lambda: self.request("DELETE", self.vm["href"], {"force": True})
+
+    async def _attached_volume(self) -> dict:
+        """A VM of its own (not started) with a volume of its own attached."""
+        self.vm = await self.new_vm(self.fixture["cluster"])
+        self.volume = self.name("u")
+        await self.new_volume(self.fixture["pool"], self.volume)
+        return await self.post(self.vm["href"] + "/storages",
+                               {"pool": self.fixture["pool"], "vol": self.volume})
 
     async def case_vm_delete_running(self, step):
         self.vm = await self.new_vm(self.fixture["cluster"], start=True)
@@ -634,6 +678,18 @@ class VMKillTests(KillStepsCase):
         await self._snapshots("s1", "s2")
         return lambda: self.request("DELETE", self.vm["href"] + "/snapshots/s1")
 
+    async def case_unmap_snapshot(self, step):
+        """Unmap of a volume a snapshot covers: the snapshot leaves the volume (issue 14)."""
+        storage = await self._attached_volume()
+        await self.post(self.vm["href"] + "/snapshots", {"name": "s1"})
+        return lambda: self.request("POST", storage["actions"]["unmap"], {})
+
+    async def case_snapshot_delete_branch(self, step):
+        """After a revert to the older snapshot, the newer one lives on a branch: both go."""
+        await self._snapshots("s1", "s2")
+        await self.post(self.vm["href"] + "/snapshots/s1/revert", {}, code=200)
+        return lambda: self.request("DELETE", self.vm["href"] + "/snapshots/s2")
+
     async def case_unmap_stopped(self, step):
         self.vm = await self.new_vm(self.fixture["cluster"])
         self.volume = self.name("u")
@@ -657,7 +713,8 @@ class VMKillTests(KillStepsCase):
     after_vm_delete = after_vm_delete_running = after_vm_start = after_vm_stop = after_vm_create
     after_cluster_start = after_cluster_stop = after_attach = after_snapshot = after_vm_create
     after_unmap_stopped = after_revert = after_revert_branch = after_revert_placed = after_vm_create
-    after_snapshot_delete = after_vm_create
+    after_snapshot_delete = after_vm_delete_attached = after_unmap_snapshot = after_vm_create
+    after_snapshot_delete_branch = after_vm_create
 
 
 class GuestKillTests(KillStepsCase):

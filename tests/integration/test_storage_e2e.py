@@ -10,10 +10,14 @@ on the real testbed (issue 5's last "Done when"):
     snapshot, a second marker, stop, revert, start: the guest boots and
     reads back the first marker;
  5. a volume of the other server hot-plugged into the first VM (the guest
-    sees a new disk and writes to it), unmapped (the disk leaves the
-    guest), attached to the second VM (which reads what the first wrote);
- 6. everything deleted through the API: both zpools list what they listed
-    in step 1.
+    sees a new disk and writes to it), covered by a VM snapshot, unmapped
+    (the disk leaves the guest, the snapshot leaves the volume), attached to
+    the second VM (which reads what the first wrote) and covered by its
+    snapshot; the first VM takes the 1 GB volume of its own disk's server,
+    and a snapshot of it;
+ 6. everything deleted through the API (a VM alone, the other with its
+    cluster's forced delete; then the volumes those snapshots covered):
+    both zpools list what they listed in step 1 (issue 14).
 
 The guests talk on their serial consoles, read through libvirt
 (L{tests.integration._console}).  Skipped, with the reason, when the testbed
@@ -151,6 +155,11 @@ class StorageEndToEndTests(CometDaemonCase):
         self.assertEqual(await self._read_marker(first_vm, device), written)
         self.assertEqual((await self.get(volume_href))["vm"], first_vm["href"])
         self.assertIn(volume, await self._domain_disks(first_vm))
+        # A snapshot now covers the volume too (on its own server); the unmap
+        # takes it off the volume, and the snapshot keeps the VM's own disk.
+        covering = await self._snapshot_of(first_vm, f"with-{self.token}")
+        other_snapshot = f"{self._dataset(other_pool)}/{volume}@comet-{covering['name']}"
+        self.assertIn(other_snapshot, await self._snapshots_on(other_pool))
         unmapping = time.monotonic()
         answer = await self.request("POST", storage["actions"]["unmap"], {})
         await self.finished(answer)
@@ -164,12 +173,20 @@ class StorageEndToEndTests(CometDaemonCase):
         volume_now = await self.get(volume_href)
         self.assertEqual((volume_now["state"], volume_now["vm"], volume_now["target"]),
                          ("unmapped", None, None))
+        self.assertNotIn(other_snapshot, await self._snapshots_on(other_pool))
+        self.assertIn(f"{dataset}/{disks[0]}@comet-{covering['name']}",
+                      await self._snapshots_on(base_pool))
+        self.assertEqual((await self.get(covering["href"]))["name"], covering["name"])
         seen = await self._block_devices(second_vm)
         await self._attach(second_vm, other_pool, volume)
         new = await self._wait_devices(second_vm, lambda now: now - seen)
         self.assertEqual(len(new), 1, new)
         self.assertEqual(await self._read_marker(second_vm, "/dev/" + new.pop()), written)
         self.assertEqual((await self.get(volume_href))["vm"], second_vm["href"])
+        # The second VM's snapshot covers it: the cluster's forced delete takes it off.
+        held = await self._snapshot_of(second_vm, f"held-{self.token}")
+        self.assertIn(f"{self._dataset(other_pool)}/{volume}@comet-{held['name']}",
+                      await self._snapshots_on(other_pool))
         # A volume attached to a VM cannot go to another: 409.
         answer = await self.request(
             "POST", first_vm["href"] + "/storages", {"pool": other_pool, "vol": volume})
@@ -180,12 +197,16 @@ class StorageEndToEndTests(CometDaemonCase):
         await self._attach(first_vm, base_pool, data[base_pool])
         new = await self._wait_devices(first_vm, lambda now: now - seen)
         self.assertEqual(await self._read_marker(first_vm, "/dev/" + new.pop()), "")
+        # Its snapshot covers that volume: the VM's delete takes it off.
+        await self._snapshot_of(first_vm, f"both-{self.token}")
         self.assertEqual(
             sorted(s["vol"] for s in await self.get(first_vm["href"] + "/storages")),
             sorted([disks[0], data[base_pool]]))
         times["storages"] = time.monotonic() - started
 
-        # 6. Delete it all through the API; the zpools are as they were.
+        # 6. Delete it all through the API (the first VM alone, the second with
+        # the cluster's forced delete; the volumes their snapshots covered can
+        # go too); the zpools are as they were.
         await self._delete_all(check=True)
         domains = await _testbed.libvirtCall(
             self.stack, lambda conn: [d.name() for d in conn.listAllDomains(0)])
@@ -281,6 +302,16 @@ class StorageEndToEndTests(CometDaemonCase):
         self.assertEqual([s["name"] for s in listed], ["first"])
         return await self._start(vm)
 
+    async def _snapshot_of(self, vm: dict, name: str) -> dict:
+        answer = await self.request("POST", vm["href"] + "/snapshots", {"name": name})
+        self.assertEqual(answer.code, 201, answer)
+        return answer.json
+
+    async def _snapshots_on(self, pool: str) -> list[str]:
+        out = await self._ssh(pool, "zfs list -H -o name -t snapshot -r "
+                              + self._dataset(pool))
+        return out.split()
+
     async def _attach(self, vm: dict, pool: str, volume: str) -> dict:
         answer = await self.request("POST", vm["href"] + "/storages", {"pool": pool, "vol": volume})
         self.assertEqual(answer.code, 201, answer)
@@ -361,17 +392,18 @@ class StorageEndToEndTests(CometDaemonCase):
         made = self.made
         ok = (204,) if check else tuple(range(100, 600))
         cluster = made["cluster"]
-        for name in list(made["vms"]):
+        # Checked: the last VM goes with the cluster's forced delete.
+        for name in list(made["vms"])[:-1] if check else list(made["vms"]):
             answer = await self.request("DELETE", f"/cluster/{cluster}/vms/{name}", {"force": True})
             self.assertIn(answer.code, ok, answer)
         for console in list(self.consoles.values()):
             await console.aclose()
         self.consoles.clear()
-        if made["template"]:
-            answer = await self.request("DELETE", f"/templates/{made['template']}")
-            self.assertIn(answer.code, ok, answer)
         if cluster:
             answer = await self.request("DELETE", f"/cluster/{cluster}", {"force": True})
+            self.assertIn(answer.code, ok, answer)
+        if made["template"]:
+            answer = await self.request("DELETE", f"/templates/{made['template']}")
             self.assertIn(answer.code, ok, answer)
         for pool, name in made["volumes"]:
             answer = await self.request("DELETE", f"/storagepools/{pool}/storagevolumes/{name}")
