@@ -154,6 +154,61 @@ class RemoteContractMixin:
         self.assertFalse(exists)
 
     @inlineCallbacks
+    def test_destroy_recursive_checks_snapshots(self):
+        """
+        A recursive destroy checks the tag of every snapshot too: one made
+        by hand (untagged) keeps the volume and all its snapshots (issue 14's
+        forced volume DELETE relies on it).
+        """
+        volume = yield self.volume("v1")
+        yield self.zfs.snapshot([volume.name], "tagged")
+        yield self.runner.run(["zfs", "snapshot", f"{volume.name}@by-hand"])
+        with self.assertRaises(Conflict) as caught:
+            yield self.zfs.destroy(volume.name, recursive=True)
+        self.assertIn(f"{volume.name}@by-hand", caught.exception.reason)
+        snapshots = yield self.zfs.list_snapshots(volume.name)
+        self.assertEqual([s.snapname for s in snapshots], ["tagged", "by-hand"])
+
+    @inlineCallbacks
+    def test_destroy_recursive_dependent_clones(self):
+        """
+        A recursive destroy (not C{-R}) refuses a volume whose snapshot has a
+        clone, and destroys nothing; once the clone is gone it goes.
+        """
+        volume = yield self.volume("v1")
+        yield self.zfs.snapshot([volume.name], "s1")
+        clone = yield self.zfs.clone(f"{volume.name}@s1", self.top, "v1-old-00ff")
+        with self.assertRaises(Conflict) as caught:
+            yield self.zfs.destroy(volume.name, recursive=True)
+        self.assertIn("dependent clones", caught.exception.reason)
+        self.assertTrue((yield self.zfs.exists(f"{volume.name}@s1")))
+        yield self.zfs.destroy(clone.name, recursive=True)
+        yield self.zfs.destroy(volume.name, recursive=True)
+        self.assertFalse((yield self.zfs.exists(volume.name)))
+
+    @inlineCallbacks
+    def test_promote_out_of_a_chain(self):
+        """
+        A clone of a clone promoted twice no longer depends on either: its
+        origin becomes its origin's origin, then none (what taking a VM's
+        snapshots off a reverted volume does before destroying the branches).
+        """
+        first = yield self.volume("a")
+        yield self.zfs.snapshot([first.name], "s1")
+        second = yield self.zfs.clone(f"{first.name}@s1", self.top, "b")
+        yield self.zfs.snapshot([second.name], "s2")
+        third = yield self.zfs.clone(f"{second.name}@s2", self.top, "c")
+        yield self.zfs.promote(third.name)
+        self.assertEqual((yield self.zfs.get_volume(third.name)).origin, f"{first.name}@s1")
+        yield self.zfs.promote(third.name)
+        self.assertIsNone((yield self.zfs.get_volume(third.name)).origin)
+        names = [s.snapname for s in (yield self.zfs.list_snapshots(third.name))]
+        self.assertEqual(names, ["s1", "s2"])
+        for name in (second.name, first.name):
+            yield self.zfs.destroy(name, recursive=True)
+        yield self.zfs.destroy(third.name, recursive=True)
+
+    @inlineCallbacks
     def test_foreign_volumes_left_alone(self):
         """
         What carries another owner's tag, or only inherits Comet's, is never

@@ -642,6 +642,27 @@ class LeftSnapshotCrashTests(_Base, TestCase):
                 self.assertEqual([n for n in self.world.server.datasets if "/data" in n], [])
                 self.assertIsNone(await models.storage._store.volume("pool1", "data"))
 
+    async def test_plain_delete_refused_is_left(self):
+        """
+        A plain volume delete cut short before ZFS refused it (a snapshot no
+        record owns): the repair reports it and keeps the volume, as the live
+        409 would have; no intent is left to block the volume.
+        """
+        task = await self.models.vm_storages.unmap("lab", "web", "data", "/x")
+        await self.models.tasks.wait(task.id)
+        zfs = self.models.storage._server("s1").zfs
+        await zfs.snapshot(["tank/comet/data"], "comet-left")
+        crash = _Crash("volume.delete", "destroy zvol", "before")
+        await self.crash_during(crash, lambda: self.models.storage.delete_volume("pool1", "data"))
+        models, repairs = await self.world.restart()
+        [repair] = [r for r in repairs if "interrupted volume.delete of pool1/data" in r]
+        self.assertIn("was not destroyed", repair)
+        self.assertIn("the volume stays", repair)
+        await self.assertConsistent(models)
+        self.assertIsNotNone(await models.storage._store.volume("pool1", "data"))
+        await models.storage.delete_volume("pool1", "data", force=True)
+        self.assertEqual([n for n in self.world.server.datasets if "/data" in n], [])
+
 
 class LeftoverTests(_Base, TestCase):
     """What no record owns, and what Comet cannot prove it made."""
