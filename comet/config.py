@@ -63,6 +63,10 @@ class HostConfig:
     #: Libvirt domain type for VMs placed here: ``kvm`` in production,
     #: ``qemu`` (TCG) where the CPU has no virtualisation, ``test`` for the test driver.
     domain_type: str = "kvm"
+    #: The address storage servers see this host's iSCSI logins come from:
+    #: each export admits that initiator address only (besides CHAP).  "":
+    #: derived (L{comet.model.initiators}).
+    storage_address: str = ""
 
 
 @attrs.frozen
@@ -322,6 +326,15 @@ def _check(config: Config) -> Config:
     for host in config.hosts:
         if not check_name(host.name):
             raise ConfigError(f"hosts: name {host.name!r} is not a valid name")
+    for host in config.hosts:
+        if host.storage_address:
+            try:
+                ipaddress.ip_address(host.storage_address)
+            except ValueError:
+                raise ConfigError(
+                    f"hosts: storage_address {_key(host.storage_address)!s} of {host.name!r}"
+                    " is not an IP address"
+                ) from None
     for pool in config.storagepools:
         if not check_name(pool.name):
             raise ConfigError(f"storagepools: name {pool.name!r} is not a valid name")

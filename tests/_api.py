@@ -58,7 +58,10 @@ def test_hosts(testcase, sizes=((4, 8192), (8, 16384))) -> tuple[HostConfig, ...
     hosts = []
     for i, (cpus, memory) in enumerate(sizes, 1):
         uri = make_node_xml(node_path(testcase), cpus=cpus, memory_mb=memory)
-        hosts.append(HostConfig(name=f"node{i}", uri=uri, domain_type="test"))
+        # storage_address: the initiator address its exports admit (a
+        # test-driver node has no network of its own to derive it from).
+        hosts.append(HostConfig(name=f"node{i}", uri=uri, domain_type="test",
+                                storage_address=f"192.0.2.{i}"))
     return tuple(hosts)
 
 

@@ -34,6 +34,7 @@ from twisted.web.http import PotentialDataLoss
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
 from comet.model.downloads import Downloads, scrub
+from comet.model.initiators import Initiators
 from comet.model.intents import Intents
 from comet.model.locks import Locks
 from comet.remote import tgt as _tgt
@@ -157,6 +158,8 @@ class StorageModel:
             downloads = Downloads(reactor, config.storage)
         #: Where images come from (L{comet.model.downloads}).
         self.downloads = downloads
+        #: The initiator address each export admits (L{comet.model.initiators}).
+        self.initiators = Initiators(config.hosts)
         self._configured = {p.name: p for p in config.storagepools}
         #: Where multi-step changes record their steps (none unless wired).
         self.intents = Intents()
@@ -777,7 +780,10 @@ class StorageModel:
             raise Conflict(f"volume {record.name!r} is mapped to {record.exported_to}")
         iqn = self._iqn(pool.name, record.name)
         device = await server.zfs.device_of(record.zvol)
-        await server.tgt.export(iqn, device, record.chap_user, record.chap_secret)
+        # Only the host it is exported to may log in, and only with the CHAP account.
+        initiator = await self.initiators.address(host, pool.server)
+        await server.tgt.export(iqn, device, record.chap_user, record.chap_secret,
+                                initiator=initiator)
         usage = f"comet-{record.chap_user}"
         try:
             await self.hypervisors.define_secret(host, record.secret_uuid, usage, record.chap_secret)

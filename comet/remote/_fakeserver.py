@@ -17,6 +17,7 @@ servers, so the two cannot drift apart unnoticed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import time
@@ -150,9 +151,22 @@ class FakeStorageServer:
             self.devices[name] = self._next_minor
             self._next_minor += 16
 
-    def connect(self, iqn: str, initiator: str, address: str) -> None:
-        """Log initiator C{initiator} at C{address} in to target C{iqn}."""
+    def connect(self, iqn: str, initiator: str, address: str,
+                chap: tuple[str, str] | None = None) -> None:
+        """
+        Log initiator C{initiator} at C{address} in to target C{iqn}, with
+        CHAP credentials C{(user, password)} if given.  As tgt does, the
+        login is refused (L{PermissionError}) from an address the target's
+        ACL does not admit, and without a right account when the target has
+        CHAP accounts.
+        """
         target = next(t for t in self.targets.values() if t.iqn == iqn)
+        if not any(a == "ALL" or ipaddress.ip_address(address)
+                   in ipaddress.ip_network(a, strict=False) for a in target.acl):
+            raise PermissionError(f"{address} is not in the ACL of {iqn} ({target.acl})")
+        if target.accounts:
+            if chap is None or chap[0] not in target.accounts or self.accounts.get(chap[0]) != chap[1]:
+                raise PermissionError(f"CHAP authentication to {iqn} failed")
         target.connections.append((initiator, address))
 
     def device(self, volume: str) -> str | None:
@@ -592,6 +606,12 @@ class FakeStorageServer:
             return Answer()
         if (mode, op) == ("target", "bind"):
             self._target(opts).acl.append(str(opts["initiator-address"]))
+            return Answer()
+        if (mode, op) == ("target", "unbind"):
+            target, address = self._target(opts), str(opts["initiator-address"])
+            if address not in target.acl:
+                raise _Error("can't find the target")
+            target.acl.remove(address)
             return Answer()
         if (mode, op) == ("logicalunit", "new"):
             target = self._target(opts)

@@ -135,6 +135,14 @@ def bind_address_argv(tid: int, address: str = "ALL") -> list[str]:
                       "--initiator-address", address]
 
 
+def unbind_address_argv(tid: int, address: str) -> list[str]:
+    """Stop letting initiators at C{address} in (one entry of the target's ACL)."""
+    if not isinstance(address, str) or not _ADDRESS.match(address):
+        raise InvalidInput(f"not an initiator address: {address!r}")
+    return _TGTADM + ["--mode", "target", "--op", "unbind", "--tid", _tid(tid),
+                      "--initiator-address", address]
+
+
 def new_account_argv(user: str) -> list[str]:
     """Create CHAP account C{user}; its password goes on standard input, one line."""
     return ["sh", "-c", NEW_ACCOUNT_SCRIPT, "comet-chap", check_user(user)]
@@ -454,6 +462,14 @@ class TGT:
     def _export(self, name, device, chap_user, chap_password, initiator):
         targets, tid, made = yield self._lock.run(self._new_target, name, device, chap_user)
         if not made:
+            # Exported already (by an earlier start, or a version that let
+            # any address in): admit C{initiator} only, from now on.
+            acl = next((t.acl for t in targets if t.tid == tid), ())
+            if initiator not in acl:
+                yield self._run(bind_address_argv(tid, initiator))
+            for other in acl:
+                if other != initiator:
+                    yield self._run(unbind_address_argv(tid, other))
             return tid
         rebind: list[int] = []
         try:

@@ -41,6 +41,17 @@ class RemoteContractMixin:
     def makeRunner(self):
         raise NotImplementedError
 
+    #: The address this suite's iSCSI logins (L{login}) come from.
+    initiator_address = "10.200.0.1"
+
+    def login(self, iqn: str, chap: tuple[str, str]):
+        """
+        Log in to LUN 1 of target C{iqn} from L{initiator_address} with CHAP
+        account C{chap}: a L{Deferred} (or value) of whether the server let
+        the initiator in.
+        """
+        raise NotImplementedError
+
     @inlineCallbacks
     def setUp(self):
         self.runner = yield maybeDeferred(self.makeRunner)
@@ -452,6 +463,45 @@ class RemoteContractMixin:
         yield self.tgt.export(self.iqn("v1"), device, initiator="10.200.0.1")
         target = yield self.tgt.find(self.iqn("v1"))
         self.assertEqual((target.acl, target.accounts), (("10.200.0.1",), ()))
+
+    @inlineCallbacks
+    def test_export_admits_only_its_initiator(self):
+        """
+        An export bound to one initiator address and a CHAP account lets in
+        a login from that address with that account, and no other: not from
+        another address with the right account, not from the right address
+        without the right secret.
+        """
+        volume = yield self.volume("v1")
+        device = yield self.zfs.device_of(volume.name)
+        user, secret = f"u-{self.token}", "secret-secret-1"
+        mine, theirs = self.iqn("v1"), self.iqn("v2")
+        yield self.tgt.export(mine, device, user, secret, initiator=self.initiator_address)
+        target = yield self.tgt.find(mine)
+        self.assertEqual(target.acl, (self.initiator_address,))
+        self.assertTrue((yield maybeDeferred(self.login, mine, (user, secret))))
+        self.assertFalse((yield maybeDeferred(self.login, mine, (user, "secret-wrong-22"))))
+        yield self.tgt.unexport(mine)
+        # The same volume exported to another address: our login is refused.
+        yield self.tgt.export(theirs, device, user, secret, initiator="10.200.0.254")
+        self.assertFalse((yield maybeDeferred(self.login, theirs, (user, secret))))
+
+    @inlineCallbacks
+    def test_export_again_narrows_the_acl(self):
+        """
+        A target left open to any address (by an older Comet) and exported
+        again to one host admits that host only from then on.
+        """
+        volume = yield self.volume("v1")
+        device = yield self.zfs.device_of(volume.name)
+        user, secret = f"u-{self.token}", "secret-secret-1"
+        name = self.iqn("v1")
+        tid = yield self.tgt.export(name, device, user, secret)
+        self.assertEqual((yield self.tgt.find(name)).acl, ("ALL",))
+        again = yield self.tgt.export(name, device, user, secret, initiator="10.200.0.254")
+        self.assertEqual(again, tid)
+        self.assertEqual((yield self.tgt.find(name)).acl, ("10.200.0.254",))
+        self.assertFalse((yield maybeDeferred(self.login, name, (user, secret))))
 
     @inlineCallbacks
     def test_export_smallest_tid(self):

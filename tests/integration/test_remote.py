@@ -36,8 +36,25 @@ class _RealServer(RemoteContractMixin):
         self.pool = next(s["zpool"] for s in stack["servers"] if s["address"] == server.host)
         control = tempfile.mkdtemp(prefix="comet-ssh-", dir="/tmp")
         self.addCleanup(shutil.rmtree, control, True)
+        self.server_address = server.host
         return SSHRunner(reactor, server, StorageConfig(
             connect_timeout=10, command_timeout=120.0, control_dir=control))
+
+    async def login(self, iqn, chap):
+        """
+        A real iSCSI login from this machine (the testbed's bridge address,
+        10.200.0.1: the suite's initiator_address) with QEMU's own initiator
+        (libiscsi, what the VMs use): C{qemu-img info} of LUN 1.
+        """
+        from urllib.parse import quote
+
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        user, secret = (quote(part, safe="") for part in chap)
+        url = f"iscsi://{user}%{secret}@{self.server_address}/{iqn}/1"
+        out, err, code = await getProcessOutputAndValue(
+            "/usr/bin/qemu-img", ["info", url], env={"PATH": "/usr/bin:/bin"})
+        return code == 0
 
 
 class StorageServer1Tests(_RealServer, TestCase):

@@ -187,6 +187,24 @@ class VMDiskTests(_Setup, TestCase):
         volume = (await self.client.get(f"/storagepools/pool1/storagevolumes/{name}")).json
         self.assertEqual((volume["state"], volume["target"]), ("unmapped", None))
 
+    async def test_start_exports_to_the_host_only(self):
+        """
+        The target a start makes admits the host the VM runs on (its
+        storage_address) and nothing else: a login from another address is
+        refused even with the right CHAP account; the host's own gets in.
+        """
+        vm = await self.make_vm()
+        answer = await self.client.post("/cluster/lab/vms/web/start")
+        self.assertEqual(answer.code, 200, answer.body)
+        address = {"node1": "192.0.2.1", "node2": "192.0.2.2"}[answer.json["host"]]
+        [target] = self.server.targets.values()
+        self.assertEqual(target.acl, [address])
+        record = await self.models.storage._store.volume("pool1", vm_disk_name(vm["uuid"]))
+        chap = (record.chap_user, record.chap_secret)
+        self.assertRaises(PermissionError, self.server.connect, target.iqn,
+                          "iqn.2026-12.org.evil:x", "10.9.9.9", chap)
+        self.server.connect(target.iqn, "iqn.2026-12.org.comet:host", address, chap)
+
     async def test_delete_destroys(self):
         """Deleting the VM destroys its disk and the base snapshot; keep_storage keeps it."""
         vm = await self.make_vm()

@@ -31,6 +31,14 @@ class FakeStorageServerContractTests(RemoteContractMixin, TestCase):
         self.server = FakeStorageServer(now=lambda: 1795747582)
         return FakeRunner(self.server, host="10.200.0.99")
 
+    def login(self, iqn, chap):
+        try:
+            self.server.connect(iqn, "iqn.2026-12.org.comet.test:host", self.initiator_address,
+                                chap)
+        except PermissionError:
+            return False
+        return True
+
 
 class FakeStorageServerTests(TestCase):
     """What the fake offers beyond the contract."""
