@@ -86,6 +86,7 @@ class Pool:
 
     @property
     def actions(self) -> list[str]:
+        """The actions valid now: what C{set_active} accepts and C{actions} lists."""
         return ["deactivate"] if self.active else ["activate"]
 
 
@@ -288,7 +289,7 @@ class StorageModel:
     async def set_active(self, name: str, active: bool) -> Pool:
         pool = await self.pool(name)
         action = "activate" if active else "deactivate"
-        if pool.active == active:
+        if action not in pool.actions:
             raise Conflict(f"storage pool {name!r} is {'active' if active else 'inactive'};"
                            f" {action} is not possible")
         await self._store.set_active(name, pool.server, pool.dataset, active, self._now())
@@ -858,6 +859,34 @@ class StorageModel:
             await self.snapshots.forget(vm.uuid)
 
 
+def unmap_refusal(vm) -> str | None:
+    """
+    Why no volume can be unmapped from C{vm} now (the reason of the 409), or
+    C{None} when unmap is valid.  L{VMStorageModel.unmap} refuses by it and
+    L{VMStorage.actions} lists by it, so the two cannot disagree.
+    """
+    if vm.phase == "unknown":
+        return (f"VM {vm.name!r} is on host {vm.record.host!r}, which does not answer;"
+                " unmap is not possible now")
+    return None
+
+
+def revert_refusal(vm) -> str | None:
+    """
+    Why C{vm} cannot be reverted to a snapshot now (the reason of the 409),
+    or C{None}: only while it runs nowhere or is shut off.  The one rule of
+    L{VMSnapshotModel.revert} and of L{snapshot_actions}.
+    """
+    if vm.phase not in ("stopped", "shutoff"):
+        return f"VM {vm.name!r} is {vm.state}; power it off before a revert"
+    return None
+
+
+def snapshot_actions(vm) -> list[str]:
+    """The actions valid now on each snapshot of C{vm}."""
+    return ["revert"] if revert_refusal(vm) is None else []
+
+
 @attrs.frozen
 class VMStorage:
     """A volume attached to a VM."""
@@ -868,6 +897,11 @@ class VMStorage:
     @property
     def state(self) -> str:
         return "mapped" if self.record.target else "unmapped"
+
+    @property
+    def actions(self) -> list[str]:
+        """The actions valid now (L{unmap_refusal})."""
+        return ["unmap"] if unmap_refusal(self.vm) is None else []
 
 
 _DEV = re.compile(r"^vd[a-z]$")
@@ -993,9 +1027,9 @@ class VMStorageModel:
         """Start a task that detaches a volume from the VM (it stays in its pool)."""
         storage = await self.get(cluster, name, volume)
         vm = storage.vm
-        if vm.phase == "unknown":
-            raise Conflict(f"VM {name!r} is on host {vm.record.host!r}, which does not answer;"
-                           " unmap is not possible now")
+        refused = unmap_refusal(vm)
+        if refused is not None:
+            raise Conflict(refused)
         record = storage.record
         locks = [self._vms._lock(vm, f"unmapping {volume}"),
                  self._storage.volume_lock(record.pool, record.name,
@@ -1263,8 +1297,9 @@ class VMSnapshotModel:
         reconciler (L{finish_revert}), since a rollback cannot be undone.
         """
         vm, record = await self.get(cluster, name, snapshot)
-        if vm.phase not in ("stopped", "shutoff"):
-            raise Conflict(f"VM {name!r} is {vm.state}; power it off before a revert")
+        refused = revert_refusal(vm)
+        if refused is not None:
+            raise Conflict(refused)
         uuid = vm.record.uuid
         async with self._vms._lock(vm, f"reverting to snapshot {snapshot}"):
             volumes = await self._snapshot_records(record)

@@ -8,7 +8,7 @@ C{/storagepools/:pool/storagevolumes}, C{/storagepools/:pool/storagevolumes/:vol
 from __future__ import annotations
 
 from comet.errors import NotFound
-from comet.model.storage import Pool, Volume
+from comet.model.storage import Pool, Volume, snapshot_actions
 from comet.web._schemas import BOOL, NAME, obj
 from comet.web._table import OPERATOR, ROUTES, Response
 
@@ -246,7 +246,7 @@ def vm_storage_representation(storage) -> dict:
         "target": record.target,
         "volume": ROUTES.href("storagevolume", pool=record.pool, volume=record.name),
         "href": ROUTES.href("vm.storage", **params),
-        "actions": ROUTES.actions("vm.storage", ["unmap"], **params),
+        "actions": ROUTES.actions("vm.storage", storage.actions, **params),
     }
 
 
@@ -309,7 +309,7 @@ def snapshot_representation(vm, snapshot) -> dict:
         "parent": snapshot.parent,
         "current": bool(snapshot.current),
         "href": ROUTES.href("vm.snapshot", **params),
-        "actions": ROUTES.actions("vm.snapshot", ["revert"], **params),
+        "actions": ROUTES.actions("vm.snapshot", snapshot_actions(vm), **params),
     }
 
 
