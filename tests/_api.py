@@ -21,6 +21,7 @@ from comet.model import make_models as wire_models
 from comet.store import Database
 from comet.virt import Hypervisors
 from comet.web import CometAPI
+from tests._conformance import Conformance
 from tests.virt._nodes import make_node_xml, node_path
 from tests._util import temp_dir
 
@@ -133,12 +134,17 @@ class APIClient:
         C{test-<role>} is made in the API's database); C{None}: no
         credentials.  An C{Authorization} header given to L{request} wins
         (C{None} there: send none).
+    @param conformance: check every answer against the OpenAPI document of
+        the API's route table (L{tests._conformance}); a test fails on an
+        answer the document does not allow.
     """
 
-    def __init__(self, api: CometAPI, role: str | None = "admin", base: str = "http://comet.test"):
+    def __init__(self, api: CometAPI, role: str | None = "admin", base: str = "http://comet.test",
+                 conformance: bool = True):
         self.api = api
         self.base = base
         self._stub = StubTreq(api.resource())
+        self.conformance = Conformance(api) if conformance else None
         self.authorization = None
         users = getattr(api.models, "users", None) if role is not None else None
         if users is not None:
@@ -175,6 +181,8 @@ class APIClient:
         )
         response = await self._settle(d)
         content = await self._settle(self._stub.content(response))
+        if self.conformance is not None:
+            self.conformance.check(method, path, response.code, response.headers, content)
         return Answer(response.code, response.headers, content)
 
     async def _settle(self, d):

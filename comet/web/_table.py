@@ -60,6 +60,13 @@ class Endpoint:
     @ivar produces: the media type of a successful answer.
     @ivar role: the least role that may call it (L{VIEWER}, L{OPERATOR},
         L{ADMIN}), or L{PUBLIC} / L{TICKET}.
+    @ivar answers: what it answers on success: status code -> the JSON
+        schema of the body (C{None}: no body, or a body of C{produces} that
+        is not JSON).  C{None} when not declared (the document then says
+        only "an object").
+    @ivar errors: the error statuses its handler raises (a domain error:
+        404, 409, 503, ...), besides those the request pipeline answers for
+        every endpoint (L{comet.web.openapi} adds those).
     """
 
     method: str
@@ -71,6 +78,8 @@ class Endpoint:
     role: str = ADMIN
     #: Written to the audit log even though it is no change (a console ticket).
     audited: bool = False
+    answers: Mapping[int, Any] | None = None
+    errors: tuple[int, ...] = ()
 
 
 @attrs.frozen
@@ -117,10 +126,13 @@ class RouteTable:
         produces: str = JSON,
         role: str | None = None,
         audited: bool = False,
+        answers: Mapping[int, Any] | None = None,
+        errors: Iterable[int] = (),
     ) -> Callable:
         """
         Decorate a handler as the C{method} endpoint of path C{path}, callable
-        by C{role} and above (by default L{default_role} of C{method}).
+        by C{role} and above (by default L{default_role} of C{method}), that
+        answers C{answers} (L{Endpoint.answers}) or one of C{errors}.
         """
         needed = default_role(method) if role is None else role
         if needed not in ROLE_RANKS and needed not in (PUBLIC, TICKET):
@@ -134,7 +146,7 @@ class RouteTable:
             doc = (handler.__doc__ or "").strip().splitlines()
             self.endpoints.append(
                 Endpoint(method, path, handler, schema, produces, doc[0] if doc else "", needed,
-                         audited)
+                         audited, answers, tuple(sorted(set(errors))))
             )
             return handler
 

@@ -6,6 +6,7 @@ audit log (C{GET /auditlog}, admins only).
 from __future__ import annotations
 
 from comet.web._errors import HTTPError
+from comet.web._schemas import STRING, TIME, enum, listing, nullable, obj, resource
 from comet.web._table import ADMIN, PUBLIC, ROUTES
 
 ROUTES.path("health", "/health")
@@ -15,8 +16,29 @@ ROUTES.path("auditlog", "/auditlog")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
+HEALTH = obj(("status",), status=enum("ok"))
+ENTRY = resource(
+    "AuditEntry",
+    id={"type": "integer", "minimum": 1},
+    time=TIME,
+    user=STRING,
+    method=enum("POST", "PUT", "DELETE"),
+    uri=STRING,
+    status={"type": "integer", "minimum": 100, "maximum": 599},
+    task_id=nullable({"type": "integer", "minimum": 1}),
+    task=nullable({"type": "string", "pattern": "^/tasks/[0-9]+$"}),
+)
 
-@ROUTES.route("GET", "health", role=PUBLIC)
+#: The query parameters of C{GET /auditlog} (what L{auditlog} reads).
+QUERY = {
+    "user": {"type": "string"},
+    "since": {"type": "integer", "minimum": 0},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    "offset": {"type": "integer", "minimum": 0, "default": 0},
+}
+
+
+@ROUTES.route("GET", "health", role=PUBLIC, answers={200: HEALTH})
 async def health(models, request, body):
     """Whether the daemon answers (no credentials needed)."""
     return {"status": "ok"}
@@ -50,7 +72,7 @@ def representation(entry) -> dict:
     }
 
 
-@ROUTES.route("GET", "auditlog", role=ADMIN)
+@ROUTES.route("GET", "auditlog", role=ADMIN, answers={200: listing(ENTRY)})
 async def auditlog(models, request, body):
     """
     The audit log, oldest first: every POST, PUT and DELETE (time, user,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from comet.model.clusters import Cluster
-from comet.web._schemas import BOOL, NAME, obj
+from comet.web._schemas import (BOOL, COUNT, NAME, STRING, TIME, URI, actions, enum, listing,
+                                obj, resource)
 from comet.web._table import ROUTES, Response
 
 ROUTES.path("clusters", "/cluster")
@@ -12,6 +13,22 @@ ROUTES.path("cluster", "/cluster/<name>")
 #: Cluster actions -> states they are valid in.  Filled by the compute model
 #: once cluster start/stop exist; until then no action is offered.
 CLUSTER_ACTIONS: dict[str, frozenset[str]] = {}
+
+#: A cluster's C{state}, from its VMs' (L{comet.model.clusters.cluster_state}).
+STATES = ("running", "stopped", "partial", "empty")
+
+SUMMARY = resource("ClusterSummary", name=NAME, state=enum(*STATES), vms=COUNT, href=URI)
+CLUSTER = resource(
+    "Cluster",
+    name=NAME,
+    description=STRING,
+    state=enum(*STATES),
+    vms=COUNT,
+    vms_href=URI,
+    created=TIME,
+    href=URI,
+    actions=actions("start", "stop"),
+)
 
 
 def summary(cluster: Cluster) -> dict:
@@ -37,7 +54,7 @@ def representation(cluster: Cluster) -> dict:
     }
 
 
-@ROUTES.route("GET", "clusters")
+@ROUTES.route("GET", "clusters", answers={200: listing(SUMMARY)})
 async def list_clusters(models, request, body):
     """List the clusters."""
     return [summary(c) for c in await models.clusters.list()]
@@ -47,6 +64,8 @@ async def list_clusters(models, request, body):
     "POST",
     "clusters",
     obj(("name",), name=NAME, description={"type": "string", "maxLength": 1024}),
+    answers={201: CLUSTER},
+    errors=(409,),
 )
 async def create_cluster(models, request, body):
     """Create a cluster."""
@@ -56,7 +75,7 @@ async def create_cluster(models, request, body):
     )
 
 
-@ROUTES.route("GET", "cluster")
+@ROUTES.route("GET", "cluster", answers={200: CLUSTER})
 async def get_cluster(models, request, body, name):
     """Describe one cluster."""
     return representation(await models.clusters.get(name))
@@ -66,6 +85,8 @@ async def get_cluster(models, request, body, name):
     "PUT",
     "cluster",
     obj(name=NAME, description={"type": "string", "maxLength": 1024}),
+    answers={200: CLUSTER},
+    errors=(409,),
 )
 async def update_cluster(models, request, body, name):
     """Rename a cluster or change its description."""
@@ -76,7 +97,8 @@ async def update_cluster(models, request, body, name):
     return Response(representation(cluster), 200, headers)
 
 
-@ROUTES.route("DELETE", "cluster", obj(force=BOOL))
+@ROUTES.route("DELETE", "cluster", obj(force=BOOL), answers={204: None},
+              errors=(409, 502, 503))
 async def delete_cluster(models, request, body, name):
     """Delete a cluster (with its VMs only when forced)."""
     await models.clusters.delete(name, force=body.get("force", False))

@@ -73,7 +73,8 @@ def _novnc_missing() -> Unavailable:
     )
 
 
-@ROUTES.route("GET", "vm.console", role=OPERATOR, audited=True)
+@ROUTES.route("GET", "vm.console", role=OPERATOR, audited=True, answers={303: None},
+              errors=(409, 502, 503))
 async def console(models, request, body, cluster, name):
     """303 to the VM's console page (?type=serial: its serial console), with a single-use token."""
     kind = request.args.get(b"type", [b"vnc"])[0].decode("utf-8", "replace")
@@ -89,7 +90,8 @@ async def console(models, request, body, cluster, name):
     return Response(code=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
-@ROUTES.route("GET", "console.page", produces="text/html", role=PUBLIC)
+@ROUTES.route("GET", "console.page", produces="text/html", role=PUBLIC, answers={200: None},
+              errors=(503,))
 async def page(models, request, body):
     """The console page (noVNC), for the token in its URI's fragment."""
     if not os.path.isfile(os.path.join(NOVNC_DIR, "core", "rfb.js")):
@@ -99,7 +101,7 @@ async def page(models, request, body):
     return Response(raw=html, content_type="text/html; charset=utf-8")
 
 
-@ROUTES.route("GET", "console.serial", produces="text/html", role=PUBLIC)
+@ROUTES.route("GET", "console.serial", produces="text/html", role=PUBLIC, answers={200: None})
 async def serial_page(models, request, body):
     """The serial console page (plain text), for the token in its URI's fragment."""
     with open(SERIAL_PAGE, "rb") as f:
@@ -107,7 +109,8 @@ async def serial_page(models, request, body):
     return Response(raw=html, content_type="text/html; charset=utf-8")
 
 
-@ROUTES.route("GET", "console.novnc", produces="text/javascript", role=PUBLIC)
+@ROUTES.route("GET", "console.novnc", produces="text/javascript", role=PUBLIC, answers={200: None},
+              errors=(503,))
 async def novnc(models, request, body, file):
     """A file of the noVNC client (Debian's novnc package)."""
     root = os.path.realpath(NOVNC_DIR)
@@ -124,7 +127,8 @@ async def novnc(models, request, body, file):
     return Response(raw=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"})
 
 
-@ROUTES.route("GET", "console.ws", produces="application/octet-stream", role=TICKET)
+@ROUTES.route("GET", "console.ws", produces="application/octet-stream", role=TICKET,
+              answers={101: None}, errors=(403, 502, 503))
 async def websocket(models, request, body, cluster, name, token):
     """The console's websocket (subprotocol binary): the VM's VNC bytes."""
     # The token first, and 403 for every refusal: whether a VM of that name

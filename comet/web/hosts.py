@@ -8,10 +8,28 @@ file (C{qemu+ssh://root@host/system?keyfile=...}): only admins see it.
 from __future__ import annotations
 
 from comet.model.hosts import Host
+from comet.web._schemas import COUNT, STRING, URI, enum, listing, nullable, resource
 from comet.web._table import ADMIN, ROUTES, allows
+from comet.virt import CONNECTED, UNREACHABLE
 
 ROUTES.path("hosts", "/hosts")
 ROUTES.path("host", "/hosts/<name>")
+
+#: A host: its live figures are C{null} while it does not answer, and
+#: C{reason} says why (only then); C{uri} is shown to admins only.
+HOST = resource(
+    "Host",
+    optional=("reason", "uri"),
+    name=STRING,
+    uri=STRING,
+    state=enum(CONNECTED, UNREACHABLE),
+    cpus=nullable(COUNT),
+    memory=nullable(COUNT),
+    memory_free=nullable(COUNT),
+    vms=nullable(COUNT),
+    href=URI,
+    reason=STRING,
+)
 
 
 def _admin(request) -> bool:
@@ -37,13 +55,13 @@ def representation(h: Host, show_uri: bool) -> dict:
     return body
 
 
-@ROUTES.route("GET", "hosts")
+@ROUTES.route("GET", "hosts", answers={200: listing(HOST)})
 async def list_hosts(models, request, body):
     """List the compute hosts with their live state (C{uri}: admins only)."""
     return [representation(h, _admin(request)) for h in await models.hosts.list()]
 
 
-@ROUTES.route("GET", "host")
+@ROUTES.route("GET", "host", answers={200: HOST})
 async def get_host(models, request, body, name):
     """Describe one compute host: CPUs, memory and free memory (MB), domains."""
     return representation(await models.hosts.get(name), _admin(request))

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import re
 
+from comet.model.console import KINDS as CONSOLE_KINDS
 from comet.names import NAME_PATTERN
 from comet.web._errors import ERROR_WORDS
 from comet.web._serve import NAME_PARAMS
-from comet.web._table import JSON, PUBLIC, ROUTES, TICKET, RouteTable, Response
+from comet.web._table import JSON, PUBLIC, ROUTES, TICKET, Endpoint, RouteTable, Response
+from comet.web.audit import QUERY as AUDIT_QUERY
 from comet.web.tasks import STATUSES
+from comet.web.tasks import TASK as _TASK
+from comet.web.storage import SERVER
+from comet.web.templates import CPUS
 
 ROUTES.path("openapi", "/openapi.json")
 
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 
+#: The body of every error.
 ERROR = {
+    "title": "Error",
     "type": "object",
     "required": ["code", "error", "reason"],
     "additionalProperties": False,
@@ -30,27 +37,11 @@ ERROR = {
 }
 
 #: A Task (C{comet/web/tasks.py}): the body of every 202.
-TASK = {
-    "type": "object",
-    "required": ["id", "status", "message", "target_uri", "progress", "created", "updated", "href"],
-    "additionalProperties": False,
-    "properties": {
-        "id": {"type": "integer", "minimum": 1},
-        "status": {"enum": list(STATUSES)},
-        "message": {"type": "string"},
-        "target_uri": {"type": "string"},
-        "progress": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
-        "created": {"type": "integer"},
-        "updated": {"type": "integer"},
-        "href": {"type": "string", "pattern": "^/tasks/[0-9]+$"},
-    },
-}
+TASK = _TASK
 
-#: A resource, or something with no URI of its own (a zpool, /health): an
-#: object whose C{href}, when it has one, is a URI.
+#: An endpoint that declares no answers (a route table of a test): an
+#: object whose C{href}, when it has one, is a URI, or a list of them.
 _OBJECT = {"type": "object", "properties": {"href": {"type": "string", "pattern": "^/"}}}
-
-#: A JSON success body: an object, or a list of them.
 _JSON_BODY = {"oneOf": [_OBJECT, {"type": "array", "items": _OBJECT}]}
 
 #: The query parameters an endpoint reads, by C{(method, path name)}.
@@ -65,12 +56,41 @@ _QUERY = {
     ],
     ("GET", "vm.console"): [
         {"name": "type", "in": "query", "required": False,
-         "schema": {"enum": ["vnc", "serial"]}},
+         "schema": {"enum": list(CONSOLE_KINDS), "default": "vnc"}},
+    ],
+    ("GET", "auditlog"): [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in AUDIT_QUERY.items()
     ],
 }
 
-#: What each method answers on success, besides errors.
-_SUCCESS = {"GET": "200", "PUT": "200", "DELETE": "204"}
+_DESCRIPTIONS = {
+    101: "the websocket, once the ticket is checked",
+    200: "OK",
+    201: "created: the new resource (its URI in Location)",
+    202: "accepted: the task that does the work (its URI in Location)",
+    204: "done; no body",
+    303: "see the URI in Location",
+    400: "bad request: a body, URI or query parameter that breaks the rules (the reason names it)",
+    401: "no credentials, or wrong ones",
+    403: "the caller's role may not do this (or the ticket is not good)",
+    404: "no such resource",
+    406: "the Accept header excludes what this answers",
+    409: "not possible in the current state (the reason names the state)",
+    413: "the request body is too large",
+    415: "the request body is not application/json",
+    429: "too many password guesses (Retry-After says when to try again)",
+    500: "a bug: the daemon's log has the details",
+    502: "a host or storage server failed the command",
+    503: "a compute host or storage server does not answer (the reason names it)",
+}
+
+_LOCATION = {"description": "the URI of the resource", "schema": {"type": "string"}}
+
+
+def openapi_path(pattern: str) -> str:
+    """The OpenAPI path of a route pattern: C{/tasks/<int:id>} -> C{/tasks/{id}}."""
+    return _PARAM.sub(lambda m: "{" + m.group(2) + "}", pattern)
 
 
 def _parameters(pattern: str) -> list[dict]:
@@ -88,37 +108,132 @@ def _parameters(pattern: str) -> list[dict]:
     return params
 
 
-def document(routes: RouteTable = ROUTES) -> dict:
-    """The OpenAPI 3.1 document of C{routes} (its schemas are JSON Schema 2020-12)."""
+def error_statuses(endpoint: Endpoint, pattern: str) -> list[int]:
+    """
+    The error statuses C{endpoint} can answer: those its handler declares,
+    and those the request pipeline (L{comet.web._serve.serve}, the guard)
+    answers before it: a bad C{Content-Length} (400) or a body too large
+    (413) anywhere, an C{Accept} that excludes it (406), a foreign C{Host}
+    or another site's change request (403, L{comet.web._origin}); missing
+    credentials (401), password guesses over the limit (429) or password
+    checks all busy (503), and a role too low (403); a name in the URI that
+    breaks the rule (400) or names nothing (404), a body that is not JSON
+    (415) or breaks the schema (400); and 500 for a bug.
+    """
+    codes = {400, 403, 406, 413, 500, *endpoint.errors}
+    if endpoint.role not in (PUBLIC, TICKET):
+        codes.update((401, 429, 503))
+    if _PARAM.search(pattern):
+        codes.add(404)
+    if endpoint.schema is not None:
+        codes.add(415)
+    return sorted(codes)
+
+
+class _Components:
+    """The named schemas (those with a C{title}), referred to by C{$ref}."""
+
+    def __init__(self):
+        self.schemas: dict[str, dict] = {}
+
+    def ref(self, schema):
+        if isinstance(schema, dict) and "title" in schema:
+            name = schema["title"]
+            if self.schemas.setdefault(name, schema) is not schema:
+                raise ValueError(f"two schemas are titled {name!r}")
+            return {"$ref": f"#/components/schemas/{name}"}
+        if isinstance(schema, dict) and schema.get("type") == "array":
+            return {**schema, "items": self.ref(schema["items"])}
+        return schema
+
+
+def _responses(endpoint: Endpoint, pattern: str, components: _Components) -> dict:
+    if endpoint.answers is None:
+        return _undeclared(endpoint)
+    error = {JSON: {"schema": components.ref(ERROR)}}
+    responses: dict[str, dict] = {}
+    for code, schema in sorted(endpoint.answers.items()):
+        response: dict = {"description": _DESCRIPTIONS.get(code, "OK")}
+        if schema is not None:
+            response["content"] = {JSON: {"schema": components.ref(schema)}}
+        elif endpoint.produces != JSON and code == 200:
+            response["content"] = {endpoint.produces: {"schema": {"type": "string", "format": "binary"}}}
+        if code in (201, 202, 303):
+            response["headers"] = {"Location": {**_LOCATION, "required": True}}
+        elif endpoint.method == "PUT":
+            # A rename answers with the new URI.
+            response["headers"] = {"Location": _LOCATION}
+        responses[str(code)] = response
+    for code in error_statuses(endpoint, pattern):
+        response = {"description": _DESCRIPTIONS.get(code, "an error"), "content": error}
+        if code == 401:
+            response["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+        responses[str(code)] = response
+    return responses
+
+
+def _undeclared(endpoint: Endpoint) -> dict:
+    """The responses of an endpoint that declares none: any object, any error."""
+    if endpoint.produces == JSON:
+        ok_content = {JSON: {"schema": _JSON_BODY}}
+    else:
+        ok_content = {endpoint.produces: {"schema": {"type": "string", "format": "binary"}}}
+    responses = {"default": {"description": "an error", "content": {JSON: {"schema": ERROR}}}}
+    if endpoint.method == "POST":
+        responses["200"] = {"description": "the resource after the action", "content": ok_content}
+        responses["201"] = {"description": "created", "content": ok_content}
+        responses["202"] = {"description": "a task", "content": {JSON: {"schema": TASK}}}
+    elif endpoint.method == "DELETE":
+        responses["204"] = {"description": "deleted"}
+    else:
+        responses["200"] = {"description": "OK", "content": ok_content}
+    return responses
+
+
+def _bounded(schema, live: dict):
+    """
+    C{schema} with the bounds that come from the configuration and the
+    hosts rather than from the code, as the models check them (a 400
+    beyond): the CPU count at most C{live["cpus_max"]}, the CPUs of the
+    largest compute host now; a storage server one of C{live["servers"]},
+    the configured ones.
+    """
+    if schema is CPUS and live.get("cpus_max") is not None:
+        return {**CPUS, "maximum": min(live["cpus_max"], CPUS["maximum"]),
+                "description": "at most the CPUs of the largest compute host"}
+    if schema is SERVER and live.get("servers") is not None:
+        return {"enum": list(live["servers"]), "description": "a configured storage server"}
+    if isinstance(schema, dict):
+        return {k: _bounded(v, live) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_bounded(v, live) for v in schema]
+    return schema
+
+
+def document(routes: RouteTable = ROUTES, cpus_max: int | None = None,
+             servers: list[str] | None = None) -> dict:
+    """
+    The OpenAPI 3.1 document of C{routes} (its schemas are JSON Schema
+    2020-12).  C{cpus_max}: the CPUs of the largest compute host, when known
+    (a request for more is refused); C{servers}: the configured storage
+    servers, when known (a pool on another is refused).
+    """
+    live = {"cpus_max": cpus_max, "servers": servers}
     from comet import __version__
 
+    components = _Components()
     paths: dict[str, dict] = {}
     for endpoint in routes.endpoints:
         pattern = routes.pattern(endpoint.path)
-        path = _PARAM.sub(lambda m: "{" + m.group(2) + "}", pattern)
+        path = openapi_path(pattern)
         item = paths.setdefault(path, {})
         parameters = _parameters(pattern)
         if parameters:
             item["parameters"] = parameters
-        if endpoint.produces == JSON:
-            ok_content = {JSON: {"schema": _JSON_BODY}}
-        else:
-            ok_content = {endpoint.produces: {"schema": {"type": "string", "format": "binary"}}}
-        responses = {
-            "default": {"description": "an error", "content": {JSON: {"schema": ERROR}}},
-        }
-        if endpoint.method == "POST":
-            responses["200"] = {"description": "the resource after the action", "content": ok_content}
-            responses["201"] = {"description": "created", "content": ok_content}
-            responses["202"] = {"description": "a task", "content": {JSON: {"schema": TASK}}}
-        elif endpoint.method == "DELETE":
-            responses["204"] = {"description": "deleted"}
-        else:
-            responses[_SUCCESS[endpoint.method]] = {"description": "OK", "content": ok_content}
         operation = {
             "operationId": f"{endpoint.method.lower()}_{endpoint.path.replace('.', '_')}",
             "summary": endpoint.summary,
-            "responses": responses,
+            "responses": _responses(endpoint, pattern, components),
         }
         if (endpoint.method, endpoint.path) in _QUERY:
             operation["parameters"] = _QUERY[(endpoint.method, endpoint.path)]
@@ -132,7 +247,7 @@ def document(routes: RouteTable = ROUTES) -> dict:
                 # body (415: comet.web._origin), and an empty body is C{{}}:
                 # a client sends one always.
                 "required": True,
-                "content": {JSON: {"schema": endpoint.schema}},
+                "content": {JSON: {"schema": _bounded(endpoint.schema, live)}},
             }
         item[endpoint.method.lower()] = operation
     return {
@@ -140,16 +255,25 @@ def document(routes: RouteTable = ROUTES) -> dict:
         "info": {"title": "Comet", "version": __version__},
         "paths": paths,
         "components": {
+            "schemas": dict(sorted(components.schemas.items())),
             "securitySchemes": {
                 "token": {"type": "http", "scheme": "bearer"},
                 "password": {"type": "http", "scheme": "basic"},
-            }
+            },
         },
         "security": [{"token": []}, {"password": []}],
     }
 
 
-@ROUTES.route("GET", "openapi")
+#: The document itself, as far as its readers rely on it.
+_DOCUMENT = {"type": "object", "required": ["openapi", "info", "paths"]}
+
+
+@ROUTES.route("GET", "openapi", answers={200: _DOCUMENT})
 async def openapi(models, request, body):
     """This document: the API in OpenAPI 3."""
-    return Response(document())
+    hosts = getattr(models, "hosts", None)
+    cpus_max = await hosts.max_cpus() if hosts is not None else None
+    storage = getattr(models, "storage", None)
+    servers = storage.servers() if storage is not None else None
+    return Response(document(cpus_max=cpus_max, servers=servers))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from comet.errors import NotFound
 from comet.model.storage import Pool, Volume, snapshot_actions
-from comet.web._schemas import BOOL, NAME, obj
+from comet.web._schemas import (BOOL, COUNT, NAME, STRING, TIME, URI, actions, enum, listing,
+                                nullable, obj, resource)
 from comet.web._table import OPERATOR, ROUTES, Response
+from comet.web.tasks import TASK
 
 ROUTES.path("storageservers", "/storageservers")
 ROUTES.path("storageserver", "/storageservers/<host>")
@@ -33,6 +35,60 @@ SERVER = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$"}
 CAPACITY = {"type": "integer", "minimum": 1, "maximum": 1024 * 1024}
 URL = {"type": "string", "pattern": r"^https?://[^\s]+$", "maxLength": 4096}
 
+#: What storage operations answer when no storage is configured (404), a
+#: server does not answer (503) or a command fails on it (502), besides
+#: their own 409s.
+_STORAGE_ERRORS = (404, 409, 502, 503)
+
+SERVER_SUMMARY = resource("StorageServerSummary", host=SERVER, href=URI)
+SERVER_SCHEMA = resource(
+    "StorageServer",
+    host=SERVER,
+    state=enum("reachable", "unreachable"),
+    storagezpools=URI,
+    href=URI,
+    actions=actions(),
+)
+ZPOOL = resource(
+    "Zpool", host=SERVER, zpool=STRING, size=COUNT, allocated=COUNT, free=COUNT, health=STRING
+)
+POOL_STATES = enum("active", "inactive")
+POOL_SUMMARY = resource("StoragePoolSummary", name=NAME, state=POOL_STATES, server=SERVER,
+                        href=URI)
+POOL = resource(
+    "StoragePool",
+    name=NAME,
+    state=POOL_STATES,
+    path=DATASET,
+    capacity=COUNT,
+    allocated=COUNT,
+    available=COUNT,
+    server=SERVER,
+    zpool=STRING,
+    configured=BOOL,
+    volumes=URI,
+    href=URI,
+    actions=actions("activate", "deactivate"),
+)
+VOLUME_STATES = enum("mapped", "unmapped")
+VOLUME_SUMMARY = resource("StorageVolumeSummary", name=STRING, state=VOLUME_STATES,
+                          capacity=COUNT, href=URI)
+VOLUME = resource(
+    "StorageVolume",
+    name=STRING,
+    state=VOLUME_STATES,
+    host=SERVER,
+    zpool=STRING,
+    target=nullable(STRING),
+    exported_to=nullable(STRING),
+    capacity=COUNT,
+    used=COUNT,
+    vm=nullable(URI),
+    managed=BOOL,
+    href=URI,
+    actions=actions(),
+)
+
 
 def _storage(models):
     if models.storage is None:
@@ -49,7 +105,7 @@ def _server(models, host: str) -> str:
 # Servers ----------------------------------------------------------------------
 
 
-@ROUTES.route("GET", "storageservers")
+@ROUTES.route("GET", "storageservers", answers={200: listing(SERVER_SUMMARY)}, errors=(404,))
 async def list_servers(models, request, body):
     """List the configured storage servers."""
     return [
@@ -58,7 +114,7 @@ async def list_servers(models, request, body):
     ]
 
 
-@ROUTES.route("GET", "storageserver")
+@ROUTES.route("GET", "storageserver", answers={200: SERVER_SCHEMA})
 async def get_server(models, request, body, host):
     """Describe a storage server: whether it answers now."""
     _server(models, host)
@@ -71,7 +127,7 @@ async def get_server(models, request, body, host):
     }
 
 
-@ROUTES.route("GET", "storageserver.zpools")
+@ROUTES.route("GET", "storageserver.zpools", answers={200: listing(ZPOOL)}, errors=_STORAGE_ERRORS)
 async def list_zpools(models, request, body, host):
     """The ZFS pools of a storage server, read live."""
     _server(models, host)
@@ -108,14 +164,15 @@ async def pool_representation(models, pool: Pool) -> dict:
     }
 
 
-@ROUTES.route("GET", "storagepools")
+@ROUTES.route("GET", "storagepools", answers={200: listing(POOL_SUMMARY)}, errors=(404,))
 async def list_pools(models, request, body):
     """List the storage pools (configured and registered)."""
     return [pool_summary(p) for p in await _storage(models).pools()]
 
 
 @ROUTES.route("POST", "storagepools", obj(("name", "server", "dataset"),
-                                          name=NAME, server=SERVER, dataset=DATASET))
+                                          name=NAME, server=SERVER, dataset=DATASET),
+              answers={201: POOL}, errors=_STORAGE_ERRORS)
 async def create_pool(models, request, body):
     """Register a pool: a dataset on a configured storage server (created if absent)."""
     pool = await _storage(models).create_pool(body["name"], body["server"], body["dataset"])
@@ -123,13 +180,13 @@ async def create_pool(models, request, body):
     return Response(await pool_representation(models, pool), 201, {"Location": href})
 
 
-@ROUTES.route("GET", "storagepool")
+@ROUTES.route("GET", "storagepool", answers={200: POOL}, errors=_STORAGE_ERRORS)
 async def get_pool(models, request, body, name):
     """Describe a pool, with its space read live."""
     return await pool_representation(models, await _storage(models).pool(name))
 
 
-@ROUTES.route("DELETE", "storagepool", obj())
+@ROUTES.route("DELETE", "storagepool", obj(), answers={204: None}, errors=_STORAGE_ERRORS)
 async def delete_pool(models, request, body, name):
     """Unregister a pool that holds no volume."""
     await _storage(models).delete_pool(name)
@@ -145,8 +202,9 @@ def _pool_action(active: bool):
     return handler
 
 
-ROUTES.route("POST", "storagepool.activate", obj())(_pool_action(True))
-ROUTES.route("POST", "storagepool.deactivate", obj())(_pool_action(False))
+for _active in (True, False):
+    ROUTES.route("POST", "storagepool.activate" if _active else "storagepool.deactivate", obj(),
+                 answers={200: POOL}, errors=_STORAGE_ERRORS)(_pool_action(_active))
 
 
 # Volumes ------------------------------------------------------------------------
@@ -179,7 +237,8 @@ async def volume_representation(models, volume: Volume) -> dict:
     }
 
 
-@ROUTES.route("GET", "storagevolumes")
+@ROUTES.route("GET", "storagevolumes", answers={200: listing(VOLUME_SUMMARY)},
+              errors=_STORAGE_ERRORS)
 async def list_volumes(models, request, body, pool):
     """List the volumes of a pool (read live from ZFS)."""
     return [
@@ -196,6 +255,8 @@ async def list_volumes(models, request, body, pool):
         "oneOf": [{"required": ["capacity"]}, {"required": ["url"]}],
         "description": "give exactly one of 'capacity' (GB) and 'url'",
     },
+    answers={202: TASK},
+    errors=_STORAGE_ERRORS,
 )
 async def create_volume(models, request, body, pool):
     """Create a volume, empty (capacity in GB) or from an image URL: a task."""
@@ -208,13 +269,14 @@ async def create_volume(models, request, body, pool):
     return _task_response(task)
 
 
-@ROUTES.route("GET", "storagevolume")
+@ROUTES.route("GET", "storagevolume", answers={200: VOLUME}, errors=_STORAGE_ERRORS)
 async def get_volume(models, request, body, pool, volume):
     """Describe a volume, with its size and use read live."""
     return await volume_representation(models, await _storage(models).volume(pool, volume))
 
 
-@ROUTES.route("DELETE", "storagevolume", obj(force=BOOL))
+@ROUTES.route("DELETE", "storagevolume", obj(force=BOOL), answers={204: None},
+              errors=_STORAGE_ERRORS)
 async def delete_volume(models, request, body, pool, volume):
     """
     Destroy a volume (409 while it is mapped or a VM's disk, or while ZFS
@@ -232,6 +294,19 @@ ROUTES.path("vm.storage", "/cluster/<cluster>/vms/<name>/storages/<zvol>")
 ROUTES.path("vm.storage.unmap", "/cluster/<cluster>/vms/<name>/storages/<zvol>/unmap")
 
 DEV = {"type": "string", "pattern": r"^vd[a-z]$"}
+
+VM_STORAGE = resource(
+    "VMStorage",
+    name=NAME,
+    dev=DEV,
+    pool=NAME,
+    vol=NAME,
+    state=VOLUME_STATES,
+    target=nullable(STRING),
+    volume=URI,
+    href=URI,
+    actions=actions("unmap"),
+)
 
 
 def vm_storage_representation(storage) -> dict:
@@ -256,13 +331,14 @@ def _vm_storages(models):
     return models.vm_storages
 
 
-@ROUTES.route("GET", "vm.storages")
+@ROUTES.route("GET", "vm.storages", answers={200: listing(VM_STORAGE)}, errors=_STORAGE_ERRORS)
 async def list_vm_storages(models, request, body, cluster, name):
     """List the volumes attached to a VM."""
     return [vm_storage_representation(s) for s in await _vm_storages(models).list(cluster, name)]
 
 
-@ROUTES.route("POST", "vm.storages", obj(("pool", "vol"), pool=NAME, vol=NAME, dev=DEV))
+@ROUTES.route("POST", "vm.storages", obj(("pool", "vol"), pool=NAME, vol=NAME, dev=DEV),
+              answers={201: VM_STORAGE}, errors=_STORAGE_ERRORS)
 async def attach_vm_storage(models, request, body, cluster, name):
     """Attach a volume to the VM (hot-plug if it runs); 409 if another VM has it."""
     storage = await _vm_storages(models).attach(
@@ -271,20 +347,20 @@ async def attach_vm_storage(models, request, body, cluster, name):
     return Response(representation, 201, {"Location": representation["href"]})
 
 
-@ROUTES.route("GET", "vm.storage")
+@ROUTES.route("GET", "vm.storage", answers={200: VM_STORAGE}, errors=_STORAGE_ERRORS)
 async def get_vm_storage(models, request, body, cluster, name, zvol):
     """Describe a volume attached to the VM."""
     return vm_storage_representation(await _vm_storages(models).get(cluster, name, zvol))
 
 
-@ROUTES.route("DELETE", "vm.storage", obj())
+@ROUTES.route("DELETE", "vm.storage", obj(), answers={204: None}, errors=_STORAGE_ERRORS)
 async def delete_vm_storage(models, request, body, cluster, name, zvol):
     """Detach the volume and destroy it (409 while the VM runs)."""
     await _vm_storages(models).delete(cluster, name, zvol)
     return Response(code=204)
 
 
-@ROUTES.route("POST", "vm.storage.unmap", obj())
+@ROUTES.route("POST", "vm.storage.unmap", obj(), answers={202: TASK}, errors=_STORAGE_ERRORS)
 async def unmap_vm_storage(models, request, body, cluster, name, zvol):
     """Detach the volume from the VM; it stays in its pool (a task)."""
     from comet.web.vms import _task_response
@@ -299,6 +375,17 @@ async def unmap_vm_storage(models, request, body, cluster, name, zvol):
 ROUTES.path("vm.snapshots", "/cluster/<cluster>/vms/<name>/snapshots")
 ROUTES.path("vm.snapshot", "/cluster/<cluster>/vms/<name>/snapshots/<snapshot>")
 ROUTES.path("vm.snapshot.revert", "/cluster/<cluster>/vms/<name>/snapshots/<snapshot>/revert")
+
+
+SNAPSHOT = resource(
+    "VMSnapshot",
+    name=NAME,
+    created=TIME,
+    parent={"anyOf": [NAME, {"const": ""}]},
+    current=BOOL,
+    href=URI,
+    actions=actions("revert"),
+)
 
 
 def snapshot_representation(vm, snapshot) -> dict:
@@ -319,14 +406,15 @@ def _vm_snapshots(models):
     return models.vm_snapshots
 
 
-@ROUTES.route("GET", "vm.snapshots")
+@ROUTES.route("GET", "vm.snapshots", answers={200: listing(SNAPSHOT)}, errors=_STORAGE_ERRORS)
 async def list_snapshots(models, request, body, cluster, name):
     """List the VM's snapshots, oldest first."""
     vm, snapshots = await _vm_snapshots(models).list(cluster, name)
     return [snapshot_representation(vm, s) for s in snapshots]
 
 
-@ROUTES.route("POST", "vm.snapshots", obj(name=NAME), role=OPERATOR)
+@ROUTES.route("POST", "vm.snapshots", obj(name=NAME), role=OPERATOR, answers={201: SNAPSHOT},
+              errors=_STORAGE_ERRORS)
 async def create_snapshot(models, request, body, cluster, name):
     """Snapshot all the VM's volumes at once (works while it runs)."""
     vm, snapshot = await _vm_snapshots(models).create(cluster, name, body.get("name"))
@@ -334,20 +422,22 @@ async def create_snapshot(models, request, body, cluster, name):
     return Response(representation, 201, {"Location": representation["href"]})
 
 
-@ROUTES.route("GET", "vm.snapshot")
+@ROUTES.route("GET", "vm.snapshot", answers={200: SNAPSHOT}, errors=_STORAGE_ERRORS)
 async def get_snapshot(models, request, body, cluster, name, snapshot):
     """Describe one snapshot."""
     return snapshot_representation(*await _vm_snapshots(models).get(cluster, name, snapshot))
 
 
-@ROUTES.route("DELETE", "vm.snapshot", obj(), role=OPERATOR)
+@ROUTES.route("DELETE", "vm.snapshot", obj(), role=OPERATOR, answers={204: None},
+              errors=_STORAGE_ERRORS)
 async def delete_snapshot(models, request, body, cluster, name, snapshot):
     """Delete a snapshot (its children become its parent's)."""
     await _vm_snapshots(models).delete(cluster, name, snapshot)
     return Response(code=204)
 
 
-@ROUTES.route("POST", "vm.snapshot.revert", obj(), role=OPERATOR)
+@ROUTES.route("POST", "vm.snapshot.revert", obj(), role=OPERATOR, answers={200: SNAPSHOT},
+              errors=_STORAGE_ERRORS)
 async def revert_snapshot(models, request, body, cluster, name, snapshot):
     """Roll the VM's volumes back to the snapshot (the VM must be off)."""
     return snapshot_representation(*await _vm_snapshots(models).revert(cluster, name, snapshot))

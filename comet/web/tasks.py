@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comet.errors import InvalidInput
 from comet.store import TaskRecord
+from comet.web._schemas import STRING, TIME, enum, listing, resource
 from comet.web._table import ROUTES
 from comet.web.audit import int_arg
 
@@ -12,6 +13,19 @@ ROUTES.path("task", "/tasks/<int:id>")
 
 #: What a task's C{status} can be (the CHECK of its column).
 STATUSES = ("running", "finished", "failed")
+
+#: A task: the body of every 202 (with a C{Location} of the task).
+TASK = resource(
+    "Task",
+    id={"type": "integer", "minimum": 1},
+    status=enum(*STATUSES),
+    message=STRING,
+    target_uri=STRING,
+    progress={"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+    created=TIME,
+    updated=TIME,
+    href={"type": "string", "pattern": "^/tasks/[0-9]+$"},
+)
 
 
 def representation(task: TaskRecord) -> dict:
@@ -32,7 +46,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 
-@ROUTES.route("GET", "tasks")
+@ROUTES.route("GET", "tasks", answers={200: listing(TASK)}, errors=(400,))
 async def list_tasks(models, request, body):
     """
     List the tasks, newest first: C{?status=running} filters by status,
@@ -52,7 +66,7 @@ async def list_tasks(models, request, body):
     return [representation(t) for t in tasks]
 
 
-@ROUTES.route("GET", "task")
+@ROUTES.route("GET", "task", answers={200: TASK})
 async def get_task(models, request, body, id):
     """Describe one task."""
     return representation(await models.tasks.get(id))

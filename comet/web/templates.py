@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from comet.store import TemplateRecord
-from comet.web._schemas import NAME, obj
+from comet.web._schemas import NAME, TIME, URI, listing, nullable, obj, resource
 from comet.web._table import ROUTES, Response
 
 ROUTES.path("templates", "/templates")
@@ -12,6 +12,17 @@ ROUTES.path("template", "/templates/<name>")
 MEMORY = {"type": "integer", "minimum": 64, "maximum": 16 * 1024 * 1024}
 CPUS = {"type": "integer", "minimum": 1, "maximum": 4096}
 DISK = obj(("pool", "volume"), pool=NAME, volume=NAME)
+
+SUMMARY = resource("TemplateSummary", name=NAME, href=URI)
+TEMPLATE = resource(
+    "Template",
+    name=NAME,
+    memory=MEMORY,
+    cpus=CPUS,
+    disk=nullable(DISK),
+    created=TIME,
+    href=URI,
+)
 
 
 def representation(t: TemplateRecord) -> dict:
@@ -26,7 +37,7 @@ def representation(t: TemplateRecord) -> dict:
     }
 
 
-@ROUTES.route("GET", "templates")
+@ROUTES.route("GET", "templates", answers={200: listing(SUMMARY)})
 async def list_templates(models, request, body):
     """List the templates."""
     return [
@@ -39,6 +50,8 @@ async def list_templates(models, request, body):
     "POST",
     "templates",
     obj(("name",), name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]}),
+    answers={201: TEMPLATE},
+    errors=(404, 409, 502, 503),
 )
 async def create_template(models, request, body):
     """Create a template (memory in MB, default 512; cpus default 1; disk optional)."""
@@ -49,7 +62,7 @@ async def create_template(models, request, body):
     return Response(representation(template), 201, {"Location": href})
 
 
-@ROUTES.route("GET", "template")
+@ROUTES.route("GET", "template", answers={200: TEMPLATE})
 async def get_template(models, request, body, name):
     """Describe one template."""
     return representation(await models.templates.get(name))
@@ -59,6 +72,8 @@ async def get_template(models, request, body, name):
     "PUT",
     "template",
     obj(name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]}),
+    answers={200: TEMPLATE},
+    errors=(409, 502, 503),
 )
 async def update_template(models, request, body, name):
     """Change a template (VMs made from it keep what they were given)."""
@@ -69,7 +84,7 @@ async def update_template(models, request, body, name):
     return Response(representation(template), 200, headers)
 
 
-@ROUTES.route("DELETE", "template", obj())
+@ROUTES.route("DELETE", "template", obj(), answers={204: None}, errors=(409,))
 async def delete_template(models, request, body, name):
     """Delete a template no VM was made from."""
     await models.templates.delete(name)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from comet.model.vms import VM, VM_ACTIONS
 from comet.web import clusters as _clusters
-from comet.web._schemas import BOOL, NAME, obj
+from comet.web._schemas import (BOOL, NAME, STRING, TIME, URI, actions, enum, listing, nullable,
+                                obj, resource)
 from comet.web._table import OPERATOR, ROUTES, Response
+from comet.web.tasks import TASK
 from comet.web.templates import CPUS, MEMORY
 
 ROUTES.path("vms", "/cluster/<cluster>/vms")
@@ -18,6 +20,29 @@ ROUTES.path("vm.screenshot", "/cluster/<cluster>/vms/<name>/screenshot")
 
 #: The body of C{stop}: seconds to wait for the guest, and whether to power off after.
 STOP = obj(timeout={"type": "number", "minimum": 0, "maximum": 3600}, force=BOOL)
+
+#: What a VM's C{state} can be: its domain's state, C{shutoff} when it is
+#: placed nowhere, C{unknown} while its host does not answer.
+STATES = ("running", "paused", "shutoff", "other", "unknown")
+
+SUMMARY = resource("VMSummary", name=NAME, state=enum(*STATES), host=nullable(STRING), href=URI)
+VM_SCHEMA = resource(
+    "VM",
+    name=NAME,
+    state=enum(*STATES),
+    memory=MEMORY,
+    cpus=CPUS,
+    screenshot=nullable(URI),
+    host=nullable(STRING),
+    template=nullable(NAME),
+    uuid={"type": "string", "pattern": "^[0-9a-f-]{36}$"},
+    console=nullable(URI),
+    storages=nullable(URI),
+    snapshots=nullable(URI),
+    created=TIME,
+    href=URI,
+    actions=actions(*VM_ACTIONS),
+)
 
 
 def href(vm: VM) -> str:
@@ -56,14 +81,15 @@ def representation(vm: VM) -> dict:
     }
 
 
-@ROUTES.route("GET", "vms")
+@ROUTES.route("GET", "vms", answers={200: listing(SUMMARY)})
 async def list_vms(models, request, body, cluster):
     """List a cluster's VMs with their live states."""
     return [summary(vm) for vm in await models.vms.list(cluster)]
 
 
 @ROUTES.route(
-    "POST", "vms", obj(("template",), template=NAME, name=NAME, memory=MEMORY, cpus=CPUS)
+    "POST", "vms", obj(("template",), template=NAME, name=NAME, memory=MEMORY, cpus=CPUS),
+    answers={201: VM_SCHEMA}, errors=(409, 502, 503),
 )
 async def create_vm(models, request, body, cluster):
     """Create a VM from a template (without a name: the template's name and a number)."""
@@ -73,13 +99,14 @@ async def create_vm(models, request, body, cluster):
     return Response(representation(vm), 201, {"Location": href(vm)})
 
 
-@ROUTES.route("GET", "vm")
+@ROUTES.route("GET", "vm", answers={200: VM_SCHEMA})
 async def get_vm(models, request, body, cluster, name):
     """Describe one VM, with its live state."""
     return representation(await models.vms.get(cluster, name))
 
 
-@ROUTES.route("PUT", "vm", obj(name=NAME, memory=MEMORY, cpus=CPUS))
+@ROUTES.route("PUT", "vm", obj(name=NAME, memory=MEMORY, cpus=CPUS), answers={200: VM_SCHEMA},
+              errors=(409, 503))
 async def update_vm(models, request, body, cluster, name):
     """Change a VM's stored definition (it takes effect at its next start)."""
     vm = await models.vms.update(
@@ -89,7 +116,8 @@ async def update_vm(models, request, body, cluster, name):
     return Response(representation(vm), 200, headers)
 
 
-@ROUTES.route("DELETE", "vm", obj(force=BOOL, keep_storage=BOOL))
+@ROUTES.route("DELETE", "vm", obj(force=BOOL, keep_storage=BOOL), answers={204: None},
+              errors=(409, 502, 503))
 async def delete_vm(models, request, body, cluster, name):
     """Delete a VM (and its own disks, unless keep_storage)."""
     await models.vms.delete(
@@ -98,7 +126,8 @@ async def delete_vm(models, request, body, cluster, name):
     return Response(code=204)
 
 
-@ROUTES.route("GET", "vm.screenshot", produces="image/png", role=OPERATOR)
+@ROUTES.route("GET", "vm.screenshot", produces="image/png", role=OPERATOR, answers={200: None},
+              errors=(409, 502, 503))
 async def screenshot(models, request, body, cluster, name):
     """A PNG of the VM's screen (taken at most every few seconds)."""
     png = await models.vms.screenshot(cluster, name)
@@ -135,9 +164,11 @@ def _task_response(task) -> Response:
 for _action in VM_ACTIONS:
     ROUTES.path(f"vm.{_action}", f"/cluster/<cluster>/vms/<name>/{_action}")
     if _action == "stop":
-        ROUTES.route("POST", "vm.stop", STOP, role=OPERATOR)(_stop)
+        ROUTES.route("POST", "vm.stop", STOP, role=OPERATOR, answers={202: TASK},
+                     errors=(409, 502, 503))(_stop)
     else:
-        ROUTES.route("POST", f"vm.{_action}", obj(), role=OPERATOR)(_quick_action(_action))
+        ROUTES.route("POST", f"vm.{_action}", obj(), role=OPERATOR, answers={200: VM_SCHEMA},
+                     errors=(409, 502, 503))(_quick_action(_action))
 
 
 # Cluster actions: start or stop every VM of the cluster, as a task.
@@ -164,7 +195,8 @@ def _cluster_action(action: str, schema):
 
     handler.__doc__ = f"{action.capitalize()} every VM of the cluster (a task)."
     ROUTES.path(f"cluster.{action}", f"/cluster/<name>/{action}")
-    ROUTES.route("POST", f"cluster.{action}", schema, role=OPERATOR)(handler)
+    ROUTES.route("POST", f"cluster.{action}", schema, role=OPERATOR, answers={202: TASK},
+                 errors=(409,))(handler)
 
 
 _cluster_action("start", obj())

@@ -5,7 +5,8 @@ from twisted.trial.unittest import TestCase
 from comet.web import ROUTES
 from comet.web._table import JSON
 from comet.web.openapi import document
-from tests._api import make_client, make_models
+from tests._api import APIClient, make_client, make_models
+from tests._conformance import ConformanceError, schema_of
 
 
 class OpenAPITests(TestCase):
@@ -39,8 +40,6 @@ class OpenAPITests(TestCase):
         The error, Task and resource schemas of the document accept what
         the API really answers (schemathesis checks every answer with them).
         """
-        from jsonschema import Draft202012Validator
-
         doc = document()
         models = make_models(self)
         client = make_client(self, models)
@@ -48,20 +47,18 @@ class OpenAPITests(TestCase):
         cluster = (await client.post("/cluster", {"name": "lab"})).json
         clusters = (await client.get("/cluster")).json
         responses = doc["paths"]["/cluster"]["post"]["responses"]
-        Draft202012Validator(responses["default"]["content"][JSON]["schema"]).validate(error)
-        Draft202012Validator(responses["201"]["content"][JSON]["schema"]).validate(cluster)
-        listing = doc["paths"]["/cluster"]["get"]["responses"]["200"]["content"][JSON]["schema"]
-        Draft202012Validator(listing).validate(clusters)
+        schema_of(doc, responses["409"]).validate(error)
+        schema_of(doc, responses["201"]).validate(cluster)
+        listing = doc["paths"]["/cluster"]["get"]["responses"]["200"]
+        schema_of(doc, listing).validate(clusters)
         await client.post("/templates", {"name": "small", "memory": 128, "cpus": 1})
         await client.post("/cluster/lab/vms", {"template": "small"})
         task = (await client.post("/cluster/lab/start")).json
         task_schema = doc["paths"]["/cluster/{name}/start"]["post"]["responses"]["202"]
-        Draft202012Validator(task_schema["content"][JSON]["schema"]).validate(task)
+        schema_of(doc, task_schema).validate(task)
         await models.tasks.wait(task["id"])
         self.assertFalse(
-            Draft202012Validator(responses["default"]["content"][JSON]["schema"]).is_valid(
-                {"code": 200, "error": "fine", "reason": ""}
-            )
+            schema_of(doc, responses["409"]).is_valid({"code": 200, "error": "fine", "reason": ""})
         )
 
     def test_query_and_id_parameters(self):
@@ -101,12 +98,137 @@ class OpenAPITests(TestCase):
         Objects need no C{href}: a server's zpools and /health have no URI of
         their own (schemathesis: the document said every one had one).
         """
-        from jsonschema import Draft202012Validator
+        doc = document()
+        zpools = doc["paths"]["/storageservers/{host}/storagezpools"]["get"]["responses"]["200"]
+        zpool = {"host": "s1", "zpool": "tank", "size": 1, "allocated": 0, "free": 1,
+                 "health": "ONLINE"}
+        self.assertTrue(schema_of(doc, zpools).is_valid([zpool]))
+        health = doc["paths"]["/health"]["get"]["responses"]["200"]
+        self.assertTrue(schema_of(doc, health).is_valid({"status": "ok"}))
+        clusters = schema_of(doc, doc["paths"]["/cluster"]["get"]["responses"]["200"])
+        summary = {"name": "lab", "state": "empty", "vms": 0, "href": "/cluster/lab"}
+        self.assertTrue(clusters.is_valid([summary]))
+        self.assertFalse(clusters.is_valid([{**summary, "href": 3}]))
+        self.assertFalse(clusters.is_valid("lab"))
 
-        ok = document()["paths"]["/storageservers/{host}/storagezpools"]["get"]["responses"]["200"]
-        schema = Draft202012Validator(ok["content"][JSON]["schema"])
-        self.assertTrue(schema.is_valid([{"host": "s1", "zpool": "tank", "size": 1}]))
-        self.assertTrue(schema.is_valid({"name": "lab", "href": "/cluster/lab"}))
-        self.assertTrue(schema.is_valid({"status": "ok"}))
-        self.assertFalse(schema.is_valid({"name": "lab", "href": 3}))
-        self.assertFalse(schema.is_valid("lab"))
+    def test_every_operation_declares_its_answers(self):
+        """No operation of the API is left at "some object": each says what it answers."""
+        undeclared = [(e.method, e.path) for e in ROUTES.endpoints if e.answers is None]
+        self.assertEqual(undeclared, [])
+        for path, item in document()["paths"].items():
+            for method, operation in item.items():
+                if method != "parameters":
+                    self.assertNotIn("default", operation["responses"], (method, path))
+
+    def test_real_statuses(self):
+        """
+        The statuses each operation really answers: the console 303, a
+        create 201, an action 200 or 202, a DELETE 204; and the errors it
+        can answer, with the error body.
+        """
+        paths = document()["paths"]
+
+        def statuses(path, method):
+            return sorted(int(code) for code in paths[path][method]["responses"])
+
+        console = paths["/cluster/{cluster}/vms/{name}/console"]["get"]["responses"]
+        self.assertIn("303", console)
+        self.assertNotIn("200", console)
+        self.assertTrue(console["303"]["headers"]["Location"]["required"])
+        self.assertNotIn("content", console["303"])
+        self.assertEqual(statuses("/cluster", "post"),
+                         [201, 400, 401, 403, 406, 409, 413, 415, 429, 500, 503])
+        self.assertEqual(statuses("/cluster", "get"), [200, 400, 401, 403, 406, 413, 429, 500, 503])
+        self.assertEqual(statuses("/health", "get"), [200, 400, 403, 406, 413, 500])
+        self.assertIn(200, statuses("/cluster/{cluster}/vms/{name}/start", "post"))
+        self.assertIn(202, statuses("/cluster/{cluster}/vms/{name}/stop", "post"))
+        self.assertNotIn(200, statuses("/cluster/{cluster}/vms/{name}/stop", "post"))
+        self.assertIn(204, statuses("/templates/{name}", "delete"))
+        self.assertIn(503, statuses("/cluster/{cluster}/vms/{name}/start", "post"))
+        error = paths["/cluster"]["post"]["responses"]["409"]["content"][JSON]["schema"]
+        self.assertEqual(error, {"$ref": "#/components/schemas/Error"})
+
+    def test_auditlog_parameters(self):
+        doc = document()
+        params = {p["name"]: p["schema"] for p in doc["paths"]["/auditlog"]["get"]["parameters"]}
+        self.assertEqual(sorted(params), ["limit", "offset", "since", "user"])
+        self.assertEqual((params["limit"]["minimum"], params["limit"]["maximum"]), (1, 1000))
+
+    async def test_cpus_bound_is_the_largest_host(self):
+        """
+        The models refuse more CPUs than the largest host has (400): the
+        document served says so (schemathesis: C{cpus: 4095} on POST
+        /templates was valid by the document, and refused).
+        """
+        client = make_client(self)  # hosts of 4 and 8 CPUs
+        doc = (await client.get("/openapi.json")).json
+        body = doc["paths"]["/templates"]["post"]["requestBody"]["content"][JSON]["schema"]
+        self.assertEqual(body["properties"]["cpus"]["maximum"], 8)
+        vm = doc["paths"]["/cluster/{cluster}/vms/{name}"]["put"]["requestBody"]
+        self.assertEqual(vm["content"][JSON]["schema"]["properties"]["cpus"]["maximum"], 8)
+        answer = await client.post("/templates", {"name": "big", "cpus": 8})
+        self.assertEqual(answer.code, 201, answer.body)
+        answer = await client.post("/templates", {"name": "bigger", "cpus": 9})
+        self.assertEqual(answer.code, 400, answer.body)
+
+
+class ConformanceTests(TestCase):
+    """The check every test client makes of every answer (L{tests._conformance})."""
+
+    def api(self, handler, answers):
+        from comet.web import CometAPI
+        from comet.web._table import RouteTable
+        from tests._api import fixed_guard
+
+        table = RouteTable()
+        table.path("thing", "/thing")
+        table.route("GET", "thing", answers=answers, role="viewer")(handler)
+        return APIClient(CometAPI(object(), table, fixed_guard()))
+
+    async def test_body_against_schema(self):
+        from comet.web._schemas import resource
+
+        schema = resource("Thing", name={"type": "string"})
+
+        async def good(models, request, body):
+            return {"name": "a"}
+
+        async def bad(models, request, body):
+            return {"name": 3}
+
+        self.assertEqual((await self.api(good, {200: schema}).get("/thing")).code, 200)
+        with self.assertRaises(ConformanceError) as e:
+            await self.api(bad, {200: schema}).get("/thing")
+        self.assertIn("at name: 3 is not of type 'string'", str(e.exception))
+
+    async def test_status_listed(self):
+        """A status the document does not list fails, even a well-formed error."""
+        from comet.errors import Conflict
+
+        async def conflict(models, request, body):
+            raise Conflict("no")
+
+        with self.assertRaises(ConformanceError) as e:
+            await self.api(conflict, {200: None}).get("/thing")
+        self.assertIn("GET /thing answered 409, which the OpenAPI document does not list",
+                      str(e.exception))
+
+    async def test_no_body_where_none(self):
+        from comet.web._table import Response
+
+        async def created(models, request, body):
+            return Response({"x": 1}, 201, {"Location": "/thing"})
+
+        with self.assertRaises(ConformanceError) as e:
+            await self.api(created, {201: None}).get("/thing")
+        self.assertIn("with a body, where the document has none", str(e.exception))
+
+    async def test_required_header(self):
+        from comet.web._table import Response
+
+        async def created(models, request, body):
+            return Response({"x": 1}, 201)
+
+        with self.assertRaises(ConformanceError) as e:
+            await self.api(created, {201: {"type": "object"}}).get("/thing")
+        self.assertIn("without the Location header", str(e.exception))
