@@ -48,12 +48,16 @@ def credentials(token: str) -> dict[str, str]:
     """The headers that authenticate the run: an admin's token, so every operation is allowed."""
     return {"Authorization": f"Bearer {token}"}
 
-#: What schemathesis checks on every answer.
+#: What schemathesis checks on every answer.  positive_data_acceptance: a
+#: request the document calls valid is not refused as bad input (400): the
+#: request schemas state the models' bounds.
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
     "content_type_conformance",
     "response_schema_conformance",
+    "response_headers_conformance",
+    "positive_data_acceptance",
 )
 
 #: The fixed seed and bound of the CI run; C{COMET_FUZZ_SEED} and

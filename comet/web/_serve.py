@@ -119,6 +119,8 @@ def describe(error: ValidationError) -> str:
         )
     if error.validator in ("oneOf", "anyOf") and error.schema.get("description"):
         return error.schema["description"]
+    if error.validator == "pattern" and error.schema.get("description"):
+        return f"field '{_field_of(error)}': {error.schema['description']}, not {error.instance!r}"
     return f"field '{_field_of(error)}': {error.message}"
 
 

@@ -275,5 +275,6 @@ async def openapi(models, request, body):
     hosts = getattr(models, "hosts", None)
     cpus_max = await hosts.max_cpus() if hosts is not None else None
     storage = getattr(models, "storage", None)
-    servers = storage.servers() if storage is not None else None
+    # None: no server is configured, so every storage operation is a 404.
+    servers = (storage.servers() or None) if storage is not None else None
     return Response(document(cpus_max=cpus_max, servers=servers))

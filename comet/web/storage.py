@@ -33,7 +33,20 @@ DATASET = {
 #: A storage server's address, as the configuration names it.
 SERVER = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$"}
 CAPACITY = {"type": "integer", "minimum": 1, "maximum": 1024 * 1024}
-URL = {"type": "string", "pattern": r"^https?://[^\s]+$", "maxLength": 4096}
+#: A port as Python's URL parser reads it (0 to 65535).
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+#: An http(s) URL whose host (a name or an IPv4 address; not an IPv6
+#: literal, whose brackets Python's parser checks further) and port the
+#: model can read (L{comet.model.storage.StorageModel.create_volume}).
+URL = {
+    "type": "string",
+    "maxLength": 4096,
+    # Printable ASCII only, spelt out: \S is not the same set in ECMA-262
+    # (which the document promises) and in Python (which the model runs).
+    "pattern": r"^https?://(?:[A-Za-z0-9._~%!$&'()*+,;=:-]*@)?[A-Za-z0-9._~%!$&'()*+,;=-]+"
+               rf"(?::(?:{_PORT})?)?(?:[/?#][!-~]*)?$",
+    "description": "url must be an http or https URL with a host and an optional port",
+}
 
 #: What storage operations answer when no storage is configured (404), a
 #: server does not answer (503) or a command fails on it (502), besides

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from comet.model.vms import MIN_MEMORY
 from comet.store import TemplateRecord
 from comet.web._schemas import NAME, TIME, URI, listing, nullable, obj, resource
 from comet.web._table import ROUTES, Response
@@ -9,7 +10,10 @@ from comet.web._table import ROUTES, Response
 ROUTES.path("templates", "/templates")
 ROUTES.path("template", "/templates/<name>")
 
-MEMORY = {"type": "integer", "minimum": 64, "maximum": 16 * 1024 * 1024}
+#: MB; the models' least (L{comet.model.vms.MIN_MEMORY}) to 16 TiB.
+MEMORY = {"type": "integer", "minimum": MIN_MEMORY, "maximum": 16 * 1024 * 1024}
+#: At most the CPUs of the largest host: the served document says how many
+#: (L{comet.web.openapi.document}); the models refuse more.
 CPUS = {"type": "integer", "minimum": 1, "maximum": 4096}
 DISK = obj(("pool", "volume"), pool=NAME, volume=NAME)
 

@@ -171,6 +171,37 @@ class OpenAPITests(TestCase):
         answer = await client.post("/templates", {"name": "bigger", "cpus": 9})
         self.assertEqual(answer.code, 400, answer.body)
 
+    async def test_pool_server_is_a_configured_one(self):
+        """A pool on a server the configuration lacks is a 400: the document served lists them."""
+        from tests.web.test_storage import storage_models
+
+        client = make_client(self, storage_models(self))
+        doc = (await client.get("/openapi.json")).json
+        body = doc["paths"]["/storagepools"]["post"]["requestBody"]["content"][JSON]["schema"]
+        self.assertEqual(body["properties"]["server"]["enum"], ["s1", "s2"])
+        answer = await client.post("/storagepools", {"name": "x", "server": "s9", "dataset": "tank/x"})
+        self.assertEqual(answer.code, 400, answer.body)
+        # With no storage server configured, every storage operation is a 404: no enum.
+        doc = (await make_client(self).get("/openapi.json")).json
+        body = doc["paths"]["/storagepools"]["post"]["requestBody"]["content"][JSON]["schema"]
+        self.assertNotIn("enum", body["properties"]["server"])
+
+    def test_url_bound(self):
+        """
+        A volume's url is one the model can read (schemathesis: an IPv6
+        literal Python's parser refuses, control characters that are \\S in
+        ECMA-262 but not in Python, were valid by the document and a 400).
+        """
+        from comet.web._serve import ecma_pattern
+        from comet.web.storage import URL
+
+        url = ecma_pattern(URL["pattern"])
+        for good in ["http://x/y", "https://u:p@h:65535/a?b#c", "http://10.0.0.1:8000/i.raw", "http://a:/x"]:
+            self.assertIsNotNone(url.search(good), good)
+        for bad in ["https://[935bf6068cEbbDB]#", "http://a/\x1d", "http://a:65536/", "http://a]",
+                    "ftp://x/y", "http://a/b c", "http://a\uff03b/"]:
+            self.assertIsNone(url.search(bad), bad)
+
 
 class ConformanceTests(TestCase):
     """The check every test client makes of every answer (L{tests._conformance})."""
