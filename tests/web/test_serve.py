@@ -398,6 +398,27 @@ class RealAPITests(TestCase):
         client = make_client(self)
         assertError(self, await client.get("/cluster/lab/nothing/here"), 404, "not_found")
 
+    async def test_whole_numbers_written_with_a_fraction(self):
+        """
+        JSON Schema counts C{1.0} as an integer, so the document allows it
+        where an integer is asked: the models get the integer (schemathesis:
+        C{"capacity": 25740.0} was a 400 from the model).  A true fraction
+        stays a 400.
+        """
+        from tests.web.test_storage import storage_models
+
+        models = storage_models(self)
+        client = make_client(self, models)
+        answer = await client.post("/storagepools/pool1/storagevolumes",
+                                   {"name": "v", "capacity": 1.0})
+        self.assertEqual(answer.code, 202, answer.body)
+        await models.tasks.wait(answer.json["id"])
+        volume = (await client.get("/storagepools/pool1/storagevolumes/v")).json
+        self.assertEqual(volume["capacity"], 1024**3)
+        answer = await client.post("/storagepools/pool1/storagevolumes",
+                                   {"name": "w", "capacity": 1.5})
+        assertError(self, answer, 400, "bad_request", "capacity")
+
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=70),
