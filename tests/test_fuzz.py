@@ -66,7 +66,7 @@ SEED = int(os.environ.get("COMET_FUZZ_SEED", "20261127"))
 MAX_EXAMPLES = int(os.environ.get("COMET_FUZZ_EXAMPLES", "15"))
 
 #: Seconds the whole schemathesis run may take before it is killed.
-RUN_TIMEOUT = max(150, 10 * MAX_EXAMPLES)
+RUN_TIMEOUT = int(os.environ.get("COMET_FUZZ_TIMEOUT", max(150, 10 * MAX_EXAMPLES)))
 
 #: Extra checks for a run by hand (comma-separated schemathesis check names).
 EXTRA_CHECKS = [c for c in os.environ.get("COMET_FUZZ_CHECKS", "").split(",") if c]

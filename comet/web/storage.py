@@ -188,6 +188,10 @@ async def list_pools(models, request, body):
               answers={201: POOL}, errors=_STORAGE_ERRORS)
 async def create_pool(models, request, body):
     """Register a pool: a dataset on a configured storage server (created if absent)."""
+    if not _storage(models).servers():
+        # As the template's disk names a pool that does not exist: the
+        # document, which lists the configured servers, can list none.
+        raise NotFound("no storage server is configured")
     pool = await _storage(models).create_pool(body["name"], body["server"], body["dataset"])
     href = ROUTES.href("storagepool", name=pool.name)
     return Response(await pool_representation(models, pool), 201, {"Location": href})
