@@ -99,6 +99,11 @@ class AddressPolicy:
     def __init__(self, allow: Sequence[str] = ()):
         self._allow = [ipaddress.ip_network(cidr, strict=False) for cidr in allow]
 
+    @property
+    def networks(self) -> tuple:
+        """The networks allowed besides the globally routable addresses."""
+        return tuple(self._allow)
+
     def permits(self, address: Address) -> bool:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped

@@ -16,7 +16,7 @@ from comet.web._table import JSON, PUBLIC, ROUTES, TICKET, Endpoint, RouteTable,
 from comet.web.audit import QUERY as AUDIT_QUERY
 from comet.web.tasks import STATUSES
 from comet.web.tasks import TASK as _TASK
-from comet.web.storage import SERVER
+from comet.web.storage import SERVER, URL, url_schema
 from comet.web.templates import CPUS
 
 ROUTES.path("openapi", "/openapi.json")
@@ -203,6 +203,10 @@ def _bounded(schema, live: dict):
                 "description": "at most the CPUs of the largest compute host"}
     if schema is SERVER and live.get("servers") is not None:
         return {"enum": list(live["servers"]), "description": "a configured storage server"}
+    if schema is URL and live.get("names_only"):
+        # Without [storage] download_allow, most address literals are refused
+        # (400): the document offers names only (public literals still work).
+        return url_schema(literals=False)
     if isinstance(schema, dict):
         return {k: _bounded(v, live) for k, v in schema.items()}
     if isinstance(schema, list):
@@ -211,14 +215,15 @@ def _bounded(schema, live: dict):
 
 
 def document(routes: RouteTable = ROUTES, cpus_max: int | None = None,
-             servers: list[str] | None = None) -> dict:
+             servers: list[str] | None = None, names_only: bool = False) -> dict:
     """
     The OpenAPI 3.1 document of C{routes} (its schemas are JSON Schema
     2020-12).  C{cpus_max}: the CPUs of the largest compute host, when known
     (a request for more is refused); C{servers}: the configured storage
-    servers, when known (a pool on another is refused).
+    servers, when known (a pool on another is refused); C{names_only}: a
+    volume's url names its host (downloads may reach no private address).
     """
-    live = {"cpus_max": cpus_max, "servers": servers}
+    live = {"cpus_max": cpus_max, "servers": servers, "names_only": names_only}
     from comet import __version__
 
     components = _Components()
@@ -277,4 +282,6 @@ async def openapi(models, request, body):
     storage = getattr(models, "storage", None)
     # None: no server is configured, so every storage operation is a 404.
     servers = (storage.servers() or None) if storage is not None else None
-    return Response(document(cpus_max=cpus_max, servers=servers))
+    downloads = getattr(storage, "downloads", None)
+    names_only = downloads is not None and not downloads.policy.networks
+    return Response(document(cpus_max=cpus_max, servers=servers, names_only=names_only))
