@@ -22,7 +22,8 @@ ENTRY = resource(
     id={"type": "integer", "minimum": 1},
     time=TIME,
     user=STRING,
-    method=enum("POST", "PUT", "DELETE"),
+    # A change's method; a failed login's or a console ticket's, GET too.
+    method=STRING,
     uri=STRING,
     status={"type": "integer", "minimum": 100, "maximum": 599},
     task_id=nullable({"type": "integer", "minimum": 1}),
