@@ -119,6 +119,10 @@ class StorageConfig:
     #: Directory for the ssh ControlMaster sockets; "": ``comet-ssh`` beside
     #: the database (L{comet.remote._controldir}).  Must be the daemon's own, 0700.
     control_dir: str = ""
+    #: Seconds between two checks of every storage server (its boot id): one
+    #: that answers again, or from a new boot, gets its lost exports made
+    #: again at once (L{comet.model.serverwatch}); 0: no checks.
+    watch_interval: float = 10.0
     #: CIDRs that volume downloads may reach besides public addresses (by
     #: default only globally routable ones: no loopback, link-local, private).
     download_allow: tuple[str, ...] = ()
@@ -237,6 +241,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_message": (1024, 1 << 30),
     "keep_days": (0, 1e6),
     "prune_interval": (1, 1e9),
+    "watch_interval": (0, 1e9),   # [storage]: 0 = no checks
 }
 
 

@@ -109,6 +109,7 @@ class CometService(MultiService):
         self.models.tasks.start_pruning(
             self.config.tasks.keep_days, self.config.tasks.prune_interval
         )
+        self.models.serverwatch.start(self.config.storage.watch_interval)
         from comet.web._auth import Authenticator, Guard
         from comet.web._origin import OriginPolicy
         from comet.web._site import api_site
@@ -174,6 +175,8 @@ class CometService(MultiService):
             self.models.reconciler.stop()
         if self.models is not None and self.models.tasks is not None:
             self.models.tasks.stop_pruning()
+        if self.models is not None and self.models.serverwatch is not None:
+            self.models.serverwatch.stop()
         for port in (self.port, self.manhole_port):
             if port is not None:
                 await port.stopListening()

@@ -18,6 +18,7 @@ from comet.model.hosts import HostModel
 from comet.model.intents import Intents
 from comet.model.locks import Locks
 from comet.model.reconcile import Reconciler
+from comet.model.serverwatch import ServerWatch
 from comet.model.storage import StorageModel, VMSnapshotModel, VMStorageModel
 from comet.model.tasks import TaskRunner
 from comet.model.templates import TemplateModel
@@ -37,6 +38,8 @@ class Models:
     console: ConsoleModel | None = None
     intents: Intents | None = None
     reconciler: Reconciler | None = None
+    #: Storage servers' reachability and boots; restores the exports of one that came back.
+    serverwatch: ServerWatch | None = None
     #: This process's locks and daemon lease (L{comet.model.locks}).
     locks: Locks | None = None
     #: Users, API tokens and the audit log (L{comet.store.users.Users}).
@@ -96,6 +99,8 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     vms.locks = storage.locks = locks
     templates.check_disk = storage.check_disk
     vm_snapshots = VMSnapshotModel(storage, vms, storage.snapshots)
+    reconciler = Reconciler(intents, IntentTable(db), Tasks(db), vms, storage, clock,
+                            config.storage.iqn_domain, snapshots=vm_snapshots, locks=locks)
     return Models(
         clusters=clusters,
         tasks=tasks,
@@ -109,9 +114,8 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
                              max_session=config.console.max_session,
                              max_message=config.console.max_message),
         intents=intents,
-        reconciler=Reconciler(intents, IntentTable(db), Tasks(db), vms, storage, clock,
-                              config.storage.iqn_domain, snapshots=vm_snapshots,
-                              locks=locks),
+        reconciler=reconciler,
+        serverwatch=ServerWatch(runners, clock, reconciler.restore_exports),
         locks=locks,
         users=Users(db),
     )

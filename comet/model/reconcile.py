@@ -51,6 +51,13 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    - a tgt target C{iqn.<date>.<iqn_domain>:<pool>.<volume>} of a volume of
      this database that does not record that target is deleted.
 
+   And what records own but is missing: the tgt export of a volume
+   recorded as exported (a VM placed on a host, a mapped volume) that its
+   storage server lost (a reboot: tgt keeps targets in memory only) is
+   made again as recorded (L{restore_exports}), so QEMU's initiator logs
+   in again and the guest's I/O resumes.  L{comet.model.serverwatch} calls
+   it too, as soon as a server answers again or has booted.
+
    What Comet cannot prove it made is never touched: domains of uuids this
    database does not know (another Comet's, or no Comet's), zvols it has no
    record or intent for, targets of other naming domains or unknown volumes.
@@ -71,7 +78,8 @@ from twisted.logger import Logger
 from comet.errors import CometError, Conflict, NotFound
 from comet.model.locks import describe, task_href
 from comet.model.storage import (
-    base_snapshot_name, branch, destroy_all, has_disk, vm_disk_name, wait_released,
+    base_snapshot_name, branch, destroy_all, export_intact, has_disk, vm_disk_name,
+    wait_released,
     zfs_snapname,
 )
 from comet.model.tasks import RESTARTED
@@ -149,6 +157,7 @@ class Reconciler:
         repairs = await self._interrupted()
         repairs += await self._domains()
         repairs += await self._targets()
+        repairs += await self._exports()
         return repairs
 
     def _busy(self, obj: str | None) -> bool:
@@ -651,3 +660,54 @@ class Reconciler:
                                         f" {record.pool}/{record.name}) was not recorded:"
                                         " deleted")
         return repairs
+
+    async def _exports(self) -> list[str]:
+        """Exports recorded but lost by their server, made again (every server)."""
+        if self._storage is None:
+            return []
+        repairs: list[str] = []
+        for server in self._storage.servers():
+            done, _ = await self.restore_exports(server)
+            repairs += done
+        return repairs
+
+    async def restore_exports(self, server: str) -> tuple[list[str], int]:
+        """
+        Make again every export recorded on C{server} that the server does
+        not have (or has only in part): L{comet.model.storage.StorageModel.restore_export}.
+        Objects this process is working on are left for later, as is a
+        server that does not answer.
+
+        @return: the repairs (one sentence each, each logged) and how many
+            exports are still missing (to try again).
+        """
+        storage = self._storage
+        records = await storage.exports(server)
+        if not records:
+            return [], 0
+        try:
+            targets = {t.iqn: t for t in await storage.targets(server)}
+        except CometError as e:
+            log.warn("reconciler: the exports on {server} cannot be checked now: {reason}",
+                     server=server, reason=e.reason)
+            return [], len(records)
+        repairs: list[str] = []
+        left = 0
+        for record in records:
+            target = targets.get(record.target)
+            if target is not None and export_intact(target, record):
+                continue
+            if self._busy(record.vm_uuid) or self._busy(f"{record.pool}/{record.name}"):
+                left += 1
+                continue
+            try:
+                what = await storage.restore_export(record)
+            except CometError as e:
+                log.warn("reconciler: the export of {pool}/{name} on {server} cannot be made"
+                         " again now: {reason}", pool=record.pool, name=record.name,
+                         server=server, reason=e.reason)
+                left += 1
+                continue
+            if what is not None:
+                self._repaired(repairs, what)
+        return repairs, left

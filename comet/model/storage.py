@@ -711,10 +711,16 @@ class StorageModel:
 
     async def vm_of(self, volume: Volume):
         """The record of the VM whose disk C{volume} is, or C{None}."""
-        if volume.record is None or volume.record.vm_uuid is None or self._vms is None:
+        if volume.record is None:
+            return None
+        return await self.vm_record(volume.record.vm_uuid)
+
+    async def vm_record(self, vm_uuid: str | None):
+        """The record of the VM C{vm_uuid}, or C{None}."""
+        if vm_uuid is None or self._vms is None:
             return None
         try:
-            return await self._vms.by_uuid(volume.record.vm_uuid)
+            return await self._vms.by_uuid(vm_uuid)
         except NotFound:
             return None
 
@@ -783,13 +789,13 @@ class StorageModel:
         device = await server.zfs.device_of(record.zvol)
         # Only the host it is exported to may log in, and only with the CHAP account.
         initiator = await self.initiators.address(host, pool.server)
-        await server.tgt.export(iqn, device, record.chap_user, record.chap_secret,
-                                initiator=initiator)
+        tid = await server.tgt.export(iqn, device, record.chap_user, record.chap_secret,
+                                      initiator=initiator)
         usage = f"comet-{record.chap_user}"
         try:
             await self.hypervisors.define_secret(host, record.secret_uuid, usage, record.chap_secret)
             await self._store.update_volume(record.pool, record.name, target=iqn,
-                                            exported_to=host)
+                                            exported_to=host, tid=tid)
         except BaseException:
             await self._undo(server.tgt.unexport(iqn), f"unexporting {iqn}")
             raise
@@ -820,7 +826,80 @@ class StorageModel:
             except NotFound:
                 pass
         await self._store.update_volume(record.pool, record.name, target=None,
-                                        exported_to=None)
+                                        exported_to=None, tid=None)
+
+    # Exports lost by their server (a reboot) --------------------------------
+
+    async def exports(self, server: str) -> list:
+        """The volume records exported from C{server}'s pools, as recorded."""
+        records = []
+        for pool in await self.pools():
+            if pool.server == server:
+                records += [r for r in await self._store.volumes(pool.name)
+                            if r.target and r.exported_to]
+        return records
+
+    async def targets(self, server: str) -> list:
+        """The tgt targets on C{server} now (L{comet.remote.tgt.Target}); 503 if it does not answer."""
+        return await self._server(server).tgt.targets()
+
+    async def restore_export(self, record) -> str | None:
+        """
+        Make the export of volume C{record} again as recorded, if its server
+        lost it (a storage server that reboots loses every tgt target): the
+        same target name (not this month's: the initiator reconnects to the
+        name it knows), LUN 1 on the zvol's device now (minors can change
+        with an import), its CHAP account and password, the compute host's
+        initiator address, and the target id it had when that id is free.  QEMU's
+        iSCSI initiator keeps trying to log in again and resumes the guest's
+        I/O once the target is back.
+
+        Holds the volume's lock and its VM's while it works, so no start,
+        stop or unmap changes the export under it: one that runs is a
+        L{Conflict} here (try again later).  Whether the export is still
+        recorded, and missing or incomplete, is read again under them.
+
+        @return: what was done, or C{None} if the export was there already
+            (or is no longer recorded).
+        """
+        volume = f"{record.pool}/{record.name}"
+        self.intents.check(volume)
+        locks = [self.volume_lock(record.pool, record.name, "being exported again")]
+        if record.vm_uuid is not None:
+            # An interrupted operation on the VM is the reconciler's to finish first.
+            self.intents.check(record.vm_uuid)
+            vm = await self.vm_record(record.vm_uuid)
+            label = f"VM {vm.name!r}" if vm is not None else f"VM {record.vm_uuid}"
+            locks.insert(0, self.locks.lock(record.vm_uuid, label,
+                                            "having its disks exported again"))
+        await _acquire_all(locks)
+        try:
+            current = await self._store.volume(record.pool, record.name)
+            if current is None or not current.target or not current.exported_to:
+                return None
+            pool = await self.pool(current.pool)
+            server = self._server(pool.server)
+            # Only the host it is exported to may log in (as L{_export} binds it).
+            initiator = await self.initiators.address(current.exported_to, pool.server)
+            found = next((t for t in await server.tgt.targets() if t.iqn == current.target),
+                         None)
+            if found is not None and export_intact(found, current, initiator):
+                return None
+            what = "was incomplete" if found is not None else "was missing"
+            if found is not None:
+                await server.tgt.unexport(current.target)
+            device = await server.zfs.device_of(current.zvol)
+            tid = await server.tgt.export(current.target, device, current.chap_user,
+                                          current.chap_secret, initiator=initiator,
+                                          tid=current.tid)
+            if tid != current.tid:
+                await self._store.update_volume(current.pool, current.name, tid=tid)
+            return (f"the export of volume {current.pool}/{current.name} to"
+                    f" {current.exported_to} {what} on {pool.server}: target {current.target}"
+                    f" (tid {tid}) made again with LUN {_tgt.LUN} on {device} and CHAP account"
+                    f" {current.chap_user}")
+        finally:
+            await _release_all(locks)
 
     async def detach(self, vm, host: str) -> None:
         """Stop exporting the VM's disks (and remove their CHAP secrets from C{host})."""
@@ -1104,6 +1183,16 @@ async def destroy_all(zfs, names) -> None:
         if len(left) == len(names):
             raise error
         names = left
+
+
+def export_intact(target, record, initiator: str | None = None) -> bool:
+    """
+    Whether tgt C{target} is volume C{record}'s whole export: a device on
+    LUN 1, its CHAP account bound, and (if given) initiator address
+    C{initiator} let in.
+    """
+    return (target.device is not None and record.chap_user in target.accounts
+            and (initiator is None or initiator in target.acl))
 
 
 async def has_disk(hypervisors, host: str, domain: str, dev: str) -> bool:

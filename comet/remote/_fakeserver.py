@@ -21,6 +21,7 @@ import ipaddress
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable
 
 import attrs
@@ -28,6 +29,7 @@ import attrs
 from comet.remote import tgt as _tgt
 from comet.remote import zfs as _zfs
 from comet.remote._fake import Answer
+from comet.remote.machine import BOOT_ID_PATH
 
 
 class _Error(Exception):
@@ -122,6 +124,7 @@ class FakeStorageServer:
     @ivar now: a callable giving the time (seconds since the epoch) that
         C{creation} properties record.
     @ivar synced: how many times C{sync} ran.
+    @ivar boot_id: the boot id it answers; L{reboot} makes a new one.
     """
 
     def __init__(self, pools: dict[str, int] | None = None,
@@ -134,6 +137,9 @@ class FakeStorageServer:
         self.targets: dict[int, _Target] = {}
         self.accounts: dict[str, str] = {}
         self.synced = 0
+        self.boot_id = str(uuid.uuid4())
+        #: The pools a reboot left unimported (L{import_pools}), with their datasets.
+        self._exported: tuple[dict, dict, list[str]] | None = None
         self._txg = 1
         self._next_minor = 0
         for pool in self.pools:
@@ -150,6 +156,33 @@ class FakeStorageServer:
         for name in names:
             self.devices[name] = self._next_minor
             self._next_minor += 16
+
+    def reboot(self, import_pools: bool = True) -> None:
+        """
+        Boot again, as the real servers do: tgtd starts empty (every target
+        and CHAP account is gone: tgt keeps them in memory only), the boot id
+        changes, and the pools are imported, their zvols getting new minors
+        (L{reimport}).  With C{import_pools=False} the pools stay unimported
+        (as on a server whose import has not run yet) until L{import_pools}:
+        no dataset, no zvol device, C{zpool list} empty.
+        """
+        self.targets = {}
+        self.accounts = {}
+        self.boot_id = str(uuid.uuid4())
+        if import_pools:
+            self.reimport()
+            return
+        if self._exported is None:
+            self._exported = (self.pools, self.datasets, sorted(self.devices))
+            self.pools, self.datasets, self.devices = {}, {}, {}
+
+    def import_pools(self) -> None:
+        """Import the pools a L{reboot} left unimported (new minors)."""
+        if self._exported is not None:
+            self.pools, self.datasets, zvols = self._exported
+            self._exported = None
+            self.devices = {name: 0 for name in zvols}
+            self.reimport()
 
     def connect(self, iqn: str, initiator: str, address: str,
                 chap: tuple[str, str] | None = None) -> None:
@@ -189,6 +222,8 @@ class FakeStorageServer:
             elif argv == ["sync"]:
                 self.synced += 1
                 return Answer()
+            elif argv == ["cat", BOOT_ID_PATH]:
+                return Answer(stdout=f"{self.boot_id}\n".encode())
             elif argv[:3] == ["sh", "-c", _zfs.DEVICES_SCRIPT]:
                 return self._devices()
             elif argv[:3] == ["sh", "-c", _zfs.DEVICE_SCRIPT] and len(argv) == 6:

@@ -324,9 +324,11 @@ def parse_accounts(output: bytes | str) -> list[str]:
 NEW_TARGET_TRIES = 5
 
 
-def free_tid(targets: Sequence[Target]) -> int:
-    """The smallest target id not in use."""
+def free_tid(targets: Sequence[Target], preferred: int | None = None) -> int:
+    """C{preferred} if no target uses it, else the smallest target id not in use."""
     used = {t.tid for t in targets}
+    if preferred is not None and preferred not in used:
+        return preferred
     tid = 1
     while tid in used:
         tid += 1
@@ -404,13 +406,18 @@ class TGT:
         )
 
     def export(self, name: str, device: str, chap_user: str | None = None,
-               chap_password: str | None = None, initiator: str = "ALL"):
+               chap_password: str | None = None, initiator: str = "ALL",
+               tid: int | None = None):
         """
         Export block C{device} as LUN 1 of target C{name}, to initiators at
         C{initiator}, with CHAP account C{chap_user} if given.  Exporting
         what is already exported the same way is a no-op.  An account may
         serve several targets (one per compute host, say): it then takes the
         newest password, and stays bound where it was.
+
+        The new target takes target id C{tid} if given and free (an export
+        made again after the server lost its targets keeps the id it had),
+        else the smallest free one.
 
         @return: L{Deferred} of the target id; L{Conflict} if C{name} is
             exported with another device; L{NotFound} if there is no such
@@ -424,7 +431,9 @@ class TGT:
         if chap_user is not None:
             check_user(chap_user)
             check_password(chap_password)
-        return self._export(name, device, chap_user, chap_password, initiator)
+        if tid is not None:
+            _tid(tid)
+        return self._export(name, device, chap_user, chap_password, initiator, tid)
 
     def _exported(self, targets, name, device, chap_user) -> int | None:
         """The tid of C{name} if C{targets} has it exporting C{device}; L{Conflict} if another."""
@@ -439,14 +448,14 @@ class TGT:
         return None
 
     @inlineCallbacks
-    def _new_target(self, name, device, chap_user):
+    def _new_target(self, name, device, chap_user, preferred):
         """Under the lock: C{(targets, tid, made)}; C{made} false if already exported so."""
         targets = yield self.targets()
         for attempt in range(NEW_TARGET_TRIES):
             tid = self._exported(targets, name, device, chap_user)
             if tid is not None:
                 return targets, tid, False
-            tid = free_tid(targets)
+            tid = free_tid(targets, preferred)
             try:
                 yield self._run(new_target_argv(tid, name))
                 return targets, tid, True
@@ -459,8 +468,9 @@ class TGT:
                 targets = yield self.targets()
 
     @inlineCallbacks
-    def _export(self, name, device, chap_user, chap_password, initiator):
-        targets, tid, made = yield self._lock.run(self._new_target, name, device, chap_user)
+    def _export(self, name, device, chap_user, chap_password, initiator, preferred):
+        targets, tid, made = yield self._lock.run(self._new_target, name, device, chap_user,
+                                                  preferred)
         if not made:
             # Exported already (by an earlier start, or a version that let
             # any address in): admit C{initiator} only, from now on.

@@ -228,4 +228,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             *_bump_on_change("users", ("users", "api_tokens")),
         ],
     ),
+    (
+        9,
+        [
+            # The tgt target id of a volume's export (with ``target``): an
+            # export made again after its server lost its targets (a reboot)
+            # takes the same id.
+            "ALTER TABLE storage_volumes ADD COLUMN tid INTEGER",
+        ],
+    ),
 ]

@@ -54,12 +54,14 @@ class VolumeRecord:
     #: The compute host it is exported to, else C{None}.
     exported_to: str | None
     created: int
+    #: The tgt target id of its export while exported (C{None} before migration 9).
+    tid: int | None = None
 
 
 _POOL_COLUMNS = "name, server, dataset, registered, made_dataset, active, created"
 _VOLUME_COLUMNS = (
     "id, pool, name, zvol, capacity, vm_uuid, dev, own, origin, chap_user, chap_secret,"
-    " secret_uuid, target, exported_to, created"
+    " secret_uuid, target, exported_to, created, tid"
 )
 
 
@@ -164,7 +166,7 @@ class Storage:
     """The C{storage_pools} and C{storage_volumes} tables."""
 
     #: Volume columns the model may change.
-    MUTABLE = ("vm_uuid", "dev", "own", "target", "exported_to", "chap_secret")
+    MUTABLE = ("vm_uuid", "dev", "own", "target", "exported_to", "chap_secret", "tid")
 
     def __init__(self, db: Database):
         self._db = db

@@ -21,6 +21,7 @@ import uuid
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 
 from comet.errors import Conflict, InvalidInput, NotFound
+from comet.remote import machine
 from comet.remote import tgt as tgtmod
 from comet.remote.tgt import TGT
 from comet.remote.zfs import OWNER_PROPERTY, ZFS
@@ -518,6 +519,32 @@ class RemoteContractMixin:
         yield self.tgt.unexport(self.iqn("a"))
         tid_c = yield self.tgt.export(self.iqn("a"), da)
         self.assertEqual(tid_c, tid_a)
+
+    @inlineCallbacks
+    def test_export_chosen_tid(self):
+        """A target id asked for is taken if free; one in use gives the smallest free one."""
+        a = yield self.volume("a")
+        b = yield self.volume("b")
+        da = yield self.zfs.device_of(a.name)
+        db = yield self.zfs.device_of(b.name)
+        before = yield self.tgt.targets()
+        wanted = max([t.tid for t in before] + [0]) + 7
+        tid_a = yield self.tgt.export(self.iqn("a"), da, f"u-{self.token}", "secret-secret-1",
+                                      tid=wanted)
+        self.assertEqual(tid_a, wanted)
+        target = yield self.tgt.find(self.iqn("a"))
+        self.assertEqual((target.tid, target.device, target.accounts),
+                         (wanted, da, (f"u-{self.token}",)))
+        tid_b = yield self.tgt.export(self.iqn("b"), db, tid=wanted)
+        self.assertEqual(tid_b, tgtmod.free_tid(before))
+
+    @inlineCallbacks
+    def test_boot_id(self):
+        """The server tells its boot id, the same each time while it runs."""
+        first = yield machine.boot_id(self.runner)
+        again = yield machine.boot_id(self.runner, timeout=5)
+        self.assertEqual(first, again)
+        self.assertRegex(first, r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
     @inlineCallbacks
     def test_export_conflict(self):

@@ -63,6 +63,35 @@ class FakeStorageServerTests(TestCase):
         self.assertEqual(device, after["tank/comet/a"])
 
     @inlineCallbacks
+    def test_reboot(self):
+        """A reboot loses every target and account, moves minors and changes the boot id."""
+        from comet.remote import machine
+
+        volume = yield self.zfs.create_volume("tank/comet", "a", 1024)
+        device = yield self.zfs.device_of(volume.name)
+        yield self.tgt.export("iqn.2026-11.org.comet:p.a", device, "user-a", "secret-secret-1")
+        boot = yield machine.boot_id(self.runner)
+        self.server.reboot()
+        self.assertEqual((yield self.tgt.targets()), [])
+        self.assertEqual((yield self.tgt.accounts()), [])
+        self.assertNotEqual((yield machine.boot_id(self.runner)), boot)
+        self.assertNotEqual((yield self.zfs.device_of(volume.name)), device)
+
+    @inlineCallbacks
+    def test_reboot_pools_not_imported(self):
+        """Until its pools are imported, a rebooted server has no dataset and no zvol device."""
+        from comet.errors import NotFound
+
+        volume = yield self.zfs.create_volume("tank/comet", "a", 1024)
+        self.server.reboot(import_pools=False)
+        self.assertEqual((yield self.zfs.pool_list()), [])
+        yield self.assertFailure(self.zfs.get_volume(volume.name), NotFound)
+        self.assertEqual((yield self.zfs.devices()), {})
+        self.server.import_pools()
+        self.assertEqual((yield self.zfs.get_volume(volume.name)).name, volume.name)
+        self.assertIn(volume.name, (yield self.zfs.devices()))
+
+    @inlineCallbacks
     def test_connected_target(self):
         """A target with a logged-in initiator is deleted by force, as tgt allows."""
         volume = yield self.zfs.create_volume("tank/comet", "a", 1024)
