@@ -114,6 +114,12 @@ class ErrorTests(TestCase):
         self.assertEqual(config.parse("[reconcile]\ninterval = 5").reconcile.interval, 5.0)
         self.assertConfigError("[reconcile]\ninterval = -1", "reconcile.interval")
 
+    def test_storage_watch_interval(self):
+        """[storage] watch_interval: 10 s by default, 0 for no checks, never negative."""
+        self.assertEqual(config.Config().storage.watch_interval, 10.0)
+        self.assertEqual(config.parse("[storage]\nwatch_interval = 0").storage.watch_interval, 0.0)
+        self.assertConfigError("[storage]\nwatch_interval = -1", "storage.watch_interval")
+
     def test_missing_key(self):
         self.assertConfigError("[[hosts]]\nname='a'", "hosts[0] needs uri")
 
