@@ -47,15 +47,14 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
         "[database]",
         f"path = {_toml(os.path.join(directory, 'comet.sqlite'))}",
         "[storage]",
-        f"control_dir = {_toml(control_dir)}",
-        "connect_timeout = 10",
     ]
     # The tests serve their images on loopback, which downloads may not reach
     # by default (README: [storage] download_allow).
     if "download_allow" not in (extra or {}).get("storage", {}):
         lines.append('download_allow = ["127.0.0.0/8"]')
     # extra: {"storage": {"command_timeout": 10}, "compute": {...}}: keys of one-table sections
-    for key, value in (extra or {}).get("storage", {}).items():
+    storage = {"control_dir": control_dir, "connect_timeout": 10, **(extra or {}).get("storage", {})}
+    for key, value in storage.items():
         lines.append(f"{key} = {_toml(value)}")
     for section, values in (extra or {}).items():
         if section != "storage":
