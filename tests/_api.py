@@ -67,7 +67,8 @@ def test_hosts(testcase, sizes=((4, 8192), (8, 16384))) -> tuple[HostConfig, ...
 
 
 def make_models(
-    testcase, hosts=None, db: Database | None = None, clock=reactor, runners=None, **config
+    testcase, hosts=None, db: Database | None = None, clock=reactor, runners=None,
+    wrap_hypervisors=None, **config
 ) -> Models:
     """
     The real models over a fresh database and real libvirt (test-driver nodes,
@@ -76,6 +77,8 @@ def make_models(
     @param runners: storage server address -> runner (e.g. a
         L{comet.remote.FakeRunner} over a L{comet.remote.FakeStorageServer});
         by default none, so configured storage servers must not be used.
+    @param wrap_hypervisors: called with the started L{Hypervisors}; what it
+        returns is what the models get (e.g. a L{tests.virt._events.LateEvents}).
     """
     if db is None:
         db = temp_database(testcase)
@@ -85,6 +88,8 @@ def make_models(
     hypervisors = Hypervisors(reactor, cfg.hosts, cfg.compute)
     hypervisors.startService()
     testcase.addCleanup(hypervisors.stopService)
+    if wrap_hypervisors is not None:
+        hypervisors = wrap_hypervisors(hypervisors)
     models = wire_models(db, hypervisors, cfg, clock, runners=runners or {})
     return models
 

@@ -339,31 +339,34 @@ class Hypervisors(Service):
         xml = domainxml.domain_xml(domain) if isinstance(domain, domainxml.DomainSpec) else domain
         return self._call(host, f"defining a domain on {host!r}", _operations.define, xml)
 
-    def start(self, host: str, name: str) -> Deferred[None]:
+    # Each action below fires with the domain's state read right after it.
+
+    def start(self, host: str, name: str) -> Deferred[str]:
         """Start a shut-off domain (C{Conflict} unless shut off)."""
         return self._domain_call(host, name, "starting", _operations.start)
 
-    def shutdown(self, host: str, name: str) -> Deferred[None]:
+    def shutdown(self, host: str, name: str) -> Deferred[str]:
         """
         Press the guest's ACPI power button.  Fires once asked, not once the
-        guest is off (it may ignore the request); watch for the C{stopped}
-        event or poll L{domain_state}.
+        guest is off (it may ignore the request), with the state then
+        (C{running} on QEMU); watch for the C{stopped} event or poll
+        L{domain_state}.
         """
         return self._domain_call(host, name, "shutting down", _operations.shutdown)
 
-    def destroy(self, host: str, name: str) -> Deferred[None]:
+    def destroy(self, host: str, name: str) -> Deferred[str]:
         """Power a running or paused domain off at once."""
         return self._domain_call(host, name, "powering off", _operations.destroy)
 
-    def reset(self, host: str, name: str) -> Deferred[None]:
+    def reset(self, host: str, name: str) -> Deferred[str]:
         """Reset a running or paused domain, like its reset button."""
         return self._domain_call(host, name, "resetting", _operations.reset)
 
-    def suspend(self, host: str, name: str) -> Deferred[None]:
+    def suspend(self, host: str, name: str) -> Deferred[str]:
         """Pause a running domain (it keeps its memory on the host)."""
         return self._domain_call(host, name, "suspending", _operations.suspend)
 
-    def resume(self, host: str, name: str) -> Deferred[None]:
+    def resume(self, host: str, name: str) -> Deferred[str]:
         """Let a paused domain run again."""
         return self._domain_call(host, name, "resuming", _operations.resume)
 

@@ -10,6 +10,10 @@ before asking libvirt (a state check, a bad argument).
 State checks happen here, in the same thread as the call they guard, so that
 every driver refuses the same way: libvirt's QEMU driver says
 C{VIR_ERR_OPERATION_INVALID} where its test driver says "internal error".
+
+Each state-changing action answers with the domain's state read right after
+it, in the same call: what the action left the domain in, known without
+waiting for libvirt's lifecycle event (see L{comet.virt._statecache}).
 """
 
 from __future__ import annotations
@@ -278,42 +282,52 @@ def define(conn, host: str, xml: str) -> str:
     return dom.UUIDString()
 
 
-def start(conn, host: str, name: str) -> None:
+def start(conn, host: str, name: str) -> str:
     dom = _lookup(conn, host, name)
     _require(dom, host, "start", (SHUTOFF,))
     dom.create()
+    return _state(dom)
 
 
-def shutdown(conn, host: str, name: str) -> None:
-    """Ask the guest to power off (ACPI power button); returns at once."""
+def shutdown(conn, host: str, name: str) -> str:
+    """
+    Ask the guest to power off (ACPI power button); returns at once, with the
+    state then: C{running} on QEMU (the guest is still shutting down),
+    C{shutoff} where the driver powers off at once (the test driver).
+    """
     dom = _lookup(conn, host, name)
     _require(dom, host, "shutdown", (RUNNING,))
     dom.shutdown()
+    return _state(dom)
 
 
-def destroy(conn, host: str, name: str) -> None:
+def destroy(conn, host: str, name: str) -> str:
     """Power off at once, like pulling the plug."""
     dom = _lookup(conn, host, name)
     _require(dom, host, "poweroff", _ACTIVE)
     dom.destroy()
+    return _state(dom)
 
 
-def reset(conn, host: str, name: str) -> None:
+def reset(conn, host: str, name: str) -> str:
     dom = _lookup(conn, host, name)
     _require(dom, host, "reset", (RUNNING, PAUSED))
     dom.reset(0)
+    return _state(dom)
 
 
-def suspend(conn, host: str, name: str) -> None:
+def suspend(conn, host: str, name: str) -> str:
     dom = _lookup(conn, host, name)
     _require(dom, host, "suspend", (RUNNING,))
     dom.suspend()
+    return _state(dom)
 
 
-def resume(conn, host: str, name: str) -> None:
+def resume(conn, host: str, name: str) -> str:
     dom = _lookup(conn, host, name)
     _require(dom, host, "resume", (PAUSED,))
     dom.resume()
+    return _state(dom)
 
 
 def undefine(conn, host: str, name: str) -> None:

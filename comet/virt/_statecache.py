@@ -9,17 +9,30 @@ host's states are:
 
   - I{filled} by one bulk C{domain_states} call when first needed and after
     the host (re)connects (eagerly, when L{Hypervisors} reports it connected);
+  - I{set by Comet's own actions}: each action answers with the domain's
+    state read right after it, in the same libvirt call, so the answer to an
+    action shows what it did (a client reads its own writes) without waiting
+    for the action's event; one that failed has its domain read again;
   - I{kept current} by the lifecycle events L{Hypervisors.subscribe}
-    delivers: C{started}/C{resumed} -> running, C{suspended} -> paused,
-    C{stopped} -> shutoff, C{defined} -> shutoff if the domain was not
-    known; any other event (C{undefined}, C{shutdown}, C{crashed},
-    C{pmsuspended}, C{other}) has its domain read again, live;
-  - I{set after Comet's own actions} (a start that succeeded is running at
-    once, without waiting for its event), and read again live after one that
-    failed;
+    delivers, which say what changed but not when: libvirt's event thread
+    may hand one over after a read that it is older than (an event of
+    Comet's own action arriving after the action's answer, or one of the
+    action before it).  So an event never overwrites a state: one that
+    agrees with the cached state (C{started} for a running domain, the
+    usual echo of Comet's own action) changes nothing, and any other has its
+    domain read again, live;
   - I{dropped} (read live again) when the host disconnects or reconnects:
     events are lost while a connection is down, and the event callback is
     registered per connection.
+
+Every live read (a fill, an action, a read again) is ordered against what was
+learned while it was in flight: each event and each read's answer is noted
+against a per-host counter, and a read that ends is applied only if all that
+was learned of its domain since it began agrees with it.  Otherwise the order
+is unknown (two reads in flight at once, or an event during a read) and the
+domain is read again by a read that begins after all of it.  Readers of a
+domain wait for such a read, so the state they are given is never older than
+anything Comet had learned when they asked.
 
 A cached state is never served without proof that the host still answers: each
 read waits for a I{probe} (L{Hypervisors.ping}, one cheap call in a pool of
@@ -30,8 +43,8 @@ C{unknown} (the probe times out after C{libvirt_timeout} and marks the host
 unreachable), as a live read did.
 
 What can still be seen: a change made behind Comet's back (with C{virsh}) is
-shown once its event has arrived, normally within milliseconds (the event
-and a probe's answer travel on the same connection).
+shown once its event has arrived and its domain has been read again, normally
+within milliseconds.
 
 Everything here runs in the reactor thread.
 """
@@ -42,41 +55,69 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from comet.errors import CometError, NotFound
 from comet.virt import _operations
+from comet.virt._values import SHUTOFF
 
-#: Lifecycle event -> the state it leaves its domain in, when it says so alone.
-EVENT_STATES = {
+_log = Logger()
+
+#: What the cache has learned of a domain, besides a state: that it is not
+#: defined, that it is defined (in a state the event does not say), or only
+#: that something happened to it.
+_GONE = "(not defined)"
+_DEFINED = "(defined)"
+_UNCLEAR = "(changed)"
+
+#: Lifecycle event -> what it says of its domain.
+EVENT_SAYS = {
     "started": "running",
     "resumed": "running",
     "suspended": "paused",
     "stopped": "shutoff",
+    "defined": _DEFINED,
+    "undefined": _GONE,
 }
 
-#: A successful action of Comet's -> the state it leaves its domain in.
-ACTION_STATES = {
-    "start": "running",
-    "resume": "running",
-    "suspend": "paused",
-    "destroy": "shutoff",
-}
+
+def _agrees(said: str, state: str) -> bool:
+    """Whether what an event or read said of a domain fits its state C{state} (or L{_GONE})."""
+    if said == _DEFINED:
+        return state != _GONE
+    return said == state
+
+
+@attrs.define(eq=False)
+class _Read:
+    """A live read in flight: of one domain, or (C{domain} C{None}) of every domain."""
+
+    domain: str | None
+    #: The host's L{_HostStates.clock} when it began.
+    began: int
+    #: The host's L{_HostStates.epoch} when it began.
+    epoch: int
 
 
 @attrs.define(eq=False)
 class _HostStates:
-    """One host's cached states and probes."""
+    """One host's cached states, live reads and probes."""
 
     #: Domain name -> state; C{None}: not known, the next read fills it.
     states: dict[str, str] | None = None
-    #: Bumped whenever the cache is dropped: a fill begun before is stale.
+    #: Bumped whenever the cache is dropped: a read begun before is stale.
     epoch: int = 0
-    #: A bulk fill in progress: the events that arrived since it began.
-    pending: list[tuple[str, str]] | None = None
-    #: The reads waiting for that fill.
+    #: Counts what was learned (events, reads' answers), to order them.
+    clock: int = 0
+    #: The live reads in flight.
+    reads: list[_Read] = attrs.Factory(list)
+    #: Domain -> C{(clock, what was said)} learned while a read was in flight
+    #: (kept only as long as a read that began before it is).
+    learned: dict[str, list[tuple[int, str]]] = attrs.Factory(dict)
+    #: The reads waiting for a fill in progress.
     filling: list[Deferred] | None = None
-    #: Domains being read again live, and the reads.
+    #: Domains being read again live (their state is in doubt), and the reads.
     rereads: dict[str, Deferred] = attrs.Factory(dict)
     #: Whether a probe is in flight; the reads waiting for the one after it.
     probing: bool = False
@@ -129,14 +170,16 @@ class CachedStates:
     async def _domain_states(self, host: str) -> dict[str, str]:
         entry = self._entry(host)
         if entry.states is None:
-            return dict(await self._fill(host, entry))
-        await self._probe(host, entry)
+            states = await self._fill(host, entry)
+        else:
+            await self._probe(host, entry)
+            states = None
         while entry.rereads:
-            await next(iter(entry.rereads.values()))
-        if entry.states is None:
-            # Dropped while waiting (the host reconnected): read it live.
-            return dict(await self._fill(host, entry))
-        return dict(entry.states)
+            await _after(next(iter(entry.rereads.values())))
+        if entry.states is not None:
+            return dict(entry.states)
+        # Dropped while waiting (the host reconnected): read it live.
+        return dict(states if states is not None else await self._fill(host, entry))
 
     async def _domain_state(self, host: str, name: str) -> str:
         entry = self._entry(host)
@@ -144,13 +187,75 @@ class CachedStates:
             states = await self._fill(host, entry)
         else:
             await self._probe(host, entry)
-            if name in entry.rereads:
-                await entry.rereads[name]
-            states = entry.states if entry.states is not None else await self._fill(host, entry)
+            states = None
+        while name in entry.rereads:
+            await _after(entry.rereads[name])
+        if entry.states is not None:
+            states = entry.states
+        elif states is None:
+            states = await self._fill(host, entry)
         try:
             return states[name]
         except KeyError:
             raise NotFound(f"domain {name!r} is not defined on compute host {host!r}") from None
+
+    # What was learned, in order -------------------------------------------------
+
+    def _begin(self, entry: _HostStates, domain: str | None) -> _Read:
+        read = _Read(domain=domain, began=entry.clock, epoch=entry.epoch)
+        entry.reads.append(read)
+        return read
+
+    def _learn(self, entry: _HostStates, domain: str, said: str) -> None:
+        """Note what was said of C{domain}, for the reads in flight to compare with."""
+        entry.clock += 1
+        if entry.reads:
+            entry.learned.setdefault(domain, []).append((entry.clock, said))
+
+    def _end(self, entry: _HostStates, read: _Read) -> list[str]:
+        """
+        C{read} is over: what was learned of its domain while it was in
+        flight (of every domain, by name, for a fill: see L{_end_fill}).
+        """
+        since = [said for clock, said in entry.learned.get(read.domain, ()) if clock > read.began]
+        entry.reads.remove(read)
+        self._forget(entry)
+        return since
+
+    def _forget(self, entry: _HostStates) -> None:
+        """Keep only what a read still in flight has to compare with."""
+        if not entry.reads:
+            entry.learned.clear()
+            return
+        oldest = min(read.began for read in entry.reads)
+        for domain in list(entry.learned):
+            kept = [item for item in entry.learned[domain] if item[0] > oldest]
+            if kept:
+                entry.learned[domain] = kept
+            else:
+                del entry.learned[domain]
+
+    def _busy(self, entry: _HostStates, domain: str) -> bool:
+        """Whether a live read of C{domain} (or of every domain) is in flight."""
+        return any(read.domain in (None, domain) for read in entry.reads)
+
+    def _read_ended(self, host: str, entry: _HostStates, read: _Read, state: str) -> None:
+        """
+        A live read of one domain answered C{state} (or L{_GONE}): the cached
+        state if nothing learned while it was in flight says otherwise; else
+        the domain is read again, by a read that begins after all of it.
+        """
+        since = self._end(entry, read)
+        self._learn(entry, read.domain, state)
+        if read.epoch != entry.epoch or entry.states is None:
+            return  # dropped meanwhile: the next fill reads it
+        if all(_agrees(said, state) for said in since):
+            if state == _GONE:
+                entry.states.pop(read.domain, None)
+            else:
+                entry.states[read.domain] = state
+        else:
+            self._reread(host, entry, read.domain)
 
     # Filling -------------------------------------------------------------------
 
@@ -173,18 +278,27 @@ class CachedStates:
         return d
 
     async def _filled(self, host: str, entry: _HostStates) -> dict[str, str]:
-        epoch = entry.epoch
-        pending: list[tuple[str, str]] = []
-        entry.pending = pending
+        read = self._begin(entry, None)
         try:
             states = await self._hv.domain_states(host)
-        finally:
-            if entry.pending is pending:
-                entry.pending = None
-        if entry.epoch == epoch:
+        except BaseException:
+            self._end(entry, read)
+            raise
+        # What was learned of each domain while the listing was in flight.
+        since = {
+            domain: [said for clock, said in learned if clock > read.began]
+            for domain, learned in entry.learned.items()
+        }
+        entry.reads.remove(read)
+        self._forget(entry)
+        for domain in since:
+            if self._busy(entry, domain):
+                self._learn(entry, domain, states.get(domain, _GONE))
+        if entry.epoch == read.epoch:
             entry.states = dict(states)
-            for domain, event in pending:
-                self._apply(host, entry, domain, event)
+            for domain, said in since.items():
+                if not all(_agrees(s, states.get(domain, _GONE)) for s in said):
+                    self._reread(host, entry, domain)
         return states
 
     def _drop(self, entry: _HostStates) -> None:
@@ -196,56 +310,54 @@ class CachedStates:
         entry = self._hosts.setdefault(host, _HostStates())
         self._drop(entry)
         # A fill begun before this answers its own readers but fills nothing.
-        entry.filling = entry.pending = None
+        entry.filling = None
         if state == "connected":
             self._fill(host, entry).addErrback(lambda _: None)
 
     # Events ----------------------------------------------------------------------
 
     def _event(self, host: str, domain: str, event: str) -> None:
+        """
+        An event says what happened to C{domain}, but not when: it may be
+        older than the cached state (see the module docstring).  A read in
+        flight compares with it when it ends; otherwise one that disagrees
+        with the cached state has the domain read again.
+        """
         entry = self._hosts.get(host)
         if entry is None:
             return
-        if entry.pending is not None:
-            entry.pending.append((domain, event))
-        if entry.states is not None:
-            self._apply(host, entry, domain, event)
-
-    def _apply(self, host: str, entry: _HostStates, domain: str, event: str) -> None:
-        states = entry.states
-        if states is None:
+        said = EVENT_SAYS.get(event, _UNCLEAR)
+        self._learn(entry, domain, said)
+        if entry.states is None or self._busy(entry, domain):
             return
-        if event in EVENT_STATES:
-            states[domain] = EVENT_STATES[event]
-        elif event == "defined" and domain in states:
-            pass  # redefined: its state did not change
-        elif event == "defined":
-            states[domain] = "shutoff"
-        else:
+        if not _agrees(said, entry.states.get(domain, _GONE)):
             self._reread(host, entry, domain)
 
     def _reread(self, host: str, entry: _HostStates, domain: str) -> Deferred:
-        """Read one domain's state live into the cache (after an unclear event)."""
-        epoch = entry.epoch
-        live = Deferred.fromCoroutine(self._read_one(host, domain))
+        """Read one domain's state live into the cache; readers of it wait for it."""
+        read = self._begin(entry, domain)
+        waiting = Deferred()
+        entry.rereads[domain] = waiting
 
         def done(result):
-            if entry.rereads.get(domain) is d:
+            if entry.rereads.get(domain) is waiting:
                 del entry.rereads[domain]
-            if entry.epoch == epoch and entry.states is not None:
-                if isinstance(result, str):
-                    entry.states[domain] = result
-                elif result is _GONE:
-                    entry.states.pop(domain, None)
-                else:
+            if isinstance(result, Failure):
+                _log.failure("reading domain {domain} of {host} again", result,
+                             domain=domain, host=host)
+            if isinstance(result, str):
+                self._read_ended(host, entry, read, result)
+            else:
+                self._end(entry, read)
+                if read.epoch == entry.epoch and entry.states is not None:
                     # The host did not answer: nothing of it is known now.
                     self._drop(entry)
+            waiting.callback(None)
 
-        d = live.addBoth(lambda r: (done(r), None)[1])
-        entry.rereads[domain] = d
-        return d
+        Deferred.fromCoroutine(self._read_one(host, domain)).addBoth(done)
+        return waiting
 
-    async def _read_one(self, host: str, domain: str):
+    async def _read_one(self, host: str, domain: str) -> str | None:
         try:
             return await self._hv.domain_state(host, domain)
         except NotFound:
@@ -284,66 +396,70 @@ class CachedStates:
         else:
             name = domain.name
 
-        def defined(result):
-            entry = self._hosts.get(host)
-            if entry is not None and entry.states is not None:
-                entry.states.setdefault(name, "shutoff")
-            return result
+        def defined(entry: _HostStates):
+            # A new definition is shut off; a redefinition keeps its state.
+            known = entry.states.get(name) if entry.states is not None else None
+            return known or SHUTOFF
 
-        return _deferred(self._hv.define, host, domain).addCallbacks(
-            defined, self._failed, errbackArgs=(host, name)
-        )
-
-    def start(self, host: str, name: str) -> Deferred[None]:
-        return self._act("start", host, name)
-
-    def destroy(self, host: str, name: str) -> Deferred[None]:
-        return self._act("destroy", host, name)
-
-    def suspend(self, host: str, name: str) -> Deferred[None]:
-        return self._act("suspend", host, name)
-
-    def resume(self, host: str, name: str) -> Deferred[None]:
-        return self._act("resume", host, name)
-
-    def shutdown(self, host: str, name: str) -> Deferred[None]:
-        return self._act("shutdown", host, name)
-
-    def reset(self, host: str, name: str) -> Deferred[None]:
-        return self._act("reset", host, name)
+        return self._own(host, name, lambda: self._hv.define(host, domain), defined)
 
     def undefine(self, host: str, name: str) -> Deferred[None]:
-        def undefined(result):
-            entry = self._hosts.get(host)
-            if entry is not None and entry.states is not None:
-                # Comet undefines only shut-off domains: it is gone.
-                entry.states.pop(name, None)
-            return result
+        # Comet undefines only shut-off domains: it is gone.
+        return self._own(host, name, lambda: self._hv.undefine(host, name), lambda entry: _GONE)
 
-        return _deferred(self._hv.undefine, host, name).addCallbacks(
-            undefined, self._failed, errbackArgs=(host, name)
-        )
+    def start(self, host: str, name: str) -> Deferred[None]:
+        return self._act(self._hv.start, host, name)
 
-    def _act(self, action: str, host: str, name: str) -> Deferred[None]:
-        def done(result):
-            entry = self._hosts.get(host)
-            if action in ACTION_STATES and entry is not None and entry.states is not None:
-                entry.states[name] = ACTION_STATES[action]
-            return result
+    def destroy(self, host: str, name: str) -> Deferred[None]:
+        return self._act(self._hv.destroy, host, name)
 
-        return _deferred(getattr(self._hv, action), host, name).addCallbacks(
-            done, self._failed, errbackArgs=(host, name)
-        )
+    def suspend(self, host: str, name: str) -> Deferred[None]:
+        return self._act(self._hv.suspend, host, name)
 
-    def _failed(self, failure, host: str, name: str):
-        """An action failed: what its domain is now is not known; read it again."""
+    def resume(self, host: str, name: str) -> Deferred[None]:
+        return self._act(self._hv.resume, host, name)
+
+    def shutdown(self, host: str, name: str) -> Deferred[None]:
+        return self._act(self._hv.shutdown, host, name)
+
+    def reset(self, host: str, name: str) -> Deferred[None]:
+        return self._act(self._hv.reset, host, name)
+
+    def _act(self, action, host: str, name: str) -> Deferred[None]:
+        """An action that answers with the state it left the domain in."""
+        return self._own(host, name, lambda: action(host, name), None).addCallback(lambda _: None)
+
+    def _own(self, host: str, name: str, operation, state_after) -> Deferred:
+        """
+        Run Comet's own C{operation()} on C{name} as a live read of it:
+        once it succeeded, its domain's state is C{state_after(entry)}, or
+        (C{None}) what the operation answered; if it answered no state, or
+        failed, the domain is read again.  The answer comes once the cache
+        holds that state or is reading the domain again (so that its readers
+        wait for it).
+        """
         entry = self._hosts.get(host)
-        if entry is None or entry.states is None:
-            return failure
-        return self._reread(host, entry, name).addBoth(lambda _: failure)
+        read = self._begin(entry, name) if entry is not None else None
 
+        def done(result):
+            if read is None:
+                return result
+            if isinstance(result, Failure):
+                self._end(entry, read)
+                if entry.states is None:
+                    return result
+                # What the domain is now is not known: read it again.
+                return _after(self._reread(host, entry, name)).addCallback(lambda _: result)
+            state = state_after(entry) if state_after is not None else result
+            if isinstance(state, str):
+                self._read_ended(host, entry, read, state)
+            else:
+                self._end(entry, read)
+                if entry.states is not None:
+                    self._reread(host, entry, name)
+            return result
 
-_GONE = object()
+        return _deferred(operation).addBoth(done)
 
 
 def _deferred(method, *args) -> Deferred:
@@ -352,6 +468,18 @@ def _deferred(method, *args) -> Deferred:
         return ensureDeferred(method(*args))
     except Exception:
         return fail()
+
+
+def _after(d: Deferred) -> Deferred[None]:
+    """A new L{Deferred} that fires (with C{None}) once C{d} has, leaving C{d}'s result alone."""
+    after: Deferred = Deferred()
+
+    def fire(result):
+        after.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return after
 
 
 def _chain(result, d: Deferred) -> None:

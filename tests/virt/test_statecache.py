@@ -6,13 +6,17 @@ nodes, whose events reach Comet through libvirt's event loop.
 
 from __future__ import annotations
 
+import threading
+
 import libvirt
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
 
 from comet.errors import Conflict, NotFound, Unavailable
 from comet.virt import CachedStates
 from comet.virt._hypervisors import INITIAL_BACKOFF
 from comet.virt._statecache import _HostStates
+from tests.virt._events import LateEvents
 from tests.virt._nodes import domain_spec
 from tests.virt._recording import libvirt_error
 from tests.virt.test_hypervisors import _Case
@@ -133,19 +137,42 @@ class EventTests(_CacheCase):
 
     @inlineCallbacks
     def test_events_during_fill(self):
-        """An event that arrives while the bulk call runs is applied after it."""
-        cache = self.cached()
+        """
+        An event that arrives while the bulk call runs is weighed against its
+        answer: the order of the two is unknown, so a domain they disagree on
+        is read again.  A true event wins (the read again sees it); a stale
+        one does not.
+        """
+        nodes = {"n1": self.node(domains=[domain_spec("a"), domain_spec("c")])}
+        self.hv = self.hypervisors(nodes)
+        events = LateEvents(self.hv, holding=False)
+        self.addCleanup(events.close)
+        listed, go = threading.Event(), threading.Event()
+
+        def list_then_wait(conn, *args):
+            answer = conn.getAllDomainStats(*args)
+            listed.set()
+            go.wait(30)
+            return answer
+
         yield self.hv.connect()
-        yield cache.domain_states("n1")
-        entry = cache._hosts["n1"]
-        cache._drop(entry)
-        gate = self.recorder.hold(BULK)
+        self.recorder.fake(BULK, list_then_wait)
+        cache = CachedStates(events)
+        self.addCleanup(cache.close)
         filled = cache.domain_states("n1")
-        self.assertIsNotNone(entry.pending)
-        cache._event("n1", "a", "suspended")
-        gate.set()
-        self.assertEqual((yield filled)["a"], "running")  # what the host said then
-        self.assertEqual(entry.states["a"], "paused")  # and the event after it
+        yield deferToThread(listed.wait, 30)
+        # During the fill, after its listing: "a" is really suspended, and a
+        # stale event of "c" (from before the listing) comes late.
+        suspended = events.arrival("a", "suspended")
+        yield self.hv.suspend("n1", "a")
+        yield suspended
+        events.deliver("n1", "c", "stopped")
+        self.recorder.reset()
+        go.set()
+        self.assertEqual((yield filled), {"a": "paused", "c": "running"})
+        self.assertEqual(self.methods("lookupByName"), 2)  # each read again
+        self.assertEqual((yield cache.domain_state("n1", "a")), "paused")
+        self.assertEqual((yield cache.domain_state("n1", "c")), "running")
 
 
 class ActionTests(_CacheCase):
@@ -174,6 +201,112 @@ class ActionTests(_CacheCase):
         cache._hosts["n1"].states["b"] = "running"  # wrong, as if an event was lost
         yield self.assertFailure(cache.destroy("n1", "b"), Conflict)
         self.assertEqual((yield cache.domain_state("n1", "b")), "shutoff")
+
+
+class OwnWritesTests(_CacheCase):
+    """
+    Comet reads its own writes: after its own action the cache holds the
+    state the action left, whenever libvirt's events arrive (held here by
+    L{LateEvents} and let through late, as on a busy machine); and an event
+    older than that state, arriving after it, does not undo it.
+    """
+
+    @inlineCallbacks
+    def late(self):
+        """A filled cache on C{n1} (C{a} running, C{b} shut off) whose events are held."""
+        nodes = {"n1": self.node(domains=[domain_spec("a"), (domain_spec("b"), "shutoff")])}
+        self.hv = self.hypervisors(nodes)
+        self.events = LateEvents(self.hv)
+        self.addCleanup(self.events.close)
+        self.cache = CachedStates(self.events)
+        self.addCleanup(self.cache.close)
+        yield self.hv.connect()
+        self.assertEqual((yield self.cache.domain_states("n1")), {"a": "running", "b": "shutoff"})
+        return self.cache
+
+    @inlineCallbacks
+    def test_shutdown_before_its_event(self):
+        """
+        A shutdown that is complete when its call returns (the test driver's)
+        is seen at once, though its C{stopped} event has not arrived.
+        """
+        cache = yield self.late()
+        stopped = self.events.arrival("a", "stopped")
+        yield cache.shutdown("n1", "a")
+        self.assertEqual((yield cache.domain_state("n1", "a")), "shutoff")
+        yield stopped
+        self.events.release()
+        self.assertEqual((yield cache.domain_state("n1", "a")), "shutoff")
+
+    @inlineCallbacks
+    def test_event_of_the_action_before(self):
+        """The C{suspended} of a suspend, arriving after the resume that followed it, is old."""
+        cache = yield self.late()
+        arrived = [self.events.arrival("a", "suspended"), self.events.arrival("a", "resumed")]
+        yield cache.suspend("n1", "a")
+        yield cache.resume("n1", "a")
+        for d in arrived:
+            yield d
+        self.assertEqual(self.events.release(1), [("n1", "a", "suspended")])
+        self.assertEqual((yield cache.domain_state("n1", "a")), "running")
+        self.events.release()
+        self.assertEqual((yield cache.domain_state("n1", "a")), "running")
+
+    @inlineCallbacks
+    def test_defined_after_undefine(self):
+        """A domain Comet undefined stays gone when its C{defined} event comes late."""
+        cache = yield self.late()
+        undefined = self.events.arrival("c", "undefined")
+        yield cache.define("n1", domain_spec("c"))
+        self.assertEqual((yield cache.domain_state("n1", "c")), "shutoff")
+        yield cache.undefine("n1", "c")
+        yield undefined
+        self.assertEqual(self.events.release(1), [("n1", "c", "defined")])
+        yield self.assertFailure(cache.domain_state("n1", "c"), NotFound)
+        self.events.release()
+        yield self.assertFailure(cache.domain_state("n1", "c"), NotFound)
+
+    @inlineCallbacks
+    def test_stale_event_during_action(self):
+        """
+        An old event that arrives while Comet's own action is in flight
+        cannot be ordered against the action's answer: the domain is read
+        again, and the answer waits for that.
+        """
+        cache = yield self.late()
+        suspended = self.events.arrival("a", "suspended")
+        yield cache.suspend("n1", "a")
+        yield suspended
+        resumed, go = threading.Event(), threading.Event()
+
+        def resume_then_wait(dom):
+            dom.resume()
+            resumed.set()
+            go.wait(30)
+
+        self.recorder.fake("resume", resume_then_wait)
+        done = cache.resume("n1", "a")
+        yield deferToThread(resumed.wait, 30)
+        self.events.release()  # the suspend's event, during the resume
+        self.recorder.reset()
+        go.set()
+        yield done
+        self.assertEqual((yield cache.domain_state("n1", "a")), "running")
+        self.assertEqual(self.methods("lookupByName"), 1)  # the read again
+
+    @inlineCallbacks
+    def test_changes_behind_comets_back_still_seen(self):
+        """After Comet's own actions and their late events, another's change still shows."""
+        cache = yield self.late()
+        yield cache.destroy("n1", "a")
+        yield cache.start("n1", "a")
+        self.events.holding = False
+        self.events.release()
+        self.assertEqual((yield cache.domain_state("n1", "a")), "running")
+        stopped = self.events.arrival("a", "stopped")
+        yield self.hv.destroy("n1", "a")  # not through the cache
+        yield stopped
+        self.assertEqual((yield cache.domain_state("n1", "a")), "shutoff")
 
 
 class LivenessTests(_CacheCase):

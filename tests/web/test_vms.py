@@ -18,10 +18,12 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 class VMTestMixin:
-    async def setUpVMs(self, sizes=((4, 8192), (8, 16384))):
+    async def setUpVMs(self, sizes=((4, 8192), (8, 16384)), wrap_hypervisors=None):
         from tests._api import test_hosts
 
-        self.models = make_models(self, hosts=test_hosts(self, sizes))
+        self.models = make_models(
+            self, hosts=test_hosts(self, sizes), wrap_hypervisors=wrap_hypervisors
+        )
         self.client = make_client(self, self.models)
         answer = await self.client.post("/templates", {"name": "small", "memory": 256, "cpus": 1})
         self.assertEqual(answer.code, 201)
@@ -353,6 +355,72 @@ class ActionTests(VMTestMixin, TestCase):
         self.assertEqual((await self.action("small-1", "start")).code, 200)
         self.assertEqual(await self.models.locks._store.list(), [])
         self.assertEqual(self.models.locks.held, {})
+
+
+class LateEventActionTests(VMTestMixin, TestCase):
+    """
+    An action's answer shows the state the action left the VM in (a client
+    reads its own writes) whenever libvirt's lifecycle events arrive: here
+    every event is held back until after the answer and then let through,
+    late, as on a machine too busy for libvirt's event thread to keep up.
+    """
+
+    async def setUp(self):
+        from tests.virt._events import LateEvents
+
+        def late(hypervisors):
+            self.events = LateEvents(hypervisors)
+            self.addCleanup(self.events.close)
+            return self.events
+
+        await self.setUpVMs(wrap_hypervisors=late)
+
+    async def test_every_action_answer_is_its_own_write(self):
+        steps = [
+            ("start", "running"),
+            ("suspend", "paused"),
+            ("resume", "running"),
+            ("reset", "running"),
+            ("shutdown", "shutoff"),
+            ("start", "running"),
+            ("suspend", "paused"),
+            ("poweroff", "shutoff"),
+            ("start", "running"),
+            ("poweroff", "shutoff"),
+        ]
+        await self.create()
+        for action, state in steps:
+            answer = await self.action("small-1", action)
+            self.assertEqual(answer.code, 200, (action, answer.body))
+            self.assertEqual(answer.json["state"], state, action)
+            self.assertEqual((await self.vm())["state"], state, action)
+            # The events of this action (and of the ones before it) arrive now.
+            self.events.release()
+            self.assertEqual((await self.vm())["state"], state, (action, "after its events"))
+
+    async def test_events_older_than_the_answer(self):
+        """
+        Events of earlier actions that arrive after a later action's answer
+        (here: a poweroff's, after the start that followed it) do not take
+        the VM back.
+        """
+        await self.create()
+        domain = "comet-" + (await self.vm())["uuid"]
+        stopped = self.events.arrival(domain, "stopped")
+        for action, state in [("start", "running"), ("suspend", "paused"),
+                              ("poweroff", "shutoff"), ("start", "running")]:
+            answer = await self.action("small-1", action)
+            self.assertEqual(answer.json["state"], state, action)
+        await stopped  # the poweroff's event has come from libvirt, and waits
+        # Up to the poweroff's: the VM was started again since.
+        upto = self.events.held.index(("node2", domain, "stopped")) + 1
+        self.events.release(upto)
+        vm = await self.vm()
+        self.assertEqual((vm["state"], vm["host"]), ("running", "node2"))
+        self.events.holding = False
+        self.events.release()
+        self.assertEqual((await self.vm())["state"], "running")
+        self.assertEqual((await self.action("small-1", "shutdown")).json["state"], "shutoff")
 
 
 class ClusterActionTests(VMTestMixin, TestCase):
