@@ -54,6 +54,30 @@ class APIBenchTests(TestCase):
         self.assertIn(b"targets (issue 7)", outcome.out)
 
 
+class OwnWritesBenchTests(TestCase):
+    """
+    C{bench/own_writes.py} (issue 14): a real C{twistd} on the embedded
+    default, both CPUs kept busy, and every action's answer shows the state
+    the action left (the full proof is C{--rounds 200}; see bench/README.md).
+    """
+
+    timeout = 120
+
+    async def test_no_stale_answer_under_load(self):
+        out = os.path.join(temp_dir(self), "own_writes.json")
+        outcome = await run(
+            [sys.executable, os.path.join(ROOT, "bench", "own_writes.py"),
+             "--rounds", "20", "--busy", "2", "--json", out],
+            env=dict(os.environ),
+            path=ROOT,
+            timeout=110,
+        )
+        self.assertEqual(outcome.code, 0, (outcome.out + outcome.err).decode(errors="replace"))
+        with open(out) as f:
+            result = json.load(f)
+        self.assertEqual((result["answers"], result["stale"]), (140, 0), result["stale_answers"])
+
+
 class TestbedBenchTests(TestCase):
     """C{bench/testbed.py} needs the testbed; without one it says so and exits 0."""
 

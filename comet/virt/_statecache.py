@@ -213,10 +213,7 @@ class CachedStates:
             entry.learned.setdefault(domain, []).append((entry.clock, said))
 
     def _end(self, entry: _HostStates, read: _Read) -> list[str]:
-        """
-        C{read} is over: what was learned of its domain while it was in
-        flight (of every domain, by name, for a fill: see L{_end_fill}).
-        """
+        """C{read} (of one domain) is over: what was learned of its domain while it was in flight."""
         since = [said for clock, said in entry.learned.get(read.domain, ()) if clock > read.began]
         entry.reads.remove(read)
         self._forget(entry)
@@ -236,8 +233,14 @@ class CachedStates:
                 del entry.learned[domain]
 
     def _busy(self, entry: _HostStates, domain: str) -> bool:
-        """Whether a live read of C{domain} (or of every domain) is in flight."""
-        return any(read.domain in (None, domain) for read in entry.reads)
+        """
+        Whether a live read of C{domain} (or of every domain) is in flight
+        that will weigh what is learned now when it ends (one begun before
+        the cache was dropped fills nothing: it does not count).
+        """
+        return any(
+            read.epoch == entry.epoch and read.domain in (None, domain) for read in entry.reads
+        )
 
     def _read_ended(self, host: str, entry: _HostStates, read: _Read, state: str) -> None:
         """

@@ -19,7 +19,7 @@ from comet.virt._statecache import _HostStates
 from tests.virt._events import LateEvents
 from tests.virt._nodes import domain_spec
 from tests.virt._recording import libvirt_error
-from tests.virt.test_hypervisors import _Case
+from tests.virt.test_hypervisors import _Case, wait_for
 
 BULK = "getAllDomainStats"
 PING = "getLibVersion"
@@ -340,6 +340,45 @@ class LivenessTests(_CacheCase):
         self.assertEqual((yield cache.domain_state("n1", "a")), "running")
         self.assertGreaterEqual(self.methods(BULK), 1)
         self.assertEqual(self.hv.status("n1").state, "connected")
+
+    @inlineCallbacks
+    def test_fill_from_before_a_reconnect(self):
+        """
+        A listing still stuck on a connection that was lost fills nothing,
+        and does not keep the cache from following the events that come
+        after the host is back.
+        """
+        cache = self.cached()
+        yield self.ready()
+        listings, stuck = [], threading.Event()
+        self.addCleanup(stuck.set)
+
+        def first_is_stuck(conn, *args):
+            listings.append(args)
+            if len(listings) == 1:
+                stuck.wait(30)
+            return conn.getAllDomainStats(*args)
+
+        self.recorder.fake(BULK, first_is_stuck)
+        changes = []
+        self.hv.subscribe_hosts(lambda *change: changes.append(change))
+
+        @inlineCallbacks
+        def lose_and_reconnect():
+            [(callback, opaque, conn)] = self.recorder.closers[-1:]
+            callback(conn, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, opaque)
+            yield wait_for(lambda: changes and changes[-1][1] == "unreachable")
+            self.clock.advance(INITIAL_BACKOFF)
+            yield wait_for(lambda: changes[-1][1] == "connected")
+
+        yield lose_and_reconnect()  # its listing is stuck
+        yield wait_for(lambda: listings)
+        yield lose_and_reconnect()  # its listing answers
+        self.assertEqual((yield cache.domain_state("n1", "a")), "running")
+        suspended = self.next_event("a", "suspended")
+        yield self.hv.suspend("n1", "a")  # not through the cache
+        yield suspended
+        self.assertEqual((yield cache.domain_state("n1", "a")), "paused")
 
     @inlineCallbacks
     def test_probe_begins_after_the_read(self):
