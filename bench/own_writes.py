@@ -13,9 +13,13 @@ fresh database, and C{--busy} processes that spin on a CPU each.  Then each
 round runs one VM through C{start, suspend, resume, reset, shutdown, start,
 poweroff} (POST C{/cluster/lab/vms/vm/<action>}) and compares each answer's
 C{state} with the state the action leaves a VM in.  A different one is
-I{stale}: the daemon showed the state before its own change.
+I{stale}: the daemon showed the state before its own change.  An action
+refused (a 409 because the daemon still believed the state before: a start
+right after a shutdown it showed as running) is counted as I{refused}, and the
+round ends there (the VM is powered off for the next).
 
-Prints the counts (and writes them as JSON); exits 1 if any answer was stale.
+Prints the counts (and writes them as JSON); exits 1 if any answer was stale
+or refused.
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ def main() -> int:
         subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)
     ]
     stale: list[dict] = []
+    refused: list[dict] = []
     latencies: list[float] = []
     answers = 0
     started = time.monotonic()
@@ -133,7 +138,12 @@ def main() -> int:
                 code, answer = client.request("POST", f"/cluster/lab/vms/vm/{action}", {})
                 latencies.append(time.monotonic() - asked)
                 if code != 200:
-                    raise SystemExit(f"round {round_}: {action}: {code} {answer}")
+                    # Refused: the daemon believed a stale state (a start
+                    # after a shutdown it still showed running is a 409).
+                    refused.append({"round": round_, "action": action, "code": code,
+                                    "reason": (answer or {}).get("reason")})
+                    power_off(client)
+                    break
                 answers += 1
                 if answer["state"] != expected:
                     stale.append({"round": round_, "action": action,
@@ -150,6 +160,8 @@ def main() -> int:
         "answers": answers,
         "stale": len(stale),
         "stale_answers": stale[:50],
+        "refused": len(refused),
+        "refused_actions": refused[:50],
         "seconds": round(seconds, 1),
         "action_latency": summary(latencies),
     }
@@ -160,12 +172,24 @@ def main() -> int:
         f"{args.rounds} rounds x {len(ROUND)} actions with {args.busy} CPU-spinning processes,"
         f" {seconds:.1f} s",
         f"answers: {answers}   stale: {len(stale)}"
-        + (f"   ({', '.join(f'{a}: {n}' for a, n in sorted(by_action.items()))})" if stale else ""),
+        + (f"   ({', '.join(f'{a}: {n}' for a, n in sorted(by_action.items()))})" if stale else "")
+        + f"   refused: {len(refused)}",
         "action latency (ms): " + ", ".join(
             f"{k[:-3]} {v}" for k, v in summary(latencies).items() if k != "count"),
     ])
     save(result, table, args.json)
-    return 1 if stale else 0
+    return 1 if stale or refused else 0
+
+
+def power_off(client: Client) -> None:
+    """Bring the VM back to shut off (after a refused action), to start the next round there."""
+    for _ in range(50):
+        code, vm = client.request("GET", "/cluster/lab/vms/vm")
+        if vm["state"] == "shutoff":
+            return
+        client.request("POST", "/cluster/lab/vms/vm/poweroff", {})
+        time.sleep(0.1)
+    raise SystemExit("the VM did not reach shutoff")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,14 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from comet.config import ComputeConfig, HostConfig
 from comet.errors import CometError, Conflict, InvalidInput, NotFound
-from comet.virt import CometMetadata, DiskSpec, DomainSpec, HypervisorError, Hypervisors
+from comet.virt import (
+    CachedStates,
+    CometMetadata,
+    DiskSpec,
+    DomainSpec,
+    HypervisorError,
+    Hypervisors,
+)
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STACK = os.environ.get(
@@ -183,6 +190,49 @@ class QEMUTests(TestCase):
         yield self.hv.undefine(HOST, self.name)
         yield self.assertFailure(self.state(), NotFound)
         yield self.wait_event("undefined")
+
+    @inlineCallbacks
+    def test_cached_states(self):
+        """
+        Through L{CachedStates} (as the VM lifecycle acts): each action
+        answers with the state QEMU left the domain in (tried first on the
+        L{Hypervisors} directly and undone there, behind the cache's back),
+        and the cache shows it at once; after a shutdown (ACPI) the guest
+        powering off by itself is followed from its events.
+        """
+        cache = CachedStates(self.hv)
+        self.addCleanup(cache.close)
+
+        def cached():
+            return cache.domain_state(HOST, self.name)
+
+        yield cache.define(HOST, self.spec)
+        self.assertEqual((yield cached()), "shutoff")
+        for action, state in [("start", "running"), ("suspend", "paused"),
+                              ("resume", "running")]:
+            self.assertEqual((yield getattr(self.hv, action)(HOST, self.name)), state, action)
+            yield getattr(self.hv, {"start": "destroy", "suspend": "resume",
+                                    "resume": "suspend"}[action])(HOST, self.name)
+            yield getattr(cache, action)(HOST, self.name)
+            self.assertEqual((yield cached()), state, action)
+
+        @inlineCallbacks
+        def press():
+            try:
+                yield cache.shutdown(HOST, self.name)
+            except Conflict:
+                pass  # off already
+            yield deferLater(reactor, 2, lambda: None)
+            return (yield cached()) == "shutoff"
+
+        yield _until(press, 120, every=0)
+        self.assertEqual((yield self.state()), "shutoff")
+        yield cache.start(HOST, self.name)
+        self.assertEqual((yield cached()), "running")
+        yield cache.destroy(HOST, self.name)
+        self.assertEqual((yield cached()), "shutoff")
+        yield cache.undefine(HOST, self.name)
+        yield self.assertFailure(cached(), NotFound)
 
     @inlineCallbacks
     def test_hotplug(self):
