@@ -25,19 +25,18 @@ or refused.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
+from _client import Client  # noqa: E402
 from _report import save, summary  # noqa: E402
 
 #: One round: each action and the state it leaves a VM in on the test driver.
@@ -56,24 +55,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class Client:
-    def __init__(self, port: int, token: str):
-        self.base = f"http://127.0.0.1:{port}"
-        self.token = token
-
-    def request(self, method: str, path: str, body=None) -> tuple[int, dict]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
 
 
 def start_daemon(directory: str, port: int) -> tuple[subprocess.Popen, str]:
@@ -125,7 +106,7 @@ def main() -> int:
     answers = 0
     started = time.monotonic()
     try:
-        client = Client(port, token)
+        client = Client(f"http://127.0.0.1:{port}", token, timeout=30)
         for path, body in [("/templates", {"name": "t", "memory": 64, "cpus": 1}),
                            ("/cluster", {"name": "lab"}),
                            ("/cluster/lab/vms", {"template": "t", "name": "vm"})]:

@@ -35,12 +35,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _client import Client  # noqa: E402
 from _report import save, summary  # noqa: E402
 from tests.integration._daemon import comet_config  # noqa: E402
 from tests.virt._nodes import make_node_xml  # noqa: E402
@@ -48,50 +47,6 @@ from tests.test_service import TWISTD, _twistd_env, free_port  # noqa: E402
 
 LOAD = os.path.join(ROOT, "bench", "_load.py")
 STATE = os.environ.get("COMET_TESTBED_STATE", os.path.join(ROOT, "testbed", "state"))
-
-
-class Client:
-    """The daemon's API: JSON in and out, a Bearer token."""
-
-    def __init__(self, base: str, token: str):
-        self.base = base
-        self.token = token
-
-    def request(self, method: str, path: str, body=None) -> tuple[int, object]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                raw = response.read()
-                return response.status, (json.loads(raw) if raw else None)
-        except urllib.error.HTTPError as e:
-            raw = e.read()
-            return e.code, (json.loads(raw) if raw else None)
-
-    def ok(self, method: str, path: str, body=None, codes=(200, 201, 202, 204)):
-        code, answer = self.request(method, path, body)
-        if code not in codes:
-            raise RuntimeError(f"{method} {path}: {code} {answer}")
-        return answer
-
-    def task_done(self, href: str) -> dict | None:
-        task = self.ok("GET", href)
-        return None if task["status"] == "running" else task
-
-    def wait(self, answer: dict, timeout: float = 600) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            task = self.task_done(answer["href"])
-            if task is not None:
-                if task["status"] != "finished":
-                    raise RuntimeError(f"task failed: {task}")
-                return task
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"task still running after {timeout} s: {answer}")
-            time.sleep(0.2)
 
 
 def probe_while(client: Client, task_href: str | None, count: int = 200) -> tuple[list, float]:
