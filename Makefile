@@ -13,4 +13,4 @@ run:
 # testbed is up: testbed/stack up).
 test:
 	scripts/setup
-	.venv/bin/python -m pytest -q -p no:cacheprovider tests
+	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 tests
