@@ -78,6 +78,7 @@ class CometService(MultiService):
 
     async def _start(self) -> None:
         from comet.web import CometAPI
+        from comet.web.tasks import target_uri
 
         if self.config.debug.stall_ms > 0:
             from comet.stallwatch import StallWatch
@@ -87,7 +88,8 @@ class CometService(MultiService):
         self.db.open()
         self.hypervisors = Hypervisors(self.reactor, self.config.hosts, self.config.compute)
         self.hypervisors.setServiceParent(self)
-        self.models = make_models(self.db, self.hypervisors, self.config, self.reactor)
+        self.models = make_models(self.db, self.hypervisors, self.config, self.reactor,
+                                  address=target_uri)
         # Before anything is marked failed or repaired: a live daemon over the
         # same database owns those tasks and locks; refuse to start then.
         await self.models.locks.take_lease(self.config.database.path)

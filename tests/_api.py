@@ -21,6 +21,7 @@ from comet.model import make_models as wire_models
 from comet.store import Database
 from comet.virt import Hypervisors
 from comet.web import CometAPI
+from comet.web.tasks import target_uri
 from tests._conformance import Conformance
 from tests.virt._nodes import make_node_xml, node_path
 from tests._util import temp_dir
@@ -90,7 +91,8 @@ def make_models(
     testcase.addCleanup(hypervisors.stopService)
     if wrap_hypervisors is not None:
         hypervisors = wrap_hypervisors(hypervisors)
-    models = wire_models(db, hypervisors, cfg, clock, runners=runners or {})
+    models = wire_models(db, hypervisors, cfg, clock, runners=runners or {},
+                         address=target_uri)
     return models
 
 

@@ -20,7 +20,7 @@ from comet.model.locks import Locks
 from comet.model.reconcile import Reconciler
 from comet.model.serverwatch import ServerWatch
 from comet.model.storage import StorageModel, VMSnapshotModel, VMStorageModel
-from comet.model.tasks import TaskRunner
+from comet.model.tasks import TaskRunner, describe_target
 from comet.model.templates import TemplateModel
 from comet.model.vms import VMModel
 
@@ -46,9 +46,14 @@ class Models:
     users: Any = None
 
 
-def make_models(db, hypervisors, config, clock, runners=None) -> Models:
+def make_models(db, hypervisors, config, clock, runners=None,
+                address=describe_target) -> Models:
     """
     The models of a daemon over C{db} and the libvirt adapter, wired together.
+
+    @param address: how a task's record writes what the task is about (a
+        L{comet.model.tasks.Target}); the daemon gives the API's URIs
+        (L{comet.web.tasks.target_uri}), by default it is written in words.
 
     @param runners: storage server address -> L{comet.remote.IRunner}; by
         default one L{comet.remote.SSHRunner} per configured storage server
@@ -59,7 +64,7 @@ def make_models(db, hypervisors, config, clock, runners=None) -> Models:
     from comet.store import Locks as LockTable
     from comet.store.users import Users
     from comet.virt import CachedStates
-    tasks = TaskRunner(Tasks(db), clock)
+    tasks = TaskRunner(Tasks(db), clock, address)
     intents = Intents(IntentTable(db), clock)
     locks = Locks(LockTable(db), clock)
     clusters = ClusterModel(Clusters(db), clock)

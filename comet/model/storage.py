@@ -37,6 +37,7 @@ from comet.model.downloads import Downloads, scrub
 from comet.model.initiators import Initiators
 from comet.model.intents import Intents
 from comet.model.locks import Locks
+from comet.model.tasks import Target
 from comet.remote import tgt as _tgt
 from comet.remote import zfs as _zfs
 from comet.remote.tgt import TGT
@@ -334,7 +335,7 @@ class StorageModel:
         fields.update(more)
         return fields
 
-    async def create_volume(self, pool_name: str, name: str, target_uri: str,
+    async def create_volume(self, pool_name: str, name: str,
                             capacity_gb: int | None = None, url: str | None = None):
         """
         Start a task that creates volume C{name}: empty, of C{capacity_gb}
@@ -377,7 +378,7 @@ class StorageModel:
         try:
             await self._check_new_volume(pool, name)
             return await self._tasks.start(
-                target_uri, job, f"creating volume {name!r} in storage pool {pool.name!r}"
+                Target("volume", {"pool": pool.name, "volume": name}), job, f"creating volume {name!r} in storage pool {pool.name!r}"
             )
         except BaseException:
             await lock.release()
@@ -1102,7 +1103,7 @@ class VMStorageModel:
                             f"VM {vm.name!r} did not release disk {record.dev} (volume"
                             f" {record.name!r})")
 
-    async def unmap(self, cluster: str, name: str, volume: str, target_uri: str):
+    async def unmap(self, cluster: str, name: str, volume: str):
         """Start a task that detaches a volume from the VM (it stays in its pool)."""
         storage = await self.get(cluster, name, volume)
         vm = storage.vm
@@ -1126,7 +1127,7 @@ class VMStorageModel:
 
         try:
             return await self._storage._tasks.start(
-                target_uri, job, f"unmapping volume {volume!r} from VM {name!r}")
+                Target("vm storage", {"cluster": cluster, "name": name, "zvol": volume}), job, f"unmapping volume {volume!r} from VM {name!r}")
         except BaseException:
             await _release_all(locks)
             raise

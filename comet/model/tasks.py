@@ -6,13 +6,18 @@ download, a cluster start).  L{TaskRunner.start} records the task as
 C{running} *before* the job begins, runs the job, and records how it ended;
 the job reports progress through a L{TaskHandle}.  A task that was running when
 the daemon died is marked C{failed} by L{TaskRunner.recover} at the next start.
+
+A task is about a resource, which the model names by ids (a L{Target}); how
+the task's record writes it (the API writes the resource's URI) is the
+C{address} the runner is given, so that the model makes no URI.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
+import attrs
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -28,6 +33,25 @@ RESTARTED = "failed: the Comet daemon stopped while this task was running"
 #: The id of the task the running code belongs to (each job runs in its own
 #: context), so that intent records can name it without threading it through.
 CURRENT_TASK: ContextVar[int | None] = ContextVar("comet_current_task", default=None)
+
+
+@attrs.frozen
+class Target:
+    """
+    What a task is about, in the model's terms: a kind of resource and the ids
+    that name one (C{Target("vm", {"cluster": "lab", "name": "web"})}).
+
+    Kinds: C{cluster} (C{name}), C{vm} (C{cluster}, C{name}), C{volume}
+    (C{pool}, C{volume}), C{vm storage} (C{cluster}, C{name}, C{zvol}).
+    """
+
+    kind: str
+    ids: Mapping[str, str]
+
+
+def describe_target(target: Target) -> str:
+    """A target in words (C{vm lab/web}): what a task records when no address is given."""
+    return f"{target.kind} {'/'.join(str(v) for v in target.ids.values())}"
 
 
 class TaskHandle:
@@ -50,9 +74,15 @@ class TaskRunner:
     can wait for them (or say they were cut short) when it stops.
     """
 
-    def __init__(self, tasks: Tasks, clock: IReactorTime):
+    def __init__(self, tasks: Tasks, clock: IReactorTime,
+                 address: Callable[[Target], str] = describe_target):
+        """
+        @param address: how a task's record writes its L{Target} (the web
+            layer gives the resource's URI, L{comet.web.tasks.target_uri}).
+        """
         self._tasks = tasks
         self._clock = clock
+        self._address = address
         self._running: dict[int, Deferred] = {}
 
     def _now(self) -> int:
@@ -60,12 +90,12 @@ class TaskRunner:
 
     async def start(
         self,
-        target_uri: str,
+        target: Target,
         job: Callable[[TaskHandle], Awaitable[str]],
         message: str = "",
     ) -> TaskRecord:
         """
-        Record a new running task for C{target_uri} and start C{job(handle)}.
+        Record a new running task about C{target} and start C{job(handle)}.
 
         The job's return value (a sentence) becomes the task's final message
         with status C{finished}; a L{CometError} it raises becomes status
@@ -74,7 +104,7 @@ class TaskRunner:
 
         @return: the task as recorded when it started.
         """
-        record = await self._tasks.create(target_uri, message, self._now())
+        record = await self._tasks.create(self._address(target), message, self._now())
         handle = TaskHandle(self, record.id)
         done = ensureDeferred(self._run(handle, job))
         self._running[record.id] = done

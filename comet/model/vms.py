@@ -28,6 +28,7 @@ from comet.model.clusters import validate_name
 from comet.model.intents import Intents
 from comet.model.locks import Locks
 from comet.model.placement import choose_host
+from comet.model.tasks import Target
 from comet.store import VMRecord
 from comet.store.vms import COMET_DOMAIN_PREFIX
 from comet.virt import CometMetadata, DiskSpec, DomainSpec
@@ -494,12 +495,11 @@ class VMModel:
         self,
         cluster: str,
         name: str,
-        target_uri: str,
         timeout: float | None = None,
         force: bool = False,
     ):
         """
-        Start a task (about C{target_uri}) that shuts the VM down (waiting up
+        Start a task (about the VM) that shuts the VM down (waiting up
         to C{timeout} seconds, then powering it off only with C{force}),
         undefines it from its host and releases its placement.  Answers the
         task.
@@ -517,7 +517,8 @@ class VMModel:
                 await lock.release()
 
         try:
-            return await self._tasks.start(target_uri, job, f"stopping VM {name!r}")
+            return await self._tasks.start(
+                Target("vm", {"cluster": cluster, "name": name}), job, f"stopping VM {name!r}")
         except BaseException:
             await lock.release()
             raise
@@ -537,7 +538,7 @@ class VMModel:
 
     # Clusters ------------------------------------------------------------------
 
-    async def cluster_action(self, cluster: str, action: str, cluster_href: str, **params):
+    async def cluster_action(self, cluster: str, action: str, **params):
         """
         Start a task that runs C{action} (C{start} or C{stop}) on every VM of
         the cluster, a few at a time; one VM failing does not stop the others,
@@ -584,7 +585,8 @@ class VMModel:
                 raise Conflict(text)
             return text
 
-        return await self._tasks.start(cluster_href, job, f"{action} of cluster {cluster!r}")
+        return await self._tasks.start(Target("cluster", {"name": cluster}), job,
+                                       f"{action} of cluster {cluster!r}")
 
 
 def _phase(host: str | None, domain: str, domains: dict[str, dict[str, str] | None]) -> str:

@@ -312,9 +312,8 @@ async def create_volume(models, request, body, pool):
     """Create a volume, empty (capacity in GB) or from an image URL: a task."""
     from comet.web.vms import _task_response
 
-    target = ROUTES.href("storagevolume", pool=pool, volume=body["name"])
     task = await _storage(models).create_volume(
-        pool, body["name"], target, capacity_gb=body.get("capacity"), url=body.get("url")
+        pool, body["name"], capacity_gb=body.get("capacity"), url=body.get("url")
     )
     return _task_response(task)
 
@@ -415,8 +414,7 @@ async def unmap_vm_storage(models, request, body, cluster, name, zvol):
     """Detach the volume from the VM; it stays in its pool (a task)."""
     from comet.web.vms import _task_response
 
-    task = await _vm_storages(models).unmap(
-        cluster, name, zvol, ROUTES.href("vm.storage", cluster=cluster, name=name, zvol=zvol))
+    task = await _vm_storages(models).unmap(cluster, name, zvol)
     return _task_response(task)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from comet.errors import InvalidInput
+from comet.model.tasks import Target
 from comet.store import TaskRecord
 from comet.web._schemas import STRING, TIME, enum, listing, resource
 from comet.web._table import ROUTES
@@ -26,6 +27,23 @@ TASK = resource(
     updated=TIME,
     href={"type": "string", "pattern": "^/tasks/[0-9]+$"},
 )
+
+
+#: The path in the route table of each kind of L{Target} a task is about.
+TARGET_PATHS = {
+    "cluster": "cluster",
+    "vm": "vm",
+    "volume": "storagevolume",
+    "vm storage": "vm.storage",
+}
+
+
+def target_uri(target: Target) -> str:
+    """
+    The URI of the resource a task is about: what its record keeps as
+    C{target_uri} (the model names the resource, L{comet.model.tasks.Target}).
+    """
+    return ROUTES.href(TARGET_PATHS[target.kind], **target.ids)
 
 
 def representation(task: TaskRecord) -> dict:

@@ -147,7 +147,6 @@ async def _stop(models, request, body, cluster, name):
     task = await models.vms.stop(
         cluster,
         name,
-        ROUTES.href("vm", cluster=cluster, name=name),
         body.get("timeout"),
         body.get("force", False),
     )
@@ -188,9 +187,7 @@ def _cluster_action(action: str, schema):
             from comet.errors import Conflict
 
             raise Conflict(f"cluster {name!r} is {cluster.state}; {action} is not possible")
-        task = await models.vms.cluster_action(
-            name, action, ROUTES.href("cluster", name=name), **body
-        )
+        task = await models.vms.cluster_action(name, action, **body)
         return _task_response(task)
 
     handler.__doc__ = f"{action.capitalize()} every VM of the cluster (a task)."

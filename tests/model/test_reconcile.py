@@ -111,7 +111,7 @@ class _Base:
 
         async def create():
             task.append(await self.models.storage.create_volume(
-                "pool1", "data", "/storagepools/pool1/storagevolumes", capacity_gb=1))
+                "pool1", "data", capacity_gb=1))
 
         await self.crash_during(crash, create)
         return task[0].id
@@ -192,7 +192,7 @@ class ClusterStartCrashTests(_Base, TestCase):
                 task = []
 
                 async def start():
-                    task.append(await self.models.vms.cluster_action("lab", "start", "/cluster/lab"))
+                    task.append(await self.models.vms.cluster_action("lab", "start"))
 
                 await self.crash_during(crash, start)
                 models, repairs = await self.world.restart()
@@ -209,7 +209,7 @@ class VMStopCrashTests(_Base, TestCase):
         task = []
 
         async def stop():
-            task.append(await self.models.vms.stop("lab", "web", "/cluster/lab/vms/web", timeout=5))
+            task.append(await self.models.vms.stop("lab", "web", timeout=5))
 
         await self.crash_during(crash, stop)
         models, repairs = await self.world.restart()
@@ -245,7 +245,7 @@ class VolumeCrashTests(_Base, TestCase):
                     self.assertNotIn("tank/comet/data", self.world.server.datasets)
                     # The name is free again.
                     await self.models.tasks.wait((await models.storage.create_volume(
-                        "pool1", "data", "/x", capacity_gb=1)).id)
+                        "pool1", "data", capacity_gb=1)).id)
 
     async def test_server_down_repaired_later(self):
         """A repair that needs a server that does not answer waits for a later run."""
@@ -259,7 +259,7 @@ class VolumeCrashTests(_Base, TestCase):
         self.assertIn("tank/comet/data", self.world.server.datasets)
         # Until it is repaired, the name is not free for a new volume.
         e = await self.assertFailure(ensureDeferred(models.storage.create_volume(
-            "pool1", "data", "/x", capacity_gb=1)), Conflict)
+            "pool1", "data", capacity_gb=1)), Conflict)
         self.assertIn("interrupted volume.create", e.reason)
         runner.unavailable = None
         [repair] = await models.reconciler.run()
@@ -274,7 +274,7 @@ class VolumeCrashTests(_Base, TestCase):
             for when in ("before", "after"):
                 await self.setUp()
                 task = await self.models.storage.create_volume(
-                    "pool1", "data", "/storagepools/pool1/storagevolumes", capacity_gb=1)
+                    "pool1", "data", capacity_gb=1)
                 await self.models.tasks.wait(task.id)
                 crash = _Crash("volume.delete", step, when)
                 await self.crash_during(
@@ -293,7 +293,7 @@ class VMVolumeCrashTests(_Base, TestCase):
     async def data_volume(self, models=None) -> None:
         models = models or self.models
         await models.tasks.wait((await models.storage.create_volume(
-            "pool1", "data", "/x", capacity_gb=1)).id)
+            "pool1", "data", capacity_gb=1)).id)
 
     def plugged(self) -> list:
         return [key for key in self.world.hv.plugged if key[2] == "vdb"]
@@ -343,7 +343,7 @@ class VMVolumeCrashTests(_Base, TestCase):
 
                 async def unmap():
                     task.append(await self.models.vm_storages.unmap(
-                        "lab", "web", "data", "/cluster/lab/vms/web/storages/data"))
+                        "lab", "web", "data"))
 
                 await self.crash_during(crash, unmap)
                 models, repairs = await self.world.restart()
@@ -368,7 +368,7 @@ class VMVolumeCrashTests(_Base, TestCase):
         await self.models.vm_storages.attach("lab", "web", "pool1", "data")
         self.world.hv.slow_guest = True
         await self.crash_during(_Crash("unmap", "detach device", "before"), lambda: (
-            self.models.vm_storages.unmap("lab", "web", "data", "/x")))
+            self.models.vm_storages.unmap("lab", "web", "data")))
         models, repairs = await self.world.restart()
         self.assertEqual([r for r in repairs if "unmap" in r], [])
         record = await models.storage._store.volume("pool1", "data")
@@ -531,7 +531,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
     async def setUp(self):
         await super().setUp()
         await self.models.tasks.wait((await self.models.storage.create_volume(
-            "pool1", "data", "/x", capacity_gb=1)).id)
+            "pool1", "data", capacity_gb=1)).id)
         await self.models.vm_storages.attach("lab", "web", "pool1", "data")
 
     def left(self, volume: str = "data") -> list[str]:
@@ -589,7 +589,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
                 await self.models.vm_snapshots.create("lab", "web", "one")
                 crash = _Crash("unmap", step, when)
                 await self.crash_during(crash, lambda: self.models.vm_storages.unmap(
-                    "lab", "web", "data", "/cluster/lab/vms/web/storages/data"))
+                    "lab", "web", "data"))
                 models, repairs = await self.world.restart()
                 self.assertTrue(any("interrupted unmap" in r for r in repairs), repairs)
                 await self.assertConsistent(models)
@@ -625,7 +625,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
                 await self.setUp()
                 await self.models.vm_storages.delete("lab", "web", "data")
                 await self.models.tasks.wait((await self.models.storage.create_volume(
-                    "pool1", "data", "/x", capacity_gb=1)).id)
+                    "pool1", "data", capacity_gb=1)).id)
                 zfs = self.models.storage._server("s1").zfs
                 await zfs.snapshot(["tank/comet/data"], "comet-snap-1")
                 await zfs.clone("tank/comet/data@comet-snap-1", "tank/comet", "data-old-00ff")
@@ -648,7 +648,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
         record owns): the repair reports it and keeps the volume, as the live
         409 would have; no intent is left to block the volume.
         """
-        task = await self.models.vm_storages.unmap("lab", "web", "data", "/x")
+        task = await self.models.vm_storages.unmap("lab", "web", "data")
         await self.models.tasks.wait(task.id)
         zfs = self.models.storage._server("s1").zfs
         await zfs.snapshot(["tank/comet/data"], "comet-left")

@@ -5,7 +5,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from comet.errors import Conflict
-from comet.model.tasks import RESTARTED, TaskRunner
+from comet.model.tasks import RESTARTED, Target, TaskRunner
 from comet.store import Database, Tasks
 from tests._api import temp_database
 
@@ -30,7 +30,7 @@ class TaskRunnerTests(TestCase):
             await gate
             return "copied 3 blocks"
 
-        task = await self.runner.start("/storagepools/p/storagevolumes/v", job)
+        task = await self.runner.start(Target("volume", {"pool": "p", "volume": "v"}), job)
         self.assertEqual((task.status, task.progress, task.created), ("running", 0, 1000))
         self.assertEqual(self.runner.running(), [task.id])
         await reached
@@ -52,7 +52,7 @@ class TaskRunnerTests(TestCase):
         async def job(handle):
             raise Conflict("VM 'a' is running")
 
-        task = await self.runner.start("/cluster/c", job)
+        task = await self.runner.start(Target("cluster", {"name": "c"}), job)
         await self.runner.wait(task.id)
         done = await self.runner.get(task.id)
         self.assertEqual((done.status, done.message), ("failed", "VM 'a' is running"))
@@ -63,7 +63,7 @@ class TaskRunnerTests(TestCase):
         async def job(handle):
             raise ZeroDivisionError("inside detail")
 
-        task = await self.runner.start("/cluster/c", job)
+        task = await self.runner.start(Target("cluster", {"name": "c"}), job)
         await self.runner.wait(task.id)
         done = await self.runner.get(task.id)
         self.assertEqual(done.status, "failed")
@@ -80,7 +80,7 @@ class TaskRunnerTests(TestCase):
             await gate
             return ""
 
-        task = await self.runner.start("/x", job)
+        task = await self.runner.start(Target("cluster", {"name": "x"}), job)
         await reached
         self.assertEqual((await self.runner.get(task.id)).progress, 100)
         gate.callback(None)
@@ -96,9 +96,9 @@ class TaskRunnerTests(TestCase):
         async def quick(handle):
             return "ok"
 
-        first = await self.runner.start("/a", quick)
+        first = await self.runner.start(Target("cluster", {"name": "a"}), quick)
         await self.runner.wait(first.id)
-        second = await self.runner.start("/b", slow)
+        second = await self.runner.start(Target("cluster", {"name": "b"}), slow)
         self.assertEqual([t.id for t in await self.runner.list("running")], [second.id])
         self.assertEqual([t.id for t in await self.runner.list()], [first.id, second.id])
         gate.callback(None)
@@ -115,12 +115,12 @@ class RecoveryTests(TestCase):
         async def job(handle):
             await never
 
-        left = await old.start("/cluster/c", job)
+        left = await old.start(Target("cluster", {"name": "c"}), job)
 
         async def quick(handle):
             return "all good"
 
-        ended = await old.start("/cluster/d", quick)
+        ended = await old.start(Target("cluster", {"name": "d"}), quick)
         await old.wait(ended.id)
 
         # A new process on the same file:

@@ -5,6 +5,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from comet.model.tasks import Target
 from tests._api import make_client, make_models, temp_database
 from tests.web.test_serve import assertError
 
@@ -21,7 +22,7 @@ class TaskAPITests(TestCase):
             await gate
             return "done it"
 
-        task = await models.tasks.start("/cluster/lab", job, "starting")
+        task = await models.tasks.start(Target("cluster", {"name": "lab"}), job, "starting")
         shown = (await client.get(f"/tasks/{task.id}")).json
         self.assertEqual(
             set(shown),
@@ -51,7 +52,7 @@ class TaskAPITests(TestCase):
 
         ids = []
         for i in range(105):
-            task = await models.tasks.start(f"/cluster/c{i}", job, "working")
+            task = await models.tasks.start(Target("cluster", {"name": f"c{i}"}), job, "working")
             ids.append(task.id)
         await models.tasks.wait_all()
         page = (await client.get("/tasks")).json
@@ -83,11 +84,11 @@ class TaskAPITests(TestCase):
         async def slow(handle):
             await gate
 
-        old = await models.tasks.start("/cluster/a", job, "old")
-        running = await models.tasks.start("/cluster/b", slow, "running for ever")
+        old = await models.tasks.start(Target("cluster", {"name": "a"}), job, "old")
+        running = await models.tasks.start(Target("cluster", {"name": "b"}), slow, "running for ever")
         await models.tasks.wait(old.id)
         clock.advance(2 * 86400)
-        newer = await models.tasks.start("/cluster/c", job, "newer")
+        newer = await models.tasks.start(Target("cluster", {"name": "c"}), job, "newer")
         await models.tasks.wait(newer.id)
         models.tasks.start_pruning(keep_days=1.5, interval=3600)
         self.addCleanup(models.tasks.stop_pruning)
