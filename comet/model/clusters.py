@@ -4,6 +4,11 @@ Clusters: named groups of VMs.
 A cluster's C{state} is derived from its VMs' live states, never stored: a
 cluster with no VMs is C{empty}, with every VM running C{running}, with none
 running C{stopped}, and C{partial} otherwise.
+
+L{CLUSTER_ACTIONS} is the clusters' state machine: which action is valid in
+which state.  It drives both the 409 for an action that is not
+(L{ClusterModel.check_action}) and the actions a cluster offers
+(L{Cluster.actions}), so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -16,6 +21,16 @@ from twisted.internet.interfaces import IReactorTime
 from comet.errors import Conflict, InvalidInput
 from comet.names import check_name
 from comet.store import ClusterRecord, Clusters
+
+
+#: What a cluster's C{state} can be (L{cluster_state}).
+STATES = ("running", "stopped", "partial", "empty")
+
+#: Cluster action (on every VM of the cluster, as a task) -> the states it is valid in.
+CLUSTER_ACTIONS: dict[str, frozenset[str]] = {
+    "start": frozenset({"stopped", "partial"}),
+    "stop": frozenset({"running", "partial", "stopped"}),
+}
 
 
 @attrs.frozen
@@ -34,6 +49,16 @@ class Cluster:
     @property
     def vms(self) -> int:
         return len(self.vm_states)
+
+    @property
+    def actions(self) -> list[str]:
+        """The actions valid in its state (L{CLUSTER_ACTIONS})."""
+        return [a for a, states in CLUSTER_ACTIONS.items() if self.state in states]
+
+
+def conflict(cluster: Cluster, action: str) -> Conflict:
+    """The 409 for C{action} on C{cluster} in a state it is not valid in."""
+    return Conflict(f"cluster {cluster.name!r} is {cluster.state}; {action} is not possible")
 
 
 def cluster_state(vm_states: Sequence[str]) -> str:
@@ -104,6 +129,16 @@ class ClusterModel:
 
     async def get(self, name: str) -> Cluster:
         return await self._cluster(await self._clusters.get(name))
+
+    async def check_action(self, name: str, action: str) -> Cluster:
+        """
+        The cluster, when C{action} (one of L{CLUSTER_ACTIONS}) is valid in
+        its state; else the L{conflict}.
+        """
+        cluster = await self.get(name)
+        if action not in cluster.actions:
+            raise conflict(cluster, action)
+        return cluster
 
     async def create(self, name: str, description: str = "") -> Cluster:
         validate_name("cluster", name)

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from comet.model.clusters import Cluster
+from comet.model.clusters import CLUSTER_ACTIONS, STATES, Cluster
 from comet.web._schemas import (BOOL, COUNT, NAME, STRING, TIME, URI, actions, enum, listing,
                                 obj, resource)
 from comet.web._table import ROUTES, Response
 
 ROUTES.path("clusters", "/cluster")
 ROUTES.path("cluster", "/cluster/<name>")
-
-#: Cluster actions -> states they are valid in.  Filled by the compute model
-#: once cluster start/stop exist; until then no action is offered.
-CLUSTER_ACTIONS: dict[str, frozenset[str]] = {}
-
-#: A cluster's C{state}, from its VMs' (L{comet.model.clusters.cluster_state}).
-STATES = ("running", "stopped", "partial", "empty")
 
 SUMMARY = resource("ClusterSummary", name=NAME, state=enum(*STATES), vms=COUNT, href=URI)
 CLUSTER = resource(
@@ -27,7 +20,7 @@ CLUSTER = resource(
     vms_href=URI,
     created=TIME,
     href=URI,
-    actions=actions("start", "stop"),
+    actions=actions(*CLUSTER_ACTIONS),
 )
 
 
@@ -41,7 +34,6 @@ def summary(cluster: Cluster) -> dict:
 
 
 def representation(cluster: Cluster) -> dict:
-    valid = [a for a, states in CLUSTER_ACTIONS.items() if cluster.state in states]
     return {
         "name": cluster.name,
         "description": cluster.description,
@@ -50,7 +42,7 @@ def representation(cluster: Cluster) -> dict:
         "vms_href": ROUTES.href("vms", cluster=cluster.name),
         "created": cluster.created,
         "href": ROUTES.href("cluster", name=cluster.name),
-        "actions": ROUTES.actions("cluster", valid, name=cluster.name),
+        "actions": ROUTES.actions("cluster", cluster.actions, name=cluster.name),
     }
 
 

@@ -7,7 +7,6 @@ C{stop}, which act on every VM of a cluster.
 from __future__ import annotations
 
 from comet.model.vms import VM, VM_ACTIONS
-from comet.web import clusters as _clusters
 from comet.web._schemas import (BOOL, NAME, STRING, TIME, URI, actions, enum, listing, nullable,
                                 obj, resource)
 from comet.web._table import OPERATOR, ROUTES, Response
@@ -172,21 +171,10 @@ for _action in VM_ACTIONS:
 
 # Cluster actions: start or stop every VM of the cluster, as a task.
 
-_clusters.CLUSTER_ACTIONS.update(
-    {
-        "start": frozenset({"stopped", "partial"}),
-        "stop": frozenset({"running", "partial", "stopped"}),
-    }
-)
-
 
 def _cluster_action(action: str, schema):
     async def handler(models, request, body, name):
-        cluster = await models.clusters.get(name)
-        if cluster.state not in _clusters.CLUSTER_ACTIONS[action]:
-            from comet.errors import Conflict
-
-            raise Conflict(f"cluster {name!r} is {cluster.state}; {action} is not possible")
+        await models.clusters.check_action(name, action)
         task = await models.vms.cluster_action(name, action, **body)
         return _task_response(task)
 
