@@ -17,6 +17,7 @@ from comet.model.console import ConsoleModel
 from comet.model.hosts import HostModel
 from comet.model.intents import Intents
 from comet.model.locks import Locks
+from comet.model.operations import Context
 from comet.model.reconcile import Reconciler
 from comet.model.serverwatch import ServerWatch
 from comet.model.storage import StorageModel, VMSnapshotModel, VMStorageModel
@@ -67,28 +68,8 @@ def make_models(db, hypervisors, config, clock, runners=None,
     tasks = TaskRunner(Tasks(db), clock, address)
     intents = Intents(IntentTable(db), clock)
     locks = Locks(LockTable(db), clock)
-    clusters = ClusterModel(Clusters(db), clock)
     vm_table = VMs(db)
     hosts = HostModel(hypervisors, config.hosts, vm_table.committed)
-    templates = TemplateModel(Templates(db), hosts, clock)
-    vms = VMModel(
-        vm_table, Templates(db), hypervisors, hosts, tasks, clock, config.compute.cluster_concurrency,
-        # Domain states from memory, kept by libvirt's events, for the VM
-        # lifecycle (reads and its own actions); everything else, the
-        # reconciler included, reads the hosts live.
-        states=CachedStates(hypervisors),
-    )
-
-    async def vm_states(record):
-        return await vms.states(record.name)
-
-    async def delete_vms(record):
-        await vms.delete_cluster_vms(record.name)
-
-    clusters.vm_states = vm_states
-    clusters.all_vm_states = vms.states_by_cluster
-    clusters.on_delete = delete_vms
-
     if runners is None:
         from comet.remote import SSHRunner
 
@@ -96,16 +77,31 @@ def make_models(db, hypervisors, config, clock, runners=None,
             s.host: SSHRunner(clock, s, config.storage) for s in config.storageservers
         }
     storage = StorageModel(
-        Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db)
+        Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db),
+        snapshots=Snapshots(db), intents=intents, locks=locks,
     )
-    storage.snapshots = Snapshots(db)
-    vms.disks = storage
-    vms.intents = storage.intents = intents
-    vms.locks = storage.locks = locks
-    templates.check_disk = storage.check_disk
+    templates = TemplateModel(Templates(db), hosts, clock, check_disk=storage.check_disk)
+    context = Context(
+        vms=vm_table, templates=Templates(db), hypervisors=hypervisors,
+        # Domain states from memory, kept by libvirt's events, for the VM
+        # lifecycle (reads and its own actions); everything else, the
+        # repairs included, reads the hosts live.
+        libvirt=CachedStates(hypervisors),
+        hosts=hosts, tasks=tasks, clock=clock, disks=storage, intents=intents, locks=locks,
+    )
+    vms = VMModel(context, config.compute.cluster_concurrency)
+
+    async def vm_states(record):
+        return await vms.states(record.name)
+
+    async def delete_vms(record):
+        await vms.delete_cluster_vms(record.name)
+
+    clusters = ClusterModel(Clusters(db), clock, vm_states=vm_states,
+                            all_vm_states=vms.states_by_cluster, on_delete=delete_vms)
     vm_snapshots = VMSnapshotModel(storage, vms, storage.snapshots)
-    reconciler = Reconciler(intents, IntentTable(db), Tasks(db), vms, storage, clock,
-                            config.storage.iqn_domain, snapshots=vm_snapshots, locks=locks)
+    reconciler = Reconciler(context, IntentTable(db), Tasks(db), storage, clock,
+                            config.storage.iqn_domain, snapshots=vm_snapshots)
     return Models(
         clusters=clusters,
         tasks=tasks,

@@ -95,22 +95,28 @@ class ClusterModel:
     """
     What a client may do with clusters.
 
-    @ivar vm_states: how to read a cluster's VM states; the compute model
-        replaces the default (no VMs) with one that reads libvirt.
-    @ivar all_vm_states: the same for every cluster in one pass (used by
+    @param vm_states: how to read a cluster's VM states (by default: no
+        VMs); the daemon's reads libvirt (L{comet.model.vms.VMModel.states}).
+    @param all_vm_states: the same for every cluster in one pass (used by
         L{list}, so that C{GET /cluster} lists each host once, not once per
-        cluster).
-    @ivar on_delete: called with the record before a cluster is deleted with
-        C{force}, to power off and delete its VMs.
+        cluster), by cluster name; C{None}: one L{vm_states} per cluster.
+    @param on_delete: called with the record before a cluster is deleted
+        with C{force}, to power off and delete its VMs.
     """
 
-    def __init__(self, clusters: Clusters, clock: IReactorTime):
+    def __init__(
+        self,
+        clusters: Clusters,
+        clock: IReactorTime,
+        vm_states: VMStates = _no_vms,
+        all_vm_states: Callable[[], Awaitable[dict[str, tuple[str, ...]]]] | None = None,
+        on_delete: Callable[[ClusterRecord], Awaitable[None]] | None = None,
+    ):
         self._clusters = clusters
         self._clock = clock
-        self.vm_states: VMStates = _no_vms
-        #: When set, reads the VM states of every cluster at once (by cluster name).
-        self.all_vm_states: Callable[[], Awaitable[dict[str, tuple[str, ...]]]] | None = None
-        self.on_delete: Callable[[ClusterRecord], Awaitable[None]] | None = None
+        self.vm_states = vm_states
+        self.all_vm_states = all_vm_states
+        self.on_delete = on_delete
 
     async def _cluster(self, record: ClusterRecord) -> Cluster:
         states = await self.vm_states(record)

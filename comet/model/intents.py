@@ -3,9 +3,13 @@ Intent before action: multi-step changes write each step before doing it.
 
 Used as::
 
-    async with self.intents.operation("vm.start", vm.uuid) as op:
-        async with op.step("define domain", host=host):
+    async with ctx.intents.operation("vm.start", vm.uuid) as op:
+        async with op.step(Step.DEFINE_DOMAIN, host=host):
             await hypervisors.define(host, spec)
+
+where C{Step} is the operation's steps enum (L{comet.model.operations}); a
+step's row holds the member's value, the string the reconciler and the crash
+hooks see.
 
 The step's row is written (C{planned}) before its body runs and marked
 C{done} after the body returns, in the same transaction as the next step's
@@ -25,6 +29,7 @@ is never marked: the operation's end deletes its rows.
 
 from __future__ import annotations
 
+import enum
 import uuid as _uuid
 from typing import Callable
 
@@ -114,9 +119,14 @@ class Operation:
             self._intents.live.pop(self.id, None)
         return False
 
-    def step(self, step: str, /, **detail) -> "_Step":
-        """A step: C{async with op.step("create zvol", zvol=...)}."""
-        return _Step(self, step, detail)
+    def step(self, step: enum.Enum | str, /, **detail) -> "_Step":
+        """
+        A step: C{async with op.step(Step.CREATE_ZVOL, zvol=...)}, C{step} a
+        member of the operation's steps enum (its value is what is written);
+        a plain string is accepted for operations not yet moved to
+        L{comet.model.operations}.
+        """
+        return _Step(self, step.value if isinstance(step, enum.Enum) else step, detail)
 
     async def _checkpoint(self, step: str, when: str) -> None:
         halt = self._intents.halt

@@ -7,10 +7,9 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
 1. B{Interrupted operations.}  The C{intents} table holds the steps of every
    operation a dead process had begun (L{comet.model.intents}).  Each is
    finished or undone by looking at what is really there, kind by kind:
+   the operations of L{comet.model.operations.REGISTRY} by their own
+   C{repair} (C{vm.start}, C{cluster.start}), the others here:
 
-   - C{vm.start} / C{cluster.start}: a domain found running means the start
-     completed (kept); otherwise it is undone (domain undefined if this start
-     placed the VM, disks unexported, placement released).
    - C{vm.stop} / C{cluster.stop}: a domain found shut off (or gone) means the
      stop is finished (undefined, unexported, placement released); a domain
      still running is left running and the stop reported as not done.
@@ -77,45 +76,38 @@ from twisted.logger import Logger
 
 from comet.errors import CometError, Conflict, NotFound
 from comet.model.locks import describe, task_href
+from comet.model.operations import REGISTRY
+from comet.model.operations.domains import ACTIVE, domain_state, remove_domain, unplace, vm_record
 from comet.model.storage import (
-    base_snapshot_name, branch, destroy_all, export_intact, has_disk, vm_disk_name,
-    wait_released,
-    zfs_snapname,
+    branch, destroy_all, export_intact, has_disk, wait_released, zfs_snapname,
 )
 from comet.model.tasks import RESTARTED
 from comet.store.vms import COMET_DOMAIN_PREFIX
 
 log = Logger()
 
-_ACTIVE = ("running", "paused", "other")
-
-
 class Reconciler:
     """
-    @param intents: the L{comet.model.intents.Intents} of this process.
+    @param context: the operations' L{comet.model.operations.Context} (its
+        intents, locks, tables and hypervisors).
     @param store: the C{intents} table (L{comet.store.Intents}).
     @param tasks: the C{tasks} table (L{comet.store.Tasks}).
-    @param vms: the L{comet.model.vms.VMModel}.
     @param storage: the L{comet.model.storage.StorageModel}, or C{None}.
     @param clock: C{seconds()} and C{callLater()}.
     """
 
-    def __init__(self, intents, store, tasks, vms, storage, clock, iqn_domain: str = "org.comet",
-                 snapshots=None, locks=None):
-        self._intents = intents
-        #: The L{comet.model.locks.Locks} of this process (dead owners' go first).
-        self._locks = locks
+    def __init__(self, context, store, tasks, storage, clock, iqn_domain: str = "org.comet",
+                 snapshots=None):
+        self._ctx = context
         self._store = store
         self._tasks = tasks
-        self._vms = vms
         self._storage = storage
         self._clock = clock
         self._iqn_domain = iqn_domain
         self._snapshots = snapshots
         self._loop: LoopingCall | None = None
+        #: The repairs of the operations not in L{REGISTRY} yet (storage's).
         self._repairs = {
-            "vm.start": self._vm_start,
-            "cluster.start": self._vm_start,
             "vm.stop": self._vm_stop,
             "cluster.stop": self._vm_stop,
             "volume.create": self._volume_create,
@@ -164,7 +156,7 @@ class Reconciler:
         """Whether this process is working on C{obj} (a VM uuid or pool/volume) now."""
         if obj is None:
             return False
-        return self._intents.busy(obj) or self._vms.locks.busy(obj)
+        return self._ctx.intents.busy(obj) or self._ctx.locks.busy(obj)
 
     async def release_dead_locks(self) -> list[str]:
         """
@@ -173,10 +165,8 @@ class Reconciler:
         process runs on this host); a task one names that is still C{running}
         is marked failed.  One sentence per lock released, each logged.
         """
-        if self._locks is None:
-            return []
         released = []
-        for lock, owner in await self._locks.release_dead():
+        for lock, owner in await self._ctx.locks.release_dead():
             task = f", task {task_href(lock.task_id)}" if lock.task_id is not None else ""
             text = (f"the lock of {lock.object} ({lock.doing}{task}) held by"
                     f" {describe(owner, lock.owner)}, which no longer runs, was released")
@@ -209,21 +199,24 @@ class Reconciler:
         by_task: dict[int, list[str]] = {}
         for op_id, steps in operations.items():
             first = steps[0]
-            if op_id in self._intents.live or self._busy(first.object):
+            if op_id in self._ctx.intents.live or self._busy(first.object):
                 continue
-            repair = self._repairs.get(first.kind)
+            operation = REGISTRY.get(first.kind)
+            legacy = self._repairs.get(first.kind)
             try:
-                if repair is None:
-                    what = f"no repair is known for {first.kind!r}; its records were dropped"
+                if operation is not None:
+                    what = await operation.repair(self._ctx, first.object, steps)
+                elif legacy is not None:
+                    what = await legacy(first.object, steps)
                 else:
-                    what = await repair(first.object, steps)
+                    what = f"no repair is known for {first.kind!r}; its records were dropped"
             except CometError as e:
                 log.warn("reconciler: {kind} of {obj} cannot be repaired now ({reason});"
                          " will try again", kind=first.kind, obj=first.object, reason=e.reason)
-                self._intents.pending[first.object] = first.kind
+                self._ctx.intents.pending[first.object] = first.kind
                 continue
             await self._store.finish(op_id)
-            self._intents.pending.pop(first.object, None)
+            self._ctx.intents.pending.pop(first.object, None)
             done = [s.step for s in steps if s.state == "done"]
             text = (f"interrupted {first.kind} of {first.object}"
                     f" (steps done: {', '.join(done) or 'none'}): {what}")
@@ -236,88 +229,27 @@ class Reconciler:
         return repairs
 
     async def _vm(self, uuid: str):
-        try:
-            return await self._vms._vms.by_uuid(uuid)
-        except NotFound:
-            return None
+        return await vm_record(self._ctx, uuid)
 
     async def _state(self, host: str, domain: str) -> str | None:
-        """The domain's state, C{None} if it does not exist; L{Unavailable} passes."""
-        try:
-            return await self._vms._hv.domain_state(host, domain)
-        except NotFound:
-            return None
+        return await domain_state(self._ctx, host, domain)
 
     async def _remove_domain(self, host: str, domain: str) -> bool:
-        state = await self._state(host, domain)
-        if state is None:
-            return False
-        hv = self._vms._hv
-        if state in _ACTIVE:
-            await hv.destroy(host, domain)
-        try:
-            await hv.undefine(host, domain)
-        except NotFound:
-            pass
-        return True
-
-    async def _forget_secrets(self, record, hosts) -> None:
-        """CHAP secrets an interrupted export may have defined on C{hosts}."""
-        if self._storage is None:
-            return
-        for volume in await self._storage._store.volumes_of_vm(record.uuid):
-            if volume.exported_to is not None:
-                continue
-            for host in hosts:
-                try:
-                    await self._storage.hypervisors.undefine_secret(host, volume.secret_uuid)
-                except NotFound:
-                    pass
-
-    @staticmethod
-    def _hosts(steps) -> list[str]:
-        return sorted({s.detail["host"] for s in steps if s.detail.get("host")})
-
-    async def _vm_start(self, uuid: str, steps) -> str:
-        record = await self._vm(uuid)
-        domain = f"{COMET_DOMAIN_PREFIX}{uuid}"
-        hosts = self._hosts(steps)
-        if record is None:
-            removed = [h for h in hosts if await self._remove_domain(h, domain)]
-            return "the VM no longer exists" + (
-                f"; its domain was removed from {', '.join(removed)}" if removed else "")
-        placed_now = any(s.step == "place" for s in steps)
-        if record.host is None:
-            removed = [h for h in hosts if await self._remove_domain(h, domain)]
-            await self._vms.disks.detach(record, None)
-            await self._forget_secrets(record, hosts)
-            return "the start was undone" + (
-                f" (domain removed from {', '.join(removed)})" if removed else "")
-        state = await self._state(record.host, domain)
-        if state in _ACTIVE:
-            return f"VM {record.name!r} was found {state} on {record.host}: the start had completed"
-        if placed_now:
-            await self._vms._unplace(record)
-            await self._forget_secrets(record, hosts)
-            return (f"the start of VM {record.name!r} was undone: domain undefined, disks"
-                    f" unexported, placement on {record.host} released")
-        await self._vms.disks.detach(record, record.host)
-        return (f"the start of VM {record.name!r} was undone: disks unexported; it stays"
-                f" shut off on {record.host}")
+        return await remove_domain(self._ctx, host, domain)
 
     async def _vm_stop(self, uuid: str, steps) -> str:
         record = await self._vm(uuid)
         if record is None:
             return "the VM no longer exists"
         if record.host is None:
-            await self._vms.disks.detach(record, None)
+            await self._ctx.disks.detach(record, None)
             return f"VM {record.name!r} was found stopped: the stop had completed"
         state = await self._state(record.host, record.domain_name)
-        if state in _ACTIVE:
+        if state in ACTIVE:
             return (f"VM {record.name!r} is still {state} on {record.host}: the stop did not"
                     " complete; stop it again")
         host = record.host
-        await self._vms._unplace(record)
+        await unplace(self._ctx, record)
         return (f"the stop of VM {record.name!r} was finished: domain undefined, disks"
                 f" unexported, placement on {host} released")
 
@@ -329,18 +261,11 @@ class Reconciler:
         if record is not None and make is not None and make.state == "done":
             return f"VM {record.name!r} was complete: kept"
         if record is not None:
-            await self._vms.disks.delete(record)
-        if make is not None and make.detail.get("pool") and self._storage is not None:
-            pool = await self._storage.pool(make.detail["pool"])
-            zfs = self._storage._server(pool.server).zfs
-            for name in (f"{pool.dataset}/{vm_disk_name(uuid)}",
-                         f"{pool.dataset}/{make.detail['base']}@{base_snapshot_name(uuid)}"):
-                try:
-                    await zfs.destroy(name)
-                except NotFound:
-                    pass
+            await self._ctx.disks.delete(record)
+        if make is not None and make.detail.get("pool"):
+            await self._ctx.disks.discard_create(uuid, make.detail["pool"], make.detail["base"])
         if record is not None:
-            await self._vms._vms.delete(uuid)
+            await self._ctx.vms.delete(uuid)
             return f"the create of VM {record.name!r} was undone (disks and record removed)"
         return "the VM had not been recorded; whatever disk it made was removed"
 
@@ -350,10 +275,10 @@ class Reconciler:
             return "the delete had completed"
         if record.host is not None:
             await self._remove_domain(record.host, record.domain_name)
-            await self._vms._unplace(record)
+            await unplace(self._ctx, record)
         keep = bool(steps[0].detail.get("keep_storage"))
-        await self._vms.disks.delete(record, keep_storage=keep)
-        await self._vms._vms.delete(uuid)
+        await self._ctx.disks.delete(record, keep_storage=keep)
+        await self._ctx.vms.delete(uuid)
         return f"the delete of VM {record.name!r} was finished"
 
     def _zfs(self, steps):
@@ -575,13 +500,13 @@ class Reconciler:
     async def _domains(self) -> list[str]:
         """Domains of this database's VMs on the wrong host; placements with no domain."""
         repairs: list[str] = []
-        vms = self._vms
-        records = await vms._vms.list(None)
+        ctx = self._ctx
+        records = await ctx.vms.list(None)
         by_uuid = {r.uuid: r for r in records}
-        for host in vms._hv.hosts:
+        for host in ctx.hypervisors.hosts:
             try:
                 # names are all it needs: the cheap bulk call, not the full listing
-                domains = await vms._hv.domain_states(host)
+                domains = await ctx.hypervisors.domain_states(host)
             except CometError:
                 continue
             for name in domains:
@@ -608,7 +533,7 @@ class Reconciler:
                 if current is None or current.host != host or self._busy(record.uuid):
                     continue
                 try:
-                    await vms._unplace(current)
+                    await unplace(ctx, current)
                 except CometError as e:
                     log.warn("reconciler: unplacing VM {vm} failed: {r}", vm=record.name,
                              r=e.reason)

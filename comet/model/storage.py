@@ -129,7 +129,8 @@ class _Server:
 class StorageModel:
     """
     Storage servers, pools and volumes, and the VM disks hook
-    (L{comet.model.vms.VMDisks}): C{create}, C{attach}, C{detach}, C{delete}.
+    (L{comet.model.operations.VMDisks}): C{create}, C{attach}, C{detach},
+    C{delete}, C{forget_secrets}, C{discard_create}.
 
     @param store: the L{comet.store.Storage} tables.
     @param runners: storage server address -> L{comet.remote.IRunner}.
@@ -140,14 +141,19 @@ class StorageModel:
     @param downloads: the L{comet.model.downloads.Downloads} that fetch
         images (by default over the reactor, with C{config.storage}'s policy
         and limits).
+    @param vms: the C{vms} table (L{comet.store.VMs}).
+    @param snapshots: the C{vm_snapshots} table (L{comet.store.Snapshots}).
+    @param intents: the L{comet.model.intents.Intents} of this process.
+    @param locks: the L{comet.model.locks.Locks} of this process.
     """
 
     def __init__(self, store, runners: Mapping[str, object], config, hypervisors, tasks, clock,
-                 downloads=None, owner: str = "comet", vms=None):
+                 downloads=None, owner: str = "comet", vms=None, snapshots=None,
+                 intents: Intents | None = None, locks: Locks | None = None):
         self._store = store
         self._vms = vms
         #: The C{vm_snapshots} table, forgotten with the VM.
-        self.snapshots = None
+        self.snapshots = snapshots
         self._runners = dict(runners)
         self._servers = {host: _Server(r, owner) for host, r in self._runners.items()}
         self._config = config
@@ -164,9 +170,9 @@ class StorageModel:
         self.initiators = Initiators(config.hosts)
         self._configured = {p.name: p for p in config.storagepools}
         #: Where multi-step changes record their steps (none unless wired).
-        self.intents = Intents()
+        self.intents = intents if intents is not None else Intents()
         #: One operation per volume at a time (in memory only unless wired).
-        self.locks = Locks()
+        self.locks = locks if locks is not None else Locks()
 
     async def stop(self) -> None:
         """Stop every runner (kills commands still running)."""
@@ -937,6 +943,32 @@ class StorageModel:
             await self._store.delete_volume(record.pool, record.name)
         if self.snapshots is not None:
             await self.snapshots.forget(vm.uuid)
+
+    async def forget_secrets(self, vm, hosts) -> None:
+        """CHAP secrets an interrupted export may have defined on C{hosts}."""
+        for volume in await self._store.volumes_of_vm(vm.uuid):
+            if volume.exported_to is not None:
+                continue
+            for host in hosts:
+                try:
+                    await self.hypervisors.undefine_secret(host, volume.secret_uuid)
+                except NotFound:
+                    pass
+
+    async def discard_create(self, vm_uuid: str, pool_name: str, base: str) -> None:
+        """
+        Destroy the disk an interrupted create of VM C{vm_uuid} may have
+        cloned in pool C{pool_name}, and the snapshot of base volume C{base}
+        it was cloned from.
+        """
+        pool = await self.pool(pool_name)
+        zfs = self._server(pool.server).zfs
+        for name in (f"{pool.dataset}/{vm_disk_name(vm_uuid)}",
+                     f"{pool.dataset}/{base}@{base_snapshot_name(vm_uuid)}"):
+            try:
+                await zfs.destroy(name)
+            except NotFound:
+                pass
 
 
 def unmap_refusal(vm) -> str | None:

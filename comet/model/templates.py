@@ -20,16 +20,17 @@ async def _no_storage(pool: str, volume: str) -> None:
 
 class TemplateModel:
     """
-    @ivar check_disk: C{async check_disk(pool, volume)} raises if the base
-        volume does not exist; the storage model replaces the default, which
-        knows no pool.
+    @param check_disk: C{async check_disk(pool, volume)} raises if the base
+        volume does not exist: the storage model's; by default one that
+        knows no pool (no storage is configured).
     """
 
-    def __init__(self, templates, hosts, clock):
+    def __init__(self, templates, hosts, clock,
+                 check_disk: Callable[[str, str], Awaitable[None]] = _no_storage):
         self._templates = templates
         self._hosts = hosts
         self._clock = clock
-        self.check_disk: Callable[[str, str], Awaitable[None]] = _no_storage
+        self.check_disk = check_disk
 
     async def _check(self, memory, cpus, disk) -> None:
         if memory is not None and memory < MIN_MEMORY:

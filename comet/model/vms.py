@@ -14,24 +14,21 @@ representation, so the two cannot disagree.
 
 from __future__ import annotations
 
-import secrets
 import uuid as _uuid
-from typing import Awaitable, Callable, Protocol, Sequence
+from typing import Sequence
 
 import attrs
-from twisted.internet.defer import DeferredList, DeferredLock, DeferredSemaphore, ensureDeferred, gatherResults
+from twisted.internet.defer import DeferredList, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
-from comet.model.intents import Intents
-from comet.model.locks import Locks
-from comet.model.placement import choose_host
+from comet.model.operations import Context, VMDisks, vm_start
+from comet.model.operations.domains import unplace
 from comet.model.tasks import Target
 from comet.store import VMRecord
 from comet.store.vms import COMET_DOMAIN_PREFIX
-from comet.virt import CometMetadata, DiskSpec, DomainSpec
 
 log = Logger()
 
@@ -82,48 +79,6 @@ class VM:
         return [a for a, phases in VM_ACTIONS.items() if self.phase in phases]
 
 
-class VMDisks(Protocol):
-    """
-    What the VM lifecycle needs of storage; the storage model provides it.
-    Every method is given the VM's record.
-    """
-
-    async def create(self, vm: VMRecord, template) -> None:
-        """Make the VM's own disks (from its template's base volume)."""
-
-    async def attach(self, vm: VMRecord, host: str) -> list[DiskSpec]:
-        """Export the VM's disks to C{host}; the disks its domain gets."""
-
-    async def detach(self, vm: VMRecord, host: str) -> None:
-        """Stop exporting the VM's disks to C{host}."""
-
-    async def delete(self, vm: VMRecord, keep_storage: bool = False) -> None:
-        """
-        Destroy the VM's own disks (unless C{keep_storage}) and release the
-        others, leaving none of the VM's snapshots on any of them.
-        """
-
-
-class NoDisks:
-    """VM disks when no storage is configured: VMs have none."""
-
-    async def create(self, vm, template):
-        if template.disk_pool is not None:
-            raise Conflict(
-                f"template {template.name!r} has a disk on pool {template.disk_pool!r},"
-                " but no storage is configured"
-            )
-
-    async def attach(self, vm, host):
-        return []
-
-    async def detach(self, vm, host):
-        pass
-
-    async def delete(self, vm, keep_storage=False):
-        pass
-
-
 def conflict(vm: VM, action: str) -> CometError:
     """
     The 409 for C{action} on C{vm} in its current phase; a 503 naming the
@@ -141,41 +96,39 @@ def conflict(vm: VM, action: str) -> CometError:
 
 class VMModel:
     """
-    The VM lifecycle.
+    The VM lifecycle: reads, checks and locks; the crash-safe operations
+    themselves are in L{comet.model.operations}.
 
-    @param vms: the C{vms} table.
-    @param templates: the C{templates} table.
-    @param hypervisors: the libvirt adapter.
-    @param hosts: the compute hosts model (placement candidates).
-    @param tasks: runs long actions as tasks.
-    @param clock: C{seconds()} and C{callLater()}.
+    @param context: the operations' L{Context} (tables, hypervisors, disks,
+        intents, locks, tasks, clock).
     @param concurrency: VMs a cluster action acts on at once.
-    @param states: a L{comet.virt.CachedStates} over C{hypervisors}, or C{None}.
     """
 
-    def __init__(self, vms, templates, hypervisors, hosts, tasks, clock, concurrency: int = 4,
-                 states=None):
-        self._vms = vms
-        self._templates = templates
-        #: The L{Hypervisors}: live reads, for whoever needs the host's own
-        #: answer (the reconciler).
-        self._hv = hypervisors
-        #: What the lifecycle reads and acts through: the L{CachedStates}
-        #: over it when given, so reads come from memory and its own actions
-        #: update them.
-        self._libvirt = states if states is not None else hypervisors
-        self._hosts = hosts
-        self._tasks = tasks
-        self._clock = clock
+    def __init__(self, context: Context, concurrency: int = 4):
+        self._ctx = context
+        self._vms = context.vms
+        self._templates = context.templates
+        #: What the lifecycle reads and acts through (L{Context.libvirt}).
+        self._libvirt = context.libvirt
+        self._hosts = context.hosts
+        self._tasks = context.tasks
+        self._clock = context.clock
         self._concurrency = concurrency
-        self.disks: VMDisks = NoDisks()
-        #: Where multi-step changes record their steps (none unless wired).
-        self.intents = Intents()
-        #: One operation per VM at a time (in memory only unless wired).
-        self.locks = Locks()
-        self._placing = DeferredLock()
         #: uuid -> (seconds, PNG bytes)
         self._screenshots: dict[str, tuple[float, bytes]] = {}
+
+    @property
+    def disks(self) -> VMDisks:
+        """The VMs' disks (L{Context.disks})."""
+        return self._ctx.disks
+
+    @property
+    def intents(self):
+        return self._ctx.intents
+
+    @property
+    def locks(self):
+        return self._ctx.locks
 
     # Reading ---------------------------------------------------------------
 
@@ -319,7 +272,7 @@ class VMModel:
         C{keep_storage}.
         """
         vm = await self.get(cluster, name)
-        async with self._lock(vm, "being deleted"):
+        async with self.lock(vm, "being deleted"):
             vm = await self.get(cluster, name)
             if vm.phase == UNKNOWN:
                 raise conflict(vm, "delete")
@@ -349,10 +302,16 @@ class VMModel:
 
     # Actions -------------------------------------------------------------------
 
-    def _lock(self, vm: VM, doing: str):
-        """The lock of C{vm} (L{comet.model.locks}), for an operation C{doing}."""
+    def lock(self, vm: VM, doing: str):
+        """
+        The lock of C{vm} (L{comet.model.locks}), for an operation C{doing}:
+        a L{Conflict} now if an interrupted operation on it is not repaired yet.
+        """
         self.intents.check(vm.record.uuid)
         return self.locks.lock(vm.record.uuid, f"VM {vm.name!r}", doing)
+
+    #: (The storage models' name for it, until they call L{lock}.)
+    _lock = lock
 
     async def _checked(self, cluster: str, name: str, action: str) -> VM:
         vm = await self.get(cluster, name)
@@ -363,11 +322,11 @@ class VMModel:
     async def act(self, cluster: str, name: str, action: str, **params) -> VM:
         """Run a quick action (all but C{stop}) and answer the VM after it."""
         vm = await self.get(cluster, name)
-        async with self._lock(vm, f"running {action}"):
+        async with self.lock(vm, f"running {action}"):
             vm = await self._checked(cluster, name, action)
             record = vm.record
             if action == "start":
-                await self._start(record)
+                await vm_start.run(self._ctx, record)
             else:
                 operation = {
                     "poweroff": self._libvirt.destroy,
@@ -379,73 +338,8 @@ class VMModel:
                 await operation(record.host, record.domain_name)
         return await self.get(cluster, name)
 
-    async def _start(self, record: VMRecord, kind: str = "vm.start") -> None:
-        """
-        Place (if needed), export the disks, define and start.  A failure at
-        any step undoes the steps before it: no half-defined domain, no
-        placement record, no export is left behind.  Each step is an intent
-        record first (L{comet.model.intents}), for the reconciler.
-        """
-        async with self.intents.operation(kind, record.uuid) as op:
-            placed_now = record.host is None
-            if placed_now:
-                async with op.step("place"):
-                    record = await self._place(record)
-            host = record.host
-            undo: list[Callable[[], Awaitable]] = []
-            try:
-                async with op.step("export disks", host=host):
-                    disks = await self.disks.attach(record, host)
-                undo.append(lambda: self.disks.detach(record, host))
-                spec = DomainSpec(
-                    name=record.domain_name,
-                    uuid=record.uuid,
-                    memory_mb=record.memory,
-                    cpus=record.cpus,
-                    domain_type=self._hosts.config(host).domain_type,
-                    disks=disks,
-                    metadata=CometMetadata(cluster=record.cluster, vm=record.name),
-                    # A random password for each start: no one uses it, but QEMU lets
-                    # the console change a display's password live only if it has one.
-                    vnc_password=secrets.token_urlsafe(6),
-                )
-                async with op.step("define domain", host=host, domain=record.domain_name):
-                    await self._libvirt.define(host, spec)
-                if placed_now:
-                    undo.append(lambda: self._libvirt.undefine(host, record.domain_name))
-                async with op.step("start domain", host=host, domain=record.domain_name):
-                    await self._libvirt.start(host, record.domain_name)
-            except BaseException as e:
-                for step in reversed(undo):
-                    try:
-                        await step()
-                    except Exception:
-                        log.failure("undoing a failed start of VM {vm}", vm=record.name)
-                if placed_now:
-                    await self._vms.set_host(record.uuid, None)
-                if isinstance(e, CometError):
-                    e.reason = f"starting VM {record.name!r} on {host!r} failed: {e.reason}"
-                raise
-
-    async def _place(self, record: VMRecord) -> VMRecord:
-        """
-        Choose a host for C{record} and record the placement.  A placed VM's
-        memory counts as committed on its host from that moment (see
-        L{HostModel}), and choices are made one at a time, so concurrent starts
-        (a cluster start) never give the same free memory to two VMs.
-        """
-        async with self._placing:
-            host = choose_host(await self._hosts.candidates(), record.memory, record.cpus)
-            return await self._vms.set_host(record.uuid, host)
-
     async def _unplace(self, record: VMRecord) -> None:
-        """Undefine a shut-off VM's domain, unexport its disks, release the placement."""
-        try:
-            await self._libvirt.undefine(record.host, record.domain_name)
-        except NotFound:
-            pass
-        await self.disks.detach(record, record.host)
-        await self._vms.set_host(record.uuid, None)
+        await unplace(self._ctx, record)
 
     async def _wait_off(self, host: str, domain: str, timeout: float) -> bool:
         """Whether the domain is shut off within C{timeout} seconds."""
@@ -505,7 +399,7 @@ class VMModel:
         task.
         """
         vm = await self._checked(cluster, name, "stop")
-        lock = self._lock(vm, "stopping")
+        lock = self.lock(vm, "stopping")
         await lock.acquire()
         timeout = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
 
@@ -553,10 +447,10 @@ class VMModel:
             if action == "stop" and vm.phase == STOPPED:
                 return f"{vm.name}: already stopped"
             try:
-                async with self._lock(vm, f"cluster {action}"):
+                async with self.lock(vm, f"cluster {action}"):
                     current = await self._checked(cluster, vm.name, action)
                     if action == "start":
-                        await self._start(current.record, kind="cluster.start")
+                        await vm_start.run(self._ctx, current.record, kind="cluster.start")
                         return f"{vm.name}: started"
                     message = await self._stop(
                         current.record,

@@ -25,8 +25,11 @@ One daemon per test class, kept (with what the class set up: pool, base
 volume, template, cluster, guest) from one test to the next: it is started
 with L{subprocess.Popen}, outside the reactor, because trial removes what a
 test leaves in the reactor.  The class's clean-up (C{tearDownClass}, also at
-exit) stops it and removes by hand whatever carries the test's names.  A new
-step is one line in a class's C{CASES}.
+exit) stops it and removes by hand whatever carries the test's names.  The
+steps of an operation of L{comet.model.operations.REGISTRY} come from its
+steps enum (a new step is covered with no line here;
+tests/model/operations/test_registry.py checks every one is); another
+operation's new step is one line in a class's C{CASES}.
 
 L{GuestKillTests} also checks that what a running guest wrote before a kill
 is still there after it (read back live, then after a stop and a start).
@@ -53,6 +56,7 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.web.server import Site
 from twisted.web.static import File
 
+from comet.model.operations import vm_start
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
 from tests.integration import _testbed
@@ -548,16 +552,10 @@ class VMKillTests(KillStepsCase):
         ("vm.delete/attached", "vm.delete", "delete disks"),
         ("vm.delete/running", "vm.delete", "power off"),
         ("vm.delete/running", "vm.delete", "unplace"),
-        ("vm.start", "vm.start", "place"),
-        ("vm.start", "vm.start", "export disks"),
-        ("vm.start", "vm.start", "define domain"),
-        ("vm.start", "vm.start", "start domain"),
+        *[("vm.start", "vm.start", step.value) for step in vm_start.Step],
         ("vm.stop", "vm.stop", "shut down"),
         ("vm.stop", "vm.stop", "unplace"),
-        ("cluster.start", "cluster.start", "place"),
-        ("cluster.start", "cluster.start", "export disks"),
-        ("cluster.start", "cluster.start", "define domain"),
-        ("cluster.start", "cluster.start", "start domain"),
+        *[("cluster.start", "cluster.start", step.value) for step in vm_start.Step],
         ("cluster.stop", "cluster.stop", "shut down"),
         ("cluster.stop", "cluster.stop", "unplace"),
         ("attach", "attach", "record attachment"),

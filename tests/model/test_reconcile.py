@@ -1,211 +1,38 @@
 """
-Crash safety: an operation stopped dead after any of its steps, then a fresh
-daemon (new models over the same SQLite file, the same libvirt hosts and
-storage servers) reconciles.  Afterwards no domain, zvol or target lacks an
-owning record, no record points at nothing, no intent is left, and the
-interrupted task is failed with what was repaired.
-
-A "crash" is L{comet.model.intents.Intents.halt}: the operation freezes for
-ever at the chosen point, with its intent rows as a dead process leaves them.
+The reconciler (L{comet.model.reconcile}): the crash tests of the operations
+not yet in L{comet.model.operations} (those of the registered ones are in
+tests/model/operations, over the same L{tests.model.operations.crash}
+world), leftovers no record owns, lost exports, dead owners' locks, and its
+periodic run.
 """
 
 from __future__ import annotations
 
-import re
 import uuid as _uuid
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from comet.errors import Conflict
-from comet.config import Config, ReconcileConfig, StoragePoolConfig, StorageServerConfig
-from comet.model import make_models
+from comet.config import ReconcileConfig
+from comet.model.operations import vm_start
 from comet.model.reconcile import Reconciler
 from comet.model.storage import GiB, vm_disk_name
-from comet.remote import FakeRunner, FakeStorageServer
 from comet.store import Intents as IntentTable
-from comet.virt import DomainSpec, Hypervisors
-from tests._api import make_client, temp_database
-from tests._api import test_hosts as _test_hosts
-from tests.model.test_storage import _Secrets, make_base_template
+from comet.virt import DomainSpec
+from tests._api import make_client
+from tests.model.operations.crash import Crash, CrashBase, steps
 
-#: The halted operations of every test, kept for the whole run: a collected
-#: coroutine would run its cleanup code, which a dead process never does.
-_DEAD: list = []
-
-VM_START = ["place", "export disks", "define domain", "start domain"]
 VM_STOP = ["shut down", "unplace"]
 VOLUME_CREATE = ["create zvol", "record"]
 VOLUME_DELETE = ["destroy zvol", "forget record"]
 
 
-class _Crash:
-    """A halt hook: freeze at (kind, step, when); C{reached} fires there."""
-
-    def __init__(self, kind: str, step: str, when: str):
-        self.point = (kind, step, when)
-        self.reached: Deferred = Deferred()
-
-    def __call__(self, kind: str, step: str, when: str) -> bool:
-        if (kind, step, when) == self.point and not self.reached.called:
-            self.reached.callback(None)
-            return True
-        return False
-
-
-class _Daemon:
-    """
-    The world that outlives a Comet process (SQLite file, libvirt hosts,
-    storage servers) and the processes started over it.
-    """
-
-    def __init__(self, testcase: TestCase):
-        self.db = temp_database(testcase)
-        self.config = Config(
-            hosts=_test_hosts(testcase),
-            storageservers=(StorageServerConfig(host="s1"),),
-            storagepools=(StoragePoolConfig(name="pool1", server="s1", dataset="tank/comet"),),
-        )
-        real = Hypervisors(reactor, self.config.hosts, self.config.compute)
-        real.startService()
-        testcase.addCleanup(real.stopService)
-        # CHAP secrets and hot-plugs live here (the test driver has neither).
-        self.hv = _Secrets(real)
-        self.server = FakeStorageServer(pools={"tank": 100 * GiB})
-
-    def boot(self):
-        """A new process's models (nothing of the previous process's memory)."""
-        return make_models(self.db, self.hv, self.config, reactor,
-                           runners={"s1": FakeRunner(self.server, host="s1")})
-
-    async def restart(self):
-        """A new process, started as the daemon starts: recover, reconcile."""
-        models = self.boot()
-        await models.tasks.recover()
-        repairs = await models.reconciler.run()
-        return models, repairs
-
-
-class _Base:
-    async def setUp(self):
-        self.world = _Daemon(self)
-        self.models = self.world.boot()
-        self.client = make_client(self, self.models)
-        await make_base_template(self, self.client, self.models)
-        answer = await self.client.post("/cluster/lab/vms", {"template": "deb", "name": "web"})
-        self.assertEqual(answer.code, 201, answer.body)
-        self.uuid = answer.json["uuid"]
-
-    async def crash_during(self, crash: _Crash, start) -> None:
-        """Run C{start()} (the operation) until it freezes at C{crash}."""
-        self.models.intents.halt = crash
-        _DEAD.append((self.models.intents.frozen, ensureDeferred(start())))
-        await crash.reached
-
-    async def crash_volume_create(self, step: str, when: str) -> int:
-        """Create volume pool1/data until it freezes at C{step}; its task's id."""
-        crash = _Crash("volume.create", step, when)
-        task = []
-
-        async def create():
-            task.append(await self.models.storage.create_volume(
-                "pool1", "data", capacity_gb=1))
-
-        await self.crash_during(crash, create)
-        return task[0].id
-
-    async def assertConsistent(self, models) -> None:
-        """Nothing without an owning record, no record pointing at nothing."""
-        records = {r.uuid: r for r in await models.vms._vms.list(None)}
-        hv = self.world.hv
-        for host in hv.hosts:
-            domains = await hv.list_domains(host)
-            for name in domains:
-                uuid = name[len("comet-"):]
-                self.assertIn(uuid, records, f"domain {name} on {host} has no VM")
-                self.assertEqual(records[uuid].host, host, f"domain {name} on the wrong host")
-            for record in records.values():
-                if record.host == host:
-                    self.assertIn(record.domain_name, domains,
-                                  f"VM {record.name} placed on {host} without a domain")
-        server = self.world.server
-        volumes = {r.zvol: r for r in await models.storage._store.volumes("pool1")}
-        zvols = {n for n, d in server.datasets.items() if d.type == "volume"}
-        # The data a revert set aside (<zvol>-old-<hex>) belongs to its volume.
-        set_aside = "(?:" + "|".join(re.escape(v) for v in volumes) + r")-old-[0-9a-f]+"
-        zvols = {n for n in zvols if not (volumes and re.fullmatch(set_aside, n))}
-        self.assertEqual(zvols, set(volumes), "zvols and volume records differ")
-        targets = {t.iqn for t in server.targets.values()}
-        self.assertEqual(targets, {r.target for r in volumes.values() if r.target},
-                         "targets and recorded exports differ")
-        for record in volumes.values():
-            if record.target:
-                vm = records.get(record.vm_uuid)
-                self.assertIsNotNone(vm, f"{record.zvol} exported for no VM")
-                self.assertEqual(record.exported_to, vm.host)
-        self.assertEqual(await IntentTable(self.world.db).list(), [])
-        self.assertEqual(await models.tasks.list("running"), [])
-
-    async def assertTaskRepaired(self, models, task_id: int) -> None:
-        task = await models.tasks.get(task_id)
-        self.assertEqual(task.status, "failed")
-        self.assertIn("stopped while this task was running; repaired:", task.message)
-
-    async def phase(self, models) -> str:
-        return (await models.vms.get("lab", "web")).phase
-
-
-class VMStartCrashTests(_Base, TestCase):
-    """A VM start cut short after any step is finished (it ran) or undone."""
-
-    async def check(self, step: str, when: str) -> None:
-        crash = _Crash("vm.start", step, when)
-        await self.crash_during(crash, lambda: self.models.vms.act("lab", "web", "start"))
-        models, repairs = await self.world.restart()
-        self.assertEqual(len([r for r in repairs if "interrupted vm.start" in r]), 1, repairs)
-        await self.assertConsistent(models)
-        expected = "running" if (step, when) == ("start domain", "after") else "stopped"
-        self.assertEqual(await self.phase(models), expected)
-        # The repaired VM starts and stops normally in the new process.
-        if expected == "stopped":
-            vm = await models.vms.act("lab", "web", "start")
-            self.assertEqual(vm.phase, "running")
-            await self.assertConsistent(models)
-
-    async def test_each_step(self):
-        """Crashing before and after each step of a start leaves a consistent system."""
-        for step in VM_START:
-            for when in ("before", "after"):
-                await self.setUp()
-                await self.check(step, when)
-
-
-class ClusterStartCrashTests(_Base, TestCase):
-    async def test_each_step(self):
-        """A cluster start cut short fails its task with what was repaired."""
-        for step in VM_START:
-            for when in ("before", "after"):
-                await self.setUp()
-                crash = _Crash("cluster.start", step, when)
-                task = []
-
-                async def start():
-                    task.append(await self.models.vms.cluster_action("lab", "start"))
-
-                await self.crash_during(crash, start)
-                models, repairs = await self.world.restart()
-                await self.assertConsistent(models)
-                await self.assertTaskRepaired(models, task[0].id)
-                message = (await models.tasks.get(task[0].id)).message
-                self.assertIn(f"cluster.start of {self.uuid}", message)
-
-
-class VMStopCrashTests(_Base, TestCase):
+class VMStopCrashTests(CrashBase, TestCase):
     async def check(self, step: str, when: str) -> None:
         await self.models.vms.act("lab", "web", "start")
-        crash = _Crash("vm.stop", step, when)
+        crash = Crash("vm.stop", step, when)
         task = []
 
         async def stop():
@@ -227,7 +54,7 @@ class VMStopCrashTests(_Base, TestCase):
                 await self.check(step, when)
 
 
-class VolumeCrashTests(_Base, TestCase):
+class VolumeCrashTests(CrashBase, TestCase):
     async def test_create_each_step(self):
         """A volume create cut short leaves the volume whole and recorded, or nothing."""
         for step in VOLUME_CREATE:
@@ -276,7 +103,7 @@ class VolumeCrashTests(_Base, TestCase):
                 task = await self.models.storage.create_volume(
                     "pool1", "data", capacity_gb=1)
                 await self.models.tasks.wait(task.id)
-                crash = _Crash("volume.delete", step, when)
+                crash = Crash("volume.delete", step, when)
                 await self.crash_during(
                     crash, lambda: self.models.storage.delete_volume("pool1", "data"))
                 models, repairs = await self.world.restart()
@@ -287,7 +114,7 @@ class VolumeCrashTests(_Base, TestCase):
                 self.assertNotIn("tank/comet/data", self.world.server.datasets)
 
 
-class VMVolumeCrashTests(_Base, TestCase):
+class VMVolumeCrashTests(CrashBase, TestCase):
     """Attach, unmap and snapshot cut short."""
 
     async def data_volume(self, models=None) -> None:
@@ -308,7 +135,7 @@ class VMVolumeCrashTests(_Base, TestCase):
                 await self.setUp()
                 await self.models.vms.act("lab", "web", "start")
                 await self.data_volume()
-                crash = _Crash("attach", step, when)
+                crash = Crash("attach", step, when)
                 await self.crash_during(crash, lambda: self.models.vm_storages.attach(
                     "lab", "web", "pool1", "data"))
                 models, repairs = await self.world.restart()
@@ -338,7 +165,7 @@ class VMVolumeCrashTests(_Base, TestCase):
                 await self.models.vms.act("lab", "web", "start")
                 await self.data_volume()
                 await self.models.vm_storages.attach("lab", "web", "pool1", "data")
-                crash = _Crash("unmap", step, when)
+                crash = Crash("unmap", step, when)
                 task = []
 
                 async def unmap():
@@ -367,7 +194,7 @@ class VMVolumeCrashTests(_Base, TestCase):
         await self.data_volume()
         await self.models.vm_storages.attach("lab", "web", "pool1", "data")
         self.world.hv.slow_guest = True
-        await self.crash_during(_Crash("unmap", "detach device", "before"), lambda: (
+        await self.crash_during(Crash("unmap", "detach device", "before"), lambda: (
             self.models.vm_storages.unmap("lab", "web", "data")))
         models, repairs = await self.world.restart()
         self.assertEqual([r for r in repairs if "unmap" in r], [])
@@ -388,7 +215,7 @@ class VMVolumeCrashTests(_Base, TestCase):
         for step in ["take", "record"]:
             for when in ("before", "after"):
                 await self.setUp()
-                crash = _Crash("snapshot", step, when)
+                crash = Crash("snapshot", step, when)
                 await self.crash_during(
                     crash, lambda: self.models.vm_snapshots.create("lab", "web", "s1"))
                 models, repairs = await self.world.restart()
@@ -406,7 +233,7 @@ class VMVolumeCrashTests(_Base, TestCase):
                     await models.vm_snapshots.create("lab", "web", "s1")
 
 
-class SnapshotRevertDeleteCrashTests(_Base, TestCase):
+class SnapshotRevertDeleteCrashTests(CrashBase, TestCase):
     """Revert (rollback, branch, with a re-export) and snapshot delete cut short: finished."""
 
     def disk(self, models=None):
@@ -419,7 +246,7 @@ class SnapshotRevertDeleteCrashTests(_Base, TestCase):
         self.disk().data[:4] = b"now!"
 
     async def revert(self, snapshot: str, step: str, when: str):
-        crash = _Crash("snapshot.revert", step, when)
+        crash = Crash("snapshot.revert", step, when)
         await self.crash_during(
             crash, lambda: self.models.vm_snapshots.revert("lab", "web", snapshot))
         models, repairs = await self.world.restart()
@@ -473,7 +300,7 @@ class SnapshotRevertDeleteCrashTests(_Base, TestCase):
             for when in ("before", "after"):
                 await self.setUp()
                 await self.snapshots("one", "two")
-                crash = _Crash("snapshot.delete", step, when)
+                crash = Crash("snapshot.delete", step, when)
                 await self.crash_during(
                     crash, lambda: self.models.vm_snapshots.delete("lab", "web", "one"))
                 models, repairs = await self.world.restart()
@@ -485,13 +312,13 @@ class SnapshotRevertDeleteCrashTests(_Base, TestCase):
                 self.assertEqual([n for n in self.world.server.datasets if "@comet-one" in n], [])
 
 
-class VMCreateDeleteCrashTests(_Base, TestCase):
+class VMCreateDeleteCrashTests(CrashBase, TestCase):
     async def test_create_each_step(self):
         """A VM create cut short is undone: no record, no disk, no base snapshot."""
         for step in ["record", "make disks"]:
             for when in ("before", "after"):
                 await self.setUp()
-                crash = _Crash("vm.create", step, when)
+                crash = Crash("vm.create", step, when)
                 await self.crash_during(crash, lambda: self.models.vms.create(
                     "lab", "deb", name="db"))
                 models, repairs = await self.world.restart()
@@ -509,7 +336,7 @@ class VMCreateDeleteCrashTests(_Base, TestCase):
             for when in ("before", "after"):
                 await self.setUp()
                 await self.models.vms.act("lab", "web", "start")
-                crash = _Crash("vm.delete", step, when)
+                crash = Crash("vm.delete", step, when)
                 await self.crash_during(
                     crash, lambda: self.models.vms.delete("lab", "web", force=True))
                 models, repairs = await self.world.restart()
@@ -519,7 +346,7 @@ class VMCreateDeleteCrashTests(_Base, TestCase):
                 self.assertEqual([n for n in self.world.server.datasets if self.uuid in n], [])
 
 
-class LeftSnapshotCrashTests(_Base, TestCase):
+class LeftSnapshotCrashTests(CrashBase, TestCase):
     """
     The paths that take a VM's snapshots off a volume (issue 14), cut short:
     VM delete with an attached volume (and with C{keep_storage}), unmap of a
@@ -566,7 +393,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
                     await self.models.vm_snapshots.create("lab", "web", "two")
                     await self.models.vm_snapshots.revert("lab", "web", "one")
                     self.assertNotEqual(self.left(), [])
-                    crash = _Crash("vm.delete", step, when)
+                    crash = Crash("vm.delete", step, when)
                     await self.crash_during(crash, lambda: self.models.vms.delete(
                         "lab", "web", keep_storage=keep))
                     models, repairs = await self.world.restart()
@@ -587,7 +414,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
             for when in ("before", "after"):
                 await self.setUp()
                 await self.models.vm_snapshots.create("lab", "web", "one")
-                crash = _Crash("unmap", step, when)
+                crash = Crash("unmap", step, when)
                 await self.crash_during(crash, lambda: self.models.vm_storages.unmap(
                     "lab", "web", "data"))
                 models, repairs = await self.world.restart()
@@ -607,7 +434,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
                 await self.models.vm_snapshots.create("lab", "web", "one")
                 await self.models.vm_snapshots.create("lab", "web", "two")
                 await self.models.vm_snapshots.revert("lab", "web", "one")
-                crash = _Crash("snapshot.delete", step, when)
+                crash = Crash("snapshot.delete", step, when)
                 await self.crash_during(crash, lambda: self.models.vm_snapshots.delete(
                     "lab", "web", "two"))
                 models, repairs = await self.world.restart()
@@ -632,7 +459,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
                 e = await self.assertFailure(ensureDeferred(
                     self.models.storage.delete_volume("pool1", "data")), Conflict)
                 self.assertIn('{"force": true}', e.reason)
-                crash = _Crash("volume.delete", step, when)
+                crash = Crash("volume.delete", step, when)
                 await self.crash_during(crash, lambda: self.models.storage.delete_volume(
                     "pool1", "data", force=True))
                 models, repairs = await self.world.restart()
@@ -652,7 +479,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
         await self.models.tasks.wait(task.id)
         zfs = self.models.storage._server("s1").zfs
         await zfs.snapshot(["tank/comet/data"], "comet-left")
-        crash = _Crash("volume.delete", "destroy zvol", "before")
+        crash = Crash("volume.delete", "destroy zvol", "before")
         await self.crash_during(crash, lambda: self.models.storage.delete_volume("pool1", "data"))
         models, repairs = await self.world.restart()
         [repair] = [r for r in repairs if "interrupted volume.delete of pool1/data" in r]
@@ -664,7 +491,7 @@ class LeftSnapshotCrashTests(_Base, TestCase):
         self.assertEqual([n for n in self.world.server.datasets if "/data" in n], [])
 
 
-class LeftoverTests(_Base, TestCase):
+class LeftoverTests(CrashBase, TestCase):
     """What no record owns, and what Comet cannot prove it made."""
 
     async def test_wrong_host_domain_removed(self):
@@ -731,14 +558,14 @@ class LeftoverTests(_Base, TestCase):
 
     async def test_busy_objects_skipped(self):
         """What this process is working on now is not reconciled under it."""
-        crash = _Crash("vm.start", "define domain", "after")
+        crash = Crash("vm.start", "define domain", "after")
         await self.crash_during(crash, lambda: self.models.vms.act("lab", "web", "start"))
         # Same process: the start is live (and the VM locked), so nothing is touched.
         self.assertEqual(await self.models.reconciler.run(), [])
         self.assertEqual(len(await IntentTable(self.world.db).list()), 3)
 
 
-class LostExportTests(_Base, TestCase):
+class LostExportTests(CrashBase, TestCase):
     """
     Exports a storage server lost (a reboot: tgt keeps its targets in
     memory only) are made again as recorded, so the initiator reconnects.
@@ -856,7 +683,7 @@ class LostExportTests(_Base, TestCase):
         self.assertEqual((len(repairs), left), (1, 0))
 
 
-class IntentTests(_Base, TestCase):
+class IntentTests(CrashBase, TestCase):
     async def test_rows_while_running_none_after(self):
         """Steps are written before they run and the operation's rows go when it ends."""
         seen = []
@@ -868,7 +695,7 @@ class IntentTests(_Base, TestCase):
 
         self.models.intents.halt = watch
         await self.models.vms.act("lab", "web", "start")
-        self.assertEqual([s for _, s, w in seen if w == "before"], VM_START)
+        self.assertEqual([s for _, s, w in seen if w == "before"], steps(vm_start.OPERATION))
         self.assertEqual(await table.list(), [])
 
     async def test_failed_operation_leaves_no_rows(self):
@@ -888,7 +715,7 @@ class IntentTests(_Base, TestCase):
         self.assertEqual(rows[0].detail, {"server": "s1", "zvol": "tank/comet/data"})
 
 
-class DeadOwnerLockTests(_Base, TestCase):
+class DeadOwnerLockTests(CrashBase, TestCase):
     """Locks outlive their process in SQLite; the next one's reconciler releases them."""
 
     async def test_dead_owners_locks_released(self):
@@ -934,7 +761,7 @@ class DeadOwnerLockTests(_Base, TestCase):
 
     async def test_own_locks_kept(self):
         """The reconciler never releases a lock of its own process."""
-        crash = _Crash("vm.start", "define domain", "after")
+        crash = Crash("vm.start", "define domain", "after")
         await self.crash_during(crash, lambda: self.models.vms.act("lab", "web", "start"))
         self.assertEqual(await self.models.reconciler.release_dead_locks(), [])
         self.assertEqual([r.object for r in await self.models.locks._store.list()], [self.uuid])
@@ -945,7 +772,7 @@ class PeriodicTests(TestCase):
         """The reconciler runs every interval seconds; 0 runs it only at start."""
         clock = Clock()
         runs = []
-        reconciler = Reconciler(None, None, None, None, None, clock)
+        reconciler = Reconciler(None, None, None, None, clock)
 
         async def run():
             runs.append(clock.seconds())

@@ -1,0 +1,74 @@
+"""
+A VM's placement and its domain: the pieces the VM operations (start, stop,
+delete), their repairs and the reconciler's look for leftovers share.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from comet.errors import NotFound
+from comet.model.operations.context import Context
+from comet.model.placement import choose_host
+from comet.store import IntentRecord, VMRecord
+
+#: The domain states in which a domain runs (destroy it before undefining it).
+ACTIVE = ("running", "paused", "other")
+
+
+async def place(ctx: Context, record: VMRecord) -> VMRecord:
+    """
+    Choose a host for C{record} and record the placement.  A placed VM's
+    memory counts as committed on its host from that moment (see
+    L{comet.model.hosts.HostModel}), and choices are made one at a time, so
+    concurrent starts (a cluster start) never give the same free memory to
+    two VMs.
+    """
+    async with ctx.placing:
+        host = choose_host(await ctx.hosts.candidates(), record.memory, record.cpus)
+        return await ctx.vms.set_host(record.uuid, host)
+
+
+async def unplace(ctx: Context, record: VMRecord) -> None:
+    """Undefine a shut-off VM's domain, unexport its disks, release the placement."""
+    try:
+        await ctx.libvirt.undefine(record.host, record.domain_name)
+    except NotFound:
+        pass
+    await ctx.disks.detach(record, record.host)
+    await ctx.vms.set_host(record.uuid, None)
+
+
+async def vm_record(ctx: Context, uuid: str) -> VMRecord | None:
+    """The VM's record now, C{None} if there is none."""
+    try:
+        return await ctx.vms.by_uuid(uuid)
+    except NotFound:
+        return None
+
+
+async def domain_state(ctx: Context, host: str, domain: str) -> str | None:
+    """The domain's state read live, C{None} if it does not exist; L{Unavailable} passes."""
+    try:
+        return await ctx.hypervisors.domain_state(host, domain)
+    except NotFound:
+        return None
+
+
+async def remove_domain(ctx: Context, host: str, domain: str) -> bool:
+    """Destroy (if it runs) and undefine C{domain} on C{host}; whether it was there."""
+    state = await domain_state(ctx, host, domain)
+    if state is None:
+        return False
+    if state in ACTIVE:
+        await ctx.hypervisors.destroy(host, domain)
+    try:
+        await ctx.hypervisors.undefine(host, domain)
+    except NotFound:
+        pass
+    return True
+
+
+def step_hosts(steps: Sequence[IntentRecord]) -> list[str]:
+    """The hosts an operation's steps name."""
+    return sorted({s.detail["host"] for s in steps if s.detail.get("host")})
