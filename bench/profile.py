@@ -2,14 +2,15 @@
 Profile the daemon under one request load with py-spy (not a Comet dependency:
 C{.venv/bin/pip install py-spy}).
 
-    .venv/bin/python bench/profile.py [--n 1000] [--path /cluster/c/vms]
-                                      [--concurrency 1] [--seconds 8] [--busy] [--gil]
+    .venv/bin/python bench/profile.py [--n 1000] [--hosts 4] [--path /cluster/c/vms]
+                                      [--concurrency 1] [--seconds 8] [--busy] [--starts 50]
+                                      [--gil]
 
 Starts the daemon as C{bench/api.py} does, sends the load from a separate
 process while C{py-spy record} samples the daemon, and prints the functions
 with the most samples (self and inclusive) for the reactor thread and for all
 threads, and where the collapsed stacks were written.  With C{--busy}, the load
-is the 50 concurrent VM starts with C{GET /cluster} probing.
+is C{--starts} (50) concurrent VM starts with C{GET /cluster} probing.
 """
 
 from __future__ import annotations
@@ -56,13 +57,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--busy", action="store_true")
+    parser.add_argument("--starts", type=int, default=api.STOPPED_VMS,
+                        help="with --busy: VM starts at once")
     parser.add_argument("--gil", action="store_true",
                         help="sample only the thread holding the GIL (where CPU goes)")
     parser.add_argument("--out", default=os.path.join(api.ROOT, "bench", "results", "profile.txt"))
     args = parser.parse_args()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="comet-profile-")
-    daemon = api.Daemon(args.n, args.hosts, workdir)
+    daemon = api.Daemon(args.n, args.hosts, workdir, args.starts)
     try:
         daemon.start()
         daemon.populate()
@@ -73,7 +76,7 @@ def main() -> int:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         if args.busy:
-            posts = [f"/cluster/s/vms/s-{i:02d}/start" for i in range(api.STOPPED_VMS)]
+            posts = [f"/cluster/s/vms/s-{i:03d}/start" for i in range(args.starts)]
             print(api.client("busy", daemon.port, "/cluster", *posts))
         else:
             print(api.client("load", daemon.port, args.concurrency, args.seconds - 1, args.path))

@@ -54,6 +54,37 @@ class APIBenchTests(TestCase):
         self.assertIn(b"targets (issue 7)", outcome.out)
 
 
+class ScaleBenchTests(TestCase):
+    """
+    C{bench/api.py --vms N --hosts H --starts S} (issue 16's scale run is
+    C{--vms 10000 --hosts 100 --starts 200}), at a tiny size: every host
+    holds its share of the VMs and every start is answered and running.
+    """
+
+    timeout = 180
+
+    async def test_vms_hosts_starts(self):
+        out = os.path.join(temp_dir(self), "api.json")
+        outcome = await run(
+            [sys.executable, os.path.join(ROOT, "bench", "api.py"), "--quick",
+             "--vms", "7", "--hosts", "3", "--starts", "4", "--json", out],
+            env=dict(os.environ),
+            path=ROOT,
+            timeout=170,
+        )
+        self.assertEqual(outcome.code, 0, outcome.err.decode(errors="replace"))
+        with open(out) as f:
+            result = json.load(f)
+        self.assertEqual((result["hosts"], result["starts"]), (3, 4))
+        [size] = result["sizes"]
+        self.assertEqual((size["n"], size["hosts"], size["starts"]), (7, 3, 4))
+        self.assertEqual(size["list"]["c1"]["errors"]["count"], 0)
+        self.assertEqual(size["busy"]["post_statuses"], {"200": 4})
+        self.assertEqual(size["busy"]["started_running"], 4)
+        self.assertGreater(size["rss_mb"], 0)
+        self.assertIn(b"4 VM starts run at once", outcome.out)
+
+
 class OwnWritesBenchTests(TestCase):
     """
     C{bench/own_writes.py} (issue 14): a real C{twistd} on the embedded
