@@ -81,6 +81,26 @@ class RowCacheTests(TestCase):
         await self.vms.placements()
         self.assertEqual(self.reads, 4)
 
+    async def test_list(self):
+        """
+        A cluster's list is cached until a VM row is written, by the daemon or
+        another process; each caller gets a list of its own.
+        """
+        self.assertEqual(await self.vms.list("lab"), [self.record])
+        first = await self.vms.list("lab")
+        first.clear()
+        self.assertEqual(await self.vms.list("lab"), [self.record])
+        self.assertEqual(await self.vms.list(None), [self.record])
+        self.assertEqual(self.reads, 2)
+        placed = await self.vms.set_host("u-1", "node1")
+        self.assertEqual(await self.vms.list("lab"), [placed])
+        with connect(self.db.path) as conn:
+            conn.execute("UPDATE vms SET memory = 512 WHERE uuid = 'u-1'")
+        self.assertEqual([r.memory for r in await self.vms.list("lab")], [512])
+        self.assertEqual(self.reads, 4)
+        with self.assertRaises(NotFound):
+            await self.vms.list("nope")
+
     async def test_cluster_list(self):
         """The cluster list and a cluster are cached until a cluster row is written."""
         clusters = Clusters(self.db)

@@ -6,6 +6,7 @@ each error status with its JSON body, media types, body validation and names.
 import io
 import json
 import re
+from urllib.parse import quote
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -389,6 +390,32 @@ class RouteTableTests(TestCase):
         table.path("p", "/p/<name>/<int:id>")
         self.assertEqual(table.href("p", name="a b", id=3), "/p/a%20b/3")
         self.assertEqual(table.params("p"), ["name", "id"])
+
+    def test_href_many_names(self):
+        """
+        Segments are quoted alike however many different names an answer
+        holds (more than any cache of quoted names: a list of 10,000 VMs).
+        """
+        table = RouteTable()
+        table.path("p", "/p/<name>")
+        names = [f"vm-{i:05d}" for i in range(10_000)] + ["a b", "ü/x", "a.b_c~d-e", "a%2F"]
+        self.assertEqual(
+            [table.href("p", name=n) for n in names],
+            [f"/p/{quote(n, safe='')}" for n in names],
+        )
+        self.assertEqual(table.href("p", name="ü/x"), "/p/%C3%BC%2Fx")
+
+    def test_hrefs(self):
+        """C{hrefs} gives what C{href} gives for each value, quoted or not."""
+        table = RouteTable()
+        table.path("p", "/c/<cluster>/v/<name>/x")
+        for names in ([f"vm-{i}" for i in range(50)], ["a", "b c", "d/e"], []):
+            for cluster in ("lab", "l a\x00b"):
+                self.assertEqual(
+                    table.hrefs("p", "name", names, cluster=cluster),
+                    [table.href("p", cluster=cluster, name=n) for n in names],
+                )
+        self.assertEqual(table.hrefs("p", "name", ["b c"], cluster="l/a"), ["/c/l%2Fa/v/b%20c/x"])
 
 
 class RealAPITests(TestCase):
