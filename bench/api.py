@@ -89,6 +89,13 @@ def http(port: int, method: str, path: str, body: dict | None = None):
         return response.status, json.loads(response.read() or b"null")
 
 
+def cpu_s(pid: int) -> float:
+    """The CPU time (user + system) the process has used, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -260,9 +267,15 @@ def run_size(n: int, args, largest: bool) -> dict:
         result["single"] = {
             f"c{c}": client("load", daemon.port, c, args.seconds, *single_paths) for c in (1, 8)
         }
-        result["list"] = {
-            f"c{c}": client("load", daemon.port, c, args.seconds, "/cluster/c/vms") for c in (1, 8)
-        }
+        result["list"] = {}
+        for c in (1, 8):
+            # The daemon's CPU per request as well: on a loaded machine it
+            # moves less than the latency, which includes waiting for a core.
+            before = cpu_s(daemon.process.pid)
+            load = result["list"][f"c{c}"] = client("load", daemon.port, c, args.seconds,
+                                                    "/cluster/c/vms")
+            load["cpu_ms"] = round(1000 * (cpu_s(daemon.process.pid) - before)
+                                   / max(1, load["requests"]), 2)
         result["floor"] = floor(daemon, args.seconds)
         result["ratio"] = {
             "single_median": round(result["single"]["c1"]["median_ms"]
@@ -271,6 +284,10 @@ def run_size(n: int, args, largest: bool) -> dict:
                                  / result["floor"]["list"]["median_ms"], 1),
         }
         # At every N (the target is for the largest): how the starts' cost grows with N.
+        before = cpu_s(daemon.process.pid)
+        probe = client("load", daemon.port, 1, args.seconds, "/cluster")
+        result["cluster_get"] = dict(probe, cpu_ms=round(
+            1000 * (cpu_s(daemon.process.pid) - before) / max(1, probe["requests"]), 2))
         posts = [f"/cluster/s/vms/s-{i:03d}/start" for i in range(args.starts)]
         result["busy"] = client("busy", daemon.port, "/cluster", *posts)
         _, started = http(daemon.port, "GET", "/cluster/s/vms")
@@ -304,7 +321,8 @@ def table(results: dict) -> str:
     add = lines.append
     m = results["machine"]
     add(f"machine: nproc={m['nproc']} mem={m['mem_gb']}G kernel={m['kernel']} "
-        f"python={m['python']} libvirt={m['libvirt']} loadavg(start)={m['loadavg'][0]:.2f}")
+        f"python={m['python']} libvirt={m['libvirt']} loadavg(start)={m['loadavg'][0]:.2f}"
+        f" (end)={m.get('loadavg_end', [0])[0]:.2f}")
     add("")
     add(f"{'N':>5} {'what':<14} {'median':>8} {'p95':>8} {'p99':>8} {'rps c1':>8} {'rps c8':>8}"
         f" {'floor med':>10} {'ratio':>6}")
@@ -315,6 +333,12 @@ def table(results: dict) -> str:
                 f" {c1['p99_ms']:>8} {c1['rps']:>8} {c8['rps']:>8} {fl['median_ms']:>10}"
                 f" {r['ratio'][kind + '_median']:>5}x")
     add("(latencies in ms at concurrency 1; floor = libvirt-python in one process)")
+    add("")
+    add("daemon CPU per request at concurrency 1 (ms; less moved by the machine's load):")
+    for r in results["sizes"]:
+        g = r["cluster_get"]
+        add(f"{r['n']:>5} list GET {r['list']['c1']['cpu_ms']:>8}   GET /cluster"
+            f" {g['cpu_ms']:>8} (median {g['median_ms']} ms, p99 {g['p99_ms']} ms, idle)")
     add("")
     g = results.get("growth")
     if g:
@@ -412,6 +436,7 @@ def main(argv=None) -> int:
             "floor": round(by_n[hi]["floor"]["list"]["median_ms"]
                            / by_n[lo]["floor"]["list"]["median_ms"], 1),
         }
+    results["machine"]["loadavg_end"] = os.getloadavg()
     results["targets"] = targets(results)
     save(results, table(results), args.json)
     return 0

@@ -82,6 +82,8 @@ class ScaleBenchTests(TestCase):
         self.assertEqual(size["busy"]["post_statuses"], {"200": 4})
         self.assertEqual(size["busy"]["started_running"], 4)
         self.assertGreater(size["rss_mb"], 0)
+        self.assertGreater(size["list"]["c1"]["cpu_ms"], 0)
+        self.assertGreater(size["cluster_get"]["requests"], 0)
         self.assertIn(b"4 VM starts run at once", outcome.out)
 
 
