@@ -227,7 +227,11 @@ def timed(fn, seconds: float, min_runs: int = 20) -> dict:
 
 def floor(daemon: Daemon, seconds: float) -> dict:
     """The same libvirt work as Comet's list and single GET, in this process."""
+    before = rss_mb(os.getpid())
     conns = {name: libvirt.open(uri) for name, uri in daemon.nodes.items()}
+    # What the test driver's hosts hold in any process that opens them (the
+    # daemon too): the domains live in the process with the test driver.
+    opened_mb = round(rss_mb(os.getpid()) - before, 1)
     try:
         def list_all():
             out = {}
@@ -245,7 +249,8 @@ def floor(daemon: Daemon, seconds: float) -> dict:
             index[0] += 1
             return conns[host].lookupByName(f"comet-{u}").state()[0]
 
-        return {"list": timed(list_all, seconds), "single": timed(one, seconds)}
+        return {"list": timed(list_all, seconds), "single": timed(one, seconds),
+                "test_driver_mb": opened_mb}
     finally:
         for conn in conns.values():
             conn.close()
@@ -355,6 +360,8 @@ def table(results: dict) -> str:
             f" {str(b['probe_busy']['median_ms']) + ' / ' + str(b['probe_busy']['p99_ms']):>19}"
             f" {b['probe_busy']['count']:>6} {b['started_running']:>7} {r['rss_mb']:>7}")
     add("(ms; 'running' = started VMs running afterwards; RSS = daemon VmRSS after all of it)")
+    add("RSS of the test driver's hosts alone (opened by libvirt-python in this process, MB): "
+        + ", ".join(f"N={r['n']}: {r['floor'].get('test_driver_mb')}" for r in results["sizes"]))
     add("")
     add("targets (issue 7):")
     for t in results["targets"]:
