@@ -18,34 +18,19 @@ A token is shown only when it is created: only its hash is stored.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sqlite3
 import sys
 import time
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from comet import config as _config
 from comet.errors import CometError
-from comet.store import users
-from comet.store._db import _in_transaction, _migrate, _prepare, make_private
-from comet.store._migrations import MIGRATIONS
+from comet.store import connect, in_transaction, users
+
+__all__ = ["FIRST_ADMIN", "bootstrap", "connect", "main", "run"]
 
 #: The user C{bootstrap} makes.
 FIRST_ADMIN = "admin"
-
-
-@contextlib.contextmanager
-def connect(path: str) -> Iterator[sqlite3.Connection]:
-    """The database at C{path}, migrated to the current schema."""
-    make_private(path)
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        _prepare(conn)
-        for migration in MIGRATIONS:
-            _in_transaction(conn, _migrate, [migration])
-        yield conn
-    finally:
-        conn.close()
 
 
 def bootstrap(path: str) -> str | None:
@@ -61,7 +46,7 @@ def bootstrap(path: str) -> str | None:
             users.add_user(conn, FIRST_ADMIN, "admin", None)
             return users.create_token(conn, FIRST_ADMIN)[1]
 
-        return _in_transaction(conn, first)
+        return in_transaction(conn, first)
 
 
 def _when(seconds: int) -> str:
@@ -88,20 +73,20 @@ def run(argv: list[str], stdin: TextIO, stdout: TextIO) -> None:
                 password = stdin.readline().rstrip("\r\n")
                 if not password:
                     raise CometError("the password on standard input is empty")
-            user = _in_transaction(conn, users.add_user, args.name, args.role, password)
+            user = in_transaction(conn, users.add_user, args.name, args.role, password)
             stdout.write(f"user {user.name} ({user.role}) created\n")
         elif args.what == "user" and args.action == "list":
             for user in users.list_users(conn):
                 login = "password+tokens" if user.password else "tokens"
                 stdout.write(f"{user.name}\t{user.role}\t{login}\t{_when(user.created)}\n")
         elif args.what == "token" and args.action == "create":
-            record, token = _in_transaction(conn, users.create_token, args.user)
+            record, token = in_transaction(conn, users.create_token, args.user)
             stdout.write(f"token {record.id} for {record.user} (shown only now):\n{token}\n")
         elif args.what == "token" and args.action == "list":
             for record in users.list_tokens(conn):
                 stdout.write(f"{record.id}\t{record.user}\t{_when(record.created)}\n")
         elif args.what == "token" and args.action == "revoke":
-            _in_transaction(conn, users.revoke_token, args.id)
+            in_transaction(conn, users.revoke_token, args.id)
             stdout.write(f"token {args.id} revoked\n")
 
 

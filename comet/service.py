@@ -112,10 +112,14 @@ class CometService(MultiService):
             self.config.tasks.keep_days, self.config.tasks.prune_interval
         )
         self.models.serverwatch.start(self.config.storage.watch_interval)
-        from comet.web._auth import Authenticator, Guard
-        from comet.web._origin import OriginPolicy
-        from comet.web._site import api_site
-        from comet.web._throttle import LoginThrottle, PasswordChecks
+        from comet.web import (
+            Authenticator,
+            Guard,
+            LoginThrottle,
+            OriginPolicy,
+            PasswordChecks,
+            api_site,
+        )
 
         api = self.config.api
         users = self.models.users
@@ -253,7 +257,7 @@ def makeService(
 def _private_control_dir(config: _config.Config) -> _config.Config:
     """
     C{config} with its ssh control directory resolved, made and checked
-    (L{comet.remote._controldir}) when there are storage servers: a directory
+    (L{comet.remote.private_control_dir}) when there are storage servers: a directory
     another user could plant sockets in stops the start here, as a
     configuration error, instead of failing each command later.
     """
@@ -261,8 +265,8 @@ def _private_control_dir(config: _config.Config) -> _config.Config:
         return config
     import attrs
 
-    from comet.remote._controldir import control_dir, ensure_private_dir
+    from comet.remote import private_control_dir
 
-    directory = ensure_private_dir(control_dir(config.storage.control_dir, config.database.path))
+    directory = private_control_dir(config.storage.control_dir, config.database.path)
     return attrs.evolve(config, storage=attrs.evolve(config.storage, control_dir=directory))
 

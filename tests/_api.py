@@ -103,7 +103,7 @@ def make_token(db_path: str, role: str = "admin", name: str | None = None) -> st
     """
     from comet.admin import connect
     from comet.store import users
-    from comet.store._db import _in_transaction
+    from comet.store import in_transaction
 
     name = name or f"test-{role}"
     with connect(db_path) as conn:
@@ -113,7 +113,7 @@ def make_token(db_path: str, role: str = "admin", name: str | None = None) -> st
                 users.add_user(conn, name, role, None)
             return users.create_token(conn, name)[1]
 
-        return _in_transaction(conn, make)
+        return in_transaction(conn, make)
 
 
 def cheap_passwords(testcase) -> None:

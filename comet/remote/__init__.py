@@ -27,6 +27,7 @@ C{tests/contract/remote_suite.py} holds it to that.
 """
 
 from comet.remote._command import check_argv, remote_command
+from comet.remote._controldir import private_control_dir
 from comet.remote._fake import Answer, Call, FakeRunner, FakeStream
 from comet.remote._interface import IRunner, IStreamingCommand
 from comet.remote._runner import SSHRunner
@@ -41,6 +42,7 @@ __all__ = [
     "IStreamingCommand",
     "SSHRunner",
     "check_argv",
+    "private_control_dir",
     "remote_command",
 ]
 

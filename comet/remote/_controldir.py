@@ -97,3 +97,12 @@ def ensure_private_dir(directory: str) -> str:
             f" (chmod 700 {directory})"
         )
     return directory
+
+
+def private_control_dir(configured: str, database_path: str) -> str:
+    """
+    The directory to use (L{control_dir}), made and checked
+    (L{ensure_private_dir}): what the daemon does at start, so that a
+    directory another user could plant sockets in stops it there.
+    """
+    return ensure_private_dir(control_dir(configured, database_path))

@@ -3,10 +3,12 @@ Comet's own records, in one SQLite file.
 
 L{Database} is the connection and the migrations; each aggregate has a small
 repository (L{Tasks}, L{Clusters}, ...) that holds its SQL, so no SQL text
-lives anywhere else.
+lives anywhere else.  L{connect} and L{in_transaction} are the blocking
+counterparts, for C{comet-admin}, which works on the file without a reactor;
+L{migrate} brings a connection's file to the current schema (both use it).
 """
 
-from comet.store._db import Database
+from comet.store._db import Database, connect, in_transaction, migrate
 from comet.store.clusters import ClusterRecord, Clusters
 from comet.store.intents import IntentRecord, Intents
 from comet.store.locks import LockRecord, Locks, OwnerRecord
@@ -17,6 +19,9 @@ from comet.store.vms import VMRecord, VMs
 
 __all__ = [
     "Database",
+    "connect",
+    "in_transaction",
+    "migrate",
     "Tasks",
     "TaskRecord",
     "Clusters",

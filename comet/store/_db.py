@@ -18,10 +18,11 @@ behind the writes (WAL mode lets a reader and the writer run at once).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
@@ -79,7 +80,12 @@ def _prepare(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA busy_timeout=5000")
 
 
-def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+def in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """
+    C{fn(conn, *args)} inside one write transaction on a blocking connection
+    (as L{Database.transact} runs it in the database thread): committed when
+    it returns, rolled back when it raises.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn, *args)
@@ -104,7 +110,7 @@ def _in_read_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: 
         conn.execute("COMMIT")
 
 
-def _migrate(conn: sqlite3.Connection, migrations) -> list[int]:
+def _apply(conn: sqlite3.Connection, migrations) -> list[int]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)"
@@ -123,6 +129,48 @@ def _migrate(conn: sqlite3.Connection, migrations) -> list[int]:
         )
         applied.append(version)
     return applied
+
+
+def migrate(conn: sqlite3.Connection, migrations=MIGRATIONS) -> list[int]:
+    """
+    Apply to C{conn} every migration it lacks, in order, each in its own
+    transaction (a failed one leaves the file at the previous whole
+    version).
+
+    @return: the versions applied now.
+    """
+    applied = []
+    for migration in migrations:
+        applied += in_transaction(conn, _apply, [migration])
+    return applied
+
+
+def _open(path: str, migrations) -> tuple[sqlite3.Connection, list[int]]:
+    """A blocking connection to the file at C{path}, made private, prepared and migrated."""
+    make_private(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        _prepare(conn)
+        applied = migrate(conn, migrations)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, applied
+
+
+@contextlib.contextmanager
+def connect(path: str, migrations=MIGRATIONS) -> Iterator[sqlite3.Connection]:
+    """
+    A blocking connection to the SQLite file at C{path} (created 0600 if
+    absent), migrated to the current schema, closed when the block ends: for
+    C{comet-admin}, which works on the file without a daemon and without a
+    reactor.  Run units of work on it with L{in_transaction}.
+    """
+    conn, _ = _open(path, migrations)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 class Database:
@@ -150,15 +198,8 @@ class Database:
 
         @return: the versions applied now.
         """
-        make_private(self.path)
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            _prepare(conn)
-            applied = []
-            for migration in self._migrations:
-                applied += _in_transaction(conn, _migrate, [migration])
-        finally:
-            conn.close()
+        conn, applied = _open(self.path, self._migrations)
+        conn.close()
         if applied:
             log.info("database {path}: applied migrations {applied}", path=self.path, applied=applied)
         self._pool = self._one_connection("comet-sqlite", _prepare)
@@ -186,7 +227,7 @@ class Database:
         transaction that commits when it returns and rolls back when it raises.
         """
         assert self._pool is not None, "database is not open"
-        return self._pool.runWithConnection(_in_transaction, fn, *args)
+        return self._pool.runWithConnection(in_transaction, fn, *args)
 
     def read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """

@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 
 from comet import config
 from comet.config import ConfigError, StorageConfig, StorageServerConfig
-from comet.remote import SSHRunner
+from comet.remote import SSHRunner, private_control_dir
 from comet.remote._controldir import MAX_DIR, control_dir, default_control_dir, ensure_private_dir
 from comet.service import makeService
 from tests._util import temp_dir
@@ -34,6 +34,14 @@ class ControlDirTests(TestCase):
         self.addCleanup(os.umask, old)
         d = ensure_private_dir(os.path.join(self.base, "ctl"))
         self.assertEqual(os.stat(d).st_mode & 0o777, 0o700)
+
+    def test_private_control_dir(self):
+        """What the daemon makes at start: the default beside the database, made 0700."""
+        d = private_control_dir("", os.path.join(self.base, "comet.sqlite"))
+        self.assertEqual(d, os.path.join(self.base, "comet-ssh"))
+        self.assertEqual(os.stat(d).st_mode & 0o777, 0o700)
+        os.chmod(d, 0o755)
+        self.assertRaises(ConfigError, private_control_dir, d, "unused.sqlite")
 
     def test_symlink_refused(self):
         """A symlink (even to a private directory of ours) is refused: it can be re-pointed."""

@@ -5,7 +5,7 @@ import sqlite3
 
 from twisted.trial.unittest import TestCase
 
-from comet.store import Database
+from comet.store import Database, connect, in_transaction, migrate
 from comet.store._migrations import MIGRATIONS
 from tests._util import temp_dir
 
@@ -49,7 +49,7 @@ class MigrationTests(TestCase):
         self.assertEqual(db.open(), [v for v, _ in extra[1:]])
         db.close()
         conn = sqlite3.connect(path)
-        self.assertEqual(conn.execute("SELECT name FROM clusters").fetchall(), [("kept",)])
+        self.assertEqual([r[0] for r in conn.execute("SELECT name FROM clusters")], ["kept"])
         self.assertEqual(conn.execute("SELECT x FROM later").fetchall(), [(7,)])
         conn.close()
 
@@ -64,6 +64,41 @@ class MigrationTests(TestCase):
         conn.close()
         self.assertNotIn("half", tables)
         self.assertNotIn(999, versions)
+
+
+class BlockingTests(TestCase):
+    """C{connect}, C{in_transaction} and C{migrate}: the file without a reactor (C{comet-admin})."""
+
+    def test_connect_migrates(self):
+        """A new file is made private and gets every migration; the daemon then applies none."""
+        path = _path(self)
+        with connect(path) as conn:
+            versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+            self.assertEqual(conn.execute("PRAGMA foreign_keys").fetchone()[0], 1)
+        self.assertEqual(versions, [v for v, _ in MIGRATIONS])
+        self.assertEqual(oct(os.stat(path).st_mode & 0o777), "0o600")
+        db = Database(path)
+        self.assertEqual(db.open(), [])
+        db.close()
+
+    def test_migrate_applies_only_missing(self):
+        path = _path(self)
+        with connect(path, migrations=MIGRATIONS[:1]) as conn:
+            self.assertEqual(migrate(conn), [v for v, _ in MIGRATIONS[1:]])
+            self.assertEqual(migrate(conn), [])
+
+    def test_in_transaction(self):
+        """Committed when the work returns, rolled back when it raises."""
+        with connect(_path(self)) as conn:
+            add = "INSERT INTO clusters (name, description, created) VALUES (?, '', 1)"
+            self.assertEqual(in_transaction(conn, lambda c: c.execute(add, ("kept",)).rowcount), 1)
+
+            def half(c):
+                c.execute(add, ("gone",))
+                raise ValueError("stop")
+
+            self.assertRaises(ValueError, in_transaction, conn, half)
+            self.assertEqual([r[0] for r in conn.execute("SELECT name FROM clusters")], ["kept"])
 
 
 class ConnectionTests(TestCase):

@@ -9,7 +9,7 @@ from twisted.trial.unittest import TestCase
 from comet.admin import connect
 from comet.credentials import token_hash
 from comet.store import users
-from comet.store._db import _in_transaction
+from comet.store import in_transaction
 from comet.store._readcache import ReadCache
 from comet.store.users import Users
 from tests._api import temp_database
@@ -21,7 +21,7 @@ class ReadCacheTests(TestCase):
         self.db = temp_database(self)
         with connect(self.db.path) as conn:
             users.add_user(conn, "ann", "operator", None)
-            self.record, self.token = _in_transaction(conn, users.create_token, "ann")
+            self.record, self.token = in_transaction(conn, users.create_token, "ann")
         self.users = Users(self.db)
         self.trips = 0
         real = self.db.read
@@ -49,7 +49,7 @@ class ReadCacheTests(TestCase):
         """A revocation on another connection empties the cache before the next lookup."""
         self.assertIsNotNone(await self.users.by_token(self.token))
         with connect(self.db.path) as conn:
-            _in_transaction(conn, users.revoke_token, self.record.id)
+            in_transaction(conn, users.revoke_token, self.record.id)
         self.assertIsNone(await self.users.by_token(self.token))
         self.assertEqual(self.trips, 2)
 
