@@ -310,8 +310,6 @@ KNOWN: frozenset[tuple[str, str, str]] = frozenset(
         ("reach", "comet/remote/_runner.py", "self.stream._closed"),
         ("reach", "comet/remote/_runner.py", "stream._closed"),
         ("size", "comet/remote/_runner.py", "over 500 lines"),
-        ("size", "comet/remote/tgt.py", "over 500 lines"),
-        ("size", "comet/remote/zfs.py", "over 500 lines"),
         ("size", "comet/virt/_hypervisors.py", "over 500 lines"),
         ("size", "comet/virt/_operations.py", "over 500 lines"),
         ("size", "comet/virt/domainxml.py", "over 500 lines"),

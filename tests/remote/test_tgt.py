@@ -1,16 +1,12 @@
 """
-Tests for L{comet.remote.tgt}: target names, command lines, the parser of
-C{tgtadm --op show} (on real tgt 1.0.85 output, see C{data/manifest.json}),
-error translation, and the L{TGT} API over a L{FakeRunner}.
+Tests for L{comet.remote.tgt}: error translation (on real tgt 1.0.85
+messages, see C{data/manifest.json}) and the L{TGT} API over a L{FakeRunner}.
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 
-from hypothesis import given
-from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -19,168 +15,9 @@ from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound, Unavai
 from comet.remote import FakeRunner, FakeStorageServer
 from comet.remote import tgt
 from comet.remote.zfs import ZFS
+from tests.remote._captured import fixture
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 NOV = datetime.date(2026, 11, 27)
-
-
-def fixture(name: str) -> bytes:
-    with open(os.path.join(DATA, name), "rb") as f:
-        return f.read()
-
-
-class IQNTests(SynchronousTestCase):
-    """L{tgt.iqn} names a volume's target."""
-
-    def test_format(self):
-        self.assertEqual(tgt.iqn("org.comet", "vmpool", "web-1", NOV),
-                         "iqn.2026-11.org.comet:vmpool.web-1")
-
-    def test_date_injected(self):
-        self.assertEqual(tgt.iqn("org.comet", "p", "v", datetime.date(2025, 1, 31)),
-                         "iqn.2025-01.org.comet:p.v")
-
-    def test_lowercase(self):
-        self.assertEqual(tgt.iqn("Org.Comet", "VMPool", "Web-1", NOV),
-                         "iqn.2026-11.org.comet:vmpool.web-1")
-
-    def test_underscore(self):
-        """tgt refuses '_' in target names (captured), so it becomes '-'."""
-        self.assertIn("invalid request", fixture("tgt-new-underscore.err").decode())
-        self.assertEqual(tgt.iqn("org.comet", "my_pool", "db_2", NOV),
-                         "iqn.2026-11.org.comet:my-pool.db-2")
-
-    def test_invalid(self):
-        for args in (("org.comet", "a b", "v"), ("org.comet", "p", "$(x)"),
-                     ("org..comet", "p", "v"), ("-org", "p", "v"), ("org.comet", "p", "")):
-            self.assertRaises(InvalidInput, tgt.iqn, *args, NOV)
-
-    @given(st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"),
-           st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"),
-           st.dates(datetime.date(2000, 1, 1), datetime.date(2099, 12, 31)))
-    def test_always_valid(self, pool, volume, today):
-        """Any valid pool and volume name gives a name tgt accepts."""
-        name = tgt.iqn("org.comet", pool, volume, today)
-        self.assertEqual(tgt.check_iqn(name), name)
-        self.assertEqual(name, name.lower())
-        self.assertNotIn("_", name)
-
-
-class ArgvTests(SynchronousTestCase):
-    """The tgtadm command lines."""
-
-    def test_show(self):
-        self.assertEqual(tgt.show_argv(),
-                         ["tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "show"])
-        self.assertEqual(tgt.accounts_argv()[-4:], ["--mode", "account", "--op", "show"])
-
-    def test_target(self):
-        name = "iqn.2026-11.org.comet:p.v"
-        self.assertEqual(tgt.new_target_argv(3, name), [
-            "tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "new", "--tid", "3",
-            "--targetname", name])
-        self.assertEqual(tgt.delete_target_argv(3), [
-            "tgtadm", "--lld", "iscsi", "--mode", "target", "--op", "delete", "--force",
-            "--tid", "3"])
-        for bad in (0, -1, "1", True):
-            self.assertRaises(InvalidInput, tgt.new_target_argv, bad, name)
-        self.assertRaises(InvalidInput, tgt.new_target_argv, 1, "iqn.x;reboot")
-
-    def test_lun(self):
-        self.assertEqual(tgt.new_lun_argv(3, 1, "/dev/zd16"), [
-            "tgtadm", "--lld", "iscsi", "--mode", "logicalunit", "--op", "new", "--tid", "3",
-            "--lun", "1", "--backing-store", "/dev/zd16"])
-        self.assertRaises(InvalidInput, tgt.new_lun_argv, 3, 1, "/dev/zd0 /etc/passwd")
-
-    def test_bind(self):
-        self.assertEqual(tgt.bind_address_argv(3)[-2:], ["--initiator-address", "ALL"])
-        self.assertEqual(tgt.bind_address_argv(3, "10.200.0.0/24")[-1], "10.200.0.0/24")
-        self.assertRaises(InvalidInput, tgt.bind_address_argv, 3, "host name")
-        self.assertEqual(tgt.bind_account_argv(3, "u1"), [
-            "tgtadm", "--lld", "iscsi", "--mode", "account", "--op", "bind", "--tid", "3",
-            "--user", "u1"])
-
-    def test_account(self):
-        """The password is not an argument: the script reads it from stdin."""
-        self.assertEqual(tgt.new_account_argv("u1"),
-                         ["sh", "-c", tgt.NEW_ACCOUNT_SCRIPT, "comet-chap", "u1"])
-        self.assertEqual(tgt.delete_account_argv("u1")[-4:], ["--op", "delete", "--user", "u1"])
-        self.assertRaises(InvalidInput, tgt.new_account_argv, "u 1")
-
-    def test_password_rule(self):
-        self.assertEqual(tgt.check_password("twelve-chars"), "twelve-chars")
-        for bad in ("short", "with space here", "new\nline-in-it", "x" * 256, None):
-            self.assertRaises(InvalidInput, tgt.check_password, bad)
-
-
-class ParserTests(SynchronousTestCase):
-    """L{tgt.parse_targets} reads real tgtadm output."""
-
-    def test_testbed_target(self):
-        """A target made on the testbed: zvol LUN, CHAP account, ACL ALL."""
-        (target,) = tgt.parse_targets(fixture("tgt-show.out"))
-        self.assertEqual((target.tid, target.iqn, target.state),
-                         (1, "iqn.2026-11.org.comet:capture.v1", "ready"))
-        self.assertEqual(target.device, "/dev/zd0")
-        self.assertEqual(target.lun(0).backing_store, None)
-        self.assertEqual(target.lun(0).type, "controller")
-        self.assertEqual((target.lun(1).size_mb, target.lun(1).backing_store_type), (67, "rdwr"))
-        self.assertEqual((target.accounts, target.acl, target.connections),
-                         (("capture-v1",), ("ALL",), ()))
-
-    def test_nexus(self):
-        """A logged-in initiator and its address are read."""
-        (target,) = tgt.parse_targets(fixture("tgt-show-nexus.out"))
-        self.assertEqual(target.connections, (tgt.Connection(
-            "iqn.2026-11.org.comet:host.local", "127.0.0.1"),))
-        self.assertEqual(target.acl, ("127.0.0.1",))
-
-    def test_many(self):
-        """Several targets, outgoing accounts, several addresses, a target without LUN 1."""
-        targets = tgt.parse_targets(fixture("tgt-show-many.out"))
-        self.assertEqual([t.tid for t in targets], [1, 3, 4])
-        t3, t4 = targets[1], targets[2]
-        self.assertEqual((t3.accounts, t3.outgoing), (("comet-db-2",), ("out1",)))
-        self.assertEqual(t3.acl, ("10.200.0.1", "10.200.0.2"))
-        self.assertIsNone(t4.device)
-        self.assertEqual(tgt.free_tid(targets), 2)
-
-    def test_empty(self):
-        self.assertEqual(tgt.parse_targets(fixture("tgt-show-empty.out")), [])
-        self.assertEqual(tgt.free_tid([]), 1)
-
-    def test_accounts(self):
-        self.assertEqual(tgt.parse_accounts(fixture("tgt-accounts.out")), ["capture-v1"])
-        self.assertEqual(tgt.parse_accounts(fixture("tgt-accounts-many.out")),
-                         ["out1", "comet-db-2", "comet-web-1"])
-        self.assertEqual(tgt.parse_accounts(b"Account list:\n"), [])
-        self.assertRaises(tgt.ParseError, tgt.parse_accounts, b"something else\n")
-
-    def test_garbage(self):
-        self.assertRaises(tgt.ParseError, tgt.parse_targets, b"    LUN: 1\n")
-
-    @given(st.lists(st.tuples(
-        st.integers(1, 999), st.from_regex(r"\Aiqn\.20[0-9]{2}-[01][0-9]\.org\.comet:[a-z0-9.-]{1,20}\Z"),
-        st.none() | st.integers(0, 4000).map(lambda m: f"/dev/zd{m * 16}"),
-        st.lists(st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}\Z"), max_size=2),
-        st.lists(st.sampled_from(["ALL", "10.200.0.1", "10.0.0.0/8"]), max_size=2),
-    ), max_size=5, unique_by=lambda r: r[0]))
-    def test_fake_show_round_trip(self, rows):
-        """Whatever targets the fake server holds, its show output parses back to them."""
-        server = FakeStorageServer()
-        for tid, name, device, accounts, acl in rows:
-            t = server.targets[tid] = __import__(
-                "comet.remote._fakeserver", fromlist=["_Target"])._Target(tid, name)
-            if device is not None:
-                volume = f"tank/comet/v{tid}"
-                server._add(volume, "volume", volsize=1 << 30)
-                server.devices[volume] = int(device[7:])
-                t.luns[1] = device
-            t.accounts += accounts
-            t.acl += acl
-        parsed = tgt.parse_targets(server.handle(tgt.show_argv(), None).stdout)
-        self.assertEqual([(t.tid, t.iqn, t.device, list(t.accounts), list(t.acl)) for t in parsed],
-                         sorted((tid, n, d, a, c) for tid, n, d, a, c in rows))
 
 
 class TranslateTests(SynchronousTestCase):
