@@ -303,7 +303,6 @@ KNOWN: frozenset[tuple[str, str, str]] = frozenset(
         ("reach", "comet/config.py", "endpoints._parseTCP"),
         ("reach", "comet/remote/_fake.py", "runner._result"),
         ("reach", "comet/remote/_fake.py", "stream._end"),
-        ("size", "comet/remote/_fakeserver.py", "over 500 lines"),
         ("reach", "comet/remote/_runner.py", "self._command._exited"),
         ("reach", "comet/remote/_runner.py", "self.runner._dequeue"),
         ("reach", "comet/remote/_runner.py", "self.runner._ended"),

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from comet.remote import FakeStorageServer, tgt_output
+from comet.remote import FakeStorageServer, tgt_commands, tgt_output
 from tests.remote._captured import fixture
 
 
@@ -78,6 +78,6 @@ class ParserTests(SynchronousTestCase):
                 t.luns[1] = device
             t.accounts += accounts
             t.acl += acl
-        parsed = tgt_output.parse_targets(server.handle(tgt_output.show_argv(), None).stdout)
+        parsed = tgt_output.parse_targets(server.handle(tgt_commands.show_argv(), None).stdout)
         self.assertEqual([(t.tid, t.iqn, t.device, list(t.accounts), list(t.acl)) for t in parsed],
                          sorted((tid, n, d, a, c) for tid, n, d, a, c in rows))
