@@ -99,7 +99,12 @@ class FakeRunner:
             return self.backend.handle(argv, stdin)
         return Answer(code=127, stderr=f"fake: no answer recorded for {describe(argv)}")
 
-    def _result(self, argv: list[str], stdin: bytes | None) -> Deferred:
+    def outcome(self, argv: list[str], stdin: bytes | None) -> Deferred:
+        """
+        What running C{argv} with C{stdin} gives now (its standard output, or
+        the failure), without recording a L{Call}: for L{run} and for a
+        L{FakeStream} that finishes.
+        """
         if self.stopped:
             return fail(Unavailable(
                 f"storage server {self.host} is unavailable: Comet is shutting down"
@@ -119,7 +124,7 @@ class FakeRunner:
             timeout: float | None = None) -> Deferred:
         argv = check_argv(argv)
         self.calls.append(Call(tuple(argv), stdin, timeout))
-        return self._result(argv, stdin)
+        return self.outcome(argv, stdin)
 
     def run_stream(self, argv: Sequence[str], timeout: float | None = None,
                    output=None) -> FakeStream:
@@ -132,7 +137,7 @@ class FakeRunner:
         self.stopped = True
         for stream in self.streams:
             if not stream.ended:
-                stream._end(fail(Unavailable(
+                stream.end(fail(Unavailable(
                     f"storage server {self.host} is unavailable: Comet is shutting down"
                 )))
         return succeed(None)
@@ -195,16 +200,16 @@ class FakeStream:
             self.drain()
             runner = self._runner
             runner.calls.append(Call(tuple(self.argv), bytes(self.written), self.timeout))
-            result = runner._result(self.argv, bytes(self.written))
+            result = runner.outcome(self.argv, bytes(self.written))
             if self.output is not None:
                 result.addCallback(self._deliver)
-            self._end(result)
+            self.end(result)
         return self.when_done()
 
     def abort(self) -> Deferred:
         self._finishing = True
         if not self.ended:
-            self._end(fail(CancelledError(f"{describe(self.argv, 60)} was cancelled")))
+            self.end(fail(CancelledError(f"{describe(self.argv, 60)} was cancelled")))
         return self.when_done()
 
     def _deliver(self, stdout: bytes) -> bytes:
@@ -226,7 +231,8 @@ class FakeStream:
     def unregisterProducer(self):
         self._producer = None
 
-    def _end(self, result: Deferred) -> None:
+    def end(self, result: Deferred) -> None:
+        """End the command with C{result} (its runner stops it, or it finishes or is aborted)."""
         self.ended = True
         result.addBoth(self._outcome.settle)
         waiting, self._waiting = self._waiting, []
