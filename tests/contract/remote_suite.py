@@ -73,7 +73,14 @@ class RemoteContractMixin:
         yield self.runner.run(["zfs", "destroy", "-R", self.top]).addErrback(
             lambda f: f.trap(Exception) and None
         )
-        yield maybeDeferred(self.runner.stop)
+        yield maybeDeferred(self.releaseRunner)
+
+    def releaseRunner(self):
+        """
+        This test is done with L{runner}: stop it.  A subclass whose tests
+        share one runner (and its connection) stops it once, after the last.
+        """
+        return self.runner.stop()
 
     def iqn(self, volume: str) -> str:
         return tgtmod.iqn("org.comet.test", f"t{self.token}", volume, datetime.date(2026, 11, 1))

@@ -7,11 +7,18 @@ key and known_hosts file the testbed's C{comet.toml} names.
 Skipped, with the reason, when the testbed is not up.  Each test works in a
 dataset C{tank/comet-test-<token>} and under target names holding the same
 token, and removes both.
+
+The tests of one server share one L{SSHRunner}, so one ssh connection (its
+ControlMaster), as the daemon does for its whole life: a new connection per
+test cost an ssh handshake with the TCG-emulated storage VM each time (2 to 9 s,
+the storage VM's sshd doing the key exchange in emulation), about a third of
+this module's time.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 
 from twisted.internet import reactor
@@ -27,6 +34,24 @@ class _RealServer(RemoteContractMixin):
     #: Which storage server of the testbed's configuration (0 or 1).
     index = 0
 
+    #: The runner the class's tests share, made by the first (L{makeRunner}),
+    #: and its ControlMaster's directory.
+    shared: SSHRunner | None = None
+    control: str | None = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.shared = cls.control = None
+
+    @classmethod
+    def tearDownClass(cls):
+        """Close the shared connection (its master) and remove its directory."""
+        if cls.shared is not None:
+            subprocess.run(cls.shared.ssh_argv("-O", "exit"), capture_output=True, timeout=30)
+        if cls.control is not None:
+            shutil.rmtree(cls.control, True)
+        cls.shared = cls.control = None
+
     def makeRunner(self):
         stack = requireTestbed()
         servers = load(stack["comet_config"]).storageservers
@@ -34,11 +59,17 @@ class _RealServer(RemoteContractMixin):
             self.skipTest(f"the testbed has no storage server #{self.index + 1}")
         server = servers[self.index]
         self.pool = next(s["zpool"] for s in stack["servers"] if s["address"] == server.host)
-        control = tempfile.mkdtemp(prefix="comet-ssh-", dir="/tmp")
-        self.addCleanup(shutil.rmtree, control, True)
         self.server_address = server.host
-        return SSHRunner(reactor, server, StorageConfig(
-            connect_timeout=10, command_timeout=120.0, control_dir=control))
+        cls = type(self)
+        if cls.shared is None:
+            cls.control = tempfile.mkdtemp(prefix="comet-ssh-", dir="/tmp")
+            cls.shared = SSHRunner(reactor, server, StorageConfig(
+                connect_timeout=10, command_timeout=120.0, control_dir=cls.control))
+        return cls.shared
+
+    def releaseRunner(self):
+        """Keep the shared runner for the next test, idle: nothing of this test still runs."""
+        self.assertEqual(self.runner.in_flight, 0)
 
     async def login(self, iqn, chap):
         """
