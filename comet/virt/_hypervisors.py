@@ -20,33 +20,27 @@ thread (see L{comet.virt._eventloop}); both reach Comet in the reactor thread.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import libvirt
 from twisted.application.service import Service
-from twisted.internet.defer import (
-    Deferred,
-    DeferredSemaphore,
-    fail,
-    gatherResults,
-    succeed,
-)
-from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
 from twisted.python.threadpool import ThreadPool
 
 from comet.config import ComputeConfig, HostConfig
-from comet.errors import NotFound, Unavailable
 from comet.virt import _operations, domainxml
-from comet.virt._errors import ConnectionLost, translate
-from comet.virt._eventloop import ensure_event_loop, lifecycle_event_name
+from comet.virt._connections import (
+    CALLS_PER_HOST,
+    INITIAL_BACKOFF,
+    KEEPALIVE_COUNT,
+    KEEPALIVE_INTERVAL,
+    MAX_BACKOFF,
+    _Host,
+    _HostConnections,
+)
+from comet.virt._eventloop import ensure_event_loop
 from comet.virt._values import (
-    CONNECTED,
-    UNREACHABLE,
     DomainInfo,
     GraphicsAddress,
     HostStatus,
@@ -54,70 +48,17 @@ from comet.virt._values import (
     OwnedDomain,
 )
 
-_log = Logger()
-
-#: Calls one host may have in the thread pool at once.
-CALLS_PER_HOST = 4
-#: First and longest wait, in seconds, before reconnecting to a host that
-#: failed; the wait doubles after each failed attempt.
-INITIAL_BACKOFF = 1.0
-MAX_BACKOFF = 60.0
-#: Libvirt keepalive for remote connections: a ping every 5 s, and the
-#: connection is closed after 3 unanswered ones.
-KEEPALIVE_INTERVAL = 5
-KEEPALIVE_COUNT = 3
-
-_CLOSE_REASONS = {
-    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
-    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "connection closed by the host",
-    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timed out",
-    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by Comet",
-}
+__all__ = [
+    "CALLS_PER_HOST",
+    "INITIAL_BACKOFF",
+    "KEEPALIVE_COUNT",
+    "KEEPALIVE_INTERVAL",
+    "MAX_BACKOFF",
+    "Hypervisors",
+]
 
 
-@attrs.define(eq=False)
-class _Connection:
-    """
-    An open connection and what was registered on it, with the calls running
-    on it now: it is closed only once none is (closing a C{virConnect} while
-    another thread is inside a call on it is not safe).
-    """
-
-    conn: Any
-    event_id: int | None
-    running: int = 0
-    close_when_idle: Deferred | None = None
-
-
-@attrs.define(eq=False)
-class _Attempt:
-    """A connection being opened, and the calls waiting for it."""
-
-    waiters: list[Deferred] = attrs.Factory(list)
-
-
-@attrs.define(eq=False)
-class _Host:
-    """One compute host's connection state; touched only in the reactor thread."""
-
-    config: HostConfig
-    slots: DeferredSemaphore
-    connection: _Connection | None = None
-    attempt: _Attempt | None = None
-    reason: str = "not connected yet"
-    #: Seconds to wait after the last failure; 0 after a success.
-    backoff: float = 0.0
-    #: Clock time before which no new connection is tried.
-    next_attempt: float = 0.0
-    #: The retry scheduled for C{next_attempt}, if any.
-    retry: Any = None
-
-    @property
-    def state(self) -> str:
-        return CONNECTED if self.connection is not None else UNREACHABLE
-
-
-class Hypervisors(Service):
+class Hypervisors(_HostConnections, Service):
     """
     The compute hosts of the configuration, each behind one libvirt connection.
 
@@ -463,294 +404,6 @@ class Hypervisors(Service):
             host, f"undefining secret {uuid} on {host!r}", _operations.undefine_secret, uuid
         )
 
-    # Machinery ---------------------------------------------------------------
-
-    def _host(self, name: str) -> _Host:
-        try:
-            return self._hosts[name]
-        except KeyError:
-            raise NotFound(f"there is no compute host {name!r}") from None
-
-    def _unavailable(self, host: _Host, detail: str) -> Unavailable:
-        return Unavailable(
-            f"compute host {host.config.name!r} ({host.config.uri}) does not answer: {detail}"
-        )
-
-    def _domain_call(self, host: str, name: str, doing: str, op, *args) -> Deferred:
-        return self._call(
-            host, f"{doing} domain {name!r} on {host!r}", op, name, *args
-        )
-
-    def _call(self, host_name: str, what: str, op, *args, probe: bool = False) -> Deferred:
-        """
-        Run C{op(conn, host_name, *args)} in the pool on C{host_name}'s
-        connection, within the call timeout.  With C{probe}, in the probe
-        pool and without taking one of the host's slots.
-        """
-        try:
-            host = self._host(host_name)
-        except NotFound:
-            return fail()
-        used: list[_Connection] = []
-        d = Deferred.fromCoroutine(self._run(host, what, op, args, used, probe))
-        d.addTimeout(
-            self._timeout,
-            self._clock,
-            onTimeoutCancel=functools.partial(self._timed_out, host, what, used),
-        )
-        return d
-
-    async def _run(self, host: _Host, what: str, op, args, used: list[_Connection],
-                   probe: bool = False):
-        if self._stopping:
-            raise self._unavailable(host, "Comet is stopping")
-        connection = await self._connected(host)
-        used.append(connection)
-        if not probe:
-            await host.slots.acquire()
-        connection.running += 1
-        try:
-            return await deferToThreadPool(
-                self._reactor,
-                self._probe_pool if probe else self._pool,
-                self._in_thread,
-                host,
-                connection,
-                what,
-                op,
-                args,
-                probe,
-            )
-        except ConnectionLost as e:
-            self._lost(host, connection, e.detail)
-            raise self._unavailable(host, e.detail) from None
-
-    def _in_thread(self, host: _Host, connection: _Connection, what: str, op, args,
-                   probe: bool = False):
-        """Run in a pool thread: the libvirt call, its errors translated."""
-        try:
-            return op(connection.conn, host.config.name, *args)
-        except libvirt.libvirtError as e:
-            raise translate(e, connection.conn, what) from None
-        finally:
-            # The slot is free only once the thread is: a call that timed out
-            # still holds its thread until libvirt returns.  So is the
-            # connection (its close waits for it).
-            if not probe:
-                self._reactor.callFromThread(host.slots.release)
-            self._reactor.callFromThread(self._call_ended, connection)
-
-    def _call_ended(self, connection: _Connection) -> None:
-        connection.running -= 1
-        if connection.running == 0 and connection.close_when_idle is not None:
-            closing, connection.close_when_idle = connection.close_when_idle, None
-            self._close_now(connection).chainDeferred(closing)
-
-    def _timed_out(
-        self, host: _Host, what: str, used: list[_Connection], result, timeout: float
-    ) -> Failure:
-        """
-        A call took too long: its connection (if it got one; if not, the
-        connection attempt times out by itself) is given up on.
-        """
-        detail = f"{what} took longer than {timeout:g} s"
-        for connection in used:
-            self._lost(host, connection, detail)
-        return Failure(self._unavailable(host, detail))
-
-    def _connected(self, host: _Host) -> Deferred[_Connection]:
-        """
-        The host's connection; a new one if it has none and its back-off is
-        over; L{Unavailable} at once otherwise.
-        """
-        if host.connection is not None:
-            return succeed(host.connection)
-        if self._stopping:
-            return fail(self._unavailable(host, "Comet is stopping"))
-        if host.attempt is None:
-            if self._clock.seconds() < host.next_attempt:
-                return fail(self._unavailable(host, host.reason))
-            self._open(host)
-        waiter: Deferred[_Connection] = Deferred()
-        host.attempt.waiters.append(waiter)
-        return waiter
-
-    def _open(self, host: _Host) -> None:
-        attempt = host.attempt = _Attempt()
-        timer = self._clock.callLater(self._timeout, self._open_timed_out, host, attempt)
-        d = deferToThreadPool(self._reactor, self._pool, self._open_in_thread, host.config)
-        d.addCallbacks(
-            self._opened,
-            self._open_failed,
-            callbackArgs=(host, attempt, timer),
-            errbackArgs=(host, attempt, timer),
-        )
-
-    def _open_in_thread(self, config: HostConfig) -> _Connection:
-        """Run in a pool thread: open, and register for events and closing."""
-        try:
-            conn = self._open_connection(config.uri)
-        except libvirt.libvirtError as e:
-            raise ConnectionLost(e.get_error_message() or str(e)) from None
-        if conn is None:
-            raise ConnectionLost("libvirt could not open the connection")
-        connection = _Connection(conn=conn, event_id=None)
-        try:
-            connection.event_id = conn.domainEventRegisterAny(
-                None,
-                libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                self._on_lifecycle,
-                config.name,
-            )
-            _optional(conn.registerCloseCallback, self._on_close, (config.name, connection))
-            _optional(conn.setKeepAlive, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
-        except libvirt.libvirtError as e:
-            _close(connection)
-            raise ConnectionLost(e.get_error_message() or str(e)) from None
-        return connection
-
-    def _opened(self, connection: _Connection, host: _Host, attempt: _Attempt, timer) -> None:
-        if timer.active():
-            timer.cancel()
-        if host.attempt is not attempt or self._stopping:
-            # Given up on (timed out) or shutting down: not wanted any more.
-            self._close_in_pool(connection)
-            if host.attempt is attempt:
-                self._attempt_failed(host, attempt, "Comet is stopping")
-            return
-        host.attempt = None
-        host.connection = connection
-        self._cancel_retry(host)
-        host.backoff = 0.0
-        host.reason = ""
-        _log.info(
-            "compute host {host} ({uri}) connected", host=host.config.name, uri=host.config.uri
-        )
-        self._host_changed(host)
-        for waiter in attempt.waiters:
-            waiter.callback(connection)
-
-    def _open_failed(self, failure: Failure, host: _Host, attempt: _Attempt, timer) -> None:
-        if timer.active():
-            timer.cancel()
-        if host.attempt is not attempt:
-            return
-        if failure.check(ConnectionLost):
-            detail = failure.value.detail
-        else:
-            _log.failure("opening a connection to {uri} failed", failure, uri=host.config.uri)
-            detail = "the connection could not be opened"
-        self._attempt_failed(host, attempt, detail)
-
-    def _open_timed_out(self, host: _Host, attempt: _Attempt) -> None:
-        if host.attempt is attempt:
-            self._attempt_failed(
-                host, attempt, f"connecting took longer than {self._timeout:g} s"
-            )
-
-    def _attempt_failed(self, host: _Host, attempt: _Attempt, detail: str) -> None:
-        host.attempt = None
-        host.reason = detail
-        host.backoff = min(max(host.backoff * 2, INITIAL_BACKOFF), MAX_BACKOFF)
-        host.next_attempt = self._clock.seconds() + host.backoff
-        self._schedule_retry(host)
-        _log.warn(
-            "compute host {host} ({uri}) unreachable: {reason}; next try in {backoff} s",
-            host=host.config.name,
-            uri=host.config.uri,
-            reason=detail,
-            backoff=host.backoff,
-        )
-        for waiter in attempt.waiters:
-            waiter.errback(self._unavailable(host, detail))
-
-    def _lost(self, host: _Host, connection: _Connection, detail: str) -> None:
-        """
-        C{connection} is broken.  If it is still the host's, drop it: the
-        host is unreachable until the next attempt, after the first back-off.
-        """
-        if host.connection is not connection:
-            return
-        host.connection = None
-        host.reason = detail
-        host.backoff = INITIAL_BACKOFF
-        host.next_attempt = self._clock.seconds() + host.backoff
-        self._schedule_retry(host)
-        _log.warn(
-            "compute host {host} ({uri}) lost: {reason}",
-            host=host.config.name,
-            uri=host.config.uri,
-            reason=detail,
-        )
-        self._close_in_pool(connection)
-        self._host_changed(host)
-
-    def _close_in_pool(self, connection: _Connection) -> Deferred:
-        """Close C{connection} in the pool, once no call runs on it."""
-        if connection.running:
-            if connection.close_when_idle is None:
-                connection.close_when_idle = Deferred()
-            return connection.close_when_idle
-        return self._close_now(connection)
-
-    def _close_now(self, connection: _Connection) -> Deferred:
-        return deferToThreadPool(self._reactor, self._pool, _close, connection).addErrback(
-            lambda f: _log.failure("closing a libvirt connection failed", f)
-        )
-
-    def _schedule_retry(self, host: _Host) -> None:
-        """
-        Try C{host} again once its back-off is over, even if nothing calls it,
-        so that it comes back (and its events flow again) by itself.
-        """
-        self._cancel_retry(host)
-        if not self._stopping:
-            host.retry = self._clock.callLater(host.backoff, self._retry, host)
-
-    def _cancel_retry(self, host: _Host) -> None:
-        if host.retry is not None and host.retry.active():
-            host.retry.cancel()
-        host.retry = None
-
-    def _retry(self, host: _Host) -> None:
-        host.retry = None
-        if host.connection is None and host.attempt is None and not self._stopping:
-            self._connected(host).addErrback(lambda _: None)
-
-    def _host_changed(self, host: _Host) -> None:
-        status = self.status(host.config.name)
-        for callback in list(self._host_subscribers):
-            try:
-                callback(status.name, status.state, status.reason)
-            except Exception:
-                _log.failure("host subscriber {callback} failed", callback=callback)
-
-    # Libvirt's event thread --------------------------------------------------
-
-    def _on_lifecycle(self, conn, dom, event, detail, host_name) -> None:
-        """Run in libvirt's event thread: hand the event to the reactor."""
-        self._reactor.callFromThread(
-            self._deliver, host_name, dom.name(), lifecycle_event_name(event)
-        )
-
-    def _on_close(self, conn, reason, opaque) -> None:
-        """Run in libvirt's event thread: the connection closed under us."""
-        if reason == libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT:
-            return
-        host_name, connection = opaque
-        self._reactor.callFromThread(
-            self._closed, host_name, connection, _CLOSE_REASONS.get(reason, f"closed ({reason})")
-        )
-
-    def _closed(self, host_name: str, connection: _Connection, detail: str) -> None:
-        self._lost(self._hosts[host_name], connection, detail)
-
-    def _deliver(self, host: str, domain: str, event: str) -> None:
-        for callback in list(self._subscribers):
-            try:
-                callback(host, domain, event)
-            except Exception:
-                _log.failure("event subscriber {callback} failed", callback=callback)
 
 
 def _subscribe(callbacks: list, callback) -> Callable[[], None]:
@@ -762,25 +415,3 @@ def _subscribe(callbacks: list, callback) -> Callable[[], None]:
             callbacks.remove(callback)
 
     return unsubscribe
-
-
-def _optional(method, *args) -> None:
-    """Call a libvirt method that some drivers lack (keepalive on local ones)."""
-    try:
-        method(*args)
-    except libvirt.libvirtError as e:
-        if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
-            raise
-
-
-def _close(connection: _Connection) -> None:
-    """Run in a pool thread: unregister everything, then close."""
-    conn = connection.conn
-    steps = [conn.unregisterCloseCallback, conn.close]
-    if connection.event_id is not None:
-        steps.insert(0, functools.partial(conn.domainEventDeregisterAny, connection.event_id))
-    for step in steps:
-        try:
-            step()
-        except libvirt.libvirtError:
-            pass
