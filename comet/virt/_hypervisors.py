@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, s
 from twisted.python.threadpool import ThreadPool
 
 from comet.config import ComputeConfig, HostConfig
-from comet.virt import _operations, domainxml
+from comet.virt import _display, _operations, domainxml
 from comet.virt._connections import (
     CALLS_PER_HOST,
     INITIAL_BACKOFF,
@@ -320,12 +320,12 @@ class Hypervisors(_HostConnections, Service):
 
     def screenshot(self, host: str, name: str) -> Deferred[bytes]:
         """The running domain's screen, always as PNG bytes."""
-        return self._domain_call(host, name, "taking a screenshot of", _operations.screenshot)
+        return self._domain_call(host, name, "taking a screenshot of", _display.screenshot)
 
     def graphics_address(self, host: str, name: str) -> Deferred[GraphicsAddress]:
         """Where the running domain's VNC display listens on its host."""
         return self._domain_call(
-            host, name, "finding the display of", _operations.graphics_address
+            host, name, "finding the display of", _display.graphics_address
         )
 
     def set_vnc_password(self, host: str, name: str, password: str,
@@ -336,7 +336,7 @@ class Hypervisors(_HostConnections, Service):
         (epoch seconds; C{None}: no limit).
         """
         return self._domain_call(
-            host, name, "setting the VNC password of", _operations.set_vnc_password, password,
+            host, name, "setting the VNC password of", _display.set_vnc_password, password,
             valid_to,
         )
 
