@@ -301,7 +301,6 @@ KNOWN: frozenset[tuple[str, str, str]] = frozenset(
         ("reach", "comet/config.py", "endpoints._parse"),
         ("reach", "comet/config.py", "endpoints._parseSSL"),
         ("reach", "comet/config.py", "endpoints._parseTCP"),
-        ("size", "comet/virt/domainxml.py", "over 500 lines"),
     }
 )
 

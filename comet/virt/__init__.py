@@ -32,9 +32,9 @@ from comet.virt.domainxml import (
     DomainSpec,
     disk_xml,
     domain_xml,
-    parse_domain,
     secret_xml,
 )
+from comet.virt.domainxml_parse import parse_domain
 
 __all__ = [
     "CONNECTED",

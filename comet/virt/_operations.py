@@ -25,7 +25,7 @@ from collections.abc import Collection
 import libvirt
 
 from comet.errors import Conflict, InvalidInput, NotFound
-from comet.virt import domainxml
+from comet.virt import domainxml, domainxml_parse
 from comet.virt._values import (
     OTHER,
     PAUSED,
@@ -195,7 +195,7 @@ def domains_with_metadata(conn, host: str) -> dict[str, OwnedDomain]:
                 continue
             raise
         try:
-            metadata = domainxml.parse_metadata(text)
+            metadata = domainxml_parse.parse_metadata(text)
         except InvalidInput:
             continue
         name = dom.name()
@@ -221,7 +221,7 @@ def describe(conn, host: str, name: str, secure: bool = False):
     """The domain's live XML, read into a L{domainxml.DomainDescription}."""
     dom = _lookup(conn, host, name)
     flags = libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
-    return domainxml.parse_domain(dom.XMLDesc(flags))
+    return domainxml_parse.parse_domain(dom.XMLDesc(flags))
 
 
 def _name_and_uuid(xml: str) -> tuple[str, str | None]:
