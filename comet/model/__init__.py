@@ -80,14 +80,14 @@ def make_models(db, hypervisors, config, clock, runners=None,
         Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db),
         snapshots=Snapshots(db), intents=intents, locks=locks,
     )
-    templates = TemplateModel(Templates(db), hosts, clock, check_disk=storage.check_disk)
+    templates = TemplateModel(Templates(db), hosts, clock, check_disk=storage.disks.check_disk)
     context = Context(
         vms=vm_table, templates=Templates(db), hypervisors=hypervisors,
         # Domain states from memory, kept by libvirt's events, for the VM
         # lifecycle (reads and its own actions); everything else, the
         # repairs included, reads the hosts live.
         libvirt=CachedStates(hypervisors),
-        hosts=hosts, tasks=tasks, clock=clock, disks=storage, intents=intents, locks=locks,
+        hosts=hosts, tasks=tasks, clock=clock, disks=storage.disks, intents=intents, locks=locks,
     )
     vms = VMModel(context, config.compute.cluster_concurrency)
 
@@ -99,7 +99,12 @@ def make_models(db, hypervisors, config, clock, runners=None,
 
     clusters = ClusterModel(Clusters(db), clock, vm_states=vm_states,
                             all_vm_states=vms.states_by_cluster, on_delete=delete_vms)
-    vm_snapshots = VMSnapshotModel(storage, vms, storage.snapshots)
+    vm_snapshots = VMSnapshotModel(
+        storage.records, storage.server_set, storage.pool_set, storage.exporter,
+        storage.branches, intents, clock, vms, storage.snapshots)
+    vm_storages = VMStorageModel(
+        storage.records, storage.pool_set, storage.volume_set, storage.exporter,
+        storage.branches, storage.owners, hypervisors, intents, tasks, clock, vms)
     reconciler = Reconciler(context, IntentTable(db), Tasks(db), storage, clock,
                             config.storage.iqn_domain, snapshots=vm_snapshots)
     return Models(
@@ -109,7 +114,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         templates=templates,
         vms=vms,
         storage=storage,
-        vm_storages=VMStorageModel(storage, vms),
+        vm_storages=vm_storages,
         vm_snapshots=vm_snapshots,
         console=ConsoleModel(vms, hypervisors, config.hosts, clock,
                              max_session=config.console.max_session,

@@ -309,3 +309,21 @@ class Lock:
     async def __aexit__(self, *exc) -> bool:
         await self.release()
         return False
+
+
+async def acquire_all(locks) -> None:
+    """Take every lock of C{locks}, or none (those taken are released again)."""
+    taken = []
+    try:
+        for lock in locks:
+            await lock.acquire()
+            taken.append(lock)
+    except BaseException:
+        await release_all(taken)
+        raise
+
+
+async def release_all(locks) -> None:
+    """Release C{locks}, the last taken first."""
+    for lock in reversed(locks):
+        await lock.release()

@@ -284,11 +284,11 @@ class Reconciler:
     def _zfs(self, steps):
         """The server and zfs adapter the steps name."""
         server = next(s.detail["server"] for s in steps if s.detail.get("server"))
-        return server, self._storage._server(server).zfs
+        return server, self._storage.server(server).zfs
 
     async def _volume_create(self, obj: str, steps) -> str:
         pool, name = obj.split("/", 1)
-        if await self._storage._store.volume(pool, name) is not None:
+        if await self._storage.records.volume(pool, name) is not None:
             return f"volume {name!r} was complete and recorded: kept"
         zvols = [s.detail["zvol"] for s in steps if s.detail.get("zvol")]
         if not zvols:
@@ -323,10 +323,10 @@ class Reconciler:
                 raise
             # As the live delete answered: 409, the volume and its record stay.
             return f"{zvol} on {server} was not destroyed ({e.reason}): the volume stays"
-        record = await self._storage._store.volume(pool, name)
+        record = await self._storage.records.volume(pool, name)
         origins = [s.detail["snapshot"] for s in steps if s.detail.get("snapshot")]
         if record is not None:
-            await self._storage._store.delete_volume(pool, name)
+            await self._storage.records.delete_volume(pool, name)
             origins = [record.origin] if record.origin else []
         for origin in origins:
             try:
@@ -342,22 +342,22 @@ class Reconciler:
             pool = await storage.pool(record.pool)
             try:
                 await storage.hypervisors.detach_device(
-                    vm.host, vm.domain_name, storage._spec(pool, record))
+                    vm.host, vm.domain_name, storage.exporter.spec(pool, record))
             except NotFound:
                 pass
             # As a live unmap: the target outlives the guest's hold on the disk
             # (a Conflict keeps the operation for the next pass).
-            await wait_released(storage.hypervisors, storage._clock, vm.host, vm.domain_name,
+            await wait_released(storage.hypervisors, self._clock, vm.host, vm.domain_name,
                                 record.dev, f"VM {vm.name!r} did not release disk {record.dev}")
         if record.target or record.exported_to:
-            await storage._unexport(record)
-        await storage.leave_snapshots(record.vm_uuid, record)
-        await storage._store.update_volume(record.pool, record.name, vm_uuid=None, dev=None)
+            await storage.exporter.unexport(record)
+        await storage.branches.leave_snapshots(record.vm_uuid, record)
+        await storage.records.update_volume(record.pool, record.name, vm_uuid=None, dev=None)
 
     async def _attach(self, obj: str, steps) -> str:
         """Undone (the client never heard of success) unless the domain has the disk."""
         pool, name = obj.split("/", 1)
-        record = await self._storage._store.volume(pool, name)
+        record = await self._storage.records.volume(pool, name)
         uuid = steps[0].detail.get("vm")
         if record is None or record.vm_uuid != uuid:
             return "the volume is not attached to the VM: nothing to undo"
@@ -381,7 +381,7 @@ class Reconciler:
     async def _unmap(self, obj: str, steps) -> str:
         """Finished: the volume leaves the VM."""
         pool, name = obj.split("/", 1)
-        record = await self._storage._store.volume(pool, name)
+        record = await self._storage.records.volume(pool, name)
         uuid = steps[0].detail.get("vm")
         if record is None or record.vm_uuid is None or record.vm_uuid != uuid:
             return "the unmap had completed"
@@ -400,7 +400,7 @@ class Reconciler:
         for step in steps:
             if step.step != "take":
                 continue
-            zfs = self._storage._server(step.detail["server"]).zfs
+            zfs = self._storage.server(step.detail["server"]).zfs
             for snapshot in step.detail["snapshots"]:
                 try:
                     await zfs.destroy(snapshot)
@@ -421,13 +421,13 @@ class Reconciler:
             record = None
         if record is not None and self._snapshots is not None:
             # The steps written are not all of them: find what is left by the record.
-            for volume in await self._snapshots._snapshot_records(record):
-                holder = await self._snapshots._locate(volume, zfs_snapname(name))
+            for volume in await self._snapshots.volumes_of(record):
+                holder = await self._snapshots.locate(volume, zfs_snapname(name))
                 if holder is not None:
                     pool = await self._storage.pool(volume.pool)
                     targets.append((pool.server, f"{holder}@{zfs_snapname(name)}"))
         for server, snapshot in dict.fromkeys(targets):
-            zfs = self._storage._server(server).zfs
+            zfs = self._storage.server(server).zfs
             try:
                 await zfs.destroy(snapshot)
                 destroyed.append(snapshot)
@@ -440,13 +440,13 @@ class Reconciler:
         volumes |= {s.detail["volume"] for s in steps if s.detail.get("volume")}
         if record is not None and self._snapshots is not None:
             volumes |= {f"{v.pool}/{v.name}"
-                        for v in await self._snapshots._snapshot_records(record)}
+                        for v in await self._snapshots.volumes_of(record)}
         for key in sorted(volumes):
-            volume = await self._storage._store.volume(*key.split("/", 1))
+            volume = await self._storage.records.volume(*key.split("/", 1))
             if volume is not None:
                 pool = await self._storage.pool(volume.pool)
-                destroyed += await self._storage.drop_empty_branches(
-                    self._storage._server(pool.server).zfs, pool, volume)
+                destroyed += await self._storage.branches.drop_empty(
+                    self._storage.server(pool.server).zfs, pool, volume)
         if record is not None:
             await self._storage.snapshots.delete(uuid, name)
         text = (f"the delete of snapshot {name!r} was finished; destroyed:"
@@ -464,13 +464,13 @@ class Reconciler:
         done = []
         for item in plan:
             pool_name, volume_name = item["volume"].split("/", 1)
-            record = await storage._store.volume(pool_name, volume_name)
+            record = await storage.records.volume(pool_name, volume_name)
             if record is None:
                 continue
             if record.target or record.exported_to:
                 # As the revert itself does: no target serves a volume changing under it.
-                await storage._unexport(record)
-            zfs = storage._server(item["server"]).zfs
+                await storage.exporter.unexport(record)
+            zfs = storage.server(item["server"]).zfs
             if item["rollback"]:
                 # Again if it had run: nothing wrote to the volume since (the VM is off).
                 await zfs.rollback(item["rollback"])
@@ -481,12 +481,12 @@ class Reconciler:
                                          item["token"]))
         for item in plan:
             pool_name, volume_name = item["volume"].split("/", 1)
-            record = await storage._store.volume(pool_name, volume_name)
+            record = await storage.records.volume(pool_name, volume_name)
             host = item["host"]
             if (host is None or record is None or record.target or vm is None
                     or vm.host != host or record.vm_uuid != uuid):
                 continue
-            await storage._export(await storage.pool(pool_name), record, host)
+            await storage.exporter.export(await storage.pool(pool_name), record, host)
             done.append(f"{item['volume']} exported to {host} again")
         try:
             await storage.snapshots.set_current(uuid, name)
@@ -555,12 +555,12 @@ class Reconciler:
             volumes = {}
             for pool in pools:
                 if pool.server == server:
-                    for record in await storage._store.volumes(pool.name):
+                    for record in await storage.records.volumes(pool.name):
                         key = f"{pool.name}.{record.name}".lower().replace("_", "-")
                         volumes[key] = record
             if not volumes:
                 continue
-            tgt = storage._server(server).tgt
+            tgt = storage.server(server).tgt
             try:
                 targets = await tgt.targets()
             except CometError:
@@ -572,7 +572,7 @@ class Reconciler:
                     continue
                 if self._busy(record.vm_uuid) or self._busy(f"{record.pool}/{record.name}"):
                     continue
-                current = await storage._store.volume(record.pool, record.name)
+                current = await storage.records.volume(record.pool, record.name)
                 if current is not None and current.target == target.iqn:
                     continue
                 try:
@@ -599,7 +599,7 @@ class Reconciler:
     async def restore_exports(self, server: str) -> tuple[list[str], int]:
         """
         Make again every export recorded on C{server} that the server does
-        not have (or has only in part): L{comet.model.storage.StorageModel.restore_export}.
+        not have (or has only in part): L{comet.model.storage.exports.Exports.restore}.
         Objects this process is working on are left for later, as is a
         server that does not answer.
 

@@ -310,9 +310,6 @@ class VMModel:
         self.intents.check(vm.record.uuid)
         return self.locks.lock(vm.record.uuid, f"VM {vm.name!r}", doing)
 
-    #: (The storage models' name for it, until they call L{lock}.)
-    _lock = lock
-
     async def _checked(self, cluster: str, name: str, action: str) -> VM:
         vm = await self.get(cluster, name)
         if action not in vm.actions:

@@ -121,7 +121,7 @@ class StorageAPIIntegrationTests(_TestbedCase):
             f"/storagepools/{pool.name}/storagevolumes",
             {"name": name, "url": f"http://127.0.0.1:{port.getHost().port}/image"}))
         self.assertEqual(task["status"], "finished", task)
-        head = await self.models.storage._server(pool.server).zfs.read_head(zvol, len(data))
+        head = await self.models.storage.server(pool.server).zfs.read_head(zvol, len(data))
         self.assertEqual(head, data)
         answer = await self.client.delete(f"/storagepools/{pool.name}/storagevolumes/{name}")
         self.assertEqual(answer.code, 204)
@@ -157,7 +157,7 @@ class VMDiskIntegrationTests(_TestbedCase):
 
     async def test_vm_disk_snapshots(self):
         pool = self.config.storagepools[0]
-        zfs = self.models.storage._server(pool.server).zfs
+        zfs = self.models.storage.server(pool.server).zfs
         base = f"it-{self.token}-base"
         self.addCleanup(self._destroy_all, pool.server, f"{pool.dataset}/{base}")
         task = await self.wait(await self.client.post(

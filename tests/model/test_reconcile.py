@@ -64,7 +64,7 @@ class VolumeCrashTests(CrashBase, TestCase):
                 models, repairs = await self.world.restart()
                 await self.assertConsistent(models)
                 await self.assertTaskRepaired(models, task_id)
-                recorded = await models.storage._store.volume("pool1", "data")
+                recorded = await models.storage.records.volume("pool1", "data")
                 if (step, when) == ("record", "after"):
                     self.assertIsNotNone(recorded)
                 else:
@@ -78,7 +78,7 @@ class VolumeCrashTests(CrashBase, TestCase):
         """A repair that needs a server that does not answer waits for a later run."""
         task_id = await self.crash_volume_create("record", "before")
         models = self.world.boot()
-        runner = models.storage._runners["s1"]
+        runner = models.storage.server("s1").runner
         runner.unavailable = "switched off"
         await models.tasks.recover()
         self.assertEqual(await models.reconciler.run(), [])
@@ -110,7 +110,7 @@ class VolumeCrashTests(CrashBase, TestCase):
                 self.assertTrue(any("interrupted volume.delete of pool1/data" in r
                                     for r in repairs), repairs)
                 await self.assertConsistent(models)
-                self.assertIsNone(await models.storage._store.volume("pool1", "data"))
+                self.assertIsNone(await models.storage.records.volume("pool1", "data"))
                 self.assertNotIn("tank/comet/data", self.world.server.datasets)
 
 
@@ -142,7 +142,7 @@ class VMVolumeCrashTests(CrashBase, TestCase):
                 self.assertTrue(any("interrupted attach of pool1/data" in r for r in repairs),
                                 repairs)
                 await self.assertConsistent(models)
-                record = await models.storage._store.volume("pool1", "data")
+                record = await models.storage.records.volume("pool1", "data")
                 if (step, when) == ("attach device", "after"):
                     # The domain has the disk: the attach completed, kept.
                     self.assertTrue(any("the domain has the disk): kept" in r for r in repairs),
@@ -176,7 +176,7 @@ class VMVolumeCrashTests(CrashBase, TestCase):
                 models, repairs = await self.world.restart()
                 await self.assertConsistent(models)
                 await self.assertTaskRepaired(models, task[0].id)
-                record = await models.storage._store.volume("pool1", "data")
+                record = await models.storage.records.volume("pool1", "data")
                 self.assertEqual((record.vm_uuid, record.target), (None, None))
                 self.assertEqual(self.plugged(), [])
 
@@ -186,10 +186,10 @@ class VMVolumeCrashTests(CrashBase, TestCase):
         still holds the disk (as a live unmap does): the operation waits for a
         later pass, and is finished once the guest lets go.
         """
-        from comet.model import storage as storage_model
+        from comet.model.storage import vmstorages
 
-        self.patch(storage_model, "UNPLUG_POLL", 0.01)
-        self.patch(storage_model, "UNPLUG_TIMEOUT", 0.05)
+        self.patch(vmstorages, "UNPLUG_POLL", 0.01)
+        self.patch(vmstorages, "UNPLUG_TIMEOUT", 0.05)
         await self.models.vms.act("lab", "web", "start")
         await self.data_volume()
         await self.models.vm_storages.attach("lab", "web", "pool1", "data")
@@ -198,7 +198,7 @@ class VMVolumeCrashTests(CrashBase, TestCase):
             self.models.vm_storages.unmap("lab", "web", "data")))
         models, repairs = await self.world.restart()
         self.assertEqual([r for r in repairs if "unmap" in r], [])
-        record = await models.storage._store.volume("pool1", "data")
+        record = await models.storage.records.volume("pool1", "data")
         self.assertIsNotNone(record.target)              # still exported: the guest holds it
         self.assertEqual(len(self.world.server.targets), 2)
         self.assertEqual([(r.kind, r.step) for r in await IntentTable(self.world.db).list()],
@@ -291,7 +291,7 @@ class SnapshotRevertDeleteCrashTests(CrashBase, TestCase):
                 self.assertEqual(bytes(self.disk().data[:4]), b"one!")
                 [target] = self.world.server.targets.values()
                 self.assertEqual(target.luns[1], self.world.server.device(self.disk().name))
-                record = await models.storage._store.volume("pool1", vm_disk_name(self.uuid))
+                record = await models.storage.records.volume("pool1", vm_disk_name(self.uuid))
                 self.assertEqual(record.exported_to, (await models.vms.get("lab", "web")).record.host)
 
     async def test_delete_each_step(self):
@@ -453,7 +453,7 @@ class LeftSnapshotCrashTests(CrashBase, TestCase):
                 await self.models.vm_storages.delete("lab", "web", "data")
                 await self.models.tasks.wait((await self.models.storage.create_volume(
                     "pool1", "data", capacity_gb=1)).id)
-                zfs = self.models.storage._server("s1").zfs
+                zfs = self.models.storage.server("s1").zfs
                 await zfs.snapshot(["tank/comet/data"], "comet-snap-1")
                 await zfs.clone("tank/comet/data@comet-snap-1", "tank/comet", "data-old-00ff")
                 e = await self.assertFailure(ensureDeferred(
@@ -467,7 +467,7 @@ class LeftSnapshotCrashTests(CrashBase, TestCase):
                                     for r in repairs), repairs)
                 await self.assertConsistent(models)
                 self.assertEqual([n for n in self.world.server.datasets if "/data" in n], [])
-                self.assertIsNone(await models.storage._store.volume("pool1", "data"))
+                self.assertIsNone(await models.storage.records.volume("pool1", "data"))
 
     async def test_plain_delete_refused_is_left(self):
         """
@@ -477,7 +477,7 @@ class LeftSnapshotCrashTests(CrashBase, TestCase):
         """
         task = await self.models.vm_storages.unmap("lab", "web", "data")
         await self.models.tasks.wait(task.id)
-        zfs = self.models.storage._server("s1").zfs
+        zfs = self.models.storage.server("s1").zfs
         await zfs.snapshot(["tank/comet/data"], "comet-left")
         crash = Crash("volume.delete", "destroy zvol", "before")
         await self.crash_during(crash, lambda: self.models.storage.delete_volume("pool1", "data"))
@@ -486,7 +486,7 @@ class LeftSnapshotCrashTests(CrashBase, TestCase):
         self.assertIn("was not destroyed", repair)
         self.assertIn("the volume stays", repair)
         await self.assertConsistent(models)
-        self.assertIsNotNone(await models.storage._store.volume("pool1", "data"))
+        self.assertIsNotNone(await models.storage.records.volume("pool1", "data"))
         await models.storage.delete_volume("pool1", "data", force=True)
         self.assertEqual([n for n in self.world.server.datasets if "/data" in n], [])
 
@@ -521,8 +521,8 @@ class LeftoverTests(CrashBase, TestCase):
 
     async def test_unrecorded_target_of_known_volume_deleted(self):
         """A target of a volume of this database that its record does not name is deleted."""
-        tgt = self.models.storage._server("s1").tgt
-        iqn = self.models.storage._iqn("pool1", "base")
+        tgt = self.models.storage.server("s1").tgt
+        iqn = self.models.storage.exporter.iqn("pool1", "base")
         await tgt.export(iqn, self.world.server.device("tank/comet/base"))
         repairs = await self.models.reconciler.run()
         self.assertEqual(len(repairs), 1, repairs)
@@ -540,11 +540,11 @@ class LeftoverTests(CrashBase, TestCase):
         for name in (stranger, "someone-else"):
             await self.world.hv.define(host, DomainSpec(
                 name=name, uuid=str(_uuid.uuid4()), memory_mb=128, cpus=1, domain_type="test"))
-        zfs = self.models.storage._server("s1").zfs
+        zfs = self.models.storage.server("s1").zfs
         await zfs.create_volume("tank/comet", "manual", GiB)
-        tgt = self.models.storage._server("s1").tgt
+        tgt = self.models.storage.server("s1").tgt
         device = self.world.server.device("tank/comet/manual")
-        foreign = [self.models.storage._iqn("pool1", "manual"),
+        foreign = [self.models.storage.exporter.iqn("pool1", "manual"),
                    "iqn.2020-01.org.example:pool1.base"]
         for iqn in foreign:
             await tgt.export(iqn, device)
@@ -590,7 +590,7 @@ class LostExportTests(CrashBase, TestCase):
         """A placed VM's target that vanished is back: same name, tid, LUN, CHAP account, ACL."""
         # Another target holds tid 1 while the VM starts, and is gone when the
         # export is made again: the id kept is the one recorded, not the first free.
-        tgt = self.models.storage._server("s1").tgt
+        tgt = self.models.storage.server("s1").tgt
         other = "iqn.2020-01.org.example:someone.else"
         await tgt.export(other, self.world.server.device("tank/comet/base"))
         await self.models.vms.act("lab", "web", "start")
@@ -641,7 +641,7 @@ class LostExportTests(CrashBase, TestCase):
         disk = (await self.exported())[vm_disk_name(self.uuid)]
         tid, acl = next((t.tid, list(t.acl)) for t in self.world.server.targets.values()
                         if t.iqn == disk.target)
-        runner = self.models.storage._server("s1").runner
+        runner = self.models.storage.server("s1").runner
         await runner.run(["tgtadm", "--lld", "iscsi", "--mode", "account", "--op", "delete",
                           "--user", disk.chap_user])
         repairs = await self.models.reconciler.run()
@@ -674,7 +674,7 @@ class LostExportTests(CrashBase, TestCase):
         """A server that does not answer is left for later."""
         await self.models.vms.act("lab", "web", "start")
         self.world.server.reboot()
-        runner = self.models.storage._server("s1").runner
+        runner = self.models.storage.server("s1").runner
         runner.unavailable = "booting"
         repairs, left = await self.models.reconciler.restore_exports("s1")
         self.assertEqual((repairs, left), ([], 1))

@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from comet.model.storage import VMStorage, snapshot_actions, unmap_refusal
 from comet.model.vms import VM_ACTIONS
-from tests.model.test_storage import _Setup
+from tests.model.storage._setup import _Setup
 
 #: The body each action is sent with (stop: do not wait a minute for the test driver).
 BODIES = {"stop": {"timeout": 0.2, "force": True}}

@@ -26,7 +26,7 @@ from comet.store import Intents as IntentTable
 from comet.virt import Hypervisors
 from tests._api import make_client, temp_database
 from tests._api import test_hosts as _test_hosts
-from tests.model.test_storage import _Secrets, make_base_template
+from tests.model.storage._setup import _Secrets, make_base_template
 
 #: The halted operations of every test, kept for the whole run: a collected
 #: coroutine would run its cleanup code, which a dead process never does.
@@ -131,7 +131,7 @@ class CrashBase:
                     self.assertIn(record.domain_name, domains,
                                   f"VM {record.name} placed on {host} without a domain")
         server = self.world.server
-        volumes = {r.zvol: r for r in await models.storage._store.volumes("pool1")}
+        volumes = {r.zvol: r for r in await models.storage.records.volumes("pool1")}
         zvols = {n for n, d in server.datasets.items() if d.type == "volume"}
         # The data a revert set aside (<zvol>-old-<hex>) belongs to its volume.
         set_aside = "(?:" + "|".join(re.escape(v) for v in volumes) + r")-old-[0-9a-f]+"

@@ -1,0 +1,257 @@
+"""
+A VM's snapshots: C{/cluster/:c/vms/:v/snapshots}.  A snapshot is one ZFS
+snapshot of each of the VM's volumes, taken in one C{zfs snapshot} command
+per storage server (atomic there) after a C{sync} on it (so what a running
+guest wrote through tgt is in it).  The tree (parent, current) is in
+SQLite.  Revert rolls each volume back to its newest snapshot, or branches
+(L{comet.model.storage.branches.branch}) to an older one.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from comet.errors import Conflict, NotFound
+from comet.model.clusters import validate_name
+from comet.model.storage.branches import branch
+from comet.model.storage.names import zfs_snapname
+from comet.model.storage.servers import undo
+
+
+def revert_refusal(vm) -> str | None:
+    """
+    Why C{vm} cannot be reverted to a snapshot now (the reason of the 409),
+    or C{None}: only while it runs nowhere or is shut off.  The one rule of
+    L{VMSnapshotModel.revert} and of L{snapshot_actions}.
+    """
+    if vm.phase not in ("stopped", "shutoff"):
+        return f"VM {vm.name!r} is {vm.state}; power it off before a revert"
+    return None
+
+
+def snapshot_actions(vm) -> list[str]:
+    """The actions valid now on each snapshot of C{vm}."""
+    return ["revert"] if revert_refusal(vm) is None else []
+
+
+class VMSnapshotModel:
+    """
+    @param store: the L{comet.store.Storage} tables.
+    @param servers: the L{comet.model.storage.servers.Servers}.
+    @param pools: the L{comet.model.storage.pools.Pools}.
+    @param exports: the L{comet.model.storage.exports.Exports}.
+    @param branches: the L{comet.model.storage.branches.Branches}.
+    @param intents: the L{comet.model.intents.Intents}.
+    @param clock: C{seconds()}.
+    @param vms: the L{comet.model.vms.VMModel}.
+    @param snapshots: the C{vm_snapshots} table (L{comet.store.Snapshots}).
+    """
+
+    def __init__(self, store, servers, pools, exports, branches, intents, clock, vms,
+                 snapshots):
+        self._store = store
+        self._servers = servers
+        self._pools = pools
+        self._exports = exports
+        self._branches = branches
+        self._intents = intents
+        self._clock = clock
+        self._vms = vms
+        self._snapshots = snapshots
+
+    async def list(self, cluster: str, name: str):
+        vm = await self._vms.get(cluster, name)
+        return vm, await self._snapshots.list(vm.record.uuid)
+
+    async def get(self, cluster: str, name: str, snapshot: str):
+        validate_name("snapshot", snapshot)
+        vm = await self._vms.get(cluster, name)
+        return vm, await self._snapshots.get(vm.record.uuid, snapshot)
+
+    async def _volumes(self, records):
+        """(server, [zvol, ...]) for each server the records are on."""
+        by_server: dict[str, list[str]] = {}
+        for record in records:
+            pool = await self._pools.pool(record.pool)
+            by_server.setdefault(pool.server, []).append(record.zvol)
+        return by_server
+
+    def _zfs(self, server: str):
+        return self._servers.server(server).zfs
+
+    async def create(self, cluster: str, name: str, snapshot: str | None = None):
+        vm = await self._vms.get(cluster, name)
+        uuid = vm.record.uuid
+        existing = {s.name for s in await self._snapshots.list(uuid)}
+        if snapshot is None:
+            snapshot = next(f"snap-{n}" for n in range(1, len(existing) + 2)
+                            if f"snap-{n}" not in existing)
+        validate_name("snapshot", snapshot)
+        if snapshot in existing:
+            raise Conflict(f"snapshot {snapshot!r} of VM {name!r} already exists")
+        records = await self._store.volumes_of_vm(uuid)
+        if not records:
+            raise Conflict(f"VM {name!r} has no volume to snapshot")
+        async with self._vms.lock(vm, f"taking snapshot {snapshot}"), \
+                self._intents.operation("snapshot", uuid) as op:
+            done: list[tuple[str, list[str]]] = []
+            try:
+                for server, zvols in (await self._volumes(records)).items():
+                    zfs = self._zfs(server)
+                    snapshots = [f"{z}@{zfs_snapname(snapshot)}" for z in zvols]
+                    async with op.step("take", name=snapshot, server=server, snapshots=snapshots):
+                        await zfs.sync()
+                        await zfs.snapshot(zvols, zfs_snapname(snapshot))
+                    done.append((server, zvols))
+                volumes = json.dumps([f"{r.pool}/{r.name}" for r in records])
+                async with op.step("record", name=snapshot):
+                    record = await self._snapshots.add(uuid, snapshot, volumes,
+                                                       int(self._clock.seconds()))
+            except BaseException:
+                for server, zvols in done:
+                    zfs = self._zfs(server)
+                    for zvol in zvols:
+                        await undo(zfs.destroy(f"{zvol}@{zfs_snapname(snapshot)}"),
+                                   f"destroying {zvol}@{zfs_snapname(snapshot)}")
+                raise
+        return vm, record
+
+    async def volumes_of(self, snapshot_record) -> list:
+        """The records of the volumes snapshot C{snapshot_record} lists (those still recorded)."""
+        result = []
+        for item in json.loads(snapshot_record.volumes):
+            pool, volume = item.split("/", 1)
+            record = await self._store.volume(pool, volume)
+            if record is not None:
+                result.append(record)
+        return result
+
+    async def locate(self, volume, snapname: str) -> str | None:
+        """
+        The zvol of C{volume}'s family (itself, or a branch a revert set
+        aside: C{<name>-old-<hex>}) that holds snapshot C{snapname}.
+        """
+        pool = await self._pools.pool(volume.pool)
+        zfs = self._pools.zfs(pool)
+        family = [volume.zvol] + [
+            v.name for v in await zfs.list_volumes(pool.dataset)
+            if v.short_name.startswith(f"{volume.name}-old-")
+        ]
+        for zvol in family:
+            if snapname in [s.snapname for s in await zfs.list_snapshots(zvol)]:
+                return zvol
+        return None
+
+    async def delete(self, cluster: str, name: str, snapshot: str) -> None:
+        """
+        Destroy the snapshot's ZFS snapshots, then the branches that hold no
+        snapshot any more (L{comet.model.storage.branches.Branches.drop_empty}),
+        then its record.  A snapshot a revert branched from (the origin of a
+        branch set aside that holds newer snapshots) is a 409, found before
+        anything is destroyed.  Garbage from earlier reverts (empty
+        branches; the current data a clone of a branch) is tidied first:
+        each of those commands leaves the volume's data as it was, so they
+        need no intent.
+        """
+        vm, record = await self.get(cluster, name, snapshot)
+        uuid = vm.record.uuid
+        snapname = zfs_snapname(snapshot)
+        async with self._vms.lock(vm, f"deleting snapshot {snapshot}"):
+            plan, volumes = [], []
+            for volume in await self.volumes_of(record):
+                pool = await self._pools.pool(volume.pool)
+                zfs = self._pools.zfs(pool)
+                volumes.append((volume, pool, zfs))
+                await self._branches.drop_empty(zfs, pool, volume)
+                holder = await self.locate(volume, snapname)
+                if holder is None:
+                    continue
+                for other in await zfs.list_volumes(pool.dataset):
+                    if other.origin == f"{holder}@{snapname}":
+                        raise Conflict(
+                            f"snapshot {snapshot!r} is the origin of {other.name} (the data a"
+                            " revert set aside); delete the newer snapshots first")
+                plan.append((pool.server, f"{holder}@{snapname}", f"{volume.pool}/{volume.name}"))
+            async with self._intents.operation("snapshot.delete", uuid) as op:
+                for server, zfs_snapshot, key in plan:
+                    async with op.step("destroy", name=snapshot, server=server,
+                                       snapshot=zfs_snapshot, volume=key):
+                        await self._zfs(server).destroy(zfs_snapshot)
+                async with op.step("drop branches", name=snapshot,
+                                   volumes=[f"{v.pool}/{v.name}" for v, _, _ in volumes]):
+                    for volume, pool, zfs in volumes:
+                        await self._branches.drop_empty(zfs, pool, volume)
+                async with op.step("forget record", name=snapshot):
+                    await self._snapshots.delete(uuid, snapshot)
+
+    async def revert(self, cluster: str, name: str, snapshot: str):
+        """
+        Bring every volume back to C{snapshot}; the VM must not be running.
+        To the newest snapshot of a volume: C{zfs rollback}.  To an older
+        one (or one on a branch set aside by an earlier revert): clone it,
+        promote the clone, set the current data aside as
+        C{<name>-old-<hex>} (keeping the newer snapshots) and give the clone
+        the volume's name.  A volume exported to a host is unexported first
+        and exported again after, so its target serves the reverted data.
+
+        Each step is an intent: a revert cut short is finished by the
+        reconciler, since a rollback cannot be undone.
+        """
+        vm, record = await self.get(cluster, name, snapshot)
+        refused = revert_refusal(vm)
+        if refused is not None:
+            raise Conflict(refused)
+        uuid = vm.record.uuid
+        async with self._vms.lock(vm, f"reverting to snapshot {snapshot}"):
+            volumes = await self.volumes_of(record)
+            snapname = zfs_snapname(snapshot)
+            plan = []
+            # Locate every snapshot first, so that a missing one changes nothing.
+            for volume in volumes:
+                holder = await self.locate(volume, snapname)
+                if holder is None:
+                    raise NotFound(f"volume {volume.name!r} has no snapshot {snapshot!r}")
+                pool = await self._pools.pool(volume.pool)
+                zfs = self._pools.zfs(pool)
+                newer = False
+                if holder == volume.zvol:
+                    names = [s.snapname for s in await zfs.list_snapshots(volume.zvol)]
+                    newer = names.index(snapname) < len(names) - 1
+                plan.append((volume, pool, zfs, holder, newer))
+            steps = []
+            for volume, pool, zfs, holder, newer in plan:
+                rollback = holder == volume.zvol and not newer
+                steps.append({
+                    "volume": f"{volume.pool}/{volume.name}", "server": pool.server,
+                    "host": volume.exported_to if volume.target else None,
+                    "rollback": f"{volume.zvol}@{snapname}" if rollback else None,
+                    "source": None if rollback else f"{holder}@{snapname}",
+                    "token": None if rollback else secrets.token_hex(4),
+                })
+            async with self._intents.operation("snapshot.revert", uuid) as op:
+                # The whole plan first: a crash before a volume's own step still
+                # leaves the reconciler knowing what to finish.
+                async with op.step("plan", name=snapshot, volumes=steps):
+                    pass
+                for (volume, pool, zfs, holder, newer), step in zip(plan, steps):
+                    key, host = step["volume"], step["host"]
+                    if host is not None:
+                        async with op.step("unexport", name=snapshot, volume=key, host=host):
+                            await self._exports.unexport(volume)
+                    try:
+                        if step["rollback"]:
+                            async with op.step("rollback", name=snapshot, volume=key):
+                                await zfs.rollback(step["rollback"])
+                        else:
+                            async with op.step("branch", name=snapshot, volume=key):
+                                await branch(zfs, pool.dataset, volume.name, step["source"],
+                                             step["token"], undo)
+                    finally:
+                        if host is not None:
+                            async with op.step("export", name=snapshot, volume=key, host=host):
+                                current = await self._store.volume(volume.pool, volume.name)
+                                await self._exports.export(pool, current, host)
+                async with op.step("set current", name=snapshot):
+                    await self._snapshots.set_current(uuid, snapshot)
+        return await self.get(cluster, name, snapshot)

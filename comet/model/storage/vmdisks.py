@@ -1,0 +1,148 @@
+"""
+The disks of VMs on storage (the L{comet.model.operations.VMDisks} protocol
+the VM operations call): a VM's own disk cloned from its template's base volume,
+its disks exported to the host it starts on and unexported when it
+stops, and destroyed (or released) with it.
+"""
+
+from __future__ import annotations
+
+from comet.errors import Conflict, NotFound
+from comet.model.storage.names import ROOT_DEV, base_snapshot_name, vm_disk_name
+from comet.model.storage.servers import undo
+from comet.virt import DiskSpec
+
+
+class StorageDisks:
+    """
+    @param store: the L{comet.store.Storage} tables.
+    @param pools: the L{comet.model.storage.pools.Pools}.
+    @param volumes: the L{comet.model.storage.volumes.Volumes}.
+    @param exports: the L{comet.model.storage.exports.Exports}.
+    @param branches: the L{comet.model.storage.branches.Branches}.
+    @param hypervisors: the libvirt adapter (CHAP secrets on compute hosts).
+    @param snapshots: the C{vm_snapshots} table, or C{None}.
+    """
+
+    def __init__(self, store, pools, volumes, exports, branches, hypervisors, snapshots=None):
+        self._store = store
+        self._hypervisors = hypervisors
+        self._pools = pools
+        self._volumes = volumes
+        self._exports = exports
+        self._branches = branches
+        self._snapshots = snapshots
+
+    async def check_disk(self, pool_name: str, volume: str) -> None:
+        """The template hook: the base volume must exist."""
+        await self._volumes.volume(pool_name, volume)
+
+    async def create(self, vm, template) -> None:
+        """Clone the template's base volume into the VM's own disk."""
+        if template.disk_pool is None:
+            return
+        pool = await self._pools.pool(template.disk_pool)
+        if not pool.active:
+            raise Conflict(f"storage pool {pool.name!r} is inactive; it places no VM")
+        zfs = self._pools.zfs(pool)
+        base = f"{pool.dataset}/{template.disk_volume}"
+        name = vm_disk_name(vm.uuid)
+        snapshot = f"{base}@{base_snapshot_name(vm.uuid)}"
+        try:
+            await zfs.get_volume(base)
+        except NotFound:
+            raise NotFound(f"the base volume {template.disk_volume!r} of template"
+                           f" {template.name!r} does not exist in pool {pool.name!r}") from None
+        await zfs.snapshot([base], base_snapshot_name(vm.uuid))
+        try:
+            clone = await zfs.clone(snapshot, pool.dataset, name)
+        except BaseException:
+            await undo(zfs.destroy(snapshot), f"destroying {snapshot}")
+            raise
+        try:
+            await self._store.add_volume(**self._volumes.new_record(
+                pool, name, clone.size, vm_uuid=vm.uuid, dev=ROOT_DEV, own=1, origin=snapshot))
+        except BaseException:
+            await undo(zfs.destroy(clone.name), f"destroying {clone.name}")
+            await undo(zfs.destroy(snapshot), f"destroying {snapshot}")
+            raise
+
+    async def attach(self, vm, host: str) -> list[DiskSpec]:
+        """Export each of the VM's disks to C{host} with CHAP; the iSCSI disks."""
+        disks = []
+        done = []
+        try:
+            for record in await self._store.volumes_of_vm(vm.uuid):
+                pool = await self._pools.pool(record.pool)
+                if not pool.active:
+                    raise Conflict(f"storage pool {pool.name!r} is inactive; it places no VM")
+                disks.append(await self._exports.export(pool, record, host))
+                done.append(record)
+        except BaseException:
+            for record in reversed(done):
+                await undo(self._exports.unexport_d(record), f"unexporting {record.zvol}")
+            raise
+        return disks
+
+    async def detach(self, vm, host: str) -> None:
+        """Stop exporting the VM's disks (and remove their CHAP secrets from C{host})."""
+        for record in await self._store.volumes_of_vm(vm.uuid):
+            if record.target or record.exported_to:
+                await self._exports.unexport(record)
+
+    async def delete(self, vm, keep_storage: bool = False) -> None:
+        """
+        Destroy the VM's own disks (with their snapshots, branches and base
+        snapshots) unless C{keep_storage}; release the others, and the own
+        ones kept, as plain volumes without the VM's snapshots
+        (L{comet.model.storage.branches.Branches.strip}): nothing of the VM
+        stays on a volume that outlives it.  The snapshot records go last,
+        so that a repair running it again still knows which ZFS snapshots
+        are the VM's.
+        """
+        names = await self._branches.snapnames(vm.uuid)
+        for record in await self._store.volumes_of_vm(vm.uuid):
+            if record.target:
+                await self._exports.unexport(record)
+            if not record.own or keep_storage:
+                await self._branches.strip(record, names)
+                await self._store.update_volume(record.pool, record.name, vm_uuid=None,
+                                                dev=None, own=0)
+                continue
+            pool = await self._pools.pool(record.pool)
+            zfs = self._pools.zfs(pool)
+            await self._branches.destroy_family(zfs, pool, record)
+            if record.origin:
+                try:
+                    await zfs.destroy(record.origin)
+                except NotFound:
+                    pass
+            await self._store.delete_volume(record.pool, record.name)
+        if self._snapshots is not None:
+            await self._snapshots.forget(vm.uuid)
+
+    async def forget_secrets(self, vm, hosts) -> None:
+        """CHAP secrets an interrupted export may have defined on C{hosts}."""
+        for volume in await self._store.volumes_of_vm(vm.uuid):
+            if volume.exported_to is not None:
+                continue
+            for host in hosts:
+                try:
+                    await self._hypervisors.undefine_secret(host, volume.secret_uuid)
+                except NotFound:
+                    pass
+
+    async def discard_create(self, vm_uuid: str, pool_name: str, base: str) -> None:
+        """
+        Destroy the disk an interrupted create of VM C{vm_uuid} may have
+        cloned in pool C{pool_name}, and the snapshot of base volume C{base}
+        it was cloned from.
+        """
+        pool = await self._pools.pool(pool_name)
+        zfs = self._pools.zfs(pool)
+        for name in (f"{pool.dataset}/{vm_disk_name(vm_uuid)}",
+                     f"{pool.dataset}/{base}@{base_snapshot_name(vm_uuid)}"):
+            try:
+                await zfs.destroy(name)
+            except NotFound:
+                pass

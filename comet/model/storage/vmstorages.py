@@ -1,0 +1,254 @@
+"""
+The volumes of a VM: C{/cluster/:c/vms/:v/storages}.  Attaching to a VM
+that is placed on a host exports the volume there and plugs it in (live if
+the VM runs); unmapping does the reverse, once the guest released the disk.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+from twisted.internet.task import deferLater
+
+from comet.errors import Conflict, InvalidInput, NotFound
+from comet.model.clusters import validate_name
+from comet.model.locks import acquire_all, release_all
+from comet.model.tasks import Target
+
+_DEV = re.compile(r"^vd[a-z]$")
+
+#: Seconds a guest has to release a disk detached while it runs.
+UNPLUG_TIMEOUT = 30.0
+#: Seconds between two looks at whether it did.
+UNPLUG_POLL = 0.5
+
+
+def unmap_refusal(vm) -> str | None:
+    """
+    Why no volume can be unmapped from C{vm} now (the reason of the 409), or
+    C{None} when unmap is valid.  L{VMStorageModel.unmap} refuses by it and
+    L{VMStorage.actions} lists by it, so the two cannot disagree.
+    """
+    if vm.phase == "unknown":
+        return (f"VM {vm.name!r} is on host {vm.record.host!r}, which does not answer;"
+                " unmap is not possible now")
+    return None
+
+
+@attrs.frozen
+class VMStorage:
+    """A volume attached to a VM."""
+
+    vm: object
+    record: object
+
+    @property
+    def state(self) -> str:
+        return "mapped" if self.record.target else "unmapped"
+
+    @property
+    def actions(self) -> list[str]:
+        """The actions valid now (L{unmap_refusal})."""
+        return ["unmap"] if unmap_refusal(self.vm) is None else []
+
+
+async def has_disk(hypervisors, host: str, domain: str, dev: str) -> bool:
+    """Whether C{domain} on C{host} has disk C{dev} now (no such domain: it has none)."""
+    try:
+        description = await hypervisors.describe(host, domain)
+    except NotFound:
+        return False
+    return dev in [d.target for d in description.spec.disks]
+
+
+async def wait_released(hypervisors, clock, host: str, domain: str, dev: str, who: str) -> None:
+    """
+    Wait until C{domain} on C{host} no longer has disk C{dev}.  Libvirt
+    answers a live detach once the guest released the disk or after 5 s,
+    whichever comes first; a guest slower than that (TCG, a busy one) still
+    holds it.  Its target must outlive that: once deleted, the volume can be
+    exported again under the same name and CHAP account, and the old QEMU
+    would reconnect to it.  Still there after L{UNPLUG_TIMEOUT} seconds:
+    L{Conflict} (C{who} says what did not happen), the volume stays attached
+    (and its domain definition without it: a retry detaches again).
+    Used by a live unmap and by the reconciler finishing one.
+    """
+    deadline = clock.seconds() + UNPLUG_TIMEOUT
+    while True:
+        if not await has_disk(hypervisors, host, domain, dev):
+            return
+        if clock.seconds() >= deadline:
+            raise Conflict(f"{who} within {UNPLUG_TIMEOUT:g} s; it stays attached."
+                           " Try again (the guest must accept the unplug)")
+        await deferLater(clock, UNPLUG_POLL, lambda: None)
+
+
+class VMStorageModel:
+    """
+    @param store: the L{comet.store.Storage} tables.
+    @param pools: the L{comet.model.storage.pools.Pools}.
+    @param volumes: the L{comet.model.storage.volumes.Volumes}.
+    @param exports: the L{comet.model.storage.exports.Exports}.
+    @param branches: the L{comet.model.storage.branches.Branches}.
+    @param owners: the L{comet.model.storage.owners.VMOwners}.
+    @param hypervisors: the libvirt adapter.
+    @param intents: the L{comet.model.intents.Intents}.
+    @param tasks: the L{comet.model.tasks.TaskRunner}.
+    @param clock: C{seconds()} and C{callLater()}.
+    @param vms: the L{comet.model.vms.VMModel}.
+    """
+
+    def __init__(self, store, pools, volumes, exports, branches, owners, hypervisors, intents,
+                 tasks, clock, vms):
+        self._store = store
+        self._pools = pools
+        self._volumes = volumes
+        self._exports = exports
+        self._branches = branches
+        self._owners = owners
+        self._hypervisors = hypervisors
+        self._intents = intents
+        self._tasks = tasks
+        self._clock = clock
+        self._vms = vms
+
+    async def list(self, cluster: str, name: str) -> list[VMStorage]:
+        vm = await self._vms.get(cluster, name)
+        return [VMStorage(vm, r) for r in await self._store.volumes_of_vm(vm.record.uuid)]
+
+    async def get(self, cluster: str, name: str, volume: str) -> VMStorage:
+        validate_name("volume", volume)
+        for storage in await self.list(cluster, name):
+            if storage.record.name == volume:
+                return storage
+        raise NotFound(f"VM {name!r} has no volume {volume!r}")
+
+    async def attach(self, cluster: str, name: str, pool_name: str, volume: str,
+                     dev: str | None = None) -> VMStorage:
+        """Attach a volume (hot-plug if the VM runs); 409 if another VM has it."""
+        store = self._store
+        vm = await self._vms.get(cluster, name)
+        pool_name = (await self._pools.pool(pool_name)).name
+        validate_name("volume", volume)
+        async with self._vms.lock(vm, "attaching a volume"), \
+                self._volumes.lock(pool_name, volume, f"being attached to VM {name!r}"):
+            vm = await self._vms.get(cluster, name)
+            if vm.phase == "unknown":
+                raise Conflict(f"VM {name!r} is on host {vm.record.host!r}, which does not"
+                               " answer; a volume cannot be attached now")
+            live = await self._volumes.volume(pool_name, volume)
+            pool = live.pool
+            record = live.record
+            mine = await store.volumes_of_vm(vm.record.uuid)
+            if record is not None and record.vm_uuid is not None:
+                if record.vm_uuid == vm.record.uuid:
+                    raise Conflict(f"volume {volume!r} is already attached to VM {name!r}")
+                if await self._owners.exists(record.vm_uuid):
+                    raise Conflict(f"volume {volume!r} is attached to another VM")
+            if any(r.name == volume for r in mine):
+                raise Conflict(f"VM {name!r} already has a volume named {volume!r}")
+            used = {r.dev for r in mine}
+            if dev is None:
+                dev = next((f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz"
+                            if f"vd{c}" not in used), None)
+                if dev is None:
+                    raise Conflict(f"VM {name!r} has no free device name")
+            elif not _DEV.fullmatch(dev):
+                raise InvalidInput(f"dev must be a device name like vdb, not {dev!r}")
+            elif dev in used:
+                raise Conflict(f"VM {name!r} already has a disk {dev}")
+            host = vm.record.host
+            async with self._intents.operation("attach", f"{pool.name}/{volume}") as op:
+                async with op.step("record attachment", vm=vm.record.uuid, dev=dev):
+                    if record is None:
+                        record = await store.add_volume(**self._volumes.new_record(
+                            pool, volume, live.capacity, vm_uuid=vm.record.uuid, dev=dev))
+                    else:
+                        record = await store.update_volume(pool.name, volume,
+                                                           vm_uuid=vm.record.uuid, dev=dev)
+                if host is not None:
+                    try:
+                        async with op.step("export", host=host):
+                            spec = await self._exports.export(pool, record, host)
+                        try:
+                            async with op.step("attach device", host=host):
+                                await self._hypervisors.attach_device(
+                                    host, vm.record.domain_name, spec)
+                        except BaseException:
+                            await self._exports.unexport(record)
+                            raise
+                    except BaseException:
+                        await store.update_volume(pool.name, volume, vm_uuid=None, dev=None)
+                        raise
+            return VMStorage(vm, await store.volume(pool.name, volume))
+
+    async def _detach(self, vm, record) -> None:
+        host = vm.record.host
+        async with self._intents.operation("unmap", f"{record.pool}/{record.name}") as op:
+            if host is not None:
+                pool = await self._pools.pool(record.pool)
+                async with op.step("detach device", host=host, vm=vm.record.uuid):
+                    try:
+                        await self._hypervisors.detach_device(
+                            host, vm.record.domain_name, self._exports.spec(pool, record))
+                    except NotFound:
+                        pass   # not in the domain (or its definition) any more
+                    await self._wait_released(vm, record)
+                if record.target:
+                    async with op.step("unexport", host=host, target=record.target):
+                        await self._exports.unexport(record)
+            async with op.step("drop snapshots", vm=vm.record.uuid):
+                await self._branches.leave_snapshots(vm.record.uuid, record)
+            async with op.step("forget attachment", vm=vm.record.uuid):
+                await self._store.update_volume(record.pool, record.name,
+                                                vm_uuid=None, dev=None)
+
+    async def _wait_released(self, vm, record) -> None:
+        await wait_released(self._hypervisors, self._clock, vm.record.host,
+                            vm.record.domain_name, record.dev,
+                            f"VM {vm.name!r} did not release disk {record.dev} (volume"
+                            f" {record.name!r})")
+
+    async def unmap(self, cluster: str, name: str, volume: str):
+        """Start a task that detaches a volume from the VM (it stays in its pool)."""
+        storage = await self.get(cluster, name, volume)
+        vm = storage.vm
+        refused = unmap_refusal(vm)
+        if refused is not None:
+            raise Conflict(refused)
+        record = storage.record
+        locks = [self._vms.lock(vm, f"unmapping {volume}"),
+                 self._volumes.lock(record.pool, record.name,
+                                    f"being unmapped from VM {name!r}")]
+        await acquire_all(locks)
+
+        async def job(task):
+            try:
+                for lock in locks:
+                    await lock.set_task(task.id)
+                await self._detach(vm, record)
+            finally:
+                await release_all(locks)
+            return f"volume {volume!r} was detached from VM {name!r}"
+
+        try:
+            return await self._tasks.start(
+                Target("vm storage", {"cluster": cluster, "name": name, "zvol": volume}), job,
+                f"unmapping volume {volume!r} from VM {name!r}")
+        except BaseException:
+            await release_all(locks)
+            raise
+
+    async def delete(self, cluster: str, name: str, volume: str) -> None:
+        """Detach a volume and destroy it; 409 while the VM runs."""
+        storage = await self.get(cluster, name, volume)
+        vm = storage.vm
+        if vm.phase in ("running", "paused", "other", "unknown"):
+            raise Conflict(f"VM {name!r} is {vm.state}; a volume can be deleted only while"
+                           " it is shut off")
+        record = storage.record
+        async with self._vms.lock(vm, f"deleting volume {volume}"), \
+                self._volumes.lock(record.pool, record.name, "being deleted"):
+            await self._detach(vm, record)
+            await self._volumes.delete_locked(await self._pools.pool(record.pool), record.name)

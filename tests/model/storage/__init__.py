@@ -1,0 +1,1 @@
+"""Tests of L{comet.model.storage}, one module per module."""
