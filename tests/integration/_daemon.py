@@ -104,6 +104,12 @@ def _sleep(seconds: float):
     return deferLater(reactor, seconds, lambda: None)
 
 
+#: Seconds between two looks at a task or a VM being waited for: a GET on a
+#: loopback daemon costs milliseconds, and a wait of 1 s lost half a second on
+#: average per task.
+POLL = 0.25
+
+
 class CometDaemonCase(TestCase):
     """
     Starts the daemon in C{setUp} (skipped when the testbed is down) and stops
@@ -198,7 +204,7 @@ class CometDaemonCase(TestCase):
                 return task
             if time.monotonic() > deadline:
                 self.fail(f"task {href} still running after {timeout} s: {task}")
-            await _sleep(1)
+            await _sleep(POLL)
 
     async def finished(self, answer: _Answer, timeout: float = 600) -> dict:
         task = await self.wait_task(answer, timeout)
@@ -226,5 +232,5 @@ class CometDaemonCase(TestCase):
                 return vm
             if time.monotonic() > deadline:
                 self.fail(f"{href} is {vm['state']}, not {state}, after {timeout} s")
-            await _sleep(1)
+            await _sleep(POLL)
 
