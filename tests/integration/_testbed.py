@@ -159,30 +159,63 @@ def run(argv, stdinPath=None, timeout=120):
     return done.addBoth(stop)
 
 
-def sshArgv(stack, server, command):
+#: The name of a test-side ControlMaster socket in a C{control} directory
+#: (L{sshArgv}); C{%C}: a hash of the connection's user, host and port.
+_MASTER = "t-%C"
+
+
+def sshArgv(stack, server, command, control=None):
     """
     The ssh command line for running C{command} (a shell command string) as
     root on storage server C{server} (an entry of C{stack["servers"]}), with
     the testbed key and strict host key checking against its known_hosts.
+
+    With C{control} (a short private directory), the command shares one
+    connection per server (an ssh ControlMaster, kept a minute after its last
+    use) with the other commands given the same directory: a new connection
+    costs a handshake with the TCG-emulated storage VM (2 to 9 s on a loaded
+    machine), a session on an open one a third of a second.  Whoever made the
+    directory closes its masters (L{closeMasters}) before removing it.
     """
     ssh = stack["ssh"]
+    shared = [] if control is None else [
+        "-o", "ControlMaster=auto", "-o", "ControlPath=" + os.path.join(control, _MASTER),
+        "-o", "ControlPersist=60", "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=2"]
     return ["ssh", "-i", ssh["identity"], "-o", "IdentitiesOnly=yes",
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", "UserKnownHostsFile=" + ssh["known_hosts"],
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-            "-o", "LogLevel=ERROR", "-p", str(server.get("ssh_port", ssh["port"])),
+            "-o", "LogLevel=ERROR", *shared, "-p", str(server.get("ssh_port", ssh["port"])),
             "%s@%s" % (ssh["user"], server["address"]), command]
 
 
-@defer.inlineCallbacks
-def ssh(stack, server, command, stdinPath=None, check=True, timeout=120):
+def closeMasters(control):
     """
-    Run C{command} on storage server C{server} over ssh.
+    Ask every test-side ssh master in C{control} (L{sshArgv}) to exit, so that
+    none outlives the tests (C{testbed/check-down} looks for leftovers).
+    Blocking: for class clean-ups, between tests.
+    """
+    try:
+        names = os.listdir(control)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(_MASTER[:2]):
+            subprocess.run(["ssh", "-o", "ControlPath=" + os.path.join(control, name),
+                            "-O", "exit", "storage-server"], capture_output=True, timeout=30)
+
+
+@defer.inlineCallbacks
+def ssh(stack, server, command, stdinPath=None, check=True, timeout=120, control=None):
+    """
+    Run C{command} on storage server C{server} over ssh (on the connection
+    shared through C{control}, if given: L{sshArgv}).
 
     @return: L{Deferred} firing with stdout as text; with C{check} a non-zero
         exit fails with L{ProcessFailed}; without, fires C{(out, err, code)}.
     """
-    out, err, code = yield run(sshArgv(stack, server, command), stdinPath, timeout)
+    out, err, code = yield run(sshArgv(stack, server, command, control), stdinPath, timeout)
     if not check:
         return out.decode(errors="replace"), err.decode(errors="replace"), code
     if code != 0:

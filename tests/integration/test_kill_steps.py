@@ -104,7 +104,9 @@ class _State:
     def __init__(self, token: str):
         self.token = token
         self.directory = tempfile.mkdtemp(prefix="comet-kill-")
-        # ssh ControlMaster socket paths must be short: a directory of our own in /tmp.
+        # ssh ControlMaster socket paths must be short: a directory of our own in /tmp,
+        # for the daemon's masters and the test's own (_testbed.sshArgv), which the
+        # class's tests share: a new connection per check cost a handshake each.
         self.control = tempfile.mkdtemp(prefix="ck-", dir="/tmp")
         self.port = free_port()
         self.logfile = os.path.join(self.directory, "twistd.log")
@@ -128,9 +130,9 @@ def _query(database: str, sql: str, *args) -> list[tuple]:
         conn.close()
 
 
-def _ssh_sync(stack: dict, server: dict, command: str) -> tuple[int, str]:
-    done = subprocess.run(_testbed.sshArgv(stack, server, command), capture_output=True,
-                          text=True, timeout=120)
+def _ssh_sync(stack: dict, server: dict, command: str, control: str) -> tuple[int, str]:
+    done = subprocess.run(_testbed.sshArgv(stack, server, command, control),
+                          capture_output=True, text=True, timeout=120)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -238,21 +240,23 @@ class KillStepsCase(CometDaemonCase):
             return state.token in name or any(u in name for u in uuids)
 
         for server in stack["servers"]:
-            code, out = _ssh_sync(stack, server, "tgtadm --lld iscsi --mode target --op show")
+            code, out = _ssh_sync(stack, server, "tgtadm --lld iscsi --mode target --op show",
+                                state.control)
             for target in parse_targets(out) if code == 0 else []:
                 if ours(target.iqn):
                     _ssh_sync(stack, server, "tgtadm --lld iscsi --mode target --op delete"
-                                             f" --force --tid {int(target.tid)}")
+                                             f" --force --tid {int(target.tid)}", state.control)
                     problems.append(f"target {target.iqn} removed")
             code, out = _ssh_sync(stack, server, "zfs list -H -o name,origin -t volume -r "
-                                  + server["dataset"])
+                                  + server["dataset"], state.control)
             names = [line.split("\t") for line in out.splitlines() if "\t" in line]
             mine = [n for n, origin in names if ours(n) or ours(origin)]
             # clones first, then the bases (-R: their snapshots and what is left)
             for name in sorted(mine, key=lambda n: state.token in n):
-                code, out = _ssh_sync(stack, server, f"zfs destroy -R {name}")
+                code, out = _ssh_sync(stack, server, f"zfs destroy -R {name}", state.control)
                 problems.append(f"zvol {name} destroyed" if code == 0 else
                                 f"zvol {name}: {out.strip()}")
+        _testbed.closeMasters(state.control)
         shutil.rmtree(state.directory, True)
         shutil.rmtree(state.control, True)
         if problems:
@@ -424,7 +428,8 @@ class KillStepsCase(CometDaemonCase):
         """
         deadline = time.monotonic() + 60
         while True:
-            out, err, code = await _testbed.ssh(self.stack, server, command, check=False)
+            out, err, code = await _testbed.ssh(self.stack, server, command, check=False,
+                                                control=self.state.control)
             if code != 255 or time.monotonic() > deadline:
                 self.assertEqual(code, 0, (server["address"], command, err))
                 return out
