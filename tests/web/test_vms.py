@@ -542,6 +542,36 @@ class ClusterListTests(VMTestMixin, TestCase):
             one = (await self.client.get(f"/cluster/{name}")).json
             self.assertEqual((one["state"], one["vms"]), shown)
 
+    async def test_states_by_cluster_host_not_answering(self):
+        """
+        With a host not answering, the narrow pass still gives what a full
+        list gives: its VMs C{unknown}, a stopped VM C{shutoff}, by cluster.
+        """
+        self.assertEqual((await self.client.post("/cluster", {"name": "b"})).code, 201)
+        for _ in range(3):
+            self.assertEqual((await self.create()).code, 201)
+        self.assertEqual(
+            (await self.client.post("/cluster/b/vms", {"template": "small"})).code, 201)
+        for cluster, name in (("lab", "small-1"), ("lab", "small-3"), ("b", "small-1")):
+            answer = await self.client.post(f"/cluster/{cluster}/vms/{name}/start", {})
+            self.assertEqual(answer.code, 200, answer.body)
+
+        async def silent(host):
+            raise Unavailable(f"compute host {host!r} does not answer")
+
+        self.patch(self.models.hosts._hv, "ping", silent)
+        full: dict = {}
+        for vm in await self.models.vms.list():
+            full.setdefault(vm.record.cluster, []).append(vm.state)
+        self.assertEqual(
+            {c: sorted(states) for c, states in full.items()},
+            {"lab": ["shutoff", "unknown", "unknown"], "b": ["unknown"]},
+        )
+        self.assertEqual(
+            {c: sorted(states) for c, states in (await self.models.vms.states_by_cluster()).items()},
+            {c: sorted(states) for c, states in full.items()},
+        )
+
     async def test_states_by_cluster_as_a_list(self):
         """The narrow pass of C{GET /cluster} gives each cluster the states a full list gives."""
         for _ in range(3):
