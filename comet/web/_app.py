@@ -1,7 +1,8 @@
 """
-The Klein application, built from the route table.
+The Klein application, built from its own route table.
 
-L{CometAPI} registers one Klein route per path of L{ROUTES}, with every method
+L{CometAPI} registers one Klein route per path of its table (by default a new
+one of the whole API, L{comet.web.routes.api_routes}), with every method
 the table has for it, so Werkzeug itself answers 404 for an unknown URI and 405
 (with C{Allow}) for a method the path lacks; both get the contract's JSON body
 here.  It also counts requests in flight, so that the daemon can let them finish
@@ -10,7 +11,7 @@ when it stops.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -23,7 +24,8 @@ from werkzeug.routing import IntegerConverter
 from comet.web._auth import Authenticator, Guard
 from comet.web._errors import HTTPError
 from comet.web._serve import render_error, serve
-from comet.web._table import ROUTES, RouteTable
+from comet.web._table import RouteTable
+from comet.web.routes import api_routes
 
 
 class _ASCIIIntegerConverter(IntegerConverter):
@@ -45,9 +47,10 @@ SECURITY_HEADERS = {
 class _Resource(KleinResource):
     """A Klein resource that answers a non-UTF-8 URI with a JSON 400 and counts requests."""
 
-    def __init__(self, app: Klein, api: "CometAPI"):
+    def __init__(self, app: Klein, started: Callable[[IRequest], None]):
+        """@param started: told of each request served (L{CometAPI} counts them)."""
         super().__init__(app)
-        self._api = api
+        self._started = started
 
     def render(self, request: IRequest):
         for name, value in SECURITY_HEADERS.items():
@@ -56,7 +59,7 @@ class _Resource(KleinResource):
             unquote_to_bytes(request.path).decode("utf-8")
         except UnicodeDecodeError:
             return render_error(request, 400, "the URI is not valid UTF-8")
-        self._api._started(request)
+        self._started(request)
         return super().render(request)
 
 
@@ -70,9 +73,10 @@ class CometAPI:
         credentials checked against the users of C{models.users}.
     """
 
-    def __init__(self, models: Any, routes: RouteTable = ROUTES, guard: Any = None):
+    def __init__(self, models: Any, routes: RouteTable | None = None, guard: Any = None):
         self.models = models
-        self.routes = routes
+        #: This app's own table: what it routes, and what its OpenAPI document says.
+        self.routes = api_routes() if routes is None else routes
         if guard is None:
             users = getattr(models, "users", None)
             if users is None:
@@ -139,7 +143,7 @@ class CometAPI:
 
     def resource(self) -> KleinResource:
         """The twisted.web resource to serve."""
-        return _Resource(self.app, self)
+        return _Resource(self.app, self._started)
 
     def _started(self, request: IRequest) -> None:
         self._in_flight += 1

@@ -66,10 +66,25 @@ def is_loopback(name: str) -> bool:
         return False
 
 
+def _origin_is_host(origin: str, host: str | None) -> bool:
+    """Whether C{origin} (an C{Origin} header) names C{host} (a C{Host} header)."""
+    if host is None or origin == "null":
+        return False
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    default = "443" if parts.scheme == "https" else "80"
+    o_name, o_port = _split_host(parts.netloc)
+    h_name, h_port = _split_host(host)
+    # A port left out is the origin scheme's default (a Host without one
+    # behind a TLS proxy is the origin's 443).
+    return (o_name, o_port or default) == (h_name, h_port or default)
+
+
 def same_origin(request: IRequest) -> bool:
     """Whether the request's C{Origin} is the host it was sent to (C{False} without one)."""
     origin = _header(request, b"origin")
-    return origin is not None and OriginPolicy._same_origin(origin, _header(request, b"host"))
+    return origin is not None and _origin_is_host(origin, _header(request, b"host"))
 
 
 class OriginPolicy:
@@ -103,22 +118,8 @@ class OriginPolicy:
                 f" (Sec-Fetch-Site: {fetch_site})",
             )
         origin = _header(request, b"origin")
-        if origin is not None and not self._same_origin(origin, host):
+        if origin is not None and not _origin_is_host(origin, host):
             raise HTTPError(
                 403, f"a change request from origin {origin!r} is refused: it is not"
                 f" {host!r}",
             )
-
-    @staticmethod
-    def _same_origin(origin: str, host: str | None) -> bool:
-        if host is None or origin == "null":
-            return False
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return False
-        default = "443" if parts.scheme == "https" else "80"
-        o_name, o_port = _split_host(parts.netloc)
-        h_name, h_port = _split_host(host)
-        # A port left out is the origin scheme's default (a Host without one
-        # behind a TLS proxy is the origin's 443).
-        return (o_name, o_port or default) == (h_name, h_port or default)

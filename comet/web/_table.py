@@ -1,11 +1,15 @@
 """
-The one route table.
+Route tables: what an app serves, each endpoint with its declared input,
+answers and errors.
 
-Every URI Comet serves is named here once.  The table drives routing (the Klein
-app is built from it), the C{Allow} header of a 405, every C{href} and
-C{actions} field in a representation, and later authorisation and the OpenAPI
-document, so none of those can disagree with the others or with a hand-written
-string.
+Every URI Comet serves is named once (L{comet.web.paths}); each resource
+module declares its endpoints (L{Routes}, like C{flocker}'s C{structured}: the
+body's schema, each success status with its body's schema, the error
+statuses); each app builds its own L{RouteTable} from those declarations
+(L{comet.web.routes.api_routes}).  The table drives routing (the Klein app is
+built from it), the C{Allow} header of a 405, authorisation, and the OpenAPI
+document, against which the tests check every answer; so none of those can
+disagree with the others or with a hand-written string.
 """
 
 from __future__ import annotations
@@ -94,66 +98,35 @@ class Response:
     content_type: str = JSON
 
 
-class RouteTable:
-    """Named URI patterns and the endpoints on them."""
+class Paths:
+    """
+    Named URI patterns (Werkzeug syntax: C{/cluster/<name>}), and the URIs
+    made from them: every C{href} and C{actions} field of a representation.
+    """
 
-    def __init__(self):
+    def __init__(self, patterns: Mapping[str, str] = ()):
         self._paths: dict[str, str] = {}
         self._templates: dict[str, tuple[str, tuple[str, ...]]] = {}
-        self.endpoints: list[Endpoint] = []
+        for name, pattern in dict(patterns).items():
+            self.add(name, pattern)
 
-    def path(self, name: str, pattern: str) -> None:
-        """Name a URI pattern (Werkzeug syntax: C{/cluster/<name>})."""
+    def add(self, name: str, pattern: str) -> None:
         if name in self._paths and self._paths[name] != pattern:
             raise ValueError(f"path {name!r} is already {self._paths[name]!r}")
         self._paths[name] = pattern
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._paths
+
     def pattern(self, name: str) -> str:
         return self._paths[name]
 
-    def paths(self) -> dict[str, str]:
+    def patterns(self) -> dict[str, str]:
         return dict(self._paths)
 
     def params(self, name: str) -> list[str]:
         """The names of the variable segments of path C{name}, in order."""
         return [m.group(2) for m in _PARAM.finditer(self._paths[name])]
-
-    def route(
-        self,
-        method: str,
-        path: str,
-        schema: Mapping[str, Any] | None = None,
-        produces: str = JSON,
-        role: str | None = None,
-        audited: bool = False,
-        answers: Mapping[int, Any] | None = None,
-        errors: Iterable[int] = (),
-    ) -> Callable:
-        """
-        Decorate a handler as the C{method} endpoint of path C{path}, callable
-        by C{role} and above (by default L{default_role} of C{method}), that
-        answers C{answers} (L{Endpoint.answers}) or one of C{errors}.
-        """
-        needed = default_role(method) if role is None else role
-        if needed not in ROLE_RANKS and needed not in (PUBLIC, TICKET):
-            raise ValueError(f"unknown role {role!r}")
-
-        def register(handler):
-            if path not in self._paths:
-                raise ValueError(f"unknown path {path!r}")
-            if any(e.method == method and e.path == path for e in self.endpoints):
-                raise ValueError(f"{method} {path} is already routed")
-            doc = (handler.__doc__ or "").strip().splitlines()
-            self.endpoints.append(
-                Endpoint(method, path, handler, schema, produces, doc[0] if doc else "", needed,
-                         audited, answers, tuple(sorted(set(errors))))
-            )
-            return handler
-
-        return register
-
-    def methods(self, path: str) -> list[str]:
-        return [e.method for e in self.endpoints if e.path == path]
 
     def href(self, name: str, /, **params: object) -> str:
         """The URI of path C{name} with its variable segments filled in."""
@@ -202,6 +175,138 @@ class RouteTable:
 _UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
 
 
+def _role(method: str, role: str | None) -> str:
+    """The role an endpoint needs: C{role}, or the safe default of C{method}."""
+    needed = default_role(method) if role is None else role
+    if needed not in ROLE_RANKS and needed not in (PUBLIC, TICKET):
+        raise ValueError(f"unknown role {role!r}")
+    return needed
+
+
+def _endpoint(method: str, path: str, handler: Callable[..., Any],
+              schema: Mapping[str, Any] | None, produces: str, role: str | None,
+              audited: bool, answers: Mapping[int, Any] | None, errors: Iterable[int]) -> Endpoint:
+    needed = _role(method, role)
+    doc = (handler.__doc__ or "").strip().splitlines()
+    return Endpoint(method, path, handler, schema, produces, doc[0] if doc else "", needed,
+                    audited, answers, tuple(sorted(set(errors))))
+
+
+class Routes:
+    """
+    The endpoints one resource module declares, in the order it declares
+    them: what it adds to the table of each app (L{RouteTable.add}).  Like
+    the routes of a class-level C{Klein()}, declared once and served by each
+    instance, but a declaration only: no table is filled on import.
+    """
+
+    def __init__(self):
+        self.endpoints: list[Endpoint] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        schema: Mapping[str, Any] | None = None,
+        produces: str = JSON,
+        role: str | None = None,
+        audited: bool = False,
+        answers: Mapping[int, Any] | None = None,
+        errors: Iterable[int] = (),
+    ) -> Callable:
+        """
+        Declare a handler as the C{method} endpoint of path C{path}, callable
+        by C{role} and above (by default L{default_role} of C{method}), that
+        takes a body of C{schema}, answers C{answers} (L{Endpoint.answers})
+        or one of C{errors}.
+        """
+        _role(method, role)   # an unknown role is refused here, not at the first handler
+
+        def declare(handler):
+            self.endpoints.append(
+                _endpoint(method, path, handler, schema, produces, role, audited, answers, errors))
+            return handler
+
+        return declare
+
+
+class RouteTable:
+    """
+    One app's table: named URI patterns and the endpoints on them.  Each
+    L{comet.web.CometAPI} has its own (L{comet.web.routes.api_routes} makes
+    a new one from the declarations), so two apps never share routes.
+    """
+
+    def __init__(self, paths: Paths | Mapping[str, str] = ()):
+        self._paths = Paths(paths.patterns() if isinstance(paths, Paths) else paths)
+        self.endpoints: list[Endpoint] = []
+
+    def path(self, name: str, pattern: str) -> None:
+        """Name a URI pattern (Werkzeug syntax: C{/cluster/<name>})."""
+        self._paths.add(name, pattern)
+
+    def pattern(self, name: str) -> str:
+        return self._paths.pattern(name)
+
+    def paths(self) -> dict[str, str]:
+        return self._paths.patterns()
+
+    def params(self, name: str) -> list[str]:
+        """The names of the variable segments of path C{name}, in order."""
+        return self._paths.params(name)
+
+    def _register(self, endpoint: Endpoint) -> None:
+        if endpoint.path not in self._paths:
+            raise ValueError(f"unknown path {endpoint.path!r}")
+        if any(e.method == endpoint.method and e.path == endpoint.path for e in self.endpoints):
+            raise ValueError(f"{endpoint.method} {endpoint.path} is already routed")
+        self.endpoints.append(endpoint)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        schema: Mapping[str, Any] | None = None,
+        produces: str = JSON,
+        role: str | None = None,
+        audited: bool = False,
+        answers: Mapping[int, Any] | None = None,
+        errors: Iterable[int] = (),
+    ) -> Callable:
+        """
+        Decorate a handler as the C{method} endpoint of path C{path} of this
+        table (as L{Routes.route} declares one).
+        """
+        _role(method, role)   # an unknown role is refused here, not at the first handler
+
+        def register(handler):
+            self._register(
+                _endpoint(method, path, handler, schema, produces, role, audited, answers, errors))
+            return handler
+
+        return register
+
+    def add(self, routes: Routes) -> None:
+        """Serve the endpoints a resource module declares (L{Routes})."""
+        for endpoint in routes.endpoints:
+            self._register(endpoint)
+
+    def methods(self, path: str) -> list[str]:
+        return [e.method for e in self.endpoints if e.path == path]
+
+    def href(self, name: str, /, **params: object) -> str:
+        """The URI of path C{name} with its variable segments filled in."""
+        return self._paths.href(name, **params)
+
+    def hrefs(self, name: str, param: str, values: Iterable[str], /, **params: object) -> list[str]:
+        """The URIs of path C{name} for each of C{values} (L{Paths.hrefs})."""
+        return self._paths.hrefs(name, param, values, **params)
+
+    def actions(self, path: str, valid: Iterable[str], /, **params: object) -> dict[str, str]:
+        """The C{actions} field (L{Paths.actions})."""
+        return self._paths.actions(path, valid, **params)
+
+
 def _segment(value: str) -> str:
     """
     C{value} quoted as one path segment.  Names (L{comet.names}) need no
@@ -218,6 +323,3 @@ def _segment(value: str) -> str:
 def _quoted(value: str) -> str:
     return quote(value, safe="")
 
-
-#: The route table of the whole API; the resource modules of L{comet.web} fill it.
-ROUTES = RouteTable()

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from comet.web._errors import HTTPError
 from comet.web._schemas import STRING, TIME, enum, listing, nullable, obj, resource
-from comet.web._table import ADMIN, PUBLIC, ROUTES
+from comet.web._table import ADMIN, PUBLIC, Routes
+from comet.web.paths import PATHS
 
-ROUTES.path("health", "/health")
-ROUTES.path("auditlog", "/auditlog")
+#: The endpoints this module declares (each app serves them: L{comet.web.routes}).
+routes = Routes()
+
 
 #: Entries per page of the audit log, by default and at most.
 DEFAULT_LIMIT = 100
@@ -39,7 +41,7 @@ QUERY = {
 }
 
 
-@ROUTES.route("GET", "health", role=PUBLIC, answers={200: HEALTH})
+@routes.route("GET", "health", role=PUBLIC, answers={200: HEALTH})
 async def health(models, request, body):
     """Whether the daemon answers (no credentials needed)."""
     return {"status": "ok"}
@@ -69,11 +71,11 @@ def representation(entry) -> dict:
         "uri": entry.uri,
         "status": entry.status,
         "task_id": entry.task_id,
-        "task": ROUTES.href("task", id=entry.task_id) if entry.task_id is not None else None,
+        "task": PATHS.href("task", id=entry.task_id) if entry.task_id is not None else None,
     }
 
 
-@ROUTES.route("GET", "auditlog", role=ADMIN, answers={200: listing(ENTRY)})
+@routes.route("GET", "auditlog", role=ADMIN, answers={200: listing(ENTRY)})
 async def auditlog(models, request, body):
     """
     The audit log, oldest first: every POST, PUT and DELETE (time, user,

@@ -5,10 +5,12 @@ from __future__ import annotations
 from comet.model.clusters import CLUSTER_ACTIONS, STATES, Cluster
 from comet.web._schemas import (BOOL, COUNT, NAME, STRING, TIME, URI, actions, enum, listing,
                                 obj, resource)
-from comet.web._table import ROUTES, Response
+from comet.web._table import Response, Routes
+from comet.web.paths import PATHS
 
-ROUTES.path("clusters", "/cluster")
-ROUTES.path("cluster", "/cluster/<name>")
+#: The endpoints this module declares (each app serves them: L{comet.web.routes}).
+routes = Routes()
+
 
 SUMMARY = resource("ClusterSummary", name=NAME, state=enum(*STATES), vms=COUNT, href=URI)
 CLUSTER = resource(
@@ -29,7 +31,7 @@ def summary(cluster: Cluster) -> dict:
         "name": cluster.name,
         "state": cluster.state,
         "vms": cluster.vms,
-        "href": ROUTES.href("cluster", name=cluster.name),
+        "href": PATHS.href("cluster", name=cluster.name),
     }
 
 
@@ -39,20 +41,20 @@ def representation(cluster: Cluster) -> dict:
         "description": cluster.description,
         "state": cluster.state,
         "vms": cluster.vms,
-        "vms_href": ROUTES.href("vms", cluster=cluster.name),
+        "vms_href": PATHS.href("vms", cluster=cluster.name),
         "created": cluster.created,
-        "href": ROUTES.href("cluster", name=cluster.name),
-        "actions": ROUTES.actions("cluster", cluster.actions, name=cluster.name),
+        "href": PATHS.href("cluster", name=cluster.name),
+        "actions": PATHS.actions("cluster", cluster.actions, name=cluster.name),
     }
 
 
-@ROUTES.route("GET", "clusters", answers={200: listing(SUMMARY)})
+@routes.route("GET", "clusters", answers={200: listing(SUMMARY)})
 async def list_clusters(models, request, body):
     """List the clusters."""
     return [summary(c) for c in await models.clusters.list()]
 
 
-@ROUTES.route(
+@routes.route(
     "POST",
     "clusters",
     obj(("name",), name=NAME, description={"type": "string", "maxLength": 1024}),
@@ -63,17 +65,17 @@ async def create_cluster(models, request, body):
     """Create a cluster."""
     cluster = await models.clusters.create(body["name"], body.get("description", ""))
     return Response(
-        representation(cluster), 201, {"Location": ROUTES.href("cluster", name=cluster.name)}
+        representation(cluster), 201, {"Location": PATHS.href("cluster", name=cluster.name)}
     )
 
 
-@ROUTES.route("GET", "cluster", answers={200: CLUSTER})
+@routes.route("GET", "cluster", answers={200: CLUSTER})
 async def get_cluster(models, request, body, name):
     """Describe one cluster."""
     return representation(await models.clusters.get(name))
 
 
-@ROUTES.route(
+@routes.route(
     "PUT",
     "cluster",
     obj(name=NAME, description={"type": "string", "maxLength": 1024}),
@@ -85,11 +87,11 @@ async def update_cluster(models, request, body, name):
     cluster = await models.clusters.update(name, body.get("name"), body.get("description"))
     headers = {}
     if cluster.name != name:
-        headers["Location"] = ROUTES.href("cluster", name=cluster.name)
+        headers["Location"] = PATHS.href("cluster", name=cluster.name)
     return Response(representation(cluster), 200, headers)
 
 
-@ROUTES.route("DELETE", "cluster", obj(force=BOOL), answers={204: None},
+@routes.route("DELETE", "cluster", obj(force=BOOL), answers={204: None},
               errors=(409, 502, 503))
 async def delete_cluster(models, request, body, name):
     """Delete a cluster (with its VMs only when forced)."""

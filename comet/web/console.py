@@ -34,7 +34,11 @@ from comet.model.console import TicketRefused, is_local
 from comet.virt.console_stream import SerialConsole
 from comet.web._errors import HTTPError
 from comet.web._origin import same_origin
-from comet.web._table import OPERATOR, PUBLIC, ROUTES, TICKET, Response
+from comet.web._table import OPERATOR, PUBLIC, TICKET, Response, Routes
+from comet.web.paths import PATHS
+
+#: The endpoints this module declares (each app serves them: L{comet.web.routes}).
+routes = Routes()
 
 log = Logger()
 
@@ -59,11 +63,6 @@ def _reason(why: str) -> str:
     return why.encode("utf-8")[:120].decode("utf-8", "ignore")
 
 
-ROUTES.path("vm.console", "/cluster/<cluster>/vms/<name>/console")
-ROUTES.path("console.page", "/console/vnc")
-ROUTES.path("console.serial", "/console/serial")
-ROUTES.path("console.novnc", "/console/novnc/<path:file>")
-ROUTES.path("console.ws", "/console/ws/<cluster>/<name>/<token>")
 
 
 def _novnc_missing() -> Unavailable:
@@ -73,7 +72,7 @@ def _novnc_missing() -> Unavailable:
     )
 
 
-@ROUTES.route("GET", "vm.console", role=OPERATOR, audited=True, answers={303: None},
+@routes.route("GET", "vm.console", role=OPERATOR, audited=True, answers={303: None},
               errors=(409, 502, 503))
 async def console(models, request, body, cluster, name):
     """303 to the VM's console page (?type=serial: its serial console), with a single-use token."""
@@ -86,11 +85,11 @@ async def console(models, request, body, cluster, name):
     if ticket.password is not None:
         values["password"] = ticket.password
     page = "console.page" if ticket.kind == "vnc" else "console.serial"
-    location = ROUTES.href(page) + "#" + urlencode(values)
+    location = PATHS.href(page) + "#" + urlencode(values)
     return Response(code=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
-@ROUTES.route("GET", "console.page", produces="text/html", role=PUBLIC, answers={200: None},
+@routes.route("GET", "console.page", produces="text/html", role=PUBLIC, answers={200: None},
               errors=(503,))
 async def page(models, request, body):
     """The console page (noVNC), for the token in its URI's fragment."""
@@ -101,7 +100,7 @@ async def page(models, request, body):
     return Response(raw=html, content_type="text/html; charset=utf-8")
 
 
-@ROUTES.route("GET", "console.serial", produces="text/html", role=PUBLIC, answers={200: None})
+@routes.route("GET", "console.serial", produces="text/html", role=PUBLIC, answers={200: None})
 async def serial_page(models, request, body):
     """The serial console page (plain text), for the token in its URI's fragment."""
     with open(SERIAL_PAGE, "rb") as f:
@@ -109,7 +108,7 @@ async def serial_page(models, request, body):
     return Response(raw=html, content_type="text/html; charset=utf-8")
 
 
-@ROUTES.route("GET", "console.novnc", produces="text/javascript", role=PUBLIC, answers={200: None},
+@routes.route("GET", "console.novnc", produces="text/javascript", role=PUBLIC, answers={200: None},
               errors=(503,))
 async def novnc(models, request, body, file):
     """A file of the noVNC client (Debian's novnc package)."""
@@ -127,7 +126,7 @@ async def novnc(models, request, body, file):
     return Response(raw=data, content_type=content_type, headers={"Cache-Control": "max-age=3600"})
 
 
-@ROUTES.route("GET", "console.ws", produces="application/octet-stream", role=TICKET,
+@routes.route("GET", "console.ws", produces="application/octet-stream", role=TICKET,
               answers={101: None}, errors=(403, 502, 503))
 async def websocket(models, request, body, cluster, name, token):
     """The console's websocket (subprotocol binary): the VM's VNC bytes."""

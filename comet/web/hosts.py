@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from comet.model.hosts import Host
 from comet.web._schemas import COUNT, STRING, URI, enum, listing, nullable, resource
-from comet.web._table import ADMIN, ROUTES, allows
+from comet.web._table import ADMIN, Routes, allows
+from comet.web.paths import PATHS
 from comet.virt import CONNECTED, UNREACHABLE
 
-ROUTES.path("hosts", "/hosts")
-ROUTES.path("host", "/hosts/<name>")
+#: The endpoints this module declares (each app serves them: L{comet.web.routes}).
+routes = Routes()
+
 
 #: A host: its live figures are C{null} while it does not answer, and
 #: C{reason} says why (only then); C{uri} is shown to admins only.
@@ -46,7 +48,7 @@ def representation(h: Host, show_uri: bool) -> dict:
         "memory": h.memory,
         "memory_free": h.memory_free,
         "vms": h.vms,
-        "href": ROUTES.href("host", name=h.name),
+        "href": PATHS.href("host", name=h.name),
     }
     if h.reason:
         body["reason"] = h.reason
@@ -55,13 +57,13 @@ def representation(h: Host, show_uri: bool) -> dict:
     return body
 
 
-@ROUTES.route("GET", "hosts", answers={200: listing(HOST)})
+@routes.route("GET", "hosts", answers={200: listing(HOST)})
 async def list_hosts(models, request, body):
     """List the compute hosts with their live state (C{uri}: admins only)."""
     return [representation(h, _admin(request)) for h in await models.hosts.list()]
 
 
-@ROUTES.route("GET", "host", answers={200: HOST})
+@routes.route("GET", "host", answers={200: HOST})
 async def get_host(models, request, body, name):
     """Describe one compute host: CPUs, memory and free memory (MB), domains."""
     return representation(await models.hosts.get(name), _admin(request))

@@ -1,7 +1,8 @@
 """
-The OpenAPI 3 document of the API, generated from the route table and the
-request schemas, so it cannot drift from what is served.  Served at
-C{/openapi.json}.
+The OpenAPI 3 document of the API, generated from an app's route table: each
+endpoint's declared request schema, answers and errors, so it cannot drift
+from what is served.  Each app serves its own at C{/openapi.json}
+(L{serve_document}).
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from comet.model.console import KINDS as CONSOLE_KINDS
 from comet.names import NAME_PATTERN
 from comet.web._errors import ERROR_WORDS
 from comet.web._serve import NAME_PARAMS
-from comet.web._table import JSON, PUBLIC, ROUTES, TICKET, Endpoint, RouteTable, Response
+from comet.web._table import JSON, PUBLIC, TICKET, Endpoint, RouteTable, Response
 from comet.web.audit import QUERY as AUDIT_QUERY
 from comet.web.tasks import STATUSES
 from comet.web.tasks import TASK as _TASK
 from comet.web.storage import SERVER, URL, url_schema
 from comet.web.templates import CPUS
-
-ROUTES.path("openapi", "/openapi.json")
 
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 
@@ -214,7 +213,7 @@ def _bounded(schema, live: dict):
     return schema
 
 
-def document(routes: RouteTable = ROUTES, cpus_max: int | None = None,
+def document(routes: RouteTable, cpus_max: int | None = None,
              servers: list[str] | None = None, names_only: bool = False) -> dict:
     """
     The OpenAPI 3.1 document of C{routes} (its schemas are JSON Schema
@@ -271,17 +270,22 @@ def document(routes: RouteTable = ROUTES, cpus_max: int | None = None,
 
 
 #: The document itself, as far as its readers rely on it.
-_DOCUMENT = {"type": "object", "required": ["openapi", "info", "paths"]}
+DOCUMENT = {"type": "object", "required": ["openapi", "info", "paths"]}
 
 
-@ROUTES.route("GET", "openapi", answers={200: _DOCUMENT})
-async def openapi(models, request, body):
-    """This document: the API in OpenAPI 3."""
-    hosts = getattr(models, "hosts", None)
-    cpus_max = await hosts.max_cpus() if hosts is not None else None
-    storage = getattr(models, "storage", None)
-    # None: no server is configured, so every storage operation is a 404.
-    servers = (storage.servers() or None) if storage is not None else None
-    downloads = getattr(storage, "downloads", None)
-    names_only = downloads is not None and not downloads.policy.networks
-    return Response(document(cpus_max=cpus_max, servers=servers, names_only=names_only))
+def serve_document(routes: RouteTable):
+    """The handler of C{GET /openapi.json} of the app whose table is C{routes}."""
+
+    async def openapi(models, request, body):
+        """This document: the API in OpenAPI 3."""
+        hosts = getattr(models, "hosts", None)
+        cpus_max = await hosts.max_cpus() if hosts is not None else None
+        storage = getattr(models, "storage", None)
+        # None: no server is configured, so every storage operation is a 404.
+        servers = (storage.servers() or None) if storage is not None else None
+        downloads = getattr(storage, "downloads", None)
+        names_only = downloads is not None and not downloads.policy.networks
+        return Response(document(routes, cpus_max=cpus_max, servers=servers,
+                                 names_only=names_only))
+
+    return openapi

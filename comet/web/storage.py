@@ -11,18 +11,13 @@ from comet.errors import NotFound
 from comet.model.storage import Pool, Volume, snapshot_actions
 from comet.web._schemas import (BOOL, COUNT, NAME, STRING, TIME, URI, actions, enum, listing,
                                 nullable, obj, resource)
-from comet.web._table import OPERATOR, ROUTES, Response
-from comet.web.tasks import TASK
+from comet.web._table import OPERATOR, Response, Routes
+from comet.web.paths import PATHS
+from comet.web.tasks import TASK, task_response
 
-ROUTES.path("storageservers", "/storageservers")
-ROUTES.path("storageserver", "/storageservers/<host>")
-ROUTES.path("storageserver.zpools", "/storageservers/<host>/storagezpools")
-ROUTES.path("storagepools", "/storagepools")
-ROUTES.path("storagepool", "/storagepools/<name>")
-ROUTES.path("storagepool.activate", "/storagepools/<name>/activate")
-ROUTES.path("storagepool.deactivate", "/storagepools/<name>/deactivate")
-ROUTES.path("storagevolumes", "/storagepools/<pool>/storagevolumes")
-ROUTES.path("storagevolume", "/storagepools/<pool>/storagevolumes/<volume>")
+#: The endpoints this module declares (each app serves them: L{comet.web.routes}).
+routes = Routes()
+
 
 #: A ZFS dataset path: components that follow the name rule, joined by C{/}.
 DATASET = {
@@ -151,29 +146,29 @@ def _server(models, host: str) -> str:
 # Servers ----------------------------------------------------------------------
 
 
-@ROUTES.route("GET", "storageservers", answers={200: listing(SERVER_SUMMARY)}, errors=(404,))
+@routes.route("GET", "storageservers", answers={200: listing(SERVER_SUMMARY)}, errors=(404,))
 async def list_servers(models, request, body):
     """List the configured storage servers."""
     return [
-        {"host": host, "href": ROUTES.href("storageserver", host=host)}
+        {"host": host, "href": PATHS.href("storageserver", host=host)}
         for host in _storage(models).servers()
     ]
 
 
-@ROUTES.route("GET", "storageserver", answers={200: SERVER_SCHEMA})
+@routes.route("GET", "storageserver", answers={200: SERVER_SCHEMA})
 async def get_server(models, request, body, host):
     """Describe a storage server: whether it answers now."""
     _server(models, host)
     return {
         "host": host,
         "state": await models.storage.server_state(host),
-        "storagezpools": ROUTES.href("storageserver.zpools", host=host),
-        "href": ROUTES.href("storageserver", host=host),
+        "storagezpools": PATHS.href("storageserver.zpools", host=host),
+        "href": PATHS.href("storageserver", host=host),
         "actions": {},
     }
 
 
-@ROUTES.route("GET", "storageserver.zpools", answers={200: listing(ZPOOL)}, errors=_STORAGE_ERRORS)
+@routes.route("GET", "storageserver.zpools", answers={200: listing(ZPOOL)}, errors=_STORAGE_ERRORS)
 async def list_zpools(models, request, body, host):
     """The ZFS pools of a storage server, read live."""
     _server(models, host)
@@ -189,7 +184,7 @@ async def list_zpools(models, request, body, host):
 
 def pool_summary(pool: Pool) -> dict:
     return {"name": pool.name, "state": "active" if pool.active else "inactive",
-            "server": pool.server, "href": ROUTES.href("storagepool", name=pool.name)}
+            "server": pool.server, "href": PATHS.href("storagepool", name=pool.name)}
 
 
 async def pool_representation(models, pool: Pool) -> dict:
@@ -204,19 +199,19 @@ async def pool_representation(models, pool: Pool) -> dict:
         "server": pool.server,
         "zpool": pool.zpool,
         "configured": pool.configured,
-        "volumes": ROUTES.href("storagevolumes", pool=pool.name),
-        "href": ROUTES.href("storagepool", name=pool.name),
-        "actions": ROUTES.actions("storagepool", pool.actions, name=pool.name),
+        "volumes": PATHS.href("storagevolumes", pool=pool.name),
+        "href": PATHS.href("storagepool", name=pool.name),
+        "actions": PATHS.actions("storagepool", pool.actions, name=pool.name),
     }
 
 
-@ROUTES.route("GET", "storagepools", answers={200: listing(POOL_SUMMARY)}, errors=(404,))
+@routes.route("GET", "storagepools", answers={200: listing(POOL_SUMMARY)}, errors=(404,))
 async def list_pools(models, request, body):
     """List the storage pools (configured and registered)."""
     return [pool_summary(p) for p in await _storage(models).pools()]
 
 
-@ROUTES.route("POST", "storagepools", obj(("name", "server", "dataset"),
+@routes.route("POST", "storagepools", obj(("name", "server", "dataset"),
                                           name=NAME, server=SERVER, dataset=DATASET),
               answers={201: POOL}, errors=_STORAGE_ERRORS)
 async def create_pool(models, request, body):
@@ -226,17 +221,17 @@ async def create_pool(models, request, body):
         # document, which lists the configured servers, can list none.
         raise NotFound("no storage server is configured")
     pool = await _storage(models).create_pool(body["name"], body["server"], body["dataset"])
-    href = ROUTES.href("storagepool", name=pool.name)
+    href = PATHS.href("storagepool", name=pool.name)
     return Response(await pool_representation(models, pool), 201, {"Location": href})
 
 
-@ROUTES.route("GET", "storagepool", answers={200: POOL}, errors=_STORAGE_ERRORS)
+@routes.route("GET", "storagepool", answers={200: POOL}, errors=_STORAGE_ERRORS)
 async def get_pool(models, request, body, name):
     """Describe a pool, with its space read live."""
     return await pool_representation(models, await _storage(models).pool(name))
 
 
-@ROUTES.route("DELETE", "storagepool", obj(), answers={204: None}, errors=_STORAGE_ERRORS)
+@routes.route("DELETE", "storagepool", obj(), answers={204: None}, errors=_STORAGE_ERRORS)
 async def delete_pool(models, request, body, name):
     """Unregister a pool that holds no volume."""
     await _storage(models).delete_pool(name)
@@ -253,7 +248,7 @@ def _pool_action(active: bool):
 
 
 for _active in (True, False):
-    ROUTES.route("POST", "storagepool.activate" if _active else "storagepool.deactivate", obj(),
+    routes.route("POST", "storagepool.activate" if _active else "storagepool.deactivate", obj(),
                  answers={200: POOL}, errors=_STORAGE_ERRORS)(_pool_action(_active))
 
 
@@ -261,12 +256,12 @@ for _active in (True, False):
 
 
 def volume_href(volume: Volume) -> str:
-    return ROUTES.href("storagevolume", pool=volume.pool.name, volume=volume.name)
+    return PATHS.href("storagevolume", pool=volume.pool.name, volume=volume.name)
 
 
 async def _vm_href(models, volume: Volume) -> str | None:
     vm = await models.storage.vm_of(volume)
-    return ROUTES.href("vm", cluster=vm.cluster, name=vm.name) if vm is not None else None
+    return PATHS.href("vm", cluster=vm.cluster, name=vm.name) if vm is not None else None
 
 
 async def volume_representation(models, volume: Volume) -> dict:
@@ -287,7 +282,7 @@ async def volume_representation(models, volume: Volume) -> dict:
     }
 
 
-@ROUTES.route("GET", "storagevolumes", answers={200: listing(VOLUME_SUMMARY)},
+@routes.route("GET", "storagevolumes", answers={200: listing(VOLUME_SUMMARY)},
               errors=_STORAGE_ERRORS)
 async def list_volumes(models, request, body, pool):
     """List the volumes of a pool (read live from ZFS)."""
@@ -297,7 +292,7 @@ async def list_volumes(models, request, body, pool):
     ]
 
 
-@ROUTES.route(
+@routes.route(
     "POST",
     "storagevolumes",
     {
@@ -310,21 +305,19 @@ async def list_volumes(models, request, body, pool):
 )
 async def create_volume(models, request, body, pool):
     """Create a volume, empty (capacity in GB) or from an image URL: a task."""
-    from comet.web.vms import _task_response
-
     task = await _storage(models).create_volume(
         pool, body["name"], capacity_gb=body.get("capacity"), url=body.get("url")
     )
-    return _task_response(task)
+    return task_response(task)
 
 
-@ROUTES.route("GET", "storagevolume", answers={200: VOLUME}, errors=_STORAGE_ERRORS)
+@routes.route("GET", "storagevolume", answers={200: VOLUME}, errors=_STORAGE_ERRORS)
 async def get_volume(models, request, body, pool, volume):
     """Describe a volume, with its size and use read live."""
     return await volume_representation(models, await _storage(models).volume(pool, volume))
 
 
-@ROUTES.route("DELETE", "storagevolume", obj(force=BOOL), answers={204: None},
+@routes.route("DELETE", "storagevolume", obj(force=BOOL), answers={204: None},
               errors=_STORAGE_ERRORS)
 async def delete_volume(models, request, body, pool, volume):
     """
@@ -338,9 +331,6 @@ async def delete_volume(models, request, body, pool, volume):
 
 # A VM's volumes --------------------------------------------------------------------
 
-ROUTES.path("vm.storages", "/cluster/<cluster>/vms/<name>/storages")
-ROUTES.path("vm.storage", "/cluster/<cluster>/vms/<name>/storages/<zvol>")
-ROUTES.path("vm.storage.unmap", "/cluster/<cluster>/vms/<name>/storages/<zvol>/unmap")
 
 DEV = {"type": "string", "pattern": r"^vd[a-z]$"}
 
@@ -368,9 +358,9 @@ def vm_storage_representation(storage) -> dict:
         "vol": record.name,
         "state": storage.state,
         "target": record.target,
-        "volume": ROUTES.href("storagevolume", pool=record.pool, volume=record.name),
-        "href": ROUTES.href("vm.storage", **params),
-        "actions": ROUTES.actions("vm.storage", storage.actions, **params),
+        "volume": PATHS.href("storagevolume", pool=record.pool, volume=record.name),
+        "href": PATHS.href("vm.storage", **params),
+        "actions": PATHS.actions("vm.storage", storage.actions, **params),
     }
 
 
@@ -380,13 +370,13 @@ def _vm_storages(models):
     return models.vm_storages
 
 
-@ROUTES.route("GET", "vm.storages", answers={200: listing(VM_STORAGE)}, errors=_STORAGE_ERRORS)
+@routes.route("GET", "vm.storages", answers={200: listing(VM_STORAGE)}, errors=_STORAGE_ERRORS)
 async def list_vm_storages(models, request, body, cluster, name):
     """List the volumes attached to a VM."""
     return [vm_storage_representation(s) for s in await _vm_storages(models).list(cluster, name)]
 
 
-@ROUTES.route("POST", "vm.storages", obj(("pool", "vol"), pool=NAME, vol=NAME, dev=DEV),
+@routes.route("POST", "vm.storages", obj(("pool", "vol"), pool=NAME, vol=NAME, dev=DEV),
               answers={201: VM_STORAGE}, errors=_STORAGE_ERRORS)
 async def attach_vm_storage(models, request, body, cluster, name):
     """Attach a volume to the VM (hot-plug if it runs); 409 if another VM has it."""
@@ -396,33 +386,28 @@ async def attach_vm_storage(models, request, body, cluster, name):
     return Response(representation, 201, {"Location": representation["href"]})
 
 
-@ROUTES.route("GET", "vm.storage", answers={200: VM_STORAGE}, errors=_STORAGE_ERRORS)
+@routes.route("GET", "vm.storage", answers={200: VM_STORAGE}, errors=_STORAGE_ERRORS)
 async def get_vm_storage(models, request, body, cluster, name, zvol):
     """Describe a volume attached to the VM."""
     return vm_storage_representation(await _vm_storages(models).get(cluster, name, zvol))
 
 
-@ROUTES.route("DELETE", "vm.storage", obj(), answers={204: None}, errors=_STORAGE_ERRORS)
+@routes.route("DELETE", "vm.storage", obj(), answers={204: None}, errors=_STORAGE_ERRORS)
 async def delete_vm_storage(models, request, body, cluster, name, zvol):
     """Detach the volume and destroy it (409 while the VM runs)."""
     await _vm_storages(models).delete(cluster, name, zvol)
     return Response(code=204)
 
 
-@ROUTES.route("POST", "vm.storage.unmap", obj(), answers={202: TASK}, errors=_STORAGE_ERRORS)
+@routes.route("POST", "vm.storage.unmap", obj(), answers={202: TASK}, errors=_STORAGE_ERRORS)
 async def unmap_vm_storage(models, request, body, cluster, name, zvol):
     """Detach the volume from the VM; it stays in its pool (a task)."""
-    from comet.web.vms import _task_response
-
     task = await _vm_storages(models).unmap(cluster, name, zvol)
-    return _task_response(task)
+    return task_response(task)
 
 
 # A VM's snapshots ------------------------------------------------------------------
 
-ROUTES.path("vm.snapshots", "/cluster/<cluster>/vms/<name>/snapshots")
-ROUTES.path("vm.snapshot", "/cluster/<cluster>/vms/<name>/snapshots/<snapshot>")
-ROUTES.path("vm.snapshot.revert", "/cluster/<cluster>/vms/<name>/snapshots/<snapshot>/revert")
 
 
 SNAPSHOT = resource(
@@ -443,8 +428,8 @@ def snapshot_representation(vm, snapshot) -> dict:
         "created": snapshot.created,
         "parent": snapshot.parent,
         "current": bool(snapshot.current),
-        "href": ROUTES.href("vm.snapshot", **params),
-        "actions": ROUTES.actions("vm.snapshot", snapshot_actions(vm), **params),
+        "href": PATHS.href("vm.snapshot", **params),
+        "actions": PATHS.actions("vm.snapshot", snapshot_actions(vm), **params),
     }
 
 
@@ -454,14 +439,14 @@ def _vm_snapshots(models):
     return models.vm_snapshots
 
 
-@ROUTES.route("GET", "vm.snapshots", answers={200: listing(SNAPSHOT)}, errors=_STORAGE_ERRORS)
+@routes.route("GET", "vm.snapshots", answers={200: listing(SNAPSHOT)}, errors=_STORAGE_ERRORS)
 async def list_snapshots(models, request, body, cluster, name):
     """List the VM's snapshots, oldest first."""
     vm, snapshots = await _vm_snapshots(models).list(cluster, name)
     return [snapshot_representation(vm, s) for s in snapshots]
 
 
-@ROUTES.route("POST", "vm.snapshots", obj(name=NAME), role=OPERATOR, answers={201: SNAPSHOT},
+@routes.route("POST", "vm.snapshots", obj(name=NAME), role=OPERATOR, answers={201: SNAPSHOT},
               errors=_STORAGE_ERRORS)
 async def create_snapshot(models, request, body, cluster, name):
     """Snapshot all the VM's volumes at once (works while it runs)."""
@@ -470,13 +455,13 @@ async def create_snapshot(models, request, body, cluster, name):
     return Response(representation, 201, {"Location": representation["href"]})
 
 
-@ROUTES.route("GET", "vm.snapshot", answers={200: SNAPSHOT}, errors=_STORAGE_ERRORS)
+@routes.route("GET", "vm.snapshot", answers={200: SNAPSHOT}, errors=_STORAGE_ERRORS)
 async def get_snapshot(models, request, body, cluster, name, snapshot):
     """Describe one snapshot."""
     return snapshot_representation(*await _vm_snapshots(models).get(cluster, name, snapshot))
 
 
-@ROUTES.route("DELETE", "vm.snapshot", obj(), role=OPERATOR, answers={204: None},
+@routes.route("DELETE", "vm.snapshot", obj(), role=OPERATOR, answers={204: None},
               errors=_STORAGE_ERRORS)
 async def delete_snapshot(models, request, body, cluster, name, snapshot):
     """Delete a snapshot (its children become its parent's)."""
@@ -484,7 +469,7 @@ async def delete_snapshot(models, request, body, cluster, name, snapshot):
     return Response(code=204)
 
 
-@ROUTES.route("POST", "vm.snapshot.revert", obj(), role=OPERATOR, answers={200: SNAPSHOT},
+@routes.route("POST", "vm.snapshot.revert", obj(), role=OPERATOR, answers={200: SNAPSHOT},
               errors=_STORAGE_ERRORS)
 async def revert_snapshot(models, request, body, cluster, name, snapshot):
     """Roll the VM's volumes back to the snapshot (the VM must be off)."""

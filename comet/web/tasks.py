@@ -6,11 +6,13 @@ from comet.errors import InvalidInput
 from comet.model.tasks import Target
 from comet.store import TaskRecord
 from comet.web._schemas import STRING, TIME, enum, listing, resource
-from comet.web._table import ROUTES
+from comet.web._table import Response, Routes
 from comet.web.audit import int_arg
+from comet.web.paths import PATHS
 
-ROUTES.path("tasks", "/tasks")
-ROUTES.path("task", "/tasks/<int:id>")
+#: The endpoints this module declares (each app serves them: L{comet.web.routes}).
+routes = Routes()
+
 
 #: What a task's C{status} can be (the CHECK of its column).
 STATUSES = ("running", "finished", "failed")
@@ -29,7 +31,7 @@ TASK = resource(
 )
 
 
-#: The path in the route table of each kind of L{Target} a task is about.
+#: The path (L{comet.web.paths}) of each kind of L{Target} a task is about.
 TARGET_PATHS = {
     "cluster": "cluster",
     "vm": "vm",
@@ -43,7 +45,7 @@ def target_uri(target: Target) -> str:
     The URI of the resource a task is about: what its record keeps as
     C{target_uri} (the model names the resource, L{comet.model.tasks.Target}).
     """
-    return ROUTES.href(TARGET_PATHS[target.kind], **target.ids)
+    return PATHS.href(TARGET_PATHS[target.kind], **target.ids)
 
 
 def representation(task: TaskRecord) -> dict:
@@ -55,8 +57,13 @@ def representation(task: TaskRecord) -> dict:
         "progress": task.progress,
         "created": task.created,
         "updated": task.updated,
-        "href": ROUTES.href("task", id=task.id),
+        "href": PATHS.href("task", id=task.id),
     }
+
+
+def task_response(task: TaskRecord) -> Response:
+    """The 202 of a request that started C{task}: the task, and its URI as C{Location}."""
+    return Response(representation(task), 202, {"Location": PATHS.href("task", id=task.id)})
 
 
 #: Tasks per page of C{/tasks}, by default and at most.
@@ -64,7 +71,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 
-@ROUTES.route("GET", "tasks", answers={200: listing(TASK)}, errors=(400,))
+@routes.route("GET", "tasks", answers={200: listing(TASK)}, errors=(400,))
 async def list_tasks(models, request, body):
     """
     List the tasks, newest first: C{?status=running} filters by status,
@@ -84,7 +91,7 @@ async def list_tasks(models, request, body):
     return [representation(t) for t in tasks]
 
 
-@ROUTES.route("GET", "task", answers={200: TASK})
+@routes.route("GET", "task", answers={200: TASK})
 async def get_task(models, request, body, id):
     """Describe one task."""
     return representation(await models.tasks.get(id))

@@ -5,10 +5,12 @@ from __future__ import annotations
 from comet.model.vms import MIN_MEMORY
 from comet.store import TemplateRecord
 from comet.web._schemas import NAME, TIME, URI, listing, nullable, obj, resource
-from comet.web._table import ROUTES, Response
+from comet.web._table import Response, Routes
+from comet.web.paths import PATHS
 
-ROUTES.path("templates", "/templates")
-ROUTES.path("template", "/templates/<name>")
+#: The endpoints this module declares (each app serves them: L{comet.web.routes}).
+routes = Routes()
+
 
 #: MB; the models' least (L{comet.model.vms.MIN_MEMORY}) to 16 TiB.
 MEMORY = {"type": "integer", "minimum": MIN_MEMORY, "maximum": 16 * 1024 * 1024}
@@ -37,20 +39,20 @@ def representation(t: TemplateRecord) -> dict:
         "cpus": t.cpus,
         "disk": disk,
         "created": t.created,
-        "href": ROUTES.href("template", name=t.name),
+        "href": PATHS.href("template", name=t.name),
     }
 
 
-@ROUTES.route("GET", "templates", answers={200: listing(SUMMARY)})
+@routes.route("GET", "templates", answers={200: listing(SUMMARY)})
 async def list_templates(models, request, body):
     """List the templates."""
     return [
-        {"name": t.name, "href": ROUTES.href("template", name=t.name)}
+        {"name": t.name, "href": PATHS.href("template", name=t.name)}
         for t in await models.templates.list()
     ]
 
 
-@ROUTES.route(
+@routes.route(
     "POST",
     "templates",
     obj(("name",), name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]}),
@@ -62,17 +64,17 @@ async def create_template(models, request, body):
     template = await models.templates.create(
         body["name"], body.get("memory", 512), body.get("cpus", 1), body.get("disk")
     )
-    href = ROUTES.href("template", name=template.name)
+    href = PATHS.href("template", name=template.name)
     return Response(representation(template), 201, {"Location": href})
 
 
-@ROUTES.route("GET", "template", answers={200: TEMPLATE})
+@routes.route("GET", "template", answers={200: TEMPLATE})
 async def get_template(models, request, body, name):
     """Describe one template."""
     return representation(await models.templates.get(name))
 
 
-@ROUTES.route(
+@routes.route(
     "PUT",
     "template",
     obj(name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]}),
@@ -84,11 +86,11 @@ async def update_template(models, request, body, name):
     template = await models.templates.update(name, body)
     headers = {}
     if template.name != name:
-        headers["Location"] = ROUTES.href("template", name=template.name)
+        headers["Location"] = PATHS.href("template", name=template.name)
     return Response(representation(template), 200, headers)
 
 
-@ROUTES.route("DELETE", "template", obj(), answers={204: None}, errors=(409,))
+@routes.route("DELETE", "template", obj(), answers={204: None}, errors=(409,))
 async def delete_template(models, request, body, name):
     """Delete a template no VM was made from."""
     await models.templates.delete(name)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from comet.model.vms import VM, VM_ACTIONS
 from comet.web._schemas import (BOOL, NAME, STRING, TIME, URI, actions, enum, listing, nullable,
                                 obj, resource)
-from comet.web._table import OPERATOR, ROUTES, Response
-from comet.web.tasks import TASK
+from comet.web._table import OPERATOR, Response, Routes
+from comet.web.paths import PATHS
+from comet.web.tasks import TASK, task_response
 from comet.web.templates import CPUS, MEMORY
 
-ROUTES.path("vms", "/cluster/<cluster>/vms")
-ROUTES.path("vm", "/cluster/<cluster>/vms/<name>")
-ROUTES.path("vm.screenshot", "/cluster/<cluster>/vms/<name>/screenshot")
+#: The endpoints this module declares (each app serves them: L{comet.web.routes}).
+routes = Routes()
+
 
 #: The body of C{stop}: seconds to wait for the guest, and whether to power off after.
 STOP = obj(timeout={"type": "number", "minimum": 0, "maximum": 3600}, force=BOOL)
@@ -45,14 +46,7 @@ VM_SCHEMA = resource(
 
 
 def href(vm: VM) -> str:
-    return ROUTES.href("vm", cluster=vm.record.cluster, name=vm.name)
-
-
-def _optional(path: str, vm: VM) -> str | None:
-    """The URI of a VM sub-resource, once the module that serves it is loaded."""
-    if path not in ROUTES.paths():
-        return None
-    return ROUTES.href(path, cluster=vm.record.cluster, name=vm.name)
+    return PATHS.href("vm", cluster=vm.record.cluster, name=vm.name)
 
 
 def summary(vm: VM) -> dict:
@@ -67,32 +61,32 @@ def representation(vm: VM) -> dict:
         "state": vm.state,
         "memory": r.memory,
         "cpus": r.cpus,
-        "screenshot": ROUTES.href("vm.screenshot", cluster=r.cluster, name=r.name) if running else None,
+        "screenshot": PATHS.href("vm.screenshot", cluster=r.cluster, name=r.name) if running else None,
         "host": r.host,
         "template": r.template,
         "uuid": r.uuid,
-        "console": _optional("vm.console", vm),
-        "storages": _optional("vm.storages", vm),
-        "snapshots": _optional("vm.snapshots", vm),
+        "console": PATHS.href("vm.console", cluster=r.cluster, name=r.name),
+        "storages": PATHS.href("vm.storages", cluster=r.cluster, name=r.name),
+        "snapshots": PATHS.href("vm.snapshots", cluster=r.cluster, name=r.name),
         "created": r.created,
         "href": href(vm),
-        "actions": ROUTES.actions("vm", vm.actions, cluster=r.cluster, name=r.name),
+        "actions": PATHS.actions("vm", vm.actions, cluster=r.cluster, name=r.name),
     }
 
 
-@ROUTES.route("GET", "vms", answers={200: listing(SUMMARY)})
+@routes.route("GET", "vms", answers={200: listing(SUMMARY)})
 async def list_vms(models, request, body, cluster):
     """List a cluster's VMs with their live states."""
     vms = await models.vms.list(cluster)
     # L{summary} of each, with the hrefs made at once (a list may hold 10,000).
-    hrefs = ROUTES.hrefs("vm", "name", [vm.name for vm in vms], cluster=cluster)
+    hrefs = PATHS.hrefs("vm", "name", [vm.name for vm in vms], cluster=cluster)
     return [
         {"name": vm.name, "state": vm.state, "host": vm.record.host, "href": href}
         for vm, href in zip(vms, hrefs)
     ]
 
 
-@ROUTES.route(
+@routes.route(
     "POST", "vms", obj(("template",), template=NAME, name=NAME, memory=MEMORY, cpus=CPUS),
     answers={201: VM_SCHEMA}, errors=(409, 502, 503),
 )
@@ -104,13 +98,13 @@ async def create_vm(models, request, body, cluster):
     return Response(representation(vm), 201, {"Location": href(vm)})
 
 
-@ROUTES.route("GET", "vm", answers={200: VM_SCHEMA})
+@routes.route("GET", "vm", answers={200: VM_SCHEMA})
 async def get_vm(models, request, body, cluster, name):
     """Describe one VM, with its live state."""
     return representation(await models.vms.get(cluster, name))
 
 
-@ROUTES.route("PUT", "vm", obj(name=NAME, memory=MEMORY, cpus=CPUS), answers={200: VM_SCHEMA},
+@routes.route("PUT", "vm", obj(name=NAME, memory=MEMORY, cpus=CPUS), answers={200: VM_SCHEMA},
               errors=(409, 503))
 async def update_vm(models, request, body, cluster, name):
     """Change a VM's stored definition (it takes effect at its next start)."""
@@ -121,7 +115,7 @@ async def update_vm(models, request, body, cluster, name):
     return Response(representation(vm), 200, headers)
 
 
-@ROUTES.route("DELETE", "vm", obj(force=BOOL, keep_storage=BOOL), answers={204: None},
+@routes.route("DELETE", "vm", obj(force=BOOL, keep_storage=BOOL), answers={204: None},
               errors=(409, 502, 503))
 async def delete_vm(models, request, body, cluster, name):
     """Delete a VM (and its own disks, unless keep_storage)."""
@@ -131,7 +125,7 @@ async def delete_vm(models, request, body, cluster, name):
     return Response(code=204)
 
 
-@ROUTES.route("GET", "vm.screenshot", produces="image/png", role=OPERATOR, answers={200: None},
+@routes.route("GET", "vm.screenshot", produces="image/png", role=OPERATOR, answers={200: None},
               errors=(409, 502, 503))
 async def screenshot(models, request, body, cluster, name):
     """A PNG of the VM's screen (taken at most every few seconds)."""
@@ -155,23 +149,15 @@ async def _stop(models, request, body, cluster, name):
         body.get("timeout"),
         body.get("force", False),
     )
-    return _task_response(task)
-
-
-def _task_response(task) -> Response:
-    from comet.web.tasks import representation as task_representation
-
-    href = ROUTES.href("task", id=task.id)
-    return Response(task_representation(task), 202, {"Location": href})
+    return task_response(task)
 
 
 for _action in VM_ACTIONS:
-    ROUTES.path(f"vm.{_action}", f"/cluster/<cluster>/vms/<name>/{_action}")
     if _action == "stop":
-        ROUTES.route("POST", "vm.stop", STOP, role=OPERATOR, answers={202: TASK},
+        routes.route("POST", "vm.stop", STOP, role=OPERATOR, answers={202: TASK},
                      errors=(409, 502, 503))(_stop)
     else:
-        ROUTES.route("POST", f"vm.{_action}", obj(), role=OPERATOR, answers={200: VM_SCHEMA},
+        routes.route("POST", f"vm.{_action}", obj(), role=OPERATOR, answers={200: VM_SCHEMA},
                      errors=(409, 502, 503))(_quick_action(_action))
 
 
@@ -182,11 +168,10 @@ def _cluster_action(action: str, schema):
     async def handler(models, request, body, name):
         await models.clusters.check_action(name, action)
         task = await models.vms.cluster_action(name, action, **body)
-        return _task_response(task)
+        return task_response(task)
 
     handler.__doc__ = f"{action.capitalize()} every VM of the cluster (a task)."
-    ROUTES.path(f"cluster.{action}", f"/cluster/<name>/{action}")
-    ROUTES.route("POST", f"cluster.{action}", schema, role=OPERATOR, answers={202: TASK},
+    routes.route("POST", f"cluster.{action}", schema, role=OPERATOR, answers={202: TASK},
                  errors=(409,))(handler)
 
 

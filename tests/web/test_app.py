@@ -6,9 +6,10 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
-from comet.web import CometAPI
+from comet.web import CometAPI, api_routes
 from comet.web._app import _shielded
-from tests._api import make_client, make_models
+from comet.web._table import Response
+from tests._api import APIClient, fixed_guard, make_client, make_models
 
 
 class ShieldedTests(TestCase):
@@ -26,6 +27,39 @@ class ShieldedTests(TestCase):
         answer = _shielded(work)
         work.callback("done")
         self.assertEqual(self.successResultOf(answer), "done")
+
+
+class OwnTableTests(TestCase):
+    """Each app has its own route table, as Klein binds an app to each instance."""
+
+    def test_two_apps_two_tables(self):
+        """Two apps in one process share no table; each table has the whole API."""
+        first = CometAPI(object(), guard=fixed_guard())
+        second = CometAPI(object(), guard=fixed_guard())
+        self.assertIsNot(first.routes, second.routes)
+        self.assertEqual([(e.method, e.path) for e in first.routes.endpoints],
+                         [(e.method, e.path) for e in second.routes.endpoints])
+        self.assertIn(("GET", "vm"), [(e.method, e.path) for e in first.routes.endpoints])
+
+    async def test_added_route_is_one_apps(self):
+        """
+        A route added to one app's table is served and documented by that
+        app only: its own /openapi.json lists it, the other's does not.
+        """
+        table = api_routes()
+        table.path("thing", "/thing")
+
+        async def thing(models, request, body):
+            """A thing."""
+            return Response({"thing": 1})
+
+        table.route("GET", "thing", answers={200: {"type": "object"}}, role="viewer")(thing)
+        extended = APIClient(CometAPI(object(), table, fixed_guard()))
+        plain = APIClient(CometAPI(object(), guard=fixed_guard()))
+        self.assertEqual((await extended.get("/thing")).json, {"thing": 1})
+        self.assertEqual((await plain.get("/thing")).code, 404)
+        self.assertIn("/thing", (await extended.get("/openapi.json")).json["paths"])
+        self.assertNotIn("/thing", (await plain.get("/openapi.json")).json["paths"])
 
 
 class _Sender(Protocol):

@@ -13,11 +13,10 @@ from twisted.internet.defer import CancelledError, ensureDeferred, gatherResults
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
-import comet.web  # noqa: F401  (fills ROUTES)
 from comet.admin import connect
 from comet.store import users as users_sql
 from comet.store.users import Users
-from comet.web import CometAPI, ROUTES
+from comet.web import CometAPI, api_routes
 from comet.web._auth import CHALLENGE, Authenticator, Guard
 from comet.web._errors import HTTPError
 from comet.web._throttle import LoginThrottle, PasswordChecks
@@ -28,6 +27,9 @@ from tests._api import (
 from tests.web.test_serve import assertError
 
 ROLES = sorted(ROLE_RANKS, key=ROLE_RANKS.get)
+
+#: The API's route table, as every app below builds its own.
+ROUTES = api_routes()
 
 
 class Touched(Exception):
@@ -70,7 +72,7 @@ def guarded(testcase, models=None, clock=reactor):
     checks = PasswordChecks(reactor)
     testcase.addCleanup(checks.stop)
     guard = Guard(Authenticator(users, clock, throttle, checks=checks), users, max_body=1024)
-    api = CometAPI(models if models is not None else Untouchable(), ROUTES, guard)
+    api = CometAPI(models if models is not None else Untouchable(), guard=guard)
     return api, db
 
 

@@ -16,7 +16,7 @@ from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound, Unavai
 from comet.web import CometAPI
 from comet.web._schemas import NAME, obj
 from comet.names import NAME_PATTERN, check_name
-from comet.web import ROUTES
+from comet.web import api_routes
 from comet.web._errors import HTTPError
 from comet.web._serve import _accepts, _depth, _read_body, describe, ecma_pattern, validate
 from comet.web._table import JSON, Endpoint, Response, RouteTable
@@ -468,7 +468,7 @@ _WILD_JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
     max_leaves=40,
 )
-_SCHEMAS = [e.schema for e in ROUTES.endpoints if e.schema is not None]
+_SCHEMAS = [e.schema for e in api_routes().endpoints if e.schema is not None]
 
 
 @st.composite
