@@ -87,7 +87,8 @@ def make_models(db, hypervisors, config, clock, runners=None,
         # lifecycle (reads and its own actions); everything else, the
         # repairs included, reads the hosts live.
         libvirt=CachedStates(hypervisors),
-        hosts=hosts, tasks=tasks, clock=clock, disks=storage.disks, intents=intents, locks=locks,
+        hosts=hosts, tasks=tasks, clock=clock, storage=storage, disks=storage.disks,
+        intents=intents, locks=locks,
     )
     vms = VMModel(context, config.compute.cluster_concurrency)
 

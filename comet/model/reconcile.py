@@ -8,17 +8,12 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    operation a dead process had begun (L{comet.model.intents}).  Each is
    finished or undone by looking at what is really there, kind by kind:
    the operations of L{comet.model.operations.REGISTRY} by their own
-   C{repair} (C{vm.start}, C{cluster.start}), the others here:
+   C{repair} (C{vm.start}, C{cluster.start}, C{volume.create},
+   C{volume.delete}), the others here:
 
    - C{vm.stop} / C{cluster.stop}: a domain found shut off (or gone) means the
      stop is finished (undefined, unexported, placement released); a domain
      still running is left running and the stop reported as not done.
-   - C{volume.create}: a recorded volume is complete (kept); otherwise the
-     zvol it made (if any) is destroyed.
-   - C{volume.delete}: finished (zvol destroyed, record forgotten, origin
-     snapshot destroyed; forced: the unrecorded clones it found and the
-     zvol's snapshots too).  A plain one ZFS refuses (snapshots, clones)
-     is reported and left, as its live 409 left it.
    - C{vm.create}: undone (its disks, the clone and base snapshot it may
      have made, and its record).
    - C{vm.delete}: finished (powered off, unplaced, disks destroyed unless
@@ -79,7 +74,7 @@ from comet.model.locks import describe, task_href
 from comet.model.operations import REGISTRY
 from comet.model.operations.domains import ACTIVE, domain_state, remove_domain, unplace, vm_record
 from comet.model.storage import (
-    branch, destroy_all, export_intact, has_disk, wait_released, zfs_snapname,
+    branch, export_intact, has_disk, wait_released, zfs_snapname,
 )
 from comet.model.tasks import RESTARTED
 from comet.store.vms import COMET_DOMAIN_PREFIX
@@ -110,8 +105,6 @@ class Reconciler:
         self._repairs = {
             "vm.stop": self._vm_stop,
             "cluster.stop": self._vm_stop,
-            "volume.create": self._volume_create,
-            "volume.delete": self._volume_delete,
             "vm.create": self._vm_create,
             "vm.delete": self._vm_delete,
             "attach": self._attach,
@@ -280,60 +273,6 @@ class Reconciler:
         await self._ctx.disks.delete(record, keep_storage=keep)
         await self._ctx.vms.delete(uuid)
         return f"the delete of VM {record.name!r} was finished"
-
-    def _zfs(self, steps):
-        """The server and zfs adapter the steps name."""
-        server = next(s.detail["server"] for s in steps if s.detail.get("server"))
-        return server, self._storage.server(server).zfs
-
-    async def _volume_create(self, obj: str, steps) -> str:
-        pool, name = obj.split("/", 1)
-        if await self._storage.records.volume(pool, name) is not None:
-            return f"volume {name!r} was complete and recorded: kept"
-        zvols = [s.detail["zvol"] for s in steps if s.detail.get("zvol")]
-        if not zvols:
-            return "nothing had been made"
-        server, zfs = self._zfs(steps)
-        try:
-            await zfs.check_owned(zvols[0])
-        except NotFound:
-            return "no zvol had been made"
-        except Conflict as e:
-            return f"{zvols[0]} was left alone: {e.reason}"
-        try:
-            await zfs.destroy(zvols[0])
-        except NotFound:
-            return "no zvol had been made"
-        # Another Conflict (busy: a writer still holds it) is tried again later.
-        return f"the incomplete zvol {zvols[0]} on {server} was destroyed"
-
-    async def _volume_delete(self, obj: str, steps) -> str:
-        pool, name = obj.split("/", 1)
-        server, zfs = self._zfs(steps)
-        zvol = next(s.detail["zvol"] for s in steps if s.detail.get("zvol"))
-        # A forced delete: the unrecorded clones it had found, then the zvol with its snapshots.
-        force = any(s.detail.get("force") for s in steps)
-        await destroy_all(zfs, [c for s in steps for c in s.detail.get("clones", [])])
-        try:
-            await zfs.destroy(zvol, recursive=force)
-        except NotFound:
-            pass
-        except Conflict as e:
-            if force or not re.search(r"has children|dependent clones", e.reason):
-                raise
-            # As the live delete answered: 409, the volume and its record stay.
-            return f"{zvol} on {server} was not destroyed ({e.reason}): the volume stays"
-        record = await self._storage.records.volume(pool, name)
-        origins = [s.detail["snapshot"] for s in steps if s.detail.get("snapshot")]
-        if record is not None:
-            await self._storage.records.delete_volume(pool, name)
-            origins = [record.origin] if record.origin else []
-        for origin in origins:
-            try:
-                await zfs.destroy(origin)
-            except NotFound:
-                pass
-        return f"the delete of {zvol} on {server} was finished"
 
     async def _unplug(self, record, vm) -> None:
         """Take volume C{record} off VM C{vm}: hot-unplug, unexport, forget the attachment."""

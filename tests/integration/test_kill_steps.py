@@ -56,7 +56,7 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.web.server import Site
 from twisted.web.static import File
 
-from comet.model.operations import vm_start
+from comet.model.operations import vm_start, volume_create, volume_delete
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
 from tests.integration import _testbed
@@ -478,15 +478,14 @@ class VolumeKillTests(KillStepsCase):
     """Volumes: create (empty, downloaded) and delete."""
 
     CASES = [
-        ("volume.create", "volume.create", "create zvol"),
-        ("volume.create", "volume.create", "record"),
-        ("download", "volume.create", "create zvol"),
-        ("download", "volume.create", "write image"),
-        ("download", "volume.create", "record"),
-        ("volume.delete", "volume.delete", "destroy zvol"),
-        ("volume.delete", "volume.delete", "forget record"),
-        ("volume.delete/force", "volume.delete", "destroy leftovers"),
-        ("volume.delete/force", "volume.delete", "destroy zvol"),
+        # An empty volume's create has every step but the download's.
+        *[("volume.create", "volume.create", step.value) for step in volume_create.Step
+          if step is not volume_create.Step.WRITE_IMAGE],
+        *[("download", "volume.create", step.value) for step in volume_create.Step],
+        ("volume.delete", "volume.delete", volume_delete.Step.DESTROY_ZVOL.value),
+        ("volume.delete", "volume.delete", volume_delete.Step.FORGET_RECORD.value),
+        ("volume.delete/force", "volume.delete", volume_delete.Step.DESTROY_LEFTOVERS.value),
+        ("volume.delete/force", "volume.delete", volume_delete.Step.DESTROY_ZVOL.value),
     ]
 
     async def prepare(self):
@@ -578,6 +577,8 @@ class VMKillTests(KillStepsCase):
         ("snapshot.delete", "snapshot.delete", "destroy"),
         ("snapshot.delete", "snapshot.delete", "forget record"),
         ("snapshot.delete/branch", "snapshot.delete", "drop branches"),
+        # (VMKillTests has the base volume a kept disk is cloned from.)
+        ("volume.delete/kept", "volume.delete", volume_delete.Step.DESTROY_ORIGIN.value),
     ]
 
     async def prepare(self):
@@ -701,6 +702,16 @@ class VMKillTests(KillStepsCase):
                                   {"pool": self.fixture["pool"], "vol": self.volume})
         return lambda: self.request("POST", storage["actions"]["unmap"], {})
 
+    async def case_volume_delete_kept(self, step):
+        """A VM's disk kept after its VM: the base snapshot it was cloned from goes with it."""
+        vm = await self.new_vm(self.fixture["cluster"])
+        answer = await self.request("DELETE", vm["href"], {"keep_storage": True})
+        self.assertEqual(answer.code, 204, answer)
+        self.vm = None
+        self.volume = f"vm-{vm['uuid']}-vda"
+        href = f"/storagepools/{self.fixture['pool']}/storagevolumes/{self.volume}"
+        return lambda: self.request("DELETE", href)
+
     async def after_vm_create(self):
         if getattr(self, "vm", None) is not None:
             await self.delete_vm(self.vm)
@@ -717,7 +728,7 @@ class VMKillTests(KillStepsCase):
     after_cluster_start = after_cluster_stop = after_attach = after_snapshot = after_vm_create
     after_unmap_stopped = after_revert = after_revert_branch = after_revert_placed = after_vm_create
     after_snapshot_delete = after_vm_delete_attached = after_unmap_snapshot = after_vm_create
-    after_snapshot_delete_branch = after_vm_create
+    after_snapshot_delete_branch = after_volume_delete_kept = after_vm_create
 
 
 class GuestKillTests(KillStepsCase):

@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from comet.errors import Conflict
 from comet.config import ReconcileConfig
 from comet.model.operations import vm_start
+from tests.model.operations.test_volume_delete import FORCED as FORCED_DELETE
 from comet.model.reconcile import Reconciler
 from comet.model.storage import GiB, vm_disk_name
 from comet.store import Intents as IntentTable
@@ -25,8 +26,6 @@ from tests._api import make_client
 from tests.model.operations.crash import Crash, CrashBase, steps
 
 VM_STOP = ["shut down", "unplace"]
-VOLUME_CREATE = ["create zvol", "record"]
-VOLUME_DELETE = ["destroy zvol", "forget record"]
 
 
 class VMStopCrashTests(CrashBase, TestCase):
@@ -52,66 +51,6 @@ class VMStopCrashTests(CrashBase, TestCase):
             for when in ("before", "after"):
                 await self.setUp()
                 await self.check(step, when)
-
-
-class VolumeCrashTests(CrashBase, TestCase):
-    async def test_create_each_step(self):
-        """A volume create cut short leaves the volume whole and recorded, or nothing."""
-        for step in VOLUME_CREATE:
-            for when in ("before", "after"):
-                await self.setUp()
-                task_id = await self.crash_volume_create(step, when)
-                models, repairs = await self.world.restart()
-                await self.assertConsistent(models)
-                await self.assertTaskRepaired(models, task_id)
-                recorded = await models.storage.records.volume("pool1", "data")
-                if (step, when) == ("record", "after"):
-                    self.assertIsNotNone(recorded)
-                else:
-                    self.assertIsNone(recorded)
-                    self.assertNotIn("tank/comet/data", self.world.server.datasets)
-                    # The name is free again.
-                    await self.models.tasks.wait((await models.storage.create_volume(
-                        "pool1", "data", capacity_gb=1)).id)
-
-    async def test_server_down_repaired_later(self):
-        """A repair that needs a server that does not answer waits for a later run."""
-        task_id = await self.crash_volume_create("record", "before")
-        models = self.world.boot()
-        runner = models.storage.server("s1").runner
-        runner.unavailable = "switched off"
-        await models.tasks.recover()
-        self.assertEqual(await models.reconciler.run(), [])
-        self.assertEqual(len(await IntentTable(self.world.db).list()), 2)
-        self.assertIn("tank/comet/data", self.world.server.datasets)
-        # Until it is repaired, the name is not free for a new volume.
-        e = await self.assertFailure(ensureDeferred(models.storage.create_volume(
-            "pool1", "data", capacity_gb=1)), Conflict)
-        self.assertIn("interrupted volume.create", e.reason)
-        runner.unavailable = None
-        [repair] = await models.reconciler.run()
-        self.assertEqual(models.intents.pending, {})
-        self.assertIn("tank/comet/data on s1 was destroyed", repair)
-        await self.assertConsistent(models)
-        await self.assertTaskRepaired(models, task_id)
-
-    async def test_delete_each_step(self):
-        """A volume delete cut short is finished: no zvol, no record."""
-        for step in VOLUME_DELETE:
-            for when in ("before", "after"):
-                await self.setUp()
-                task = await self.models.storage.create_volume(
-                    "pool1", "data", capacity_gb=1)
-                await self.models.tasks.wait(task.id)
-                crash = Crash("volume.delete", step, when)
-                await self.crash_during(
-                    crash, lambda: self.models.storage.delete_volume("pool1", "data"))
-                models, repairs = await self.world.restart()
-                self.assertTrue(any("interrupted volume.delete of pool1/data" in r
-                                    for r in repairs), repairs)
-                await self.assertConsistent(models)
-                self.assertIsNone(await models.storage.records.volume("pool1", "data"))
-                self.assertNotIn("tank/comet/data", self.world.server.datasets)
 
 
 class VMVolumeCrashTests(CrashBase, TestCase):
@@ -447,7 +386,7 @@ class LeftSnapshotCrashTests(CrashBase, TestCase):
 
     async def test_forced_volume_delete_each_step(self):
         """A forced delete cut short is finished: the unrecorded snapshot and clone go too."""
-        for step in ["destroy leftovers", "destroy zvol", "forget record"]:
+        for step in [s.value for s in FORCED_DELETE]:
             for when in ("before", "after"):
                 await self.setUp()
                 await self.models.vm_storages.delete("lab", "web", "data")

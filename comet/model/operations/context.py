@@ -103,6 +103,10 @@ class Context:
     tasks: Any
     #: C{seconds()} and C{callLater()}.
     clock: Any
+    #: The L{comet.model.storage.StorageModel} (its public parts: tables,
+    #: servers, pools, exports, branches), or C{None} when no storage is
+    #: configured: what the storage operations' repairs act through.
+    storage: Any = None
     #: The VMs' disks on central storage (the storage model, or L{NoDisks}).
     disks: VMDisks = attrs.field(factory=NoDisks)
     #: Where operations write their steps (none unless wired to a table).

@@ -1,8 +1,9 @@
 """
-A volume made from an image downloaded over HTTP(S): the zvol sized from
-the response's length, the body streamed into it with flow control, the
-record written last.  Where and how images are fetched (address policy,
-slots, timeouts) is L{comet.model.downloads}.
+An image downloaded over HTTP(S) into a volume: the response body streamed
+into the zvol's writer with flow control (L{Receiver}).  The steps of a
+volume made so are L{comet.model.operations.volume_create}; where and how
+images are fetched (address policy, slots, timeouts) is
+L{comet.model.downloads}.
 """
 
 from __future__ import annotations
@@ -12,76 +13,11 @@ from twisted.internet.protocol import Protocol
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from comet.errors import Conflict, InvalidInput, NotFound, Unavailable
-from comet.model.downloads import scrub
-from comet.model.storage.names import GiB
-from comet.model.storage.servers import undo
+from comet.errors import Unavailable
 
 
-async def download_volume(downloads, op, pool, zfs, name: str, url: str, task,
-                          add_record) -> str:
-    """
-    Make volume C{name} of C{pool} hold the image at C{url}, under intent
-    C{op} (steps C{create zvol}, C{write image}, C{record}); the zvol is
-    destroyed again if anything fails.
-
-    @param downloads: the L{comet.model.downloads.Downloads}.
-    @param zfs: the ZFS adapter of C{pool}'s server.
-    @param add_record: called with the zvol's size, records the volume.
-    @return: what was done, for the task.
-    """
-    if downloads.waiting:
-        task.progress(0, "waiting for a download slot ([storage] max_downloads)")
-    download = await downloads.start(url)
-    try:
-        return await _write(op, pool, zfs, name, download, task, add_record)
-    finally:
-        download.close()
-
-
-async def _write(op, pool, zfs, name: str, download, task, add_record) -> str:
-    response = download.response
-    shown = scrub(download.url)
-    if response.code != 200:
-        await _discard(response)
-        raise NotFound(f"downloading {shown} failed: HTTP {response.code}")
-    length = response.length
-    if not isinstance(length, int) or length <= 0:
-        await _discard(response)
-        raise InvalidInput(
-            f"{shown} did not say its length (Content-Length); the volume cannot be sized"
-        )
-    size = -(-length // GiB) * GiB
-    try:
-        space = await zfs.dataset_space(pool.dataset)
-        if length > space.available:
-            raise Conflict(f"the image at {shown} ({length} bytes) is larger than what"
-                           f" storage pool {pool.name!r} has available ({space.available})")
-        async with op.step("create zvol", server=pool.server, zvol=f"{pool.dataset}/{name}"):
-            volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
-    except BaseException:
-        await _discard(response)
-        raise
-    try:
-        async with op.step("write image", server=pool.server, zvol=volume.name):
-            stream = await zfs.open_writer(volume.name)
-            receiver = Receiver(stream, length, task)
-            response.deliverBody(receiver)
-            try:
-                await receiver.done
-            except Exception as e:
-                raise download.failure(e) from None
-            await stream.finish()
-        async with op.step("record", server=pool.server, zvol=volume.name):
-            await add_record(volume.size)
-    except BaseException:
-        await undo(zfs.destroy(volume.name), f"destroying {volume.name}")
-        raise
-    return (f"volume {name!r} ({volume.size} bytes) created in storage pool"
-            f" {pool.name!r} from {shown} ({length} bytes)")
-
-
-async def _discard(response) -> None:
+async def discard(response) -> None:
+    """Read and drop what is left of C{response} (its connection is freed)."""
     try:
         import treq
 

@@ -2,7 +2,9 @@
 Volumes: zvols in a pool's dataset, as ZFS shows them, with Comet's record
 (who made it, which VM it belongs to, its CHAP account, where it is
 exported).  Creating one (empty or from a download) runs as a task;
-deleting one destroys only what Comet made.
+deleting one destroys only what Comet made.  Here are the checks, the
+locks and the task; the steps are the operations'
+(L{comet.model.operations.volume_create}, L{comet.model.operations.volume_delete}).
 """
 
 from __future__ import annotations
@@ -12,18 +14,14 @@ import uuid as _uuid
 from urllib.parse import urlparse
 
 import attrs
-from twisted.logger import Logger
 
-from comet.errors import CometError, Conflict, InvalidInput, NotFound
+from comet.errors import Conflict, InvalidInput, NotFound
 from comet.model.clusters import validate_name
+from comet.model.operations import volume_create, volume_delete
 from comet.model.downloads import scrub
-from comet.model.storage.download import download_volume
 from comet.model.storage.names import GiB, volume_lock, zfs_snapname
 from comet.model.storage.pools import Pool
-from comet.model.storage.servers import destroy_all, undo
 from comet.model.tasks import Target
-
-log = Logger()
 
 
 @attrs.frozen
@@ -160,16 +158,18 @@ class Volumes:
         async def job(task):
             try:
                 await lock.set_task(task.id)
-                async with self._intents.operation("volume.create", f"{pool.name}/{name}") as op:
-                    if url is None:
-                        return await self._create_empty(op, pool, name, capacity_gb * GiB)
+                async with self._intents.operation(volume_create.KIND,
+                                                   f"{pool.name}/{name}") as op:
                     zfs = self._pools.zfs(pool)
 
                     async def add_record(size):
                         await self._store.add_volume(**self.new_record(pool, name, size))
 
-                    return await download_volume(self.downloads, op, pool, zfs, name, url,
-                                                 task, add_record)
+                    if url is None:
+                        return await volume_create.run_empty(op, zfs, pool, name,
+                                                             capacity_gb * GiB, add_record)
+                    return await volume_create.run_download(op, self.downloads, zfs, pool, name,
+                                                            url, task, add_record)
             finally:
                 await lock.release()
 
@@ -182,19 +182,6 @@ class Volumes:
         except BaseException:
             await lock.release()
             raise
-
-    async def _create_empty(self, op, pool, name: str, size: int) -> str:
-        zfs = self._pools.zfs(pool)
-        zvol = f"{pool.dataset}/{name}"
-        async with op.step("create zvol", server=pool.server, zvol=zvol):
-            volume = await zfs.create_volume(pool.dataset, name, size, sparse=True)
-        async with op.step("record", server=pool.server, zvol=zvol):
-            try:
-                await self._store.add_volume(**self.new_record(pool, name, volume.size))
-            except BaseException:
-                await undo(zfs.destroy(volume.name), f"destroying {volume.name}")
-                raise
-        return f"volume {name!r} ({volume.size} bytes) created in storage pool {pool.name!r}"
 
     async def delete_volume(self, pool_name: str, name: str, force: bool = False) -> None:
         """
@@ -219,41 +206,13 @@ class Volumes:
         if record is not None and record.vm_uuid and await self._owners.exists(record.vm_uuid):
             raise Conflict(f"volume {name!r} is a disk of VM {record.vm_uuid}; detach it first")
         zfs = self._pools.zfs(pool)
-        zvol = f"{pool.dataset}/{name}"
         clones: list[str] = []
         if force:
             clones = await self._check_leftovers(pool, zfs, name, force=True)
-        async with self._intents.operation("volume.delete", f"{pool.name}/{name}") as op:
-            if clones:
-                async with op.step("destroy leftovers", server=pool.server, zvol=zvol,
-                                   clones=clones, force=True):
-                    await destroy_all(zfs, clones)
-            async with op.step("destroy zvol", server=pool.server, zvol=zvol, force=force):
-                try:
-                    await zfs.destroy(zvol, recursive=force)
-                except NotFound:
-                    if record is None:
-                        raise NotFound(
-                            f"volume {name!r} does not exist in storage pool {pool.name!r}"
-                        ) from None
-                except Conflict:
-                    if not force:
-                        # Say what hangs on it, and how to clear it.
-                        await self._check_leftovers(pool, zfs, name, force=False)
-                    raise
-            if record is not None:
-                async with op.step("forget record", server=pool.server, zvol=zvol):
-                    await self._store.delete_volume(pool.name, name)
-                if record.origin:
-                    # The snapshot of a base volume this disk was cloned from.
-                    async with op.step("destroy origin", server=pool.server,
-                                       snapshot=record.origin):
-                        try:
-                            await zfs.destroy(record.origin)
-                        except NotFound:
-                            pass
-                        except CometError:
-                            log.failure("destroying {snapshot}", snapshot=record.origin)
+        async with self._intents.operation(volume_delete.KIND, f"{pool.name}/{name}") as op:
+            await volume_delete.run(
+                op, self._store, zfs, pool, name, record, clones, force,
+                explain=lambda: self._check_leftovers(pool, zfs, name, force=False))
 
     async def _check_leftovers(self, pool, zfs, name: str, force: bool) -> list[str]:
         """

@@ -104,14 +104,20 @@ class CrashBase:
         DEAD.append((self.models.intents.frozen, ensureDeferred(start())))
         await crash.reached
 
-    async def crash_volume_create(self, step: str, when: str) -> int:
-        """Create volume pool1/data until it freezes at C{step}; its task's id."""
+    async def crash_volume_create(self, step: str, when: str, url: str | None = None) -> int:
+        """
+        Create volume pool1/data (of 1 GiB, or from C{url}) until it freezes
+        at C{step}; its task's id.
+        """
         crash = Crash("volume.create", step, when)
         task = []
 
         async def create():
-            task.append(await self.models.storage.create_volume(
-                "pool1", "data", capacity_gb=1))
+            if url is None:
+                task.append(await self.models.storage.create_volume(
+                    "pool1", "data", capacity_gb=1))
+            else:
+                task.append(await self.models.storage.create_volume("pool1", "data", url=url))
 
         await self.crash_during(crash, create)
         return task[0].id

@@ -1,0 +1,119 @@
+"""
+Volume create (L{comet.model.operations.volume_create}), empty or from a
+download, cut short after any of its steps, then repaired by a fresh
+daemon's reconciler (L{tests.model.operations.crash}).
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
+
+from comet.errors import Conflict
+from comet.model.downloads import Downloads
+from comet.model.operations import volume_create
+from comet.store import Intents as IntentTable
+from tests.model.operations.crash import WHEN, Crash, CrashBase
+from tests.web.test_storage import LOOPBACK_DOWNLOADS, _Image
+
+#: The steps of an empty volume's create (a download has them all).
+EMPTY = [volume_create.Step.CREATE_ZVOL, volume_create.Step.RECORD]
+
+
+class _Abort(Protocol):
+    """Takes a response body only to drop its connection."""
+
+    def connectionMade(self):
+        self.transport.stopProducing()
+
+    def connectionLost(self, reason):
+        pass
+
+
+class _Kept(Downloads):
+    """
+    L{Downloads} that keep each download they start, so that the test can end
+    what a frozen (dead) operation left open: its connection and its timer.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.started: list = []
+
+    async def start(self, url):
+        download = await super().start(url)
+        self.started.append(download)
+        return download
+
+    async def end(self) -> None:
+        for download in self.started:
+            try:
+                download.response.deliverBody(_Abort())
+            except Exception:
+                pass   # its body was delivered (and its connection closed) already
+            download.close()
+        # The server's side sees the connection go on the reactor's next turns.
+        await deferLater(reactor, 0.1, lambda: None)
+
+
+class VolumeCreateCrashTests(CrashBase, TestCase):
+    async def image_url(self) -> str:
+        """The URL of a 3 MiB image served on loopback (which downloads may reach here)."""
+        downloads = self.models.storage.downloads = _Kept(reactor, LOOPBACK_DOWNLOADS)
+        self.addCleanup(downloads.end)
+        site = Site(_Image(b"\x5a" * (3 * 1024**2)))
+        site.noisy = False
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}/image"
+
+    async def check(self, step: volume_create.Step, when: str, url: str | None) -> None:
+        await self.setUp()
+        if url is not None:
+            url = await self.image_url()
+        task_id = await self.crash_volume_create(step.value, when, url=url)
+        models, repairs = await self.world.restart()
+        await self.assertConsistent(models)
+        await self.assertTaskRepaired(models, task_id)
+        recorded = await models.storage.records.volume("pool1", "data")
+        if (step, when) == (volume_create.Step.RECORD, "after"):
+            self.assertIsNotNone(recorded)
+        else:
+            self.assertIsNone(recorded)
+            self.assertNotIn("tank/comet/data", self.world.server.datasets)
+            # The name is free again.
+            await self.models.tasks.wait((await models.storage.create_volume(
+                "pool1", "data", capacity_gb=1)).id)
+
+    async def test_each_step(self):
+        """A volume create cut short leaves the volume whole and recorded, or nothing."""
+        for step in volume_create.Step:
+            for when in WHEN:
+                if step in EMPTY:
+                    await self.check(step, when, url=None)
+                await self.check(step, when, url="download")
+
+    async def test_server_down_repaired_later(self):
+        """A repair that needs a server that does not answer waits for a later run."""
+        task_id = await self.crash_volume_create("record", "before")
+        models = self.world.boot()
+        runner = models.storage.server("s1").runner
+        runner.unavailable = "switched off"
+        await models.tasks.recover()
+        self.assertEqual(await models.reconciler.run(), [])
+        self.assertEqual(len(await IntentTable(self.world.db).list()), 2)
+        self.assertIn("tank/comet/data", self.world.server.datasets)
+        # Until it is repaired, the name is not free for a new volume.
+        e = await self.assertFailure(ensureDeferred(models.storage.create_volume(
+            "pool1", "data", capacity_gb=1)), Conflict)
+        self.assertIn("interrupted volume.create", e.reason)
+        runner.unavailable = None
+        [repair] = await models.reconciler.run()
+        self.assertEqual(models.intents.pending, {})
+        self.assertIn("tank/comet/data on s1 was destroyed", repair)
+        await self.assertConsistent(models)
+        await self.assertTaskRepaired(models, task_id)
