@@ -141,8 +141,10 @@ class Reconciler:
         await self.release_dead_locks()
         repairs = await self._interrupted()
         repairs += await self._domains()
-        repairs += await self._targets()
-        repairs += await self._exports()
+        # Each server's targets, listed once for both looks at them.
+        listed: dict[str, list] = {}
+        repairs += await self._targets(listed)
+        repairs += await self._exports(listed)
         return repairs
 
     def _busy(self, obj: str | None) -> bool:
@@ -481,8 +483,11 @@ class Reconciler:
                                         " domain there: its placement was released")
         return repairs
 
-    async def _targets(self) -> list[str]:
-        """tgt targets of this database's volumes that their records do not name."""
+    async def _targets(self, listed: dict[str, list]) -> list[str]:
+        """
+        tgt targets of this database's volumes that their records do not
+        name; each server's listing is left in C{listed} (for L{_exports}).
+        """
         repairs: list[str] = []
         storage = self._storage
         if storage is None:
@@ -501,7 +506,7 @@ class Reconciler:
                 continue
             tgt = storage.server(server).tgt
             try:
-                targets = await tgt.targets()
+                targets = listed[server] = await tgt.targets()
             except CometError:
                 continue
             for target in targets:
@@ -525,22 +530,30 @@ class Reconciler:
                                         " deleted")
         return repairs
 
-    async def _exports(self) -> list[str]:
-        """Exports recorded but lost by their server, made again (every server)."""
+    async def _exports(self, listed: dict[str, list]) -> list[str]:
+        """
+        Exports recorded but lost by their server, made again (every
+        server), by the targets C{listed} this pass (the targets the pass
+        deleted were none of a record's).
+        """
         if self._storage is None:
             return []
         repairs: list[str] = []
         for server in self._storage.servers():
-            done, _ = await self.restore_exports(server)
+            done, _ = await self.restore_exports(server, listed.get(server))
             repairs += done
         return repairs
 
-    async def restore_exports(self, server: str) -> tuple[list[str], int]:
+    async def restore_exports(self, server: str,
+                              listed: list | None = None) -> tuple[list[str], int]:
         """
         Make again every export recorded on C{server} that the server does
         not have (or has only in part): L{comet.model.storage.exports.Exports.restore}.
         Objects this process is working on are left for later, as is a
         server that does not answer.
+
+        @param listed: the server's targets, if listed just now (otherwise
+            they are listed here).
 
         @return: the repairs (one sentence each, each logged) and how many
             exports are still missing (to try again).
@@ -550,7 +563,9 @@ class Reconciler:
         if not records:
             return [], 0
         try:
-            targets = {t.iqn: t for t in await storage.targets(server)}
+            if listed is None:
+                listed = await storage.targets(server)
+            targets = {t.iqn: t for t in listed}
         except CometError as e:
             log.warn("reconciler: the exports on {server} cannot be checked now: {reason}",
                      server=server, reason=e.reason)

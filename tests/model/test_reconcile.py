@@ -547,6 +547,21 @@ class LostExportTests(CrashBase, TestCase):
         await self.assertConsistent(self.models)
         self.assertEqual(await self.models.reconciler.run(), [])
 
+    async def test_targets_listed_once_a_pass(self):
+        """
+        A pass lists each server's tgt targets once: the unrecorded targets
+        it deletes and the lost exports it makes again are found in that one
+        listing.
+        """
+        from comet.remote.tgt_commands import show_argv
+
+        await self.models.vms.act("lab", "web", "start")
+        runner = self.models.storage.server("s1").runner
+        seen = len(runner.ran)
+        self.assertEqual(await self.models.reconciler.run(), [])
+        self.assertEqual([argv for argv in runner.ran[seen:] if argv == show_argv()],
+                         [show_argv()])
+
     async def test_reboot(self):
         """
         A server that rebooted with its pool not imported yet: nothing can be
