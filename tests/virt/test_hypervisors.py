@@ -1,6 +1,9 @@
 """
 Tests for L{comet.virt.Hypervisors}: the thread pool, per-host connections,
 errors, timeouts, reconnection and lifecycle events, on test-driver nodes.
+What every implementation promises (each operation's answers and errors) is
+in the contract suite, C{tests/contract/virt_suite.py}, run on the test driver
+by C{tests/virt/test_contract.py}.
 
 The reactor is the real one (libvirt threads answer through
 C{callFromThread}); time for timeouts, back-offs and retries is a
@@ -9,12 +12,10 @@ L{Clock} the tests move by hand.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 
 import libvirt
-from PIL import Image
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.task import Clock, deferLater
@@ -27,7 +28,6 @@ from comet.virt import (
     CometMetadata,
     DomainInfo,
     HostStatus,
-    HypervisorError,
     Hypervisors,
     NodeInfo,
 )
@@ -75,46 +75,6 @@ class _Case(TestCase):
 
 class OperationsTests(_Case):
     """Each operation reaches its host and answers in the reactor thread."""
-
-    @inlineCallbacks
-    def test_lifecycle(self):
-        """
-        A domain defined from a spec goes through start, suspend, resume,
-        reset, screenshot, shutdown, start, poweroff and undefine, and each
-        step shows in its state.
-        """
-        hv = self.hypervisors({"n1": self.node()})
-        spec = domain_spec("vm", memory_mb=512, cpus=2, metadata=CometMetadata("lab", "vm"))
-        uuid = yield hv.define("n1", spec)
-        self.assertEqual(uuid, spec.uuid)
-        states = []
-
-        @inlineCallbacks
-        def step(action):
-            yield getattr(hv, action)("n1", "vm")
-            states.append((action, (yield hv.domain_state("n1", "vm"))))
-
-        for action in ("start", "suspend", "resume", "reset"):
-            yield step(action)
-        png = yield hv.screenshot("n1", "vm")
-        with Image.open(io.BytesIO(png)) as image:
-            self.assertEqual(image.format, "PNG")
-        for action in ("shutdown", "start", "destroy"):
-            yield step(action)
-        self.assertEqual(
-            states,
-            [
-                ("start", "running"),
-                ("suspend", "paused"),
-                ("resume", "running"),
-                ("reset", "running"),
-                ("shutdown", "shutoff"),
-                ("start", "running"),
-                ("destroy", "shutoff"),
-            ],
-        )
-        yield hv.undefine("n1", "vm")
-        self.assertEqual((yield hv.list_domains("n1")), {})
 
     @inlineCallbacks
     def test_reading(self):
@@ -175,41 +135,6 @@ class OperationsTests(_Case):
 
 
 class ErrorTests(_Case):
-    @inlineCallbacks
-    def test_unknown_host(self):
-        """An unknown host is NotFound, before any libvirt call."""
-        hv = self.hypervisors({"n1": self.node()})
-        e = yield self.assertFailure(hv.node_info("nope"), NotFound)
-        self.assertEqual(e.reason, "there is no compute host 'nope'")
-        yield self.assertFailure(hv.start("nope", "vm"), NotFound)
-
-    @inlineCallbacks
-    def test_unknown_domain(self):
-        """An unknown domain is NotFound."""
-        hv = self.hypervisors({"n1": self.node()})
-        e = yield self.assertFailure(hv.start("n1", "vm"), NotFound)
-        self.assertEqual(e.reason, "domain 'vm' is not defined on compute host 'n1'")
-
-    @inlineCallbacks
-    def test_wrong_state(self):
-        """An action the domain's state forbids is a Conflict naming the state."""
-        hv = self.hypervisors({"n1": self.node(domains=[(domain_spec("vm"), "shutoff")])})
-        e = yield self.assertFailure(hv.suspend("n1", "vm"), Conflict)
-        self.assertIn("is shutoff; suspend needs it running", e.reason)
-
-    @inlineCallbacks
-    def test_driver_refusal(self):
-        """
-        A refusal that is neither NotFound nor Conflict is a HypervisorError
-        with libvirt's reason, and the host stays connected.
-        """
-        hv = self.hypervisors({"n1": self.node(domains=[domain_spec("vm")])})
-        e = yield self.assertFailure(hv.attach_device("n1", "vm", "<disk/>"), HypervisorError)
-        self.assertIn("attaching a device to domain 'vm' on 'n1'", e.reason)
-        self.assertIn("not supported", e.reason)
-        self.assertEqual(e.code, libvirt.VIR_ERR_NO_SUPPORT)
-        self.assertEqual(hv.status("n1").state, "connected")
-
     @inlineCallbacks
     def test_libvirt_error_translated(self):
         """A libvirt error a call raises reaches the caller translated."""

@@ -314,7 +314,8 @@ class UndefineTests(_NodeCase):
 class DeviceTests(_NodeCase):
     """
     The test driver cannot hot-plug: these tests check what reaches libvirt;
-    tests/integration/test_virt.py checks QEMU's answer.
+    the contract suite (tests/contract/virt_suite.py, run on QEMU by
+    tests/integration/test_virt.py) checks QEMU's answer.
     """
 
     def setUp(self):
