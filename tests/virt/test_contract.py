@@ -22,6 +22,8 @@ class TestDriverContractTests(VirtContractMixin, TestCase):
     secrets = False
     vnc_ports = False
     connection_loss_seen = False
+    start_resumes = False
+    poweroff_shuts_down = False
     #: Generous: the machine is shared and loaded, and timeouts are not what
     #: this suite is about (tests/virt/test_hypervisors.py tests them).
     call_timeout = 30.0
