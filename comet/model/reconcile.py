@@ -8,17 +8,12 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    operation a dead process had begun (L{comet.model.intents}).  Each is
    finished or undone by looking at what is really there, kind by kind:
    the operations of L{comet.model.operations.REGISTRY} by their own
-   C{repair} (C{vm.start}, C{cluster.start}, C{volume.create},
-   C{volume.delete}), the others here:
+   C{repair}, side by side with its forward steps (VM start, stop, create
+   and delete: C{vm.start}, C{cluster.start}, C{vm.stop}, C{cluster.stop},
+   C{vm.create}, C{vm.delete}; volume create and delete: C{volume.create},
+   C{volume.delete}; each module's docstring says how it is repaired), the
+   others here:
 
-   - C{vm.stop} / C{cluster.stop}: a domain found shut off (or gone) means the
-     stop is finished (undefined, unexported, placement released); a domain
-     still running is left running and the stop reported as not done.
-   - C{vm.create}: undone (its disks, the clone and base snapshot it may
-     have made, and its record).
-   - C{vm.delete}: finished (powered off, unplaced, disks destroyed unless
-     kept, the VM's snapshots taken off the volumes it leaves, record
-     forgotten).
    - C{attach}: undone (hot-unplugged, unexported, attachment forgotten)
      unless its last step was marked done or the domain has the disk
      already (undoing that would need the guest to release it).
@@ -72,7 +67,7 @@ from twisted.logger import Logger
 from comet.errors import CometError, Conflict, NotFound
 from comet.model.locks import describe, task_href
 from comet.model.operations import REGISTRY
-from comet.model.operations.domains import ACTIVE, domain_state, remove_domain, unplace, vm_record
+from comet.model.operations.domains import remove_domain, unplace, vm_record
 from comet.model.storage import (
     branch, export_intact, has_disk, wait_released, zfs_snapname,
 )
@@ -103,10 +98,6 @@ class Reconciler:
         self._loop: LoopingCall | None = None
         #: The repairs of the operations not in L{REGISTRY} yet (storage's).
         self._repairs = {
-            "vm.stop": self._vm_stop,
-            "cluster.stop": self._vm_stop,
-            "vm.create": self._vm_create,
-            "vm.delete": self._vm_delete,
             "attach": self._attach,
             "unmap": self._unmap,
             "snapshot": self._snapshot,
@@ -223,58 +214,6 @@ class Reconciler:
                                      int(self._clock.seconds()))
         return repairs
 
-    async def _vm(self, uuid: str):
-        return await vm_record(self._ctx, uuid)
-
-    async def _state(self, host: str, domain: str) -> str | None:
-        return await domain_state(self._ctx, host, domain)
-
-    async def _remove_domain(self, host: str, domain: str) -> bool:
-        return await remove_domain(self._ctx, host, domain)
-
-    async def _vm_stop(self, uuid: str, steps) -> str:
-        record = await self._vm(uuid)
-        if record is None:
-            return "the VM no longer exists"
-        if record.host is None:
-            await self._ctx.disks.detach(record, None)
-            return f"VM {record.name!r} was found stopped: the stop had completed"
-        state = await self._state(record.host, record.domain_name)
-        if state in ACTIVE:
-            return (f"VM {record.name!r} is still {state} on {record.host}: the stop did not"
-                    " complete; stop it again")
-        host = record.host
-        await unplace(self._ctx, record)
-        return (f"the stop of VM {record.name!r} was finished: domain undefined, disks"
-                f" unexported, placement on {host} released")
-
-    async def _vm_create(self, uuid: str, steps) -> str:
-        record = await self._vm(uuid)
-        make = next((s for s in steps if s.step == "make disks"), None)
-        # (The last step is no longer marked done: a row so marked was written
-        # by an earlier Comet, before the operation's end.)
-        if record is not None and make is not None and make.state == "done":
-            return f"VM {record.name!r} was complete: kept"
-        if record is not None:
-            await self._ctx.disks.delete(record)
-        if make is not None and make.detail.get("pool"):
-            await self._ctx.disks.discard_create(uuid, make.detail["pool"], make.detail["base"])
-        if record is not None:
-            await self._ctx.vms.delete(uuid)
-            return f"the create of VM {record.name!r} was undone (disks and record removed)"
-        return "the VM had not been recorded; whatever disk it made was removed"
-
-    async def _vm_delete(self, uuid: str, steps) -> str:
-        record = await self._vm(uuid)
-        if record is None:
-            return "the delete had completed"
-        if record.host is not None:
-            await self._remove_domain(record.host, record.domain_name)
-            await unplace(self._ctx, record)
-        keep = bool(steps[0].detail.get("keep_storage"))
-        await self._ctx.disks.delete(record, keep_storage=keep)
-        await self._ctx.vms.delete(uuid)
-        return f"the delete of VM {record.name!r} was finished"
 
     async def _unplug(self, record, vm) -> None:
         """Take volume C{record} off VM C{vm}: hot-unplug, unexport, forget the attachment."""
@@ -305,7 +244,7 @@ class Reconciler:
         # (Rows of an earlier Comet: the last step is no longer marked done.)
         if any(s.step == "attach device" and s.state == "done" for s in steps):
             return "the attach had completed: kept"
-        vm = await self._vm(uuid)
+        vm = await vm_record(self._ctx, uuid)
         if await self._has_disk(vm, record.dev):
             # The device went in before the crash: undoing it would need the
             # guest to release it (a guest without hot-unplug never does).
@@ -326,7 +265,7 @@ class Reconciler:
         uuid = steps[0].detail.get("vm")
         if record is None or record.vm_uuid is None or record.vm_uuid != uuid:
             return "the unmap had completed"
-        await self._unplug(record, await self._vm(uuid))
+        await self._unplug(record, await vm_record(self._ctx, uuid))
         return f"the unmap of volume {name!r} was finished"
 
     async def _snapshot(self, uuid: str, steps) -> str:
@@ -401,7 +340,7 @@ class Reconciler:
         name = steps[0].detail["name"]
         plan = next((s.detail["volumes"] for s in steps if s.step == "plan"), [])
         storage = self._storage
-        vm = await self._vm(uuid)
+        vm = await vm_record(self._ctx, uuid)
         done = []
         for item in plan:
             pool_name, volume_name = item["volume"].split("/", 1)
@@ -456,11 +395,11 @@ class Reconciler:
                 uuid = name[len(COMET_DOMAIN_PREFIX):]
                 if uuid not in by_uuid or by_uuid[uuid].host == host:
                     continue
-                record = await self._vm(uuid)
+                record = await vm_record(self._ctx, uuid)
                 if record is None or record.host == host or self._busy(uuid):
                     continue
                 try:
-                    await self._remove_domain(host, name)
+                    await remove_domain(self._ctx, host, name)
                 except CometError as e:
                     log.warn("reconciler: removing {d} from {h} failed: {r}", d=name, h=host,
                              r=e.reason)
@@ -470,7 +409,7 @@ class Reconciler:
             for record in records:
                 if record.host != host or record.domain_name in domains:
                     continue
-                current = await self._vm(record.uuid)
+                current = await vm_record(self._ctx, record.uuid)
                 if current is None or current.host != host or self._busy(record.uuid):
                     continue
                 try:

@@ -14,18 +14,15 @@ representation, so the two cannot disagree.
 
 from __future__ import annotations
 
-import uuid as _uuid
 from typing import Sequence
 
 import attrs
 from twisted.internet.defer import DeferredList, DeferredSemaphore, ensureDeferred, gatherResults
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
-from comet.model.operations import Context, VMDisks, vm_start
-from comet.model.operations.domains import unplace
+from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_start, vm_stop
 from comet.model.tasks import Target
 from comet.store import VMRecord
 from comet.store.vms import COMET_DOMAIN_PREFIX
@@ -51,9 +48,6 @@ MIN_MEMORY = 64
 
 #: Seconds a screenshot is reused before a new one is taken.
 SCREENSHOT_TTL = 3.0
-
-#: Seconds between two looks at a domain's state while waiting for it to stop.
-POLL_INTERVAL = 0.5
 
 #: Seconds C{stop} waits for the guest to shut down when not told.
 DEFAULT_STOP_TIMEOUT = 60
@@ -218,23 +212,7 @@ class VMModel:
         validate_name("template", template)
         await self._check_size(memory, cpus)
         template_record = await self._templates.get(template)
-        uuid = str(_uuid.uuid4())
-        # Locked from before its record exists: a delete (or a start) of the
-        # new VM while its disks are being made would race the clone and
-        # could leave it orphaned; now it is a 409 "being created".
-        lock = self.locks.lock(uuid, f"VM {name!r}" if name else "the new VM", "being created")
-        async with lock, self.intents.operation("vm.create", uuid) as op:
-            async with op.step("record"):
-                record = await self._vms.create(
-                    cluster, name, template, memory, cpus, uuid, int(self._clock.seconds())
-                )
-            try:
-                async with op.step("make disks", pool=template_record.disk_pool,
-                                   base=template_record.disk_volume):
-                    await self.disks.create(record, template_record)
-            except BaseException:
-                await self._vms.delete(record.uuid)
-                raise
+        record = await vm_create.run(self._ctx, cluster, name, template_record, memory, cpus)
         return VM(record, STOPPED)
 
     async def update(
@@ -281,18 +259,7 @@ class VMModel:
                     f"VM {name!r} is {vm.state}; power it off first or pass"
                     ' {"force": true}'
                 )
-            keep = {"keep_storage": keep_storage}
-            async with self.intents.operation("vm.delete", vm.record.uuid) as op:
-                if vm.phase in ("running", "paused", "other"):
-                    async with op.step("power off", host=vm.record.host, **keep):
-                        await self._libvirt.destroy(vm.record.host, vm.record.domain_name)
-                if vm.record.host is not None:
-                    async with op.step("unplace", host=vm.record.host, **keep):
-                        await self._unplace(vm.record)
-                async with op.step("delete disks", **keep):
-                    await self.disks.delete(vm.record, keep_storage=keep_storage)
-                async with op.step("forget record", **keep):
-                    await self._vms.delete(vm.record.uuid)
+            await vm_delete.run(self._ctx, vm.record, vm.phase, keep_storage=keep_storage)
         self._screenshots.pop(vm.record.uuid, None)
 
     async def delete_cluster_vms(self, cluster: str) -> None:
@@ -335,53 +302,6 @@ class VMModel:
                 await operation(record.host, record.domain_name)
         return await self.get(cluster, name)
 
-    async def _unplace(self, record: VMRecord) -> None:
-        await unplace(self._ctx, record)
-
-    async def _wait_off(self, host: str, domain: str, timeout: float) -> bool:
-        """Whether the domain is shut off within C{timeout} seconds."""
-        deadline = self._clock.seconds() + timeout
-        while True:
-            try:
-                state = await self._libvirt.domain_state(host, domain)
-            except NotFound:
-                return True
-            if state == "shutoff":
-                return True
-            if self._clock.seconds() >= deadline:
-                return False
-            await deferLater(self._clock, POLL_INTERVAL, lambda: None)
-
-    async def _stop(self, record: VMRecord, timeout: float, force: bool,
-                    kind: str = "vm.stop") -> str:
-        host, domain = record.host, record.domain_name
-        async with self.intents.operation(kind, record.uuid) as op:
-            async with op.step("shut down", host=host, domain=domain):
-                state = await self._libvirt.domain_state(host, domain)
-                how = "was already shut off"
-                if state == "paused":
-                    if force:
-                        await self._libvirt.destroy(host, domain)
-                        state, how = "shutoff", "was paused; powered off"
-                    else:
-                        await self._libvirt.resume(host, domain)
-                        state = "running"
-                if state in ("running", "other"):
-                    await self._libvirt.shutdown(host, domain)
-                    if await self._wait_off(host, domain, timeout):
-                        how = "shut down"
-                    elif force:
-                        await self._libvirt.destroy(host, domain)
-                        how = f"did not shut down within {timeout:g} s; powered off"
-                    else:
-                        raise Conflict(
-                            f"VM {record.name!r} did not shut down within {timeout:g} s;"
-                            ' it is still running (pass {"force": true} to power it off)'
-                        )
-            async with op.step("unplace", host=host, domain=domain):
-                await self._unplace(record)
-        return f"VM {record.name!r} {how} and was removed from host {host!r}"
-
     async def stop(
         self,
         cluster: str,
@@ -403,7 +323,7 @@ class VMModel:
         async def job(task):
             try:
                 await lock.set_task(task.id)
-                return await self._stop(vm.record, timeout, force)
+                return await vm_stop.run(self._ctx, vm.record, timeout, force)
             finally:
                 await lock.release()
 
@@ -449,7 +369,8 @@ class VMModel:
                     if action == "start":
                         await vm_start.run(self._ctx, current.record, kind="cluster.start")
                         return f"{vm.name}: started"
-                    message = await self._stop(
+                    message = await vm_stop.run(
+                        self._ctx,
                         current.record,
                         params.get("timeout", DEFAULT_STOP_TIMEOUT),
                         params.get("force", False),

@@ -56,13 +56,17 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.web.server import Site
 from twisted.web.static import File
 
-from comet.model.operations import vm_start, volume_create, volume_delete
+from comet.model.operations import (
+    vm_create, vm_delete, vm_start, vm_stop, volume_create, volume_delete,
+)
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
 from tests.integration import _testbed
 from tests.integration._console import DomainConsole
 from tests.integration._daemon import CometDaemonCase, _sleep, comet_config
 from tests.integration._testbed import requireTestbed
+from tests.model.operations.crash import steps
+from tests.model.operations.test_vm_delete import STOPPED_DELETE
 from tests.test_service import TWISTD, _twistd_env, free_port
 
 MiB = 1024**2
@@ -549,19 +553,16 @@ class VMKillTests(KillStepsCase):
     """
 
     CASES = [
-        ("vm.create", "vm.create", "record"),
-        ("vm.create", "vm.create", "make disks"),
-        ("vm.delete", "vm.delete", "delete disks"),
-        ("vm.delete", "vm.delete", "forget record"),
-        ("vm.delete/attached", "vm.delete", "delete disks"),
-        ("vm.delete/running", "vm.delete", "power off"),
-        ("vm.delete/running", "vm.delete", "unplace"),
-        *[("vm.start", "vm.start", step.value) for step in vm_start.Step],
-        ("vm.stop", "vm.stop", "shut down"),
-        ("vm.stop", "vm.stop", "unplace"),
-        *[("cluster.start", "cluster.start", step.value) for step in vm_start.Step],
-        ("cluster.stop", "cluster.stop", "shut down"),
-        ("cluster.stop", "cluster.stop", "unplace"),
+        *[("vm.create", "vm.create", step) for step in steps(vm_create.OPERATION)],
+        *[("vm.delete", "vm.delete", step) for step in STOPPED_DELETE],
+        ("vm.delete/attached", "vm.delete", vm_delete.Step.DELETE_DISKS.value),
+        # The steps only a VM placed on a host goes through.
+        *[("vm.delete/running", "vm.delete", step) for step in steps(vm_delete.OPERATION)
+          if step not in STOPPED_DELETE],
+        *[("vm.start", "vm.start", step) for step in steps(vm_start.OPERATION)],
+        *[("vm.stop", "vm.stop", step) for step in steps(vm_stop.OPERATION)],
+        *[("cluster.start", "cluster.start", step) for step in steps(vm_start.OPERATION)],
+        *[("cluster.stop", "cluster.stop", step) for step in steps(vm_stop.OPERATION)],
         ("attach", "attach", "record attachment"),
         ("attach", "attach", "export"),
         ("attach", "attach", "attach device"),

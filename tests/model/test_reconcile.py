@@ -24,33 +24,8 @@ from comet.store import Intents as IntentTable
 from comet.virt import DomainSpec
 from tests._api import make_client
 from tests.model.operations.crash import Crash, CrashBase, steps
+from tests.model.operations.test_vm_delete import STOPPED_DELETE
 
-VM_STOP = ["shut down", "unplace"]
-
-
-class VMStopCrashTests(CrashBase, TestCase):
-    async def check(self, step: str, when: str) -> None:
-        await self.models.vms.act("lab", "web", "start")
-        crash = Crash("vm.stop", step, when)
-        task = []
-
-        async def stop():
-            task.append(await self.models.vms.stop("lab", "web", timeout=5))
-
-        await self.crash_during(crash, stop)
-        models, repairs = await self.world.restart()
-        await self.assertConsistent(models)
-        await self.assertTaskRepaired(models, task[0].id)
-        # Before the shutdown ran, the VM still runs; after it, the stop is finished.
-        expected = "running" if (step, when) == ("shut down", "before") else "stopped"
-        self.assertEqual(await self.phase(models), expected)
-
-    async def test_each_step(self):
-        """Crashing before and after each step of a stop leaves a consistent system."""
-        for step in VM_STOP:
-            for when in ("before", "after"):
-                await self.setUp()
-                await self.check(step, when)
 
 
 class VMVolumeCrashTests(CrashBase, TestCase):
@@ -251,40 +226,6 @@ class SnapshotRevertDeleteCrashTests(CrashBase, TestCase):
                 self.assertEqual([n for n in self.world.server.datasets if "@comet-one" in n], [])
 
 
-class VMCreateDeleteCrashTests(CrashBase, TestCase):
-    async def test_create_each_step(self):
-        """A VM create cut short is undone: no record, no disk, no base snapshot."""
-        for step in ["record", "make disks"]:
-            for when in ("before", "after"):
-                await self.setUp()
-                crash = Crash("vm.create", step, when)
-                await self.crash_during(crash, lambda: self.models.vms.create(
-                    "lab", "deb", name="db"))
-                models, repairs = await self.world.restart()
-                self.assertTrue(any("interrupted vm.create" in r for r in repairs), repairs)
-                await self.assertConsistent(models)
-                self.assertEqual([v.name for v in await models.vms.list("lab")], ["web"])
-                base_snapshots = [n for n in self.world.server.datasets
-                                  if n.startswith("tank/comet/base@")]
-                self.assertEqual(len(base_snapshots), 1, base_snapshots)   # web's only
-                await models.vms.create("lab", "deb", name="db")
-
-    async def test_delete_each_step(self):
-        """A forced delete of a running VM cut short is finished."""
-        for step in ["power off", "unplace", "delete disks", "forget record"]:
-            for when in ("before", "after"):
-                await self.setUp()
-                await self.models.vms.act("lab", "web", "start")
-                crash = Crash("vm.delete", step, when)
-                await self.crash_during(
-                    crash, lambda: self.models.vms.delete("lab", "web", force=True))
-                models, repairs = await self.world.restart()
-                self.assertTrue(any("interrupted vm.delete" in r for r in repairs), repairs)
-                await self.assertConsistent(models)
-                self.assertEqual(await models.vms.list("lab"), [])
-                self.assertEqual([n for n in self.world.server.datasets if self.uuid in n], [])
-
-
 class LeftSnapshotCrashTests(CrashBase, TestCase):
     """
     The paths that take a VM's snapshots off a volume (issue 14), cut short:
@@ -325,7 +266,7 @@ class LeftSnapshotCrashTests(CrashBase, TestCase):
     async def test_vm_delete_each_step(self):
         """A VM delete cut short takes its snapshots (and branches) off the attached volume."""
         for keep in (False, True):
-            for step in ["delete disks", "forget record"]:
+            for step in STOPPED_DELETE:
                 for when in ("before", "after"):
                     await self.setUp()
                     await self.models.vm_snapshots.create("lab", "web", "one")

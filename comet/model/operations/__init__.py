@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from comet.model.operations import vm_start, volume_create, volume_delete
+from comet.model.operations import vm_create, vm_delete, vm_start, vm_stop, volume_create, volume_delete
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
 
@@ -56,6 +56,9 @@ def make_registry(*types: OperationType) -> dict[str, OperationType]:
 #: Intent kind -> its operation.
 REGISTRY: Mapping[str, OperationType] = make_registry(
     vm_start.OPERATION,
+    vm_stop.OPERATION,
+    vm_create.OPERATION,
+    vm_delete.OPERATION,
     volume_create.OPERATION,
     volume_delete.OPERATION,
 )
