@@ -270,12 +270,6 @@ def violations(root: str = REPO) -> list[Violation]:
 #: never add one.
 KNOWN: frozenset[tuple[str, str, str]] = frozenset(
     {
-        ("reach", "comet/model/intents.py", "intents._now"),
-        ("reach", "comet/model/intents.py", "intents._store"),
-        ("reach", "comet/model/intents.py", "op._checkpoint"),
-        ("reach", "comet/model/intents.py", "self._intents._store"),
-        ("reach", "comet/model/intents.py", "self._op._checkpoint"),
-        ("reach", "comet/model/intents.py", "self._op._intents"),
         ("reach", "comet/model/locks.py", "locks._now"),
         ("reach", "comet/model/locks.py", "locks._store"),
         ("reach", "comet/model/locks.py", "self._locks._store"),

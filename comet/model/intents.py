@@ -69,9 +69,6 @@ class Intents:
         #: can keep them (and so the frozen coroutines) from being collected.
         self.frozen: list[Deferred] = []
 
-    def _now(self) -> int:
-        return int(self._clock.seconds())
-
     def operation(self, kind: str, obj: str) -> "Operation":
         """A new operation of C{kind} on C{obj} (a VM uuid, C{<pool>/<volume>})."""
         return Operation(self, kind, obj)
@@ -90,10 +87,43 @@ class Intents:
         """Whether this process runs an operation on C{obj} now."""
         return any(o == obj for _, o in self.live.values())
 
+    # What an operation's steps write (through L{Operation} and its steps) ----
+
+    async def plan(self, op: "Operation", step: str, detail: dict,
+                   ended: int | None) -> int | None:
+        """
+        Write C{step} of C{op} (C{planned}), marking row C{ended} (the
+        previous step's) done in the same transaction; the new row's id
+        (C{None} without a table).
+        """
+        if self._store is None:
+            return None
+        return await self._store.plan(op.id, op.task_id, op.kind, op.object, step, detail,
+                                      int(self._clock.seconds()), ended)
+
+    async def end(self, op: "Operation") -> None:
+        """C{op} ended (done, or undone by itself): its rows go, it is no longer live."""
+        try:
+            if self._store is not None:
+                await self._store.finish(op.id)
+        finally:
+            self.live.pop(op.id, None)
+
+    async def checkpoint(self, op: "Operation", step: str, when: str) -> None:
+        """
+        The L{halt} hook's point C{when} (C{before}/C{after}) C{step} of
+        C{op}: if the hook says so, C{op} freezes here for ever.
+        """
+        if self.halt is not None and self.halt(op.kind, step, when):
+            op.halted = True
+            frozen: Deferred = Deferred()
+            self.frozen.append(frozen)
+            await frozen  # never fires: the "process" died here
+
 
 class Operation:
     def __init__(self, intents: Intents, kind: str, obj: str):
-        self._intents = intents
+        self.intents = intents
         self.kind = kind
         self.object = obj
         self.id = _uuid.uuid4().hex
@@ -104,19 +134,15 @@ class Operation:
         self.ended_row: int | None = None
 
     async def __aenter__(self) -> "Operation":
-        self._intents.check(self.object)
-        self._intents.live[self.id] = (self.kind, self.object)
+        self.intents.check(self.object)
+        self.intents.live[self.id] = (self.kind, self.object)
         return self
 
     async def __aexit__(self, *exc) -> bool:
         if self.halted:
             # A "dead" operation being collected: it leaves its rows as a crash would.
             return False
-        try:
-            if self._intents._store is not None:
-                await self._intents._store.finish(self.id)
-        finally:
-            self._intents.live.pop(self.id, None)
+        await self.intents.end(self)
         return False
 
     def step(self, step: enum.Enum | str, /, **detail) -> "_Step":
@@ -128,14 +154,6 @@ class Operation:
         """
         return _Step(self, step.value if isinstance(step, enum.Enum) else step, detail)
 
-    async def _checkpoint(self, step: str, when: str) -> None:
-        halt = self._intents.halt
-        if halt is not None and halt(self.kind, step, when):
-            self.halted = True
-            frozen: Deferred = Deferred()
-            self._intents.frozen.append(frozen)
-            await frozen  # never fires: the "process" died here
-
 
 class _Step:
     def __init__(self, op: Operation, name: str, detail: dict):
@@ -145,16 +163,13 @@ class _Step:
         self._row: int | None = None
 
     async def __aenter__(self) -> None:
-        op, intents = self._op, self._op._intents
-        if intents._store is not None:
-            ended, op.ended_row = op.ended_row, None
-            self._row = await intents._store.plan(
-                op.id, op.task_id, op.kind, op.object, self._name, self._detail,
-                intents._now(), ended)
-        await op._checkpoint(self._name, "before")
+        op = self._op
+        ended, op.ended_row = op.ended_row, None
+        self._row = await op.intents.plan(op, self._name, self._detail, ended)
+        await op.intents.checkpoint(op, self._name, "before")
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
-            await self._op._checkpoint(self._name, "after")
+            await self._op.intents.checkpoint(self._op, self._name, "after")
             self._op.ended_row = self._row
         return False
