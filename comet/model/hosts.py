@@ -5,7 +5,7 @@ Compute hosts: the configured libvirt hosts with what they report live.
 from __future__ import annotations
 
 import attrs
-from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
 from comet.errors import CometError, NotFound
 from comet.model.placement import Candidate, free_memory
@@ -27,8 +27,51 @@ class Host:
     vms: int | None = None
 
 
+class SharedRead:
+    """
+    One read shared by whoever asks while it runs, and never older than the
+    asking: a caller gets the result of a read that began at or after its
+    call.  A caller arriving while a read runs waits for the next one, which
+    begins when the running one ends and is shared by everyone who arrived
+    meanwhile.  So N concurrent callers cause at most two reads, and each
+    still sees figures read after it asked.
+    """
+
+    def __init__(self, read):
+        """@param read: C{read() -> Deferred or coroutine}, the read to share."""
+        self._read = read
+        self._running = False
+        self._current: list[Deferred] = []
+        self._next: list[Deferred] = []
+
+    def __call__(self) -> Deferred:
+        d: Deferred = Deferred()
+        if self._running:
+            self._next.append(d)
+        else:
+            self._current.append(d)
+            self._start()
+        return d
+
+    def _start(self) -> None:
+        self._running = True
+        ensureDeferred(self._read()).addBoth(self._done)
+
+    def _done(self, result) -> None:
+        waiting, self._current, self._next = self._current, self._next, []
+        self._running = False
+        if self._current:
+            self._start()
+        for d in waiting:
+            d.callback(result)
+
+
 class HostModel:
-    """Reads the compute hosts, live."""
+    """
+    Reads the compute hosts, live.  Placement reads them through
+    L{figures}, shared by concurrent placements (a cluster start of 200 VMs
+    reads each host once or twice, not 200 times).
+    """
 
     def __init__(self, hypervisors, hosts_config, committed=None):
         """
@@ -39,6 +82,7 @@ class HostModel:
         self._committed = committed or _nothing_committed
         self._config = {h.name: h for h in hosts_config}
         self._order = [h.name for h in hosts_config]
+        self._figures = SharedRead(self._read_figures)
 
     def names(self) -> list[str]:
         return list(self._order)
@@ -56,8 +100,15 @@ class HostModel:
         try:
             info = await self._hv.node_info(name)
         except CometError as e:
+            info = e
+        return self._host(name, info, committed)
+
+    def _host(self, name: str, info, committed: dict[str, int]) -> Host:
+        """The host from its C{node_info} answer (or the L{CometError} it raised)."""
+        config = self._config[name]
+        if isinstance(info, CometError):
             status = self._hv.status(name)
-            return Host(name, config.uri, "unreachable", status.reason or e.reason)
+            return Host(name, config.uri, "unreachable", status.reason or info.reason)
         # libvirt's test driver makes up its free-memory figure: judge its
         # hosts by commitments alone.
         kernel_free = 0 if config.domain_type == "test" else info.memory_free_mb
@@ -85,11 +136,44 @@ class HostModel:
                 hosts.append(Host(name, self._config[name].uri, "unreachable", value.getErrorMessage()))
         return hosts
 
-    async def candidates(self) -> list[Candidate]:
-        """The connected hosts, for placement, in configuration order."""
+    def figures(self) -> Deferred:
+        """
+        Every host's C{node_info} answer (or the L{CometError} it raised), by
+        name, from a read that begins at or after this call and is shared
+        with every concurrent caller (see L{SharedRead}).  Ask before
+        waiting for the placement lock, so that the placements queued behind
+        it share one read.
+        """
+        return self._figures()
+
+    async def _read_figures(self) -> dict:
+        async def one(name):
+            try:
+                return await self._hv.node_info(name)
+            except CometError as e:
+                return e
+
+        results = await DeferredList(
+            [ensureDeferred(one(name)) for name in self._order], consumeErrors=True
+        )
+        return {
+            name: value if ok else CometError(value.getErrorMessage())
+            for name, (ok, value) in zip(self._order, results)
+        }
+
+    async def candidates(self, figures: Deferred | None = None) -> list[Candidate]:
+        """
+        The connected hosts, for placement, in configuration order.  The
+        memory committed to Comet's placed VMs is read now (its own records,
+        so a placement made just before counts); the hosts' own figures come
+        from C{figures} (a L{figures} Deferred asked earlier), or are read now.
+        """
+        infos = await (figures if figures is not None else self.figures())
+        committed = await self._committed()
+        hosts = [self._host(name, infos[name], committed) for name in self._order]
         return [
             Candidate(h.name, h.cpus, h.memory, h.memory_free)
-            for h in await self.list()
+            for h in hosts
             if h.state == "connected"
         ]
 

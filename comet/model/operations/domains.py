@@ -22,10 +22,13 @@ async def place(ctx: Context, record: VMRecord) -> VMRecord:
     memory counts as committed on its host from that moment (see
     L{comet.model.hosts.HostModel}), and choices are made one at a time, so
     concurrent starts (a cluster start) never give the same free memory to
-    two VMs.
+    two VMs.  The hosts' figures are asked for before the lock, so the
+    starts queued behind it share one read of them (L{HostModel.figures});
+    the commitments are read under it.
     """
+    figures = ctx.hosts.figures()
     async with ctx.placing:
-        host = choose_host(await ctx.hosts.candidates(), record.memory, record.cpus)
+        host = choose_host(await ctx.hosts.candidates(figures), record.memory, record.cpus)
         return await ctx.vms.set_host(record.uuid, host)
 
 
