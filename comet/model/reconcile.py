@@ -11,8 +11,8 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    C{repair}, side by side with its forward steps (VM start, stop, create
    and delete: C{vm.start}, C{cluster.start}, C{vm.stop}, C{cluster.stop},
    C{vm.create}, C{vm.delete}; volume create and delete: C{volume.create},
-   C{volume.delete}; each module's docstring says how it is repaired), the
-   others here:
+   C{volume.delete}; snapshot take: C{snapshot}; each module's docstring
+   says how it is repaired), the others here:
 
    - C{attach}: undone (hot-unplugged, unexported, attachment forgotten)
      unless its last step was marked done or the domain has the disk
@@ -20,8 +20,6 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    - C{unmap}: finished (hot-unplugged, unexported once the guest released
      the disk, the VM's snapshots taken off the volume, attachment
      forgotten).
-   - C{snapshot}: a recorded snapshot is kept; otherwise the ZFS snapshots
-     it took are destroyed.
    - C{snapshot.delete}: finished (the ZFS snapshots left destroyed, then
      the branches with no snapshot left, the record forgotten).
    - C{snapshot.revert}: finished, since a rollback cannot be undone: each
@@ -100,7 +98,6 @@ class Reconciler:
         self._repairs = {
             "attach": self._attach,
             "unmap": self._unmap,
-            "snapshot": self._snapshot,
             "snapshot.delete": self._snapshot_delete,
             "snapshot.revert": self._snapshot_revert,
         }
@@ -267,27 +264,6 @@ class Reconciler:
             return "the unmap had completed"
         await self._unplug(record, await vm_record(self._ctx, uuid))
         return f"the unmap of volume {name!r} was finished"
-
-    async def _snapshot(self, uuid: str, steps) -> str:
-        """Kept if recorded; otherwise the ZFS snapshots it took are destroyed."""
-        name = steps[0].detail["name"]
-        try:
-            await self._storage.snapshots.get(uuid, name)
-            return f"snapshot {name!r} was complete and recorded: kept"
-        except NotFound:
-            pass
-        destroyed = []
-        for step in steps:
-            if step.step != "take":
-                continue
-            zfs = self._storage.server(step.detail["server"]).zfs
-            for snapshot in step.detail["snapshots"]:
-                try:
-                    await zfs.destroy(snapshot)
-                    destroyed.append(snapshot)
-                except NotFound:
-                    pass
-        return f"snapshot {name!r} was not recorded; destroyed: {', '.join(destroyed) or 'nothing'}"
 
     async def _snapshot_delete(self, uuid: str, steps) -> str:
         """Finished: what is left of its ZFS snapshots destroyed, its record forgotten."""

@@ -57,7 +57,7 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from comet.model.operations import (
-    vm_create, vm_delete, vm_start, vm_stop, volume_create, volume_delete,
+    snapshot_take, vm_create, vm_delete, vm_start, vm_stop, volume_create, volume_delete,
 )
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
@@ -566,8 +566,7 @@ class VMKillTests(KillStepsCase):
         ("attach", "attach", "record attachment"),
         ("attach", "attach", "export"),
         ("attach", "attach", "attach device"),
-        ("snapshot", "snapshot", "take"),
-        ("snapshot", "snapshot", "record"),
+        *[("snapshot", "snapshot", step.value) for step in snapshot_take.Step],
         ("unmap/stopped", "unmap", "forget attachment"),
         ("unmap/snapshot", "unmap", "drop snapshots"),
         ("revert", "snapshot.revert", "plan"),

@@ -38,7 +38,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from comet.model.operations import vm_create, vm_delete, vm_start, vm_stop, volume_create, volume_delete
+from comet.model.operations import (
+    snapshot_take, vm_create, vm_delete, vm_start, vm_stop, volume_create, volume_delete,
+)
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
 
@@ -61,6 +63,7 @@ REGISTRY: Mapping[str, OperationType] = make_registry(
     vm_delete.OPERATION,
     volume_create.OPERATION,
     volume_delete.OPERATION,
+    snapshot_take.OPERATION,
 )
 
 __all__ = ["Context", "NoDisks", "OperationType", "REGISTRY", "VMDisks"]

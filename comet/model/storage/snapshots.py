@@ -14,6 +14,7 @@ import secrets
 
 from comet.errors import Conflict, NotFound
 from comet.model.clusters import validate_name
+from comet.model.operations import snapshot_take
 from comet.model.storage.branches import branch
 from comet.model.storage.names import zfs_snapname
 from comet.model.storage.servers import undo
@@ -94,27 +95,10 @@ class VMSnapshotModel:
         if not records:
             raise Conflict(f"VM {name!r} has no volume to snapshot")
         async with self._vms.lock(vm, f"taking snapshot {snapshot}"), \
-                self._intents.operation("snapshot", uuid) as op:
-            done: list[tuple[str, list[str]]] = []
-            try:
-                for server, zvols in (await self._volumes(records)).items():
-                    zfs = self._zfs(server)
-                    snapshots = [f"{z}@{zfs_snapname(snapshot)}" for z in zvols]
-                    async with op.step("take", name=snapshot, server=server, snapshots=snapshots):
-                        await zfs.sync()
-                        await zfs.snapshot(zvols, zfs_snapname(snapshot))
-                    done.append((server, zvols))
-                volumes = json.dumps([f"{r.pool}/{r.name}" for r in records])
-                async with op.step("record", name=snapshot):
-                    record = await self._snapshots.add(uuid, snapshot, volumes,
-                                                       int(self._clock.seconds()))
-            except BaseException:
-                for server, zvols in done:
-                    zfs = self._zfs(server)
-                    for zvol in zvols:
-                        await undo(zfs.destroy(f"{zvol}@{zfs_snapname(snapshot)}"),
-                                   f"destroying {zvol}@{zfs_snapname(snapshot)}")
-                raise
+                self._intents.operation(snapshot_take.KIND, uuid) as op:
+            record = await snapshot_take.run(op, self._servers, self._snapshots, self._clock,
+                                             uuid, snapshot, records,
+                                             await self._volumes(records))
         return vm, record
 
     async def volumes_of(self, snapshot_record) -> list:
