@@ -273,7 +273,6 @@ KNOWN: frozenset[tuple[str, str, str]] = frozenset(
         ("reach", "comet/model/locks.py", "locks._now"),
         ("reach", "comet/model/locks.py", "locks._store"),
         ("reach", "comet/model/locks.py", "self._locks._store"),
-        ("size", "comet/model/reconcile.py", "over 500 lines"),
         ("reach", "comet/model/tasks.py", "self._runner._now"),
         ("reach", "comet/model/tasks.py", "self._runner._tasks"),
         # Outside the rewritten parts: only what PENDING names, and why.

@@ -16,6 +16,7 @@ from comet.model.clusters import ClusterModel
 from comet.model.console import ConsoleModel
 from comet.model.hosts import HostModel
 from comet.model.intents import Intents
+from comet.model.leftovers import Leftovers
 from comet.model.locks import Locks
 from comet.model.operations import Context
 from comet.model.reconcile import Reconciler
@@ -106,8 +107,9 @@ def make_models(db, hypervisors, config, clock, runners=None,
     vm_storages = VMStorageModel(
         storage.records, storage.pool_set, storage.volume_set, storage.exporter,
         storage.branches, storage.owners, hypervisors, intents, tasks, clock, vms)
+    leftovers = Leftovers(context, storage, config.storage.iqn_domain)
     reconciler = Reconciler(context, IntentTable(db), Tasks(db), storage, clock,
-                            config.storage.iqn_domain, snapshots=vm_snapshots)
+                            leftovers=leftovers, snapshots=vm_snapshots)
     return Models(
         clusters=clusters,
         tasks=tasks,
@@ -122,7 +124,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
                              max_message=config.console.max_message),
         intents=intents,
         reconciler=reconciler,
-        serverwatch=ServerWatch(runners, clock, reconciler.restore_exports),
+        serverwatch=ServerWatch(runners, clock, leftovers.restore_exports),
         locks=locks,
         users=Users(db),
     )

@@ -30,7 +30,8 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    repaired, and the operation's rows are deleted.  An operation whose host
    or server does not answer is left for a later run.
 
-2. B{Leftovers no record owns}, found by name and tied to this database:
+2. B{Leftovers no record owns}, found by name and tied to this database
+   (L{comet.model.leftovers}):
 
    - a domain C{comet-<uuid>} whose uuid is a VM of this database placed on
      another host (or nowhere) is destroyed and undefined;
@@ -56,21 +57,20 @@ Before both, the locks of owners that died are released
 
 from __future__ import annotations
 
-import re
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from comet.errors import CometError, Conflict, NotFound
+from comet.model.leftovers import repaired
 from comet.model.locks import describe, task_href
 from comet.model.operations import REGISTRY
-from comet.model.operations.domains import remove_domain, unplace, vm_record
+from comet.model.operations.domains import vm_record
 from comet.model.storage import (
-    branch, export_intact, has_disk, wait_released, zfs_snapname,
+    branch, has_disk, wait_released, zfs_snapname,
 )
 from comet.model.tasks import RESTARTED
-from comet.store.vms import COMET_DOMAIN_PREFIX
 
 log = Logger()
 
@@ -84,14 +84,13 @@ class Reconciler:
     @param clock: C{seconds()} and C{callLater()}.
     """
 
-    def __init__(self, context, store, tasks, storage, clock, iqn_domain: str = "org.comet",
-                 snapshots=None):
+    def __init__(self, context, store, tasks, storage, clock, leftovers=None, snapshots=None):
         self._ctx = context
         self._store = store
         self._tasks = tasks
         self._storage = storage
         self._clock = clock
-        self._iqn_domain = iqn_domain
+        self._leftovers = leftovers
         self._snapshots = snapshots
         self._loop: LoopingCall | None = None
         #: The repairs of the operations not in L{REGISTRY} yet (storage's).
@@ -128,18 +127,12 @@ class Reconciler:
         """
         await self.release_dead_locks()
         repairs = await self._interrupted()
-        repairs += await self._domains()
+        repairs += await self._leftovers.domains()
         # Each server's targets, listed once for both looks at them.
         listed: dict[str, list] = {}
-        repairs += await self._targets(listed)
-        repairs += await self._exports(listed)
+        repairs += await self._leftovers.targets(listed)
+        repairs += await self._leftovers.exports(listed)
         return repairs
-
-    def _busy(self, obj: str | None) -> bool:
-        """Whether this process is working on C{obj} (a VM uuid or pool/volume) now."""
-        if obj is None:
-            return False
-        return self._ctx.intents.busy(obj) or self._ctx.locks.busy(obj)
 
     async def release_dead_locks(self) -> list[str]:
         """
@@ -168,10 +161,6 @@ class Reconciler:
                     int(self._clock.seconds()))
         return released
 
-    def _repaired(self, repairs: list[str], text: str) -> None:
-        log.warn("reconciler: {repair}", repair=text)
-        repairs.append(text)
-
     # Interrupted operations -------------------------------------------------
 
     async def _interrupted(self) -> list[str]:
@@ -182,7 +171,7 @@ class Reconciler:
         by_task: dict[int, list[str]] = {}
         for op_id, steps in operations.items():
             first = steps[0]
-            if op_id in self._ctx.intents.live or self._busy(first.object):
+            if op_id in self._ctx.intents.live or self._ctx.busy(first.object):
                 continue
             operation = REGISTRY.get(first.kind)
             legacy = self._repairs.get(first.kind)
@@ -203,7 +192,7 @@ class Reconciler:
             done = [s.step for s in steps if s.state == "done"]
             text = (f"interrupted {first.kind} of {first.object}"
                     f" (steps done: {', '.join(done) or 'none'}): {what}")
-            self._repaired(repairs, text)
+            repaired(repairs, text)
             if first.task_id is not None:
                 by_task.setdefault(first.task_id, []).append(f"{first.kind} of {first.object}: {what}")
         for task_id, whats in by_task.items():
@@ -351,157 +340,7 @@ class Reconciler:
         return (f"the revert to snapshot {name!r} was finished"
                 + (f": {'; '.join(done)}" if done else ""))
 
-    # Leftovers -----------------------------------------------------------------
-
-    async def _domains(self) -> list[str]:
-        """Domains of this database's VMs on the wrong host; placements with no domain."""
-        repairs: list[str] = []
-        ctx = self._ctx
-        records = await ctx.vms.list(None)
-        by_uuid = {r.uuid: r for r in records}
-        for host in ctx.hypervisors.hosts:
-            try:
-                # names are all it needs: the cheap bulk call, not the full listing
-                domains = await ctx.hypervisors.domain_states(host)
-            except CometError:
-                continue
-            for name in domains:
-                if not name.startswith(COMET_DOMAIN_PREFIX):
-                    continue
-                uuid = name[len(COMET_DOMAIN_PREFIX):]
-                if uuid not in by_uuid or by_uuid[uuid].host == host:
-                    continue
-                record = await vm_record(self._ctx, uuid)
-                if record is None or record.host == host or self._busy(uuid):
-                    continue
-                try:
-                    await remove_domain(self._ctx, host, name)
-                except CometError as e:
-                    log.warn("reconciler: removing {d} from {h} failed: {r}", d=name, h=host,
-                             r=e.reason)
-                    continue
-                self._repaired(repairs, f"domain {name} on {host} (VM {record.name!r}, placed"
-                                        f" on {record.host or 'no host'}) was removed")
-            for record in records:
-                if record.host != host or record.domain_name in domains:
-                    continue
-                current = await vm_record(self._ctx, record.uuid)
-                if current is None or current.host != host or self._busy(record.uuid):
-                    continue
-                try:
-                    await unplace(ctx, current)
-                except CometError as e:
-                    log.warn("reconciler: unplacing VM {vm} failed: {r}", vm=record.name,
-                             r=e.reason)
-                    continue
-                self._repaired(repairs, f"VM {record.name!r} was placed on {host} but had no"
-                                        " domain there: its placement was released")
-        return repairs
-
-    async def _targets(self, listed: dict[str, list]) -> list[str]:
-        """
-        tgt targets of this database's volumes that their records do not
-        name; each server's listing is left in C{listed} (for L{_exports}).
-        """
-        repairs: list[str] = []
-        storage = self._storage
-        if storage is None:
-            return repairs
-        pattern = re.compile(
-            rf"^iqn\.[0-9]{{4}}-[0-9]{{2}}\.{re.escape(self._iqn_domain.lower())}:(.+)$")
-        pools = await storage.pools()
-        for server in storage.servers():
-            volumes = {}
-            for pool in pools:
-                if pool.server == server:
-                    for record in await storage.records.volumes(pool.name):
-                        key = f"{pool.name}.{record.name}".lower().replace("_", "-")
-                        volumes[key] = record
-            if not volumes:
-                continue
-            tgt = storage.server(server).tgt
-            try:
-                targets = listed[server] = await tgt.targets()
-            except CometError:
-                continue
-            for target in targets:
-                match = pattern.match(target.iqn)
-                record = volumes.get(match.group(1)) if match else None
-                if record is None or record.target == target.iqn:
-                    continue
-                if self._busy(record.vm_uuid) or self._busy(f"{record.pool}/{record.name}"):
-                    continue
-                current = await storage.records.volume(record.pool, record.name)
-                if current is not None and current.target == target.iqn:
-                    continue
-                try:
-                    await tgt.unexport(target.iqn)
-                except CometError as e:
-                    log.warn("reconciler: deleting target {t} failed: {r}", t=target.iqn,
-                             r=e.reason)
-                    continue
-                self._repaired(repairs, f"target {target.iqn} on {server} (volume"
-                                        f" {record.pool}/{record.name}) was not recorded:"
-                                        " deleted")
-        return repairs
-
-    async def _exports(self, listed: dict[str, list]) -> list[str]:
-        """
-        Exports recorded but lost by their server, made again (every
-        server), by the targets C{listed} this pass (the targets the pass
-        deleted were none of a record's).
-        """
-        if self._storage is None:
-            return []
-        repairs: list[str] = []
-        for server in self._storage.servers():
-            done, _ = await self.restore_exports(server, listed.get(server))
-            repairs += done
-        return repairs
-
     async def restore_exports(self, server: str,
                               listed: list | None = None) -> tuple[list[str], int]:
-        """
-        Make again every export recorded on C{server} that the server does
-        not have (or has only in part): L{comet.model.storage.exports.Exports.restore}.
-        Objects this process is working on are left for later, as is a
-        server that does not answer.
-
-        @param listed: the server's targets, if listed just now (otherwise
-            they are listed here).
-
-        @return: the repairs (one sentence each, each logged) and how many
-            exports are still missing (to try again).
-        """
-        storage = self._storage
-        records = await storage.exports(server)
-        if not records:
-            return [], 0
-        try:
-            if listed is None:
-                listed = await storage.targets(server)
-            targets = {t.iqn: t for t in listed}
-        except CometError as e:
-            log.warn("reconciler: the exports on {server} cannot be checked now: {reason}",
-                     server=server, reason=e.reason)
-            return [], len(records)
-        repairs: list[str] = []
-        left = 0
-        for record in records:
-            target = targets.get(record.target)
-            if target is not None and export_intact(target, record):
-                continue
-            if self._busy(record.vm_uuid) or self._busy(f"{record.pool}/{record.name}"):
-                left += 1
-                continue
-            try:
-                what = await storage.restore_export(record)
-            except CometError as e:
-                log.warn("reconciler: the export of {pool}/{name} on {server} cannot be made"
-                         " again now: {reason}", pool=record.pool, name=record.name,
-                         server=server, reason=e.reason)
-                left += 1
-                continue
-            if what is not None:
-                self._repaired(repairs, what)
-        return repairs, left
+        """L{comet.model.leftovers.Leftovers.restore_exports}."""
+        return await self._leftovers.restore_exports(server, listed)

@@ -7,7 +7,7 @@ A server that answers again after it did not, or that answers from a new
 boot, has lost its tgt targets if it rebooted (tgt keeps them in memory
 only), and every running VM whose disk it serves waits, its I/O stalled,
 until its target is back.  The watch then asks for those exports to be made
-again at once (L{comet.model.reconcile.Reconciler.restore_exports}) rather
+again at once (L{comet.model.leftovers.Leftovers.restore_exports}) rather
 than at the reconciler's next pass, and asks again at each later check
 until none is missing (a server that answers ssh before its pool is
 imported, or its zvols' devices exist, cannot export them yet).  The boot

@@ -116,6 +116,16 @@ class Context:
     #: Placements are chosen one at a time (L{comet.model.operations.domains.place}).
     placing: DeferredLock = attrs.field(factory=DeferredLock)
 
+    def busy(self, obj: str | None) -> bool:
+        """
+        Whether this process is working on C{obj} (a VM uuid, C{<pool>/<volume>})
+        now: an operation runs on it or its lock is held.  The reconciler
+        leaves it alone.
+        """
+        if obj is None:
+            return False
+        return self.intents.busy(obj) or self.locks.busy(obj)
+
 
 #: A repair: C{repair(context, object, steps)} finishes or undoes the
 #: interrupted operation on C{object} whose intent rows are C{steps}, and
