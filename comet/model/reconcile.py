@@ -57,7 +57,6 @@ Before both, the locks of owners that died are released
 
 from __future__ import annotations
 
-
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
