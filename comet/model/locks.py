@@ -181,6 +181,24 @@ class Locks:
         """Whether this process holds the lock of C{obj}."""
         return obj is not None and obj in self.held
 
+    # The rows behind a L{Lock} (none without a database) -----------------------
+
+    async def take_row(self, obj: str, task_id: int | None, doing: str) -> LockRecord | None:
+        """Record this owner's lock of C{obj}; the other owner's lock if it holds it."""
+        if self._store is None:
+            return None
+        return await self._store.acquire(obj, task_id, doing, self.me.owner, self._now())
+
+    async def set_row_task(self, obj: str, task_id: int) -> None:
+        """The locked operation on C{obj} runs as task C{task_id} from now on."""
+        if self._store is not None:
+            await self._store.set_task(obj, self.me.owner, task_id)
+
+    async def drop_row(self, obj: str) -> None:
+        """Forget this owner's lock of C{obj}."""
+        if self._store is not None:
+            await self._store.release(obj, self.me.owner)
+
     # The lease -----------------------------------------------------------------
 
     async def take_lease(self, database: str = "the database") -> None:
@@ -267,16 +285,14 @@ class Lock:
         # In memory first (no await between the test and the set): a second
         # request of this process waits for no SQL to be refused.
         locks.held[obj] = (self._doing, task_id)
-        if locks._store is not None:
-            try:
-                other = await locks._store.acquire(obj, task_id, self._doing, locks.me.owner,
-                                                   locks._now())
-            except BaseException:
-                locks.held.pop(obj, None)
-                raise
-            if other is not None:
-                locks.held.pop(obj, None)
-                raise Conflict(busy_reason(self._label, other.doing, other.task_id))
+        try:
+            other = await locks.take_row(obj, task_id, self._doing)
+        except BaseException:
+            locks.held.pop(obj, None)
+            raise
+        if other is not None:
+            locks.held.pop(obj, None)
+            raise Conflict(busy_reason(self._label, other.doing, other.task_id))
         self._held = True
 
     async def set_task(self, task_id: int) -> None:
@@ -284,8 +300,7 @@ class Lock:
         if not self._held:
             return
         self._locks.held[self.object] = (self._doing, task_id)
-        if self._locks._store is not None:
-            await self._locks._store.set_task(self.object, self._locks.me.owner, task_id)
+        await self._locks.set_row_task(self.object, task_id)
 
     async def release(self) -> None:
         if not self._held:
@@ -293,8 +308,7 @@ class Lock:
         self._held = False
         locks = self._locks
         try:
-            if locks._store is not None:
-                await locks._store.release(self.object, locks.me.owner)
+            await locks.drop_row(self.object)
         except Exception as e:
             # The database is closing (a stop with tasks in flight): the row
             # stays, a dead owner's; the next start releases it.

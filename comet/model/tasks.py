@@ -65,7 +65,7 @@ class TaskHandle:
         """Record how far the job is (0-100, or C{None}) and what it is doing."""
         if percent is not None:
             percent = max(0, min(100, int(percent)))
-        return self._runner._tasks.progress(self.id, percent, message, self._runner._now())
+        return self._runner.progress(self.id, percent, message)
 
 
 class TaskRunner:
@@ -87,6 +87,10 @@ class TaskRunner:
 
     def _now(self) -> int:
         return int(self._clock.seconds())
+
+    def progress(self, task_id: int, percent: int | None, message: str = "") -> Deferred:
+        """Record task C{task_id}'s progress now (what its L{TaskHandle} asks)."""
+        return self._tasks.progress(task_id, percent, message, self._now())
 
     async def start(
         self,
