@@ -109,7 +109,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         storage.branches, storage.owners, hypervisors, intents, tasks, clock, vms)
     leftovers = Leftovers(context, storage, config.storage.iqn_domain)
     reconciler = Reconciler(context, IntentTable(db), Tasks(db), storage, clock,
-                            leftovers=leftovers, snapshots=vm_snapshots)
+                            leftovers=leftovers)
     return Models(
         clusters=clusters,
         tasks=tasks,

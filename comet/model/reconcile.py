@@ -11,8 +11,9 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    C{repair}, side by side with its forward steps (VM start, stop, create
    and delete: C{vm.start}, C{cluster.start}, C{vm.stop}, C{cluster.stop},
    C{vm.create}, C{vm.delete}; volume create and delete: C{volume.create},
-   C{volume.delete}; snapshot take: C{snapshot}; each module's docstring
-   says how it is repaired), the others here:
+   C{volume.delete}; snapshot take and delete: C{snapshot},
+   C{snapshot.delete}; each module's docstring says how it is repaired),
+   the others here:
 
    - C{attach}: undone (hot-unplugged, unexported, attachment forgotten)
      unless its last step was marked done or the domain has the disk
@@ -20,8 +21,6 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    - C{unmap}: finished (hot-unplugged, unexported once the guest released
      the disk, the VM's snapshots taken off the volume, attachment
      forgotten).
-   - C{snapshot.delete}: finished (the ZFS snapshots left destroyed, then
-     the branches with no snapshot left, the record forgotten).
    - C{snapshot.revert}: finished, since a rollback cannot be undone: each
      volume rolled back or branched (resuming a branch where it stopped),
      re-exported to the host it was exported to, the snapshot made current.
@@ -61,13 +60,13 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from comet.errors import CometError, Conflict, NotFound
+from comet.errors import CometError, NotFound
 from comet.model.leftovers import repaired
 from comet.model.locks import describe, task_href
 from comet.model.operations import REGISTRY
 from comet.model.operations.domains import vm_record
 from comet.model.storage import (
-    branch, has_disk, wait_released, zfs_snapname,
+    branch, has_disk, wait_released,
 )
 from comet.model.tasks import RESTARTED
 
@@ -83,20 +82,18 @@ class Reconciler:
     @param clock: C{seconds()} and C{callLater()}.
     """
 
-    def __init__(self, context, store, tasks, storage, clock, leftovers=None, snapshots=None):
+    def __init__(self, context, store, tasks, storage, clock, leftovers=None):
         self._ctx = context
         self._store = store
         self._tasks = tasks
         self._storage = storage
         self._clock = clock
         self._leftovers = leftovers
-        self._snapshots = snapshots
         self._loop: LoopingCall | None = None
         #: The repairs of the operations not in L{REGISTRY} yet (storage's).
         self._repairs = {
             "attach": self._attach,
             "unmap": self._unmap,
-            "snapshot.delete": self._snapshot_delete,
             "snapshot.revert": self._snapshot_revert,
         }
 
@@ -252,52 +249,6 @@ class Reconciler:
             return "the unmap had completed"
         await self._unplug(record, await vm_record(self._ctx, uuid))
         return f"the unmap of volume {name!r} was finished"
-
-    async def _snapshot_delete(self, uuid: str, steps) -> str:
-        """Finished: what is left of its ZFS snapshots destroyed, its record forgotten."""
-        name = steps[0].detail["name"]
-        destroyed, kept = [], []
-        targets = [(s.detail["server"], s.detail["snapshot"]) for s in steps
-                   if s.step == "destroy"]
-        try:
-            record = await self._storage.snapshots.get(uuid, name)
-        except NotFound:
-            record = None
-        if record is not None and self._snapshots is not None:
-            # The steps written are not all of them: find what is left by the record.
-            for volume in await self._snapshots.volumes_of(record):
-                holder = await self._snapshots.locate(volume, zfs_snapname(name))
-                if holder is not None:
-                    pool = await self._storage.pool(volume.pool)
-                    targets.append((pool.server, f"{holder}@{zfs_snapname(name)}"))
-        for server, snapshot in dict.fromkeys(targets):
-            zfs = self._storage.server(server).zfs
-            try:
-                await zfs.destroy(snapshot)
-                destroyed.append(snapshot)
-            except NotFound:
-                pass
-            except Conflict as e:
-                kept.append(f"{snapshot} ({e.reason})")
-        # The branches whose last snapshot went (as the delete's "drop branches" step).
-        volumes = {v for s in steps for v in s.detail.get("volumes", [])}
-        volumes |= {s.detail["volume"] for s in steps if s.detail.get("volume")}
-        if record is not None and self._snapshots is not None:
-            volumes |= {f"{v.pool}/{v.name}"
-                        for v in await self._snapshots.volumes_of(record)}
-        for key in sorted(volumes):
-            volume = await self._storage.records.volume(*key.split("/", 1))
-            if volume is not None:
-                pool = await self._storage.pool(volume.pool)
-                destroyed += await self._storage.branches.drop_empty(
-                    self._storage.server(pool.server).zfs, pool, volume)
-        if record is not None:
-            await self._storage.snapshots.delete(uuid, name)
-        text = (f"the delete of snapshot {name!r} was finished; destroyed:"
-                f" {', '.join(destroyed) or 'nothing more'}")
-        if kept:
-            text += f"; could not destroy: {', '.join(kept)}"
-        return text
 
     async def _snapshot_revert(self, uuid: str, steps) -> str:
         """Finished: rolled back or branched, re-exported, made current."""

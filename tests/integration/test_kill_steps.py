@@ -57,7 +57,8 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from comet.model.operations import (
-    snapshot_take, vm_create, vm_delete, vm_start, vm_stop, volume_create, volume_delete,
+    snapshot_delete, snapshot_take, vm_create, vm_delete, vm_start, vm_stop, volume_create,
+    volume_delete,
 )
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
@@ -574,9 +575,10 @@ class VMKillTests(KillStepsCase):
         ("revert", "snapshot.revert", "set current"),
         ("revert/branch", "snapshot.revert", "branch"),
         ("revert/placed", "snapshot.revert", "unexport"),
-        ("snapshot.delete", "snapshot.delete", "destroy"),
-        ("snapshot.delete", "snapshot.delete", "forget record"),
-        ("snapshot.delete/branch", "snapshot.delete", "drop branches"),
+        # A branch to drop is the "snapshot.delete/branch" case's.
+        *[("snapshot.delete", "snapshot.delete", step.value) for step in snapshot_delete.Step
+          if step is not snapshot_delete.Step.DROP_BRANCHES],
+        ("snapshot.delete/branch", "snapshot.delete", snapshot_delete.Step.DROP_BRANCHES.value),
         # (VMKillTests has the base volume a kept disk is cloned from.)
         ("volume.delete/kept", "volume.delete", volume_delete.Step.DESTROY_ORIGIN.value),
     ]

@@ -9,12 +9,11 @@ SQLite.  Revert rolls each volume back to its newest snapshot, or branches
 
 from __future__ import annotations
 
-import json
 import secrets
 
 from comet.errors import Conflict, NotFound
 from comet.model.clusters import validate_name
-from comet.model.operations import snapshot_take
+from comet.model.operations import snapshot_delete, snapshot_take
 from comet.model.storage.branches import branch
 from comet.model.storage.names import zfs_snapname
 from comet.model.storage.servers import undo
@@ -78,9 +77,6 @@ class VMSnapshotModel:
             by_server.setdefault(pool.server, []).append(record.zvol)
         return by_server
 
-    def _zfs(self, server: str):
-        return self._servers.server(server).zfs
-
     async def create(self, cluster: str, name: str, snapshot: str | None = None):
         vm = await self._vms.get(cluster, name)
         uuid = vm.record.uuid
@@ -103,29 +99,14 @@ class VMSnapshotModel:
 
     async def volumes_of(self, snapshot_record) -> list:
         """The records of the volumes snapshot C{snapshot_record} lists (those still recorded)."""
-        result = []
-        for item in json.loads(snapshot_record.volumes):
-            pool, volume = item.split("/", 1)
-            record = await self._store.volume(pool, volume)
-            if record is not None:
-                result.append(record)
-        return result
+        return await snapshot_delete.volumes_of(self._store, snapshot_record)
 
     async def locate(self, volume, snapname: str) -> str | None:
         """
         The zvol of C{volume}'s family (itself, or a branch a revert set
         aside: C{<name>-old-<hex>}) that holds snapshot C{snapname}.
         """
-        pool = await self._pools.pool(volume.pool)
-        zfs = self._pools.zfs(pool)
-        family = [volume.zvol] + [
-            v.name for v in await zfs.list_volumes(pool.dataset)
-            if v.short_name.startswith(f"{volume.name}-old-")
-        ]
-        for zvol in family:
-            if snapname in [s.snapname for s in await zfs.list_snapshots(zvol)]:
-                return zvol
-        return None
+        return await snapshot_delete.locate(self._pools, volume, snapname)
 
     async def delete(self, cluster: str, name: str, snapshot: str) -> None:
         """
@@ -157,17 +138,9 @@ class VMSnapshotModel:
                             f"snapshot {snapshot!r} is the origin of {other.name} (the data a"
                             " revert set aside); delete the newer snapshots first")
                 plan.append((pool.server, f"{holder}@{snapname}", f"{volume.pool}/{volume.name}"))
-            async with self._intents.operation("snapshot.delete", uuid) as op:
-                for server, zfs_snapshot, key in plan:
-                    async with op.step("destroy", name=snapshot, server=server,
-                                       snapshot=zfs_snapshot, volume=key):
-                        await self._zfs(server).destroy(zfs_snapshot)
-                async with op.step("drop branches", name=snapshot,
-                                   volumes=[f"{v.pool}/{v.name}" for v, _, _ in volumes]):
-                    for volume, pool, zfs in volumes:
-                        await self._branches.drop_empty(zfs, pool, volume)
-                async with op.step("forget record", name=snapshot):
-                    await self._snapshots.delete(uuid, snapshot)
+            async with self._intents.operation(snapshot_delete.KIND, uuid) as op:
+                await snapshot_delete.run(op, self._servers, self._branches, self._snapshots,
+                                          uuid, snapshot, plan, volumes)
 
     async def revert(self, cluster: str, name: str, snapshot: str):
         """
