@@ -11,9 +11,9 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    C{repair}, side by side with its forward steps (VM start, stop, create
    and delete: C{vm.start}, C{cluster.start}, C{vm.stop}, C{cluster.stop},
    C{vm.create}, C{vm.delete}; volume create and delete: C{volume.create},
-   C{volume.delete}; snapshot take and delete: C{snapshot},
-   C{snapshot.delete}; each module's docstring says how it is repaired),
-   the others here:
+   C{volume.delete}; snapshot take, delete and revert: C{snapshot},
+   C{snapshot.delete}, C{snapshot.revert}; each module's docstring says how
+   it is repaired), the others here:
 
    - C{attach}: undone (hot-unplugged, unexported, attachment forgotten)
      unless its last step was marked done or the domain has the disk
@@ -21,9 +21,6 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    - C{unmap}: finished (hot-unplugged, unexported once the guest released
      the disk, the VM's snapshots taken off the volume, attachment
      forgotten).
-   - C{snapshot.revert}: finished, since a rollback cannot be undone: each
-     volume rolled back or branched (resuming a branch where it stopped),
-     re-exported to the host it was exported to, the snapshot made current.
 
    The task the operation ran under (if any) is marked failed with what was
    repaired, and the operation's rows are deleted.  An operation whose host
@@ -66,7 +63,7 @@ from comet.model.locks import describe, task_href
 from comet.model.operations import REGISTRY
 from comet.model.operations.domains import vm_record
 from comet.model.storage import (
-    branch, has_disk, wait_released,
+    has_disk, wait_released,
 )
 from comet.model.tasks import RESTARTED
 
@@ -94,7 +91,6 @@ class Reconciler:
         self._repairs = {
             "attach": self._attach,
             "unmap": self._unmap,
-            "snapshot.revert": self._snapshot_revert,
         }
 
     # Running -------------------------------------------------------------------
@@ -249,46 +245,6 @@ class Reconciler:
             return "the unmap had completed"
         await self._unplug(record, await vm_record(self._ctx, uuid))
         return f"the unmap of volume {name!r} was finished"
-
-    async def _snapshot_revert(self, uuid: str, steps) -> str:
-        """Finished: rolled back or branched, re-exported, made current."""
-        name = steps[0].detail["name"]
-        plan = next((s.detail["volumes"] for s in steps if s.step == "plan"), [])
-        storage = self._storage
-        vm = await vm_record(self._ctx, uuid)
-        done = []
-        for item in plan:
-            pool_name, volume_name = item["volume"].split("/", 1)
-            record = await storage.records.volume(pool_name, volume_name)
-            if record is None:
-                continue
-            if record.target or record.exported_to:
-                # As the revert itself does: no target serves a volume changing under it.
-                await storage.exporter.unexport(record)
-            zfs = storage.server(item["server"]).zfs
-            if item["rollback"]:
-                # Again if it had run: nothing wrote to the volume since (the VM is off).
-                await zfs.rollback(item["rollback"])
-                done.append(f"{item['volume']} rolled back")
-            else:
-                pool = await storage.pool(pool_name)
-                done.append(await branch(zfs, pool.dataset, volume_name, item["source"],
-                                         item["token"]))
-        for item in plan:
-            pool_name, volume_name = item["volume"].split("/", 1)
-            record = await storage.records.volume(pool_name, volume_name)
-            host = item["host"]
-            if (host is None or record is None or record.target or vm is None
-                    or vm.host != host or record.vm_uuid != uuid):
-                continue
-            await storage.exporter.export(await storage.pool(pool_name), record, host)
-            done.append(f"{item['volume']} exported to {host} again")
-        try:
-            await storage.snapshots.set_current(uuid, name)
-        except NotFound:
-            pass
-        return (f"the revert to snapshot {name!r} was finished"
-                + (f": {'; '.join(done)}" if done else ""))
 
     async def restore_exports(self, server: str,
                               listed: list | None = None) -> tuple[list[str], int]:

@@ -57,8 +57,8 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from comet.model.operations import (
-    snapshot_delete, snapshot_take, vm_create, vm_delete, vm_start, vm_stop, volume_create,
-    volume_delete,
+    snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_start, vm_stop,
+    volume_create, volume_delete,
 )
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
@@ -67,6 +67,7 @@ from tests.integration._console import DomainConsole
 from tests.integration._daemon import CometDaemonCase, _sleep, comet_config
 from tests.integration._testbed import requireTestbed
 from tests.model.operations.crash import steps
+from tests.model.operations.test_snapshot_revert import ROLLBACK as REVERT_ROLLBACK
 from tests.model.operations.test_vm_delete import STOPPED_DELETE
 from tests.test_service import TWISTD, _twistd_env, free_port
 
@@ -570,11 +571,10 @@ class VMKillTests(KillStepsCase):
         *[("snapshot", "snapshot", step.value) for step in snapshot_take.Step],
         ("unmap/stopped", "unmap", "forget attachment"),
         ("unmap/snapshot", "unmap", "drop snapshots"),
-        ("revert", "snapshot.revert", "plan"),
-        ("revert", "snapshot.revert", "rollback"),
-        ("revert", "snapshot.revert", "set current"),
-        ("revert/branch", "snapshot.revert", "branch"),
-        ("revert/placed", "snapshot.revert", "unexport"),
+        *[("revert", "snapshot.revert", step.value) for step in REVERT_ROLLBACK],
+        ("revert/branch", "snapshot.revert", snapshot_revert.Step.BRANCH.value),
+        *[("revert/placed", "snapshot.revert", step.value)
+          for step in (snapshot_revert.Step.UNEXPORT, snapshot_revert.Step.EXPORT)],
         # A branch to drop is the "snapshot.delete/branch" case's.
         *[("snapshot.delete", "snapshot.delete", step.value) for step in snapshot_delete.Step
           if step is not snapshot_delete.Step.DROP_BRANCHES],

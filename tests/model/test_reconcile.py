@@ -125,68 +125,6 @@ class VMVolumeCrashTests(CrashBase, TestCase):
         await self.assertConsistent(models)
 
 
-class SnapshotRevertDeleteCrashTests(CrashBase, TestCase):
-    """Revert (rollback, branch, with a re-export) cut short: finished."""
-
-    def disk(self, models=None):
-        return self.world.server.datasets[f"tank/comet/{vm_disk_name(self.uuid)}"]
-
-    async def snapshots(self, *names) -> None:
-        for name in names:
-            self.disk().data[:4] = f"{name}!".encode()[:4]
-            await self.models.vm_snapshots.create("lab", "web", name)
-        self.disk().data[:4] = b"now!"
-
-    async def revert(self, snapshot: str, step: str, when: str):
-        crash = Crash("snapshot.revert", step, when)
-        await self.crash_during(
-            crash, lambda: self.models.vm_snapshots.revert("lab", "web", snapshot))
-        models, repairs = await self.world.restart()
-        self.assertTrue(any(f"interrupted snapshot.revert of {self.uuid}" in r
-                            and "was finished" in r for r in repairs), repairs)
-        await self.assertConsistent(models)
-        _, current = await models.vm_snapshots.get("lab", "web", snapshot)
-        self.assertTrue(current.current)
-        self.assertEqual([n for n in self.world.server.datasets if "-rv-" in n], [])
-        return models
-
-    async def test_rollback_each_step(self):
-        """A revert to the newest snapshot (zfs rollback) cut short is finished."""
-        for step in ["plan", "rollback", "set current"]:
-            for when in ("before", "after"):
-                await self.setUp()
-                await self.snapshots("one")
-                await self.revert("one", step, when)
-                self.assertEqual(bytes(self.disk().data[:4]), b"one!")
-
-    async def test_branch_each_step(self):
-        """A revert to an older snapshot (clone, promote, renames) cut short is finished."""
-        for step in ["plan", "branch", "set current"]:
-            for when in ("before", "after"):
-                await self.setUp()
-                await self.snapshots("one", "two")
-                models = await self.revert("one", step, when)
-                self.assertEqual(bytes(self.disk().data[:4]), b"one!")
-                # The newer snapshot survives on the branch set aside, and can be reverted to.
-                await models.vm_snapshots.revert("lab", "web", "two")
-                self.assertEqual(bytes(self.disk().data[:4]), b"two!")
-
-    async def test_exported_each_step(self):
-        """A revert of a VM shut off on its host is exported again after it."""
-        for step in ["plan", "unexport", "rollback", "export", "set current"]:
-            for when in ("before", "after"):
-                await self.setUp()
-                await self.snapshots("one")
-                await self.models.vms.act("lab", "web", "start")
-                await self.models.vms.act("lab", "web", "poweroff")
-                models = await self.revert("one", step, when)
-                self.assertEqual(bytes(self.disk().data[:4]), b"one!")
-                [target] = self.world.server.targets.values()
-                self.assertEqual(target.luns[1], self.world.server.device(self.disk().name))
-                record = await models.storage.records.volume("pool1", vm_disk_name(self.uuid))
-                self.assertEqual(record.exported_to, (await models.vms.get("lab", "web")).record.host)
-
-
 class LeftSnapshotCrashTests(CrashBase, TestCase):
     """
     The paths that take a VM's snapshots off a volume (issue 14), cut short:

@@ -39,8 +39,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from comet.model.operations import (
-    snapshot_delete, snapshot_take, vm_create, vm_delete, vm_start, vm_stop, volume_create,
-    volume_delete,
+    snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_start, vm_stop,
+    volume_create, volume_delete,
 )
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
@@ -66,6 +66,7 @@ REGISTRY: Mapping[str, OperationType] = make_registry(
     volume_delete.OPERATION,
     snapshot_take.OPERATION,
     snapshot_delete.OPERATION,
+    snapshot_revert.OPERATION,
 )
 
 __all__ = ["Context", "NoDisks", "OperationType", "REGISTRY", "VMDisks"]

@@ -13,10 +13,8 @@ import secrets
 
 from comet.errors import Conflict, NotFound
 from comet.model.clusters import validate_name
-from comet.model.operations import snapshot_delete, snapshot_take
-from comet.model.storage.branches import branch
+from comet.model.operations import snapshot_delete, snapshot_revert, snapshot_take
 from comet.model.storage.names import zfs_snapname
-from comet.model.storage.servers import undo
 
 
 def revert_refusal(vm) -> str | None:
@@ -186,29 +184,7 @@ class VMSnapshotModel:
                     "source": None if rollback else f"{holder}@{snapname}",
                     "token": None if rollback else secrets.token_hex(4),
                 })
-            async with self._intents.operation("snapshot.revert", uuid) as op:
-                # The whole plan first: a crash before a volume's own step still
-                # leaves the reconciler knowing what to finish.
-                async with op.step("plan", name=snapshot, volumes=steps):
-                    pass
-                for (volume, pool, zfs, holder, newer), step in zip(plan, steps):
-                    key, host = step["volume"], step["host"]
-                    if host is not None:
-                        async with op.step("unexport", name=snapshot, volume=key, host=host):
-                            await self._exports.unexport(volume)
-                    try:
-                        if step["rollback"]:
-                            async with op.step("rollback", name=snapshot, volume=key):
-                                await zfs.rollback(step["rollback"])
-                        else:
-                            async with op.step("branch", name=snapshot, volume=key):
-                                await branch(zfs, pool.dataset, volume.name, step["source"],
-                                             step["token"], undo)
-                    finally:
-                        if host is not None:
-                            async with op.step("export", name=snapshot, volume=key, host=host):
-                                current = await self._store.volume(volume.pool, volume.name)
-                                await self._exports.export(pool, current, host)
-                async with op.step("set current", name=snapshot):
-                    await self._snapshots.set_current(uuid, snapshot)
+            async with self._intents.operation(snapshot_revert.KIND, uuid) as op:
+                await snapshot_revert.run(op, self._exports, self._store, self._snapshots,
+                                          uuid, snapshot, plan, steps)
         return await self.get(cluster, name, snapshot)
