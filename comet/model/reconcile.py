@@ -11,13 +11,10 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    C{repair}, side by side with its forward steps (VM start, stop, create
    and delete: C{vm.start}, C{cluster.start}, C{vm.stop}, C{cluster.stop},
    C{vm.create}, C{vm.delete}; volume create and delete: C{volume.create},
-   C{volume.delete}; snapshot take, delete and revert: C{snapshot},
-   C{snapshot.delete}, C{snapshot.revert}; each module's docstring says how
-   it is repaired), the others here:
+   C{volume.delete}; attach: C{attach}; snapshot take, delete and revert:
+   C{snapshot}, C{snapshot.delete}, C{snapshot.revert}; each module's
+   docstring says how it is repaired), the others here:
 
-   - C{attach}: undone (hot-unplugged, unexported, attachment forgotten)
-     unless its last step was marked done or the domain has the disk
-     already (undoing that would need the guest to release it).
    - C{unmap}: finished (hot-unplugged, unexported once the guest released
      the disk, the VM's snapshots taken off the volume, attachment
      forgotten).
@@ -61,10 +58,8 @@ from comet.errors import CometError, NotFound
 from comet.model.leftovers import repaired
 from comet.model.locks import describe, task_href
 from comet.model.operations import REGISTRY
+from comet.model.operations.attach import unplug
 from comet.model.operations.domains import vm_record
-from comet.model.storage import (
-    has_disk, wait_released,
-)
 from comet.model.tasks import RESTARTED
 
 log = Logger()
@@ -89,7 +84,6 @@ class Reconciler:
         self._loop: LoopingCall | None = None
         #: The repairs of the operations not in L{REGISTRY} yet (storage's).
         self._repairs = {
-            "attach": self._attach,
             "unmap": self._unmap,
         }
 
@@ -192,50 +186,6 @@ class Reconciler:
                                      int(self._clock.seconds()))
         return repairs
 
-
-    async def _unplug(self, record, vm) -> None:
-        """Take volume C{record} off VM C{vm}: hot-unplug, unexport, forget the attachment."""
-        storage = self._storage
-        if vm is not None and vm.host is not None:
-            pool = await storage.pool(record.pool)
-            try:
-                await storage.hypervisors.detach_device(
-                    vm.host, vm.domain_name, storage.exporter.spec(pool, record))
-            except NotFound:
-                pass
-            # As a live unmap: the target outlives the guest's hold on the disk
-            # (a Conflict keeps the operation for the next pass).
-            await wait_released(storage.hypervisors, self._clock, vm.host, vm.domain_name,
-                                record.dev, f"VM {vm.name!r} did not release disk {record.dev}")
-        if record.target or record.exported_to:
-            await storage.exporter.unexport(record)
-        await storage.branches.leave_snapshots(record.vm_uuid, record)
-        await storage.records.update_volume(record.pool, record.name, vm_uuid=None, dev=None)
-
-    async def _attach(self, obj: str, steps) -> str:
-        """Undone (the client never heard of success) unless the domain has the disk."""
-        pool, name = obj.split("/", 1)
-        record = await self._storage.records.volume(pool, name)
-        uuid = steps[0].detail.get("vm")
-        if record is None or record.vm_uuid != uuid:
-            return "the volume is not attached to the VM: nothing to undo"
-        # (Rows of an earlier Comet: the last step is no longer marked done.)
-        if any(s.step == "attach device" and s.state == "done" for s in steps):
-            return "the attach had completed: kept"
-        vm = await vm_record(self._ctx, uuid)
-        if await self._has_disk(vm, record.dev):
-            # The device went in before the crash: undoing it would need the
-            # guest to release it (a guest without hot-unplug never does).
-            return "the attach had completed (the domain has the disk): kept"
-        await self._unplug(record, vm)
-        return f"the attach of volume {name!r} was undone"
-
-    async def _has_disk(self, vm, dev: str | None) -> bool:
-        """Whether VM record C{vm}'s domain has disk C{dev} now."""
-        if vm is None or vm.host is None or not dev:
-            return False
-        return await has_disk(self._storage.hypervisors, vm.host, vm.domain_name, dev)
-
     async def _unmap(self, obj: str, steps) -> str:
         """Finished: the volume leaves the VM."""
         pool, name = obj.split("/", 1)
@@ -243,7 +193,7 @@ class Reconciler:
         uuid = steps[0].detail.get("vm")
         if record is None or record.vm_uuid is None or record.vm_uuid != uuid:
             return "the unmap had completed"
-        await self._unplug(record, await vm_record(self._ctx, uuid))
+        await unplug(self._ctx, record, await vm_record(self._ctx, uuid))
         return f"the unmap of volume {name!r} was finished"
 
     async def restore_exports(self, server: str,

@@ -57,8 +57,8 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from comet.model.operations import (
-    snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_start, vm_stop,
-    volume_create, volume_delete,
+    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_start,
+    vm_stop, volume_create, volume_delete,
 )
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
@@ -565,9 +565,7 @@ class VMKillTests(KillStepsCase):
         *[("vm.stop", "vm.stop", step) for step in steps(vm_stop.OPERATION)],
         *[("cluster.start", "cluster.start", step) for step in steps(vm_start.OPERATION)],
         *[("cluster.stop", "cluster.stop", step) for step in steps(vm_stop.OPERATION)],
-        ("attach", "attach", "record attachment"),
-        ("attach", "attach", "export"),
-        ("attach", "attach", "attach device"),
+        *[("attach", "attach", step) for step in steps(attach.OPERATION)],
         *[("snapshot", "snapshot", step.value) for step in snapshot_take.Step],
         ("unmap/stopped", "unmap", "forget attachment"),
         ("unmap/snapshot", "unmap", "drop snapshots"),

@@ -29,7 +29,7 @@ from tests.model.operations.test_vm_delete import STOPPED_DELETE
 
 
 class VMVolumeCrashTests(CrashBase, TestCase):
-    """Attach, unmap and snapshot cut short."""
+    """Unmap cut short."""
 
     async def data_volume(self, models=None) -> None:
         models = models or self.models
@@ -38,38 +38,6 @@ class VMVolumeCrashTests(CrashBase, TestCase):
 
     def plugged(self) -> list:
         return [key for key in self.world.hv.plugged if key[2] == "vdb"]
-
-    async def test_attach_each_step(self):
-        """
-        An attach to a running VM cut short is undone (not attached, not
-        exported), unless the domain already has the disk: then it is kept.
-        """
-        for step in ["record attachment", "export", "attach device"]:
-            for when in ("before", "after"):
-                await self.setUp()
-                await self.models.vms.act("lab", "web", "start")
-                await self.data_volume()
-                crash = Crash("attach", step, when)
-                await self.crash_during(crash, lambda: self.models.vm_storages.attach(
-                    "lab", "web", "pool1", "data"))
-                models, repairs = await self.world.restart()
-                self.assertTrue(any("interrupted attach of pool1/data" in r for r in repairs),
-                                repairs)
-                await self.assertConsistent(models)
-                record = await models.storage.records.volume("pool1", "data")
-                if (step, when) == ("attach device", "after"):
-                    # The domain has the disk: the attach completed, kept.
-                    self.assertTrue(any("the domain has the disk): kept" in r for r in repairs),
-                                    repairs)
-                    self.assertEqual((record.vm_uuid, len(self.plugged())), (self.uuid, 1))
-                    self.assertIsNotNone(record.target)
-                    continue
-                self.assertEqual((record.vm_uuid, record.target), (None, None))
-                self.assertEqual(self.plugged(), [])
-                # It attaches normally afterwards.
-                await models.vm_storages.attach("lab", "web", "pool1", "data")
-                self.assertEqual(len(self.plugged()), 1)
-                await self.assertConsistent(models)
 
     async def test_unmap_each_step(self):
         """An unmap cut short is finished, and its task failed with what was repaired."""

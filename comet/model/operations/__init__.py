@@ -39,8 +39,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from comet.model.operations import (
-    snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_start, vm_stop,
-    volume_create, volume_delete,
+    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_start,
+    vm_stop, volume_create, volume_delete,
 )
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
@@ -67,6 +67,7 @@ REGISTRY: Mapping[str, OperationType] = make_registry(
     snapshot_take.OPERATION,
     snapshot_delete.OPERATION,
     snapshot_revert.OPERATION,
+    attach.OPERATION,
 )
 
 __all__ = ["Context", "NoDisks", "OperationType", "REGISTRY", "VMDisks"]

@@ -14,6 +14,7 @@ from twisted.internet.task import deferLater
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.model.clusters import validate_name
 from comet.model.locks import acquire_all, release_all
+from comet.model.operations import attach
 from comet.model.tasks import Target
 
 _DEV = re.compile(r"^vd[a-z]$")
@@ -159,28 +160,9 @@ class VMStorageModel:
             elif dev in used:
                 raise Conflict(f"VM {name!r} already has a disk {dev}")
             host = vm.record.host
-            async with self._intents.operation("attach", f"{pool.name}/{volume}") as op:
-                async with op.step("record attachment", vm=vm.record.uuid, dev=dev):
-                    if record is None:
-                        record = await store.add_volume(**self._volumes.new_record(
-                            pool, volume, live.capacity, vm_uuid=vm.record.uuid, dev=dev))
-                    else:
-                        record = await store.update_volume(pool.name, volume,
-                                                           vm_uuid=vm.record.uuid, dev=dev)
-                if host is not None:
-                    try:
-                        async with op.step("export", host=host):
-                            spec = await self._exports.export(pool, record, host)
-                        try:
-                            async with op.step("attach device", host=host):
-                                await self._hypervisors.attach_device(
-                                    host, vm.record.domain_name, spec)
-                        except BaseException:
-                            await self._exports.unexport(record)
-                            raise
-                    except BaseException:
-                        await store.update_volume(pool.name, volume, vm_uuid=None, dev=None)
-                        raise
+            async with self._intents.operation(attach.KIND, f"{pool.name}/{volume}") as op:
+                await attach.run(op, store, self._volumes, self._exports, self._hypervisors,
+                                 vm, pool, volume, live, record, dev, host)
             return VMStorage(vm, await store.volume(pool.name, volume))
 
     async def _detach(self, vm, record) -> None:
