@@ -11,13 +11,9 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    C{repair}, side by side with its forward steps (VM start, stop, create
    and delete: C{vm.start}, C{cluster.start}, C{vm.stop}, C{cluster.stop},
    C{vm.create}, C{vm.delete}; volume create and delete: C{volume.create},
-   C{volume.delete}; attach: C{attach}; snapshot take, delete and revert:
-   C{snapshot}, C{snapshot.delete}, C{snapshot.revert}; each module's
-   docstring says how it is repaired), the others here:
-
-   - C{unmap}: finished (hot-unplugged, unexported once the guest released
-     the disk, the VM's snapshots taken off the volume, attachment
-     forgotten).
+   C{volume.delete}; attach and unmap: C{attach}, C{unmap}; snapshot take,
+   delete and revert: C{snapshot}, C{snapshot.delete}, C{snapshot.revert}):
+   each module's docstring says how it is repaired.
 
    The task the operation ran under (if any) is marked failed with what was
    repaired, and the operation's rows are deleted.  An operation whose host
@@ -58,8 +54,6 @@ from comet.errors import CometError, NotFound
 from comet.model.leftovers import repaired
 from comet.model.locks import describe, task_href
 from comet.model.operations import REGISTRY
-from comet.model.operations.attach import unplug
-from comet.model.operations.domains import vm_record
 from comet.model.tasks import RESTARTED
 
 log = Logger()
@@ -82,10 +76,6 @@ class Reconciler:
         self._clock = clock
         self._leftovers = leftovers
         self._loop: LoopingCall | None = None
-        #: The repairs of the operations not in L{REGISTRY} yet (storage's).
-        self._repairs = {
-            "unmap": self._unmap,
-        }
 
     # Running -------------------------------------------------------------------
 
@@ -160,12 +150,9 @@ class Reconciler:
             if op_id in self._ctx.intents.live or self._ctx.busy(first.object):
                 continue
             operation = REGISTRY.get(first.kind)
-            legacy = self._repairs.get(first.kind)
             try:
                 if operation is not None:
                     what = await operation.repair(self._ctx, first.object, steps)
-                elif legacy is not None:
-                    what = await legacy(first.object, steps)
                 else:
                     what = f"no repair is known for {first.kind!r}; its records were dropped"
             except CometError as e:
@@ -185,16 +172,6 @@ class Reconciler:
             await self._tasks.finish(task_id, "failed", f"{RESTARTED}; repaired: {'; '.join(whats)}",
                                      int(self._clock.seconds()))
         return repairs
-
-    async def _unmap(self, obj: str, steps) -> str:
-        """Finished: the volume leaves the VM."""
-        pool, name = obj.split("/", 1)
-        record = await self._storage.records.volume(pool, name)
-        uuid = steps[0].detail.get("vm")
-        if record is None or record.vm_uuid is None or record.vm_uuid != uuid:
-            return "the unmap had completed"
-        await unplug(self._ctx, record, await vm_record(self._ctx, uuid))
-        return f"the unmap of volume {name!r} was finished"
 
     async def restore_exports(self, server: str,
                               listed: list | None = None) -> tuple[list[str], int]:

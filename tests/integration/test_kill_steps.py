@@ -58,7 +58,7 @@ from twisted.web.static import File
 
 from comet.model.operations import (
     attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_start,
-    vm_stop, volume_create, volume_delete,
+    unmap, vm_stop, volume_create, volume_delete,
 )
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
@@ -567,8 +567,8 @@ class VMKillTests(KillStepsCase):
         *[("cluster.stop", "cluster.stop", step) for step in steps(vm_stop.OPERATION)],
         *[("attach", "attach", step) for step in steps(attach.OPERATION)],
         *[("snapshot", "snapshot", step.value) for step in snapshot_take.Step],
-        ("unmap/stopped", "unmap", "forget attachment"),
-        ("unmap/snapshot", "unmap", "drop snapshots"),
+        ("unmap/stopped", "unmap", unmap.Step.FORGET_ATTACHMENT.value),
+        ("unmap/snapshot", "unmap", unmap.Step.DROP_SNAPSHOTS.value),
         *[("revert", "snapshot.revert", step.value) for step in REVERT_ROLLBACK],
         ("revert/branch", "snapshot.revert", snapshot_revert.Step.BRANCH.value),
         *[("revert/placed", "snapshot.revert", step.value)
@@ -739,9 +739,9 @@ class GuestKillTests(KillStepsCase):
 
     timeout = 400
     CASES = [
-        ("unmap", "unmap", "detach device"),
-        ("unmap", "unmap", "unexport"),
-        ("unmap", "unmap", "forget attachment"),
+        # ("drop snapshots" is VMKillTests' "unmap/snapshot" case.)
+        *[("unmap", "unmap", step.value) for step in unmap.Step
+          if step is not unmap.Step.DROP_SNAPSHOTS],
     ]
 
     async def prepare(self):

@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from comet.errors import Conflict
 from comet.config import ReconcileConfig
-from comet.model.operations import snapshot_delete, vm_start
+from comet.model.operations import snapshot_delete, unmap, vm_start
 from tests.model.operations.test_volume_delete import FORCED as FORCED_DELETE
 from comet.model.reconcile import Reconciler
 from comet.model.storage import GiB, vm_disk_name
@@ -24,73 +24,9 @@ from comet.store import Intents as IntentTable
 from comet.virt import DomainSpec
 from tests._api import make_client
 from tests.model.operations.crash import Crash, CrashBase, steps
+from tests.model.operations import test_unmap
 from tests.model.operations.test_vm_delete import STOPPED_DELETE
 
-
-
-class VMVolumeCrashTests(CrashBase, TestCase):
-    """Unmap cut short."""
-
-    async def data_volume(self, models=None) -> None:
-        models = models or self.models
-        await models.tasks.wait((await models.storage.create_volume(
-            "pool1", "data", capacity_gb=1)).id)
-
-    def plugged(self) -> list:
-        return [key for key in self.world.hv.plugged if key[2] == "vdb"]
-
-    async def test_unmap_each_step(self):
-        """An unmap cut short is finished, and its task failed with what was repaired."""
-        for step in ["detach device", "unexport", "forget attachment"]:
-            for when in ("before", "after"):
-                await self.setUp()
-                await self.models.vms.act("lab", "web", "start")
-                await self.data_volume()
-                await self.models.vm_storages.attach("lab", "web", "pool1", "data")
-                crash = Crash("unmap", step, when)
-                task = []
-
-                async def unmap():
-                    task.append(await self.models.vm_storages.unmap(
-                        "lab", "web", "data"))
-
-                await self.crash_during(crash, unmap)
-                models, repairs = await self.world.restart()
-                await self.assertConsistent(models)
-                await self.assertTaskRepaired(models, task[0].id)
-                record = await models.storage.records.volume("pool1", "data")
-                self.assertEqual((record.vm_uuid, record.target), (None, None))
-                self.assertEqual(self.plugged(), [])
-
-    async def test_unmap_repair_waits_for_the_guest(self):
-        """
-        Finishing an unmap, the reconciler keeps the target while the guest
-        still holds the disk (as a live unmap does): the operation waits for a
-        later pass, and is finished once the guest lets go.
-        """
-        from comet.model.storage import vmstorages
-
-        self.patch(vmstorages, "UNPLUG_POLL", 0.01)
-        self.patch(vmstorages, "UNPLUG_TIMEOUT", 0.05)
-        await self.models.vms.act("lab", "web", "start")
-        await self.data_volume()
-        await self.models.vm_storages.attach("lab", "web", "pool1", "data")
-        self.world.hv.slow_guest = True
-        await self.crash_during(Crash("unmap", "detach device", "before"), lambda: (
-            self.models.vm_storages.unmap("lab", "web", "data")))
-        models, repairs = await self.world.restart()
-        self.assertEqual([r for r in repairs if "unmap" in r], [])
-        record = await models.storage.records.volume("pool1", "data")
-        self.assertIsNotNone(record.target)              # still exported: the guest holds it
-        self.assertEqual(len(self.world.server.targets), 2)
-        self.assertEqual([(r.kind, r.step) for r in await IntentTable(self.world.db).list()],
-                         [("unmap", "detach device")])
-        self.world.hv.slow_guest = None                   # the guest lets go
-        self.world.hv.held.clear()
-        repairs = await models.reconciler.run()
-        self.assertTrue(any("the unmap of volume 'data' was finished" in r for r in repairs),
-                        repairs)
-        await self.assertConsistent(models)
 
 
 class LeftSnapshotCrashTests(CrashBase, TestCase):
@@ -157,7 +93,7 @@ class LeftSnapshotCrashTests(CrashBase, TestCase):
 
     async def test_unmap_each_step(self):
         """An unmap cut short: the volume leaves the VM's snapshots, which keep the VM's disk."""
-        for step in ["drop snapshots", "forget attachment"]:
+        for step in [unmap.Step.DROP_SNAPSHOTS.value, unmap.Step.FORGET_ATTACHMENT.value]:
             for when in ("before", "after"):
                 await self.setUp()
                 await self.models.vm_snapshots.create("lab", "web", "one")
@@ -376,7 +312,7 @@ class LostExportTests(CrashBase, TestCase):
         exported (tried again); once imported, every export (a VM's own disk
         and a mapped volume) is back, on the zvols' new devices, same tids.
         """
-        await VMVolumeCrashTests.data_volume(self)
+        await test_unmap.UnmapCrashTests.data_volume(self)
         await self.models.vms.act("lab", "web", "start")
         answer = await self.client.post("/cluster/lab/vms/web/storages",
                                         {"pool": "pool1", "vol": "data"})

@@ -40,7 +40,7 @@ from typing import Mapping
 
 from comet.model.operations import (
     attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_start,
-    vm_stop, volume_create, volume_delete,
+    vm_stop, unmap, volume_create, volume_delete,
 )
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
@@ -68,6 +68,7 @@ REGISTRY: Mapping[str, OperationType] = make_registry(
     snapshot_delete.OPERATION,
     snapshot_revert.OPERATION,
     attach.OPERATION,
+    unmap.OPERATION,
 )
 
 __all__ = ["Context", "NoDisks", "OperationType", "REGISTRY", "VMDisks"]

@@ -14,7 +14,7 @@ from twisted.internet.task import deferLater
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.model.clusters import validate_name
 from comet.model.locks import acquire_all, release_all
-from comet.model.operations import attach
+from comet.model.operations import attach, unmap
 from comet.model.tasks import Target
 
 _DEV = re.compile(r"^vd[a-z]$")
@@ -166,25 +166,10 @@ class VMStorageModel:
             return VMStorage(vm, await store.volume(pool.name, volume))
 
     async def _detach(self, vm, record) -> None:
-        host = vm.record.host
-        async with self._intents.operation("unmap", f"{record.pool}/{record.name}") as op:
-            if host is not None:
-                pool = await self._pools.pool(record.pool)
-                async with op.step("detach device", host=host, vm=vm.record.uuid):
-                    try:
-                        await self._hypervisors.detach_device(
-                            host, vm.record.domain_name, self._exports.spec(pool, record))
-                    except NotFound:
-                        pass   # not in the domain (or its definition) any more
-                    await self._wait_released(vm, record)
-                if record.target:
-                    async with op.step("unexport", host=host, target=record.target):
-                        await self._exports.unexport(record)
-            async with op.step("drop snapshots", vm=vm.record.uuid):
-                await self._branches.leave_snapshots(vm.record.uuid, record)
-            async with op.step("forget attachment", vm=vm.record.uuid):
-                await self._store.update_volume(record.pool, record.name,
-                                                vm_uuid=None, dev=None)
+        async with self._intents.operation(unmap.KIND, f"{record.pool}/{record.name}") as op:
+            await unmap.run(op, self._store, self._pools, self._exports, self._branches,
+                            self._hypervisors, vm, record,
+                            lambda: self._wait_released(vm, record))
 
     async def _wait_released(self, vm, record) -> None:
         await wait_released(self._hypervisors, self._clock, vm.record.host,
