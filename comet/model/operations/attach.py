@@ -17,9 +17,7 @@ from typing import Sequence
 
 from comet.errors import NotFound
 from comet.model.operations.context import Context, OperationType
-from comet.model.operations.domains import vm_record
-# (The module, not its names: it imports this one.)
-from comet.model.storage import vmstorages
+from comet.model.operations.domains import has_disk, vm_record, wait_released
 from comet.store import IntentRecord
 
 KIND = "attach"
@@ -84,9 +82,8 @@ async def unplug(ctx: Context, record, vm) -> None:
             pass
         # As a live unmap: the target outlives the guest's hold on the disk
         # (a Conflict keeps the operation for the next pass).
-        await vmstorages.wait_released(storage.hypervisors, ctx.clock, vm.host, vm.domain_name,
-                                       record.dev,
-                                       f"VM {vm.name!r} did not release disk {record.dev}")
+        await wait_released(storage.hypervisors, ctx.clock, vm.host, vm.domain_name, record.dev,
+                            f"VM {vm.name!r} did not release disk {record.dev}")
     if record.target or record.exported_to:
         await storage.exporter.unexport(record)
     await storage.branches.leave_snapshots(record.vm_uuid, record)
@@ -103,7 +100,7 @@ async def repair(ctx: Context, obj: str, steps: Sequence[IntentRecord]) -> str:
     if any(s.step == Step.ATTACH_DEVICE.value and s.state == "done" for s in steps):
         return "the attach had completed: kept"
     vm = await vm_record(ctx, uuid)
-    if vm is not None and vm.host is not None and record.dev and await vmstorages.has_disk(
+    if vm is not None and vm.host is not None and record.dev and await has_disk(
             ctx.storage.hypervisors, vm.host, vm.domain_name, record.dev):
         # The device went in before the crash: undoing it would need the
         # guest to release it (a guest without hot-unplug never does).

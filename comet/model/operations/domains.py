@@ -1,13 +1,16 @@
 """
 A VM's placement and its domain: the pieces the VM operations (start, stop,
-delete), their repairs and the reconciler's look for leftovers share.
+delete), their repairs and the reconciler's look for leftovers share, and
+whether a domain holds a disk (attach, unmap and the VM storage model).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from comet.errors import NotFound
+from twisted.internet.task import deferLater
+
+from comet.errors import Conflict, NotFound
 from comet.model.operations.context import Context
 from comet.model.placement import choose_host
 from comet.store import IntentRecord, VMRecord
@@ -75,3 +78,40 @@ async def remove_domain(ctx: Context, host: str, domain: str) -> bool:
 def step_hosts(steps: Sequence[IntentRecord]) -> list[str]:
     """The hosts an operation's steps name."""
     return sorted({s.detail["host"] for s in steps if s.detail.get("host")})
+
+
+#: Seconds a guest has to release a disk detached while it runs.
+UNPLUG_TIMEOUT = 30.0
+#: Seconds between two looks at whether it did.
+UNPLUG_POLL = 0.5
+
+
+async def has_disk(hypervisors, host: str, domain: str, dev: str) -> bool:
+    """Whether C{domain} on C{host} has disk C{dev} now (no such domain: it has none)."""
+    try:
+        description = await hypervisors.describe(host, domain)
+    except NotFound:
+        return False
+    return dev in [d.target for d in description.spec.disks]
+
+
+async def wait_released(hypervisors, clock, host: str, domain: str, dev: str, who: str) -> None:
+    """
+    Wait until C{domain} on C{host} no longer has disk C{dev}.  Libvirt
+    answers a live detach once the guest released the disk or after 5 s,
+    whichever comes first; a guest slower than that (TCG, a busy one) still
+    holds it.  Its target must outlive that: once deleted, the volume can be
+    exported again under the same name and CHAP account, and the old QEMU
+    would reconnect to it.  Still there after L{UNPLUG_TIMEOUT} seconds:
+    L{Conflict} (C{who} says what did not happen), the volume stays attached
+    (and its domain definition without it: a retry detaches again).
+    Used by a live unmap and by the reconciler finishing one.
+    """
+    deadline = clock.seconds() + UNPLUG_TIMEOUT
+    while True:
+        if not await has_disk(hypervisors, host, domain, dev):
+            return
+        if clock.seconds() >= deadline:
+            raise Conflict(f"{who} within {UNPLUG_TIMEOUT:g} s; it stays attached."
+                           " Try again (the guest must accept the unplug)")
+        await deferLater(clock, UNPLUG_POLL, lambda: None)

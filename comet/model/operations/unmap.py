@@ -17,8 +17,7 @@ import enum
 from typing import Awaitable, Callable, Sequence
 
 from comet.errors import NotFound
-# (The module, not its names: the two import each other through the storage package.)
-from comet.model.operations import attach
+from comet.model.operations.attach import unplug
 from comet.model.operations.context import Context, OperationType
 from comet.model.operations.domains import vm_record
 from comet.store import IntentRecord
@@ -71,7 +70,7 @@ async def repair(ctx: Context, obj: str, steps: Sequence[IntentRecord]) -> str:
     uuid = steps[0].detail.get("vm")
     if record is None or record.vm_uuid is None or record.vm_uuid != uuid:
         return "the unmap had completed"
-    await attach.unplug(ctx, record, await vm_record(ctx, uuid))
+    await unplug(ctx, record, await vm_record(ctx, uuid))
     return f"the unmap of volume {name!r} was finished"
 
 

@@ -9,21 +9,15 @@ from __future__ import annotations
 import re
 
 import attrs
-from twisted.internet.task import deferLater
 
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.model.clusters import validate_name
 from comet.model.locks import acquire_all, release_all
 from comet.model.operations import attach, unmap
+from comet.model.operations.domains import has_disk, wait_released
 from comet.model.tasks import Target
 
 _DEV = re.compile(r"^vd[a-z]$")
-
-#: Seconds a guest has to release a disk detached while it runs.
-UNPLUG_TIMEOUT = 30.0
-#: Seconds between two looks at whether it did.
-UNPLUG_POLL = 0.5
-
 
 def unmap_refusal(vm) -> str | None:
     """
@@ -52,37 +46,6 @@ class VMStorage:
     def actions(self) -> list[str]:
         """The actions valid now (L{unmap_refusal})."""
         return ["unmap"] if unmap_refusal(self.vm) is None else []
-
-
-async def has_disk(hypervisors, host: str, domain: str, dev: str) -> bool:
-    """Whether C{domain} on C{host} has disk C{dev} now (no such domain: it has none)."""
-    try:
-        description = await hypervisors.describe(host, domain)
-    except NotFound:
-        return False
-    return dev in [d.target for d in description.spec.disks]
-
-
-async def wait_released(hypervisors, clock, host: str, domain: str, dev: str, who: str) -> None:
-    """
-    Wait until C{domain} on C{host} no longer has disk C{dev}.  Libvirt
-    answers a live detach once the guest released the disk or after 5 s,
-    whichever comes first; a guest slower than that (TCG, a busy one) still
-    holds it.  Its target must outlive that: once deleted, the volume can be
-    exported again under the same name and CHAP account, and the old QEMU
-    would reconnect to it.  Still there after L{UNPLUG_TIMEOUT} seconds:
-    L{Conflict} (C{who} says what did not happen), the volume stays attached
-    (and its domain definition without it: a retry detaches again).
-    Used by a live unmap and by the reconciler finishing one.
-    """
-    deadline = clock.seconds() + UNPLUG_TIMEOUT
-    while True:
-        if not await has_disk(hypervisors, host, domain, dev):
-            return
-        if clock.seconds() >= deadline:
-            raise Conflict(f"{who} within {UNPLUG_TIMEOUT:g} s; it stays attached."
-                           " Try again (the guest must accept the unplug)")
-        await deferLater(clock, UNPLUG_POLL, lambda: None)
 
 
 class VMStorageModel:

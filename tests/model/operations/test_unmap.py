@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from comet.model.operations import unmap
+from comet.model.operations import domains, unmap
 from comet.store import Intents as IntentTable
 from tests.model.operations.crash import WHEN, Crash, CrashBase, steps
 
@@ -54,10 +54,8 @@ class UnmapCrashTests(CrashBase, TestCase):
         still holds the disk (as a live unmap does): the operation waits for a
         later pass, and is finished once the guest lets go.
         """
-        from comet.model.storage import vmstorages
-
-        self.patch(vmstorages, "UNPLUG_POLL", 0.01)
-        self.patch(vmstorages, "UNPLUG_TIMEOUT", 0.05)
+        self.patch(domains, "UNPLUG_POLL", 0.01)
+        self.patch(domains, "UNPLUG_TIMEOUT", 0.05)
         await self.models.vms.act("lab", "web", "start")
         await self.data_volume()
         await self.models.vm_storages.attach("lab", "web", "pool1", "data")

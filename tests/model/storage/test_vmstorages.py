@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from comet.model.storage import vmstorages
+from comet.model.operations import domains
 from comet.model.storage import vm_disk_name
 from tests.model.storage._setup import _Setup
 from tests.web.test_serve import assertError
@@ -98,7 +98,7 @@ class VMStorageTests(_Setup, TestCase):
         Libvirt answers a live detach after 5 s even if the guest still holds
         the disk: unmap unexports only once the domain has no such disk.
         """
-        self.patch(vmstorages, "UNPLUG_POLL", 0.01)
+        self.patch(domains, "UNPLUG_POLL", 0.01)
         await self._hot_plug()
         self.secrets.slow_guest = 3
         exported = []
@@ -119,7 +119,7 @@ class VMStorageTests(_Setup, TestCase):
 
     async def test_unmap_locks_the_volume(self):
         """While a volume is unmapped, deleting it is a 409 naming the unmap's task."""
-        self.patch(vmstorages, "UNPLUG_POLL", 0.01)
+        self.patch(domains, "UNPLUG_POLL", 0.01)
         await self._hot_plug()
         self.secrets.slow_guest = True
         answer = await self.client.post("/cluster/lab/vms/web/storages/data/unmap")
@@ -136,8 +136,8 @@ class VMStorageTests(_Setup, TestCase):
 
     async def test_unmap_guest_never_lets_go(self):
         """A guest that keeps the disk: the task fails, the volume stays attached and exported."""
-        self.patch(vmstorages, "UNPLUG_POLL", 0.01)
-        self.patch(vmstorages, "UNPLUG_TIMEOUT", 0.1)
+        self.patch(domains, "UNPLUG_POLL", 0.01)
+        self.patch(domains, "UNPLUG_TIMEOUT", 0.1)
         await self._hot_plug()
         self.secrets.slow_guest = True
         task = await self._unmap()
