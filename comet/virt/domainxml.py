@@ -4,9 +4,9 @@ Libvirt XML for what Comet defines: domains, their disks, iSCSI CHAP secrets.
 Everything here is built with L{xml.etree.ElementTree}, never by pasting strings
 together, so a name or a path can never change the structure of the document.
 The values going in are frozen C{attrs} objects (L{DomainSpec}, L{DiskSpec},
-L{CometMetadata}); L{parse_domain} (in L{comet.virt.domainxml_parse},
-re-exported here) reads back what Comet needs from the XML a host reports
-(disks, ownership, the VNC port), so that the reconciler can find every
+L{CometMetadata}); L{comet.virt.domainxml_parse}, which imports this module
+(not the other way round), reads back what Comet needs from the XML a host
+reports (disks, ownership, the VNC port), so that the reconciler can find every
 domain Comet defined, by its C{<metadata>}, and leave all others alone.
 
 Sizes here are in MiB ("MB" in the API, as the seed says for VM memory).
@@ -365,14 +365,3 @@ def secret_xml(uuid: str, usage: str, description: str | None = None) -> str:
     usage_element = _sub(secret, "usage", type="iscsi")
     _sub(usage_element, "target", usage)
     return _tostring(secret)
-
-
-def __getattr__(name):
-    # The reading of what a host reports lives beside, in domainxml_parse,
-    # which imports this module: its names are this module's too, loaded on
-    # first use so that either module may be imported first.
-    if name in ("parse_domain", "parse_metadata"):
-        from comet.virt import domainxml_parse
-
-        return getattr(domainxml_parse, name)
-    raise AttributeError(name)

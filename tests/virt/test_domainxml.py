@@ -16,10 +16,9 @@ from comet.virt.domainxml import (
     disk_xml,
     domain_xml,
     metadata_xml,
-    parse_domain,
-    parse_metadata,
     secret_xml,
 )
+from comet.virt.domainxml_parse import parse_domain, parse_metadata
 
 UUID = "3c7d2b0e-8f61-4a55-9b1e-5c0f2d4e6a71"
 
