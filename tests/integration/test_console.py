@@ -52,7 +52,7 @@ class _BrowserConsole(TestCase):
         if not os.path.isfile(os.path.join(console_web.NOVNC_DIR, "core", "rfb.js")):
             raise SkipTest("noVNC is not installed (apt-get install novnc)")
         host = HostConfig(name="local", uri=stack["host_uri"], domain_type=stack["domain_type"])
-        self.models = make_models(self, hosts=(host,))
+        self.models = make_models(self, hosts=(host,), wrap_hypervisors=self._keep_hypervisors)
         if self.kernel_boot:
             self._boot_guest_kernel(stack["guest"])
         self.client = APIClient(CometAPI(self.models))
@@ -75,13 +75,18 @@ class _BrowserConsole(TestCase):
         self.assertEqual(self.vm["state"], "running")
         self.browser = await self._start_chromium()
 
+    def _keep_hypervisors(self, hypervisors):
+        """The models' libvirt adapter, kept to read the screen and to boot a kernel."""
+        self.hypervisors = hypervisors
+        return hypervisors
+
     def _boot_guest_kernel(self, guest):
         """
         Comet boots VMs from their disks; these boot the testbed guest's kernel
         and initramfs (root shells on ttyS0 and tty1) through a define that adds
         them to the domain Comet asks for.
         """
-        hypervisors = self.models.vms._hv
+        hypervisors = self.hypervisors
         define = hypervisors.define
 
         def define_with_kernel(host, spec):
@@ -155,7 +160,7 @@ class _BrowserConsole(TestCase):
     async def _vm_screen(self):
         from PIL import Image
 
-        png = await self.models.vms._hv.screenshot("local", f"comet-{self.vm['uuid']}")
+        png = await self.hypervisors.screenshot("local", f"comet-{self.vm['uuid']}")
         return Image.open(io.BytesIO(png)).convert("RGB")
 
     @staticmethod
