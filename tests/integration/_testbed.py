@@ -180,8 +180,13 @@ def sshArgv(stack, server, command, control=None):
     ssh = stack["ssh"]
     shared = [] if control is None else [
         "-o", "ControlMaster=auto", "-o", "ControlPath=" + os.path.join(control, _MASTER),
-        "-o", "ControlPersist=60", "-o", "ServerAliveInterval=5",
-        "-o", "ServerAliveCountMax=2"]
+        # A master dropped after 10 s without an answer (the first choice)
+        # takes every command sharing it down with it if the TCG-emulated VM
+        # stalls that long (suspected, not proven, in three vm.start kill cases
+        # failing together in one CI run); a hung one is still found, within
+        # two minutes (as long as L{run}'s own timeout).
+        "-o", "ControlPersist=60", "-o", "ServerAliveInterval=10",
+        "-o", "ServerAliveCountMax=12"]
     return ["ssh", "-i", ssh["identity"], "-o", "IdentitiesOnly=yes",
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", "UserKnownHostsFile=" + ssh["known_hosts"],
