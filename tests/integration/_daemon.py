@@ -154,6 +154,20 @@ class CometDaemonCase(TestCase):
         except OSError:
             return ""
 
+    def _log_since(self, mark: int) -> str:
+        """
+        The log written after byte C{mark} (C{os.path.getsize} of the log
+        then).  Sliced as bytes, then decoded: a character offset would land
+        past the mark by one for each extra byte of every non-ASCII character
+        logged before it (which cut the start of the very line a test looked for).
+        """
+        try:
+            with open(self.logfile, "rb") as f:
+                f.seek(mark)
+                return f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
     async def _wait_listening(self, timeout: float = 60.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
