@@ -98,6 +98,16 @@ class CrashBase:
         self.assertEqual(answer.code, 201, answer.body)
         self.uuid = answer.json["uuid"]
 
+    async def data_volume(self, models=None) -> None:
+        """Volume pool1/data (1 GiB), made and its task waited for."""
+        models = models or self.models
+        await models.tasks.wait((await models.storage.create_volume(
+            "pool1", "data", capacity_gb=1)).id)
+
+    def plugged(self) -> list:
+        """The devices hot-plugged as vdb (the data volume's) on the test hosts."""
+        return [key for key in self.world.hv.plugged if key[2] == "vdb"]
+
     async def crash_during(self, crash: Crash, start) -> None:
         """Run C{start()} (the operation) until it freezes at C{crash}."""
         self.models.intents.halt = crash

@@ -13,14 +13,6 @@ from tests.model.operations.crash import WHEN, Crash, CrashBase, steps
 
 
 class AttachCrashTests(CrashBase, TestCase):
-    async def data_volume(self, models=None) -> None:
-        models = models or self.models
-        await models.tasks.wait((await models.storage.create_volume(
-            "pool1", "data", capacity_gb=1)).id)
-
-    def plugged(self) -> list:
-        return [key for key in self.world.hv.plugged if key[2] == "vdb"]
-
     async def test_each_step(self):
         """
         An attach to a running VM cut short is undone (not attached, not

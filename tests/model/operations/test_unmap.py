@@ -17,14 +17,6 @@ from tests.model.operations.crash import WHEN, Crash, CrashBase, steps
 
 
 class UnmapCrashTests(CrashBase, TestCase):
-    async def data_volume(self, models=None) -> None:
-        models = models or self.models
-        await models.tasks.wait((await models.storage.create_volume(
-            "pool1", "data", capacity_gb=1)).id)
-
-    def plugged(self) -> list:
-        return [key for key in self.world.hv.plugged if key[2] == "vdb"]
-
     async def test_each_step(self):
         """An unmap cut short is finished, and its task failed with what was repaired."""
         for step in steps(unmap.OPERATION):
