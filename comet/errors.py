@@ -18,6 +18,10 @@ class CometError(Exception):
         super().__init__(reason)
         self.reason = reason
 
+    def said(self) -> str:
+        """The reason as a text written outside the web layer (a task's message) gives it."""
+        return self.reason
+
 
 class InvalidInput(CometError):
     """The request asks for something that can never be valid (a bad name, a bad value)."""
@@ -29,6 +33,22 @@ class NotFound(CometError):
 
 class Conflict(CometError):
     """The request is valid but not in the current state (a name taken, a VM running)."""
+
+
+class Busy(Conflict):
+    """
+    The object is locked by an operation under way.  C{task_id} is the task
+    that operation runs as, if any: the model gives its id, and the web layer
+    (which alone makes URIs) names it in the reason as a link.
+    """
+
+    def __init__(self, reason: str, task_id: int | None = None):
+        super().__init__(reason)
+        self.task_id = task_id
+
+    def said(self) -> str:
+        """The reason and the task's id: a task message cannot link to it."""
+        return self.reason if self.task_id is None else f"{self.reason} (task {self.task_id})"
 
 
 class Unavailable(CometError):

@@ -41,7 +41,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from comet.errors import Conflict
+from comet.errors import Busy
 from comet.model.tasks import CURRENT_TASK
 from comet.store.locks import LockRecord, OwnerRecord
 
@@ -58,16 +58,9 @@ class LeaseHeld(Exception):
     """Another daemon process that still runs holds the database."""
 
 
-def task_href(task_id: int) -> str:
-    return f"/tasks/{task_id}"
-
-
-def busy_reason(label: str, doing: str, task_id: int | None) -> str:
-    """The 409 reason for C{label} (C{VM 'web'}) locked while C{doing}."""
-    text = f"{label} is busy: it is {doing}"
-    if task_id is not None:
-        text += f" (task {task_href(task_id)})"
-    return text
+def busy(label: str, doing: str, task_id: int | None) -> Busy:
+    """The 409 for C{label} (C{VM 'web'}) locked while C{doing}, as task C{task_id}."""
+    return Busy(f"{label} is busy: it is {doing}", task_id)
 
 
 def boot_id() -> str:
@@ -276,11 +269,11 @@ class Lock:
         self._held = False
 
     async def acquire(self) -> None:
-        """Take the lock; L{Conflict} naming what holds it if that is not possible."""
+        """Take the lock; L{Busy} naming what holds it if that is not possible."""
         locks, obj = self._locks, self.object
         mine = locks.held.get(obj)
         if mine is not None:
-            raise Conflict(busy_reason(self._label, *mine))
+            raise busy(self._label, *mine)
         task_id = CURRENT_TASK.get()
         # In memory first (no await between the test and the set): a second
         # request of this process waits for no SQL to be refused.
@@ -292,7 +285,7 @@ class Lock:
             raise
         if other is not None:
             locks.held.pop(obj, None)
-            raise Conflict(busy_reason(self._label, other.doing, other.task_id))
+            raise busy(self._label, other.doing, other.task_id)
         self._held = True
 
     async def set_task(self, task_id: int) -> None:

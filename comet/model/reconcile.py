@@ -52,7 +52,7 @@ from twisted.logger import Logger
 
 from comet.errors import CometError, NotFound
 from comet.model.leftovers import repaired
-from comet.model.locks import describe, task_href
+from comet.model.locks import describe
 from comet.model.operations import REGISTRY
 from comet.model.tasks import RESTARTED
 
@@ -119,7 +119,7 @@ class Reconciler:
         """
         released = []
         for lock, owner in await self._ctx.locks.release_dead():
-            task = f", task {task_href(lock.task_id)}" if lock.task_id is not None else ""
+            task = f", task {lock.task_id}" if lock.task_id is not None else ""
             text = (f"the lock of {lock.object} ({lock.doing}{task}) held by"
                     f" {describe(owner, lock.owner)}, which no longer runs, was released")
             log.warn("reconciler: {repair}", repair=text)

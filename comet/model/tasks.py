@@ -120,7 +120,7 @@ class TaskRunner:
         try:
             message = await job(handle)
         except CometError as e:
-            status, message = "failed", e.reason
+            status, message = "failed", e.said()
         except Exception:
             log.failure("task {id} failed", id=handle.id)
             status, message = "failed", "internal error; see the daemon's log"

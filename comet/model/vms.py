@@ -378,7 +378,7 @@ class VMModel:
                     )
                     return f"{vm.name}: {message}"
             except CometError as e:
-                return f"{vm.name}: FAILED: {e.reason}"
+                return f"{vm.name}: FAILED: {e.said()}"
 
         async def job(task):
             done = [0]

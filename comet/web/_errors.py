@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from comet import errors
+from comet.web.paths import PATHS
 
 log = Logger()
 
@@ -68,6 +69,8 @@ def classify(failure: Failure) -> tuple[int, str, dict[str, str]]:
     error = failure.value
     if isinstance(error, HTTPError):
         return error.code, error.reason, error.headers
+    if isinstance(error, errors.Busy) and error.task_id is not None:
+        return 409, f"{error.reason} (task {PATHS.href('task', id=error.task_id)})", {}
     for cls, code in _DOMAIN:
         if isinstance(error, cls):
             return code, error.reason, {}

@@ -80,8 +80,8 @@ class LockTests(TestCase):
         await first.set_task(4)
         with self.assertRaises(Conflict) as caught:
             await locks.lock("uuid-1", "VM 'web'", "running start").acquire()
-        self.assertEqual(caught.exception.reason,
-                         "VM 'web' is busy: it is stopping (task /tasks/4)")
+        self.assertEqual((caught.exception.reason, caught.exception.task_id),
+                         ("VM 'web' is busy: it is stopping", 4))
         await first.release()
         self.assertFalse(locks.busy("uuid-1"))
         async with locks.lock("uuid-1", "VM 'web'", "running start"):
@@ -100,8 +100,8 @@ class LockTests(TestCase):
         with self.assertRaises(Conflict) as caught:
             await locks.lock("pool1/v", "volume 'v' in storage pool 'pool1'", "being deleted"
                              ).acquire()
-        self.assertEqual(caught.exception.reason, "volume 'v' in storage pool 'pool1' is busy:"
-                                                  " it is being created (task /tasks/9)")
+        self.assertEqual((caught.exception.reason, caught.exception.task_id),
+                         ("volume 'v' in storage pool 'pool1' is busy: it is being created", 9))
 
     async def test_row_is_the_truth(self):
         """
@@ -117,7 +117,8 @@ class LockTests(TestCase):
                          [("uuid-1", 3, first.me.owner)])
         with self.assertRaises(Conflict) as caught:
             await second.lock("uuid-1", "VM 'web'", "running suspend").acquire()
-        self.assertIn("is busy: it is stopping (task /tasks/3)", caught.exception.reason)
+        self.assertIn("is busy: it is stopping", caught.exception.reason)
+        self.assertEqual(caught.exception.task_id, 3)
         self.assertFalse(second.busy("uuid-1"))
         await lock.release()
         self.assertEqual(await table.list(), [])

@@ -443,7 +443,7 @@ class DeadOwnerLockTests(CrashBase, TestCase):
             await models.reconciler.run()
         said = [formatEvent(e) for e in events]
         self.assertTrue(any(
-            f"the lock of pool1/data (being created, task /tasks/{task_id}) held by owner"
+            f"the lock of pool1/data (being created, task {task_id}) held by owner"
             f" {locks.me.owner} (pid {locks.me.pid}" in text and "was released" in text
             for text in said), said)
         self.assertEqual(await table.list(), [])
