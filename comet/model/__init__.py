@@ -46,6 +46,9 @@ class Models:
     locks: Locks | None = None
     #: Users, API tokens and the audit log (L{comet.store.users.Users}).
     users: Any = None
+    #: What every operation runs against (L{comet.model.operations.Context}):
+    #: the tables, the hypervisors, storage; for the manhole and tests to look at.
+    context: Context | None = None
 
 
 def make_models(db, hypervisors, config, clock, runners=None,
@@ -127,4 +130,5 @@ def make_models(db, hypervisors, config, clock, runners=None,
         serverwatch=ServerWatch(runners, clock, leftovers.restore_exports),
         locks=locks,
         users=Users(db),
+        context=context,
     )

@@ -74,6 +74,7 @@ class LockTests(TestCase):
         first = locks.lock("uuid-1", "VM 'web'", "stopping")
         await first.acquire()
         self.assertTrue(locks.busy("uuid-1"))
+        self.assertEqual(await locks.rows(), [])   # no database, no rows
         with self.assertRaises(Conflict) as caught:
             await locks.lock("uuid-1", "VM 'web'", "running start").acquire()
         self.assertEqual(caught.exception.reason, "VM 'web' is busy: it is stopping")
@@ -115,6 +116,7 @@ class LockTests(TestCase):
         await lock.set_task(3)
         self.assertEqual([(r.object, r.task_id, r.owner) for r in await table.list()],
                          [("uuid-1", 3, first.me.owner)])
+        self.assertEqual(await second.rows(), await table.list())  # every owner's rows
         with self.assertRaises(Conflict) as caught:
             await second.lock("uuid-1", "VM 'web'", "running suspend").acquire()
         self.assertIn("is busy: it is stopping", caught.exception.reason)

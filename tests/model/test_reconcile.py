@@ -462,7 +462,7 @@ class DeadOwnerLockTests(CrashBase, TestCase):
         crash = Crash("vm.start", "define domain", "after")
         await self.crash_during(crash, lambda: self.models.vms.act("lab", "web", "start"))
         self.assertEqual(await self.models.reconciler.release_dead_locks(), [])
-        self.assertEqual([r.object for r in await self.models.locks._store.list()], [self.uuid])
+        self.assertEqual([r.object for r in await self.models.locks.rows()], [self.uuid])
 
 
 class PeriodicTests(TestCase):

@@ -184,7 +184,7 @@ class ConsoleRedirectTests(ConsoleTestMixin, TestCase):
         driver of the embedded default) a VNC console is a 409 that says so,
         not a 502 (found by schemathesis); the serial console is still issued.
         """
-        self.models.console._hv = self.models.hosts._hv  # the real test-driver hosts
+        self.models.console._hv = self.models.context.hypervisors  # the real test-driver hosts
         answer = await self.get_console("web")
         assertError(self, answer, 409, "conflict")
         self.assertIn("has no VNC console on host", answer.json["reason"])

@@ -245,7 +245,7 @@ class StorageAPITests(TestCase):
         self.assertIn("out of space", task["message"])
         self.assertNotIn("tank/comet/big", self.servers["s1"].datasets)
         self.assertEqual((await self.client.get("/storagepools/pool1/storagevolumes")).json, [])
-        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual(await self.models.locks.rows(), [])
 
     async def test_busy_volume(self):
         """
@@ -274,14 +274,14 @@ class StorageAPITests(TestCase):
             409, "conflict", busy)
         assertError(self, await self.client.delete("/storagepools/pool1/storagevolumes/v1"),
                     409, "conflict", busy)
-        rows = await self.models.locks._store.list()
+        rows = await self.models.locks.rows()
         self.assertEqual([(r.object, r.task_id) for r in rows], [("pool1/v1", answer.json["id"])])
         gate.callback(None)
         self.assertEqual((await self.wait(answer))["status"], "finished")
-        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual(await self.models.locks.rows(), [])
         self.assertEqual((await self.client.delete("/storagepools/pool1/storagevolumes/v1")).code,
                          204)
-        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual(await self.models.locks.rows(), [])
 
     async def test_foreign_volume_not_destroyed(self):
         """A zvol Comet did not create is shown but never destroyed."""

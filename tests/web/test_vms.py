@@ -166,7 +166,7 @@ class ActionTests(VMTestMixin, TestCase):
         async def ignore(host, name):
             return None
 
-        self.patch(self.models.hosts._hv, "shutdown", ignore)
+        self.patch(self.models.context.hypervisors, "shutdown", ignore)
 
     async def reach(self, phase):
         """Bring small-1 to C{phase}."""
@@ -254,7 +254,7 @@ class ActionTests(VMTestMixin, TestCase):
         await self.reach("running")
         answer = await self.client.put("/cluster/lab/vms/small-1", {"memory": 512, "cpus": 2})
         self.assertEqual((answer.json["memory"], answer.json["state"]), (512, "running"))
-        hv = self.models.hosts._hv
+        hv = self.models.context.hypervisors
         domains = await hv.list_domains("node2")
         live = next(d for d in domains.values() if d.uuid == answer.json["uuid"])
         self.assertEqual((live.memory_mb, live.cpus), (256, 1))
@@ -284,7 +284,7 @@ class ActionTests(VMTestMixin, TestCase):
         assertError(self, await self.client.delete("/cluster/lab/vms/small-1"), 409, "conflict")
         answer = await self.client.delete("/cluster/lab/vms/small-1", {"force": True})
         self.assertEqual(answer.code, 204)
-        domains = await self.models.hosts._hv.list_domains("node2")
+        domains = await self.models.context.hypervisors.list_domains("node2")
         self.assertNotIn(vm["uuid"], [d.uuid for d in domains.values()])
         assertError(self, await self.client.get("/cluster/lab/vms/small-1"), 404, "not_found")
 
@@ -305,7 +305,7 @@ class ActionTests(VMTestMixin, TestCase):
 
     async def start_failing_at(self, step: str, detail: str):
         """Start small-1 with the libvirt operation C{step} failing as a host that died."""
-        hv = self.models.hosts._hv
+        hv = self.models.context.hypervisors
 
         async def broken(*args):
             raise Unavailable(f"compute host 'node2' does not answer: {detail}")
@@ -323,13 +323,13 @@ class ActionTests(VMTestMixin, TestCase):
         assertError(self, answer, 503, "unavailable", "starting VM 'small-1'")
         vm = await self.vm()
         self.assertEqual((vm["state"], vm["host"]), ("shutoff", None))
-        self.assertEqual(await self.models.hosts._hv.list_domains("node2"), {})
+        self.assertEqual(await self.models.context.hypervisors.list_domains("node2"), {})
 
     async def test_failed_start_undefines(self):
         """A start that fails after define undefines the domain and releases the placement."""
         answer = await self.start_failing_at("start", "died")
         assertError(self, answer, 503, "unavailable", "died")
-        self.assertEqual(await self.models.hosts._hv.list_domains("node2"), {})
+        self.assertEqual(await self.models.context.hypervisors.list_domains("node2"), {})
         self.assertIsNone((await self.vm())["host"])
 
     async def test_busy_vm(self):
@@ -342,18 +342,18 @@ class ActionTests(VMTestMixin, TestCase):
         assertError(self, await self.action("small-1", "suspend"), 409, "conflict",
                     f"VM 'small-1' is busy: it is stopping (task {href})")
         uuid = (await self.vm())["uuid"]
-        rows = await self.models.locks._store.list()
+        rows = await self.models.locks.rows()
         self.assertEqual([(r.object, f"/tasks/{r.task_id}") for r in rows], [(uuid, href)])
         await self.wait_task(answer)
-        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual(await self.models.locks.rows(), [])
 
     async def test_lock_released_after_success_and_failure(self):
         """No lock row outlives an action, whether it worked or failed."""
         answer = await self.start_failing_at("define", "cut")
         self.assertEqual(answer.code, 503)
-        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual(await self.models.locks.rows(), [])
         self.assertEqual((await self.action("small-1", "start")).code, 200)
-        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual(await self.models.locks.rows(), [])
         self.assertEqual(self.models.locks.held, {})
 
 
@@ -450,7 +450,7 @@ class ClusterActionTests(VMTestMixin, TestCase):
         self.assertIn("small-3: already stopped", task["message"])
         listed = (await self.client.get("/cluster/lab/vms")).json
         self.assertEqual({(v["state"], v["host"]) for v in listed}, {("shutoff", None)})
-        self.assertEqual(await self.models.hosts._hv.list_domains("node1"), {})
+        self.assertEqual(await self.models.context.hypervisors.list_domains("node1"), {})
 
     async def test_empty_cluster_has_no_actions(self):
         await self.client.post("/cluster", {"name": "empty"})
@@ -460,7 +460,7 @@ class ClusterActionTests(VMTestMixin, TestCase):
         await self.client.post("/cluster/lab/vms/small-1/start")
         assertError(self, await self.client.delete("/cluster/lab"), 409, "conflict")
         self.assertEqual((await self.client.delete("/cluster/lab", {"force": True})).code, 204)
-        self.assertEqual(await self.models.hosts._hv.list_domains("node1"), {})
+        self.assertEqual(await self.models.context.hypervisors.list_domains("node1"), {})
 
 
 class TemplateAndHostTests(VMTestMixin, TestCase):
@@ -559,7 +559,7 @@ class ClusterListTests(VMTestMixin, TestCase):
         async def silent(host):
             raise Unavailable(f"compute host {host!r} does not answer")
 
-        self.patch(self.models.hosts._hv, "ping", silent)
+        self.patch(self.models.context.hypervisors, "ping", silent)
         full: dict = {}
         for vm in await self.models.vms.list():
             full.setdefault(vm.record.cluster, []).append(vm.state)

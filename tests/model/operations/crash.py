@@ -134,7 +134,7 @@ class CrashBase:
 
     async def assertConsistent(self, models) -> None:
         """Nothing without an owning record, no record pointing at nothing."""
-        records = {r.uuid: r for r in await models.vms._vms.list(None)}
+        records = {r.uuid: r for r in await models.context.vms.list(None)}
         hv = self.world.hv
         for host in hv.hosts:
             domains = await hv.list_domains(host)

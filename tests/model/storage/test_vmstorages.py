@@ -132,7 +132,7 @@ class VMStorageTests(_Setup, TestCase):
         self.secrets.held.clear()
         self.secrets.slow_guest = None
         await self.models.tasks.wait(answer.json["id"])
-        self.assertEqual(await self.models.locks._store.list(), [])
+        self.assertEqual(await self.models.locks.rows(), [])
 
     async def test_unmap_guest_never_lets_go(self):
         """A guest that keeps the disk: the task fails, the volume stays attached and exported."""
