@@ -7,25 +7,33 @@ file is in WAL mode), so that the first admin can be made on a fresh install:
     comet-admin user add alice --role admin          # a token-only user
     comet-admin user add bob --role viewer --password-stdin < pw
     comet-admin user list
-    comet-admin token create alice                    # prints the token, once
+    comet-admin user role bob operator                # effective at the next request
+    comet-admin user delete bob                       # its tokens go with it
+    comet-admin token create alice [--expires DAYS]   # prints the token, once
     comet-admin token list
     comet-admin token revoke 3                        # effective at once
     comet-admin bootstrap                             # first admin, if no user yet
+    comet-admin backup /backups/comet-2026-12-04.sqlite   # while the daemon runs
+    comet-admin restore /backups/comet-2026-12-04.sqlite  # with the daemon stopped
 
-A token is shown only when it is created: only its hash is stored.
+A token is shown only when it is created: only its hash is stored.  Every
+command but C{bootstrap} works on an existing database only: a mistyped
+C{--config} must not quietly make an empty one.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 import time
 from typing import TextIO
 
 from comet import config as _config
+from comet.admin_files import backup, restore
 from comet.errors import CometError
-from comet.store import connect, in_transaction, users
+from comet.store import NewerSchema, connect, in_transaction, users
 
 __all__ = ["FIRST_ADMIN", "bootstrap", "connect", "main", "run"]
 
@@ -66,7 +74,18 @@ def run(argv: list[str], stdin: TextIO, stdout: TextIO) -> None:
                 f"Use it as: curl -H 'Authorization: Bearer {token}' ...\n"
             )
         return
-    with connect(path) as conn:
+    if args.what == "backup":
+        backup(path, args.file)
+        stdout.write(f"backed up {path} to {args.file} (mode 0600)\n")
+        return
+    if args.what == "restore":
+        kept = restore(path, args.file)
+        stdout.write(f"restored {path} from {args.file}; what it held before is kept as {kept}\n")
+        return
+    if not os.path.exists(path):
+        raise CometError(f"the database {path} does not exist (is --config right? "
+                         "`comet-admin bootstrap` makes a new one)")
+    with connect(path, create=False) as conn:
         if args.what == "user" and args.action == "add":
             password = None
             if args.password_stdin:
@@ -79,12 +98,22 @@ def run(argv: list[str], stdin: TextIO, stdout: TextIO) -> None:
             for user in users.list_users(conn):
                 login = "password+tokens" if user.password else "tokens"
                 stdout.write(f"{user.name}\t{user.role}\t{login}\t{_when(user.created)}\n")
+        elif args.what == "user" and args.action == "delete":
+            in_transaction(conn, users.delete_user, args.name)
+            stdout.write(f"user {args.name} deleted, with its tokens\n")
+        elif args.what == "user" and args.action == "role":
+            user = in_transaction(conn, users.set_role, args.name, args.role)
+            stdout.write(f"user {user.name} is now {user.role}\n")
         elif args.what == "token" and args.action == "create":
-            record, token = in_transaction(conn, users.create_token, args.user)
-            stdout.write(f"token {record.id} for {record.user} (shown only now):\n{token}\n")
+            lifetime = round(args.expires * 86400) if args.expires is not None else None
+            record, token = in_transaction(conn, users.create_token, args.user, None, lifetime)
+            until = f", valid until {_when(record.expires)} UTC" if record.expires else ""
+            stdout.write(f"token {record.id} for {record.user}{until} (shown only now):\n{token}\n")
         elif args.what == "token" and args.action == "list":
             for record in users.list_tokens(conn):
-                stdout.write(f"{record.id}\t{record.user}\t{_when(record.created)}\n")
+                expires = _when(record.expires) if record.expires is not None else "never"
+                stdout.write(f"{record.id}\t{record.user}\t{_when(record.created)}"
+                             f"\texpires {expires}\n")
         elif args.what == "token" and args.action == "revoke":
             in_transaction(conn, users.revoke_token, args.id)
             stdout.write(f"token {args.id} revoked\n")
@@ -109,13 +138,24 @@ def _parser() -> argparse.ArgumentParser:
         " (without it: the user signs in with tokens only)",
     )
     user.add_parser("list", help="list users")
+    delete = user.add_parser("delete", help="delete a user and its tokens")
+    delete.add_argument("name")
+    role = user.add_parser("role", help="change a user's role")
+    role.add_argument("name")
+    role.add_argument("role", choices=users.ROLES)
     token = what.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", help="make a token for a user and print it (once)")
     create.add_argument("user")
+    create.add_argument("--expires", metavar="DAYS", type=float, default=None,
+                        help="refuse the token after DAYS days (default: never)")
     token.add_parser("list", help="list tokens (ids and users; never the tokens)")
     revoke = token.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("id", type=int)
     what.add_parser("bootstrap", help="if there is no user yet, make the admin 'admin' and print its token")
+    copy = what.add_parser("backup", help="copy the database, consistently, while the daemon runs")
+    copy.add_argument("file", help="the copy to make (mode 0600; must not exist)")
+    back = what.add_parser("restore", help="put a backup in place of the database (daemon stopped)")
+    back.add_argument("file", help="a file `comet-admin backup` made")
     return parser
 
 
@@ -127,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except CometError as e:
         sys.stderr.write(f"comet-admin: {e.reason}\n")
+        return 1
+    except NewerSchema as e:
+        sys.stderr.write(f"comet-admin: {e}\n")
         return 1
     except (sqlite3.Error, OSError) as e:
         sys.stderr.write(f"comet-admin: database error: {e}\n")

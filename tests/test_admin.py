@@ -19,6 +19,8 @@ class AdminTests(TestCase):
         self.config = os.path.join(self.dir, "comet.toml")
         with open(self.config, "w") as f:
             f.write(f'[database]\npath = "{self.db}"\n')
+        with admin.connect(self.db):
+            pass   # the database a daemon's first start makes
 
     def admin(self, *argv, stdin=""):
         out = io.StringIO()
@@ -41,6 +43,42 @@ class AdminTests(TestCase):
         self.assertEqual(self.admin("token", "revoke", "1"), "token 1 revoked\n")
         with admin.connect(self.db) as conn:
             self.assertIsNone(users.user_of_token(conn, token))
+
+    def test_user_role_and_delete(self):
+        """role changes a user's role; delete removes the user and its tokens."""
+        self.admin("user", "add", "bob", "--role", "viewer")
+        token = self.admin("token", "create", "bob").splitlines()[1]
+        self.assertEqual(self.admin("user", "role", "bob", "operator"), "user bob is now operator\n")
+        with admin.connect(self.db) as conn:
+            self.assertEqual(users.user_of_token(conn, token).role, "operator")
+        self.assertEqual(self.admin("user", "delete", "bob"), "user bob deleted, with its tokens\n")
+        with admin.connect(self.db) as conn:
+            self.assertIsNone(users.user_of_token(conn, token))
+            self.assertEqual(users.list_tokens(conn), [])
+        from comet.errors import NotFound
+        self.assertRaises(NotFound, self.admin, "user", "delete", "bob")
+        self.assertRaises(NotFound, self.admin, "user", "role", "bob", "admin")
+
+    def test_token_expiry(self):
+        """--expires DAYS: the token is refused from then on; list shows when."""
+        import time
+
+        self.admin("user", "add", "bob", "--role", "viewer")
+        out = self.admin("token", "create", "bob", "--expires", "1").splitlines()
+        self.assertRegex(out[0], r"^token 1 for bob, valid until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+                                 r" \(shown only now\):$")
+        token = out[1]
+        forever = self.admin("token", "create", "bob").splitlines()[1]
+        listed = [line.split("\t")[3] for line in self.admin("token", "list").splitlines()]
+        self.assertTrue(listed[0].startswith("expires 20"), listed)
+        self.assertEqual(listed[1], "expires never")
+        with admin.connect(self.db) as conn:
+            now = time.time()
+            self.assertEqual(users.user_of_token(conn, token, now=now).name, "bob")
+            self.assertIsNone(users.user_of_token(conn, token, now=now + 86400 + 1))
+            self.assertEqual(users.user_of_token(conn, forever, now=now + 10**9).name, "bob")
+        from comet.errors import InvalidInput
+        self.assertRaises(InvalidInput, self.admin, "token", "create", "bob", "--expires", "0")
 
     def test_short_password_refused(self):
         """A password shorter than the minimum is refused, and no user is made."""
@@ -69,9 +107,17 @@ class AdminTests(TestCase):
         """The console script's errors are one line and exit 1; the default config is comet.sqlite here."""
         env = dict(os.environ, PYTHONPATH=os.getcwd())
         argv = [sys.executable, "-m", "comet.admin"]
+        os.unlink(self.db)
+        refused = await run(argv + ["user", "add", "ann", "--role", "operator"], env=env,
+                            path=self.dir)
+        self.assertEqual(refused.code, 1)
+        self.assertIn(b"the database comet.sqlite does not exist", refused.err)
+        self.assertFalse(os.path.exists(self.db))   # a mistyped --config makes no database
+        made = await run(argv + ["bootstrap"], env=env, path=self.dir)
+        self.assertEqual(made.code, 0, made.err)
+        self.assertTrue(os.path.exists(self.db))
         done = await run(argv + ["user", "add", "ann", "--role", "operator"], env=env, path=self.dir)
         self.assertEqual(done.code, 0, done.err)
-        self.assertTrue(os.path.exists(self.db))
         again = await run(argv + ["user", "add", "ann", "--role", "operator"], env=env, path=self.dir)
         self.assertEqual((again.code, again.err), (1, b"comet-admin: user 'ann' already exists\n"))
         missing = await run(argv + ["token", "create", "nobody"], env=env, path=self.dir)

@@ -163,6 +163,36 @@ class ServiceTests(TestCase):
         self.assertEqual((await Tasks(third.db).get(task.id)).status, "failed")
         await third.stopService()
 
+    async def test_newer_schema_refused(self):
+        """
+        A database a newer Comet wrote: the daemon refuses to start, naming
+        both versions, serves nothing and leaves the file as it was.
+        """
+        import sqlite3
+
+        from comet.store import MIGRATIONS_KNOWN, NewerSchema
+
+        directory = temp_dir(self)
+        path = os.path.join(directory, "comet.sqlite")
+        bootstrap(path)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("INSERT INTO schema_migrations (version, applied) VALUES (?, 0)",
+                     (MIGRATIONS_KNOWN + 1,))
+        conn.close()
+        with open(path, "rb") as f:
+            before = f.read()
+        service = makeService(config.load(write_config(directory, free_port())))
+        service.startService()
+        with self.assertRaises(NewerSchema) as caught:
+            await service.ready
+        self.assertIn(f"schema version {MIGRATIONS_KNOWN + 1}, newer than this Comet knows"
+                      f" ({MIGRATIONS_KNOWN})", str(caught.exception))
+        self.flushLoggedErrors()
+        await service.stopService()
+        self.assertIsNone(service.port)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+
     async def test_stale_live_owner_refused(self):
         """An owner not renewed for ages whose process runs (this one): refused all the same."""
         import attrs

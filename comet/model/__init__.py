@@ -129,6 +129,6 @@ def make_models(db, hypervisors, config, clock, runners=None,
         reconciler=reconciler,
         serverwatch=ServerWatch(runners, clock, leftovers.restore_exports),
         locks=locks,
-        users=Users(db),
+        users=Users(db, clock=clock),
         context=context,
     )

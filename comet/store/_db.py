@@ -28,6 +28,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from comet.store._backup import NewerSchema, copy_database, schema_version
 from comet.store._migrations import MIGRATIONS
 from comet.store._readcache import ReadCache
 
@@ -141,16 +142,49 @@ def migrate(conn: sqlite3.Connection, migrations=MIGRATIONS) -> list[int]:
     """
     applied = []
     for migration in migrations:
+        # Checked first without a write lock (opening an up-to-date file
+        # takes none), then again inside the transaction (_apply).
+        if migration[0] <= schema_version(conn) and _is_done(conn, migration[0]):
+            continue
         applied += in_transaction(conn, _apply, [migration])
     return applied
 
 
-def _open(path: str, migrations) -> tuple[sqlite3.Connection, list[int]]:
-    """A blocking connection to the file at C{path}, made private, prepared and migrated."""
+def _is_done(conn: sqlite3.Connection, version: int) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+    ).fetchone() is not None
+
+
+def _open(path: str, migrations, create: bool = True) -> tuple[sqlite3.Connection, list[int]]:
+    """
+    A blocking connection to the file at C{path}, made private, prepared and
+    migrated.
+
+    A file at a schema version newer than C{migrations} know is refused
+    (L{NewerSchema}), untouched.  Before a file that has data is migrated, a
+    copy of it is kept beside it as C{<path>.pre-v<N>} (N: its version then),
+    so that an upgrade that goes wrong can be undone by hand.
+
+    @param create: whether a missing file is made (a new, empty database);
+        otherwise C{FileNotFoundError}.
+    """
+    if not create and not os.path.exists(path):
+        raise FileNotFoundError(f"database {path} does not exist")
     make_private(path)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         _prepare(conn)
+        found = schema_version(conn)
+        known = max((version for version, _ in migrations), default=0)
+        if found > known:
+            raise NewerSchema(path, found, known)
+        if 0 < found < known and path != ":memory:":
+            kept = f"{path}.pre-v{found}"
+            if not os.path.lexists(kept):
+                copy_database(conn, kept)
+                log.info("database {path}: kept a copy at schema version {found} as {kept}"
+                         " before migrating", path=path, found=found, kept=kept)
         applied = migrate(conn, migrations)
     except BaseException:
         conn.close()
@@ -159,14 +193,14 @@ def _open(path: str, migrations) -> tuple[sqlite3.Connection, list[int]]:
 
 
 @contextlib.contextmanager
-def connect(path: str, migrations=MIGRATIONS) -> Iterator[sqlite3.Connection]:
+def connect(path: str, migrations=MIGRATIONS, create: bool = True) -> Iterator[sqlite3.Connection]:
     """
     A blocking connection to the SQLite file at C{path} (created 0600 if
-    absent), migrated to the current schema, closed when the block ends: for
-    C{comet-admin}, which works on the file without a daemon and without a
-    reactor.  Run units of work on it with L{in_transaction}.
+    absent and C{create}), migrated to the current schema, closed when the
+    block ends: for C{comet-admin}, which works on the file without a daemon
+    and without a reactor.  Run units of work on it with L{in_transaction}.
     """
-    conn, _ = _open(path, migrations)
+    conn, _ = _open(path, migrations, create)
     try:
         yield conn
     finally:

@@ -237,4 +237,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE storage_volumes ADD COLUMN tid INTEGER",
         ],
     ),
+    (
+        10,
+        [
+            # When a token stops being accepted (seconds since the epoch);
+            # NULL: never (every token made before this version).
+            "ALTER TABLE api_tokens ADD COLUMN expires INTEGER",
+        ],
+    ),
 ]

@@ -92,6 +92,11 @@ def _owners(conn) -> list[OwnerRecord]:
     return [_owner(r) for r in conn.execute(f"SELECT {_OWNER_COLUMNS} FROM owners ORDER BY started")]
 
 
+def owners_on(conn) -> list[OwnerRecord]:
+    """Every daemon recorded as an owner, on a blocking connection (C{comet-admin restore})."""
+    return _owners(conn)
+
+
 def _add_owner(conn, me: OwnerRecord) -> None:
     conn.execute(
         f"INSERT INTO owners ({_OWNER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -38,6 +38,8 @@ class TokenRecord:
     id: int
     user: str
     created: int
+    #: When it stops being accepted (seconds since the epoch); C{None}: never.
+    expires: int | None = None
 
 
 @attrs.frozen
@@ -108,26 +110,48 @@ def count_users(conn) -> int:
     return conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
 
 
-def create_token(conn, user: str, now: int | None = None) -> tuple[TokenRecord, str]:
-    """A new token for C{user}: its record and the token itself (the only time it exists)."""
+def create_token(conn, user: str, now: int | None = None,
+                 lifetime: int | None = None) -> tuple[TokenRecord, str]:
+    """
+    A new token for C{user}: its record and the token itself (the only time
+    it exists).  With C{lifetime} (seconds), it is refused from then on.
+    """
     record = get_user(conn, user)
     if record is None:
         raise NotFound(f"user {user!r} does not exist")
+    if lifetime is not None and lifetime <= 0:
+        raise InvalidInput(f"a token's lifetime must be positive, not {lifetime} s")
     token = new_token()
     now = int(time.time()) if now is None else now
+    expires = now + lifetime if lifetime is not None else None
     cur = conn.execute(
-        "INSERT INTO api_tokens (user_id, hash, created) VALUES (?, ?, ?)",
-        (record.id, token_hash(token), now),
+        "INSERT INTO api_tokens (user_id, hash, created, expires) VALUES (?, ?, ?, ?)",
+        (record.id, token_hash(token), now, expires),
     )
-    return TokenRecord(cur.lastrowid, user, now), token
+    return TokenRecord(cur.lastrowid, user, now, expires), token
 
 
 def list_tokens(conn) -> list[TokenRecord]:
     rows = conn.execute(
-        "SELECT t.id, u.name, t.created FROM api_tokens t JOIN users u ON u.id = t.user_id"
-        " ORDER BY t.id"
+        "SELECT t.id, u.name, t.created, t.expires FROM api_tokens t"
+        " JOIN users u ON u.id = t.user_id ORDER BY t.id"
     )
     return [TokenRecord(*row) for row in rows]
+
+
+def delete_user(conn, name: str) -> None:
+    """Delete a user; its tokens go with it (ON DELETE CASCADE); its audit entries stay."""
+    if conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+        raise NotFound(f"user {name!r} does not exist")
+
+
+def set_role(conn, name: str, role: str) -> UserRecord:
+    """Give C{name} the role C{role}: its tokens carry the new role from the next request."""
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if conn.execute("UPDATE users SET role = ? WHERE name = ?", (role, name)).rowcount == 0:
+        raise NotFound(f"user {name!r} does not exist")
+    return get_user(conn, name)
 
 
 def revoke_token(conn, token_id: int) -> None:
@@ -136,19 +160,31 @@ def revoke_token(conn, token_id: int) -> None:
         raise NotFound(f"token {token_id} does not exist")
 
 
-def user_of_token(conn, token: str) -> UserRecord | None:
-    """The user a token belongs to, or C{None}; looked up by its hash."""
-    return user_of_token_hash(conn, token_hash(token))
+def user_of_token(conn, token: str, now: int | None = None) -> UserRecord | None:
+    """The user a token belongs to, or C{None} (unknown or expired); looked up by its hash."""
+    return _unexpired(owner_of_token_hash(conn, token_hash(token)), now)
 
 
-def user_of_token_hash(conn, digest: str) -> UserRecord | None:
-    """The user of the token whose stored form (L{token_hash}) is C{digest}."""
+def owner_of_token_hash(conn, digest: str) -> tuple[UserRecord, int | None] | None:
+    """
+    The user of the token whose stored form (L{token_hash}) is C{digest}, and
+    when that token expires (C{None}: never).  Whether it has expired is the
+    caller's question (L{_unexpired}): a cached answer outlives the moment.
+    """
     row = conn.execute(
-        "SELECT u.id, u.name, u.role, u.password, u.created FROM api_tokens t"
+        "SELECT u.id, u.name, u.role, u.password, u.created, t.expires FROM api_tokens t"
         " JOIN users u ON u.id = t.user_id WHERE t.hash = ?",
         (digest,),
     ).fetchone()
-    return _user(row) if row is not None else None
+    return (_user(row), row["expires"]) if row is not None else None
+
+
+def _unexpired(owner: tuple[UserRecord, int | None] | None, now: float | None) -> UserRecord | None:
+    if owner is None:
+        return None
+    user, expires = owner
+    now = time.time() if now is None else now
+    return user if expires is None or now < expires else None
 
 
 def record_audit(conn, when: int, user: str, method: str, uri: str, status: int,
@@ -186,20 +222,25 @@ class Users:
     process included), so a revoked token is refused by the very next request.
     """
 
-    def __init__(self, db: Database, cache: bool = True):
+    def __init__(self, db: Database, cache: bool = True, clock=None):
         self.db = db
         self.tokens = db.cache("users") if cache else None
+        self._clock = clock
 
     def get(self, name: str):
         return self.db.transact(get_user, name)
 
     def by_token(self, token: str) -> Deferred[UserRecord | None]:
+        """The user of C{token}, or C{None}: unknown, revoked or expired now."""
         digest = token_hash(token)
         if self.tokens is None:
-            return self.db.read(user_of_token_hash, digest)
-        return self.tokens.lookup(
-            ("token", digest), lambda: self.db.read(user_of_token_hash, digest)
-        )
+            found = self.db.read(owner_of_token_hash, digest)
+        else:
+            found = self.tokens.lookup(
+                ("token", digest), lambda: self.db.read(owner_of_token_hash, digest)
+            )
+        now = self._clock.seconds() if self._clock is not None else None
+        return found.addCallback(_unexpired, now)
 
     def replace_password_hash(self, name: str, old: str, new: str):
         return self.db.transact(replace_password_hash, name, old, new)

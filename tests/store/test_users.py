@@ -33,6 +33,23 @@ class UserStoreTests(TestCase):
             self.assertIsNone(users.user_of_token(conn, token))
             self.assertRaises(NotFound, users.revoke_token, conn, record.id)
 
+    async def test_expired_token_refused_even_when_cached(self):
+        """A token is refused from its expiry on, though its lookup was cached before."""
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        clock.advance(1000)
+        store = Users(self.db, clock=clock)
+        with connect(self.db.path) as conn:
+            users.add_user(conn, "ann", "operator", None)
+            record, token = users.create_token(conn, "ann", now=1000, lifetime=60)
+        self.assertEqual(record.expires, 1060)
+        self.assertEqual((await store.by_token(token)).name, "ann")
+        clock.advance(59)
+        self.assertEqual((await store.by_token(token)).name, "ann")
+        clock.advance(1)
+        self.assertIsNone(await store.by_token(token))
+
     async def test_async(self):
         store = Users(self.db)
         self.assertEqual(await store.count(), 0)
