@@ -17,7 +17,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="comet",
-    version="0.1.0",
+    version="0.2.0.dev0",
     description="Clusters of libvirt VMs on ZFS zvols exported over iSCSI, behind a JSON REST API",
     python_requires=">=3.11",
     packages=find_packages(include=["comet", "comet.*"]) + ["twisted.plugins"],
