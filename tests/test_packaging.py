@@ -16,12 +16,17 @@ import os
 import shutil
 import sys
 import sysconfig
+import time
 
 from twisted.trial.unittest import TestCase
 
-from tests._process import run
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from tests._process import run, spawn
 from tests._util import temp_dir
-from tests.test_service import REPO
+from tests._util import http
+from tests.test_service import REPO, free_port
 
 #: What a build of Comet needs from the checkout.
 SOURCES = ("setup.py", "comet", "twisted")
@@ -88,8 +93,40 @@ class InstallTests(TestCase):
         return python, checkout, elsewhere
 
     async def test_install(self):
-        """C{pip install .} puts the plugin in the venv's twisted/plugins."""
-        await self._check_install()
+        """
+        C{pip install .} puts the plugin in the venv's twisted/plugins, and the
+        installed release starts with the example configuration
+        (packaging/comet.toml, its service paths moved into a temporary
+        directory standing for /var/lib/comet and /run/comet).
+        """
+        python, _, elsewhere = await self._check_install()
+        state, runtime = temp_dir(self), temp_dir(self)
+        os.chmod(runtime, 0o700)
+        port = free_port()
+        with open(os.path.join(REPO, "packaging", "comet.toml")) as f:
+            example = f.read()
+        config = os.path.join(elsewhere, "comet.toml")
+        with open(config, "w") as f:
+            f.write(example.replace("/var/lib/comet", state).replace("/run/comet", runtime)
+                    .replace("tcp:8080:", f"tcp:{port}:"))
+        process, done = spawn([python, "-c", TWISTD, "-n", "--pidfile=", "comet", "--config",
+                               config], env=ENV, path=state)
+        self.addCleanup(lambda: done.called or process.signalProcess("KILL"))
+        deadline = time.monotonic() + 60
+        while True:
+            self.assertFalse(done.called, "the installed daemon exited before listening")
+            try:
+                health = await http().get(f"http://127.0.0.1:{port}/health")
+                break
+            except Exception:
+                self.assertLess(time.monotonic(), deadline, "the installed daemon did not listen")
+                await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(health.code, 200)
+        await health.content()
+        self.assertEqual(os.stat(os.path.join(state, "comet.sqlite")).st_mode & 0o777, 0o600)
+        process.signalProcess("TERM")
+        outcome = await done
+        self.assertIn(b"Comet stopped", outcome.out)
 
     async def test_editable_install(self):
         """
@@ -103,3 +140,31 @@ class InstallTests(TestCase):
         with open(plugin, "w") as f:
             f.write(text.replace('"comet",\n)', '"comet-edited",\n)'))
         self.assertIn("    comet-edited ", await self._twistd_commands(python, elsewhere))
+
+
+class ServiceUnitTests(TestCase):
+    """packaging/comet.service, as systemd itself reads it."""
+
+    def _unit(self) -> str:
+        """The unit, its ExecStart naming this run's twistd (verify checks it exists)."""
+        with open(os.path.join(REPO, "packaging", "comet.service")) as f:
+            text = f.read()
+        self.assertIn("ExecStart=/opt/comet/bin/twistd -n --pidfile= comet --config"
+                      " /etc/comet/comet.toml\n", text)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        path = os.path.join(temp_dir(self), "comet.service")
+        with open(path, "w") as f:
+            f.write(text.replace("/opt/comet/bin/twistd", twistd))
+        return path
+
+    async def test_verify(self):
+        """C{systemd-analyze verify} finds nothing to say."""
+        answer = await run(["systemd-analyze", "verify", self._unit()], env=ENV, timeout=60)
+        self.assertEqual((answer.code, answer.out + answer.err), (0, b""))
+
+    async def test_security(self):
+        """C{systemd-analyze security} rates the sandbox OK: exposure 2.0 or less (of 10)."""
+        answer = await run(["systemd-analyze", "security", "--offline=true", "--threshold=20",
+                            self._unit()], env=ENV, timeout=60)
+        self.assertEqual(answer.code, 0, answer.out + answer.err)
+        self.assertRegex(answer.out.decode(), r"Overall exposure level for comet.service: [0-2]\.\d OK")
