@@ -34,7 +34,7 @@ from comet.credentials import TOKEN_PREFIX, hash_password, needs_rehash, verify_
 from comet.names import check_name
 from comet.web._errors import HTTPError
 from comet.web._origin import OriginPolicy
-from comet.web._throttle import LoginThrottle, PasswordChecks
+from comet.web._throttle import LoginThrottle, PasswordChecks, WrongTokens
 from comet.web._table import ADMIN, PUBLIC, TICKET, Endpoint, allows
 
 log = Logger()
@@ -74,19 +74,22 @@ class Authenticator:
     Nothing here ever waits: a right token or password is answered as soon
     as it is checked, whoever failed before it from the same address.  A
     wrong token costs one lookup by its hash (256 random bits are not
-    guessed, so tokens need no throttle); a password guess is first counted
-    by the L{LoginThrottle} (429 when over its limits) and then checked in
-    L{PasswordChecks}' own threads (429/503 when they are busy).
+    guessed, so tokens need no throttle) and, for the first few of an
+    address (L{WrongTokens}), an audit entry.  A password guess is first
+    counted by the L{LoginThrottle} (429 when over its limits) and then
+    checked in L{PasswordChecks}' own threads (429/503 when they are busy).
 
     @param users: L{comet.store.users.Users}.
     @param enabled: C{False} (C{[api] auth = false}): every caller is the
         admin C{anonymous}.
     @param throttle: a L{LoginThrottle}.
     @param checks: a L{PasswordChecks}.
+    @param tokens: a L{WrongTokens}.
     """
 
     def __init__(self, users, clock=None, throttle: LoginThrottle | None = None,
-                 enabled: bool = True, checks: PasswordChecks | None = None):
+                 enabled: bool = True, checks: PasswordChecks | None = None,
+                 tokens: WrongTokens | None = None):
         from twisted.internet import reactor
 
         if clock is None:
@@ -95,6 +98,7 @@ class Authenticator:
         self.clock = clock
         self.throttle = throttle if throttle is not None else LoginThrottle(clock)
         self.checks = checks if checks is not None else PasswordChecks(reactor)
+        self.tokens = tokens if tokens is not None else WrongTokens(clock)
         self.enabled = enabled
 
     async def identify(self, request: IRequest) -> Identity:
@@ -106,7 +110,7 @@ class Authenticator:
         scheme, _, value = header.decode("latin-1").strip().partition(" ")
         scheme, value = scheme.lower(), value.strip()
         if scheme == "bearer" and value:
-            identity = await self._token(value)
+            identity = await self._token(request, value)
         elif scheme == "basic" and value:
             identity = await self._password(request, value)
         else:
@@ -115,11 +119,17 @@ class Authenticator:
             raise _unauthorized("wrong user name, password or token")
         return identity
 
-    async def _token(self, token: str) -> Identity | None:
+    async def _token(self, request: IRequest, token: str) -> Identity | None:
         if not token.startswith(TOKEN_PREFIX) or len(token) > _TOKEN_MAX:
             return None   # no token of ours: not worth a lookup
         user = await self.users.by_token(token)
-        return Identity(user.name, user.role) if user is not None else None
+        if user is not None:
+            return Identity(user.name, user.role)
+        address = client_address(request)
+        if self.tokens.audit(address):
+            log.warn("wrong API token from {address}", address=address)
+            await self._audit_failure(request, WrongTokens.NAME)
+        return None
 
     async def _password(self, request: IRequest, value: str) -> Identity | None:
         try:
@@ -158,10 +168,15 @@ class Authenticator:
             log.failure("cannot store {name!r}'s password hash again", name=name)
 
     async def _audit_failure(self, request: IRequest, name: str) -> None:
-        """A failed login, in the audit log: the user name tried (when it is a name), status 401."""
+        """
+        A failed login, in the audit log, status 401: the user name tried (when
+        it is a name), or C{(token)} for a wrong API token.
+        """
+        if name != WrongTokens.NAME and not check_name(name):
+            name = "(not a name)"
         try:
             await self.users.audit(
-                int(self.clock.seconds()), name if check_name(name) else "(not a name)",
+                int(self.clock.seconds()), name,
                 request.method.decode("ascii", "replace"),
                 request.uri.decode("utf-8", "replace"), 401, None,
             )

@@ -51,7 +51,8 @@ class LoginThrottle:
     name, over the last C{window} seconds.
 
     @param per_address: failed guesses allowed for one user name from one address.
-    @param per_user: failed guesses allowed for one user name from all addresses.
+    @param per_user: failed guesses allowed for one user name from all
+        addresses (C{None}: no such limit).
     @param size: keys remembered at most (the least recently used go first).
     """
 
@@ -65,7 +66,15 @@ class LoginThrottle:
         self._counts: OrderedDict[tuple, _Count] = OrderedDict()
 
     def _keys(self, name: str, address: str) -> list[tuple[tuple, int]]:
-        return [(("user", name), self.per_user), (("address", name, address), self.per_address)]
+        keys = [(("address", name, address), self.per_address)]
+        if self.per_user is not None:
+            keys.insert(0, (("user", name), self.per_user))
+        return keys
+
+    def refusal(self, name: str, wait: float) -> str:
+        """The 429's reason."""
+        return (f"too many failed logins as {name!r}; try again in {math.ceil(wait)} s"
+                " (an API token is not limited)")
 
     def _count(self, key: tuple, create: bool) -> _Count | None:
         count = self._counts.get(key)
@@ -108,12 +117,7 @@ class LoginThrottle:
         """
         wait = self.retry_after(name, address)
         if wait > 0:
-            raise HTTPError(
-                429,
-                f"too many failed logins as {name!r}; try again in {math.ceil(wait)} s"
-                " (an API token is not limited)",
-                _retry_after(wait),
-            )
+            raise HTTPError(429, self.refusal(name, wait), _retry_after(wait))
         for key, _ in self._keys(name, address):
             self._count(key, create=True).in_flight += 1
 
@@ -146,6 +150,32 @@ def _daemon_thread(*args, **kwargs) -> threading.Thread:
     thread = threading.Thread(*args, **kwargs)
     thread.daemon = True
     return thread
+
+
+class WrongTokens(LoginThrottle):
+    """
+    Counts wrong API tokens per address, to bound what they write.  A token
+    cannot be guessed (256 random bits), and a right one is never refused
+    or delayed whatever came before it from its address, so a wrong one is
+    only looked up (a read by its hash) and answered 401; the first
+    C{per_address} of an address in C{window} seconds are also written to
+    the audit log, the rest only counted, so that a stranger's flood of
+    tokens makes no more writes than that.
+    """
+
+    #: The name the counts are kept (and audited) under.
+    NAME = "(token)"
+
+    def __init__(self, clock, per_address: int = 20, window: float = 600.0, size: int = 10000):
+        super().__init__(clock, per_address=per_address, per_user=None, window=window, size=size)
+
+    def audit(self, address: str) -> bool:
+        """Count a wrong token from C{address}; whether to audit it (under the limit)."""
+        if self.retry_after(self.NAME, address) > 0:
+            return False
+        self.reserve(self.NAME, address)
+        self.failed(self.NAME, address)
+        return True
 
 
 class PasswordChecks:

@@ -19,7 +19,7 @@ from comet.store.users import Users
 from comet.web import CometAPI, api_routes
 from comet.web._auth import CHALLENGE, Authenticator, Guard
 from comet.web._errors import HTTPError
-from comet.web._throttle import LoginThrottle, PasswordChecks
+from comet.web._throttle import LoginThrottle, PasswordChecks, WrongTokens
 from comet.web._table import ADMIN, PUBLIC, ROLE_RANKS, TICKET, RouteTable, allows
 from tests._api import (
     APIClient, bearer, cheap_passwords, make_client, make_models, make_token, temp_database,
@@ -317,6 +317,17 @@ class ThrottleTests(TestCase):
         self.assertLessEqual(sum(1 for i in range(10) if throttle.retry_after(f"u{i}", "a") == 0), 10)
 
 
+class WrongTokensTests(TestCase):
+    def test_per_address_window(self):
+        """The first 20 wrong tokens of an address in 10 minutes are audited; others' are apart."""
+        clock = Clock()
+        tokens = WrongTokens(clock)
+        self.assertEqual([tokens.audit("192.0.2.1") for _ in range(21)], [True] * 20 + [False])
+        self.assertTrue(tokens.audit("192.0.2.2"))
+        clock.advance(600)
+        self.assertTrue(tokens.audit("192.0.2.1"))
+
+
 class PasswordCheckTests(TestCase):
     async def test_bounded(self):
         """
@@ -426,13 +437,31 @@ class BurstTests(TestCase):
         self.assertEqual((await self.client.get("/templates", headers={"Authorization": bearer(token)})).code, 200)
 
     async def test_failed_logins_audited(self):
-        """A wrong password is in the audit log (the name tried, 401); a wrong token costs no write."""
-        await self.burst([basic("alice", "wrong guess"), basic("a b", "x"), "Bearer comet_nope"])
+        """
+        A wrong password is in the audit log (the name tried, 401), and so is
+        a wrong token of ours (as C{(token)}); a header that is no token of
+        ours at all costs nothing.
+        """
+        await self.burst([basic("alice", "wrong guess"), basic("a b", "x"), "Bearer comet_nope",
+                          "Bearer nonsense"])
         log = (await self.client.get("/auditlog")).json
         self.assertEqual(
             sorted((e["user"], e["method"], e["uri"], e["status"]) for e in log),
-            [("(not a name)", "GET", "/templates", 401), ("alice", "GET", "/templates", 401)],
+            [("(not a name)", "GET", "/templates", 401), ("(token)", "GET", "/templates", 401),
+             ("alice", "GET", "/templates", 401)],
         )
+
+    async def test_wrong_token_writes_bounded(self):
+        """
+        A flood of wrong tokens from one address writes at most the limit's
+        worth of audit entries (20 per 10 minutes), is answered 401 all the
+        same, and refuses no right token from that address.
+        """
+        codes = await self.burst(["Bearer comet_" + f"{i:043d}" for i in range(60)])
+        self.assertEqual(set(codes), {401})
+        log = (await self.client.get("/auditlog?limit=1000")).json
+        self.assertEqual(len([e for e in log if e["user"] == "(token)"]), 20)
+        self.assertEqual((await self.client.get("/templates")).code, 200)
 
     async def test_rehash(self):
         """A login with a hash of older parameters stores it again with today's; both verify."""
