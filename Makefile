@@ -12,5 +12,5 @@ run:
 # Set up and run the whole test suite (the integration tests run when the
 # testbed is up: testbed/stack up).
 test:
-	scripts/setup
+	scripts/setup --test
 	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 tests
