@@ -1,0 +1,3 @@
+from comet_client.cli import main
+
+main()
