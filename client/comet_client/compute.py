@@ -8,7 +8,7 @@ import click
 
 from comet_client import console, names
 from comet_client.api import path
-from comet_client.cli import App, command_group, json_option, pass_app, wait_option
+from comet_client.cli import EXIT_REFUSED, App, command_group, json_option, pass_app, wait_option
 
 
 def _body(**fields):
@@ -215,8 +215,10 @@ def vm_console(app: App, ref, serial, open_browser):
     """Print the URL of the VM's VNC console page (single use), open it, or attach the serial console."""
     if serial:
         location = app.client.redirect(vm_path(ref, "console"), type="serial")
-        why = console.attach(console.websocket_url(app.client.base, location))
+        why, failed = console.attach(console.websocket_url(app.client.base, location))
         app.err.print(f"\nSerial console closed ({why}).")
+        if failed:
+            sys.exit(EXIT_REFUSED)
         return
     url = app.client.url(app.client.redirect(vm_path(ref, "console")))
     if open_browser:

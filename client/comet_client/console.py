@@ -47,6 +47,8 @@ class SerialSession:
         self.stdout = stdout
         self.ended = threading.Event()
         self.why: str | None = None
+        #: Whether the daemon closed the console for a failure (not the user leaving).
+        self.failed = False
 
     def run(self) -> str:
         """Relay until the escape key or the console closes; the reason it ended."""
@@ -92,14 +94,17 @@ class SerialSession:
         except ConnectionClosed:
             pass
         finally:
-            rcvd = ws.close_rcvd
             if self.why is None:
-                self.why = "the console closed" + (f": {rcvd.reason}" if rcvd and rcvd.reason else "")
+                self.failed = ws.close_code not in (None, 1000)
+                reason = ws.close_reason
+                self.why = "the console closed" + (f": {reason}" if reason else "")
             self.ended.set()
 
 
-def attach(url: str) -> str:
-    """Attach this process's terminal to the console at C{url}."""
+def attach(url: str) -> tuple[str, bool]:
+    """Attach this process's terminal to the console at C{url}: why it ended, and whether it failed."""
     sys.stderr.write(f"Connected to the serial console; {ESCAPE_NAME} leaves.\r\n")
     sys.stderr.flush()
-    return SerialSession(url).run()
+    session = SerialSession(url)
+    why = session.run()
+    return why, session.failed
