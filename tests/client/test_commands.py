@@ -34,6 +34,16 @@ class DaemonCase(SynchronousTestCase):
         """The command, logged in through the environment with the admin's token."""
         return Comet(self, self.daemon.url, self.daemon.token)
 
+    def made(self, *vms: str, template: str = "t128"):
+        """Clusters with these VMs (C{CLUSTER/VM}), made through the API directly (setup, not the test)."""
+        for uri, body in [("/templates", {"name": template, "memory": 128})] + [
+            item for ref in vms for item in (("/cluster", {"name": ref.split("/")[0]}),
+                                             (f"/cluster/{ref.split('/')[0]}/vms",
+                                              {"template": template, "name": ref.split("/")[1]}))
+        ]:
+            code, answer = self.daemon.api("POST", uri, body)
+            self.assertIn(code, (201, 409), answer)
+
     def assertExit(self, done, code: int):
         self.assertEqual(done.returncode, code, f"stdout: {done.stdout}\nstderr: {done.stderr}")
 
@@ -49,7 +59,7 @@ class InstallTests(SynchronousTestCase):
         self.assertTrue(os.access(os.path.join(client_venv(), "bin", "comet"), os.X_OK))
 
 
-class LoginTests(DaemonCase):
+class _Login:
     def test_token_login_file_0600(self):
         """C{comet login URL --token} keeps URL and token in a file created 0600 (even under umask 0)."""
         comet = Comet(self)
@@ -100,7 +110,7 @@ class LoginTests(DaemonCase):
         self.assertFalse(os.path.exists(comet.login_file))
 
 
-class ExitCodeTests(DaemonCase):
+class _ExitCodes:
     def test_not_logged_in(self):
         done = Comet(self)("cluster", "list")
         self.assertExit(done, 2)
@@ -125,7 +135,7 @@ class ExitCodeTests(DaemonCase):
         self.assertIn("cannot reach the Comet daemon at http://127.0.0.1:9", done.stderr)
 
 
-class ComputeTests(DaemonCase):
+class _Compute:
     """C{comet template}, C{cluster}, C{vm} and C{host}."""
 
     def test_template(self):
@@ -216,9 +226,7 @@ class ComputeTests(DaemonCase):
     def test_console_url(self):
         """Without --serial: the console's URL, or the daemon's reason when it has none."""
         comet = self.comet()
-        self.assertExit(comet("template", "create", "con", "--memory", "128"), 0)
-        self.assertExit(comet("cluster", "create", "con"), 0)
-        self.assertExit(comet("vm", "create", "con/v", "-t", "con"), 0)
+        self.made("con/v")
         refused = comet("vm", "console", "con/v")
         self.assertExit(refused, 1)
         self.assertIn("Error: VM 'v'", refused.stderr)
@@ -231,7 +239,7 @@ class ComputeTests(DaemonCase):
         self.assertRegex(table.stdout, r"local\s+connected\s+\d+")
 
 
-class StorageTests(DaemonCase):
+class _Storage:
     """C{comet pool}, C{volume}, C{snapshot} and C{server} on a daemon without storage."""
 
     def test_empty_listings(self):
@@ -242,9 +250,7 @@ class StorageTests(DaemonCase):
 
     def test_refusals_name_the_reason(self):
         comet = self.comet()
-        self.assertExit(comet("template", "create", "st", "--memory", "128"), 0)
-        self.assertExit(comet("cluster", "create", "st"), 0)
-        self.assertExit(comet("vm", "create", "st/v", "-t", "st"), 0)
+        self.made("st/v")
         for args, (method, uri, body) in (
             (("pool", "show", "nope"), ("GET", "/storagepools/nope", None)),
             (("volume", "create", "nope/v1", "--capacity", "1"),
@@ -266,14 +272,12 @@ class StorageTests(DaemonCase):
         self.assertEqual(comet.json("vm", "storages", "st/v"), self.daemon.get("/cluster/st/vms/v/storages"))
 
 
-class ActivityTests(DaemonCase):
+class _Activity:
     """C{comet task} and C{comet audit}."""
 
     def test_tasks_and_audit(self):
         comet = self.comet()
-        self.assertExit(comet("template", "create", "act", "--memory", "128"), 0)
-        self.assertExit(comet("cluster", "create", "act"), 0)
-        self.assertExit(comet("vm", "create", "act/v", "-t", "act"), 0)
+        self.made("act/v")
         self.assertExit(comet("cluster", "start", "act", "--no-wait"), 0)
         tasks = self.daemon.get("/tasks")
         self.assertEqual(comet.json("task", "list"), tasks)
@@ -288,7 +292,7 @@ class ActivityTests(DaemonCase):
         self.assertRegex(comet("audit").stdout, r"POST\s+/cluster\s+201")
 
 
-class CompletionTests(DaemonCase):
+class _Completion:
     def complete(self, comet, shell, words, cword):
         env = {"_COMET_COMPLETE": f"{shell}_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
         done = comet(env=env)
@@ -298,14 +302,10 @@ class CompletionTests(DaemonCase):
     def test_names(self):
         """bash and zsh complete cluster names and CLUSTER/VM from the API."""
         comet = self.comet()
-        self.assertExit(comet("template", "create", "cpl", "--memory", "128"), 0)
-        for name in ("alpha", "beta"):
-            self.assertExit(comet("cluster", "create", name), 0)
-        self.assertExit(comet("vm", "create", "alpha/one", "-t", "cpl"), 0)
-        self.assertExit(comet("vm", "create", "alpha/two", "-t", "cpl"), 0)
+        self.made("alpha/one", "alpha/two", "beta/three")
         self.assertEqual(self.complete(comet, "bash", "comet cluster show al", 3).split(), ["plain,alpha"])
         self.assertEqual(self.complete(comet, "bash", "comet vm start alpha/t", 3).split(), ["plain,alpha/two"])
-        self.assertEqual(sorted(self.complete(comet, "bash", "comet vm show a", 3).split()),
+        self.assertEqual(sorted(self.complete(comet, "bash", "comet vm show al", 3).split()),
                          ["plain,alpha/one", "plain,alpha/two"])
         self.assertEqual(self.complete(comet, "zsh", "comet vm show alpha/o", 3).split(),
                          ["plain", "alpha/one", "_"])
@@ -321,3 +321,14 @@ class CompletionTests(DaemonCase):
         zsh = comet("completion", "zsh")
         self.assertIn("#compdef comet", zsh.stdout)
         self.assertIn("_COMET_COMPLETE=zsh_complete", zsh.stdout)
+
+
+# One daemon for each of these classes (the parts above are their mixins).
+
+
+class LoginTests(_Login, _ExitCodes, DaemonCase):
+    """Logging in, and the exit codes."""
+
+
+class CommandTests(_Compute, _Storage, _Activity, _Completion, DaemonCase):
+    """Every command group on one daemon."""
