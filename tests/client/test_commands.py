@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import stat
 import subprocess
+import termios
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -230,6 +233,33 @@ class _Compute:
         refused = comet("vm", "console", "con/v")
         self.assertExit(refused, 1)
         self.assertIn("Error: VM 'v'", refused.stderr)
+
+    def test_serial_console_in_a_terminal(self):
+        """
+        C{--serial} attaches a pseudo-terminal to the console's websocket; the
+        test driver has no serial console, so the daemon closes it saying
+        why: the command prints that, exits 1, and leaves the terminal's
+        modes as they were.
+        """
+        self.made("ser/v")
+        self.assertEqual(self.daemon.api("POST", "/cluster/ser/vms/v/start", {})[0], 200)
+        comet = self.comet()
+        primary, secondary = pty.openpty()
+        self.addCleanup(os.close, primary)
+        before = termios.tcgetattr(secondary)
+        process = subprocess.Popen([comet.executable, "vm", "console", "ser/v", "--serial"],
+                                   env=comet.env, stdin=secondary, stdout=secondary, stderr=secondary)
+        output = b""
+        while process.poll() is None or select.select([primary], [], [], 0.5)[0]:
+            if select.select([primary], [], [], 0.5)[0]:
+                output += os.read(primary, 4096)
+        self.assertEqual(termios.tcgetattr(secondary), before)
+        os.close(secondary)
+        self.assertEqual(process.returncode, 1, output)
+        text = output.decode()
+        self.assertIn("Connected to the serial console; Ctrl-] leaves.", text)
+        self.assertIn("Serial console closed (the console closed: ", text)
+        self.assertIn("virDomainOpenConsole", text.replace("\r\n", ""))
 
     def test_host(self):
         comet = self.comet()
