@@ -11,7 +11,7 @@ from comet_client.api import path
 from comet_client.cli import EXIT_REFUSED, App, command_group, json_option, pass_app, wait_option
 
 
-def _body(**fields):
+def body_of(**fields):
     """A request body of the options given (C{None}: not given)."""
     return {k: v for k, v in fields.items() if v is not None and v is not False}
 
@@ -45,7 +45,7 @@ def cluster_show(app: App, name, as_json):
 @pass_app
 def cluster_create(app: App, name, description, as_json):
     """Create an empty cluster."""
-    app.call("POST", "/cluster", _body(name=name, description=description), as_json)
+    app.call("POST", "/cluster", body_of(name=name, description=description), as_json)
 
 
 @cluster.command("update")
@@ -56,7 +56,7 @@ def cluster_create(app: App, name, description, as_json):
 @pass_app
 def cluster_update(app: App, name, new_name, description, as_json):
     """Rename a cluster or change its description."""
-    app.call("PUT", path("cluster", name), _body(name=new_name, description=description), as_json)
+    app.call("PUT", path("cluster", name), body_of(name=new_name, description=description), as_json)
 
 
 @cluster.command("delete")
@@ -65,7 +65,7 @@ def cluster_update(app: App, name, new_name, description, as_json):
 @pass_app
 def cluster_delete(app: App, name, force):
     """Delete a cluster (one with VMs only with --force)."""
-    app.call("DELETE", path("cluster", name), _body(force=force), done=f"Deleted cluster {name}.")
+    app.call("DELETE", path("cluster", name), body_of(force=force), done=f"Deleted cluster {name}.")
 
 
 @cluster.command("start")
@@ -87,7 +87,7 @@ def cluster_start(app: App, name, as_json, no_wait):
 @pass_app
 def cluster_stop(app: App, name, timeout, force, as_json, no_wait):
     """Stop every VM of the cluster and bring their images back to storage (a task)."""
-    app.call("POST", path("cluster", name, "stop"), _body(timeout=timeout, force=force), as_json, no_wait)
+    app.call("POST", path("cluster", name, "stop"), body_of(timeout=timeout, force=force), as_json, no_wait)
 
 
 # --- VMs -----------------------------------------------------------------------
@@ -129,7 +129,7 @@ def vm_create(app: App, ref, template, memory, cpus, as_json):
     """Create a VM from a template (without a name: the template's name and a number)."""
     cluster_name, name = ref
     app.call("POST", path("cluster", cluster_name, "vms"),
-             _body(template=template, name=name, memory=memory, cpus=cpus), as_json)
+             body_of(template=template, name=name, memory=memory, cpus=cpus), as_json)
 
 
 @vm.command("update")
@@ -141,7 +141,7 @@ def vm_create(app: App, ref, template, memory, cpus, as_json):
 @pass_app
 def vm_update(app: App, ref, new_name, memory, cpus, as_json):
     """Rename a VM or change its memory or CPUs."""
-    app.call("PUT", vm_path(ref), _body(name=new_name, memory=memory, cpus=cpus), as_json)
+    app.call("PUT", vm_path(ref), body_of(name=new_name, memory=memory, cpus=cpus), as_json)
 
 
 @vm.command("delete")
@@ -151,7 +151,7 @@ def vm_update(app: App, ref, new_name, memory, cpus, as_json):
 @pass_app
 def vm_delete(app: App, ref, force, keep_storage):
     """Delete a VM and (unless --keep-storage) its disks."""
-    app.call("DELETE", vm_path(ref), _body(force=force, keep_storage=keep_storage),
+    app.call("DELETE", vm_path(ref), body_of(force=force, keep_storage=keep_storage),
              done=f"Deleted VM {ref[0]}/{ref[1]}.")
 
 
@@ -186,7 +186,7 @@ for _action, _doc in (
 @pass_app
 def vm_stop(app: App, ref, timeout, force, as_json, no_wait):
     """Shut a VM down, bring its image back to storage and free its host (a task)."""
-    app.call("POST", vm_path(ref, "stop"), _body(timeout=timeout, force=force), as_json, no_wait)
+    app.call("POST", vm_path(ref, "stop"), body_of(timeout=timeout, force=force), as_json, no_wait)
 
 
 @vm.command("screenshot")
@@ -285,7 +285,7 @@ _DISK_HELP = "The base image, POOL/VOLUME ('none': no disk)."
 def template_create(app: App, name, memory, cpus, disk, as_json):
     """Create a template."""
     disk = _disk(disk)
-    body = _body(name=name, memory=memory, cpus=cpus, disk=disk)
+    body = body_of(name=name, memory=memory, cpus=cpus, disk=disk)
     if disk == "none":
         body["disk"] = None
     app.call("POST", "/templates", body, as_json)
@@ -302,7 +302,7 @@ def template_create(app: App, name, memory, cpus, disk, as_json):
 def template_update(app: App, name, new_name, memory, cpus, disk, as_json):
     """Change a template."""
     disk = _disk(disk)
-    body = _body(name=new_name, memory=memory, cpus=cpus, disk=disk)
+    body = body_of(name=new_name, memory=memory, cpus=cpus, disk=disk)
     if disk == "none":
         body["disk"] = None
     app.call("PUT", path("templates", name), body, as_json)

@@ -7,7 +7,7 @@ import click
 from comet_client import names
 from comet_client.api import path
 from comet_client.cli import App, command_group, json_option, pass_app, wait_option
-from comet_client.compute import _body, vm_path
+from comet_client.compute import body_of, vm_path
 
 # --- pools ---------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ def volume_create(app: App, ref, capacity, url, as_json, no_wait):
     if (capacity is None) == (url is None):
         raise click.UsageError("give exactly one of --capacity and --url")
     app.call("POST", path("storagepools", ref[0], "storagevolumes"),
-             _body(name=ref[1], capacity=capacity, url=url), as_json, no_wait)
+             body_of(name=ref[1], capacity=capacity, url=url), as_json, no_wait)
 
 
 @volume.command("delete")
@@ -111,7 +111,7 @@ def volume_create(app: App, ref, capacity, url, as_json, no_wait):
 @pass_app
 def volume_delete(app: App, ref, force):
     """Delete a volume that no VM uses."""
-    app.call("DELETE", volume_path(ref), _body(force=force), done=f"Deleted volume {ref[0]}/{ref[1]}.")
+    app.call("DELETE", volume_path(ref), body_of(force=force), done=f"Deleted volume {ref[0]}/{ref[1]}.")
 
 
 @volume.command("attach")
@@ -122,7 +122,7 @@ def volume_delete(app: App, ref, force):
 @pass_app
 def volume_attach(app: App, vm_ref, ref, dev, as_json):
     """Attach a volume to a VM (hot-plugged if it runs)."""
-    app.call("POST", vm_path(vm_ref, "storages"), _body(pool=ref[0], vol=ref[1], dev=dev), as_json)
+    app.call("POST", vm_path(vm_ref, "storages"), body_of(pool=ref[0], vol=ref[1], dev=dev), as_json)
 
 
 @volume.command("unmap")
@@ -177,7 +177,7 @@ def snapshot_show(app: App, vm_ref, name, as_json):
 @pass_app
 def snapshot_create(app: App, vm_ref, name, as_json):
     """Snapshot a VM's disks (also while it runs)."""
-    app.call("POST", vm_path(vm_ref, "snapshots"), _body(name=name), as_json)
+    app.call("POST", vm_path(vm_ref, "snapshots"), body_of(name=name), as_json)
 
 
 @snapshot.command("delete")
