@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from comet.config import HostConfig
 from comet.errors import NotFound, Unavailable
+from comet.virt._batches import PoolStopped
 from comet.virt._errors import ConnectionLost, translate
 from comet.virt._eventloop import lifecycle_event_name
 from comet.virt._values import CONNECTED, UNREACHABLE
@@ -123,7 +124,10 @@ class _HostConnections:
         except NotFound:
             return fail()
         used: list[_Connection] = []
-        d = Deferred.fromCoroutine(self._run(host, what, op, args, used, probe))
+        if probe:
+            d = self._probe(host, what, op, args, used)
+        else:
+            d = Deferred.fromCoroutine(self._run(host, what, op, args, used))
         d.addTimeout(
             self._timeout,
             self._clock,
@@ -131,30 +135,51 @@ class _HostConnections:
         )
         return d
 
-    async def _run(self, host: _Host, what: str, op, args, used: list[_Connection],
-                   probe: bool = False):
+    async def _run(self, host: _Host, what: str, op, args, used: list[_Connection]):
         if self._stopping:
             raise self._unavailable(host, "Comet is stopping")
         connection = await self._connected(host)
         used.append(connection)
-        if not probe:
-            await host.slots.acquire()
+        await host.slots.acquire()
         connection.running += 1
         try:
             return await deferToThreadPool(
-                self._reactor,
-                self._probe_pool if probe else self._pool,
-                self._in_thread,
-                host,
-                connection,
-                what,
-                op,
-                args,
-                probe,
+                self._reactor, self._pool, self._in_thread, host, connection, what, op, args,
             )
         except ConnectionLost as e:
             self._lost(host, connection, e.detail)
             raise self._unavailable(host, e.detail) from None
+
+    def _probe(self, host: _Host, what: str, op, args, used: list[_Connection]) -> Deferred:
+        """
+        L{_run} for a probe: no slot, and run with the other probes of this
+        reactor turn, one hand-off for them all (L{comet.virt._batches}).  A
+        plain chain of callbacks, not a coroutine: C{GET /cluster} makes one
+        per host.
+        """
+        if self._stopping:
+            return fail(self._unavailable(host, "Comet is stopping"))
+        if host.connection is None:
+            return self._connected(host).addCallback(
+                lambda connection: self._probe_on(host, connection, what, op, args, used))
+        return self._probe_on(host, host.connection, what, op, args, used)
+
+    def _probe_on(self, host: _Host, connection: _Connection, what: str, op, args,
+                  used: list[_Connection]) -> Deferred:
+        used.append(connection)
+        connection.running += 1
+        d = self._probes.run(
+            host.config.name, self._in_thread, host, connection, what, op, args, True,
+            ended=functools.partial(self._call_ended, connection),
+        )
+        return d.addErrback(self._probe_failed, host, connection)
+
+    def _probe_failed(self, failure: Failure, host: _Host, connection: _Connection):
+        if failure.check(PoolStopped):
+            raise self._unavailable(host, "Comet is stopping")
+        failure.trap(ConnectionLost)
+        self._lost(host, connection, failure.value.detail)
+        raise self._unavailable(host, failure.value.detail)
 
     def _in_thread(self, host: _Host, connection: _Connection, what: str, op, args,
                    probe: bool = False):
@@ -166,10 +191,11 @@ class _HostConnections:
         finally:
             # The slot is free only once the thread is: a call that timed out
             # still holds its thread until libvirt returns.  So is the
-            # connection (its close waits for it).
+            # connection (its close waits for it); a probe's batch says when
+            # its thread is free (its C{ended}).
             if not probe:
                 self._reactor.callFromThread(host.slots.release)
-            self._reactor.callFromThread(self._call_ended, connection)
+                self._reactor.callFromThread(self._call_ended, connection)
 
     def _call_ended(self, connection: _Connection) -> None:
         connection.running -= 1

@@ -30,6 +30,7 @@ from twisted.python.threadpool import ThreadPool
 
 from comet.config import ComputeConfig, HostConfig
 from comet.virt import _display, _operations, domainxml
+from comet.virt._batches import Batches
 from comet.virt._connections import (
     CALLS_PER_HOST,
     INITIAL_BACKOFF,
@@ -102,6 +103,8 @@ class Hypervisors(_HostConnections, Service):
         self._threads = compute.libvirt_threads
         self._pool = self._new_pool()
         self._probe_pool = self._new_probe_pool(len(hosts))
+        #: Probes run in rounds: those of one reactor turn share a hand-off.
+        self._probes = Batches(reactor, lambda: self._probe_pool)
         self._hosts = {
             h.name: _Host(config=h, slots=DeferredSemaphore(calls_per_host))
             for h in hosts

@@ -31,6 +31,7 @@ from comet.virt import (
     Hypervisors,
     NodeInfo,
 )
+from comet.virt._batches import STALL
 from comet.virt._hypervisors import INITIAL_BACKOFF
 from tests.virt._nodes import break_node, domain_spec, make_node_xml, node_path
 from tests.virt._recording import Recorder, libvirt_error
@@ -466,6 +467,52 @@ class TimeoutTests(_Case):
         )
         yield self.assertFailure(hv.ping("n1"), Unavailable)
         self.assertEqual(hv.status("n1").state, "unreachable")
+
+    @inlineCallbacks
+    def test_pings_of_one_turn_share_a_thread(self):
+        """
+        The pings of many hosts asked at once (C{GET /cluster} probes every
+        host) run one after the other in one pool thread: one hand-off.
+        """
+        nodes = {f"n{i}": self.node() for i in range(5)}
+        hv = self.hypervisors(nodes)
+        yield hv.connect()
+        self.recorder.reset()
+        yield gatherResults([hv.ping(name) for name in nodes])
+        pings = [c for c in self.recorder.calls if c.method == "getLibVersion"]
+        self.assertEqual(len(pings), 5)
+        self.assertEqual(len({c.thread for c in pings}), 1)
+
+    @inlineCallbacks
+    def test_hung_host_does_not_hold_back_pings(self):
+        """
+        A host whose ping hangs holds the other hosts' pings (asked with it)
+        back by a moment only (L{STALL}): they answer; its own ping answers
+        Unavailable at the timeout, and only its host is unreachable.
+        """
+        nodes = {f"n{i}": self.node() for i in range(3)}
+        hv = self.hypervisors(nodes)
+        yield hv.connect()
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+
+        def hangs_on_n0(conn):
+            if conn.getURI() == nodes["n0"]:
+                gate.wait(30)
+            return conn.getLibVersion()
+
+        self.recorder.fake("getLibVersion", hangs_on_n0)
+        stuck = hv.ping("n0")
+        others = [hv.ping("n1"), hv.ping("n2")]
+        began = time.monotonic()
+        yield gatherResults(others)
+        self.assertLess(time.monotonic() - began, STALL + 5)
+        self.assertFalse(stuck.called)
+        self.clock.advance(TIMEOUT)
+        e = yield self.assertFailure(stuck, Unavailable)
+        self.assertIn("checking compute host 'n0' took longer than 5 s", e.reason)
+        self.assertEqual([hv.status(name).state for name in nodes],
+                         ["unreachable", "connected", "connected"])
 
 
 class ServiceTests(_Case):
