@@ -65,7 +65,7 @@ def cluster_state(vm_states: Sequence[str]) -> str:
     """The state of a cluster whose VMs are in C{vm_states}."""
     if not vm_states:
         return "empty"
-    running = sum(1 for s in vm_states if s == "running")
+    running = tuple(vm_states).count("running")
     if running == len(vm_states):
         return "running"
     if running == 0:

@@ -14,6 +14,8 @@ representation, so the two cannot disagree.
 
 from __future__ import annotations
 
+import sys
+from itertools import repeat
 from typing import Sequence
 
 import attrs
@@ -110,6 +112,8 @@ class VMModel:
         self._concurrency = concurrency
         #: uuid -> (seconds, PNG bytes)
         self._screenshots: dict[str, tuple[float, bytes]] = {}
+        #: The placement runs last read, and their domain names (L{states_by_cluster}).
+        self._runs: tuple[object, list] = (None, [])
 
     @property
     def disks(self) -> VMDisks:
@@ -170,15 +174,48 @@ class VMModel:
     async def states_by_cluster(self) -> dict[str, tuple[str, ...]]:
         """
         The state of every VM, grouped by cluster (C{GET /cluster}): the same
-        phases as L{list}, from a narrow query instead of whole records.
+        states as L{list}, from a narrow query instead of whole records, in
+        the query's order.  The query gives the VMs by cluster and host, each
+        group's domain names are made once (L{_named}), and each group's
+        states are read from its host's in one C{map}: 10,000 VMs cost ~1 ms,
+        not ~8.
         """
-        placements = await self._vms.placements()
-        domains = await self._host_domains({h for _, h, _ in placements if h is not None})
+        placements = await self._vms.placement_runs()
+        if self._runs[0] is not placements:
+            self._runs = (placements, _named(placements, self._runs[1]))
+        runs = self._runs[1]
+        domains = await self._host_domains({run[1] for run in runs if run[1] is not None})
         by_cluster: dict[str, list[str]] = {}
-        for cluster, host, uuid in placements:
-            phase = _phase(host, f"{COMET_DOMAIN_PREFIX}{uuid}", domains)
-            by_cluster.setdefault(cluster, []).append("shutoff" if phase == STOPPED else phase)
+        for cluster, host, _, names in runs:
+            states = by_cluster.get(cluster)
+            if states is None:
+                states = by_cluster[cluster] = []
+            on_host = domains.get(host) if host is not None else None
+            if on_host is not None:
+                states.extend(map(on_host.get, names, repeat("shutoff")))
+            else:
+                states.extend(repeat("shutoff" if host is None else UNKNOWN, len(names)))
         return {name: tuple(states) for name, states in by_cluster.items()}
+
+    async def shown_states(self, cluster: str) -> list[tuple[VMRecord, str]]:
+        """
+        Each VM of C{cluster} with the state the API shows (L{VM.state}): what
+        L{list} gives, without a L{VM} per row (a list may hold 10,000).
+        """
+        records = await self._vms.list(cluster)
+        domains = await self._host_domains({r.host for r in records if r.host is not None})
+        shown = []
+        for record in records:
+            host = record.host
+            if host is None:
+                shown.append((record, "shutoff"))
+                continue
+            on_host = domains[host]
+            if on_host is None:
+                shown.append((record, UNKNOWN))
+            else:
+                shown.append((record, on_host.get(COMET_DOMAIN_PREFIX + record.uuid, "shutoff")))
+        return shown
 
     async def states(self, cluster: str) -> tuple[str, ...]:
         return tuple(vm.state for vm in await self.list(cluster))
@@ -399,6 +436,26 @@ class VMModel:
 
         return await self._tasks.start(Target("cluster", {"name": cluster}), job,
                                        f"{action} of cluster {cluster!r}")
+
+
+def _named(runs, before: Sequence[tuple]) -> list[tuple[str, str | None, tuple, list[str]]]:
+    """
+    C{(cluster, host, uuids, domain names)} for each C{(cluster, host,
+    uuids)} of L{VMs.placement_runs}; a group with the same uuids as in
+    C{before} (the last result) keeps its names: a start moves one VM, and
+    10,000 new names (and their hashes, at the first lookup) cost ~5 ms.
+    """
+    known = {(cluster, host): (uuids, names) for cluster, host, uuids, names in before}
+    named = []
+    for cluster, host, uuids in runs:
+        kept = known.get((cluster, host))
+        if kept is not None and kept[0] == uuids:
+            names = kept[1]
+        else:
+            # Interned, as the state cache's are: one string per name, not two.
+            names = [sys.intern(COMET_DOMAIN_PREFIX + uuid) for uuid in uuids]
+        named.append((cluster, host, uuids, names))
+    return named
 
 
 def _phase(host: str | None, domain: str, domains: dict[str, dict[str, str] | None]) -> str:

@@ -92,17 +92,17 @@ def _records(conn, cluster: str | None) -> tuple[VMRecord, ...]:
     return tuple(_list(conn, cluster))
 
 
-def _placements(conn) -> tuple[tuple[str, str | None, str], ...]:
+def _placement_runs(conn) -> tuple[tuple[str, str | None, tuple[str, ...]], ...]:
     # One row per (cluster, host) with its VMs' uuids joined: a few rows to
     # step through instead of one per VM (each step gives up the GIL and must
     # win it back, slow while the reactor is busy).
-    out = []
-    for cluster, host, uuids in conn.execute(
-        "SELECT c.name, v.host, group_concat(v.uuid, ' ') FROM vms v"
-        " JOIN clusters c ON c.id = v.cluster_id GROUP BY c.name, v.host"
-    ):
-        out.extend((cluster, host, u) for u in uuids.split(" "))
-    return tuple(out)
+    return tuple(
+        (cluster, host, tuple(uuids.split(" ")))
+        for cluster, host, uuids in conn.execute(
+            "SELECT c.name, v.host, group_concat(v.uuid, ' ') FROM vms v"
+            " JOIN clusters c ON c.id = v.cluster_id GROUP BY c.name, v.host"
+        )
+    )
 
 
 def _free_name(conn, cluster_id: int, prefix: str) -> str:
@@ -208,7 +208,17 @@ class VMs:
         C{(cluster, host, uuid)} of every VM (C{host} C{None} when stopped):
         what a count of VM states per cluster needs, without whole records.
         """
-        return self._cached(("placements",), _placements)
+        return self.placement_runs().addCallback(
+            lambda runs: tuple((c, h, u) for c, h, uuids in runs for u in uuids))
+
+    def placement_runs(self):
+        """
+        L{placements} grouped: C{(cluster, host, uuids)} for each cluster and
+        host (C{None}: stopped), every VM in one of them.  From the cache
+        while no VM, cluster or template row was written: the same tuple, so
+        a caller may keep what it derives from it until it changes.
+        """
+        return self._cached(("placement runs",), _placement_runs)
 
     def create(self, cluster, name, template, memory, cpus, uuid, now):
         """

@@ -81,6 +81,30 @@ class RowCacheTests(TestCase):
         await self.vms.placements()
         self.assertEqual(self.reads, 4)
 
+    async def test_placement_runs(self):
+        """
+        Grouped placements are the very same tuple while no VM, cluster or
+        template row is written (a caller keeps what it derives from them),
+        a new one after any write, by the daemon or another process.
+        """
+        first = await self.vms.placement_runs()
+        self.assertEqual(first, (("lab", None, ("u-1",)),))
+        self.assertIs(await self.vms.placement_runs(), first)
+        await self.vms.create("lab", "db", "small", None, None, "u-2", 2)
+        await self.vms.set_host("u-1", "node1")
+        second = await self.vms.placement_runs()
+        self.assertEqual(set(second), {("lab", None, ("u-2",)), ("lab", "node1", ("u-1",))})
+        self.assertIs(await self.vms.placement_runs(), second)
+        await self.vms.set_host("u-2", "node1")
+        self.assertEqual(
+            [(c, h, sorted(u)) for c, h, u in await self.vms.placement_runs()],
+            [("lab", "node1", ["u-1", "u-2"])],
+        )
+        with connect(self.db.path) as conn:
+            conn.execute("UPDATE clusters SET name = 'prod'")
+        self.assertEqual({c for c, _, _ in await self.vms.placement_runs()}, {"prod"})
+        self.assertEqual(self.reads, 4)
+
     async def test_list(self):
         """
         A cluster's list is cached until a VM row is written, by the daemon or
