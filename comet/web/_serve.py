@@ -215,7 +215,8 @@ def _check_params(params: dict[str, Any]) -> None:
 
 
 #: Made once: C{json.dumps} with any option builds a new encoder per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
+#: Every JSON answer is its C{encode}'s text (L{comet.web._listing} too).
+ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _watch_disconnect(request: IRequest) -> list:
@@ -254,7 +255,9 @@ def _render(request: IRequest, result: Any) -> Any:
     if result.code == 204 or (result.body is None and result.code in (303, 304)):
         return b""
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    return _ENCODER.encode(result.body).encode("utf-8")
+    if result.encoded is not None:
+        return result.encoded
+    return ENCODER.encode(result.body).encode("utf-8")
 
 
 async def serve(

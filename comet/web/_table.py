@@ -96,6 +96,9 @@ class Response:
     #: When set, the body is these raw bytes of type C{content_type}, not JSON.
     raw: bytes | None = None
     content_type: str = JSON
+    #: When set, the body is this JSON text, already encoded (UTF-8), answered
+    #: as C{body} would be (L{comet.web._listing}).
+    encoded: bytes | None = None
 
 
 class Paths:

@@ -11,6 +11,8 @@ from twisted.trial.unittest import TestCase
 
 from comet.errors import Unavailable
 from comet.model.vms import VM_ACTIONS
+from comet.web._serve import ENCODER
+from comet.web.vms import summary
 from tests._api import make_client, make_models
 from tests.web.test_serve import assertError
 
@@ -586,3 +588,114 @@ class ClusterListTests(VMTestMixin, TestCase):
         self.assertEqual(
             await self.models.vms.states_by_cluster(), {k: tuple(v) for k, v in full.items()}
         )
+
+
+class ListTextTests(VMTestMixin, TestCase):
+    """
+    C{GET .../vms} joins each VM's kept summary text (L{comet.web._listing}):
+    byte for byte what encoding the summaries of L{VMModel.list} gives, and
+    every change shows in the very next list.
+    """
+
+    async def setUp(self):
+        self.hv = None
+
+        def keep(hv):
+            self.hv = hv
+            return hv
+
+        await self.setUpVMs(wrap_hypervisors=keep)
+
+    async def listed(self, cluster="lab"):
+        """The list's answer, checked against a fresh encoding of the model's list."""
+        answer = await self.client.get(f"/cluster/{cluster}/vms")
+        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(answer.header("content-type"), "application/json; charset=utf-8")
+        fresh = [summary(vm) for vm in await self.models.vms.list(cluster)]
+        self.assertEqual(answer.body, ENCODER.encode(fresh).encode("utf-8"))
+        return {vm["name"]: vm for vm in answer.json}
+
+    async def test_every_change_shows_at_once(self):
+        for name in ("a", "b", "c"):
+            self.assertEqual((await self.create(name=name)).code, 201)
+        self.assertEqual({vm["state"] for vm in (await self.listed()).values()}, {"shutoff"})
+
+        started = (await self.action("a", "start")).json
+        listed = await self.listed()
+        self.assertEqual((listed["a"]["state"], listed["a"]["host"]), ("running", started["host"]))
+        self.assertEqual((await self.action("a", "suspend")).code, 200)
+        self.assertEqual((await self.listed())["a"]["state"], "paused")
+
+        # Behind Comet's back: shown once its event has arrived.
+        domain = f"comet-{started['uuid']}"
+        await self.hv.resume(started["host"], domain)
+        for _ in range(200):
+            if (await self.listed())["a"]["state"] == "running":
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual((await self.listed())["a"]["state"], "running")
+
+        answer = await self.client.put("/cluster/lab/vms/c", {"name": "c2"})
+        self.assertEqual(answer.code, 200, answer.body)
+        listed = await self.listed()
+        self.assertNotIn("c", listed)
+        self.assertEqual(listed["c2"]["href"], "/cluster/lab/vms/c2")
+        self.assertEqual((await self.client.put("/cluster/lab/vms/b", {"memory": 512})).code, 200)
+        await self.listed()
+        self.assertEqual((await self.client.delete("/cluster/lab/vms/b")).code, 204)
+        self.assertEqual(sorted(await self.listed()), ["a", "c2"])
+        self.assertEqual((await self.create(name="d")).code, 201)
+        self.assertEqual(sorted(await self.listed()), ["a", "c2", "d"])
+        self.assertEqual((await self.action("a", "poweroff")).code, 200)
+        self.assertEqual((await self.listed())["a"]["state"], "shutoff")
+
+        answer = await self.client.put("/cluster/lab", {"name": "prod"})
+        self.assertEqual(answer.code, 200, answer.body)
+        listed = await self.listed("prod")
+        self.assertEqual(listed["d"]["href"], "/cluster/prod/vms/d")
+
+    async def test_host_not_answering(self):
+        """A VM whose host does not answer is listed C{unknown}, and C{running} once it answers."""
+        self.assertEqual((await self.create(name="a")).code, 201)
+        self.assertEqual((await self.action("a", "start")).code, 200)
+        self.assertEqual((await self.listed())["a"]["state"], "running")
+
+        async def silent(host):
+            raise Unavailable(f"compute host {host!r} does not answer")
+
+        silence = self.patch(self.hv, "ping", silent)
+        self.assertEqual((await self.listed())["a"]["state"], "unknown")
+        silence.restore()
+        self.assertEqual((await self.listed())["a"]["state"], "running")
+
+    async def test_states_by_cluster_follows_changes(self):
+        """C{GET /cluster}'s pass gives the full list's states after every kind of change."""
+        self.assertEqual((await self.client.post("/cluster", {"name": "b"})).code, 201)
+
+        async def check():
+            full: dict = {}
+            for vm in await self.models.vms.list():
+                full.setdefault(vm.record.cluster, []).append(vm.state)
+            self.assertEqual(
+                {c: sorted(s) for c, s in (await self.models.vms.states_by_cluster()).items()},
+                {c: sorted(s) for c, s in full.items()},
+            )
+            return full
+
+        for _ in range(3):
+            self.assertEqual((await self.create()).code, 201)
+        await check()
+        self.assertEqual((await self.action("small-1", "start")).code, 200)
+        self.assertEqual(sorted((await check())["lab"]), ["running", "shutoff", "shutoff"])
+        self.assertEqual((await self.action("small-2", "start")).code, 200)
+        self.assertEqual((await self.action("small-2", "suspend")).code, 200)
+        self.assertEqual(sorted((await check())["lab"]), ["paused", "running", "shutoff"])
+        self.assertEqual(
+            (await self.client.post("/cluster/b/vms", {"template": "small"})).code, 201)
+        self.assertEqual((await self.action("small-1", "poweroff")).code, 200)
+        self.assertEqual(
+            (await self.client.delete("/cluster/lab/vms/small-3")).code, 204)
+        full = await check()
+        self.assertEqual((sorted(full["lab"]), full["b"]), (["paused", "shutoff"], ["shutoff"]))
+        self.assertEqual((await self.client.put("/cluster/b", {"name": "b2"})).code, 200)
+        self.assertEqual(set(await check()), {"lab", "b2"})
