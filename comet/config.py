@@ -67,6 +67,10 @@ class HostConfig:
     #: each export admits that initiator address only (besides CHAP).  "":
     #: derived (L{comet.model.initiators}).
     storage_address: str = ""
+    #: The address other compute hosts reach this one's QEMU at when a VM
+    #: migrates here (C{tcp://<address>} as libvirt's migration URI).  "":
+    #: libvirt's choice (this host's hostname as it resolves it).
+    migration_address: str = ""
 
 
 @attrs.frozen
@@ -106,6 +110,12 @@ class ComputeConfig:
     libvirt_threads: int = 8
     #: Seconds a libvirt call may take before its host is reported unreachable.
     libvirt_timeout: float = 30.0
+    #: Seconds a live migration may take; then it is cancelled and the VM
+    #: keeps running where it was.
+    migration_timeout: float = 300.0
+    #: Milliseconds a migrating guest may be paused for its last copy
+    #: (libvirt's C{migrateSetMaxDowntime}).
+    migration_max_downtime: int = 300
 
 
 @attrs.frozen
@@ -224,6 +234,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "stall_ms": (0, math.inf),
     "libvirt_threads": (1, math.inf),
     "libvirt_timeout": (0.001, 1e9),
+    "migration_timeout": (0.001, 1e9),
+    "migration_max_downtime": (1, 1e9),
     "connect_timeout": (1, 1e9),
     "command_timeout": (0.001, 1e9),
     "interval": (0, 1e9),   # [reconcile]: 0 = only at start

@@ -94,7 +94,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         hosts=hosts, tasks=tasks, clock=clock, storage=storage, disks=storage.disks,
         intents=intents, locks=locks,
     )
-    vms = VMModel(context, config.compute.cluster_concurrency)
+    vms = VMModel(context, config.compute.cluster_concurrency, compute=config.compute)
 
     async def vm_states(record):
         return await vms.states(record.name)

@@ -145,6 +145,17 @@ class Operation:
         await self.intents.end(self)
         return False
 
+    def leave_for_repair(self) -> None:
+        """
+        This operation failed in a way it cannot settle itself (a host
+        that does not answer hides what its last step did): its rows stay,
+        as a crash leaves them, for the reconciler to repair; until it has,
+        no new operation starts on the object.
+        """
+        self.halted = True
+        self.intents.live.pop(self.id, None)
+        self.intents.pending[self.object] = self.kind
+
     def step(self, step: enum.Enum | str, /, **detail) -> "_Step":
         """
         A step: C{async with op.step(Step.CREATE_ZVOL, zvol=...)}, C{step} a

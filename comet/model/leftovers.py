@@ -48,6 +48,15 @@ class Leftovers:
         self._storage = storage
         self._iqn_domain = iqn_domain
 
+    def _hands_off(self, uuid: str) -> bool:
+        """
+        Whether VM C{uuid}'s domains are an operation's: one running now, or
+        an interrupted one its repair could not settle yet (a migration
+        whose source did not answer: the domain on its destination may be
+        the one that runs).
+        """
+        return self._ctx.busy(uuid) or uuid in self._ctx.intents.pending
+
     async def domains(self) -> list[str]:
         """Domains of this database's VMs on the wrong host; placements with no domain."""
         repairs: list[str] = []
@@ -67,7 +76,7 @@ class Leftovers:
                 if uuid not in by_uuid or by_uuid[uuid].host == host:
                     continue
                 record = await vm_record(self._ctx, uuid)
-                if record is None or record.host == host or self._ctx.busy(uuid):
+                if record is None or record.host == host or self._hands_off(uuid):
                     continue
                 try:
                     await remove_domain(self._ctx, host, name)
@@ -81,7 +90,7 @@ class Leftovers:
                 if record.host != host or record.domain_name in domains:
                     continue
                 current = await vm_record(self._ctx, record.uuid)
-                if current is None or current.host != host or self._ctx.busy(record.uuid):
+                if current is None or current.host != host or self._hands_off(record.uuid):
                     continue
                 try:
                     await unplace(ctx, current)

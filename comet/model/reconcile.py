@@ -12,8 +12,9 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    and delete: C{vm.start}, C{cluster.start}, C{vm.stop}, C{cluster.stop},
    C{vm.create}, C{vm.delete}; volume create and delete: C{volume.create},
    C{volume.delete}; attach and unmap: C{attach}, C{unmap}; snapshot take,
-   delete and revert: C{snapshot}, C{snapshot.delete}, C{snapshot.revert}):
-   each module's docstring says how it is repaired.
+   delete and revert: C{snapshot}, C{snapshot.delete}, C{snapshot.revert};
+   VM migrate: C{vm.migrate}): each module's docstring says how it is
+   repaired.
 
    The task the operation ran under (if any) is marked failed with what was
    repaired, and the operation's rows are deleted.  An operation whose host

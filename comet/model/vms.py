@@ -22,10 +22,12 @@ import attrs
 from twisted.internet.defer import DeferredList, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.logger import Logger
 
+from comet.config import ComputeConfig
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
 from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_start, vm_stop
 from comet.model.tasks import Target
+from comet.model.vm_migration import VMMigrations
 from comet.store import VMRecord
 from comet.store.vms import COMET_DOMAIN_PREFIX
 
@@ -43,6 +45,8 @@ VM_ACTIONS: dict[str, frozenset[str]] = {
     "suspend": frozenset({"running"}),
     "resume": frozenset({"paused"}),
     "stop": frozenset({"running", "paused", "shutoff", "other"}),
+    #: (Also only while another usable host exists: L{VM.movable}.)
+    "migrate": frozenset({"running", "paused"}),
 }
 
 #: Smallest memory a VM may have, in MiB.
@@ -60,6 +64,8 @@ class VM:
     record: VMRecord
     #: C{stopped}, C{shutoff}, C{running}, C{paused}, C{other} or C{unknown}.
     phase: str
+    #: Whether another host it could migrate to is connected now.
+    movable: bool = False
 
     @property
     def state(self) -> str:
@@ -72,7 +78,8 @@ class VM:
 
     @property
     def actions(self) -> list[str]:
-        return [a for a, phases in VM_ACTIONS.items() if self.phase in phases]
+        return [a for a, phases in VM_ACTIONS.items()
+                if self.phase in phases and (a != "migrate" or self.movable)]
 
 
 def conflict(vm: VM, action: str) -> CometError:
@@ -100,7 +107,7 @@ class VMModel:
     @param concurrency: VMs a cluster action acts on at once.
     """
 
-    def __init__(self, context: Context, concurrency: int = 4):
+    def __init__(self, context: Context, concurrency: int = 4, compute=None):
         self._ctx = context
         self._vms = context.vms
         self._templates = context.templates
@@ -110,6 +117,8 @@ class VMModel:
         self._tasks = context.tasks
         self._clock = context.clock
         self._concurrency = concurrency
+        self._migrations = VMMigrations(self, context, compute or ComputeConfig(),
+                                        VM_ACTIONS["migrate"], conflict)
         #: uuid -> (seconds, PNG bytes)
         self._screenshots: dict[str, tuple[float, bytes]] = {}
         #: The placement runs last read, and their domain names (L{states_by_cluster}).
@@ -144,7 +153,10 @@ class VMModel:
 
     async def get(self, cluster: str, name: str) -> VM:
         record = await self._vms.get(cluster, name)
-        return VM(record, await self._phase(record))
+        return self._vm(record, await self._phase(record))
+
+    def _vm(self, record: VMRecord, phase: str) -> VM:
+        return VM(record, phase, movable=bool(self._migrations.destinations(record.host)))
 
     async def list(self, cluster: str | None = None) -> list[VM]:
         """The VMs of a cluster with their live states: one bulk call per host."""
@@ -169,7 +181,7 @@ class VMModel:
 
     async def with_phases(self, records: Sequence[VMRecord]) -> list[VM]:
         domains = await self._host_domains({r.host for r in records if r.host is not None})
-        return [VM(r, _phase(r.host, r.domain_name, domains)) for r in records]
+        return [self._vm(r, _phase(r.host, r.domain_name, domains)) for r in records]
 
     async def states_by_cluster(self) -> dict[str, tuple[str, ...]]:
         """
@@ -276,7 +288,7 @@ class VMModel:
             if v is not None
         }
         record = await self._vms.update(cluster, name, **changes)
-        return VM(record, vm.phase)
+        return self._vm(record, vm.phase)
 
     async def delete(
         self, cluster: str, name: str, force: bool = False, keep_storage: bool = False
@@ -370,6 +382,10 @@ class VMModel:
         except BaseException:
             await lock.release()
             raise
+
+    async def migrate(self, cluster: str, name: str, host: str | None = None):
+        """L{comet.model.vm_migration.VMMigrations.migrate}: a task."""
+        return await self._migrations.migrate(cluster, name, host)
 
     async def screenshot(self, cluster: str, name: str) -> bytes:
         """A PNG of the VM's screen, taken at most every L{SCREENSHOT_TTL} seconds."""

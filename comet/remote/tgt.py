@@ -273,6 +273,54 @@ class TGT:
         for bound in rebind + [tid]:
             yield self._run(bind_account_argv(bound, chap_user))
 
+    def admit(self, name: str, initiator: str):
+        """
+        Let initiator address C{initiator} log in to target C{name} too,
+        besides those it admits (a VM migrating: the destination host
+        needs its disks before the source lets them go).
+
+        @return: L{Deferred} of whether it was added (C{False}: admitted
+            already); L{NotFound} if there is no such target.
+        """
+        check_iqn(name)
+        bind_address_argv(1, initiator)
+        return self._lock.run(self._admit, name, initiator)
+
+    @inlineCallbacks
+    def _admit(self, name, initiator):
+        target = yield self._target(name)
+        if initiator in target.acl:
+            return False
+        yield self._run(bind_address_argv(target.tid, initiator))
+        return True
+
+    def refuse(self, name: str, initiator: str):
+        """
+        Stop admitting initiator address C{initiator} to target C{name}
+        (its sessions stay: a migrated VM's source has ended them already).
+
+        @return: L{Deferred} of whether it was admitted; L{NotFound} if
+            there is no such target.
+        """
+        check_iqn(name)
+        bind_address_argv(1, initiator)
+        return self._lock.run(self._refuse, name, initiator)
+
+    @inlineCallbacks
+    def _refuse(self, name, initiator):
+        target = yield self._target(name)
+        if initiator not in target.acl:
+            return False
+        yield self._run(unbind_address_argv(target.tid, initiator))
+        return True
+
+    @inlineCallbacks
+    def _target(self, name):
+        target = next((t for t in (yield self.targets()) if t.iqn == name), None)
+        if target is None:
+            raise NotFound(f"there is no iSCSI target {name} on {self.host}")
+        return target
+
     def unexport(self, name: str):
         """
         Delete target C{name} (ending its sessions) and the CHAP accounts

@@ -22,6 +22,7 @@ from comet.virt._values import (
     DomainInfo,
     GraphicsAddress,
     HostStatus,
+    MigrationProgress,
     NodeInfo,
     OwnedDomain,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "HostStatus",
     "HypervisorError",
     "Hypervisors",
+    "MigrationProgress",
     "NodeInfo",
     "OwnedDomain",
     "disk_xml",

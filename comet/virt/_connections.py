@@ -113,11 +113,13 @@ class _HostConnections:
             host, f"{doing} domain {name!r} on {host!r}", op, name, *args
         )
 
-    def _call(self, host_name: str, what: str, op, *args, probe: bool = False) -> Deferred:
+    def _call(self, host_name: str, what: str, op, *args, probe: bool = False,
+              timeout: float | None = None) -> Deferred:
         """
         Run C{op(conn, host_name, *args)} in the pool on C{host_name}'s
-        connection, within the call timeout.  With C{probe}, in the probe
-        pool and without taking one of the host's slots.
+        connection, within the call timeout (or C{timeout} seconds, for a
+        call that is long by nature: a migration).  With C{probe}, in the
+        probe pool and without taking one of the host's slots.
         """
         try:
             host = self._host(host_name)
@@ -129,7 +131,7 @@ class _HostConnections:
         else:
             d = Deferred.fromCoroutine(self._run(host, what, op, args, used))
         d.addTimeout(
-            self._timeout,
+            self._timeout if timeout is None else timeout,
             self._clock,
             onTimeoutCancel=functools.partial(self._timed_out, host, what, used),
         )

@@ -25,7 +25,7 @@ from typing import Any
 
 import libvirt
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail, gatherResults, succeed
 from twisted.python.threadpool import ThreadPool
 
 from comet.config import ComputeConfig, HostConfig
@@ -45,6 +45,7 @@ from comet.virt._values import (
     DomainInfo,
     GraphicsAddress,
     HostStatus,
+    MigrationProgress,
     NodeInfo,
     OwnedDomain,
 )
@@ -381,6 +382,59 @@ class Hypervisors(_HostConnections, Service):
         return self._domain_call(
             host, name, "detaching a device from", _operations.detach_device, xml, live, config
         )
+
+    def migrate(self, source: str, dest: str, name: str, max_downtime_ms: int,
+                timeout: float) -> Deferred[str]:
+        """
+        Live-migrate running or paused domain C{name} from C{source} to
+        C{dest} over the connections Comet holds to both (one
+        C{virDomainMigrate3} in the pool: see L{_operations.migrate}), the
+        guest paused at most C{max_downtime_ms} for its last copy.  Fires
+        with its state on C{dest} once it runs there; fails with it still
+        on C{source} (an L{abort_migration}, a refusal).  The call may take
+        C{timeout} seconds (not C{libvirt_timeout}): the caller cancels the
+        job earlier with L{abort_migration}.
+
+        @raise NotFound: an unknown host or domain.
+        @raise Conflict: the domain is not running or paused.
+        """
+        try:
+            to = self._host(dest)
+            self._host(source)
+        except NotFound:
+            return fail()
+        what = f"migrating domain {name!r} from {source!r} to {dest!r}"
+
+        async def run():
+            target = await self._connected(to)
+            # The destination's connection is in use as long as the call is.
+            target.running += 1
+            try:
+                return await self._call(
+                    source, what, _operations.migrate, name, target.conn, dest,
+                    max_downtime_ms, to.config.migration_address, timeout=timeout)
+            finally:
+                self._call_ended(target)
+
+        return Deferred.fromCoroutine(run())
+
+    def migration_progress(self, host: str, name: str,
+                           completed: bool = False) -> Deferred[MigrationProgress | None]:
+        """
+        The migration job of domain C{name} on C{host} (its source), or
+        C{None} when it has none; C{completed}: the last one that finished
+        (read on the destination: its downtime and total time).
+        """
+        return self._domain_call(host, name, "reading the migration of",
+                                 _operations.migration_progress, completed)
+
+    def abort_migration(self, host: str, name: str) -> Deferred[bool]:
+        """
+        Cancel the migration of domain C{name} from C{host}: it keeps
+        running there.  Whether there was one.
+        """
+        return self._domain_call(host, name, "cancelling the migration of",
+                                 _operations.abort_migration)
 
     def define_secret(
         self, host: str, uuid: str, usage: str, value: bytes | str

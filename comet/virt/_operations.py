@@ -33,6 +33,7 @@ from comet.virt._values import (
     RUNNING,
     SHUTOFF,
     DomainInfo,
+    MigrationProgress,
     NodeInfo,
     OwnedDomain,
 )
@@ -345,6 +346,72 @@ def undefine(conn, host: str, name: str) -> None:
         except libvirt.libvirtError as e:
             if not flags or not _unsupported_flags(e):
                 raise
+
+
+#: A live migration: the guest runs on while its memory is copied, its
+#: definition moves with it (defined on the destination, undefined here).
+MIGRATE_FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+)
+
+
+def migrate(conn, host: str, name: str, dconn, dest: str, max_downtime_ms: int,
+            address: str) -> str:
+    """
+    Live-migrate running or paused domain C{name} to C{dconn} (host C{dest})
+    with C{virDomainMigrate3}: this process drives it over both connections
+    (libvirt's managed direct migration), QEMU copies the memory host to
+    host.  A paused guest stays paused there.  Returns once the guest runs
+    on C{dest} (its state there), or raises with the guest still here.
+
+    @param max_downtime_ms: the longest pause for the last copy.
+    @param address: where C{dest}'s QEMU is reached (C{""}: libvirt's choice).
+    """
+    dom = _lookup(conn, host, name)
+    state = _require(dom, host, "migrate", (RUNNING, PAUSED))
+    try:
+        dom.migrateSetMaxDowntime(max_downtime_ms, 0)
+    except libvirt.libvirtError as e:
+        if not _unsupported_flags(e):
+            raise
+    params = {}
+    if address:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{address}"
+    flags = MIGRATE_FLAGS | (libvirt.VIR_MIGRATE_PAUSED if state == PAUSED else 0)
+    moved = dom.migrate3(dconn, params, flags)
+    return _state(moved)
+
+
+def migration_progress(conn, host: str, name: str, completed: bool = False):
+    """
+    The domain's migration job (C{completed}: its last finished one), or
+    C{None} when it has none.
+    """
+    dom = _lookup(conn, host, name)
+    flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if completed else 0
+    stats = dom.jobStats(flags)
+    if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+        return None
+    return MigrationProgress(
+        memory_total=int(stats.get("memory_total", 0)),
+        memory_remaining=int(stats.get("memory_remaining", 0)),
+        elapsed_ms=int(stats.get("time_elapsed", 0)),
+        downtime_ms=int(stats["downtime"]) if "downtime" in stats else None,
+    )
+
+
+def abort_migration(conn, host: str, name: str) -> bool:
+    """Cancel the domain's migration job; whether it had one."""
+    dom = _lookup(conn, host, name)
+    try:
+        dom.abortJob()
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+            return False  # no job (finished, or never began)
+        raise
+    return True
 
 
 def _device_flags(dom, live: bool | None, config: bool) -> int:

@@ -428,6 +428,13 @@ class CachedStates:
     def reset(self, host: str, name: str) -> Deferred[None]:
         return self._act(self._hv.reset, host, name)
 
+    def migrate(self, source: str, dest: str, name: str, *args) -> Deferred[str]:
+        """L{Hypervisors.migrate}: Comet's own action on both hosts (gone from C{source})."""
+        def moving():
+            return self._own(source, name, lambda: self._hv.migrate(source, dest, name, *args),
+                             lambda entry: _GONE)
+        return self._own(dest, name, moving, None)
+
     def _act(self, action, host: str, name: str) -> Deferred[None]:
         """An action that answers with the state it left the domain in."""
         return self._own(host, name, lambda: action(host, name), None).addCallback(lambda _: None)

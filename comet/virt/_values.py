@@ -82,3 +82,28 @@ class HostStatus:
     state: str
     #: Why it is unreachable; C{""} when connected.
     reason: str = ""
+
+
+@attrs.frozen
+class MigrationProgress:
+    """
+    How far a domain's migration job is (libvirt's job statistics), read on
+    its source host while it runs; or, once done, on its destination.
+    """
+
+    #: Guest memory to copy, and still to copy, in bytes (0 when not known).
+    memory_total: int = 0
+    memory_remaining: int = 0
+    #: Milliseconds since the job began.
+    elapsed_ms: int = 0
+    #: Milliseconds the guest was paused for its last copy (a completed
+    #: job's; C{None} while running or when the driver does not say).
+    downtime_ms: int | None = None
+
+    @property
+    def percent(self) -> int:
+        """Memory copied, 0-100 (a page dirtied again counts again: it can go back)."""
+        if self.memory_total <= 0:
+            return 0
+        done = self.memory_total - self.memory_remaining
+        return max(0, min(100, 100 * done // self.memory_total))

@@ -171,10 +171,26 @@ async def _stop(models, request, body, cluster, name):
     return task_response(task)
 
 
+#: The body of C{migrate}: the host to move to (by default the placement rule picks one).
+MIGRATE = obj(host=NAME)
+
+
+async def _migrate(models, request, body, cluster, name):
+    """
+    Move the running or paused VM live to another host (a task whose
+    progress follows the copy of its memory).
+    """
+    task = await models.vms.migrate(cluster, name, body.get("host"))
+    return task_response(task)
+
+
 for _action in VM_ACTIONS:
     if _action == "stop":
         routes.route("POST", "vm.stop", STOP, role=OPERATOR, answers={202: TASK},
                      errors=(409, 502, 503))(_stop)
+    elif _action == "migrate":
+        routes.route("POST", "vm.migrate", MIGRATE, role=OPERATOR, answers={202: TASK},
+                     errors=(400, 404, 409, 502, 503))(_migrate)
     else:
         routes.route("POST", f"vm.{_action}", obj(), role=OPERATOR, answers={200: VM_SCHEMA},
                      errors=(409, 502, 503))(_quick_action(_action))

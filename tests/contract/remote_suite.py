@@ -512,6 +512,34 @@ class RemoteContractMixin:
         self.assertFalse((yield maybeDeferred(self.login, name, (user, secret))))
 
     @inlineCallbacks
+    def test_admit_and_refuse(self):
+        """
+        A target admits a second initiator address beside its own (a VM
+        migrating: both hosts log in for a moment) and refuses it again;
+        admitting twice, or refusing one not admitted, changes nothing; a
+        target that does not exist is NotFound.
+        """
+        volume = yield self.volume("v1")
+        device = yield self.zfs.device_of(volume.name)
+        user, secret = f"u-{self.token}", "secret-secret-1"
+        name = self.iqn("v1")
+        yield self.tgt.export(name, device, user, secret, initiator="10.200.0.254")
+        self.assertFalse((yield maybeDeferred(self.login, name, (user, secret))))
+        self.assertTrue((yield self.tgt.admit(name, self.initiator_address)))
+        self.assertFalse((yield self.tgt.admit(name, self.initiator_address)))
+        self.assertEqual(sorted((yield self.tgt.find(name)).acl),
+                         sorted(["10.200.0.254", self.initiator_address]))
+        self.assertTrue((yield maybeDeferred(self.login, name, (user, secret))))
+        self.assertTrue((yield self.tgt.refuse(name, "10.200.0.254")))
+        self.assertFalse((yield self.tgt.refuse(name, "10.200.0.254")))
+        self.assertEqual((yield self.tgt.find(name)).acl, (self.initiator_address,))
+        self.assertTrue((yield self.tgt.refuse(name, self.initiator_address)))
+        self.assertFalse((yield maybeDeferred(self.login, name, (user, secret))))
+        missing = self.iqn("v9")
+        yield self.assertFailure(self.tgt.admit(missing, "10.200.0.254"), NotFound)
+        yield self.assertFailure(self.tgt.refuse(missing, "10.200.0.254"), NotFound)
+
+    @inlineCallbacks
     def test_export_smallest_tid(self):
         """Each new target takes the smallest free target id."""
         a = yield self.volume("a")

@@ -85,8 +85,8 @@ class ActionsTests(_Setup, TestCase):
         expected = {
             "stopped": {"start"},
             "shutoff": {"start", "stop"},
-            "running": {"poweroff", "shutdown", "reset", "suspend", "stop"},
-            "paused": {"poweroff", "resume", "stop"},
+            "running": {"poweroff", "shutdown", "reset", "suspend", "stop", "migrate"},
+            "paused": {"poweroff", "resume", "stop", "migrate"},
         }
         for phase in PHASES:
             listed = await self.check(lambda: self.vm_in(phase), list(VM_ACTIONS), f"VM {phase}")

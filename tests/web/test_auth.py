@@ -103,7 +103,8 @@ class RouteTableTests(TestCase):
     def test_operator_and_viewer(self):
         """The issue's roles: operators act on VMs and snapshots; viewers have no console."""
         roles = {(e.method, e.path): e.role for e in ROUTES.endpoints}
-        for action in ("start", "stop", "poweroff", "shutdown", "reset", "suspend", "resume"):
+        for action in ("start", "stop", "poweroff", "shutdown", "reset", "suspend", "resume",
+                       "migrate"):
             self.assertEqual(roles[("POST", f"vm.{action}")], "operator")
         self.assertEqual(roles[("GET", "vm.console")], "operator")
         self.assertEqual(roles[("POST", "vm.snapshots")], "operator")

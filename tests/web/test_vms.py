@@ -5,26 +5,29 @@ cluster start/stop tasks.
 """
 
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred, gatherResults
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from comet.config import ComputeConfig
 from comet.errors import Unavailable
 from comet.model.vms import VM_ACTIONS
 from comet.web._serve import ENCODER
 from comet.web.vms import summary
 from tests._api import make_client, make_models
+from tests.virt._migrating import Migrating
 from tests.web.test_serve import assertError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 class VMTestMixin:
-    async def setUpVMs(self, sizes=((4, 8192), (8, 16384)), wrap_hypervisors=None):
+    async def setUpVMs(self, sizes=((4, 8192), (8, 16384)), wrap_hypervisors=None, **config):
         from tests._api import test_hosts
 
         self.models = make_models(
-            self, hosts=test_hosts(self, sizes), wrap_hypervisors=wrap_hypervisors
+            self, hosts=test_hosts(self, sizes), wrap_hypervisors=wrap_hypervisors, **config
         )
         self.client = make_client(self, self.models)
         answer = await self.client.post("/templates", {"name": "small", "memory": 256, "cpus": 1})
@@ -159,7 +162,7 @@ class CreateTests(VMTestMixin, TestCase):
 
 class ActionTests(VMTestMixin, TestCase):
     async def setUp(self):
-        await self.setUpVMs()
+        await self.setUpVMs(wrap_hypervisors=Migrating)
         await self.create()
 
     def guest_ignores_shutdown(self):
@@ -217,6 +220,17 @@ class ActionTests(VMTestMixin, TestCase):
                         vm = await self.vm()
                         self.assertEqual((vm["state"], vm["host"]), ("shutoff", None))
                     continue
+                if action == "migrate":
+                    answer = await self.action("small-1", "migrate")
+                    if phase in ("running", "paused"):
+                        task = await self.wait_task(answer)
+                        self.assertEqual(task["status"], "finished", task)
+                        vm = await self.vm()
+                        self.assertEqual(vm["state"], phase)
+                        self.assertNotEqual(vm["host"], before["host"])
+                    else:
+                        assertError(self, answer, 409, "conflict", f"is {before['state']}")
+                    continue
                 answer = await self.action("small-1", action)
                 if (phase, action) in expected:
                     self.assertEqual(answer.code, 200, (phase, action, answer.body))
@@ -229,7 +243,7 @@ class ActionTests(VMTestMixin, TestCase):
         """C{actions} lists exactly the actions valid now."""
         for phase, valid in [
             ("stopped", {"start"}),
-            ("running", {"poweroff", "shutdown", "reset", "suspend", "stop"}),
+            ("running", {"poweroff", "shutdown", "reset", "suspend", "stop", "migrate"}),
         ]:
             await self.reach(phase)
             self.assertEqual(set((await self.vm())["actions"]), valid)
@@ -357,6 +371,137 @@ class ActionTests(VMTestMixin, TestCase):
         self.assertEqual((await self.action("small-1", "start")).code, 200)
         self.assertEqual(await self.models.locks.rows(), [])
         self.assertEqual(self.models.locks.held, {})
+
+
+class MigrateTests(VMTestMixin, TestCase):
+    """C{POST /cluster/:c/vms/:v/migrate}: a task that moves the VM live to another host."""
+
+    async def setUp(self):
+        # (a short timeout for test_timeout_cancels; the others' are instant)
+        await self.setUpVMs(wrap_hypervisors=Migrating,
+                            compute=ComputeConfig(migration_timeout=1.5))
+        self.hv = self.models.hosts._hv
+        await self.create()
+        self.assertEqual((await self.action("small-1", "start")).code, 200)
+        self.source = (await self.vm())["host"]
+        self.other = "node1" if self.source == "node2" else "node2"
+
+    async def test_placement_picks_the_other_host(self):
+        """
+        Without a host, the placement rule picks one among the others: a
+        202 task whose message names both hosts; afterwards the VM runs
+        there, with the same state, and its record names that host.
+        """
+        answer = await self.action("small-1", "migrate")
+        self.assertEqual(answer.code, 202, answer.body)
+        self.assertIn(f"from {self.source!r} to {self.other!r}", answer.json["message"])
+        task = await self.wait_task(answer)
+        self.assertEqual(task["status"], "finished", task)
+        self.assertIn(f"migrated from {self.source!r} to {self.other!r}", task["message"])
+        vm = await self.vm()
+        self.assertEqual((vm["state"], vm["host"]), ("running", self.other))
+        self.assertIn("migrate", vm["actions"])
+        self.assertEqual(self.hv.migrations, [(self.source, self.other, f"comet-{vm['uuid']}")])
+        self.assertEqual(await self.hv.domain_states(self.source), {})
+
+    async def test_named_host_and_paused(self):
+        """A paused VM moves to the host named, and stays paused there."""
+        self.assertEqual((await self.action("small-1", "suspend")).code, 200)
+        task = await self.wait_task(await self.action("small-1", "migrate", {"host": self.other}))
+        self.assertEqual(task["status"], "finished", task)
+        vm = await self.vm()
+        self.assertEqual((vm["state"], vm["host"]), ("paused", self.other))
+
+    async def test_bad_hosts(self):
+        """Its own host: 400; an unknown one: 404; a bad body: 400; nothing moves."""
+        assertError(self, await self.action("small-1", "migrate", {"host": self.source}), 400,
+                    "bad_request", "already")
+        assertError(self, await self.action("small-1", "migrate", {"host": "node9"}), 404,
+                    "not_found", "node9")
+        assertError(self, await self.action("small-1", "migrate", {"host": 3}), 400,
+                    "bad_request")
+        assertError(self, await self.action("small-1", "migrate", {"to": "node1"}), 400,
+                    "bad_request")
+        self.assertEqual((await self.vm())["host"], self.source)
+        self.assertEqual(self.hv.migrations, [])
+
+    async def test_wrong_state(self):
+        """A shut-off or stopped VM: 409 naming its state, and no migrate in its actions."""
+        self.assertEqual((await self.action("small-1", "poweroff")).code, 200)
+        vm = await self.vm()
+        self.assertNotIn("migrate", vm["actions"])
+        assertError(self, await self.action("small-1", "migrate"), 409, "conflict", "shutoff")
+        self.assertEqual((await self.create()).code, 201)
+        assertError(self, await self.action("small-2", "migrate"), 409, "conflict", "shutoff")
+        self.assertEqual(self.hv.migrations, [])
+
+    async def test_host_down(self):
+        """
+        The destination not answering: 503 naming it, and C{actions} offers no
+        migrate while no other host is connected; the VM's own host not
+        answering: 503 naming that one.
+        """
+        real = self.hv._real
+        status = real.status
+
+        def down(host, which=self.other):
+            answer = status(host)
+            if host == which:
+                return attrs.evolve(answer, state="unreachable", reason="it is gone")
+            return answer
+
+        self.patch(real, "status", down)
+        assertError(self, await self.action("small-1", "migrate", {"host": self.other}), 503,
+                    "unavailable", repr(self.other))
+        self.assertNotIn("migrate", (await self.vm())["actions"])
+        assertError(self, await self.action("small-1", "migrate"), 409, "conflict",
+                    "no other compute host")
+
+        async def silent(host):
+            raise Unavailable(f"compute host {host!r} does not answer")
+
+        self.patch(self.hv, "ping", silent)
+        assertError(self, await self.action("small-1", "migrate"), 503, "unavailable",
+                    repr(self.source))
+        self.assertEqual(self.hv.migrations, [])
+
+    async def test_failed_migration_stays(self):
+        """A migration libvirt refuses fails its task; the VM runs on at its source."""
+        self.hv.fail = "the destination refused"
+        task = await self.wait_task(await self.action("small-1", "migrate"))
+        self.assertEqual(task["status"], "failed", task)
+        self.assertIn("the destination refused", task["message"])
+        self.assertIn(f"it stays on {self.source}", task["message"])
+        vm = await self.vm()
+        self.assertEqual((vm["state"], vm["host"]), ("running", self.source))
+        self.hv.fail = None
+        task = await self.wait_task(await self.action("small-1", "migrate"))
+        self.assertEqual(task["status"], "finished", task)
+
+    async def test_timeout_cancels(self):
+        """
+        A migration that takes longer than C{migration_timeout} is cancelled:
+        the task fails saying so, the VM runs on at its source.  Meanwhile
+        the task's progress follows the job (half the memory copied) and the
+        VM is busy (409) for other actions.
+        """
+        self.hv.hold = Deferred()
+        answer = await self.action("small-1", "migrate")
+        href = answer.header("location")
+        for _ in range(100):
+            task = (await self.client.get(href)).json
+            if task["progress"] == 50:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(task["progress"], 50, task)
+        self.assertIn("MiB of memory left to copy", task["message"])
+        assertError(self, await self.action("small-1", "suspend"), 409, "conflict", "migrating")
+        task = await self.wait_task(answer)
+        self.assertEqual(task["status"], "failed", task)
+        self.assertIn("did not complete within 1.5 s and was cancelled", task["message"])
+        self.assertEqual(self.hv.aborted, 1)
+        vm = await self.vm()
+        self.assertEqual((vm["state"], vm["host"]), ("running", self.source))
 
 
 class LateEventActionTests(VMTestMixin, TestCase):

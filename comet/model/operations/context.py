@@ -33,6 +33,18 @@ class VMDisks(Protocol):
     async def detach(self, vm: VMRecord, host: str | None) -> None:
         """Stop exporting the VM's disks (to C{host}, or wherever they are)."""
 
+    async def admit(self, vm: VMRecord, host: str) -> None:
+        """
+        Let C{host} open the VM's exported disks too (a migration's
+        destination), the exports still recorded to the VM's host.
+        """
+
+    async def withdraw(self, vm: VMRecord, host: str, keep: str) -> None:
+        """C{host} may no longer open the VM's disks, which host C{keep} goes on using."""
+
+    async def hand_over(self, vm: VMRecord, source: str, dest: str) -> None:
+        """The VM's disks, admitted to both hosts, are now exported to C{dest} alone."""
+
     async def delete(self, vm: VMRecord, keep_storage: bool = False) -> None:
         """
         Destroy the VM's own disks (unless C{keep_storage}) and release the
@@ -66,6 +78,15 @@ class NoDisks:
         return []
 
     async def detach(self, vm, host):
+        pass
+
+    async def admit(self, vm, host):
+        pass
+
+    async def withdraw(self, vm, host, keep):
+        pass
+
+    async def hand_over(self, vm, source, dest):
         pass
 
     async def delete(self, vm, keep_storage=False):

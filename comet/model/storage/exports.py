@@ -110,6 +110,49 @@ class Exports:
         await self._store.update_volume(record.pool, record.name, target=None,
                                         exported_to=None, tid=None)
 
+    # A VM migrating: its exports handed from one host to another -----------
+
+    async def admit(self, record, host: str) -> None:
+        """
+        Let compute host C{host} log in to volume C{record}'s export too
+        (its initiator address on the target, the CHAP secret in its
+        libvirt), besides the host it is exported to: a migrating VM's
+        destination opens its disks before the source lets them go.
+        """
+        pool = await self._pools.pool(record.pool)
+        server = self._servers.server(pool.server)
+        await server.tgt.admit(record.target, await self._initiators.address(host, pool.server))
+        await self._hypervisors.define_secret(host, record.secret_uuid,
+                                              f"comet-{record.chap_user}", record.chap_secret)
+
+    async def withdraw(self, record, host: str, keep: str) -> None:
+        """
+        Compute host C{host} may no longer log in to volume C{record}'s
+        export, which compute host C{keep} goes on using: its initiator
+        address leaves the target (unless C{keep} shares it), its CHAP
+        secret leaves its libvirt.  What is already gone is no error.
+        """
+        pool = await self._pools.pool(record.pool)
+        server = self._servers.server(pool.server)
+        address = await self._initiators.address(host, pool.server)
+        if record.target and address != await self._initiators.address(keep, pool.server):
+            try:
+                await server.tgt.refuse(record.target, address)
+            except NotFound:
+                pass
+        try:
+            await self._hypervisors.undefine_secret(host, record.secret_uuid)
+        except NotFound:
+            pass
+
+    async def hand_over(self, record, source: str, dest: str) -> None:
+        """
+        Volume C{record}'s export, admitted to both (L{admit}), is now
+        C{dest}'s alone: recorded so, then withdrawn from C{source}.
+        """
+        await self._store.update_volume(record.pool, record.name, exported_to=dest)
+        await self.withdraw(record, source, keep=dest)
+
     # Exports lost by their server (a reboot) --------------------------------
 
     async def recorded(self, server: str) -> list:

@@ -90,6 +90,27 @@ class StorageDisks:
             if record.target or record.exported_to:
                 await self._exports.unexport(record)
 
+    async def _exported(self, vm) -> list:
+        return [r for r in await self._store.volumes_of_vm(vm.uuid) if r.target]
+
+    async def admit(self, vm, host: str) -> None:
+        """
+        Let C{host} open the VM's exported disks too (a migration's
+        destination): the exports stay recorded to the VM's host.
+        """
+        for record in await self._exported(vm):
+            await self._exports.admit(record, host)
+
+    async def withdraw(self, vm, host: str, keep: str) -> None:
+        """C{host} may no longer open the VM's disks, which C{keep} goes on using."""
+        for record in await self._exported(vm):
+            await self._exports.withdraw(record, host, keep)
+
+    async def hand_over(self, vm, source: str, dest: str) -> None:
+        """The VM's disks, admitted to both hosts, are now exported to C{dest} alone."""
+        for record in await self._exported(vm):
+            await self._exports.hand_over(record, source, dest)
+
     async def delete(self, vm, keep_storage: bool = False) -> None:
         """
         Destroy the VM's own disks (with their snapshots, branches and base

@@ -7,18 +7,22 @@ servers with a base volume, a cluster and a template on it (L{_Setup}).
 from __future__ import annotations
 
 from tests._api import make_client
+from tests.virt._migrating import Migrations
 from tests.web.test_storage import storage_models
 
 
-class _Secrets:
+class _Secrets(Migrations):
     """
     The libvirt adapter with CHAP secrets kept here: libvirt's test driver
-    has no secrets (the integration tests use real ones).
+    has no secrets (the integration tests use real ones); and migrations
+    (L{tests.virt._migrating}).
     """
 
     def __init__(self, real):
         self._real = real
-        self.secrets: dict[str, tuple[str, str, str]] = {}
+        self._migrations_init()
+        #: (host, uuid) -> (host, usage, value)
+        self.secrets: dict[tuple[str, str], tuple[str, str, str]] = {}
         #: (host, domain, dev) -> iqn of hot-plugged disks (the test driver has no hot-plug).
         self.plugged: dict[tuple[str, str, str], str] = {}
         self.fail_attach = False
@@ -64,13 +68,13 @@ class _Secrets:
         return getattr(self._real, name)
 
     async def define_secret(self, host, uuid, usage, value):
-        self.secrets[uuid] = (host, usage, value)
+        self.secrets[(host, uuid)] = (host, usage, value)
         return uuid
 
     async def undefine_secret(self, host, uuid):
         from comet.errors import NotFound
 
-        if self.secrets.pop(uuid, None) is None:
+        if self.secrets.pop((host, uuid), None) is None:
             raise NotFound(f"no secret {uuid}")
 
 

@@ -1,0 +1,121 @@
+"""
+Live migration's public face (C{POST .../vms/:name/migrate}): the checks,
+the destination (named, or picked by the placement rule among the other
+hosts), the VM's lock and the task; the crash-safe operation itself is
+L{comet.model.operations.vm_migrate}.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Collection
+
+from comet.errors import CometError, Conflict, InvalidInput, Unavailable
+from comet.model.operations import Context, vm_migrate
+from comet.model.placement import choose_host
+from comet.model.tasks import Target
+
+MiB = 1024 * 1024
+
+
+class VMMigrations:
+    """
+    @param vms: the L{comet.model.vms.VMModel} (reads and locks VMs).
+    @param context: the operations' L{Context}.
+    @param compute: the C{[compute]} settings (migration timeout and downtime).
+    @param phases: the phases a VM may migrate in.
+    @param refusal: C{refusal(vm, action)}, the error for an action its phase forbids.
+    """
+
+    def __init__(self, vms, context: Context, compute, phases: Collection[str],
+                 refusal: Callable[..., CometError]):
+        self._vms = vms
+        self._ctx = context
+        self._compute = compute
+        self._phases = phases
+        self._refusal = refusal
+
+    def destinations(self, host: str | None) -> list[str]:
+        """
+        The hosts a VM on C{host} could migrate to now: the others that are
+        connected (known without asking them: it is read for every VM shown).
+        """
+        if host is None:
+            return []
+        return [h for h in self._ctx.hosts.names()
+                if h != host and self._ctx.hypervisors.status(h).state == "connected"]
+
+    def _check(self, vm) -> None:
+        if vm.phase not in self._phases:
+            raise self._refusal(vm, "migrate")
+
+    async def migrate(self, cluster: str, name: str, host: str | None = None):
+        """
+        Start a task (about the VM) that moves the running or paused VM live
+        to C{host}, or to the host the placement rule picks among the
+        others.  Answers the task.
+
+        @raise Conflict: the VM is not running or paused (or no other host
+            fits it), or another operation holds it.
+        @raise InvalidInput: C{host} is the VM's own.
+        @raise NotFound: there is no host C{host}.
+        @raise Unavailable: the VM's host, or C{host}, does not answer.
+        """
+        vm = await self._vms.get(cluster, name)
+        self._check(vm)
+        source = vm.record.host
+        if host is not None:
+            self._ctx.hosts.config(host)   # NotFound
+            if host == source:
+                raise InvalidInput(f"VM {name!r} is on host {host!r} already;"
+                                   " name another host to migrate it to")
+            status = self._ctx.hypervisors.status(host)
+            if status.state != "connected":
+                raise Unavailable(f"compute host {host!r} does not answer ({status.reason});"
+                                  f" VM {name!r} cannot migrate there now")
+        lock = self._vms.lock(vm, "migrating")
+        await lock.acquire()
+        try:
+            vm = await self._vms.get(cluster, name)
+            self._check(vm)
+            dest = host if host is not None else await self._destination(vm)
+        except BaseException:
+            await lock.release()
+            raise
+        compute = self._compute
+
+        async def job(task):
+            try:
+                await lock.set_task(task.id)
+
+                async def progress(reading):
+                    await task.progress(min(99, reading.percent),
+                                        f"migrating VM {name!r} from {source!r} to {dest!r}:"
+                                        f" {reading.memory_remaining // MiB} MiB of memory"
+                                        " left to copy")
+
+                return await vm_migrate.run(
+                    self._ctx, vm.record, dest, vm.phase, compute.migration_timeout,
+                    compute.migration_max_downtime, progress)
+            finally:
+                await lock.release()
+
+        try:
+            return await self._ctx.tasks.start(
+                Target("vm", {"cluster": cluster, "name": name}), job,
+                f"migrating VM {name!r} from {source!r} to {dest!r}")
+        except BaseException:
+            await lock.release()
+            raise
+
+    async def _destination(self, vm) -> str:
+        """The host the placement rule picks for C{vm} among the other connected ones."""
+        record = vm.record
+        hosts = self._ctx.hosts
+        figures = hosts.figures()
+        async with self._ctx.placing:
+            others = self.destinations(record.host)
+            candidates = [c for c in await hosts.candidates(figures) if c.name in others]
+            if not candidates:
+                raise Conflict(f"VM {vm.name!r} cannot migrate: no other compute host"
+                               " is connected")
+            return choose_host(candidates, record.memory, record.cpus)
