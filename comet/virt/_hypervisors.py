@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, fail, gatherResu
 from twisted.python.threadpool import ThreadPool
 
 from comet.config import ComputeConfig, HostConfig
+from comet.errors import NotFound
 from comet.virt import _display, _operations, domainxml
 from comet.virt._batches import Batches
 from comet.virt._connections import (

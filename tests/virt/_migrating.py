@@ -85,7 +85,8 @@ class Migrating(Migrations):
     """The real L{Hypervisors} with L{Migrations} (a C{wrap_hypervisors} for make_models)."""
 
     def __init__(self, real):
-        self._real = real
+        #: The real L{Hypervisors} (for a test to patch).
+        self.real = self._real = real
         self._migrations_init()
 
     def __getattr__(self, name):

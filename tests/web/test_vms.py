@@ -380,7 +380,7 @@ class MigrateTests(VMTestMixin, TestCase):
         # (a short timeout for test_timeout_cancels; the others' are instant)
         await self.setUpVMs(wrap_hypervisors=Migrating,
                             compute=ComputeConfig(migration_timeout=1.5))
-        self.hv = self.models.hosts._hv
+        self.hv = self.models.context.hypervisors
         await self.create()
         self.assertEqual((await self.action("small-1", "start")).code, 200)
         self.source = (await self.vm())["host"]
@@ -441,7 +441,7 @@ class MigrateTests(VMTestMixin, TestCase):
         migrate while no other host is connected; the VM's own host not
         answering: 503 naming that one.
         """
-        real = self.hv._real
+        real = self.hv.real
         status = real.status
 
         def down(host, which=self.other):
