@@ -120,6 +120,9 @@ class CometDaemonCase(TestCase):
 
     #: More configuration: C{{section: {key: value}}} (e.g. shorter timeouts).
     config_extra: dict = {}
+    #: Whether the daemon gets every compute host of C{stack.json} (C{hosts}),
+    #: not only the testbed's own libvirtd.
+    all_hosts = False
 
     async def setUp(self):
         self.stack = requireTestbed()
@@ -130,7 +133,8 @@ class CometDaemonCase(TestCase):
         self.addCleanup(shutil.rmtree, control, True)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = comet_config(self.stack, directory, self.port, control, self.config_extra)
+        config = comet_config(self.stack, directory, self.port, control, self.config_extra,
+                              hosts=self.stack["hosts"] if self.all_hosts else None)
         # The first admin and its token, as comet-admin makes them on a fresh install.
         made = await run_process(
             [sys.executable, "-m", "comet.admin", "--config", config, "bootstrap"],

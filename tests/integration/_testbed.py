@@ -84,6 +84,19 @@ def requireTestbed():
     return stack
 
 
+def second_host(stack):
+    """
+    The testbed's second compute host, as C{stack.json} describes it
+    (C{hosts}: C{name}, C{uri}, C{address}, C{domain_type}).  A testbed that
+    is up without one is an error, not a skip: C{testbed/stack up} makes it.
+    """
+    others = [h for h in stack.get("hosts", []) if h["uri"] != stack["host_uri"]]
+    if not others:
+        raise AssertionError("the testbed has no second compute host (stack.json 'hosts');"
+                             " testbed/stack up makes one")
+    return others[0]
+
+
 def skipUnlessTestbed(obj):
     """
     Decorate a test method, or a TestCase class (its C{setUp}), to be skipped
@@ -284,6 +297,11 @@ def undefineSecret(stack, uuid):
             pass
 
     return libvirtCall(stack, undefine)
+
+
+def libvirtCallOn(uri, fn):
+    """C{fn(conn)} on a fresh connection to libvirt C{uri}, in a thread: a L{Deferred}."""
+    return deferToThread(_libvirtCall, uri, fn)
 
 
 def createDomain(stack, xml):

@@ -57,8 +57,8 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from comet.model.operations import (
-    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_start,
-    unmap, vm_stop, volume_create, volume_delete,
+    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_migrate,
+    vm_start, unmap, vm_stop, volume_create, volume_delete,
 )
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
@@ -74,7 +74,7 @@ from tests.test_service import TWISTD, _twistd_env, free_port
 MiB = 1024**2
 WHEN = ("before", "after")
 #: Kinds that run under a task (the API answers 202); the others answer when done.
-TASKED = {"volume.create", "vm.stop", "unmap", "cluster.start", "cluster.stop"}
+TASKED = {"volume.create", "vm.stop", "unmap", "cluster.start", "cluster.stop", "vm.migrate"}
 #: Seconds a guest may take to boot (TCG).
 BOOT_TIMEOUT = 180
 
@@ -153,6 +153,16 @@ class KillStepsCase(CometDaemonCase):
     timeout = 300
     CASES: list[tuple[str, str, str]] = []
     _state: _State | None = None
+    #: Whether the daemon gets every compute host of C{stack.json}, not only
+    #: the testbed's own libvirtd (the checks then look at every one).
+    all_hosts = False
+
+    @classmethod
+    def compute_hosts(cls, stack: dict) -> list[dict]:
+        """The compute hosts the class's daemon has (C{name}, C{uri}, ...)."""
+        if cls.all_hosts:
+            return stack["hosts"]
+        return [{"name": "local", "uri": stack["host_uri"], "domain_type": stack["domain_type"]}]
 
     # --- the shared daemon ----------------------------------------------------------
 
@@ -165,7 +175,7 @@ class KillStepsCase(CometDaemonCase):
             atexit.register(cls._clean_up_now)
             extra = {"reconcile": {"interval": 2}, "debug": {"kill_at_file": state.killfile}}
             state.config = comet_config(self.stack, state.directory, state.port, state.control,
-                                        extra)
+                                        extra, hosts=self.compute_hosts(self.stack))
             made = await run_process(
                 [sys.executable, "-m", "comet.admin", "--config", state.config, "bootstrap"],
                 env=_twistd_env(), path=state.directory)
@@ -237,10 +247,11 @@ class KillStepsCase(CometDaemonCase):
                 except libvirt.libvirtError:
                     pass
 
-        try:
-            _testbed._libvirtCall(stack["host_uri"], remove)
-        except Exception as e:   # noqa: BLE001 -- clean up the rest anyway
-            problems.append(f"libvirt: {e!r}")
+        for host in cls.compute_hosts(stack):
+            try:
+                _testbed._libvirtCall(host["uri"], remove)
+            except Exception as e:   # noqa: BLE001 -- clean up the rest anyway
+                problems.append(f"libvirt on {host['name']}: {e!r}")
 
         def ours(name: str) -> bool:
             return state.token in name or any(u in name for u in uuids)
@@ -362,15 +373,20 @@ class KillStepsCase(CometDaemonCase):
 
         problems = []
         servers = self.stack["servers"]
-        # both servers and libvirt at once (each ssh login takes a while)
-        *outs, domains = await gatherResults([
+        hosts = self.compute_hosts(self.stack)
+        # both servers and every host's libvirt at once (each ssh login takes a while)
+        answers = await gatherResults([
             *(ensureDeferred(self._ssh(
                 server, f"zfs list -H -o name,origin -t volume,snapshot -r {server['dataset']}"
                         " && echo -- && tgtadm --lld iscsi --mode target --op show"))
               for server in servers),
-            _testbed.libvirtCall(self.stack,
-                                 lambda conn: [d.name() for d in conn.listAllDomains(0)]),
+            *(_testbed.libvirtCallOn(host["uri"],
+                                     lambda conn: [d.name() for d in conn.listAllDomains(0)])
+              for host in hosts),
         ], consumeErrors=True)
+        outs = answers[:len(servers)]
+        on_host = dict(zip((h["name"] for h in hosts), answers[len(servers):]))
+        self.shown = dict(zip((s["address"] for s in servers), outs))
         for server, out in zip(servers, outs):
             pool = server["storagepool"]
             listing, shown = out.split("--\n", 1)
@@ -417,12 +433,14 @@ class KillStepsCase(CometDaemonCase):
                             == record[2] for z in zsnaps):
                         problems.append(f"snapshot {sname} of VM {vm_uuid}: no ZFS snapshot"
                                         f" of {record[2]}")
-        for name in domains:
-            uuid = name[len("comet-"):]
-            if name.startswith("comet-") and uuid in uuids and vms.get(uuid) != "local":
-                problems.append(f"domain {name} of a VM {'not placed' if uuid in vms else 'gone'}")
+        for host, domains in on_host.items():
+            for name in domains:
+                uuid = name[len("comet-"):]
+                if name.startswith("comet-") and uuid in uuids and vms.get(uuid) != host:
+                    problems.append(f"domain {name} on {host} of a VM"
+                                    f" {'placed on ' + str(vms[uuid]) if uuid in vms else 'gone'}")
         for uuid, host in vms.items():
-            if host is not None and f"comet-{uuid}" not in domains:
+            if host is not None and f"comet-{uuid}" not in on_host.get(host, ()):
                 problems.append(f"VM {uuid} placed on {host} has no domain")
         self.assertEqual(problems, [], self._log_tail())
 
@@ -854,6 +872,46 @@ class GuestKillTests(KillStepsCase):
         self.assertEqual(await self.boot(vm), marker)   # on disk: read at boot
 
 
-for _case in (VolumeKillTests, VMKillTests, GuestKillTests):
+class MigrateKillTests(KillStepsCase):
+    """
+    A running VM (firmware only, on an empty base volume) migrating between
+    the testbed's two compute hosts, killed at each step: after the repair it
+    runs on exactly one host, which its record names, and its disks' targets
+    admit that host's address alone (and are recorded as exported there).
+    """
+
+    all_hosts = True
+    CASES = [("vm.migrate", "vm.migrate", step) for step in steps(vm_migrate.OPERATION)]
+
+    async def prepare(self):
+        pool = await self.pick_pool(64 * MiB)
+        base = f"k{self.token}-mbase"
+        await self.new_volume(pool, base)
+        return await self.base_fixture(pool, base, memory=64)
+
+    async def case_vm_migrate(self, step):
+        self.vm = await self.new_vm(self.fixture["cluster"], start=True)
+        return lambda: self.request("POST", self.vm["href"] + "/migrate", {})
+
+    async def after_vm_migrate(self):
+        await self.delete_vm(self.vm)
+
+    async def check_backends(self) -> None:
+        await super().check_backends()
+        vm = await self.get(self.vm["href"])
+        self.assertEqual(vm["state"], "running", vm)
+        address = {h["name"]: h["address"] for h in self.compute_hosts(self.stack)}
+        rows = _query(self.state.database, "SELECT pool, target, exported_to FROM"
+                      " storage_volumes WHERE vm_uuid = ?", self.vm["uuid"])
+        self.assertTrue(rows)
+        pools = {s["storagepool"]: s["address"] for s in self.stack["servers"]}
+        for pool, target, exported_to in rows:
+            self.assertEqual(exported_to, vm["host"], (pool, target))
+            [found] = [t for t in parse_targets(self.shown[pools[pool]].split("--\n", 1)[1])
+                       if t.iqn == target]
+            self.assertEqual(list(found.acl), [address[vm["host"]]], target)
+
+
+for _case in (VolumeKillTests, VMKillTests, GuestKillTests, MigrateKillTests):
     _case.generate()
 del _case

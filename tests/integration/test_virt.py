@@ -40,7 +40,7 @@ from comet.virt import (
     domain_xml,
 )
 from tests.contract.virt_suite import HOST, VirtContractMixin, until
-from tests.integration._testbed import requireTestbed, waitForLog
+from tests.integration._testbed import requireTestbed, second_host, waitForLog
 
 #: libvirtd's read-write socket on the testbed host.
 LIBVIRT_SOCKET = "/run/libvirt/libvirt-sock"
@@ -126,6 +126,7 @@ class QEMUContractTests(VirtContractMixin, TestCase):
     connection_loss_seen = True
     start_resumes = True
     poweroff_shuts_down = True
+    migrates = True
     call_timeout = 60.0
     timeout = 300
 
@@ -181,6 +182,10 @@ class QEMUContractTests(VirtContractMixin, TestCase):
 
     def take_down(self):
         return self.proxy.stop()
+
+    def other_host_uri(self) -> str:
+        """The testbed's second compute host (its own libvirtd, reached over ssh)."""
+        return second_host(self.stack)["uri"]
 
     @inlineCallbacks
     def bring_up(self, spec: DomainSpec, state: str):

@@ -24,6 +24,7 @@ class TestDriverContractTests(VirtContractMixin, TestCase):
     connection_loss_seen = False
     start_resumes = False
     poweroff_shuts_down = False
+    migrates = False
     #: Generous: the machine is shared and loaded, and timeouts are not what
     #: this suite is about (tests/virt/test_hypervisors.py tests them).
     call_timeout = 30.0
@@ -50,6 +51,9 @@ class TestDriverContractTests(VirtContractMixin, TestCase):
 
     def take_down(self):
         break_node(self._spare_path)
+
+    def other_host_uri(self) -> str:
+        return make_node_xml(node_path(self))
 
     def bring_up(self, spec: DomainSpec, state: str):
         make_node_xml(self._spare_path, domains=[(spec, state)])
