@@ -93,11 +93,22 @@ async def run(ctx: Context, record: VMRecord, dest: str, state: str, timeout: fl
             log.warn("migrating VM {vm} reported {error}, yet it runs on {dest}: {what}",
                      vm=record.name, error=e, dest=dest, what=what)
             return f"VM {record.name!r} migrated from {source!r} to {dest!r} ({what})"
-        async with op.step(Step.MOVE_PLACEMENT, **detail):
-            await ctx.vms.set_host(record.uuid, dest)
-            await ctx.disks.hand_over(record, source, dest)
-        async with op.step(Step.WITHDRAW_FROM_SOURCE, **detail):
-            await ctx.disks.withdraw(record, source, keep=dest)
+        try:
+            async with op.step(Step.MOVE_PLACEMENT, **detail):
+                await ctx.vms.set_host(record.uuid, dest)
+                await ctx.disks.hand_over(record, source, dest)
+            async with op.step(Step.WITHDRAW_FROM_SOURCE, **detail):
+                await ctx.disks.withdraw(record, source, keep=dest)
+        except CometError as e:
+            if op.halted:
+                raise
+            # The guest runs on the destination: never undone.  The records
+            # and the source's admission are the reconciler's to finish
+            # (meanwhile it leaves both hosts' domains alone).
+            op.leave_for_repair()
+            return (f"VM {record.name!r} migrated from {source!r} to {dest!r}; recording the"
+                    f" move or withdrawing its disks from {source!r} failed ({e.reason}):"
+                    " the reconciler finishes it")
     seconds = ctx.clock.seconds() - began
     return f"VM {record.name!r} migrated from {source!r} to {dest!r} in {seconds:.1f} s"
 

@@ -194,3 +194,49 @@ class SettleTests(MigrateCrashBase, TestCase):
         self.assertEqual(await self.outcome(models), (source, "running"))
         await self.assertExportedOnlyTo(models, source)
         await self.assertConsistent(models)
+
+
+class LeftForRepairTests(MigrateCrashBase, TestCase):
+    """A migration that cannot finish its own records leaves them to the reconciler."""
+
+    async def test_withdraw_fails(self):
+        """
+        The source's secret cannot be removed (its host stops answering right
+        after the move): the task says the VM moved and the reconciler
+        finishes; until it has, no other operation starts on the VM and the
+        leftovers pass leaves its domains alone; then its disks are exported
+        only where it runs.
+        """
+        from comet.errors import Unavailable
+
+        source = await self.running()
+        dest = OTHER[source]
+        hv = self.world.hv
+        undefine = hv.undefine_secret
+
+        async def silent(host, uuid):
+            if host == source:
+                raise Unavailable(f"compute host {host!r} does not answer")
+            return await undefine(host, uuid)
+
+        self.patch(hv, "undefine_secret", silent)
+        task = await self.models.vms.migrate("lab", "web")
+        await self.models.tasks.wait(task.id)
+        task = await self.models.tasks.get(task.id)
+        self.assertEqual(task.status, "finished", task.message)
+        self.assertIn("the reconciler finishes it", task.message)
+        vm = await self.models.vms.get("lab", "web")
+        self.assertEqual((vm.record.host, vm.phase), (dest, "running"))
+        with self.assertRaises(Exception) as refused:
+            await self.models.vms.act("lab", "web", "suspend")
+        self.assertIn("interrupted vm.migrate", str(refused.exception))
+        repairs = await self.models.reconciler.run()   # the host still silent: left
+        self.assertEqual([r for r in repairs if "vm.migrate" in r], [])
+        self.assertIn(f"comet-{self.uuid}", await hv.domain_states(dest))
+        self.patch(hv, "undefine_secret", undefine)
+        repairs = await self.models.reconciler.run()
+        self.assertIn("had completed", " ".join(repairs))
+        await self.assertExportedOnlyTo(self.models, dest)
+        await self.assertConsistent(self.models)
+        vm = await self.models.vms.act("lab", "web", "suspend")
+        self.assertEqual(vm.phase, "paused")
