@@ -120,9 +120,9 @@ class CometDaemonCase(TestCase):
 
     #: More configuration: C{{section: {key: value}}} (e.g. shorter timeouts).
     config_extra: dict = {}
-    #: Whether the daemon gets every compute host of C{stack.json} (C{hosts}),
-    #: not only the testbed's own libvirtd.
-    all_hosts = False
+    #: Configure every compute host of the testbed (C{local} and C{host2}),
+    #: not only C{local}: VMs then go where the placement rule puts them.
+    all_hosts: bool = False
 
     async def setUp(self):
         self.stack = requireTestbed()
@@ -133,8 +133,12 @@ class CometDaemonCase(TestCase):
         self.addCleanup(shutil.rmtree, control, True)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        hosts = None
+        if self.all_hosts:
+            hosts = [{key: host[key] for key in ("name", "uri", "domain_type")}
+                     for host in self.stack["hosts"]]
         config = comet_config(self.stack, directory, self.port, control, self.config_extra,
-                              hosts=self.stack["hosts"] if self.all_hosts else None)
+                              hosts)
         # The first admin and its token, as comet-admin makes them on a fresh install.
         made = await run_process(
             [sys.executable, "-m", "comet.admin", "--config", config, "bootstrap"],

@@ -84,19 +84,6 @@ def requireTestbed():
     return stack
 
 
-def second_host(stack):
-    """
-    The testbed's second compute host, as C{stack.json} describes it
-    (C{hosts}: C{name}, C{uri}, C{address}, C{domain_type}).  A testbed that
-    is up without one is an error, not a skip: C{testbed/stack up} makes it.
-    """
-    others = [h for h in stack.get("hosts", []) if h["uri"] != stack["host_uri"]]
-    if not others:
-        raise AssertionError("the testbed has no second compute host (stack.json 'hosts');"
-                             " testbed/stack up makes one")
-    return others[0]
-
-
 def skipUnlessTestbed(obj):
     """
     Decorate a test method, or a TestCase class (its C{setUp}), to be skipped
@@ -268,6 +255,56 @@ def libvirtCall(stack, fn):
     return deferToThread(_libvirtCall, stack["host_uri"], fn)
 
 
+def computeHosts(stack):
+    """
+    The testbed's compute hosts from C{stack.json}: C{name}, C{uri},
+    C{domain_type}, C{address} each (C{local}, the machine's own libvirtd,
+    first; then C{host2}, reached over C{qemu+libssh2}).
+    """
+    return stack["hosts"]
+
+
+def computeHost(stack, name):
+    """The compute host C{name} of L{computeHosts}."""
+    for host in computeHosts(stack):
+        if host["name"] == name:
+            return host
+    raise KeyError("the testbed has no compute host %r" % (name,))
+
+
+def hostLibvirtCall(stack, host, fn):
+    """
+    Call C{fn(conn)} with a fresh connection to compute host C{host} (a name
+    of L{computeHosts}), in a thread.  @return: L{Deferred} with C{fn}'s result.
+    """
+    return deferToThread(_libvirtCall, computeHost(stack, host)["uri"], fn)
+
+
+def hostLibvirtdPid(stack, host):
+    """
+    The PID of compute host C{host}'s libvirtd (to freeze it), from its pid
+    file named in C{stack.json}.
+    """
+    with open(computeHost(stack, host)["libvirtd_pidfile"]) as f:
+        return int(f.read().strip())
+
+
+def removeDomainsEverywhere(stack, names):
+    """
+    L{removeDomainsWith} on every compute host of the testbed (a VM Comet
+    started may be on any of them).  @return: L{Deferred} with what was
+    removed, by host.
+    """
+    async def remove():
+        gone = {}
+        for host in computeHosts(stack):
+            gone[host["name"]] = await hostLibvirtCall(
+                stack, host["name"], lambda conn: removeDomainsWith(conn, names))
+        return gone
+
+    return defer.ensureDeferred(remove())
+
+
 def defineIscsiSecret(stack, usage, password):
     """
     Define a libvirt secret of usage type iscsi with C{password}.
@@ -297,11 +334,6 @@ def undefineSecret(stack, uuid):
             pass
 
     return libvirtCall(stack, undefine)
-
-
-def libvirtCallOn(uri, fn):
-    """C{fn(conn)} on a fresh connection to libvirt C{uri}, in a thread: a L{Deferred}."""
-    return deferToThread(_libvirtCall, uri, fn)
 
 
 def createDomain(stack, xml):

@@ -136,6 +136,10 @@ def _query(database: str, sql: str, *args) -> list[tuple]:
         conn.close()
 
 
+def _domain_names(conn) -> list[str]:
+    return [d.name() for d in conn.listAllDomains(0)]
+
+
 def _ssh_sync(stack: dict, server: dict, command: str, control: str) -> tuple[int, str]:
     done = subprocess.run(_testbed.sshArgv(stack, server, command, control),
                           capture_output=True, text=True, timeout=120)
@@ -161,7 +165,7 @@ class KillStepsCase(CometDaemonCase):
     def compute_hosts(cls, stack: dict) -> list[dict]:
         """The compute hosts the class's daemon has (C{name}, C{uri}, ...)."""
         if cls.all_hosts:
-            return stack["hosts"]
+            return _testbed.computeHosts(stack)
         return [{"name": "local", "uri": stack["host_uri"], "domain_type": stack["domain_type"]}]
 
     # --- the shared daemon ----------------------------------------------------------
@@ -380,8 +384,8 @@ class KillStepsCase(CometDaemonCase):
                 server, f"zfs list -H -o name,origin -t volume,snapshot -r {server['dataset']}"
                         " && echo -- && tgtadm --lld iscsi --mode target --op show"))
               for server in servers),
-            *(_testbed.libvirtCallOn(host["uri"],
-                                     lambda conn: [d.name() for d in conn.listAllDomains(0)])
+            *(_testbed.hostLibvirtCall(self.stack, host["name"], _domain_names)
+              if self.all_hosts else _testbed.libvirtCall(self.stack, _domain_names)
               for host in hosts),
         ], consumeErrors=True)
         outs = answers[:len(servers)]

@@ -37,7 +37,7 @@ from comet.remote.tgt import parse_targets
 from tests.integration import _testbed
 from tests.integration._console import DomainConsole
 from tests.integration._daemon import CometDaemonCase
-from tests.integration._testbed import second_host
+from tests.integration._testbed import computeHosts
 
 MiB = 1024**2
 #: Seconds a guest may take to boot (TCG).
@@ -60,8 +60,8 @@ class MigrationTests(CometDaemonCase):
     all_hosts = True
 
     async def test_guest_keeps_running(self):
-        self.hosts = {h["name"]: h for h in self.stack["hosts"]}
-        second_host(self.stack)
+        self.hosts = {h["name"]: h for h in computeHosts(self.stack)}
+        self.assertGreaterEqual(len(self.hosts), 2, "the testbed has one compute host")
         self.made = {"vm": None, "template": None, "cluster": None, "volume": None}
         self.console = None
         self.addCleanup(self._clean_up)
@@ -133,8 +133,8 @@ class MigrationTests(CometDaemonCase):
                     stats = None
             return domain in names, stats
 
-        on_source, _ = await _testbed.libvirtCallOn(self.hosts[source]["uri"], where)
-        on_dest, stats = await _testbed.libvirtCallOn(self.hosts[dest]["uri"], where)
+        on_source, _ = await _testbed.hostLibvirtCall(self.stack, source, where)
+        on_dest, stats = await _testbed.hostLibvirtCall(self.stack, dest, where)
         self.assertEqual((on_source, on_dest), (False, True))
         downtime = (stats or {}).get("downtime", 0) / 1000
         await self.check_admitted(vm, dest)
@@ -223,7 +223,4 @@ class MigrationTests(CometDaemonCase):
                 pool, name = made["volume"]
                 await self.request("DELETE", f"/storagepools/{pool}/storagevolumes/{name}")
         if made["vm"] is not None:
-            for host in self.hosts.values():
-                await _testbed.libvirtCallOn(
-                    host["uri"],
-                    lambda conn: _testbed.removeDomainsWith(conn, [f"comet-{made['vm']['uuid']}"]))
+            await _testbed.removeDomainsEverywhere(self.stack, [f"comet-{made['vm']['uuid']}"])

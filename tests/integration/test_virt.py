@@ -40,7 +40,7 @@ from comet.virt import (
     domain_xml,
 )
 from tests.contract.virt_suite import HOST, VirtContractMixin, until
-from tests.integration._testbed import requireTestbed, second_host, waitForLog
+from tests.integration._testbed import computeHosts, requireTestbed, waitForLog
 
 #: libvirtd's read-write socket on the testbed host.
 LIBVIRT_SOCKET = "/run/libvirt/libvirt-sock"
@@ -185,7 +185,8 @@ class QEMUContractTests(VirtContractMixin, TestCase):
 
     def other_host_uri(self) -> str:
         """The testbed's second compute host (its own libvirtd, reached over ssh)."""
-        return second_host(self.stack)["uri"]
+        return next(h["uri"] for h in computeHosts(self.stack)
+                    if h["uri"] != self.stack["host_uri"])
 
     @inlineCallbacks
     def bring_up(self, spec: DomainSpec, state: str):
