@@ -21,14 +21,17 @@ from tests.integration import _testbed
 from tests.integration._daemon import CometDaemonCase, _sleep
 
 
-def _libvirtd_pid() -> int:
-    """The testbed's libvirtd, from the record of what C{testbed/stack up} started."""
+def _libvirtd_pid(stack) -> int:
+    """
+    The libvirtd of the testbed's compute host C{local} (the machine's own),
+    which C{testbed/stack up} started: its pid file, checked against the
+    record of what C{up} started.  (The record also names host2's libvirtd.)
+    """
+    pid = _testbed.hostLibvirtdPid(stack, "local")
     with open(os.path.join(_testbed.stateDir(), "started")) as f:
-        for line in f:
-            kind, name, *rest = line.split()
-            if (kind, name) == ("pid", "libvirtd"):
-                return int(rest[0])
-    raise AssertionError("the testbed's record names no libvirtd")
+        if f"pid libvirtd {pid}" not in f.read().splitlines():
+            raise AssertionError(f"the testbed's record does not name libvirtd {pid}")
+    return pid
 
 
 class _FaultCase(CometDaemonCase):
@@ -140,7 +143,7 @@ class ComputeHostFaultTests(_FaultCase):
             await self.finished(answer)
         await self.wait_state(href, "running", 120)
 
-        pid = _libvirtd_pid()
+        pid = _libvirtd_pid(self.stack)
         self.addCleanup(self._continue, pid)
         os.kill(pid, signal.SIGSTOP)
 

@@ -15,10 +15,14 @@ import tempfile
 import tomllib
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ._testbed import (
     SerialConsole,
+    computeHost,
+    hostLibvirtCall,
+    removeDomainsEverywhere,
     createDomain,
     defineIscsiSecret,
     destroyDomain,
@@ -61,7 +65,19 @@ class StackConfigTests(TestCase):
         with open(self.stack["comet_config"], "rb") as f:
             config = tomllib.load(f)
         self.assertEqual(config["hosts"], [{"name": "local", "uri": self.stack["host_uri"],
+                                            "domain_type": self.stack["domain_type"]},
+                                           {"name": "host2", "uri": self.stack["hosts"][1]["uri"],
                                             "domain_type": self.stack["domain_type"]}])
+        self.assertEqual([(h["name"], h["uri"]) for h in self.stack["hosts"]],
+                         [(h["name"], h["uri"]) for h in config["hosts"]])
+        # host2 is remote: its URI names its address, the testbed's key and
+        # known_hosts (strict checking, no no_verify)
+        uri = self.stack["hosts"][1]["uri"]
+        self.assertTrue(uri.startswith("qemu+libssh2://root@%s/system?" % (
+            self.stack["hosts"][1]["address"],)), uri)
+        self.assertIn("keyfile=%s" % (self.stack["ssh"]["identity"],), uri)
+        self.assertIn("known_hosts=%s" % (self.stack["ssh"]["known_hosts"],), uri)
+        self.assertNotIn("no_verify", uri)
         self.assertEqual([s["host"] for s in config["storageservers"]],
                          [s["address"] for s in self.stack["servers"]])
         for server in config["storageservers"]:
@@ -82,6 +98,114 @@ class StackConfigTests(TestCase):
         for path in (guest["kernel"], guest["initrd"], self.stack["ssh"]["identity"],
                      self.stack["ssh"]["known_hosts"]):
             self.assertTrue(os.path.exists(path), path)
+
+
+def _diskless_guest_xml(stack, name):
+    """A 256 MiB TCG guest booting the testbed's kernel + busybox initramfs, no disk."""
+    guest = stack["guest"]
+    return f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{guest['kernel']}</kernel>
+    <initrd>{guest['initrd']}</initrd><cmdline>{guest['cmdline']}</cmdline></os>
+  <features><acpi/></features>
+  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='pty'><target port='0'/></serial></devices>
+</domain>"""
+
+
+@skipUnlessTestbed
+class SecondHostTests(TestCase):
+    """
+    Compute host C{host2}: another libvirtd, reached over C{qemu+libssh2} with
+    the testbed's key and known_hosts, that libvirt treats as another host.
+    """
+
+    timeout = 300
+
+    @defer.inlineCallbacks
+    def test_identity(self):
+        """
+        host2 answers over its remote URI with its own hostname and host UUID,
+        neither that of the machine's libvirtd.
+        """
+        def identity(conn):
+            import xml.etree.ElementTree as ET
+
+            uuid = ET.fromstring(conn.getCapabilities()).findtext("host/uuid")
+            return conn.getHostname(), uuid
+
+        local_name, local_uuid = yield hostLibvirtCall(self.stack, "local", identity)
+        name, uuid = yield hostLibvirtCall(self.stack, "host2", identity)
+        host2 = computeHost(self.stack, "host2")
+        self.assertEqual((name, uuid), (host2["hostname"], host2["host_uuid"]))
+        self.assertNotEqual(local_name, name)
+        self.assertNotEqual(local_uuid, uuid)
+
+    @defer.inlineCallbacks
+    def test_hostKeyChecked(self):
+        """
+        With an empty known_hosts file, host2's URI is refused: the host key
+        is checked, not accepted blindly.
+        """
+        fd, empty = tempfile.mkstemp(prefix="comet-it-known_hosts-")
+        os.close(fd)
+        self.addCleanup(os.remove, empty)
+        uri = computeHost(self.stack, "host2")["uri"].replace(
+            self.stack["ssh"]["known_hosts"], empty)
+
+        def refused():
+            import libvirt
+
+            try:
+                libvirt.open(uri).close()
+            except libvirt.libvirtError as e:
+                return str(e)
+            return None
+
+        reason = yield deferToThread(refused)
+        self.assertIsNotNone(reason, "host2 accepted with an empty known_hosts")
+        self.assertIn("host key", reason)
+        ok = yield hostLibvirtCall(self.stack, "host2", lambda conn: conn.getHostname())
+        self.assertEqual(ok, computeHost(self.stack, "host2")["hostname"])
+
+    @defer.inlineCallbacks
+    def test_liveMigration(self):
+        """
+        A running TCG guest live-migrates local -> host2 -> local (the client
+        holding both connections), running on exactly one host after each.
+        """
+        import libvirt
+
+        name = "comet-it-mig-" + _token()
+        self.addCleanup(removeDomainsEverywhere, self.stack, [name])
+        xml = _diskless_guest_xml(self.stack, name)
+        yield hostLibvirtCall(self.stack, "local", lambda conn: conn.createXML(xml, 0).name())
+        uris = {h: computeHost(self.stack, h)["uri"] for h in ("local", "host2")}
+
+        def migrate(source, dest):
+            src = libvirt.open(uris[source])
+            try:
+                dst = libvirt.open(uris[dest])
+                try:
+                    src.lookupByName(name).migrate(dst, libvirt.VIR_MIGRATE_LIVE, None, None, 0)
+                finally:
+                    dst.close()
+            finally:
+                src.close()
+
+        def running(conn):
+            try:
+                return bool(conn.lookupByName(name).isActive())
+            except libvirt.libvirtError:
+                return False
+
+        for source, dest in (("local", "host2"), ("host2", "local")):
+            yield deferToThread(migrate, source, dest)
+            on_dest = yield hostLibvirtCall(self.stack, dest, running)
+            on_source = yield hostLibvirtCall(self.stack, source, running)
+            self.assertEqual((on_source, on_dest), (False, True), (source, dest))
 
 
 @skipUnlessTestbed
