@@ -10,7 +10,9 @@ run:
 	.venv/bin/twistd -n --pidfile= comet $(if $(CONFIG),--config $(CONFIG))
 
 # Set up and run the whole test suite (the integration tests run when the
-# testbed is up: testbed/stack up).
+# testbed is up: testbed/stack up).  Two pytest-xdist workers: the integration
+# tests, one after another in one of them, the unit tests in the other meanwhile
+# (tests/conftest.py).
 test:
 	scripts/setup --test
-	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 tests
+	.venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 -n 2 --dist loadfile tests

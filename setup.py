@@ -37,6 +37,8 @@ setup(
     extras_require={
         "test": [
             "pytest>=8.0",
+            # make test: the unit tests in a second worker beside the integration tests
+            "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "openapi-spec-validator>=0.7",
             "schemathesis>=4.0",

@@ -8,6 +8,14 @@ nothing, and a green run must not hide that.  Skips legitimate everywhere, CI
 included, are listed in L{LEGITIMATE_SKIPS}.  Without C{CI}, tests skip as
 usual, saying why (C{-rs}).
 
+With pytest-xdist, C{--dist loadfile} (C{make test} runs C{-n 2 --dist
+loadfile}) shares the tests out to the workers a module at a time, as
+xdist's own loadfile does, but with every integration test in one unit
+(L{pytest_xdist_make_scheduler}): they run in one worker, one after another,
+in their usual order, as without xdist, for they share the testbed's storage
+servers and some stop or reboot them.  The unit tests run in the other worker
+meanwhile, a module's tests in one process as they always were.
+
 Under pytest the reactor never stops, so the shutdown triggers that stop
 Twisted thread pools (the reactor's own, adbapi's) never run; a pool whose
 non-daemon worker threads are still alive then keeps the interpreter from
@@ -30,6 +38,30 @@ LEGITIMATE_SKIPS: dict[str, str] = {}
 def under_ci() -> bool:
     """Whether this run is CI's: C{CI} set to true (or 1, or yes)."""
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def work_unit(nodeid: str) -> str:
+    """
+    What C{--dist loadfile} keeps in one worker, in order, for the test
+    C{nodeid}: C{tests/integration} for an integration test, else its module.
+    """
+    path = nodeid.split("::", 1)[0]
+    return "tests/integration" if path.startswith("tests/integration/") else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadFileTestbedOnce(LoadScopeScheduling):
+        """xdist's loadfile, with all of tests/integration as one file."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return LoadFileTestbedOnce(config, log)
 
 
 def _skip_reason(report) -> str:

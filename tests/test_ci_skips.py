@@ -76,8 +76,11 @@ REASONS = [
 class CISkipTests(TestCase):
     timeout = 120
 
-    async def _pytest(self, ci: str | None, *files: str):
-        """Run pytest on the generated C{files}; its exit code, output and counts."""
+    async def _pytest(self, ci: str | None, *files: str, options: tuple[str, ...] = ()):
+        """
+        Run pytest on the generated C{files} (with C{options} first); its exit
+        code, output and counts.
+        """
         directory = temp_dir(self)
         for name, text in GENERATED.items():
             with open(os.path.join(directory, name), "w") as f:
@@ -92,7 +95,7 @@ class CISkipTests(TestCase):
             env["CI"] = ci
         outcome = await run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.conftest",
-             "--rootdir", directory, *files],
+             "--rootdir", directory, *options, *files],
             env=env, path=directory, timeout=90,
         )
         out = outcome.out.decode()
@@ -107,6 +110,20 @@ class CISkipTests(TestCase):
         mark's, in the setup phase, is an error).
         """
         code, out, counts = await self._pytest("true", "test_generated.py")
+        self.assertEqual(code, 1, out)
+        self.assertEqual(counts, {"failed": 3, "error": 1, "passed": 1, "skipped": 1}, out)
+        for reason in REASONS:
+            self.assertIn(f"skipped under CI (CI=true), where a skip is a failure: {reason}\n", out)
+        self.assertIn("test_generated.py::Skips::test_in_setup: install what it needs", out)
+
+    async def test_ci_skip_fails_under_xdist(self):
+        """
+        The same in C{make test}'s way, in pytest-xdist workers (shared out by
+        tests/conftest.py's scheduler): the reports the workers send say the
+        same, and the listed skip is still the one allowed.
+        """
+        code, out, counts = await self._pytest(
+            "true", "test_generated.py", options=("-p", "xdist", "-n", "2", "--dist", "loadfile"))
         self.assertEqual(code, 1, out)
         self.assertEqual(counts, {"failed": 3, "error": 1, "passed": 1, "skipped": 1}, out)
         for reason in REASONS:
