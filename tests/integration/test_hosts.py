@@ -1,0 +1,180 @@
+"""
+Two real compute hosts (issue 17): the testbed's own libvirtd (C{local}) and
+C{host2}, a second libvirtd in its own namespaces reached over
+C{qemu+libssh2://root@10.200.0.11/system}, both in a C{twistd -n comet}
+child's configuration.
+
+VMs go where the placement rule puts them (the host with the most free
+memory; ties to the first configured), so one test VM goes to each host.
+When C{host2}'s libvirtd freezes (SIGSTOP), requests about its VM answer 503
+naming it while requests about the other VM keep the latency they had
+before (a baseline taken in the same test); when it thaws, everything is
+back without restarting Comet.  The host is always thawed by a cleanup, so a
+failing test does not leave the shared testbed frozen.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+
+from tests.integration import _testbed
+from tests.integration._daemon import CometDaemonCase, _sleep
+
+#: GETs timed before and during the fault.
+SAMPLES = 7
+
+
+class TwoHostTests(CometDaemonCase):
+    all_hosts = True
+    #: A frozen host's calls are given up after this many seconds.
+    config_extra = {"compute": {"libvirt_timeout": 5}}
+    timeout = 400
+
+    def _continue(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+    async def _until(self, what: str, check, timeout: float = 120):
+        deadline = time.monotonic() + timeout
+        while True:
+            outcome = await check()
+            if outcome:
+                return outcome
+            if time.monotonic() > deadline:
+                self.fail(f"{what} not within {timeout} s:\n{self._log_tail()}")
+            await _sleep(0.5)
+
+    async def _timed_gets(self, href: str) -> list[float]:
+        """Seconds each of L{SAMPLES} GETs of C{href} took (each must be a 200)."""
+        times = []
+        for _ in range(SAMPLES):
+            start = time.monotonic()
+            answer = await self.request("GET", href)
+            times.append(time.monotonic() - start)
+            self.assertEqual(answer.code, 200, answer)
+        return times
+
+    async def _domain_hosts(self, domain: str) -> list[str]:
+        """The compute hosts whose libvirtd runs C{domain}."""
+        import libvirt
+
+        def active(conn):
+            try:
+                return bool(conn.lookupByName(domain).isActive())
+            except libvirt.libvirtError:
+                return False
+
+        found = []
+        for host in _testbed.computeHosts(self.stack):
+            if await _testbed.hostLibvirtCall(self.stack, host["name"], active):
+                found.append(host["name"])
+        return found
+
+    async def _make_vm(self, cluster: str, template: str) -> dict:
+        answer = await self.request("POST", f"/cluster/{cluster}/vms", {"template": template})
+        self.assertEqual(answer.code, 201, answer)
+        vm = answer.json
+        # Whatever happens to Comet's own clean-up: the domain goes, from
+        # whichever host it is on (cleanups run last-added first, so after
+        # the thaw added later).
+        self.addCleanup(_testbed.removeDomainsEverywhere, self.stack, [f"comet-{vm['uuid']}"])
+        return vm
+
+    async def _start(self, href: str) -> dict:
+        answer = await self.request("POST", f"{href}/start", {})
+        self.assertIn(answer.code, (200, 202), answer)
+        if answer.code == 202:
+            await self.finished(answer)
+        return await self.wait_state(href, "running", 120)
+
+    async def test_placement_failure_and_recovery(self):
+        hosts = {h["name"]: h for h in (await self.get("/hosts"))}
+        names = [h["name"] for h in _testbed.computeHosts(self.stack)]
+        self.assertEqual(sorted(hosts), sorted(names))
+        for host in hosts.values():
+            self.assertEqual(host["state"], "connected", host)
+
+        # The rule: most free memory, ties to the first configured.  The
+        # first VM is big enough that afterwards the other host has more
+        # free memory (by 1 GiB), so the second, small, VM goes there.
+        best = max(hosts[n]["memory_free"] for n in names)
+        first = next(n for n in names if hosts[n]["memory_free"] == best)
+        other = next(n for n in names if n != first)
+        big = hosts[first]["memory"] - hosts[other]["memory_free"] + 1024
+        self.assertLessEqual(big, hosts[first]["memory_free"], hosts)
+
+        big_t, small_t, cluster = (f"it-{self.token}-big", f"it-{self.token}-small",
+                                   f"it-{self.token}-c")
+        for name, memory in ((big_t, big), (small_t, 64)):
+            answer = await self.request(
+                "POST", "/templates", {"name": name, "memory": memory, "cpus": 1})
+            self.assertEqual(answer.code, 201, answer)
+            self.addCleanup(self.request, "DELETE", f"/templates/{name}")
+        self.assertEqual((await self.request("POST", "/cluster", {"name": cluster})).code, 201)
+        self.addCleanup(self.request, "DELETE", f"/cluster/{cluster}", {"force": True})
+
+        big_vm = await self._make_vm(cluster, big_t)
+        started = await self._start(big_vm["href"])
+        self.assertEqual(started["host"], first, (started, hosts))
+        small_vm = await self._make_vm(cluster, small_t)
+        started = await self._start(small_vm["href"])
+        self.assertEqual(started["host"], other, (started, hosts))
+        # Each domain runs on its host's libvirtd, and only there.
+        self.assertEqual(await self._domain_hosts(f"comet-{big_vm['uuid']}"), [first])
+        self.assertEqual(await self._domain_hosts(f"comet-{small_vm['uuid']}"), [other])
+
+        by_host = {first: big_vm["href"], other: small_vm["href"]}
+        victim, survivor = by_host["host2"], by_host["local"]
+
+        # Baseline: the survivor's VM, both hosts up.
+        baseline = await self._timed_gets(survivor)
+
+        pid = _testbed.hostLibvirtdPid(self.stack, "host2")
+        self.addCleanup(self._continue, pid)
+        os.kill(pid, signal.SIGSTOP)
+
+        vm = await self.get(victim)
+        self.assertEqual(vm["state"], "unknown", vm)
+        host = await self.get("/hosts/host2")
+        self.assertEqual(host["state"], "unreachable", host)
+        answer = await self.request("POST", f"{victim}/poweroff", {})
+        self.assertEqual(answer.code, 503, answer)
+        self.assertEqual(answer.json["error"], "unavailable", answer)
+        self.assertIn("host2", answer.json["reason"])
+
+        # The other host's VM: as fast as before, and its actions work.
+        during = await self._timed_gets(survivor)
+        self.assertLessEqual(
+            statistics.median(during), 3 * max(baseline),
+            f"GET of the VM on local: {during} s with host2 frozen, {baseline} s before")
+        self.assertEqual((await self.get(survivor))["state"], "running")
+        self.assertEqual((await self.get("/hosts/local"))["state"], "connected")
+        answer = await self.request("POST", f"{survivor}/suspend", {})
+        self.assertEqual((answer.code, answer.json["state"]), (200, "paused"), answer)
+        answer = await self.request("POST", f"{survivor}/resume", {})
+        self.assertEqual((answer.code, answer.json["state"]), (200, "running"), answer)
+
+        # Thawed: host2 and its VM are back without restarting Comet.
+        self._continue(pid)
+
+        async def back():
+            answer = await self.request("GET", victim)
+            return answer.code == 200 and answer.json["state"] == "running"
+
+        await self._until("the VM on host2 shown running again", back)
+        self.assertEqual((await self.get("/hosts/host2"))["state"], "connected")
+        for href in (victim, survivor):
+            answer = await self.request("POST", f"{href}/poweroff", {})
+            self.assertIn(answer.code, (200, 202), answer)
+            if answer.code == 202:
+                await self.finished(answer)
+            await self.wait_state(href, "shutoff", 60)
+            answer = await self.request("DELETE", href)
+            self.assertEqual(answer.code, 204, answer)
+        self.assertEqual(await self._domain_hosts(f"comet-{big_vm['uuid']}"), [])
+        self.assertEqual(await self._domain_hosts(f"comet-{small_vm['uuid']}"), [])
