@@ -8,7 +8,7 @@ nothing, and a green run must not hide that.  Skips legitimate everywhere, CI
 included, are listed in L{LEGITIMATE_SKIPS}.  Without C{CI}, tests skip as
 usual, saying why (C{-rs}).
 
-With pytest-xdist, C{--dist loadfile} (C{make test} runs C{-n 2 --dist
+With pytest-xdist, C{--dist loadfile} (C{scripts/test} runs C{-n 2 --dist
 loadfile}) shares the tests out to the workers a module at a time, as
 xdist's own loadfile does, but with every integration test in one unit
 (L{pytest_xdist_make_scheduler}): they run in one worker, one after another,

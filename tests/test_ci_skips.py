@@ -118,7 +118,7 @@ class CISkipTests(TestCase):
 
     async def test_ci_skip_fails_under_xdist(self):
         """
-        The same in C{make test}'s way, in pytest-xdist workers (shared out by
+        The same in C{scripts/test}'s way, in pytest-xdist workers (shared out by
         tests/conftest.py's scheduler): the reports the workers send say the
         same, and the listed skip is still the one allowed.
         """

@@ -67,7 +67,7 @@ MAX_EXAMPLES = int(os.environ.get("COMET_FUZZ_EXAMPLES", "15"))
 
 #: Seconds the whole schemathesis run may take before it is killed: a
 #: watchdog against a hang, not a speed limit (speed is bench/'s business).
-#: Generous, since under `make test` the unit tests share the two cores with
+#: Generous, since under `scripts/test` the unit tests share the two cores with
 #: the integration half and its emulated VMs (a run took 105 s of 150 there).
 RUN_TIMEOUT = int(os.environ.get("COMET_FUZZ_TIMEOUT", max(600, 40 * MAX_EXAMPLES)))
 

@@ -1,5 +1,5 @@
 """
-C{make test} runs pytest-xdist with C{-n 2 --dist loadfile}; tests/conftest.py's
+C{scripts/test} runs pytest-xdist with C{-n 2 --dist loadfile}; tests/conftest.py's
 scheduler keeps every integration test in one worker, in its order (they share
 the testbed, and some stop or reboot its storage servers), and each other
 module in one worker.  Each test here runs pytest so on a generated tree whose
