@@ -33,6 +33,7 @@ setup(
         "libvirt-python>=9.0.0",
         "Pillow>=10.0.0",
         "autobahn>=23.1",
+        "prometheus-client>=0.20.0",
     ],
     extras_require={
         "test": [

@@ -170,6 +170,13 @@ class ReconcileConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    #: A file holding the token a Prometheus server sends (C{Bearer}) to read
+    #: C{/metrics} and nothing else; "": only users' tokens (a viewer's) may.
+    token_file: str = ""
+
+
+@attrs.frozen
 class DebugConfig:
     #: Tests only: a file naming checkpoints (``<kind> <step> <before|after>``)
     #: at which the daemon kills itself with SIGKILL (L{comet.debug}); "": off.
@@ -194,6 +201,7 @@ class Config:
     reconcile: ReconcileConfig = attrs.Factory(ReconcileConfig)
     console: ConsoleConfig = attrs.Factory(ConsoleConfig)
     tasks: TasksConfig = attrs.Factory(TasksConfig)
+    metrics: MetricsConfig = attrs.Factory(MetricsConfig)
     debug: DebugConfig = attrs.Factory(DebugConfig)
     #: The file this came from, or ``None`` for the embedded default.
     source: str | None = None
@@ -212,6 +220,7 @@ _TABLES: dict[str, tuple[type, bool]] = {
     "reconcile": (ReconcileConfig, False),
     "console": (ConsoleConfig, False),
     "tasks": (TasksConfig, False),
+    "metrics": (MetricsConfig, False),
     "debug": (DebugConfig, False),
 }
 

@@ -131,11 +131,13 @@ class CometService(MultiService):
             api.password_checks_per_address,
         )
         authenticator = Authenticator(
-            users, self.reactor, throttle, enabled=api.auth, checks=self.password_checks
+            users, self.reactor, throttle, enabled=api.auth, checks=self.password_checks,
+            scrape_token=read_scrape_token(self.config.metrics.token_file),
         )
         origins = OriginPolicy(check_host=not api.auth, allowed_hosts=api.allowed_hosts)
         self.api = CometAPI(
-            self.models, guard=Guard(authenticator, users, api.max_body, self.reactor, origins)
+            self.models, guard=Guard(authenticator, users, api.max_body, self.reactor, origins),
+            metrics=self.models.metrics,
         )
         if api.auth and await users.count() == 0:
             log.warn(
@@ -213,6 +215,27 @@ class CometService(MultiService):
         if self.stallwatch is not None:
             self.stallwatch.stop()
             self.stallwatch = None
+
+
+def read_scrape_token(path: str) -> str | None:
+    """
+    The scrape token in C{path} (C{[metrics] token_file}; surrounding blanks
+    dropped), C{None} when no file is configured.  A file that cannot be
+    read, or is empty, stops the start: a Prometheus server configured with
+    a token would otherwise be refused without anyone knowing why.
+    """
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise _config.ConfigError(f"metrics.token_file: cannot read {path}: {e}") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise _config.ConfigError(
+            f"metrics.token_file: {path} must hold one token of at least 16 characters"
+            " and no blanks")
+    return token
 
 
 def freeze_startup_heap() -> None:

@@ -378,3 +378,14 @@ class ExposureTests(TestCase):
         self.assertTrue(self.parse(endpoint).api.endpoint.startswith("ssl:"))
         e = self.assertRaises(ConfigError, self.parse, endpoint + "\nauth = false")
         self.assertIn("api.auth = false", str(e))
+
+
+class MetricsConfigTests(TestCase):
+    def test_token_file(self):
+        """C{[metrics] token_file}: a path (default "": only users' tokens read /metrics)."""
+        self.assertEqual(config.Config().metrics.token_file, "")
+        cfg = config.parse('[metrics]\ntoken_file = "/etc/comet/metrics-token"\n')
+        self.assertEqual(cfg.metrics.token_file, "/etc/comet/metrics-token")
+        with self.assertRaises(ConfigError) as e:
+            config.parse("[metrics]\ntoken = 'x'\n")
+        self.assertIn("unknown key metrics.token", str(e.exception))

@@ -279,6 +279,28 @@ def _twistd_env():
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
+class ScrapeTokenTests(TestCase):
+    """L{read_scrape_token}: the file of C{[metrics] token_file}."""
+
+    def test_read(self):
+        from comet.service import read_scrape_token
+
+        directory = temp_dir(self)
+        path = os.path.join(directory, "token")
+        self.assertIsNone(read_scrape_token(""))
+        with open(path, "w") as f:
+            f.write("  " + "t" * 32 + "\n")
+        self.assertEqual(read_scrape_token(path), "t" * 32)
+        for bad in ("", "short", "two words here and there"):
+            with open(path, "w") as f:
+                f.write(bad)
+            with self.assertRaises(config.ConfigError) as e:
+                read_scrape_token(path)
+            self.assertIn("metrics.token_file", str(e.exception))
+        with self.assertRaises(config.ConfigError):
+            read_scrape_token(os.path.join(directory, "absent"))
+
+
 class TwistdTests(TestCase):
     """The daemon as an operator starts it, in a child process."""
 
@@ -338,6 +360,48 @@ class TwistdTests(TestCase):
             TWISTD + ["-n", "--pidfile=", "comet", "--config", path], directory, port, _twistd_env()
         )
         self.assertTrue(os.path.exists(os.path.join(directory, "comet.sqlite")))
+
+    async def test_twistd_scrape(self):
+        """
+        A Prometheus scrape of a real C{twistd} daemon: the scrape token of
+        C{[metrics] token_file} reads C{/metrics} (text format, parsed as
+        Prometheus does), no token is a 401; C{/health} answers 200 ok.
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        directory = temp_dir(self)
+        port = free_port()
+        token_file = os.path.join(directory, "metrics-token")
+        scrape_token = "scrape-" + "0123456789abcdef" * 2
+        with open(token_file, "w") as f:
+            f.write(scrape_token + "\n")
+        path = write_config(directory, port, f'[metrics]\ntoken_file = "{token_file}"\n')
+        bootstrap(os.path.join(directory, "comet.sqlite"))
+        process, done = spawn(TWISTD + ["-n", "--pidfile=", "comet", "--config", path],
+                              env=_twistd_env(), path=directory)
+        self.addCleanup(lambda: done.called or process.signalProcess("KILL"))
+        health = await self._wait_listening(port, done)
+        self.assertEqual((health.code, await health.json()), (200, {"status": "ok"}))
+        refused = await http().get(f"http://127.0.0.1:{port}/metrics")
+        self.assertEqual(refused.code, 401)
+        await refused.content()
+        response = await http().get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={b"Authorization": [f"Bearer {scrape_token}".encode()],
+                     b"Accept": [b"application/openmetrics-text;version=1.0.0;q=0.75,"
+                                 b"text/plain;version=0.0.4;q=0.5,*/*;q=0.1"]})
+        self.assertEqual(response.code, 200)
+        text = (await response.content()).decode()
+        found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                 for family in text_string_to_metric_families(text) for s in family.samples}
+        self.assertGreaterEqual(found["comet_http_requests_total", (
+            ("method", "GET"), ("route", "health"), ("status", "200"))], 1)
+        self.assertEqual(found["comet_host_up", (("host", "local"),)], 1)
+        self.assertEqual(found["comet_lease_held", ()], 1)
+        self.assertEqual(found["comet_reconcile_passes_total", (("outcome", "ok"),)], 1)
+        process.signalProcess("TERM")
+        outcome = await done
+        self.assertIn(b"Comet stopped", outcome.out)
 
     async def test_tac(self):
         """C{twistd -ny comet.tac} with C{COMET_CONFIG} starts and stops the same way."""

@@ -14,6 +14,7 @@ import attrs
 
 from comet.model.clusters import ClusterModel
 from comet.model.console import ConsoleModel
+from comet.model.health import Health
 from comet.model.hosts import HostModel
 from comet.model.intents import Intents
 from comet.model.leftovers import Leftovers
@@ -49,10 +50,14 @@ class Models:
     #: What every operation runs against (L{comet.model.operations.Context}):
     #: the tables, the hypervisors, storage; for the manhole and tests to look at.
     context: Context | None = None
+    #: What C{/health} answers (L{comet.model.health.Health}).
+    health: Health | None = None
+    #: This daemon's Prometheus registry and instruments (L{comet.metrics.Metrics}).
+    metrics: Any = None
 
 
 def make_models(db, hypervisors, config, clock, runners=None,
-                address=describe_target) -> Models:
+                address=describe_target, metrics=None) -> Models:
     """
     The models of a daemon over C{db} and the libvirt adapter, wired together.
 
@@ -63,12 +68,18 @@ def make_models(db, hypervisors, config, clock, runners=None,
     @param runners: storage server address -> L{comet.remote.IRunner}; by
         default one L{comet.remote.SSHRunner} per configured storage server
         (C{clock} is then the reactor).  L{StorageModel.stop} stops them.
+
+    @param metrics: the daemon's L{comet.metrics.Metrics} (by default a new
+        one, with its own registry); it exports what these models know.
     """
+    from comet.metrics import Metrics
     from comet.store import Clusters, Snapshots, Storage, Tasks, Templates, VMs
     from comet.store import Intents as IntentTable
     from comet.store import Locks as LockTable
     from comet.store.users import Users
     from comet.virt import CachedStates
+    if metrics is None:
+        metrics = Metrics()
     tasks = TaskRunner(Tasks(db), clock, address)
     intents = Intents(IntentTable(db), clock)
     locks = Locks(LockTable(db), clock)
@@ -78,7 +89,8 @@ def make_models(db, hypervisors, config, clock, runners=None,
         from comet.remote import SSHRunner
 
         runners = {
-            s.host: SSHRunner(clock, s, config.storage) for s in config.storageservers
+            s.host: SSHRunner(clock, s, config.storage, metrics=metrics)
+            for s in config.storageservers
         }
     storage = StorageModel(
         Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db),
@@ -113,7 +125,8 @@ def make_models(db, hypervisors, config, clock, runners=None,
     leftovers = Leftovers(context, storage, config.storage.iqn_domain)
     reconciler = Reconciler(context, IntentTable(db), Tasks(db), storage, clock,
                             leftovers=leftovers)
-    return Models(
+    serverwatch = ServerWatch(runners, clock, leftovers.restore_exports)
+    models = Models(
         clusters=clusters,
         tasks=tasks,
         hosts=hosts,
@@ -127,8 +140,12 @@ def make_models(db, hypervisors, config, clock, runners=None,
                              max_message=config.console.max_message),
         intents=intents,
         reconciler=reconciler,
-        serverwatch=ServerWatch(runners, clock, leftovers.restore_exports),
+        serverwatch=serverwatch,
         locks=locks,
         users=Users(db, clock=clock),
         context=context,
+        health=Health(locks, reconciler, hypervisors, serverwatch, clock),
+        metrics=metrics,
     )
+    metrics.watch(models, clock)
+    return models

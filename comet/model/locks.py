@@ -234,6 +234,16 @@ class Locks:
                 "the lease of owner {owner} is gone from the database: another Comet took"
                 " this one for dead", owner=self.me.owner)
 
+    async def check_lease(self) -> bool:
+        """
+        Whether this process's owner row is still in the database, found by a
+        write that changes nothing (so a database that takes no write raises
+        here): what C{/health} asks.  C{False} without a database or lease.
+        """
+        if self._store is None or not self.leased:
+            return False
+        return await self._store.touch(self.me.owner)
+
     def stop_renewing(self) -> None:
         if self._renewing is not None and self._renewing.running:
             self._renewing.stop()

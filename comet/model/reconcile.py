@@ -47,6 +47,7 @@ Before both, the locks of owners that died are released
 
 from __future__ import annotations
 
+import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -58,6 +59,20 @@ from comet.model.operations import REGISTRY
 from comet.model.tasks import RESTARTED
 
 log = Logger()
+
+
+@attrs.frozen
+class Pass:
+    """How a reconciler pass went (what C{/health} and the metrics show)."""
+
+    #: When it began and ended (the clock's seconds).
+    began: float
+    ended: float
+    #: Repairs made (each one sentence of the log).
+    repairs: int
+    #: Why it failed (the error's text), or C{None} when it ended well.
+    error: str | None = None
+
 
 class Reconciler:
     """
@@ -77,11 +92,21 @@ class Reconciler:
         self._clock = clock
         self._leftovers = leftovers
         self._loop: LoopingCall | None = None
+        #: Seconds between passes (0: only the pass at start).
+        self.interval = 0.0
+        #: The last pass that ended (L{Pass}), C{None} before the first.
+        self.last_pass: Pass | None = None
+        #: When the pass running now began, or C{None}.
+        self.running_since: float | None = None
+        #: Passes ended, by outcome (C{ok}, C{failed}), and repairs made: the metrics.
+        self.pass_counts: dict[str, int] = {"ok": 0, "failed": 0}
+        self.repairs_total = 0
 
     # Running -------------------------------------------------------------------
 
     def start(self, interval: float) -> None:
         """Run every C{interval} seconds from now on (0: never)."""
+        self.interval = interval
         if interval > 0:
             self._loop = LoopingCall(self._run_logged)
             self._loop.clock = self._clock
@@ -101,7 +126,24 @@ class Reconciler:
         """
         One pass; the repairs made, one sentence each (each also logged).
         The locks of dead owners are released first (logged, not counted).
+        How it went is kept (L{last_pass}) for C{/health} and the metrics.
         """
+        began = self.running_since = self._clock.seconds()
+        try:
+            repairs = await self._pass()
+        except BaseException as e:
+            self._ended(Pass(began, self._clock.seconds(), 0, str(e) or type(e).__name__))
+            raise
+        self._ended(Pass(began, self._clock.seconds(), len(repairs)))
+        return repairs
+
+    def _ended(self, ended: Pass) -> None:
+        self.running_since = None
+        self.last_pass = ended
+        self.pass_counts["ok" if ended.error is None else "failed"] += 1
+        self.repairs_total += ended.repairs
+
+    async def _pass(self) -> list[str]:
         await self.release_dead_locks()
         repairs = await self._interrupted()
         repairs += await self._leftovers.domains()

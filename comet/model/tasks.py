@@ -84,6 +84,10 @@ class TaskRunner:
         self._clock = clock
         self._address = address
         self._running: dict[int, Deferred] = {}
+        #: Task id -> the kind of its target, while it runs.
+        self._kinds: dict[int, str] = {}
+        #: (kind, status) -> tasks of this process that ended so (the metrics).
+        self._ended: dict[tuple[str, str], int] = {}
 
     def _now(self) -> int:
         return int(self._clock.seconds())
@@ -110,6 +114,7 @@ class TaskRunner:
         """
         record = await self._tasks.create(self._address(target), message, self._now())
         handle = TaskHandle(self, record.id)
+        self._kinds[record.id] = target.kind
         done = ensureDeferred(self._run(handle, job))
         self._running[record.id] = done
         done.addBoth(self._forget, record.id)
@@ -126,10 +131,13 @@ class TaskRunner:
             status, message = "failed", "internal error; see the daemon's log"
         else:
             status, message = "finished", message or "done"
+        kind = self._kinds.get(handle.id, "")
+        self._ended[kind, status] = self._ended.get((kind, status), 0) + 1
         await self._tasks.finish(handle.id, status, message, self._now())
 
     def _forget(self, result, task_id: int):
         self._running.pop(task_id, None)
+        self._kinds.pop(task_id, None)
         return None
 
     def wait(self, task_id: int) -> Deferred:
@@ -149,6 +157,17 @@ class TaskRunner:
     def running(self) -> list[int]:
         """Ids of the tasks this process is running now."""
         return list(self._running)
+
+    def running_counts(self) -> dict[str, int]:
+        """Tasks this process is running now, by the kind of their target (the metrics)."""
+        counts: dict[str, int] = {}
+        for kind in self._kinds.values():
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def ended_counts(self) -> dict[tuple[str, str], int]:
+        """Tasks this process ran that ended, by (kind of target, status): the metrics."""
+        return dict(self._ended)
 
     def wait_all(self) -> Deferred:
         """A Deferred that fires when every task in flight has ended."""

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from comet.config import ConfigError, DatabaseConfig, StorageConfig, StorageServerConfig
@@ -76,6 +77,7 @@ class SSHRunner:
         server_alive_interval: int = 15,
         kill_grace: float = 5.0,
         remote_timeout: bool = True,
+        metrics=None,
     ):
         """
         @param reactor: an L{twisted.internet.interfaces.IReactorProcess}.
@@ -89,6 +91,8 @@ class SSHRunner:
             set C{kill_grace} seconds later than the local one.  Killing the
             local ssh client does not kill the remote command (without a
             terminal nothing sends it a signal); this does.
+        @param metrics: the daemon's L{comet.metrics.Metrics}: each command's
+            latency is observed there as it ends (C{None}: not measured).
         """
         self._reactor = reactor
         self.clock = clock if clock is not None else reactor
@@ -97,6 +101,7 @@ class SSHRunner:
         self.host = server.host
         self.kill_grace = kill_grace
         self._remote_timeout = remote_timeout
+        self._metrics = metrics
         self._ssh = ssh
         self._control_persist = control_persist
         self._alive = server_alive_interval
@@ -162,7 +167,18 @@ class SSHRunner:
         refused = self._spawn(command, self.ssh_argv() + [self._remote(argv, timeout)])
         if refused is not None:
             return refused
-        return command.outcome.observe(lambda d: command.kill("cancel"))
+        outcome = command.outcome.observe(lambda d: command.kill("cancel"))
+        if self._metrics is not None:
+            began = self._metrics.timer()
+            outcome.addBoth(self._measured, argv[0], began)
+        return outcome
+
+    def _measured(self, result, command: str, began: float):
+        """Observe a command's latency (from its start, the wait for a session included)."""
+        ok = not isinstance(result, Failure)
+        self._metrics.ssh_command(self.host, os.path.basename(command), ok,
+                                  self._metrics.timer() - began)
+        return result
 
     def run_stream(self, argv: Sequence[str], timeout: float | None = None,
                    output=None) -> _Stream:

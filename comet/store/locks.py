@@ -116,6 +116,13 @@ def _renew(conn, owner: str, now: int) -> bool:
     return conn.execute("UPDATE owners SET renewed = ? WHERE owner = ?", (now, owner)).rowcount == 1
 
 
+def _touch(conn, owner: str) -> bool:
+    # A write that changes nothing: it needs the write lock and a commit, as
+    # any change does, and its row count says whether the row is there.
+    return conn.execute("UPDATE owners SET renewed = renewed WHERE owner = ?",
+                        (owner,)).rowcount == 1
+
+
 def _drop_owner(conn, owner: str) -> None:
     conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
 
@@ -172,6 +179,14 @@ class Locks:
     def renew(self, owner: str, now: int):
         """Bump C{owner}'s renewal; whether its row was still there."""
         return self._db.transact(_renew, owner, now)
+
+    def touch(self, owner: str):
+        """
+        Write C{owner}'s row unchanged, in a transaction of the database
+        thread: whether the row is there (C{/health}: the database takes a
+        write, and the lease is still this owner's).
+        """
+        return self._db.transact(_touch, owner)
 
     def drop_owner(self, owner: str):
         return self._db.transact(_drop_owner, owner)

@@ -21,6 +21,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import IntegerConverter
 
+from comet.metrics import UNMATCHED
 from comet.web._auth import Authenticator, Guard
 from comet.web._errors import HTTPError
 from comet.web._serve import render_error, serve
@@ -73,8 +74,14 @@ class CometAPI:
         credentials checked against the users of C{models.users}.
     """
 
-    def __init__(self, models: Any, routes: RouteTable | None = None, guard: Any = None):
+    def __init__(self, models: Any, routes: RouteTable | None = None, guard: Any = None,
+                 metrics: Any = None):
+        """
+        @param metrics: where each answered request is counted
+            (L{comet.metrics.Metrics.request}); C{None}: not counted.
+        """
         self.models = models
+        self.metrics = metrics
         #: This app's own table: what it routes, and what its OpenAPI document says.
         self.routes = api_routes() if routes is None else routes
         if guard is None:
@@ -103,7 +110,10 @@ class CometAPI:
         self.app.handle_errors(HTTPException)(self._routing_error)
 
     def _view(self, endpoints: dict):
+        route = next(iter(endpoints.values())).path
+
         def view(request: IRequest, **params):
+            request.comet_route = route
             method = request.method.decode("ascii")
             endpoint = endpoints.get(method) or endpoints.get("GET")  # HEAD is GET
             served = ensureDeferred(serve(self.models, endpoint, request, params, self.guard))
@@ -147,10 +157,17 @@ class CometAPI:
 
     def _started(self, request: IRequest) -> None:
         self._in_flight += 1
-        request.notifyFinish().addBoth(self._finished)
+        began = self.metrics.timer() if self.metrics is not None else 0.0
+        request.notifyFinish().addBoth(self._finished, request, began)
 
-    def _finished(self, _):
+    def _finished(self, _, request: IRequest, began: float):
         self._in_flight -= 1
+        if self.metrics is not None:
+            # In memory only (a few additions): the scrape reads them.
+            self.metrics.request(
+                getattr(request, "comet_route", UNMATCHED),
+                request.method.decode("ascii", "replace"), request.code,
+                self.metrics.timer() - began)
         if self._in_flight == 0:
             waiting, self._drained = self._drained, []
             for d in waiting:

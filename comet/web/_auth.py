@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import time
 from typing import Any
 
@@ -52,6 +53,17 @@ class Identity:
 
     name: str
     role: str
+
+
+#: The role of a caller with the scrape token (C{[metrics] token_file}): no
+#: role of L{comet.web._table.ROLE_RANKS}, so it may read L{SCRAPE_PATHS} only.
+SCRAPE = "scrape"
+#: The paths the scrape token may read.
+SCRAPE_PATHS = frozenset({"metrics"})
+#: Public paths that still identify a caller who sends credentials (the
+#: health check tells an authenticated caller more); credentials that are
+#: wrong count as none there, so a load balancer always gets its status.
+IDENTIFIED_PUBLIC = frozenset({"health"})
 
 
 def _unauthorized(reason: str) -> HTTPError:
@@ -85,11 +97,13 @@ class Authenticator:
     @param throttle: a L{LoginThrottle}.
     @param checks: a L{PasswordChecks}.
     @param tokens: a L{WrongTokens}.
+    @param scrape_token: the token of C{[metrics] token_file}: its caller has
+        the role L{SCRAPE}, which reads L{SCRAPE_PATHS} only.
     """
 
     def __init__(self, users, clock=None, throttle: LoginThrottle | None = None,
                  enabled: bool = True, checks: PasswordChecks | None = None,
-                 tokens: WrongTokens | None = None):
+                 tokens: WrongTokens | None = None, scrape_token: str | None = None):
         from twisted.internet import reactor
 
         if clock is None:
@@ -100,6 +114,7 @@ class Authenticator:
         self.checks = checks if checks is not None else PasswordChecks(reactor)
         self.tokens = tokens if tokens is not None else WrongTokens(clock)
         self.enabled = enabled
+        self._scrape_token = scrape_token.encode("utf-8") if scrape_token else None
 
     async def identify(self, request: IRequest) -> Identity:
         if not self.enabled:
@@ -120,6 +135,9 @@ class Authenticator:
         return identity
 
     async def _token(self, request: IRequest, token: str) -> Identity | None:
+        if self._scrape_token is not None and hmac.compare_digest(
+                token.encode("utf-8"), self._scrape_token):
+            return Identity("(scrape token)", SCRAPE)
         if not token.startswith(TOKEN_PREFIX) or len(token) > _TOKEN_MAX:
             return None   # no token of ours: not worth a lookup
         user = await self.users.by_token(token)
@@ -214,11 +232,19 @@ class Guard:
         # Before the credentials: another site's page gets no password check.
         self.origins.check(request)
         identity = None
-        if endpoint.role not in (PUBLIC, TICKET):
+        if endpoint.role == PUBLIC and endpoint.path in IDENTIFIED_PUBLIC:
+            if request.getHeader(b"authorization") is not None:
+                try:
+                    identity = await self.identify(request)
+                except HTTPError:
+                    identity = None
+                request.comet_identity = identity
+        elif endpoint.role not in (PUBLIC, TICKET):
             identity = await self.identify(request)
             # Known before the role check, so a 403 is audited with its user.
             request.comet_identity = identity
-            if not allows(identity.role, endpoint.role):
+            scraping = identity.role == SCRAPE and endpoint.path in SCRAPE_PATHS
+            if not scraping and not allows(identity.role, endpoint.role):
                 raise HTTPError(
                     403,
                     f"user {identity.name!r} ({identity.role}) may not {endpoint.method}"

@@ -1,13 +1,13 @@
 """
-The health check (C{GET /health}, the one endpoint without credentials) and the
-audit log (C{GET /auditlog}, admins only).
+The audit log (C{GET /auditlog}, admins only).  The health check is
+L{comet.web.health}.
 """
 
 from __future__ import annotations
 
 from comet.web._errors import HTTPError
-from comet.web._schemas import STRING, TIME, enum, listing, nullable, obj, resource
-from comet.web._table import ADMIN, PUBLIC, Routes
+from comet.web._schemas import STRING, TIME, listing, nullable, resource
+from comet.web._table import ADMIN, Routes
 from comet.web.paths import PATHS
 
 #: The endpoints this module declares (each app serves them: L{comet.web.routes}).
@@ -18,7 +18,6 @@ routes = Routes()
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
-HEALTH = obj(("status",), status=enum("ok"))
 ENTRY = resource(
     "AuditEntry",
     id={"type": "integer", "minimum": 1},
@@ -39,12 +38,6 @@ QUERY = {
     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
     "offset": {"type": "integer", "minimum": 0, "default": 0},
 }
-
-
-@routes.route("GET", "health", role=PUBLIC, answers={200: HEALTH})
-async def health(models, request, body):
-    """Whether the daemon answers (no credentials needed)."""
-    return {"status": "ok"}
 
 
 def int_arg(request, name: str, default, low: int, high: int | None = None):

@@ -50,6 +50,7 @@ PATHS = Paths({
     "tasks": "/tasks",
     "task": "/tasks/<int:id>",
     "health": "/health",
+    "metrics": "/metrics",
     "auditlog": "/auditlog",
     "openapi": "/openapi.json",
 })

@@ -11,7 +11,7 @@ share no table, and no table depends on which module was imported first.
 
 from __future__ import annotations
 
-from comet.web import audit, clusters, console, hosts, storage, tasks, templates, vms
+from comet.web import audit, clusters, console, health, hosts, storage, tasks, templates, vms
 from comet.web._table import RouteTable
 from comet.web.openapi import DOCUMENT, serve_document
 from comet.web.paths import PATHS
@@ -21,6 +21,7 @@ from comet.web.paths import PATHS
 RESOURCES = (
     clusters.routes,
     hosts.routes,
+    health.routes,
     audit.routes,
     tasks.routes,
     storage.routes,

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
 from comet.config import StorageConfig, load
+from comet.metrics import Metrics
 from comet.remote import SSHRunner
 from tests._api import make_client, make_models
 from tests.integration._testbed import requireTestbed
@@ -40,11 +41,13 @@ class _TestbedCase(TestCase):
         # download_allow: the images are served on loopback.
         storage = StorageConfig(connect_timeout=10, command_timeout=120.0, control_dir=control,
                                 download_allow=("127.0.0.0/8",))
-        self.runners = {s.host: SSHRunner(reactor, s, storage) for s in config.storageservers}
+        self.metrics = Metrics()
+        self.runners = {s.host: SSHRunner(reactor, s, storage, metrics=self.metrics)
+                        for s in config.storageservers}
         self.config = config
         self.models = make_models(
             self, runners=self.runners, storageservers=config.storageservers,
-            storagepools=config.storagepools, storage=storage,
+            storagepools=config.storagepools, storage=storage, metrics=self.metrics,
         )
         self.addCleanup(self.models.storage.stop)
         self.client = make_client(self, self.models)
@@ -80,6 +83,34 @@ class StorageAPIIntegrationTests(_TestbedCase):
             tank = next(z for z in zpools if z["zpool"] == "tank")
             self.assertEqual(tank["health"], "ONLINE")
             self.assertGreater(tank["size"], 0)
+
+    async def test_metrics_and_health(self):
+        """
+        The real servers in the metrics: each pool's space as read through
+        the API, each ssh command's latency, each server's reachability; and
+        a health check that is ok.
+        """
+        from tests.web.test_health import samples
+
+        await self.models.locks.take_lease()
+        await self.models.context.hypervisors.connect()
+        await self.models.serverwatch.check()
+        for pool in self.config.storagepools:
+            self.assertEqual((await self.client.get(f"/storagepools/{pool.name}")).code, 200)
+        text = (await self.client.get("/metrics")).body.decode()
+        found = samples(text)
+        for server in self.config.storageservers:
+            self.assertEqual(found["comet_storage_server_up", (("server", server.host),)], 1)
+            self.assertGreaterEqual(found["comet_ssh_command_duration_seconds_count", (
+                ("command", "zfs"), ("outcome", "ok"), ("server", server.host))], 1)
+        for pool in self.config.storagepools:
+            self.assertGreater(found["comet_pool_available_bytes", (
+                ("pool", pool.name), ("server", pool.server))], 0)
+        health = await self.client.get("/health")
+        self.assertEqual((health.code, health.json["status"]), (200, "ok"))
+        if os.environ.get("COMET_SCRAPE_OUT"):
+            with open(os.environ["COMET_SCRAPE_OUT"], "w") as f:
+                f.write(text)
 
     async def test_volume_on_each_server(self):
         """A 1 GB volume on each pool: in zfs list, tagged, then deleted."""

@@ -63,6 +63,27 @@ class SSHRunnerTests(TestCase):
         self.assertTrue(verifyObject(IRunner, self.runner()))
 
     @inlineCallbacks
+    def test_latency_measured(self):
+        """Each command's latency is observed in the daemon's metrics, by outcome."""
+        from comet.metrics import Metrics
+
+        metrics = Metrics()
+        runner = SSHRunner(reactor, self.sshd.server_config(), self.sshd.storage_config(),
+                           kill_grace=2.0, metrics=metrics)
+        self.addCleanup(runner.stop)
+        yield runner.run(["echo", "hello"])
+        with self.assertRaises(CommandFailed):
+            yield runner.run(["false"])
+        host = self.sshd.server_config().host
+        value = metrics.registry.get_sample_value
+        self.assertEqual(value("comet_ssh_command_duration_seconds_count",
+                               {"server": host, "command": "echo", "outcome": "ok"}), 1)
+        self.assertEqual(value("comet_ssh_command_duration_seconds_count",
+                               {"server": host, "command": "false", "outcome": "failed"}), 1)
+        self.assertGreater(value("comet_ssh_command_duration_seconds_sum",
+                                 {"server": host, "command": "echo", "outcome": "ok"}), 0)
+
+    @inlineCallbacks
     def test_stdout(self):
         """A command's standard output comes back as bytes."""
         out = yield self.runner().run(["echo", "hello", "world"])

@@ -66,6 +66,7 @@ class Pools:
         self._servers = servers
         self._configured = {p.name: p for p in configured}
         self._clock = clock
+        self._known: dict[str, tuple[PoolSpace, float]] = {}
 
     def _now(self) -> int:
         return int(self._clock.seconds())
@@ -98,7 +99,16 @@ class Pools:
 
     async def space(self, pool: Pool) -> PoolSpace:
         space = await self.zfs(pool).dataset_space(pool.dataset)
-        return PoolSpace(pool, space.capacity, space.used, space.available)
+        result = PoolSpace(pool, space.capacity, space.used, space.available)
+        self._known[pool.name] = (result, self._clock.seconds())
+        return result
+
+    def known_space(self) -> dict[str, tuple[PoolSpace, float]]:
+        """
+        Each pool's space as last read (by L{space}), with when: what the
+        metrics export without asking a storage server per scrape.
+        """
+        return dict(self._known)
 
     async def create_pool(self, name: str, server: str, dataset: str) -> Pool:
         """Register a pool; its dataset is created (tagged) if absent."""
@@ -145,6 +155,7 @@ class Pools:
                     f"storage pool {name!r} holds {len(live)} volume(s) in {pool.dataset}"
                 )
         await self._store.unregister_pool(name)
+        self._known.pop(name, None)
         if row.made_dataset:
             try:
                 await zfs.destroy(pool.dataset)
