@@ -67,10 +67,15 @@ def restore(path: str, source: str) -> str:
     Put the backup C{source} in place of the database at C{path}, which no
     running daemon may hold.  The file replaced is kept; its path is returned.
     """
+    with _read_only(source) as backup_conn:
+        _is_comet(source, backup_conn)
+        return _replace(path, backup_conn)
+
+
+def _replace(path: str, backup_conn: sqlite3.Connection) -> str:
+    """Put the database of C{backup_conn} in place of the one at C{path}, unless a daemon runs."""
     from comet.model.locks import alive, this_process
 
-    with _read_only(source) as conn:
-        _is_comet(source, conn)
     kept = f"{path}.pre-restore"
     if os.path.exists(path):
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as live:
@@ -95,6 +100,5 @@ def restore(path: str, source: str) -> str:
         for suffix in ("-wal", "-shm", "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path + suffix)
-    with _read_only(source) as conn:
-        copy_database(conn, path, replace=True)
+    copy_database(backup_conn, path, replace=True)
     return kept

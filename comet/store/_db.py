@@ -116,7 +116,7 @@ def _apply(conn: sqlite3.Connection, migrations) -> list[int]:
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)"
     )
-    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    done = _done(conn)
     applied = []
     for version, statements in migrations:
         if version in done:
@@ -141,19 +141,18 @@ def migrate(conn: sqlite3.Connection, migrations=MIGRATIONS) -> list[int]:
     @return: the versions applied now.
     """
     applied = []
+    # Read first without a write lock (opening an up-to-date file takes
+    # none), then again inside each migration's transaction (_apply).
+    done = _done(conn) if schema_version(conn) else set()
     for migration in migrations:
-        # Checked first without a write lock (opening an up-to-date file
-        # takes none), then again inside the transaction (_apply).
-        if migration[0] <= schema_version(conn) and _is_done(conn, migration[0]):
-            continue
-        applied += in_transaction(conn, _apply, [migration])
+        if migration[0] not in done:
+            applied += in_transaction(conn, _apply, [migration])
     return applied
 
 
-def _is_done(conn: sqlite3.Connection, version: int) -> bool:
-    return conn.execute(
-        "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
-    ).fetchone() is not None
+def _done(conn: sqlite3.Connection) -> set[int]:
+    """The versions applied to C{conn}'s file (its C{schema_migrations} table exists)."""
+    return {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
 
 
 def _open(path: str, migrations, create: bool = True) -> tuple[sqlite3.Connection, list[int]]:
