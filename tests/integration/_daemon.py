@@ -246,6 +246,21 @@ class CometDaemonCase(TestCase):
             seen.append(f"{info['name']}: {info['state']}, {info['available']} bytes free")
         self.fail(f"no storage pool has {need} bytes free: {seen}")
 
+    async def until(self, what: str, check, timeout: float = 120, every: float = POLL):
+        """
+        What C{check()} (a coroutine function) returns once it is true,
+        asked every C{every} seconds; the test fails after C{timeout}
+        seconds, naming C{what} and showing the daemon's log.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            outcome = await check()
+            if outcome:
+                return outcome
+            if time.monotonic() > deadline:
+                self.fail(f"{what} not within {timeout} s:\n{self._log_tail()}")
+            await _sleep(every)
+
     async def wait_state(self, href: str, state: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while True:

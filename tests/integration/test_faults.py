@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from tests.integration import _testbed
-from tests.integration._daemon import CometDaemonCase, _sleep
+from tests.integration._daemon import CometDaemonCase
 
 
 def _libvirtd_pid(stack) -> int:
@@ -48,15 +47,6 @@ class _FaultCase(CometDaemonCase):
 
         await _testbed.libvirtCall(self.stack, change)
 
-    async def _until(self, what: str, check, timeout: float = 120):
-        deadline = time.monotonic() + timeout
-        while True:
-            outcome = await check()
-            if outcome:
-                return outcome
-            if time.monotonic() > deadline:
-                self.fail(f"{what} not within {timeout} s:\n{self._log_tail()}")
-            await _sleep(1)
 
 
 class StorageServerFaultTests(_FaultCase):
@@ -101,7 +91,7 @@ class StorageServerFaultTests(_FaultCase):
             answer = await self.request("GET", volume_href)
             return answer.code == 200 and answer.json
 
-        volume = await self._until("the volume readable again", back)
+        volume = await self.until("the volume readable again", back, every=1)
         self.assertEqual(volume["state"], "unmapped")
         self.assertEqual((await self.get(f"/storageservers/{host}"))["state"], "reachable")
         answer = await self.request("DELETE", volume_href)
@@ -165,7 +155,7 @@ class ComputeHostFaultTests(_FaultCase):
             answer = await self.request("GET", href)
             return answer.code == 200 and answer.json["state"] == "running"
 
-        await self._until("the VM shown running again", running)
+        await self.until("the VM shown running again", running, every=1)
         self.assertEqual((await self.get("/hosts/local"))["state"], "connected")
         answer = await self.request("POST", f"{href}/poweroff", {})
         self.assertIn(answer.code, (200, 202), answer)

@@ -21,7 +21,7 @@ import statistics
 import time
 
 from tests.integration import _testbed
-from tests.integration._daemon import CometDaemonCase, _sleep
+from tests.integration._daemon import CometDaemonCase
 
 #: GETs timed before and during the fault.
 SAMPLES = 7
@@ -39,15 +39,6 @@ class TwoHostTests(CometDaemonCase):
         except ProcessLookupError:
             pass
 
-    async def _until(self, what: str, check, timeout: float = 120):
-        deadline = time.monotonic() + timeout
-        while True:
-            outcome = await check()
-            if outcome:
-                return outcome
-            if time.monotonic() > deadline:
-                self.fail(f"{what} not within {timeout} s:\n{self._log_tail()}")
-            await _sleep(0.5)
 
     async def _timed_gets(self, href: str) -> list[float]:
         """Seconds each of L{SAMPLES} GETs of C{href} took (each must be a 200)."""
@@ -166,7 +157,7 @@ class TwoHostTests(CometDaemonCase):
             answer = await self.request("GET", victim)
             return answer.code == 200 and answer.json["state"] == "running"
 
-        await self._until("the VM on host2 shown running again", back)
+        await self.until("the VM on host2 shown running again", back, every=0.5)
         self.assertEqual((await self.get("/hosts/host2"))["state"], "connected")
         for href in (victim, survivor):
             answer = await self.request("POST", f"{href}/poweroff", {})
