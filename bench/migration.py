@@ -40,7 +40,6 @@ from testbed import STATE, Daemon, a_pool, serve_file  # noqa: E402  (bench/test
 from comet.remote.tgt import parse_targets  # noqa: E402
 from comet.virt import secret_xml  # noqa: E402
 from tests.integration._testbed import sshArgv  # noqa: E402
-from tests.test_service import TWISTD, _twistd_env  # noqa: E402
 
 
 def _median(values: list[float]) -> float:
@@ -167,8 +166,7 @@ def measure(stack: dict, rounds: int, boot_wait: float) -> dict:
                 here = there
         # The raw baseline, the daemon stopped (it would see a VM on the wrong host).
         database = os.path.join(daemon.directory, "comet.sqlite")
-        daemon.process.terminate()
-        daemon.process.wait(30)
+        daemon.halt()
         moves = Raw(stack, database, vm["uuid"], daemon.control)
         for _ in range(rounds):
             for _ in range(2):
@@ -188,10 +186,7 @@ def measure(stack: dict, rounds: int, boot_wait: float) -> dict:
             if got and base_values and _median(base_values):
                 result[f"ratio_{key}"] = round(_median(got) / _median(base_values), 2)
         # The daemon again, over the same files, to delete what was made.
-        daemon.process = subprocess.Popen(
-            TWISTD + ["-n", "--pidfile=", "--logfile", daemon.log, "comet", "--config",
-                      os.path.join(daemon.directory, "comet.toml")],
-            env=_twistd_env(), cwd=daemon.directory)
+        daemon.start()
         daemon.wait_listening()
     finally:
         if daemon.process.poll() is None:

@@ -109,9 +109,14 @@ class Daemon:
                               capture_output=True, check=True)
         self.client = Client(f"http://127.0.0.1:{port}", made.stdout.decode().splitlines()[2])
         self.log = os.path.join(self.directory, "twistd.log")
+        self.config = config
+        self.start()
+
+    def start(self) -> None:
+        """Start C{twistd -n comet} over this daemon's files (again, after L{halt})."""
         self.process = subprocess.Popen(
-            TWISTD + ["-n", "--pidfile=", "--logfile", self.log, "comet", "--config", config],
-            env=_twistd_env(), cwd=self.directory)
+            TWISTD + ["-n", "--pidfile=", "--logfile", self.log, "comet", "--config",
+                      self.config], env=_twistd_env(), cwd=self.directory)
 
     def wait_listening(self) -> None:
         deadline = time.monotonic() + 60
@@ -124,12 +129,17 @@ class Daemon:
                     raise RuntimeError("the daemon did not listen; see " + self.log)
                 time.sleep(0.2)
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the process (SIGTERM, SIGKILL after 30 s), keeping its files."""
         self.process.terminate()
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+    def stop(self) -> None:
+        """Stop the process and remove its files."""
+        self.halt()
         if self.stall_ms:
             self._keep_stalls()
         shutil.rmtree(self.directory, ignore_errors=True)
