@@ -139,6 +139,26 @@ class UpgradeTests(TestCase):
         self.assertEqual(_rows(kept, "SELECT MAX(version) FROM schema_migrations"), [(old,)])
         self.assertEqual(_rows(kept, "SELECT name FROM users"), [("ann",)])
 
+    def test_kept_copy_never_written_through_a_planted_link(self):
+        """
+        A symlink planted at the copy's name (the directory's other writers) is
+        neither followed nor replaced: the file it points at stays as it was.
+        """
+        with connect(self.path, MIGRATIONS[:-1]) as conn:
+            in_transaction(conn, lambda c: c.execute(
+                "INSERT INTO users (name, role, created) VALUES ('ann', 'admin', 1)"))
+        victim = os.path.join(self.dir, "victim")
+        with open(victim, "w") as f:
+            f.write("not yours")
+        kept = f"{self.path}.pre-v{MIGRATIONS[-2][0]}"
+        os.symlink(victim, kept)
+        with connect(self.path) as conn:
+            self.assertEqual(schema_version(conn), MIGRATIONS_KNOWN)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "not yours")
+        self.assertEqual(os.readlink(kept), victim)
+        self.assertEqual([n for n in os.listdir(self.dir) if "partial" in n], [])
+
     def test_no_copy_of_a_new_or_current_file(self):
         with connect(self.path):
             pass
