@@ -177,6 +177,14 @@ class MetricsConfig:
 
 
 @attrs.frozen
+class LogConfig:
+    #: C{text}: twistd's own lines.  C{json}: one JSON object a line
+    #: (Twisted's C{jsonFileLogObserver}) on standard output, with one event
+    #: per API request (L{comet.logs}).
+    format: str = "text"
+
+
+@attrs.frozen
 class DebugConfig:
     #: Tests only: a file naming checkpoints (``<kind> <step> <before|after>``)
     #: at which the daemon kills itself with SIGKILL (L{comet.debug}); "": off.
@@ -202,6 +210,7 @@ class Config:
     console: ConsoleConfig = attrs.Factory(ConsoleConfig)
     tasks: TasksConfig = attrs.Factory(TasksConfig)
     metrics: MetricsConfig = attrs.Factory(MetricsConfig)
+    log: LogConfig = attrs.Factory(LogConfig)
     debug: DebugConfig = attrs.Factory(DebugConfig)
     #: The file this came from, or ``None`` for the embedded default.
     source: str | None = None
@@ -221,6 +230,7 @@ _TABLES: dict[str, tuple[type, bool]] = {
     "console": (ConsoleConfig, False),
     "tasks": (TasksConfig, False),
     "metrics": (MetricsConfig, False),
+    "log": (LogConfig, False),
     "debug": (DebugConfig, False),
 }
 
@@ -339,6 +349,8 @@ def _check(config: Config) -> Config:
                 f"storagepools.{pool.name}: server {pool.server!r} is not in storageservers"
             )
     _check_exposure(config.api)
+    if config.log.format not in ("text", "json"):
+        raise ConfigError(f"log.format must be \"text\" or \"json\", not {config.log.format!r}")
     for cidr in config.storage.download_allow:
         try:
             ipaddress.ip_network(cidr, strict=False)

@@ -13,11 +13,12 @@ stop the adapters (killing their children), then close SQLite.
 from __future__ import annotations
 
 import gc
+import signal
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
 from comet import config as _config
@@ -58,6 +59,23 @@ class CometService(MultiService):
         self.ready: Deferred | None = None
         self.stallwatch = None
         self.password_checks = None
+        self.reloader = None
+        self._previous_sighup: Any = None
+
+    def setServiceParent(self, parent):
+        """
+        With C{[log] format = "json"}, also hand C{parent} (twistd's
+        application) the JSON log observer: twistd logs to the observer its
+        application carries (L{comet.logs}).
+        """
+        if self.config.log.format == "json" and hasattr(parent, "setComponent"):
+            from twisted.logger import ILogObserver
+
+            from comet.logs import json_observer
+
+            if parent.getComponent(ILogObserver, None) is None:
+                parent.setComponent(ILogObserver, json_observer())
+        return super().setServiceParent(parent)
 
     def namespace(self) -> dict:
         """What the manhole shows: the live service objects."""
@@ -135,9 +153,14 @@ class CometService(MultiService):
             scrape_token=read_scrape_token(self.config.metrics.token_file),
         )
         origins = OriginPolicy(check_host=not api.auth, allowed_hosts=api.allowed_hosts)
+        request_log = None
+        if self.config.log.format == "json":
+            from comet.logs import RequestLog
+
+            request_log = RequestLog()
         self.api = CometAPI(
             self.models, guard=Guard(authenticator, users, api.max_body, self.reactor, origins),
-            metrics=self.models.metrics,
+            metrics=self.models.metrics, request_log=request_log,
         )
         if api.auth and await users.count() == 0:
             log.warn(
@@ -159,6 +182,39 @@ class CometService(MultiService):
             )
             self.manhole_port = await manhole_endpoint.listen(factory)
             log.info("manhole listening on {endpoint}", endpoint=self.config.manhole.endpoint)
+        from comet.reload import Reloader
+
+        self.reloader = Reloader(self.config, self.models, self.hypervisors,
+                                 make_runner=self._make_runner, prepare=_private_control_dir)
+        if self.whole_process:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+
+    def _make_runner(self, server: _config.StorageServerConfig,
+                     storage: _config.StorageConfig):
+        """The runner of a storage server a reload adds (those of the start: L{make_models})."""
+        from comet.remote import SSHRunner
+
+        return SSHRunner(self.reactor, server, storage, metrics=self.models.metrics)
+
+    def _sighup(self, signum, frame) -> None:
+        """In the signal handler: the reload runs in the reactor's next turn."""
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> Deferred:
+        """
+        Reread the configuration file and apply what can be applied live
+        (L{comet.reload}); fires when done.  Before the API listens there is
+        nothing to reload yet: it is refused with a log line.
+        """
+        if self.reloader is None or not self.running:
+            log.warn("reload ignored: the daemon is not serving yet (or is stopping)")
+            return succeed(None)
+
+        def applied(outcome):
+            self.config = self.reloader.config
+            return outcome
+
+        return ensureDeferred(self.reloader.reload()).addCallback(applied)
 
     def _failed_to_start(self, failure):
         log.critical("Comet cannot start: {reason}", reason=failure.getErrorMessage())
@@ -179,6 +235,10 @@ class CometService(MultiService):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
+        self.reloader = None
         if self.models is not None and self.models.reconciler is not None:
             self.models.reconciler.stop()
         if self.models is not None and self.models.tasks is not None:

@@ -232,6 +232,8 @@ def _valid(field: attrs.Attribute):
         return st.floats(low, min(high, 1e9), allow_nan=False)
     if field.name == "name":
         return _NAME
+    if field.name == "format":  # [log]: one of two words
+        return st.sampled_from(["text", "json"])
     if kind == "strings":  # download_allow: addresses and networks
         networks = st.ip_addresses().flatmap(
             lambda a: st.integers(0, a.max_prefixlen).map(lambda n: f"{a}/{n}")

@@ -151,6 +151,8 @@ class ServiceUnitTests(TestCase):
             text = f.read()
         self.assertIn("ExecStart=/opt/comet/bin/twistd -n --pidfile= comet --config"
                       " /etc/comet/comet.toml\n", text)
+        # systemctl reload: SIGHUP rereads the configuration (tests/test_reload.py).
+        self.assertIn("ExecReload=/bin/kill -HUP $MAINPID\n", text)
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         path = os.path.join(temp_dir(self), "comet.service")
         with open(path, "w") as f:

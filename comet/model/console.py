@@ -103,6 +103,10 @@ class ConsoleModel:
         #: Largest websocket message (and frame) accepted from the browser.
         self.max_message = max_message
 
+    def set_hosts(self, hosts) -> None:
+        """The configured compute hosts are now C{hosts} (a configuration reload)."""
+        self._uris = {h.name: h.uri for h in hosts}
+
     def _prune(self) -> None:
         now = self._clock.seconds()
         for token in [t for t, ticket in self._tickets.items() if ticket.expires <= now]:

@@ -84,6 +84,11 @@ class HostModel:
         self._order = [h.name for h in hosts_config]
         self._figures = SharedRead(self._read_figures)
 
+    def set_hosts(self, hosts_config) -> None:
+        """The configured hosts are now C{hosts_config} (a configuration reload)."""
+        self._config = {h.name: h for h in hosts_config}
+        self._order = [h.name for h in hosts_config]
+
     def names(self) -> list[str]:
         return list(self._order)
 

@@ -54,6 +54,11 @@ class Initiators:
         self._known: dict[tuple[str, str], str] = {}
         self._thread = lookup_thread
 
+    def set_hosts(self, hosts) -> None:
+        """The configured hosts are now C{hosts} (a configuration reload)."""
+        self._hosts = {h.name: h for h in hosts}
+        self._known = {key: a for key, a in self._known.items() if key[0] in self._hosts}
+
     async def address(self, host: str, server: str) -> str:
         """
         The address the exports of C{server} to compute host C{host} admit.

@@ -60,9 +60,25 @@ class ServerWatch:
         self.due: set[str] = set()
         self._checking = False
         self._loop: LoopingCall | None = None
+        #: What L{start} was given: L{add} starts the checks it implies.
+        self._interval = 0.0
+
+    def add(self, server: str, runner) -> None:
+        """Watch storage server C{server} too (a configuration reload)."""
+        self._runners[server] = runner
+        if self._loop is None and self._interval > 0:
+            self.start(self._interval)
+
+    def remove(self, server: str) -> None:
+        """Stop watching storage server C{server} (a configuration reload)."""
+        self._runners.pop(server, None)
+        self.due.discard(server)
+        self.states.pop(server, None)
+        self.boots.pop(server, None)
 
     def start(self, interval: float) -> None:
         """Check every C{interval} seconds from now on (0: never)."""
+        self._interval = interval
         if interval > 0 and self._runners:
             self._loop = LoopingCall(self._check_logged)
             self._loop.clock = self._clock
@@ -99,13 +115,16 @@ class ServerWatch:
             if before != UNREACHABLE:
                 log.warn("storage server {server} does not answer: {reason}", server=server,
                          reason=e.reason)
-            self.states[server] = UNREACHABLE
+            if server in self._runners:  # not removed meanwhile (a reload)
+                self.states[server] = UNREACHABLE
             return
         except (CometError, ValueError) as e:
             # It answered, but not with a boot id: reachable, its boot unknown.
             now_boot = None
             log.warn("storage server {server} did not tell its boot id: {error}",
                      server=server, error=e)
+        if server not in self._runners:  # removed meanwhile (a reload)
+            return
         self.states[server] = REACHABLE
         if now_boot is not None:
             self.boots[server] = now_boot

@@ -95,6 +95,53 @@ class _HostConnections:
     methods share with its operations (C{_hosts}, C{_pool}, C{_clock}, ...).
     """
 
+    # Hosts a configuration reload adds and removes ---------------------------
+
+    def add_host(self, config: HostConfig, calls_per_host: int = CALLS_PER_HOST) -> None:
+        """
+        Add a compute host (a configuration reload): it is connected at once
+        if the service runs, like the hosts it started with.
+
+        @raise ValueError: a host of that name exists.
+        """
+        if config.name in self._hosts:
+            raise ValueError(f"compute host {config.name!r} exists")
+        host = self._hosts[config.name] = _Host(
+            config=config, slots=DeferredSemaphore(calls_per_host))
+        self._probe_pool.adjustPoolsize(maxthreads=max(2, 2 * len(self._hosts)))
+        if self.running and not self._stopping:
+            self._connected(host).addErrback(lambda _: None)
+
+    def remove_host(self, name: str) -> Deferred[None]:
+        """
+        Forget compute host C{name} (a configuration reload): its retries
+        stop, a connection being opened is given up on, and its connection
+        is closed once the calls running on it end (they finish; new ones
+        answer L{NotFound}).  Host subscribers hear C{removed}.  Fires once
+        the connection is closed.
+
+        @raise NotFound: there is no such host.
+        """
+        host = self._host(name)
+        del self._hosts[name]
+        self._cancel_retry(host)
+        attempt, host.attempt = host.attempt, None
+        if attempt is not None:
+            # Its connection, when it opens, is closed (L{_opened}).
+            for waiter in attempt.waiters:
+                waiter.errback(self._unavailable(host, "the host was removed"))
+        closed = succeed(None)
+        if host.connection is not None:
+            closed = self._close_in_pool(host.connection)
+            host.connection = None
+        host.reason = "the host was removed"
+        for callback in list(self._host_subscribers):
+            try:
+                callback(name, "removed", host.reason)
+            except Exception:
+                _log.failure("host subscriber {callback} failed", callback=callback)
+        return closed
+
     # Machinery ---------------------------------------------------------------
 
     def _host(self, name: str) -> _Host:
@@ -402,7 +449,9 @@ class _HostConnections:
         )
 
     def _closed(self, host_name: str, connection: _Connection, detail: str) -> None:
-        self._lost(self._hosts[host_name], connection, detail)
+        host = self._hosts.get(host_name)
+        if host is not None:  # not removed meanwhile (a reload)
+            self._lost(host, connection, detail)
 
     def _deliver(self, host: str, domain: str, event: str) -> None:
         for callback in list(self._subscribers):

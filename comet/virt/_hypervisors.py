@@ -221,7 +221,8 @@ class Hypervisors(_HostConnections, Service):
     ) -> Callable[[], None]:
         """
         Call C{callback(host, state, reason)} in the reactor thread whenever a
-        host becomes C{connected} or C{unreachable}.
+        host becomes C{connected} or C{unreachable}, or is C{removed}
+        (L{remove_host}).
 
         @return: a function that ends the subscription.
         """

@@ -11,6 +11,7 @@ when it stops.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 from urllib.parse import unquote_to_bytes
 
@@ -75,13 +76,16 @@ class CometAPI:
     """
 
     def __init__(self, models: Any, routes: RouteTable | None = None, guard: Any = None,
-                 metrics: Any = None):
+                 metrics: Any = None, request_log: Any = None):
         """
         @param metrics: where each answered request is counted
             (L{comet.metrics.Metrics.request}); C{None}: not counted.
+        @param request_log: where each answered request is logged
+            (L{comet.logs.RequestLog}); C{None}: not logged.
         """
         self.models = models
         self.metrics = metrics
+        self.request_log = request_log
         #: This app's own table: what it routes, and what its OpenAPI document says.
         self.routes = api_routes() if routes is None else routes
         if guard is None:
@@ -100,9 +104,11 @@ class CometAPI:
         by_path: dict[str, dict] = {}
         for endpoint in self.routes.endpoints:
             by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint
+        #: Route name -> its URI pattern, as the request log shows it.
+        self._patterns = {path: self.routes.pattern(path) for path in by_path}
         for path, endpoints in by_path.items():
             self.app.route(
-                self.routes.pattern(path),
+                self._patterns[path],
                 methods=sorted(endpoints),
                 endpoint=path,
                 strict_slashes=False,
@@ -129,7 +135,7 @@ class CometAPI:
     async def _routing_error_for(self, request: IRequest, failure) -> bytes:
         # An unknown URI or method tells nothing to a caller without credentials.
         try:
-            await self.guard.identify(request)
+            request.comet_identity = await self.guard.identify(request)
         except HTTPError as e:
             return render_error(request, e.code, e.reason, e.headers)
         error = failure.value
@@ -155,19 +161,32 @@ class CometAPI:
         """The twisted.web resource to serve."""
         return _Resource(self.app, self._started)
 
+    def _timer(self) -> float:
+        return self.metrics.timer() if self.metrics is not None else time.monotonic()
+
     def _started(self, request: IRequest) -> None:
         self._in_flight += 1
-        began = self.metrics.timer() if self.metrics is not None else 0.0
+        began = self._timer()
+        if self.request_log is not None:
+            request.comet_request_id = self.request_log.new_id()
+            request.setHeader(b"X-Request-Id", request.comet_request_id.encode("ascii"))
         request.notifyFinish().addBoth(self._finished, request, began)
 
     def _finished(self, _, request: IRequest, began: float):
         self._in_flight -= 1
+        if self.metrics is not None or self.request_log is not None:
+            route = getattr(request, "comet_route", UNMATCHED)
+            method = request.method.decode("ascii", "replace")
+            took = self._timer() - began
         if self.metrics is not None:
             # In memory only (a few additions): the scrape reads them.
-            self.metrics.request(
-                getattr(request, "comet_route", UNMATCHED),
-                request.method.decode("ascii", "replace"), request.code,
-                self.metrics.timer() - began)
+            self.metrics.request(route, method, request.code, took)
+        if self.request_log is not None:
+            # An event; writing it is the log observer's job.
+            identity = getattr(request, "comet_identity", None)
+            self.request_log.answered(
+                request.comet_request_id, identity.name if identity is not None else None,
+                self._patterns.get(route, route), method, request.code, took)
         if self._in_flight == 0:
             waiting, self._drained = self._drained, []
             for d in waiting:

@@ -88,7 +88,7 @@ class StorageModel:
     # Servers -------------------------------------------------------------------
 
     def servers(self) -> list[str]:
-        return [s.host for s in self._config.storageservers]
+        return self.server_set.hosts()
 
     def server(self, host: str):
         """Storage server C{host} (L{comet.model.storage.servers.Server}); 404 if unknown."""

@@ -40,7 +40,12 @@ class Servers:
 
     def __init__(self, runners: Mapping[str, object], owner: str = "comet"):
         self._runners = dict(runners)
+        self._owner = owner
         self._servers = {host: Server(r, owner) for host, r in self._runners.items()}
+
+    def hosts(self) -> list[str]:
+        """The servers' addresses, in configuration order (those a reload added last)."""
+        return list(self._servers)
 
     def __contains__(self, host: str) -> bool:
         return host in self._servers
@@ -51,6 +56,18 @@ class Servers:
             return self._servers[host]
         except KeyError:
             raise NotFound(f"storage server {host!r} does not exist") from None
+
+    def add(self, host: str, runner) -> None:
+        """Storage server C{host}, reached through C{runner}, is configured now (a reload)."""
+        self._runners[host] = runner
+        self._servers[host] = Server(runner, self._owner)
+
+    async def remove(self, host: str) -> None:
+        """Storage server C{host} is no longer configured: its runner is stopped."""
+        self._servers.pop(host, None)
+        runner = self._runners.pop(host, None)
+        if runner is not None:
+            await runner.stop()
 
     async def stop(self) -> None:
         """Stop every runner (kills commands still running)."""
