@@ -13,6 +13,7 @@ from comet.errors import Conflict
 from comet.metrics import Metrics
 from comet.model.tasks import Target
 from tests.web.test_health import samples
+from tests.web.test_vms import VMTestMixin
 from tests.web.test_storage import storage_models
 
 
@@ -116,3 +117,26 @@ class ScrapeTests(TestCase):
         self.flushLoggedErrors()
 
 
+
+
+class VMCounterTests(VMTestMixin, TestCase):
+    """Per-VM CPU, disk and network counters, read from libvirt at scrape time only."""
+
+    async def test_running_vm_counters(self):
+        await self.setUpVMs(sizes=((4, 8192),))
+        for name in ("web", "idle"):
+            self.assertEqual((await self.create(name=name)).code, 201)
+        started = await self.action("web", "start")   # a start the test driver ends at once
+        self.assertEqual((started.code, started.json["state"]), (200, "running"))
+        found = samples((await self.models.metrics.scrape()).decode())
+        web = (("cluster", "lab"), ("host", "node1"), ("vm", "web"))
+        self.assertEqual(found["comet_vm_counters_read", (("host", "node1"),)], 1)
+        self.assertGreater(found["comet_vm_cpu_seconds_total", web], 0)
+        for name in ("disk_read_bytes", "disk_written_bytes", "disk_reads", "disk_writes",
+                     "network_receive_bytes", "network_transmit_bytes",
+                     "network_receive_packets", "network_transmit_packets"):
+            self.assertGreaterEqual(found[f"comet_vm_{name}_total", web], 0)
+        # Only running VMs have counters; none are kept between scrapes.
+        self.assertEqual([k for k in found if k[0].startswith("comet_vm_cpu")], [
+            ("comet_vm_cpu_seconds_total", web)])
+        self.assertEqual(self.models.metrics.collector.vm_counters, [])

@@ -30,7 +30,8 @@ from twisted.python.threadpool import ThreadPool
 
 from comet.config import ComputeConfig, HostConfig
 from comet.errors import NotFound
-from comet.virt import _display, _operations, domainxml
+from comet.virt import _counters, _display, _operations, domainxml
+from comet.virt._counters import DomainCounters
 from comet.virt._batches import Batches
 from comet.virt._connections import (
     CALLS_PER_HOST,
@@ -245,6 +246,13 @@ class Hypervisors(_HostConnections, Service):
     def domain_states(self, host: str) -> Deferred[dict[str, str]]:
         """The state of every domain on the host, by name: one bulk call."""
         return self._call(host, f"listing domains of {host!r}", _operations.domain_states)
+
+    def domain_counters(self, host: str) -> Deferred[list[DomainCounters]]:
+        """
+        CPU, disk and network counters of every running domain on the host,
+        read now (for a scrape): one bulk call on QEMU (L{_counters}).
+        """
+        return self._call(host, f"reading the counters of {host!r}", _counters.domain_counters)
 
     def domains_with_metadata(self, host: str) -> Deferred[dict[str, OwnedDomain]]:
         """The domains on the host that Comet defined (they carry its metadata)."""
