@@ -118,7 +118,10 @@ class Reloader:
                 refused.append(f"[{section}] changed: it needs a restart; the running"
                                " values are kept")
         live_storage = ("watch_interval",)
-        if (attrs.evolve(new.storage, watch_interval=0.0)
+        # An unresolved (default) control_dir in a file without storage
+        # servers is the one already in use.
+        wanted_dir = new.storage.control_dir or storage.control_dir
+        if (attrs.evolve(new.storage, watch_interval=0.0, control_dir=wanted_dir)
                 != attrs.evolve(storage, watch_interval=0.0)):
             refused.append("[storage] changed (besides watch_interval): it needs a"
                            " restart; the running values are kept")

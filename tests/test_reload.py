@@ -80,7 +80,7 @@ class ReloadTests(TestCase):
         self.assertEqual([h.name for h in self.service.config.hosts], ["local", "spare"])
         write(self.directory, self.port, LOCAL)
         outcome = await self.service.reload()
-        self.assertEqual(outcome.hosts_removed, ("spare",))
+        self.assertEqual((outcome.hosts_removed, outcome.refused), (("spare",), ()))
         self.assertEqual(await self.hosts(), {"local": "connected"})
         self.assertEqual(self.service.hypervisors.hosts, ("local",))
 
@@ -145,7 +145,7 @@ class ReloadTests(TestCase):
         self.assertTrue(self.service.config.storage.control_dir)
         write(self.directory, self.port, LOCAL, QUIET)
         outcome = await self.service.reload()
-        self.assertEqual(outcome.servers_removed, ("127.0.0.1",))
+        self.assertEqual((outcome.servers_removed, outcome.refused), (("127.0.0.1",), ()))
         self.assertEqual(await self.get("/storageservers"), [])
 
     async def test_storage_server_with_pool_kept(self):
