@@ -160,7 +160,9 @@ class CometService(MultiService):
             request_log = RequestLog()
         self.api = CometAPI(
             self.models, guard=Guard(authenticator, users, api.max_body, self.reactor, origins),
-            metrics=self.models.metrics, request_log=request_log,
+            metrics=self.models.metrics, request_log=request_log, clock=self.reactor,
+            event_buffer=api.event_buffer, event_heartbeat=api.event_heartbeat,
+            login_token_lifetime=api.login_token_lifetime,
         )
         if api.auth and await users.count() == 0:
             log.warn(
@@ -250,6 +252,7 @@ class CometService(MultiService):
                 await port.stopListening()
         self.port = self.manhole_port = None
         if self.api is not None:
+            self.api.close_streams()   # a stream never ends by itself
             drained = self.api.drain()
             drained.addTimeout(DRAIN_TIMEOUT, self.reactor)
             try:

@@ -14,6 +14,7 @@ import attrs
 
 from comet.model.clusters import ClusterModel
 from comet.model.console import ConsoleModel
+from comet.model.events import EventLog, VMStateEvents
 from comet.model.health import Health
 from comet.model.hosts import HostModel
 from comet.model.intents import Intents
@@ -54,6 +55,10 @@ class Models:
     health: Health | None = None
     #: This daemon's Prometheus registry and instruments (L{comet.metrics.Metrics}).
     metrics: Any = None
+    #: What changed, for C{GET /events} (L{comet.model.events.EventLog}).
+    events: EventLog | None = None
+    #: Turns libvirt's lifecycle and host events into events (L{VMStateEvents}).
+    vm_state_events: VMStateEvents | None = None
 
 
 def make_models(db, hypervisors, config, clock, runners=None,
@@ -80,7 +85,8 @@ def make_models(db, hypervisors, config, clock, runners=None,
     from comet.virt import CachedStates
     if metrics is None:
         metrics = Metrics()
-    tasks = TaskRunner(Tasks(db), clock, address)
+    events = EventLog(clock, config.api.event_log_size)
+    tasks = TaskRunner(Tasks(db), clock, address, events=events)
     intents = Intents(IntentTable(db), clock)
     locks = Locks(LockTable(db), clock)
     vm_table = VMs(db)
@@ -94,9 +100,10 @@ def make_models(db, hypervisors, config, clock, runners=None,
         }
     storage = StorageModel(
         Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db),
-        snapshots=Snapshots(db), intents=intents, locks=locks,
+        snapshots=Snapshots(db), intents=intents, locks=locks, events=events,
     )
-    templates = TemplateModel(Templates(db), hosts, clock, check_disk=storage.disks.check_disk)
+    templates = TemplateModel(Templates(db), hosts, clock, check_disk=storage.disks.check_disk,
+                              events=events)
     context = Context(
         vms=vm_table, templates=Templates(db), hypervisors=hypervisors,
         # Domain states from memory, kept by libvirt's events, for the VM
@@ -104,7 +111,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         # repairs included, reads the hosts live.
         libvirt=CachedStates(hypervisors),
         hosts=hosts, tasks=tasks, clock=clock, storage=storage, disks=storage.disks,
-        intents=intents, locks=locks,
+        intents=intents, locks=locks, events=events,
     )
     vms = VMModel(context, config.compute.cluster_concurrency, compute=config.compute)
 
@@ -115,17 +122,18 @@ def make_models(db, hypervisors, config, clock, runners=None,
         await vms.delete_cluster_vms(record.name)
 
     clusters = ClusterModel(Clusters(db), clock, vm_states=vm_states,
-                            all_vm_states=vms.states_by_cluster, on_delete=delete_vms)
+                            all_vm_states=vms.states_by_cluster, on_delete=delete_vms,
+                            events=events)
     vm_snapshots = VMSnapshotModel(
         storage.records, storage.server_set, storage.pool_set, storage.exporter,
-        storage.branches, intents, clock, vms, storage.snapshots)
+        storage.branches, intents, clock, vms, storage.snapshots, events=events)
     vm_storages = VMStorageModel(
         storage.records, storage.pool_set, storage.volume_set, storage.exporter,
         storage.branches, storage.owners, hypervisors, intents, tasks, clock, vms)
     leftovers = Leftovers(context, storage, config.storage.iqn_domain)
     reconciler = Reconciler(context, IntentTable(db), Tasks(db), storage, clock,
                             leftovers=leftovers)
-    serverwatch = ServerWatch(runners, clock, leftovers.restore_exports)
+    serverwatch = ServerWatch(runners, clock, leftovers.restore_exports, events=events)
     models = Models(
         clusters=clusters,
         tasks=tasks,
@@ -146,6 +154,8 @@ def make_models(db, hypervisors, config, clock, runners=None,
         context=context,
         health=Health(locks, reconciler, hypervisors, serverwatch, clock),
         metrics=metrics,
+        events=events,
+        vm_state_events=VMStateEvents(events, hypervisors, vm_table.by_uuid),
     )
     metrics.watch(models, clock)
     return models

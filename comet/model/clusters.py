@@ -19,6 +19,7 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from comet.errors import Conflict, InvalidInput
+from comet.model.events import or_silent
 from comet.names import check_name
 from comet.store import ClusterRecord, Clusters
 
@@ -102,6 +103,7 @@ class ClusterModel:
         cluster), by cluster name; C{None}: one L{vm_states} per cluster.
     @param on_delete: called with the record before a cluster is deleted
         with C{force}, to power off and delete its VMs.
+    @param events: the L{comet.model.events.EventLog} told of each change.
     """
 
     def __init__(
@@ -111,8 +113,10 @@ class ClusterModel:
         vm_states: VMStates = _no_vms,
         all_vm_states: Callable[[], Awaitable[dict[str, tuple[str, ...]]]] | None = None,
         on_delete: Callable[[ClusterRecord], Awaitable[None]] | None = None,
+        events=None,
     ):
         self._clusters = clusters
+        self._events = or_silent(events)
         self._clock = clock
         self.vm_states = vm_states
         self.all_vm_states = all_vm_states
@@ -149,6 +153,7 @@ class ClusterModel:
     async def create(self, name: str, description: str = "") -> Cluster:
         validate_name("cluster", name)
         record = await self._clusters.create(name, description, int(self._clock.seconds()))
+        self._events.emit("cluster.created", {"name": record.name})
         return await self._cluster(record)
 
     async def update(
@@ -157,6 +162,8 @@ class ClusterModel:
         if new_name is not None:
             validate_name("cluster", new_name)
         record = await self._clusters.update(name, new_name, description)
+        self._events.emit("cluster.changed", {"name": record.name},
+                          **({"previous": {"name": name}} if record.name != name else {}))
         return await self._cluster(record)
 
     async def delete(self, name: str, force: bool = False) -> None:
@@ -171,3 +178,4 @@ class ClusterModel:
             if self.on_delete is not None:
                 await self.on_delete(record)
         await self._clusters.delete(name)
+        self._events.emit("cluster.deleted", {"name": name})

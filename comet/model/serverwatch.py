@@ -23,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from comet.errors import CometError, Unavailable
+from comet.model.events import or_silent
 from comet.remote.machine import boot_id
 
 log = Logger()
@@ -42,6 +43,8 @@ class ServerWatch:
     @param runners: storage server address -> L{comet.remote.IRunner}.
     @param clock: C{seconds()} and C{callLater()}.
     @param restore: makes a server's lost exports again (L{Restore}).
+    @param events: the L{comet.model.events.EventLog} told when a server's
+        reachability changes (C{storageserver.state}).
 
     @ivar states: server -> L{REACHABLE} or L{UNREACHABLE}, as last seen
         (absent before its first check).
@@ -49,8 +52,9 @@ class ServerWatch:
     """
 
     def __init__(self, runners: Mapping[str, object], clock, restore: Restore,
-                 timeout: float = PROBE_TIMEOUT):
+                 timeout: float = PROBE_TIMEOUT, events=None):
         self._runners = dict(runners)
+        self._events = or_silent(events)
         self._clock = clock
         self._restore = restore
         self._timeout = timeout
@@ -116,7 +120,7 @@ class ServerWatch:
                 log.warn("storage server {server} does not answer: {reason}", server=server,
                          reason=e.reason)
             if server in self._runners:  # not removed meanwhile (a reload)
-                self.states[server] = UNREACHABLE
+                self._set(server, UNREACHABLE, e.reason)
             return
         except (CometError, ValueError) as e:
             # It answered, but not with a boot id: reachable, its boot unknown.
@@ -125,7 +129,7 @@ class ServerWatch:
                      server=server, error=e)
         if server not in self._runners:  # removed meanwhile (a reload)
             return
-        self.states[server] = REACHABLE
+        self._set(server, REACHABLE, "")
         if now_boot is not None:
             self.boots[server] = now_boot
         if before == UNREACHABLE:
@@ -135,6 +139,12 @@ class ServerWatch:
             log.warn("storage server {server} has booted again (boot id {old} -> {new})",
                      server=server, old=boot, new=now_boot)
             self.due.add(server)
+
+    def _set(self, server: str, state: str, reason: str) -> None:
+        if self.states.get(server) != state:
+            self._events.emit("storageserver.state", {"host": server}, state=state,
+                              reason=reason)
+        self.states[server] = state
 
     async def _restore_on(self, server: str) -> None:
         if self.states.get(server) != REACHABLE:

@@ -24,6 +24,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from comet.errors import CometError
+from comet.model.events import or_silent
 from comet.store import TaskRecord, Tasks
 
 log = Logger()
@@ -75,12 +76,15 @@ class TaskRunner:
     """
 
     def __init__(self, tasks: Tasks, clock: IReactorTime,
-                 address: Callable[[Target], str] = describe_target):
+                 address: Callable[[Target], str] = describe_target, events=None):
         """
         @param address: how a task's record writes its L{Target} (the web
             layer gives the resource's URI, L{comet.web.tasks.target_uri}).
+        @param events: the L{comet.model.events.EventLog} told of each
+            task's start, progress and end.
         """
         self._tasks = tasks
+        self._events = or_silent(events)
         self._clock = clock
         self._address = address
         self._running: dict[int, Deferred] = {}
@@ -94,7 +98,14 @@ class TaskRunner:
 
     def progress(self, task_id: int, percent: int | None, message: str = "") -> Deferred:
         """Record task C{task_id}'s progress now (what its L{TaskHandle} asks)."""
-        return self._tasks.progress(task_id, percent, message, self._now())
+        d = self._tasks.progress(task_id, percent, message, self._now())
+        d.addCallback(self._progressed, task_id, percent, message)
+        return d
+
+    def _progressed(self, result, task_id: int, percent: int | None, message: str):
+        self._events.emit("task.progress", {"id": task_id}, status="running",
+                          progress=percent, message=message)
+        return result
 
     async def start(
         self,
@@ -113,6 +124,9 @@ class TaskRunner:
         @return: the task as recorded when it started.
         """
         record = await self._tasks.create(self._address(target), message, self._now())
+        self._events.emit("task.created", {"id": record.id}, status=record.status,
+                          progress=record.progress, message=record.message,
+                          target_uri=record.target_uri)
         handle = TaskHandle(self, record.id)
         self._kinds[record.id] = target.kind
         done = ensureDeferred(self._run(handle, job))
@@ -133,7 +147,9 @@ class TaskRunner:
             status, message = "finished", message or "done"
         kind = self._kinds.get(handle.id, "")
         self._ended[kind, status] = self._ended.get((kind, status), 0) + 1
-        await self._tasks.finish(handle.id, status, message, self._now())
+        record = await self._tasks.finish(handle.id, status, message, self._now())
+        self._events.emit(f"task.{status}", {"id": handle.id}, status=status,
+                          progress=getattr(record, "progress", None), message=message)
 
     def _forget(self, result, task_id: int):
         self._running.pop(task_id, None)

@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 
 from comet.errors import InvalidInput, NotFound
 from comet.model.clusters import validate_name
+from comet.model.events import or_silent
 from comet.store import TemplateRecord
 
 MIN_MEMORY = 64
@@ -23,11 +24,13 @@ class TemplateModel:
     @param check_disk: C{async check_disk(pool, volume)} raises if the base
         volume does not exist: the storage model's; by default one that
         knows no pool (no storage is configured).
+    @param events: the L{comet.model.events.EventLog} told of each change.
     """
 
     def __init__(self, templates, hosts, clock,
-                 check_disk: Callable[[str, str], Awaitable[None]] = _no_storage):
+                 check_disk: Callable[[str, str], Awaitable[None]] = _no_storage, events=None):
         self._templates = templates
+        self._events = or_silent(events)
         self._hosts = hosts
         self._clock = clock
         self.check_disk = check_disk
@@ -53,7 +56,7 @@ class TemplateModel:
     async def create(self, name: str, memory: int, cpus: int, disk: dict | None) -> TemplateRecord:
         validate_name("template", name)
         await self._check(memory, cpus, disk)
-        return await self._templates.create(
+        record = await self._templates.create(
             name,
             memory,
             cpus,
@@ -61,6 +64,8 @@ class TemplateModel:
             disk["volume"] if disk else None,
             int(self._clock.seconds()),
         )
+        self._events.emit("template.created", {"name": record.name})
+        return record
 
     async def update(self, name: str, changes: dict) -> TemplateRecord:
         """Change stored fields; C{"disk": None} removes the base volume."""
@@ -73,7 +78,11 @@ class TemplateModel:
             disk = changes["disk"]
             columns["disk_pool"] = disk["pool"] if disk else None
             columns["disk_volume"] = disk["volume"] if disk else None
-        return await self._templates.update(name, **columns)
+        record = await self._templates.update(name, **columns)
+        self._events.emit("template.changed", {"name": record.name},
+                          **({"previous": {"name": name}} if record.name != name else {}))
+        return record
 
-    def delete(self, name: str):
-        return self._templates.delete(name)
+    async def delete(self, name: str) -> None:
+        await self._templates.delete(name)
+        self._events.emit("template.deleted", {"name": name})

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from comet.config import ComputeConfig
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
+from comet.model.events import or_silent
 from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_start, vm_stop
 from comet.model.tasks import Target
 from comet.model.vm_migration import VMMigrations
@@ -116,6 +117,7 @@ class VMModel:
         self._hosts = context.hosts
         self._tasks = context.tasks
         self._clock = context.clock
+        self._events = or_silent(context.events)
         self._concurrency = concurrency
         self._migrations = VMMigrations(self, context, compute or ComputeConfig(),
                                         VM_ACTIONS["migrate"], conflict)
@@ -262,6 +264,7 @@ class VMModel:
         await self._check_size(memory, cpus)
         template_record = await self._templates.get(template)
         record = await vm_create.run(self._ctx, cluster, name, template_record, memory, cpus)
+        self._events.emit("vm.created", {"cluster": cluster, "name": record.name})
         return VM(record, STOPPED)
 
     async def update(
@@ -288,6 +291,9 @@ class VMModel:
             if v is not None
         }
         record = await self._vms.update(cluster, name, **changes)
+        self._events.emit("vm.changed", {"cluster": cluster, "name": record.name},
+                          **({"previous": {"cluster": cluster, "name": name}}
+                             if record.name != name else {}))
         return self._vm(record, vm.phase)
 
     async def delete(
@@ -310,6 +316,7 @@ class VMModel:
                 )
             await vm_delete.run(self._ctx, vm.record, vm.phase, keep_storage=keep_storage)
         self._screenshots.pop(vm.record.uuid, None)
+        self._events.emit("vm.deleted", {"cluster": cluster, "name": name})
 
     async def delete_cluster_vms(self, cluster: str) -> None:
         """Power off and delete every VM of C{cluster} (a forced cluster delete)."""

@@ -245,6 +245,11 @@ class Users:
     def replace_password_hash(self, name: str, old: str, new: str):
         return self.db.transact(replace_password_hash, name, old, new)
 
+    def create_token(self, user: str, lifetime: int | None = None):
+        """A new token for C{user} (L{create_token}): its record and the token."""
+        now = int(self._clock.seconds()) if self._clock is not None else None
+        return self.db.transact(create_token, user, now, lifetime)
+
     def count(self):
         return self.db.transact(count_users)
 

@@ -27,6 +27,7 @@ from comet.web._auth import Authenticator, Guard
 from comet.web._errors import HTTPError
 from comet.web._serve import render_error, serve
 from comet.web._table import RouteTable
+from comet.web.events import EventStreams
 from comet.web.routes import api_routes
 
 
@@ -76,12 +77,19 @@ class CometAPI:
     """
 
     def __init__(self, models: Any, routes: RouteTable | None = None, guard: Any = None,
-                 metrics: Any = None, request_log: Any = None):
+                 metrics: Any = None, request_log: Any = None, clock: Any = None,
+                 event_buffer: int = 256, event_heartbeat: float = 15.0,
+                 login_token_lifetime: int = 12 * 3600):
         """
         @param metrics: where each answered request is counted
             (L{comet.metrics.Metrics.request}); C{None}: not counted.
         @param request_log: where each answered request is logged
             (L{comet.logs.RequestLog}); C{None}: not logged.
+        @param clock: the reactor (C{GET /events}' heartbeats, by default the global one).
+        @param event_buffer: events queued per C{GET /events} client whose
+            connection is full; more and it is dropped.
+        @param event_heartbeat: seconds between the streams' keep-alive comments.
+        @param login_token_lifetime: seconds a token of C{POST /login} lasts.
         """
         self.models = models
         self.metrics = metrics
@@ -94,6 +102,11 @@ class CometAPI:
                 raise ValueError("CometAPI needs a guard, or models with users")
             guard = Guard(Authenticator(users), users)
         self.guard = guard
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._stream_settings = (clock, event_buffer, event_heartbeat)
+        self._streams: EventStreams | None = None
+        self.login_token_lifetime = login_token_lifetime
         self.app = Klein()
         self.app.url_map.converters["int"] = _ASCIIIntegerConverter
         self._in_flight = 0
@@ -120,6 +133,8 @@ class CometAPI:
 
         def view(request: IRequest, **params):
             request.comet_route = route
+            request.comet_streams = self.event_streams
+            request.comet_token_lifetime = self.login_token_lifetime
             method = request.method.decode("ascii")
             endpoint = endpoints.get(method) or endpoints.get("GET")  # HEAD is GET
             served = ensureDeferred(serve(self.models, endpoint, request, params, self.guard))
@@ -156,6 +171,20 @@ class CometAPI:
         if new_url:
             headers["Location"] = new_url
         return render_error(request, error.code or 500, error.description or "error", headers)
+
+    def event_streams(self) -> EventStreams | None:
+        """The clients of C{GET /events} (made at the first; C{None}: the models keep no event log)."""
+        if self._streams is None:
+            events = getattr(self.models, "events", None)
+            if events is not None:
+                clock, buffer, heartbeat = self._stream_settings
+                self._streams = EventStreams(events, self.routes, clock, buffer, heartbeat)
+        return self._streams
+
+    def close_streams(self) -> None:
+        """End every C{GET /events} stream (the daemon stops; they would never end)."""
+        if self._streams is not None:
+            self._streams.close_all()
 
     def resource(self) -> KleinResource:
         """The twisted.web resource to serve."""

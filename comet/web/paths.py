@@ -52,5 +52,7 @@ PATHS = Paths({
     "health": "/health",
     "metrics": "/metrics",
     "auditlog": "/auditlog",
+    "events": "/events",
+    "login": "/login",
     "openapi": "/openapi.json",
 })

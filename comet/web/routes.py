@@ -11,7 +11,8 @@ share no table, and no table depends on which module was imported first.
 
 from __future__ import annotations
 
-from comet.web import audit, clusters, console, health, hosts, storage, tasks, templates, vms
+from comet.web import (audit, clusters, console, events, health, hosts, login, storage, tasks,
+                       templates, vms)
 from comet.web._table import RouteTable
 from comet.web.openapi import DOCUMENT, serve_document
 from comet.web.paths import PATHS
@@ -24,6 +25,8 @@ RESOURCES = (
     health.routes,
     audit.routes,
     tasks.routes,
+    events.routes,
+    login.routes,
     storage.routes,
     templates.routes,
     vms.routes,

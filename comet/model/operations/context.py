@@ -136,6 +136,9 @@ class Context:
     locks: Locks = attrs.field(factory=Locks)
     #: Placements are chosen one at a time (L{comet.model.operations.domains.place}).
     placing: DeferredLock = attrs.field(factory=DeferredLock)
+    #: The L{comet.model.events.EventLog} told of VMs created, changed and
+    #: deleted (C{None}: no one).
+    events: Any = None
 
     def busy(self, obj: str | None) -> bool:
         """

@@ -40,11 +40,12 @@ class StorageModel:
     @param snapshots: the C{vm_snapshots} table, or C{None}.
     @param intents: where multi-step changes record their steps (none unless given).
     @param locks: one operation per volume at a time (in memory only unless given).
+    @param events: the L{comet.model.events.EventLog} told of volumes created and deleted.
     """
 
     def __init__(self, store, runners: Mapping[str, object], config, hypervisors, tasks, clock,
                  downloads=None, owner: str = "comet", vms=None, snapshots=None,
-                 intents=None, locks=None):
+                 intents=None, locks=None, events=None):
         if downloads is None:
             from twisted.internet import reactor
 
@@ -67,7 +68,7 @@ class StorageModel:
                                 self.intents, self.locks, self.owners)
         self.branches = Branches(store, self.pool_set, snapshots)
         self.volume_set = Volumes(store, self.pool_set, tasks, clock, downloads, self.intents,
-                                  self.locks, self.owners, snapshots)
+                                  self.locks, self.owners, snapshots, events=events)
         #: The disks of VMs (the L{comet.model.operations.VMDisks} the VM operations are given).
         self.disks = StorageDisks(store, self.pool_set, self.volume_set, self.exporter,
                                   self.branches, hypervisors, snapshots)

@@ -13,6 +13,7 @@ import secrets
 
 from comet.errors import Conflict, NotFound
 from comet.model.clusters import validate_name
+from comet.model.events import or_silent
 from comet.model.operations import snapshot_delete, snapshot_revert, snapshot_take
 from comet.model.storage.names import zfs_snapname
 
@@ -47,8 +48,9 @@ class VMSnapshotModel:
     """
 
     def __init__(self, store, servers, pools, exports, branches, intents, clock, vms,
-                 snapshots):
+                 snapshots, events=None):
         self._store = store
+        self._events = or_silent(events)
         self._servers = servers
         self._pools = pools
         self._exports = exports
@@ -93,6 +95,8 @@ class VMSnapshotModel:
             record = await snapshot_take.run(op, self._servers, self._snapshots, self._clock,
                                              uuid, snapshot, records,
                                              await self._volumes(records))
+        self._events.emit("snapshot.created",
+                          {"cluster": cluster, "name": name, "snapshot": snapshot})
         return vm, record
 
     async def volumes_of(self, snapshot_record) -> list:
@@ -139,6 +143,8 @@ class VMSnapshotModel:
             async with self._intents.operation(snapshot_delete.KIND, uuid) as op:
                 await snapshot_delete.run(op, self._servers, self._branches, self._snapshots,
                                           uuid, snapshot, plan, volumes)
+        self._events.emit("snapshot.deleted",
+                          {"cluster": cluster, "name": name, "snapshot": snapshot})
 
     async def revert(self, cluster: str, name: str, snapshot: str):
         """
@@ -187,4 +193,6 @@ class VMSnapshotModel:
             async with self._intents.operation(snapshot_revert.KIND, uuid) as op:
                 await snapshot_revert.run(op, self._exports, self._store, self._snapshots,
                                           uuid, snapshot, plan, steps)
+        self._events.emit("snapshot.reverted",
+                          {"cluster": cluster, "name": name, "snapshot": snapshot})
         return await self.get(cluster, name, snapshot)

@@ -18,6 +18,7 @@ import attrs
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.model.clusters import validate_name
 from comet.model.operations import volume_create, volume_delete
+from comet.model.events import or_silent
 from comet.model.downloads import scrub
 from comet.model.storage.names import GiB, volume_lock, zfs_snapname
 from comet.model.storage.pools import Pool
@@ -82,8 +83,9 @@ class Volumes:
     """
 
     def __init__(self, store, pools, tasks, clock, downloads, intents, locks, owners,
-                 snapshots=None):
+                 snapshots=None, events=None):
         self._store = store
+        self._events = or_silent(events)
         self._pools = pools
         self._tasks = tasks
         self._clock = clock
@@ -164,6 +166,7 @@ class Volumes:
 
                     async def add_record(size):
                         await self._store.add_volume(**self.new_record(pool, name, size))
+                        self._events.emit("volume.created", {"pool": pool.name, "volume": name})
 
                     if url is None:
                         return await volume_create.run_empty(op, zfs, pool, name,
@@ -196,6 +199,7 @@ class Volumes:
         validate_name("volume", name)
         async with self.lock(pool.name, name, "being deleted"):
             await self.delete_locked(pool, name, force)
+        self._events.emit("volume.deleted", {"pool": pool.name, "volume": name})
 
     async def delete_locked(self, pool, name: str, force: bool = False) -> None:
         """L{delete_volume}, the volume's lock held by the caller."""

@@ -1,0 +1,55 @@
+"""
+C{POST /login}: a user's name and password (HTTP Basic) exchanged for a
+short-lived API token, so that a client (C{comet login}) keeps a token that
+expires rather than the password.
+
+The password is checked by the same code as every Basic request
+(L{comet.web._auth.Authenticator}): the same timing for unknown users, the
+same throttle of failed guesses (429) and the same audit entry for a failure.
+The token's expiry is the C{expires} column of C{api_tokens}; C{[api]
+login_token_lifetime} bounds it.  The request itself, a POST, is in the audit
+log (never the token).  A token cannot be exchanged for another: a stolen
+one would then never expire.
+"""
+
+from __future__ import annotations
+
+from comet.errors import InvalidInput
+from comet.web._schemas import NAME, TIME, enum, obj, resource
+from comet.web._table import VIEWER, Routes
+
+#: The endpoints this module declares (each app serves them: L{comet.web.routes}).
+routes = Routes()
+
+LOGIN = resource(
+    "Login",
+    user=NAME,
+    role=enum("viewer", "operator", "admin"),
+    token={"type": "string"},
+    created=TIME,
+    expires=TIME,
+)
+
+
+@routes.route("POST", "login", obj(lifetime={"type": "integer", "minimum": 60}), role=VIEWER,
+              answers={200: LOGIN}, errors=(400,))
+async def login(models, request, body):
+    """
+    Exchange the user name and password of the request's C{Authorization:
+    Basic} for a new API token that expires (C{lifetime} seconds, at most
+    the daemon's C{login_token_lifetime}).
+    """
+    header = (request.getHeader(b"authorization") or b"").decode("latin-1").strip()
+    if header.partition(" ")[0].lower() != "basic":
+        raise InvalidInput("POST /login takes a user name and password (HTTP Basic), not a token")
+    identity = request.comet_identity
+    longest = request.comet_token_lifetime
+    lifetime = min(body.get("lifetime", longest), longest)
+    record, token = await models.users.create_token(identity.name, lifetime)
+    return {
+        "user": identity.name,
+        "role": identity.role,
+        "token": token,
+        "created": record.created,
+        "expires": record.expires,
+    }
