@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
 
+import json
+
 import httpx
+from httpx_sse import SSEError, connect_sse
 
 from comet_client import __version__
 from comet_client.settings import Login
@@ -29,6 +32,10 @@ class ApiError(Exception):
         self.error = error
         self.reason = reason
         self.body = body
+
+
+#: What L{Client.events} yields first when asked to announce the stream's start.
+OPENED = {"type": "(opened)"}
 
 
 class Unreachable(Exception):
@@ -97,6 +104,43 @@ class Client:
         if location is None:
             raise ApiError(response.status_code, "unexpected", f"{uri} answered without a Location")
         return location
+
+    def events(self, types=(), resources=(), last_id: str | None = None,
+               announce: bool = False):
+        """
+        Each event of C{GET /events} (its JSON C{data}, with C{type} and
+        C{id}) as it comes, until the stream ends.
+        With C{announce}, the first item is L{OPENED}, as soon as the daemon
+        has answered: what is read after it is not older than the stream.
+        Raises L{ApiError} when the daemon refuses the stream (an unknown
+        filter, an older daemon's 404), L{Unreachable} when it cannot be
+        reached or the stream breaks.
+        """
+        params = [("type", t) for t in types] + [("resource", r) for r in resources]
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        # No read timeout: the daemon sends a keep-alive comment every few seconds.
+        timeout = httpx.Timeout(None, connect=TIMEOUT.connect)
+        try:
+            with connect_sse(self.http, "GET", "/events", params=params, headers=headers,
+                             timeout=timeout) as source:
+                response = source.response
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                if announce:
+                    yield OPENED
+                for sse in source.iter_sse():
+                    try:
+                        data = json.loads(sse.data)
+                    except ValueError:
+                        continue
+                    if isinstance(data, dict):
+                        data.setdefault("type", sse.event)
+                        yield data
+        except httpx.TransportError as e:
+            raise Unreachable(f"the event stream of {self.base} broke: {e or type(e).__name__}") from None
+        except SSEError as e:
+            raise ApiError(0, "not_a_stream", str(e)) from None
 
     def close(self):
         self.http.close()

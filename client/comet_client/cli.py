@@ -11,6 +11,7 @@ user stopped waiting (Ctrl-C) for a task, which goes on.
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -52,6 +53,27 @@ class App:
             output.listing(self.out, data, columns)
         elif isinstance(data, dict):
             output.resource(self.out, data)
+
+    def watch(self, uri: str, columns: tuple[str, ...], types=(), resources=(),
+              as_json: bool = False):
+        """
+        Show the listing at C{uri}, and again whenever an event of
+        C{types} under C{resources} comes (C{GET /events}), until Ctrl-C.
+        """
+        from rich.live import Live
+
+        try:
+            with Live(console=self.out, auto_refresh=False, transient=False) as live:
+                # The first item (the stream has opened) draws the listing.
+                for _ in self.client.events(types, resources, announce=True):
+                    items = self.client.get(uri)
+                    if as_json:
+                        live.console.out(json.dumps(items, ensure_ascii=False), highlight=False)
+                    else:
+                        live.update(output.table(items, columns), refresh=True)
+        except KeyboardInterrupt:
+            sys.exit(EXIT_INTERRUPTED)
+        raise Unreachable("the daemon ended the event stream")
 
     def call(self, method: str, uri: str, body=None, as_json=False, no_wait=False,
              done: str | None = None, params=None):
@@ -165,19 +187,25 @@ def cli(ctx, url, token):
 @click.option("--token", "token", help="An API token (from comet-admin); without it, asks for a user and password.")
 @click.option("--user", help="The user name (asked for when not given).")
 def login(url, token, user):
-    """Check credentials against the daemon at URL and keep them for later commands.
+    """Log in to the daemon at URL and keep the login for later commands.
 
-    The login is kept in the user's config directory, in a file of mode
-    0600.  A password login keeps the user and password (the API has no
-    call that issues tokens; 'comet-admin token' makes one).
+    Without --token, asks for a user name and password and exchanges them
+    for a token that expires (the daemon's POST /login); the password is
+    not kept.  The URL and token are kept in the user's config directory,
+    in a file of mode 0600.
     """
     url = url.rstrip("/")
     if token is None:
         user = user or click.prompt("User")
         password = click.prompt("Password", hide_input=True)
-        candidate = settings.Login(url=url, user=user, password=password)
-    else:
-        candidate = settings.Login(url=url, token=token)
+        client = Client(settings.Login(url=url, user=user, password=password))
+        try:
+            token = client.call("POST", "/login").body["token"]
+        except ApiError as e:
+            raise Refused(f"login refused: {e.reason}") from None
+        except Unreachable as e:
+            raise CannotReach(str(e)) from None
+    candidate = settings.Login(url=url, token=token)
     client = Client(candidate)
     try:
         client.get("/cluster")

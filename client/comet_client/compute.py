@@ -102,11 +102,19 @@ def vm_path(ref, *rest):
 
 @vm.command("list")
 @click.argument("cluster_name", metavar="CLUSTER", type=names.CLUSTER)
+@click.option("--watch", is_flag=True,
+              help="Redraw the list whenever a VM of the cluster changes, until Ctrl-C.")
 @json_option
 @pass_app
-def vm_list(app: App, cluster_name, as_json):
+def vm_list(app: App, cluster_name, watch, as_json):
     """List the VMs of a cluster."""
-    app.show(app.client.get(path("cluster", cluster_name, "vms")), as_json, ("name", "state", "host"))
+    uri = path("cluster", cluster_name, "vms")
+    columns = ("name", "state", "host")
+    if watch:
+        app.watch(uri, columns, types=["vm"], resources=[path("cluster", cluster_name)],
+                  as_json=as_json)
+    else:
+        app.show(app.client.get(uri), as_json, columns)
 
 
 @vm.command("show")

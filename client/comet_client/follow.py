@@ -2,10 +2,10 @@
 Following a task to its outcome, with a progress bar.
 
 How the client learns of a task's changes is one small interface,
-L{TaskSource}: L{Polling} asks C{GET /tasks/:id} every L{POLL} seconds.  When
-the daemon has an event stream (C{GET /events}), a source that reads it
-replaces L{Polling} in L{source_for}, and the progress display and
-C{comet task wait} stay as they are.
+L{TaskSource}: L{Streaming} follows the task's events on C{GET /events};
+when the daemon has no stream (an older daemon) or it cannot be opened, it
+falls back to L{Polling}, which asks C{GET /tasks/:id} every L{POLL}
+seconds.  A stream that breaks half way is also continued by polling.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Protocol
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from comet_client.api import Client
+from comet_client.api import OPENED, ApiError, Client, Unreachable
 
 #: Seconds between two looks at a running task.
 POLL = 0.5
@@ -44,8 +44,42 @@ class Polling:
             yield task
 
 
+class Streaming:
+    """
+    Task changes from the event stream: the task's own events
+    (C{?type=task&resource=<its href>}).  The task is read again once the
+    stream is open, so a change made before it opened is not missed.
+    """
+
+    def __init__(self, client: Client, fallback: TaskSource | None = None):
+        self.client = client
+        self.fallback = fallback if fallback is not None else Polling(client)
+
+    def updates(self, task: dict) -> Iterator[dict]:
+        if task.get("status") != RUNNING:
+            return
+        try:
+            for event in self.client.events(types=["task"], resources=[task["href"]],
+                                            announce=True):
+                if event is OPENED:
+                    task = self.client.get(task["href"])
+                else:
+                    task = {**task, **{k: event[k] for k in ("status", "progress", "message")
+                                       if k in event}}
+                if task.get("status") != RUNNING:
+                    # The end: as the API represents it (C{--json} prints it).
+                    yield self.client.get(task["href"])
+                    return
+                yield task
+        except (ApiError, Unreachable):
+            pass
+        # No stream (or it broke): ask again and again.
+        if task.get("status") == RUNNING:
+            yield from self.fallback.updates(task)
+
+
 def source_for(client: Client) -> TaskSource:
-    return Polling(client)
+    return Streaming(client)
 
 
 def wait(source: TaskSource, task: dict, console: Console) -> dict:

@@ -11,6 +11,7 @@ import time
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 #: Fields a table leaves out of a listing (the JSON keeps them).
 _HIDDEN = ("href", "actions")
@@ -37,17 +38,21 @@ def cell(key: str, value) -> str:
 
 def listing(console: Console, items: list, columns: tuple[str, ...] | None = None) -> None:
     """One row per item, in C{columns} (default: every field but C{href} and C{actions})."""
+    console.print(table(items, columns))
+
+
+def table(items: list, columns: tuple[str, ...] | None = None):
+    """What L{listing} prints (a renderable: C{--watch} redraws it)."""
     if not items:
-        console.print("(none)", style="dim")
-        return
+        return Text("(none)", style="dim")
     if columns is None:
         columns = tuple(dict.fromkeys(k for item in items for k in item if k not in _HIDDEN))
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    grid = Table(box=None, header_style="bold", pad_edge=False)
     for column in columns:
-        table.add_column(column.upper(), overflow="fold")
+        grid.add_column(column.upper(), overflow="fold")
     for item in items:
-        table.add_row(*(cell(c, item.get(c)) for c in columns))
-    console.print(table)
+        grid.add_row(*(cell(c, item.get(c)) for c in columns))
+    return grid
 
 
 def resource(console: Console, item: dict) -> None:
