@@ -62,7 +62,7 @@ MAX_FILTERS = 32
 MAX_FILTER_LENGTH = 1024
 
 
-def _args(request, name: bytes) -> list[str]:
+def _args(request, name: bytes, split: bool) -> list[str]:
     values = request.args.get(name, [])
     if len(values) > MAX_FILTERS:
         raise InvalidInput(f"at most {MAX_FILTERS} {name.decode()} filters")
@@ -74,7 +74,10 @@ def _args(request, name: bytes) -> list[str]:
             raise InvalidInput(f"{name.decode()} is not valid UTF-8") from None
         if len(text) > MAX_FILTER_LENGTH:
             raise InvalidInput(f"a {name.decode()} filter is longer than {MAX_FILTER_LENGTH}")
-        out.extend(part for part in text.split(",") if part)
+        if split:
+            out.extend(part for part in text.split(",") if part)
+        else:
+            out.append(text)
     return out
 
 
@@ -93,14 +96,15 @@ class Filter:
                     f"type {t!r} is no event type; types: {', '.join(sorted(TYPES))}"
                     f" (or a kind: {', '.join(KINDS)})")
         for r in resources:
-            if not r.startswith("/") or "?" in r or "#" in r or not r.isprintable():
+            if not r.startswith("/") or "?" in r or "#" in r or any(
+                    c < " " or c == "\x7f" for c in r):
                 raise InvalidInput(f"resource {r!r} is not a resource's href (a path like /cluster/lab)")
         self.types = frozenset(types)
         self.resources = tuple(r.rstrip("/") or "/" for r in resources)
 
     @classmethod
     def of(cls, request) -> "Filter":
-        return cls(_args(request, b"type"), _args(request, b"resource"))
+        return cls(_args(request, b"type", True), _args(request, b"resource", False))
 
     def matches(self, event: Event, href: str) -> bool:
         if self.types and event.type not in self.types and event.kind not in self.types:
@@ -350,11 +354,8 @@ def _last_id(request) -> str | None:
         header = arg[0] if arg else None
     if header is None:
         return None
-    try:
-        text = header.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise InvalidInput("Last-Event-ID is not an event id") from None
-    return text or None
+    # Any text: one that is no id of this run's log gets a reset event.
+    return header.decode("latin-1").strip() or None
 
 
 def _timeout(request) -> float | None:

@@ -14,6 +14,8 @@ from comet.names import NAME_PATTERN
 from comet.web._errors import ERROR_WORDS
 from comet.web._serve import NAME_PARAMS
 from comet.web._table import JSON, PUBLIC, TICKET, Endpoint, RouteTable, Response
+from comet.model.events import KINDS as EVENT_KINDS
+from comet.model.events import TYPES as EVENT_TYPES
 from comet.web.audit import QUERY as AUDIT_QUERY
 from comet.web.tasks import STATUSES
 from comet.web.tasks import TASK as _TASK
@@ -60,6 +62,19 @@ _QUERY = {
     ("GET", "auditlog"): [
         {"name": name, "in": "query", "required": False, "schema": schema}
         for name, schema in AUDIT_QUERY.items()
+    ],
+    ("GET", "events"): [
+        {"name": "type", "in": "query", "required": False,
+         "schema": {"enum": sorted(EVENT_TYPES) + list(EVENT_KINDS)}},
+        {"name": "resource", "in": "query", "required": False,
+         "schema": {"type": "string", "maxLength": 1024,
+                    "pattern": "^/[^?#\\u0000-\\u001f\\u007f]*$"}},
+        {"name": "timeout", "in": "query", "required": False,
+         "schema": {"type": "number", "minimum": 0, "maximum": 86400}},
+        {"name": "last_event_id", "in": "query", "required": False,
+         "schema": {"type": "string"}},
+        {"name": "Last-Event-ID", "in": "header", "required": False,
+         "schema": {"type": "string"}},
     ],
 }
 
