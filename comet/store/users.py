@@ -245,6 +245,16 @@ class Users:
     def replace_password_hash(self, name: str, old: str, new: str):
         return self.db.transact(replace_password_hash, name, old, new)
 
+    def token_left(self, token: str) -> Deferred[int | None]:
+        """Seconds until C{token} expires (C{None}: never, or no such token)."""
+        def left(owner):
+            if owner is None or owner[1] is None:
+                return None
+            now = self._clock.seconds() if self._clock is not None else time.time()
+            return owner[1] - int(now)
+
+        return self.db.read(owner_of_token_hash, token_hash(token)).addCallback(left)
+
     def create_token(self, user: str, lifetime: int | None = None):
         """A new token for C{user} (L{create_token}): its record and the token."""
         now = int(self._clock.seconds()) if self._clock is not None else None

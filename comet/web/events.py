@@ -57,6 +57,18 @@ KIND_PATHS = {
 
 EVENT_STREAM = "text/event-stream"
 
+#: One message of the stream, as the OpenAPI document describes it: C{data}
+#: is a JSON object (C{id}, C{type}, C{href}, C{time}, what the event says).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"enum": sorted(TYPES) + ["reset"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+    "required": ["id", "event", "data"],
+}
+
 #: Filters given at most this many times, each at most this long.
 MAX_FILTERS = 32
 MAX_FILTER_LENGTH = 1024

@@ -17,6 +17,7 @@ from comet.web._table import JSON, PUBLIC, TICKET, Endpoint, RouteTable, Respons
 from comet.model.events import KINDS as EVENT_KINDS
 from comet.model.events import TYPES as EVENT_TYPES
 from comet.web.audit import QUERY as AUDIT_QUERY
+from comet.web.events import EVENT_STREAM, SSE_EVENT
 from comet.web.tasks import STATUSES
 from comet.web.tasks import TASK as _TASK
 from comet.web.storage import SERVER, URL, url_schema
@@ -170,6 +171,9 @@ def _responses(endpoint: Endpoint, pattern: str, components: _Components) -> dic
         response: dict = {"description": _DESCRIPTIONS.get(code, "OK")}
         if schema is not None:
             response["content"] = {JSON: {"schema": components.ref(schema)}}
+        elif endpoint.produces == EVENT_STREAM and code == 200:
+            # OpenAPI 3.1: the schema of a stream's media type describes each event.
+            response["content"] = {EVENT_STREAM: {"schema": SSE_EVENT}}
         elif endpoint.produces != JSON and code == 200:
             response["content"] = {endpoint.produces: {"schema": {"type": "string", "format": "binary"}}}
         if code in (201, 202, 303):

@@ -42,13 +42,20 @@ class EventCommandTests(DaemonCase):
         """C{comet events --json} prints each event as the API sends it; filters apply."""
         comet = self.comet()
         process = self.popen(comet, "events", "--type", "cluster.created", "--resource",
-                             "/cluster/ev-3", "--count", "1", "--json")
-        out, err = _until_exit(process, lambda i: self.daemon.api(
-            "POST", "/cluster", {"name": f"ev-{i}"}))
+                             "/cluster/ev", "--count", "1", "--json")
+
+        def act(i):
+            # Until the command has connected and seen one: other clusters
+            # (filtered out), and "ev" made (and deleted, to be made again).
+            self.daemon.api("POST", "/cluster", {"name": f"ev-other-{i}"})
+            self.assertEqual(self.daemon.api("POST", "/cluster", {"name": "ev"})[0], 201)
+            self.assertEqual(self.daemon.api("DELETE", "/cluster/ev", {})[0], 204)
+
+        out, err = _until_exit(process, act)
         self.assertEqual(process.returncode, 0, err)
         (line,) = out.splitlines()
         event = json.loads(line)
-        self.assertEqual((event["type"], event["href"]), ("cluster.created", "/cluster/ev-3"))
+        self.assertEqual((event["type"], event["href"]), ("cluster.created", "/cluster/ev"))
         self.assertRegex(event["id"], r"^[0-9]+-[0-9]+$")
 
     def test_events_table(self):
@@ -69,29 +76,18 @@ class EventCommandTests(DaemonCase):
         self.made("watched/w-1")
         comet = self.comet()
         process = self.popen(comet, "vm", "list", "watched", "--watch", "--json")
-        started = []
-
-        def act(i):
-            if not started:
-                code, answer = self.daemon.api("POST", "/cluster/watched/vms/w-1/start", {})
-                self.assertEqual(code, 200, answer)
-                started.append(True)
-            elif i > 50:
-                process.send_signal(signal.SIGINT)
-
-        deadline = time.monotonic() + 60
-        lines: list[str] = []
-        while time.monotonic() < deadline and process.poll() is None:
-            act(len(lines))
+        first = json.loads(process.stdout.readline())   # drawn once the stream is open
+        self.assertEqual([(vm["name"], vm["state"]) for vm in first], [("w-1", "shutoff")])
+        code, answer = self.daemon.api("POST", "/cluster/watched/vms/w-1/start", {})
+        self.assertEqual(code, 200, answer)
+        # Redrawn on the VM's events (its state among them).
+        while True:
             line = process.stdout.readline()
-            lines.append(line)
-            if '"running"' in line:
-                process.send_signal(signal.SIGINT)
+            self.assertTrue(line, "the command ended without redrawing")
+            if [vm["state"] for vm in json.loads(line)] == ["running"]:
                 break
+        process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
-        listings = [json.loads(line) for line in lines if line.startswith("[")]
-        self.assertEqual(listings[0][0]["name"], "w-1")
-        self.assertEqual(listings[-1][0]["state"], "running")
         self.assertEqual(process.returncode, 130)
 
 

@@ -334,10 +334,18 @@ class LoginTests(TestCase):
         body = answer.json
         self.assertEqual(body["expires"] - body["created"], 120)
 
-    async def test_token_is_not_exchanged(self):
-        token = make_token(self.models.users.db.path, "admin")
+    async def test_token_is_not_renewed_past_its_end(self):
+        """With a token: a new one, which expires no later than the one presented."""
+        answer = await self.client.post("/login", {"lifetime": 600}, headers={
+            "Authorization": self.basic("olga", "right password")})
+        first = answer.json
+        answer = await self.client.post("/login", {}, headers={
+            "Authorization": bearer(first["token"])})
+        self.assertEqual(answer.code, 200)
+        self.assertLessEqual(answer.json["expires"], first["expires"])
+        token = make_token(self.models.users.db.path, "admin")   # one that never expires
         answer = await self.client.post("/login", {}, headers={"Authorization": bearer(token)})
-        assertError(self, answer, 400, "bad_request", "Basic")
+        self.assertEqual(answer.json["expires"] - answer.json["created"], 3600)
 
     async def test_wrong_password_is_throttled(self):
         codes = []
