@@ -48,14 +48,6 @@ class APIConfig:
     #: 503) and from one address (more: 429).
     password_checks: int = 8
     password_checks_per_address: int = 2
-    #: ``GET /events``: events kept for ``Last-Event-ID`` resume; events
-    #: queued per client whose connection is full (more: it is dropped);
-    #: seconds between keep-alive comments (a client paused for two is dropped).
-    event_log_size: int = 1000
-    event_buffer: int = 256
-    event_heartbeat: float = 15.0
-    #: Seconds a token of ``POST /login`` (user and password) lasts.
-    login_token_lifetime: int = 43200
 
 
 @attrs.frozen
@@ -276,10 +268,6 @@ _RANGES: dict[str, tuple[float, float]] = {
     "password_threads": (1, 64),
     "password_checks": (1, math.inf),
     "password_checks_per_address": (1, math.inf),
-    "event_log_size": (1, 1_000_000),
-    "event_buffer": (1, 1_000_000),
-    "event_heartbeat": (0.01, 3600),
-    "login_token_lifetime": (60, 366 * 86400),
     "max_session": (0, 1e9),
     "max_message": (1024, 1 << 30),
     "keep_days": (0, 1e6),

@@ -161,8 +161,6 @@ class CometService(MultiService):
         self.api = CometAPI(
             self.models, guard=Guard(authenticator, users, api.max_body, self.reactor, origins),
             metrics=self.models.metrics, request_log=request_log, clock=self.reactor,
-            event_buffer=api.event_buffer, event_heartbeat=api.event_heartbeat,
-            login_token_lifetime=api.login_token_lifetime,
         )
         if api.auth and await users.count() == 0:
             log.warn(

@@ -85,7 +85,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
     from comet.virt import CachedStates
     if metrics is None:
         metrics = Metrics()
-    events = EventLog(clock, config.api.event_log_size)
+    events = EventLog(clock)
     tasks = TaskRunner(Tasks(db), clock, address, events=events)
     intents = Intents(IntentTable(db), clock)
     locks = Locks(LockTable(db), clock)

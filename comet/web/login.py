@@ -6,8 +6,8 @@ expires rather than the password.
 The password is checked by the same code as every Basic request
 (L{comet.web._auth.Authenticator}): the same timing for unknown users, the
 same throttle of failed guesses (429) and the same audit entry for a failure.
-The token's expiry is the C{expires} column of C{api_tokens}; C{[api]
-login_token_lifetime} bounds it.  The request itself, a POST, is in the audit
+The token's expiry is the C{expires} column of C{api_tokens}; C{CometAPI}'s
+C{login_token_lifetime} (12 hours) bounds it.  The request itself, a POST, is in the audit
 log (never the token).  Called with a token instead, it answers a new token
 that expires no later than the one presented: a stolen token cannot be
 renewed past its own end.
