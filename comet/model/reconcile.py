@@ -17,7 +17,8 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    repaired.
 
    The task the operation ran under (if any) is marked failed with what was
-   repaired, and the operation's rows are deleted.  An operation whose host
+   repaired (one that had finished, having left the rest to the reconciler,
+   stays finished and gains the repair), and the operation's rows are deleted.  An operation whose host
    or server does not answer is left for a later run.
 
 2. B{Leftovers no record owns}, found by name and tied to this database
@@ -212,9 +213,29 @@ class Reconciler:
             if first.task_id is not None:
                 by_task.setdefault(first.task_id, []).append(f"{first.kind} of {first.object}: {what}")
         for task_id, whats in by_task.items():
-            await self._tasks.finish(task_id, "failed", f"{RESTARTED}; repaired: {'; '.join(whats)}",
-                                     int(self._clock.seconds()))
+            await self._task_repaired(task_id, whats)
         return repairs
+
+    async def _task_repaired(self, task_id: int, whats: list[str]) -> None:
+        """
+        Record on task C{task_id} what was repaired.  A task that had
+        finished (an operation that said what it did and left the rest to
+        the reconciler: a migration whose records could not be written)
+        stays finished, its message followed by the repair; any other was
+        cut short by a crash, and is failed with it.
+        """
+        now = int(self._clock.seconds())
+        repaired_text = '; '.join(whats)
+        try:
+            record = await self._tasks.get(task_id)
+        except NotFound:
+            return
+        if record.status == "finished":
+            await self._tasks.finish(
+                task_id, "finished",
+                f"{record.message}; the reconciler finished it: {repaired_text}", now)
+            return
+        await self._tasks.finish(task_id, "failed", f"{RESTARTED}; repaired: {repaired_text}", now)
 
     async def restore_exports(self, server: str,
                               listed: list | None = None) -> tuple[list[str], int]:

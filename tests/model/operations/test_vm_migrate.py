@@ -240,3 +240,34 @@ class LeftForRepairTests(MigrateCrashBase, TestCase):
         await self.assertConsistent(self.models)
         vm = await self.models.vms.act("lab", "web", "suspend")
         self.assertEqual(vm.phase, "paused")
+
+    async def test_finished_task_stays_finished(self):
+        """
+        The reconciler finishing a migration whose task already finished
+        (it said the VM moved and left the records to the reconciler) does
+        not rewrite that task as failed: it stays finished, and its message
+        gains what the reconciler did.
+        """
+        from comet.errors import Unavailable
+
+        source = await self.running()
+        hv = self.world.hv
+        undefine = hv.undefine_secret
+
+        async def silent(host, uuid):
+            if host == source:
+                raise Unavailable(f"compute host {host!r} does not answer")
+            return await undefine(host, uuid)
+
+        self.patch(hv, "undefine_secret", silent)
+        task = await self.models.vms.migrate("lab", "web")
+        await self.models.tasks.wait(task.id)
+        before = await self.models.tasks.get(task.id)
+        self.assertEqual(before.status, "finished", before.message)
+        self.patch(hv, "undefine_secret", undefine)
+        repairs = await self.models.reconciler.run()
+        self.assertIn("had completed", " ".join(repairs))
+        after = await self.models.tasks.get(task.id)
+        self.assertEqual((after.status, after.progress), ("finished", 100), after.message)
+        self.assertTrue(after.message.startswith(before.message), after.message)
+        self.assertIn("had completed", after.message)
