@@ -119,6 +119,8 @@ class CometService(MultiService):
                      " {path} names (for crash tests only)", path=self.config.debug.kill_at_file)
             self.models.intents.halt = KillAt(self.config.debug.kill_at_file)
         await self.models.tasks.recover()
+        # Which hosts are in maintenance, before anything places a VM.
+        await self.models.hosts.load()
         # Before the API listens: what a crash left half done is finished or
         # undone first (a backend that does not answer is retried later).
         try:

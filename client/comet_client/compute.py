@@ -344,3 +344,25 @@ def host_list(app: App, as_json):
 def host_show(app: App, name, as_json):
     """Describe a compute host."""
     app.show(app.client.get(path("hosts", name)), as_json)
+
+
+@host.command("maintenance")
+@click.argument("name", type=names.HOST)
+@click.argument("switch", type=click.Choice(["on", "off"]))
+@json_option
+@pass_app
+def host_maintenance(app: App, name, switch, as_json):
+    """Put a host in maintenance (no VM is placed on it) or take it out (admins)."""
+    app.call("POST", path("hosts", name, "maintenance"), {"enabled": switch == "on"}, as_json)
+
+
+@host.command("evacuate")
+@click.argument("name", type=names.HOST)
+@click.option("--fenced", is_flag=True,
+              help="The host is dead for good: withdraw its exports and start its VMs elsewhere.")
+@json_option
+@wait_option
+@pass_app
+def host_evacuate(app: App, name, fenced, as_json, no_wait):
+    """Move every VM off a host in maintenance (a task; admins)."""
+    app.call("POST", path("hosts", name, "evacuate"), body_of(fenced=fenced), as_json, no_wait)

@@ -15,6 +15,7 @@ import attrs
 from comet.model.clusters import ClusterModel
 from comet.model.console import ConsoleModel
 from comet.model.events import EventLog, VMStateEvents
+from comet.model.evacuation import HostEvacuations
 from comet.model.health import Health
 from comet.model.hosts import HostModel
 from comet.model.intents import Intents
@@ -59,6 +60,8 @@ class Models:
     events: EventLog | None = None
     #: Turns libvirt's lifecycle and host events into events (L{VMStateEvents}).
     vm_state_events: VMStateEvents | None = None
+    #: Hosts' evacuations (L{comet.model.evacuation.HostEvacuations}).
+    evacuations: HostEvacuations | None = None
 
 
 def make_models(db, hypervisors, config, clock, runners=None,
@@ -78,7 +81,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         one, with its own registry); it exports what these models know.
     """
     from comet.metrics import Metrics
-    from comet.store import Clusters, Snapshots, Storage, Tasks, Templates, VMs
+    from comet.store import Clusters, HostMaintenance, Snapshots, Storage, Tasks, Templates, VMs
     from comet.store import Intents as IntentTable
     from comet.store import Locks as LockTable
     from comet.store.users import Users
@@ -90,7 +93,8 @@ def make_models(db, hypervisors, config, clock, runners=None,
     intents = Intents(IntentTable(db), clock)
     locks = Locks(LockTable(db), clock)
     vm_table = VMs(db)
-    hosts = HostModel(hypervisors, config.hosts, vm_table.committed)
+    hosts = HostModel(hypervisors, config.hosts, vm_table.committed,
+                      maintenance=HostMaintenance(db), clock=clock)
     if runners is None:
         from comet.remote import SSHRunner
 
@@ -156,6 +160,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         metrics=metrics,
         events=events,
         vm_state_events=VMStateEvents(events, hypervisors, vm_table.by_uuid),
+        evacuations=HostEvacuations(vms, context),
     )
     metrics.watch(models, clock)
     return models

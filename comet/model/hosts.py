@@ -1,5 +1,7 @@
 """
-Compute hosts: the configured libvirt hosts with what they report live.
+Compute hosts: the configured libvirt hosts with what they report live, and
+which of them an admin put in maintenance (kept in the database: placement
+skips those hosts, for new placements and migrations alike).
 """
 
 from __future__ import annotations
@@ -9,6 +11,11 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
 from comet.errors import CometError, NotFound
 from comet.model.placement import Candidate, free_memory
+
+
+#: A host's actions: C{maintenance} (on or off) always, C{evacuate} while in
+#: maintenance (fenced or not: which one the host's state tells).
+HOST_ACTIONS = ("maintenance", "evacuate")
 
 
 @attrs.frozen
@@ -25,6 +32,13 @@ class Host:
     memory_free: int | None = None
     #: Domains the host knows (Comet's and others).
     vms: int | None = None
+    #: Whether an admin put it in maintenance (placement skips it).
+    maintenance: bool = False
+
+    @property
+    def actions(self) -> list[str]:
+        """The actions valid now (L{HOST_ACTIONS})."""
+        return ["maintenance", "evacuate"] if self.maintenance else ["maintenance"]
 
 
 class SharedRead:
@@ -73,16 +87,25 @@ class HostModel:
     reads each host once or twice, not 200 times).
     """
 
-    def __init__(self, hypervisors, hosts_config, committed=None):
+    def __init__(self, hypervisors, hosts_config, committed=None, maintenance=None, clock=None):
         """
         @param committed: C{async committed() -> {host: MiB}}, the memory given
             to the VMs Comet has placed on each host (its own records).
+        @param maintenance: the L{comet.store.HostMaintenance} table, or
+            C{None} (kept in memory only).
+        @param clock: C{seconds()} (when a host went into maintenance).
         """
         self._hv = hypervisors
         self._committed = committed or _nothing_committed
         self._config = {h.name: h for h in hosts_config}
         self._order = [h.name for h in hosts_config]
         self._figures = SharedRead(self._read_figures)
+        self._maintenance_table = maintenance
+        self._clock = clock
+        #: The hosts in maintenance, read from the table once (L{load}); the
+        #: one daemon holding the database's lease is its only writer.
+        self._maintenance: set[str] = set()
+        self._loaded = maintenance is None
 
     def set_hosts(self, hosts_config) -> None:
         """The configured hosts are now C{hosts_config} (a configuration reload)."""
@@ -92,6 +115,38 @@ class HostModel:
     def names(self) -> list[str]:
         return list(self._order)
 
+    async def load(self) -> None:
+        """Read which hosts are in maintenance (once; every later call is free)."""
+        if self._loaded:
+            return
+        rows = await self._maintenance_table.in_maintenance()
+        if not self._loaded:
+            # Hosts no longer configured are not kept (their rows stay, harmless).
+            self._maintenance = {h for h in rows if h in self._config}
+            self._loaded = True
+
+    def in_maintenance(self, name: str) -> bool:
+        """Whether C{name} is in maintenance (as last loaded: L{load})."""
+        return name in self._maintenance
+
+    async def set_maintenance(self, name: str, enabled: bool) -> Host:
+        """
+        Put host C{name} in maintenance (placement skips it from now on) or
+        take it out; the host as it is now.  Written before it takes effect.
+
+        @raise NotFound: there is no such host.
+        """
+        self.config(name)
+        await self.load()
+        if self._maintenance_table is not None:
+            now = int(self._clock.seconds()) if self._clock is not None else 0
+            await self._maintenance_table.set(name, enabled, now)
+        if enabled:
+            self._maintenance.add(name)
+        else:
+            self._maintenance.discard(name)
+        return await self.get(name)
+
     def config(self, name: str):
         try:
             return self._config[name]
@@ -99,7 +154,8 @@ class HostModel:
             raise NotFound(f"compute host {name!r} does not exist") from None
 
     async def get(self, name: str, committed: dict[str, int] | None = None) -> Host:
-        config = self.config(name)
+        self.config(name)
+        await self.load()
         if committed is None:
             committed = await self._committed()
         try:
@@ -111,9 +167,11 @@ class HostModel:
     def _host(self, name: str, info, committed: dict[str, int]) -> Host:
         """The host from its C{node_info} answer (or the L{CometError} it raised)."""
         config = self._config[name]
+        maintenance = name in self._maintenance
         if isinstance(info, CometError):
             status = self._hv.status(name)
-            return Host(name, config.uri, "unreachable", status.reason or info.reason)
+            return Host(name, config.uri, "unreachable", status.reason or info.reason,
+                        maintenance=maintenance)
         # libvirt's test driver makes up its free-memory figure: judge its
         # hosts by commitments alone.
         kernel_free = 0 if config.domain_type == "test" else info.memory_free_mb
@@ -125,9 +183,11 @@ class HostModel:
             memory=info.memory_mb,
             memory_free=free_memory(info.memory_mb, kernel_free, committed.get(name, 0)),
             vms=info.domains,
+            maintenance=maintenance,
         )
 
     async def list(self) -> list[Host]:
+        await self.load()
         committed = await self._committed()
         results = await DeferredList(
             [ensureDeferred(self.get(name, committed)) for name in self._order],
@@ -138,7 +198,8 @@ class HostModel:
             if ok:
                 hosts.append(value)
             else:
-                hosts.append(Host(name, self._config[name].uri, "unreachable", value.getErrorMessage()))
+                hosts.append(Host(name, self._config[name].uri, "unreachable",
+                                  value.getErrorMessage(), maintenance=name in self._maintenance))
         return hosts
 
     def figures(self) -> Deferred:
@@ -168,23 +229,29 @@ class HostModel:
 
     async def candidates(self, figures: Deferred | None = None) -> list[Candidate]:
         """
-        The connected hosts, for placement, in configuration order.  The
+        The connected hosts not in maintenance, for placement, in
+        configuration order.  The
         memory committed to Comet's placed VMs is read now (its own records,
         so a placement made just before counts); the hosts' own figures come
         from C{figures} (a L{figures} Deferred asked earlier), or are read now.
         """
         infos = await (figures if figures is not None else self.figures())
+        await self.load()
         committed = await self._committed()
         hosts = [self._host(name, infos[name], committed) for name in self._order]
         return [
             Candidate(h.name, h.cpus, h.memory, h.memory_free)
             for h in hosts
-            if h.state == "connected"
+            if h.state == "connected" and not h.maintenance
         ]
 
     async def max_cpus(self) -> int | None:
-        """The most CPUs any connected host has (C{None} if none is connected)."""
-        cpus = [c.cpus for c in await self.candidates()]
+        """
+        The most CPUs any connected host has (C{None} if none is connected),
+        in maintenance or not: maintenance is temporary, a VM's size is not.
+        """
+        infos = await self.figures()
+        cpus = [info.cpus for info in infos.values() if not isinstance(info, CometError)]
         return max(cpus) if cpus else None
 
 

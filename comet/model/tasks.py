@@ -43,7 +43,8 @@ class Target:
     that name one (C{Target("vm", {"cluster": "lab", "name": "web"})}).
 
     Kinds: C{cluster} (C{name}), C{vm} (C{cluster}, C{name}), C{volume}
-    (C{pool}, C{volume}), C{vm storage} (C{cluster}, C{name}, C{zvol}).
+    (C{pool}, C{volume}), C{vm storage} (C{cluster}, C{name}, C{zvol}), C{host}
+    (C{name}).
     """
 
     kind: str

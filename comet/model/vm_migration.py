@@ -12,7 +12,7 @@ from typing import Callable, Collection
 from comet.errors import CometError, Conflict, InvalidInput, Unavailable
 from comet.model.operations import Context, vm_migrate
 from comet.model.placement import choose_host
-from comet.model.tasks import Target
+from comet.model.tasks import CURRENT_TASK, Target
 
 MiB = 1024 * 1024
 
@@ -37,12 +37,15 @@ class VMMigrations:
     def destinations(self, host: str | None) -> list[str]:
         """
         The hosts a VM on C{host} could migrate to now: the others that are
-        connected (known without asking them: it is read for every VM shown).
+        connected and not in maintenance (known without asking them: it is
+        read for every VM shown).
         """
         if host is None:
             return []
-        return [h for h in self._ctx.hosts.names()
-                if h != host and self._ctx.hypervisors.status(h).state == "connected"]
+        hosts = self._ctx.hosts
+        return [h for h in hosts.names()
+                if h != host and not hosts.in_maintenance(h)
+                and self._ctx.hypervisors.status(h).state == "connected"]
 
     def _check(self, vm) -> None:
         if vm.phase not in self._phases:
@@ -55,11 +58,54 @@ class VMMigrations:
         others.  Answers the task.
 
         @raise Conflict: the VM is not running or paused (or no other host
-            fits it), or another operation holds it.
+            fits it), C{host} is in maintenance, or another operation holds it.
         @raise InvalidInput: C{host} is the VM's own.
         @raise NotFound: there is no host C{host}.
         @raise Unavailable: the VM's host, or C{host}, does not answer.
         """
+        vm, lock, dest = await self._prepare(cluster, name, host)
+        source = vm.record.host
+
+        async def job(task):
+            try:
+                await lock.set_task(task.id)
+
+                async def progress(reading):
+                    await task.progress(min(99, reading.percent),
+                                        f"migrating VM {name!r} from {source!r} to {dest!r}:"
+                                        f" {reading.memory_remaining // MiB} MiB of memory"
+                                        " left to copy")
+
+                return await self._run(vm, dest, progress)
+            finally:
+                await lock.release()
+
+        try:
+            return await self._ctx.tasks.start(
+                Target("vm", {"cluster": cluster, "name": name}), job,
+                f"migrating VM {name!r} from {source!r} to {dest!r}")
+        except BaseException:
+            await lock.release()
+            raise
+
+    async def move(self, cluster: str, name: str) -> str:
+        """
+        Move the running or paused VM live to the host the placement rule
+        picks among the others, within the caller's task (a host's
+        evacuation): the same checks, lock and operation as L{migrate}; what
+        happened, one sentence.  Raises as L{migrate} does.
+        """
+        vm, lock, dest = await self._prepare(cluster, name, None)
+        try:
+            task_id = CURRENT_TASK.get()
+            if task_id is not None:
+                await lock.set_task(task_id)
+            return await self._run(vm, dest, None)
+        finally:
+            await lock.release()
+
+    async def _prepare(self, cluster: str, name: str, host: str | None):
+        """The checks of L{migrate}; C{(vm, its lock (held), destination)}."""
         vm = await self._vms.get(cluster, name)
         self._check(vm)
         source = vm.record.host
@@ -68,6 +114,9 @@ class VMMigrations:
             if host == source:
                 raise InvalidInput(f"VM {name!r} is on host {host!r} already;"
                                    " name another host to migrate it to")
+            if self._ctx.hosts.in_maintenance(host):
+                raise Conflict(f"compute host {host!r} is in maintenance; VM {name!r}"
+                               " cannot migrate there")
             status = self._ctx.hypervisors.status(host)
             if status.state != "connected":
                 raise Unavailable(f"compute host {host!r} does not answer ({status.reason});"
@@ -81,31 +130,13 @@ class VMMigrations:
         except BaseException:
             await lock.release()
             raise
+        return vm, lock, dest
+
+    async def _run(self, vm, dest: str, progress) -> str:
         compute = self._compute
-
-        async def job(task):
-            try:
-                await lock.set_task(task.id)
-
-                async def progress(reading):
-                    await task.progress(min(99, reading.percent),
-                                        f"migrating VM {name!r} from {source!r} to {dest!r}:"
-                                        f" {reading.memory_remaining // MiB} MiB of memory"
-                                        " left to copy")
-
-                return await vm_migrate.run(
-                    self._ctx, vm.record, dest, vm.phase, compute.migration_timeout,
-                    compute.migration_max_downtime, progress)
-            finally:
-                await lock.release()
-
-        try:
-            return await self._ctx.tasks.start(
-                Target("vm", {"cluster": cluster, "name": name}), job,
-                f"migrating VM {name!r} from {source!r} to {dest!r}")
-        except BaseException:
-            await lock.release()
-            raise
+        return await vm_migrate.run(
+            self._ctx, vm.record, dest, vm.phase, compute.migration_timeout,
+            compute.migration_max_downtime, progress)
 
     async def _destination(self, vm) -> str:
         """The host the placement rule picks for C{vm} among the other connected ones."""
@@ -117,5 +148,5 @@ class VMMigrations:
             candidates = [c for c in await hosts.candidates(figures) if c.name in others]
             if not candidates:
                 raise Conflict(f"VM {vm.name!r} cannot migrate: no other compute host"
-                               " is connected")
+                               " is connected and out of maintenance")
             return choose_host(candidates, record.memory, record.cpus)

@@ -394,6 +394,10 @@ class VMModel:
         """L{comet.model.vm_migration.VMMigrations.migrate}: a task."""
         return await self._migrations.migrate(cluster, name, host)
 
+    async def move(self, cluster: str, name: str) -> str:
+        """L{comet.model.vm_migration.VMMigrations.move}: inline, in the caller's task."""
+        return await self._migrations.move(cluster, name)
+
     async def screenshot(self, cluster: str, name: str) -> bytes:
         """A PNG of the VM's screen, taken at most every L{SCREENSHOT_TTL} seconds."""
         vm = await self.get(cluster, name)

@@ -17,6 +17,7 @@ from comet.store._migrations import MIGRATIONS
 #: The newest schema version this Comet knows.
 MIGRATIONS_KNOWN = max(version for version, _ in MIGRATIONS)
 from comet.store.clusters import ClusterRecord, Clusters
+from comet.store.hosts import HostMaintenance
 from comet.store.intents import IntentRecord, Intents
 from comet.store.locks import LockRecord, Locks, OwnerRecord
 from comet.store.storage import PoolRecord, SnapshotRecord, Snapshots, Storage, VolumeRecord
@@ -46,6 +47,7 @@ __all__ = [
     "VolumeRecord",
     "Snapshots",
     "SnapshotRecord",
+    "HostMaintenance",
     "Intents",
     "IntentRecord",
     "Locks",

@@ -245,4 +245,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE api_tokens ADD COLUMN expires INTEGER",
         ],
     ),
+    (
+        11,
+        [
+            # The compute hosts an admin put in maintenance (comet.model.hosts):
+            # placement skips them.  A row per host in maintenance, since when.
+            """CREATE TABLE host_maintenance (
+                host TEXT PRIMARY KEY,
+                since INTEGER NOT NULL
+            )""",
+        ],
+    ),
 ]

@@ -1,5 +1,7 @@
 """
-The compute hosts: C{/hosts}, C{/hosts/:name} (read only, from the configuration).
+The compute hosts: C{/hosts}, C{/hosts/:name} (from the configuration), and
+their admin actions C{maintenance} and C{evacuate}
+(L{comet.model.evacuation}).
 
 A host's libvirt C{uri} names a login and the paths of its key and known hosts
 file (C{qemu+ssh://root@host/system?keyfile=...}): only admins see it.
@@ -7,10 +9,12 @@ file (C{qemu+ssh://root@host/system?keyfile=...}): only admins see it.
 
 from __future__ import annotations
 
-from comet.model.hosts import Host
-from comet.web._schemas import COUNT, STRING, URI, enum, listing, nullable, resource
+from comet.model.hosts import HOST_ACTIONS, Host
+from comet.web._schemas import (BOOL, COUNT, STRING, URI, actions, enum, listing, nullable, obj,
+                                resource)
 from comet.web._table import ADMIN, Routes, allows
 from comet.web.paths import PATHS
+from comet.web.tasks import TASK, task_response
 from comet.virt import CONNECTED, UNREACHABLE
 
 #: The endpoints this module declares (each app serves them: L{comet.web.routes}).
@@ -31,6 +35,8 @@ HOST = resource(
     vms=nullable(COUNT),
     href=URI,
     reason=STRING,
+    maintenance=BOOL,
+    actions=actions(*HOST_ACTIONS),
 )
 
 
@@ -49,6 +55,8 @@ def representation(h: Host, show_uri: bool) -> dict:
         "memory_free": h.memory_free,
         "vms": h.vms,
         "href": PATHS.href("host", name=h.name),
+        "maintenance": h.maintenance,
+        "actions": PATHS.actions("host", h.actions, name=h.name),
     }
     if h.reason:
         body["reason"] = h.reason
@@ -67,3 +75,36 @@ async def list_hosts(models, request, body):
 async def get_host(models, request, body, name):
     """Describe one compute host: CPUs, memory and free memory (MB), domains."""
     return representation(await models.hosts.get(name), _admin(request))
+
+
+#: The body of C{maintenance}: on or off.
+MAINTENANCE = obj(("enabled",), enabled=BOOL)
+
+
+@routes.route("POST", "host.maintenance", MAINTENANCE, role=ADMIN, answers={200: HOST},
+              errors=(404,))
+async def maintenance(models, request, body, name):
+    """
+    Put the host in maintenance (placement, migrations included, skips it
+    from now on; its VMs stay until it is evacuated) or take it out.
+    """
+    host = await models.hosts.set_maintenance(name, body["enabled"])
+    return representation(host, _admin(request))
+
+
+#: The body of C{evacuate}: C{fenced}, the admin's word that the host is off for good.
+EVACUATE = obj(fenced=BOOL)
+
+
+@routes.route("POST", "host.evacuate", EVACUATE, role=ADMIN, answers={202: TASK},
+              errors=(404, 409, 503))
+async def evacuate(models, request, body, name):
+    """
+    Move every VM off the host, which must be in maintenance (a task with
+    each VM's outcome): running and paused VMs migrate live, shut-off ones
+    have their placement released.  With C{fenced} (only while the host
+    does not answer): its exports are withdrawn and its VMs started on
+    other hosts from their shared disks.
+    """
+    task = await models.evacuations.evacuate(name, fenced=body.get("fenced", False))
+    return task_response(task)

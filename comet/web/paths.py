@@ -10,6 +10,7 @@ model's state machines, so that an action the model knows has its URI.
 from __future__ import annotations
 
 from comet.model.clusters import CLUSTER_ACTIONS
+from comet.model.hosts import HOST_ACTIONS
 from comet.model.vms import VM_ACTIONS
 from comet.web._table import Paths
 
@@ -38,6 +39,7 @@ PATHS = Paths({
     "template": "/templates/<name>",
     "hosts": "/hosts",
     "host": "/hosts/<name>",
+    **{f"host.{action}": f"/hosts/<name>/{action}" for action in HOST_ACTIONS},
     "storageservers": "/storageservers",
     "storageserver": "/storageservers/<host>",
     "storageserver.zpools": "/storageservers/<host>/storagezpools",

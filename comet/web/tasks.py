@@ -37,6 +37,7 @@ TARGET_PATHS = {
     "vm": "vm",
     "volume": "storagevolume",
     "vm storage": "vm.storage",
+    "host": "host",
 }
 
 

@@ -268,6 +268,30 @@ class _Compute:
         table = comet("host", "list")
         self.assertRegex(table.stdout, r"local\s+connected\s+\d+")
 
+    def test_host_maintenance_and_evacuate(self):
+        """
+        C{comet host maintenance HOST on|off} and C{comet host evacuate HOST
+        [--fenced]}: --json is what the API answers; an evacuation is a task,
+        followed; fenced on a host that answers is refused, with the reason.
+        """
+        comet = self.comet()
+        self.addCleanup(self.daemon.api, "POST", "/hosts/local/maintenance", {"enabled": False})
+        on = comet.json("host", "maintenance", "local", "on")
+        self.assertEqual(on, self.daemon.get("/hosts/local"))
+        self.assertTrue(on["maintenance"])
+        self.assertIn("evacuate", on["actions"])
+        final = comet.json("host", "evacuate", "local")
+        self.assertEqual(final, self.daemon.get(final["href"]))
+        self.assertEqual(final["status"], "finished", final)
+        self.assertIn("evacuation of host 'local'", final["message"])
+        refused = comet("host", "evacuate", "local", "--fenced")
+        self.assertExit(refused, 1)
+        self.assertIn("answers", refused.stderr)
+        self.assertExit(comet("host", "maintenance", "local", "sideways"), 2)
+        off = comet.json("host", "maintenance", "local", "off")
+        self.assertFalse(off["maintenance"])
+        self.assertEqual(list(off["actions"]), ["maintenance"])
+
 
 class _Storage:
     """C{comet pool}, C{volume}, C{snapshot} and C{server} on a daemon without storage."""

@@ -39,8 +39,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from comet.model.operations import (
-    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_migrate,
-    vm_start, vm_stop, unmap, volume_create, volume_delete,
+    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_fence,
+    vm_migrate, vm_start, vm_stop, unmap, volume_create, volume_delete,
 )
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
@@ -63,6 +63,7 @@ REGISTRY: Mapping[str, OperationType] = make_registry(
     vm_create.OPERATION,
     vm_delete.OPERATION,
     vm_migrate.OPERATION,
+    vm_fence.OPERATION,
     volume_create.OPERATION,
     volume_delete.OPERATION,
     snapshot_take.OPERATION,

@@ -33,6 +33,12 @@ class VMDisks(Protocol):
     async def detach(self, vm: VMRecord, host: str | None) -> None:
         """Stop exporting the VM's disks (to C{host}, or wherever they are)."""
 
+    async def fence(self, vm: VMRecord) -> None:
+        """
+        Stop exporting the VM's disks, on the storage servers alone: its host
+        is fenced (off for good; it is not asked anything).
+        """
+
     async def admit(self, vm: VMRecord, host: str) -> None:
         """
         Let C{host} open the VM's exported disks too (a migration's
@@ -78,6 +84,9 @@ class NoDisks:
         return []
 
     async def detach(self, vm, host):
+        pass
+
+    async def fence(self, vm):
         pass
 
     async def admit(self, vm, host):

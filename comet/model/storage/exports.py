@@ -93,8 +93,13 @@ class Exports:
         """L{unexport} as a Deferred (for an undo step)."""
         return ensureDeferred(self.unexport(record))
 
-    async def unexport(self, record) -> None:
-        """Stop exporting volume C{record} (and remove its CHAP secret from the host)."""
+    async def unexport(self, record, forget_secret: bool = True) -> None:
+        """
+        Stop exporting volume C{record} (and remove its CHAP secret from the
+        host, unless not C{forget_secret}: a fenced host, which no longer
+        answers, keeps it).  Deleting the target ends its sessions: a fenced
+        host's initiator, should it run still, can no longer write.
+        """
         pool = await self._pools.pool(record.pool)
         server = self._servers.server(pool.server)
         current = await self._store.volume(record.pool, record.name)
@@ -102,7 +107,7 @@ class Exports:
             pool.name, record.name)
         host = (current.exported_to if current is not None else None) or record.exported_to
         await server.tgt.unexport(iqn)
-        if host is not None:
+        if host is not None and forget_secret:
             try:
                 await self._hypervisors.undefine_secret(host, record.secret_uuid)
             except NotFound:

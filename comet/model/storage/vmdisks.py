@@ -90,6 +90,15 @@ class StorageDisks:
             if record.target or record.exported_to:
                 await self._exports.unexport(record)
 
+    async def fence(self, vm) -> None:
+        """
+        Stop exporting the VM's disks on their storage servers alone (its
+        host is fenced: off for good, it is not asked to forget its secrets).
+        """
+        for record in await self._store.volumes_of_vm(vm.uuid):
+            if record.target or record.exported_to:
+                await self._exports.unexport(record, forget_secret=False)
+
     async def _exported(self, vm) -> list:
         return [r for r in await self._store.volumes_of_vm(vm.uuid) if r.target]
 
