@@ -57,8 +57,8 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from comet.model.operations import (
-    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_migrate,
-    vm_start, unmap, vm_stop, volume_create, volume_delete,
+    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_fence,
+    vm_migrate, vm_start, unmap, vm_stop, volume_create, volume_delete,
 )
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
@@ -74,7 +74,8 @@ from tests.test_service import TWISTD, _twistd_env, free_port
 MiB = 1024**2
 WHEN = ("before", "after")
 #: Kinds that run under a task (the API answers 202); the others answer when done.
-TASKED = {"volume.create", "vm.stop", "unmap", "cluster.start", "cluster.stop", "vm.migrate"}
+TASKED = {"volume.create", "vm.stop", "unmap", "cluster.start", "cluster.stop", "vm.migrate",
+          "vm.fence"}
 #: Seconds a guest may take to boot (TCG).
 BOOT_TIMEOUT = 180
 
@@ -177,7 +178,8 @@ class KillStepsCase(CometDaemonCase):
         if state is None:
             state = cls._state = _State(secrets.token_hex(3))
             atexit.register(cls._clean_up_now)
-            extra = {"reconcile": {"interval": 2}, "debug": {"kill_at_file": state.killfile}}
+            extra = {**cls.config_extra, "reconcile": {"interval": 2},
+                     "debug": {"kill_at_file": state.killfile}}
             state.config = comet_config(self.stack, state.directory, state.port, state.control,
                                         extra, hosts=self.compute_hosts(self.stack))
             made = await run_process(
@@ -916,6 +918,78 @@ class MigrateKillTests(KillStepsCase):
             self.assertEqual(list(found.acl), [address[vm["host"]]], target)
 
 
-for _case in (VolumeKillTests, VMKillTests, GuestKillTests, MigrateKillTests):
+class FenceKillTests(KillStepsCase):
+    """
+    A running VM (firmware only) on host2, whose libvirtd is then frozen
+    (SIGSTOP: the host is dead to Comet, its QEMU goes on), evacuated
+    fenced, killed at each step of its C{vm.fence}: the daemon starts again
+    with host2 still frozen and repairs without asking it.  Then host2 is
+    thawed (its leftover domain is removed by the reconciler) and the
+    backends checked: the VM is placed on one host (local) or none, with its
+    disks exported only there.
+    """
+
+    all_hosts = True
+    #: A frozen host's calls are given up after this many seconds.
+    config_extra = {"compute": {"libvirt_timeout": 10}}
+    CASES = [("vm.fence", "vm.fence", step) for step in steps(vm_fence.OPERATION)]
+
+    async def prepare(self):
+        pool = await self.pick_pool(64 * MiB)
+        base = f"k{self.token}-fbase"
+        await self.new_volume(pool, base)
+        return await self.base_fixture(pool, base, memory=64)
+
+    async def maintenance(self, host: str, enabled: bool) -> None:
+        await self.post(f"/hosts/{host}/maintenance", {"enabled": enabled}, code=200)
+
+    def thaw(self) -> None:
+        try:
+            os.kill(self.frozen, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+    async def case_vm_fence(self, step):
+        # On host2: local in maintenance while it starts.
+        await self.maintenance("local", True)
+        try:
+            self.vm = await self.new_vm(self.fixture["cluster"], start=True)
+        finally:
+            await self.maintenance("local", False)
+        self.assertEqual((await self.get(self.vm["href"]))["host"], "host2")
+        await self.maintenance("host2", True)
+        self.frozen = _testbed.hostLibvirtdPid(self.stack, "host2")
+        self.addCleanup(self.thaw)
+        os.kill(self.frozen, signal.SIGSTOP)
+
+        async def dead():
+            return (await self.get("/hosts/host2"))["state"] == "unreachable"
+
+        await self.until("host2 seen unreachable", dead, every=0.5)
+        return lambda: self.request("POST", "/hosts/host2/evacuate", {"fenced": True})
+
+    async def after_vm_fence(self):
+        self.thaw()
+        await self.maintenance("host2", False)
+        await self.delete_vm(self.vm)
+
+    async def check_backends(self) -> None:
+        # Repaired without host2; now it comes back and its leftover domain goes.
+        self.thaw()
+        domain = f"comet-{self.vm['uuid']}"
+
+        async def gone():
+            def names(conn):
+                return [d.name() for d in conn.listAllDomains(0)]
+
+            return domain not in await _testbed.hostLibvirtCall(self.stack, "host2", names)
+
+        await self.until("host2's leftover domain removed", gone, every=1)
+        await super().check_backends()
+        vm = await self.get(self.vm["href"])
+        self.assertIn((vm["state"], vm["host"]), (("running", "local"), ("shutoff", None)), vm)
+
+
+for _case in (VolumeKillTests, VMKillTests, GuestKillTests, MigrateKillTests, FenceKillTests):
     _case.generate()
 del _case
