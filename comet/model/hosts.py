@@ -121,8 +121,8 @@ class HostModel:
             return
         rows = await self._maintenance_table.in_maintenance()
         if not self._loaded:
-            # Hosts no longer configured are not kept (their rows stay, harmless).
-            self._maintenance = {h for h in rows if h in self._config}
+            # (also hosts not configured now: a reload may add them again)
+            self._maintenance = set(rows)
             self._loaded = True
 
     def in_maintenance(self, name: str) -> bool:

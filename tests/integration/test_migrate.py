@@ -18,7 +18,16 @@ libvirtd and its second host, reached over ssh):
     no gap between two ticks longer than the move's downtime (as libvirt
     measured it) plus the tick's period and a margin; it reads the marker
     back from its zvol;
- 5. back to the first host the same way, then everything deleted.
+ 5. back to the first host the same way;
+ 6. host maintenance and evacuation: the guest on host2, host2 put in
+    maintenance and evacuated (C{POST /hosts/host2/evacuate}): one task, the
+    guest migrated live to local, checked as in 4;
+ 7. fenced: the guest on host2 again writes a new marker, host2's libvirtd
+    is frozen (SIGSTOP; its QEMU goes on), C{{"fenced": true}}: the VM's
+    targets are deleted (ending host2's sessions) and it boots on local from
+    its zvol, where it reads the new marker; host2 thawed, its leftover
+    domain is removed by the reconciler and it is connected again, out of
+    maintenance; then everything deleted.
 
 Fails (does not skip) when the testbed is up without a second host.
 """
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 
 from twisted.internet import reactor
@@ -58,6 +68,9 @@ class MigrationTests(CometDaemonCase):
 
     timeout = 900
     all_hosts = True
+    #: A frozen host's calls are given up after this many seconds, and the
+    #: reconciler removes a returned host's leftover domain soon (step 7).
+    config_extra = {"compute": {"libvirt_timeout": 10}, "reconcile": {"interval": 3}}
 
     async def test_guest_keeps_running(self):
         self.hosts = {h["name"]: h for h in computeHosts(self.stack)}
@@ -107,12 +120,89 @@ class MigrationTests(CometDaemonCase):
         for source, dest in ((first, second), (second, first)):
             await self.migrate_and_check(vm, source, dest, marker)
 
-    async def migrate_and_check(self, vm: dict, source: str, dest: str, marker: str):
+        # 6. Evacuation: the guest on host2, which goes into maintenance.
+        if first != "host2":
+            await self.migrate_and_check(vm, first, "host2", marker)
+        await self.maintenance("host2", True)
+        await self.migrate_and_check(vm, "host2", "local", marker, evacuate=True)
+
+        # 7. Fenced: back on host2, a new marker, host2's libvirtd frozen.
+        await self.maintenance("host2", False)
+        await self.migrate_and_check(vm, "local", "host2", marker)
+        await self.maintenance("host2", True)
+        marker = f"fence-{self.token}-marker"
+        await self.guest(f"echo {marker} | dd of=/dev/comet-data conv=fsync")
+        await self.console.aclose()
+        self.console = None
+        await self.fenced_evacuation(vm, marker)
+
+    async def maintenance(self, host: str, enabled: bool) -> None:
+        answer = await self.request("POST", f"/hosts/{host}/maintenance", {"enabled": enabled})
+        self.assertEqual((answer.code, answer.json["maintenance"]), (200, enabled), answer)
+        if enabled:
+            self.addCleanup(self.request, "POST", f"/hosts/{host}/maintenance",
+                            {"enabled": False})
+
+    async def fenced_evacuation(self, vm: dict, marker: str) -> None:
+        pid = _testbed.hostLibvirtdPid(self.stack, "host2")
+
+        def thaw():
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+        self.addCleanup(thaw)
+        os.kill(pid, signal.SIGSTOP)
+
+        async def dead():
+            return (await self.get("/hosts/host2"))["state"] == "unreachable"
+
+        await self.until("host2 seen unreachable", dead, every=0.5)
+        answer = await self.request("POST", "/hosts/host2/evacuate", {"fenced": True})
+        self.assertEqual(answer.code, 202, answer)
+        task = await self.finished(answer)
+        # host2 thawed at once: thawed after some 90 s frozen (several connection
+        # attempts given up), the daemon died of a general protection fault in
+        # libglib, twice on this testbed; not understood yet (see the closing note).
+        thaw()
+        self.assertIn(f"VM {vm['name']!r} was taken off 'host2' and started on 'local'",
+                      task["message"])
+        got = await self.get(vm["href"])
+        self.assertEqual((got["state"], got["host"]), ("running", "local"))
+        await self.check_admitted(vm, "local")
+        await self.attach_console("local", boot=True)
+        self.assertEqual(await self.read_marker(), marker)
+
+        # host2 returns: its leftover domain goes, it is connected, out of maintenance.
+        domain = f"comet-{vm['uuid']}"
+
+        async def recovered():
+            if (await self.get("/hosts/host2"))["state"] != "connected":
+                return False
+
+            def names(conn):
+                return [d.name() for d in conn.listAllDomains(0)]
+
+            return domain not in await _testbed.hostLibvirtCall(self.stack, "host2", names)
+
+        await self.until("host2 connected, its leftover domain removed", recovered, every=1)
+        await self.maintenance("host2", False)
+        self.assertEqual((await self.get(vm["href"]))["host"], "local")
+
+    async def migrate_and_check(self, vm: dict, source: str, dest: str, marker: str,
+                                evacuate: bool = False):
+        """Move the VM (migrate, or evacuate C{source}) and check the guest went on."""
         before = self.last_tick()
         started = time.monotonic()
-        answer = await self.request("POST", vm["href"] + "/migrate", {})
-        self.assertEqual(answer.code, 202, answer)
-        self.assertIn(f"from {source!r} to {dest!r}", answer.json["message"])
+        if evacuate:
+            answer = await self.request("POST", f"/hosts/{source}/evacuate", {})
+            self.assertEqual(answer.code, 202, answer)
+            self.assertIn(f"evacuation of host {source!r}", answer.json["message"])
+        else:
+            answer = await self.request("POST", vm["href"] + "/migrate", {})
+            self.assertEqual(answer.code, 202, answer)
+            self.assertIn(f"from {source!r} to {dest!r}", answer.json["message"])
         task = await self.finished(answer)
         took = time.monotonic() - started
         self.assertIn(f"migrated from {source!r} to {dest!r}", task["message"])
