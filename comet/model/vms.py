@@ -19,8 +19,9 @@ from itertools import repeat
 from typing import Sequence
 
 import attrs
-from twisted.internet.defer import DeferredList, DeferredSemaphore, ensureDeferred, gatherResults
+from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from comet.config import ComputeConfig
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
@@ -167,13 +168,13 @@ class VMModel:
     async def _host_domains(self, hosts) -> dict[str, dict[str, str] | None]:
         """The domain states of each host, by host; C{None} for one that does not answer."""
         hosts = sorted(hosts)
-        # Every host at once: a list costs the slowest host, not their sum.
-        answers = await DeferredList(
-            [self._libvirt.domain_states(host) for host in hosts], consumeErrors=True
-        )
+        # Every host at once, proved by one probe round: a list costs the
+        # slowest host, not their sum.
+        answers = await self._libvirt.domain_states_of(hosts)
         domains: dict[str, dict[str, str] | None] = {}
-        for host, (ok, value) in zip(hosts, answers):
-            if ok:
+        for host in hosts:
+            value = answers[host]
+            if not isinstance(value, Failure):
                 domains[host] = value
             elif value.check(CometError):
                 domains[host] = None

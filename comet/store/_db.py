@@ -97,6 +97,13 @@ def in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -
     return result
 
 
+def _in_transaction_then(conn: sqlite3.Connection, committed: Callable[[T], object],
+                         fn: Callable[..., T], *args: Any) -> T:
+    result = in_transaction(conn, fn, *args)
+    committed(result)
+    return result
+
+
 def _prepare_reader(conn: sqlite3.Connection) -> None:
     _prepare(conn)
     conn.execute("PRAGMA query_only=ON")
@@ -254,13 +261,20 @@ class Database:
         pool.threadpool.name = f"{name} {self.path}"
         return pool
 
-    def transact(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+    def transact(self, fn: Callable[..., T], *args: Any,
+                 committed: Callable[[T], object] | None = None) -> Deferred[T]:
         """
         Run C{fn(connection, *args)} in the database thread, inside one
         transaction that commits when it returns and rolls back when it raises.
+
+        @param committed: called with the result in the database thread right
+            after the commit, before the next transaction begins (a write that
+            notes what it changed, for the readers: L{ReadCache.written}).
         """
         assert self._pool is not None, "database is not open"
-        return self._pool.runWithConnection(in_transaction, fn, *args)
+        if committed is None:
+            return self._pool.runWithConnection(in_transaction, fn, *args)
+        return self._pool.runWithConnection(_in_transaction_then, committed, fn, *args)
 
     def read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """

@@ -20,6 +20,14 @@ are still answered from memory until a VM is placed.  (The caches first
 followed SQLite's C{PRAGMA data_version}, which moves with any commit: they
 were empty exactly when they were needed.)
 
+The daemon's own placements (a VM's C{host} set or cleared, many at once
+while VMs start) are written through (L{ReadCache.written}): the writer notes,
+right after the commit, which generation it moved from and to and which
+entries it changed, and when the counter is next read only those are
+dropped, not every other VM's record or the cluster list.  Only a chain of
+such notes that leads exactly to the counter's new value is trusted: any
+other writer breaks it, and everything is dropped as before.
+
 In WAL mode (Comet's) the counter's read takes no lock a writer holds, so it
 never waits and may run in the reactor thread (microseconds: the
 shared-memory WAL index and a page the file cache holds).  The watcher never
@@ -30,7 +38,7 @@ wrong, the cache is not used for that read and it goes to the database.
 from __future__ import annotations
 
 import sqlite3
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
@@ -66,6 +74,17 @@ class ReadCache:
         #: The version the entries are valid for.
         self._version: int | None = None
         self._entries: OrderedDict[Any, Any] = OrderedDict()
+        #: C{(before, after, keys)} noted by the writer (L{written}), oldest first.
+        self._written: deque[tuple[int, int, tuple]] = deque()
+
+    def written(self, before: int, after: int, keys) -> None:
+        """
+        From any thread (the database's, right after a commit): a transaction
+        moved the generation from C{before} to C{after} and changed only the
+        entries C{keys} (absent ones included).  When the version is next read
+        and this explains the move, only those are dropped.
+        """
+        self._written.append((before, after, tuple(keys)))
 
     def version(self) -> int | None:
         """
@@ -83,9 +102,21 @@ class ReadCache:
             self.clear()
             return None
         if version != self._version:
+            self._catch_up(version)
+        return version
+
+    def _catch_up(self, version: int) -> None:
+        """Move to C{version}: through the writes noted, if they lead there; else empty."""
+        written = self._written
+        while written and written[0][1] <= version:
+            before, after, keys = written.popleft()
+            if self._version is not None and before == self._version:
+                for key in keys:
+                    self._entries.pop(key, None)
+                self._version = after
+        if version != self._version:
             self._entries.clear()
             self._version = version
-        return version
 
     def get(self, key: Any) -> Any | None:
         """The value cached for C{key}, or C{None}; call L{version} first."""

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.store._db import Database
+from comet.store.placements import Move, PlacementRuns, generation
 
 #: Every domain Comet defines is named this and the VM's uuid.
 COMET_DOMAIN_PREFIX = "comet-"
@@ -92,19 +93,6 @@ def _records(conn, cluster: str | None) -> tuple[VMRecord, ...]:
     return tuple(_list(conn, cluster))
 
 
-def _placement_runs(conn) -> tuple[tuple[str, str | None, tuple[str, ...]], ...]:
-    # One row per (cluster, host) with its VMs' uuids joined: a few rows to
-    # step through instead of one per VM (each step gives up the GIL and must
-    # win it back, slow while the reactor is busy).
-    return tuple(
-        (cluster, host, tuple(uuids.split(" ")))
-        for cluster, host, uuids in conn.execute(
-            "SELECT c.name, v.host, group_concat(v.uuid, ' ') FROM vms v"
-            " JOIN clusters c ON c.id = v.cluster_id GROUP BY c.name, v.host"
-        )
-    )
-
-
 def _free_name(conn, cluster_id: int, prefix: str) -> str:
     """The template's name plus the smallest number no VM of the cluster has."""
     taken = {
@@ -157,9 +145,16 @@ def _update(conn, cluster: str, name: str, changes: dict) -> VMRecord:
     return _by_uuid(conn, current.uuid)
 
 
-def _set_host(conn, uuid: str, host: str | None) -> VMRecord:
+def _set_host(conn, uuid: str, host: str | None) -> tuple[VMRecord, Move | None]:
+    before = generation(conn)
+    row = conn.execute("SELECT host FROM vms WHERE uuid = ?", (uuid,)).fetchone()
     conn.execute("UPDATE vms SET host = ? WHERE uuid = ?", (host, uuid))
-    return _by_uuid(conn, uuid)
+    record = _by_uuid(conn, uuid)
+    after = generation(conn)
+    # A move others may replay only if it is all this transaction counted.
+    move = (Move(before, after, record.cluster, uuid, row[0], host)
+            if row is not None and after == before + 1 else None)
+    return record, move
 
 
 def _committed(conn) -> dict[str, int]:
@@ -182,6 +177,8 @@ class VMs:
         #: is written (L{comet.store._readcache}): a single-VM GET or a
         #: C{GET /cluster} reads no row then, however busy the daemon is.
         self._cache = db.cache("vms") if cache else None
+        #: The runs last read and the placements made since (L{comet.store.placements}).
+        self._runs = PlacementRuns()
 
     def _cached(self, key: tuple, fn, *args) -> Deferred:
         if self._cache is None:
@@ -218,7 +215,7 @@ class VMs:
         while no VM, cluster or template row was written: the same tuple, so
         a caller may keep what it derives from it until it changes.
         """
-        return self._cached(("placement runs",), _placement_runs)
+        return self._cached(("placement runs",), self._runs.read)
 
     def create(self, cluster, name, template, memory, cpus, uuid, now):
         """
@@ -236,8 +233,28 @@ class VMs:
         return self._db.transact(_update, cluster, name, changes)
 
     def set_host(self, uuid: str, host: str | None):
-        """Record where the VM is placed (C{None}: nowhere)."""
-        return self._db.transact(_set_host, uuid, host)
+        """
+        Record where the VM is placed (C{None}: nowhere).  The move is noted
+        as soon as it is committed (in the database thread): the placement
+        runs' next read replays it (L{comet.store.placements}), and the read
+        cache drops only the entries it changed.
+        """
+        return self._db.transact(_set_host, uuid, host, committed=self._moved).addCallback(
+            lambda result: result[0])
+
+    def _moved(self, result: tuple[VMRecord, Move | None]) -> None:
+        """In the database thread, right after a placement committed."""
+        record, move = result
+        if move is None:
+            return
+        self._runs.note(move)
+        if self._cache is not None:
+            self._cache.written(move.before, move.after, (
+                ("vm", record.cluster, record.name),
+                ("list", record.cluster),
+                ("list", None),
+                ("placement runs",),
+            ))
 
     def delete(self, uuid: str):
         return self._db.transact(_delete, uuid)

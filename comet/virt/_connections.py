@@ -223,6 +223,48 @@ class _HostConnections:
         )
         return d.addErrback(self._probe_failed, host, connection)
 
+    def _ping_round(self, names: list[str], op) -> Deferred[dict[str, Failure | None]]:
+        """
+        L{_probe} of each host, with one timer for the round instead of one
+        each: a host that has not answered when it fires is given up on as
+        L{_call}'s timeout does (its probe cancelled, its connection lost).
+        """
+        answers: dict[str, Failure | None] = {}
+        pending: dict[str, tuple] = {}
+        for name in names:
+            try:
+                host = self._host(name)
+            except NotFound:
+                answers[name] = Failure()
+                continue
+            what, used = f"checking compute host {name!r}", []
+            pending[name] = (self._probe(host, what, op, (), used), host, what, used)
+        done: Deferred = Deferred()
+
+        def answered(result, name):
+            if pending.pop(name, None) is not None:
+                answers[name] = result if isinstance(result, Failure) else None
+                if not pending and not done.called:
+                    timer.cancel()
+                    done.callback(answers)
+
+        def timed_out():
+            late = list(pending.items())
+            pending.clear()
+            for name, (d, host, what, used) in late:
+                answers[name] = self._timed_out(host, what, used, None, self._timeout)
+            done.callback(answers)
+            for name, (d, *_) in late:
+                d.cancel()
+
+        timer = self._clock.callLater(self._timeout, timed_out)
+        for name, (d, *_) in list(pending.items()):
+            d.addBoth(answered, name)
+        if not pending and not done.called:
+            timer.cancel()
+            done.callback(answers)
+        return done
+
     def _probe_failed(self, failure: Failure, host: _Host, connection: _Connection):
         if failure.check(PoolStopped):
             raise self._unavailable(host, "Comet is stopping")

@@ -26,6 +26,7 @@ from typing import Any
 import libvirt
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, gatherResults, succeed
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from comet.config import ComputeConfig, HostConfig
@@ -270,6 +271,13 @@ class Hypervisors(_HostConnections, Service):
         """
         return self._call(host, f"checking compute host {host!r}", _operations.ping,
                           probe=True)
+
+    def ping_hosts(self, hosts) -> Deferred[dict[str, Failure | None]]:
+        """
+        L{ping} of each of C{hosts} at once, as one round (one hand-off, one
+        timer): by host, C{None} once it answered, else the L{Failure}.
+        """
+        return self._ping_round(list(hosts), _operations.ping)
 
     def domain_state(self, host: str, name: str) -> Deferred[str]:
         """C{running}, C{paused}, C{shutoff} or C{other}."""

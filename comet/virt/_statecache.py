@@ -54,12 +54,13 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from comet.errors import CometError, NotFound
 from comet.virt import _operations
+from comet.virt._stateprobes import _chain, _deferred, _ProbedReads
 from comet.virt._values import SHUTOFF
 
 _log = Logger()
@@ -124,7 +125,7 @@ class _HostStates:
     waiting: list[Deferred] = attrs.Factory(list)
 
 
-class CachedStates:
+class CachedStates(_ProbedReads):
     """
     A L{Hypervisors} whose C{domain_state} and C{domain_states} answer from
     memory (see the module docstring); every other attribute is the
@@ -368,29 +369,6 @@ class CachedStates:
         except CometError:
             return None
 
-    # Probes -----------------------------------------------------------------------
-
-    def _probe(self, host: str, entry: _HostStates) -> Deferred[None]:
-        """Fires once a probe that began after this call has answered."""
-        d: Deferred = Deferred()
-        entry.waiting.append(d)
-        if not entry.probing:
-            self._start_probe(host, entry)
-        return d
-
-    def _start_probe(self, host: str, entry: _HostStates) -> None:
-        waiters, entry.waiting = entry.waiting, []
-        entry.probing = True
-
-        def done(result):
-            entry.probing = False
-            for waiter in waiters:
-                _chain(result, waiter)
-            if entry.waiting:
-                self._start_probe(host, entry)
-
-        _deferred(self._hv.ping, host).addBoth(done)
-
     # Comet's own actions -----------------------------------------------------------
 
     def define(self, host: str, domain) -> Deferred[str]:
@@ -472,14 +450,6 @@ class CachedStates:
         return _deferred(operation).addBoth(done)
 
 
-def _deferred(method, *args) -> Deferred:
-    """C{method(*args)} as a L{Deferred}, whether it answers one or is a coroutine (as a test's stand-in may be)."""
-    try:
-        return ensureDeferred(method(*args))
-    except Exception:
-        return fail()
-
-
 def _after(d: Deferred) -> Deferred[None]:
     """A new L{Deferred} that fires (with C{None}) once C{d} has, leaving C{d}'s result alone."""
     after: Deferred = Deferred()
@@ -490,11 +460,3 @@ def _after(d: Deferred) -> Deferred[None]:
 
     d.addBoth(fire)
     return after
-
-
-def _chain(result, d: Deferred) -> None:
-    """Pass C{result} (a value or a failure) on to C{d}; the source ends with C{None}."""
-    if isinstance(result, Failure):
-        d.errback(result)
-    else:
-        d.callback(result)
