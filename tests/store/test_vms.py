@@ -4,7 +4,7 @@ from twisted.trial.unittest import TestCase
 
 from comet.admin import connect
 from comet.errors import NotFound
-from comet.store import Clusters, Tasks, Templates, VMs
+from comet.store import Clusters, Tasks, Templates, VMs, placements
 from tests._api import temp_database
 
 
@@ -145,3 +145,82 @@ class RowCacheTests(TestCase):
         with connect(self.db.path) as conn:
             conn.execute("UPDATE templates SET name = 'tiny' WHERE name = 'small'")
         self.assertEqual((await self.vms.get("lab", "web")).template, "tiny")
+
+
+class PlacementWriteThroughTests(TestCase):
+    """
+    The daemon's own placements (many at once while VMs start) drop only the
+    cache entries they change, and the placement runs are replayed from the
+    moves instead of read from every row; any other write breaks the chain.
+    """
+
+    setUp_rows = RowCacheTests.setUp
+
+    async def setUp(self):
+        await self.setUp_rows()
+        self.other = await self.vms.create("lab", "db", "small", None, None, "u-2", 2)
+        self.full = 0
+        real = self.read_all = placements.read_all
+
+        def counting(conn):
+            self.full += 1
+            return real(conn)
+
+        self.patch(placements, "read_all", counting)
+
+    def fresh(self):
+        with connect(self.db.path) as conn:
+            return self.read_all(conn)
+
+    async def test_others_kept(self):
+        """Another VM's record and the cluster list are not read again after a placement."""
+        clusters = Clusters(self.db)
+        await self.vms.get("lab", "db")
+        await clusters.list()
+        self.assertEqual(self.reads, 2)
+        placed = await self.vms.set_host("u-1", "node1")
+        self.assertEqual(await self.vms.get("lab", "db"), self.other)
+        self.assertEqual([c.name for c in await clusters.list()], ["lab"])
+        self.assertEqual(self.reads, 2)
+        self.assertEqual(await self.vms.get("lab", "web"), placed)
+        self.assertEqual(self.reads, 3)
+
+    async def test_other_writer_breaks_the_chain(self):
+        """A write by anyone else between placements empties the cache as before."""
+        await self.vms.get("lab", "db")
+        await self.vms.set_host("u-1", "node1")
+        with connect(self.db.path) as conn:
+            conn.execute("UPDATE vms SET memory = 512 WHERE uuid = 'u-2'")
+        await self.vms.set_host("u-1", "node2")
+        self.assertEqual((await self.vms.get("lab", "db")).memory, 512)
+
+    async def test_runs_replayed(self):
+        """After placements only, the runs are the moves replayed: what every row says."""
+        await self.vms.placement_runs()
+        self.assertEqual(self.full, 1)
+        await self.vms.set_host("u-1", "node1")
+        await self.vms.set_host("u-2", "node1")
+        await self.vms.set_host("u-1", "node2")
+        await self.vms.set_host("u-2", None)
+        runs = await self.vms.placement_runs()
+        self.assertEqual(self.full, 1)
+        self.assertEqual(runs, self.fresh())
+        await self.vms.set_host("u-2", "node2")
+        runs = await self.vms.placement_runs()
+        self.assertEqual([(c, h, sorted(u)) for c, h, u in runs],
+                         [("lab", "node2", ["u-1", "u-2"])])
+        self.assertEqual(self.full, 1)
+
+    async def test_runs_read_in_full_after_another_write(self):
+        """A VM created, or any write by another process, among placements: every row is read."""
+        await self.vms.placement_runs()
+        await self.vms.set_host("u-1", "node1")
+        await self.vms.create("lab", "db2", "small", None, None, "u-3", 2)
+        await self.vms.set_host("u-3", "node1")
+        self.assertEqual(await self.vms.placement_runs(), self.fresh())
+        self.assertEqual(self.full, 2)
+        with connect(self.db.path) as conn:
+            conn.execute("UPDATE vms SET host = 'node9' WHERE uuid = 'u-2'")
+        await self.vms.set_host("u-1", None)
+        self.assertEqual(await self.vms.placement_runs(), self.fresh())
+        self.assertEqual(self.full, 3)

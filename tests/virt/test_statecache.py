@@ -399,3 +399,37 @@ class LivenessTests(_CacheCase):
         yield later[1]
         self.assertEqual(self.methods(PING), 2)
 
+
+    @inlineCallbacks
+    def test_many_hosts_one_round(self):
+        """
+        C{domain_states_of} answers for each host what C{domain_states} does,
+        each proved by a probe of one round (one timer, one probe a host);
+        a host still unknown is filled, an unknown host is its L{NotFound},
+        and a read during the round rides on the next probe, not on it.
+        """
+        nodes = {name: self.node(domains=[domain_spec("a"), (domain_spec("b"), "shutoff")])
+                 for name in ("n1", "n2", "n3")}
+        cache = self.cached(nodes)
+        yield self.hv.connect()
+        yield cache.domain_states("n1")
+        yield cache.domain_states("n2")
+        yield wait_for(lambda: all(cache.status(n).state == "connected" for n in nodes))
+        cache.close()  # n3's states are not followed any more: it is filled again
+        cache = self.cache = CachedStates(self.hv)
+        self.addCleanup(cache.close)
+        yield cache.domain_states("n1")
+        yield cache.domain_states("n2")
+        self.recorder.reset()
+        gate = self.recorder.hold(PING)
+        d = cache.domain_states_of(["n1", "n2", "n3", "n9"])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)  # the round's, n3's fill
+        during = cache.domain_state("n1", "a")
+        gate.set()
+        answers = yield d
+        self.assertEqual({n: answers[n] for n in nodes},
+                         dict.fromkeys(nodes, {"a": "running", "b": "shutoff"}))
+        answers["n9"].trap(NotFound)
+        self.assertEqual((yield during), "running")
+        self.assertEqual(self.methods(PING), 3)  # n1 and n2's round, then n1's own
+        self.assertEqual(self.methods(BULK), 1)
