@@ -174,15 +174,48 @@ class _HostConnections:
             return fail()
         used: list[_Connection] = []
         if probe:
-            d = self._probe(host, what, op, args, used)
-        else:
-            d = Deferred.fromCoroutine(self._run(host, what, op, args, used))
+            return self._with_deadline(self._probe(host, what, op, args, used), host, what, used)
+        d = Deferred.fromCoroutine(self._run(host, what, op, args, used))
         d.addTimeout(
             self._timeout if timeout is None else timeout,
             self._clock,
             onTimeoutCancel=functools.partial(self._timed_out, host, what, used),
         )
         return d
+
+    def _with_deadline(self, d: Deferred, host: _Host, what: str, used: list[_Connection]):
+        """
+        C{d} (a probe) within the call timeout, as C{addTimeout} would give
+        it, but with one timer for every probe in flight instead of one each:
+        C{GET /cluster} over 100 hosts makes 100 probes at once, and a timer
+        each (made and cancelled) cost the reactor more than the probes.
+        """
+        pending = self._probe_deadlines
+        pending[d] = self._clock.seconds() + self._timeout
+        if self._probe_timer is None:
+            self._probe_timer = self._clock.callLater(self._timeout, self._probes_due)
+
+        def settled(result):
+            if pending.pop(d, None) is None:  # given up on at its deadline
+                return self._timed_out(host, what, used, result, self._timeout)
+            if not pending and self._probe_timer is not None:
+                self._probe_timer.cancel()
+                self._probe_timer = None
+            return result
+
+        return d.addBoth(settled)
+
+    def _probes_due(self) -> None:
+        """The probe timer: the probes past their deadline are given up on."""
+        self._probe_timer = None
+        now = self._clock.seconds()
+        pending = self._probe_deadlines
+        for d in [d for d, deadline in pending.items() if deadline <= now]:
+            del pending[d]
+            d.cancel()
+        if pending:
+            self._probe_timer = self._clock.callLater(
+                max(0.0, min(pending.values()) - now), self._probes_due)
 
     async def _run(self, host: _Host, what: str, op, args, used: list[_Connection]):
         if self._stopping:
@@ -222,48 +255,6 @@ class _HostConnections:
             ended=functools.partial(self._call_ended, connection),
         )
         return d.addErrback(self._probe_failed, host, connection)
-
-    def _ping_round(self, names: list[str], op) -> Deferred[dict[str, Failure | None]]:
-        """
-        L{_probe} of each host, with one timer for the round instead of one
-        each: a host that has not answered when it fires is given up on as
-        L{_call}'s timeout does (its probe cancelled, its connection lost).
-        """
-        answers: dict[str, Failure | None] = {}
-        pending: dict[str, tuple] = {}
-        for name in names:
-            try:
-                host = self._host(name)
-            except NotFound:
-                answers[name] = Failure()
-                continue
-            what, used = f"checking compute host {name!r}", []
-            pending[name] = (self._probe(host, what, op, (), used), host, what, used)
-        done: Deferred = Deferred()
-
-        def answered(result, name):
-            if pending.pop(name, None) is not None:
-                answers[name] = result if isinstance(result, Failure) else None
-                if not pending and not done.called:
-                    timer.cancel()
-                    done.callback(answers)
-
-        def timed_out():
-            late = list(pending.items())
-            pending.clear()
-            for name, (d, host, what, used) in late:
-                answers[name] = self._timed_out(host, what, used, None, self._timeout)
-            done.callback(answers)
-            for name, (d, *_) in late:
-                d.cancel()
-
-        timer = self._clock.callLater(self._timeout, timed_out)
-        for name, (d, *_) in list(pending.items()):
-            d.addBoth(answered, name)
-        if not pending and not done.called:
-            timer.cancel()
-            done.callback(answers)
-        return done
 
     def _probe_failed(self, failure: Failure, host: _Host, connection: _Connection):
         if failure.check(PoolStopped):

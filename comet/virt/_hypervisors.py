@@ -26,7 +26,6 @@ from typing import Any
 import libvirt
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, gatherResults, succeed
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from comet.config import ComputeConfig, HostConfig
@@ -109,6 +108,9 @@ class Hypervisors(_HostConnections, Service):
         self._probe_pool = self._new_probe_pool(len(hosts))
         #: Probes run in rounds: those of one reactor turn share a hand-off.
         self._probes = Batches(reactor, lambda: self._probe_pool)
+        #: Probe in flight -> its deadline; one timer for them all.
+        self._probe_deadlines: dict[Deferred, float] = {}
+        self._probe_timer = None
         self._hosts = {
             h.name: _Host(config=h, slots=DeferredSemaphore(calls_per_host))
             for h in hosts
@@ -271,13 +273,6 @@ class Hypervisors(_HostConnections, Service):
         """
         return self._call(host, f"checking compute host {host!r}", _operations.ping,
                           probe=True)
-
-    def ping_hosts(self, hosts) -> Deferred[dict[str, Failure | None]]:
-        """
-        L{ping} of each of C{hosts} at once, as one round (one hand-off, one
-        timer): by host, C{None} once it answered, else the L{Failure}.
-        """
-        return self._ping_round(list(hosts), _operations.ping)
 
     def domain_state(self, host: str, name: str) -> Deferred[str]:
         """C{running}, C{paused}, C{shutoff} or C{other}."""

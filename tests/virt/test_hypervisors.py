@@ -516,55 +516,53 @@ class TimeoutTests(_Case):
 
 
     @inlineCallbacks
-    def test_ping_round_one_timer(self):
+    def test_pings_share_one_timer(self):
         """
-        C{ping_hosts} probes many hosts with one timer for the round, not one
-        each (a C{GET /cluster} over 100 hosts made 100); each host answers
-        C{None}, an unknown one its L{NotFound}.
+        The pings in flight share one timer, not one each (a C{GET /cluster}
+        over 100 hosts makes 100), gone once they have answered; an unknown
+        host is L{NotFound} at once.
         """
         nodes = {f"n{i}": self.node() for i in range(4)}
         hv = self.hypervisors(nodes)
         yield hv.connect()
-        self.recorder.reset()
-        d = hv.ping_hosts([*nodes, "nope"])
+        pings = [hv.ping(name) for name in nodes]
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
-        answers = yield d
-        self.assertEqual({n: answers[n] for n in nodes}, dict.fromkeys(nodes))
-        answers["nope"].trap(NotFound)
+        yield self.assertFailure(hv.ping("nope"), NotFound)
+        self.assertEqual((yield gatherResults(pings)), [None] * 4)
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        pings = [c for c in self.recorder.calls if c.method == "getLibVersion"]
-        self.assertEqual(len({c.thread for c in pings}), 1)
 
     @inlineCallbacks
-    def test_ping_round_hung_host(self):
+    def test_each_ping_keeps_its_deadline(self):
         """
-        In a round, a host whose ping hangs answers Unavailable at the
-        timeout, as its own ping would, and only it is unreachable.
+        Under the shared timer each ping still times out C{libvirt_timeout}
+        after it was asked, not before and not later, and only its host is
+        unreachable.
         """
         nodes = {f"n{i}": self.node() for i in range(3)}
         hv = self.hypervisors(nodes)
         yield hv.connect()
         gate = threading.Event()
         self.addCleanup(gate.set)
+        hung = {nodes["n0"], nodes["n1"]}
 
-        def hangs_on_n0(conn):
-            if conn.getURI() == nodes["n0"]:
+        def hangs(conn):
+            if conn.getURI() in hung:
                 gate.wait(30)
             return conn.getLibVersion()
 
-        self.recorder.fake("getLibVersion", hangs_on_n0)
-        d = hv.ping_hosts(nodes)
-        yield wait_for(lambda: len([c for c in self.recorder.calls
-                                    if c.method == "getLibVersion"]) >= 3)
-        self.assertFalse(d.called)
-        self.clock.advance(TIMEOUT)
-        answers = yield d
-        e = answers["n0"].trap(Unavailable) and answers["n0"].value
+        self.recorder.fake("getLibVersion", hangs)
+        first = hv.ping("n0")
+        self.clock.advance(TIMEOUT / 2)
+        second = hv.ping("n1")
+        self.assertIsNone((yield hv.ping("n2")))
+        self.clock.advance(TIMEOUT / 2)
+        e = yield self.assertFailure(first, Unavailable)
         self.assertIn("checking compute host 'n0' took longer than 5 s", e.reason)
-        self.assertEqual((answers["n1"], answers["n2"]), (None, None))
+        self.assertFalse(second.called)
+        self.clock.advance(TIMEOUT / 2)
+        yield self.assertFailure(second, Unavailable)
         self.assertEqual([hv.status(name).state for name in nodes],
-                         ["unreachable", "connected", "connected"])
-
+                         ["unreachable", "unreachable", "connected"])
 
 class ServiceTests(_Case):
     @inlineCallbacks
