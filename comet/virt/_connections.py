@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from comet.config import HostConfig
 from comet.errors import NotFound, Unavailable
 from comet.virt._batches import PoolStopped
+from comet.virt._deadlines import _ProbeDeadlines
 from comet.virt._errors import ConnectionLost, translate
 from comet.virt._eventloop import lifecycle_event_name
 from comet.virt._values import CONNECTED, UNREACHABLE
@@ -89,7 +90,7 @@ class _Host:
         return CONNECTED if self.connection is not None else UNREACHABLE
 
 
-class _HostConnections:
+class _HostConnections(_ProbeDeadlines):
     """
     Mixed into L{Hypervisors}, whose constructor makes the state these
     methods share with its operations (C{_hosts}, C{_pool}, C{_clock}, ...).
@@ -182,40 +183,6 @@ class _HostConnections:
             onTimeoutCancel=functools.partial(self._timed_out, host, what, used),
         )
         return d
-
-    def _with_deadline(self, d: Deferred, host: _Host, what: str, used: list[_Connection]):
-        """
-        C{d} (a probe) within the call timeout, as C{addTimeout} would give
-        it, but with one timer for every probe in flight instead of one each:
-        C{GET /cluster} over 100 hosts makes 100 probes at once, and a timer
-        each (made and cancelled) cost the reactor more than the probes.
-        """
-        pending = self._probe_deadlines
-        pending[d] = self._clock.seconds() + self._timeout
-        if self._probe_timer is None:
-            self._probe_timer = self._clock.callLater(self._timeout, self._probes_due)
-
-        def settled(result):
-            if pending.pop(d, None) is None:  # given up on at its deadline
-                return self._timed_out(host, what, used, result, self._timeout)
-            if not pending and self._probe_timer is not None:
-                self._probe_timer.cancel()
-                self._probe_timer = None
-            return result
-
-        return d.addBoth(settled)
-
-    def _probes_due(self) -> None:
-        """The probe timer: the probes past their deadline are given up on."""
-        self._probe_timer = None
-        now = self._clock.seconds()
-        pending = self._probe_deadlines
-        for d in [d for d, deadline in pending.items() if deadline <= now]:
-            del pending[d]
-            d.cancel()
-        if pending:
-            self._probe_timer = self._clock.callLater(
-                max(0.0, min(pending.values()) - now), self._probes_due)
 
     async def _run(self, host: _Host, what: str, op, args, used: list[_Connection]):
         if self._stopping:
