@@ -19,6 +19,8 @@ from typing import Any
 
 import attrs
 
+from comet.hostconfig import HostConfig, NetworkConfig, check_network
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says which file or key."""
@@ -54,23 +56,6 @@ class APIConfig:
 class DatabaseConfig:
     #: Path of the SQLite file, relative to the working directory unless absolute.
     path: str = "comet.sqlite"
-
-
-@attrs.frozen
-class HostConfig:
-    name: str
-    uri: str
-    #: Libvirt domain type for VMs placed here: ``kvm`` in production,
-    #: ``qemu`` (TCG) where the CPU has no virtualisation, ``test`` for the test driver.
-    domain_type: str = "kvm"
-    #: The address storage servers see this host's iSCSI logins come from:
-    #: each export admits that initiator address only (besides CHAP).  "":
-    #: derived (L{comet.model.initiators}).
-    storage_address: str = ""
-    #: The address other compute hosts reach this one's QEMU at when a VM
-    #: migrates here (C{tcp://<address>} as libvirt's migration URI).  "":
-    #: libvirt's choice (this host's hostname as it resolves it).
-    migration_address: str = ""
 
 
 @attrs.frozen
@@ -212,6 +197,7 @@ class Config:
     metrics: MetricsConfig = attrs.Factory(MetricsConfig)
     log: LogConfig = attrs.Factory(LogConfig)
     debug: DebugConfig = attrs.Factory(DebugConfig)
+    network: NetworkConfig = attrs.Factory(NetworkConfig)
     #: The file this came from, or ``None`` for the embedded default.
     source: str | None = None
 
@@ -232,6 +218,7 @@ _TABLES: dict[str, tuple[type, bool]] = {
     "metrics": (MetricsConfig, False),
     "log": (LogConfig, False),
     "debug": (DebugConfig, False),
+    "network": (NetworkConfig, False),
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -240,6 +227,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "float": (int, float),
     "strings": (tuple,),  # a TOML array of strings, kept as a tuple
+    "names": (tuple,),  # a TOML table of strings, kept as sorted (key, value) pairs
 }
 
 
@@ -283,6 +271,8 @@ def _key(key: str) -> str:
 
 def _field_type(field: attrs.Attribute) -> str:
     """The TOML type a field accepts, read from its annotation."""
+    if str(field.type).startswith("tuple[tuple[str, str]"):
+        return "names"
     if str(field.type).startswith("tuple[str"):
         return "strings"
     return str(field.type).split()[0]
@@ -304,6 +294,11 @@ def _build(cls: type, table: Any, where: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where}.{key} must be an array of strings")
             kwargs[key] = tuple(value)
+            continue
+        if expected == "names":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"{where}.{key} must be a table of strings")
+            kwargs[key] = tuple(sorted(value.items()))
             continue
         if (isinstance(value, bool) != (expected == "bool")) or not isinstance(
             value, _TYPES[expected]
@@ -376,6 +371,10 @@ def _check(config: Config) -> Config:
     for pool in config.storagepools:
         if not check_name(pool.name):
             raise ConfigError(f"storagepools: name {pool.name!r} is not a valid name")
+    try:
+        check_network(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return config
 
 

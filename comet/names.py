@@ -17,3 +17,21 @@ _NAME = re.compile(NAME_PATTERN)
 def check_name(name: object) -> bool:
     """Whether C{name} is a string that follows the name rule."""
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+#: The network name of a cluster's own private network (L{comet.model.nics}).
+PRIVATE_NETWORK = "private"
+#: A Linux interface name: at most 15 bytes (IFNAMSIZ less the NUL), nothing
+#: a command line or a path would read specially.
+_INTERFACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+_SSH_TARGET = re.compile(r"^(?:[a-z_][a-z0-9_-]{0,31}@)?[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
+
+
+def check_interface_name(name: object) -> bool:
+    """Whether C{name} can name a Linux network interface (and is safe in argv)."""
+    return isinstance(name, str) and _INTERFACE.fullmatch(name) is not None
+
+
+def check_ssh_target(target: object) -> bool:
+    """Whether C{target} is C{[user@]address}, with nothing ssh would read as an option."""
+    return isinstance(target, str) and _SSH_TARGET.fullmatch(target) is not None

@@ -265,6 +265,8 @@ class CometService(MultiService):
         await MultiService.stopService(self)
         if self.models is not None and self.models.storage is not None:
             await self.models.storage.stop()
+            if self.models.networks is not None:
+                await self.models.networks.stop()
         if self.models is not None and self.models.locks is not None:
             try:
                 await self.models.locks.release_lease()

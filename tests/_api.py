@@ -69,7 +69,7 @@ def test_hosts(testcase, sizes=((4, 8192), (8, 16384))) -> tuple[HostConfig, ...
 
 def make_models(
     testcase, hosts=None, db: Database | None = None, clock=reactor, runners=None,
-    wrap_hypervisors=None, metrics=None, **config
+    wrap_hypervisors=None, metrics=None, host_runners=None, **config
 ) -> Models:
     """
     The real models over a fresh database and real libvirt (test-driver nodes,
@@ -80,6 +80,8 @@ def make_models(
         by default none, so configured storage servers must not be used.
     @param wrap_hypervisors: called with the started L{Hypervisors}; what it
         returns is what the models get (e.g. a L{tests.virt._events.LateEvents}).
+    @param host_runners: a compute host's ssh address -> runner (e.g. a
+        L{comet.remote.fakenet.FakeHostNetwork}) for its private networks.
     @param metrics: the L{comet.metrics.Metrics} (by default a new one), e.g.
         the one given to the runners too.
     """
@@ -94,7 +96,7 @@ def make_models(
     if wrap_hypervisors is not None:
         hypervisors = wrap_hypervisors(hypervisors)
     models = wire_models(db, hypervisors, cfg, clock, runners=runners or {},
-                         address=target_uri, metrics=metrics)
+                         address=target_uri, metrics=metrics, host_runners=host_runners or {})
     return models
 
 

@@ -82,6 +82,19 @@ class FullTests(TestCase):
         self.assertEqual(c.compute.libvirt_timeout, 5.0)
         self.assertEqual(c.storage.iqn_domain, "org.example")
 
+    def test_network_keys(self):
+        c = config.parse(
+            "[network]\nvni_range = '100-199'\n"
+            "[[hosts]]\nname = 'a'\nuri = 'qemu:///system'\n"
+            "bridges = {public = 'br0', dmz = 'br1'}\ntunnel_address = '10.0.0.1'\n"
+            "ssh = 'root@10.0.0.1'\n", "c.toml")
+        self.assertEqual(c.network.vnis(), range(100, 200))
+        self.assertEqual(c.hosts[0].bridges, (("dmz", "br1"), ("public", "br0")))
+        self.assertEqual((c.hosts[0].tunnel_address, c.hosts[0].ssh), ("10.0.0.1", "root@10.0.0.1"))
+        default = config.parse("", "c.toml")
+        self.assertEqual(default.network.vnis(), range(10000, 20000))
+        self.assertEqual(default.hosts[0].bridges, ())
+
     def test_from_file(self):
         path = os.path.join(temp_dir(self), "c.toml")
         with open(path, "w") as f:
@@ -95,6 +108,23 @@ class ErrorTests(TestCase):
         for part in parts:
             self.assertIn(part, str(e))
         self.assertNotIn("\n", str(e))
+
+    def test_bad_network_keys(self):
+        host = "[[hosts]]\nname = 'a'\nuri = 'x'\n"
+        for text, part in [
+            ("[network]\nvni_range = '5'", "vni_range"),
+            ("[network]\nvni_range = '9-3'", "vni_range"),
+            ("[network]\nvni_range = '1-16777216'", "vni_range"),
+            (host + "bridges = {public = 3}", "table of strings"),
+            (host + "bridges = ['br0']", "table of strings"),
+            (host + "bridges = {private = 'br0'}", "cannot name a network"),
+            (host + "bridges = {public = 'br0;rm'}", "not an interface name"),
+            (host + "bridges = {public = 'bridge-name-too-long'}", "not an interface name"),
+            (host + "tunnel_address = 'x'\nssh = 'root@x'", "not an IP address"),
+            (host + "tunnel_address = '10.0.0.1'\nssh = '-oProxyCommand=x'", "user@address"),
+            (host + "tunnel_address = '10.0.0.1'", "both ssh and tunnel_address"),
+        ]:
+            self.assertConfigError(text, part)
 
     def test_unknown_table(self):
         self.assertConfigError("[apii]\nendpoint='x'", "unknown key apii", "c.toml")
@@ -234,6 +264,9 @@ def _valid(field: attrs.Attribute):
         return _NAME
     if field.name == "format":  # [log]: one of two words
         return st.sampled_from(["text", "json"])
+    if field.name == "vni_range":
+        return st.tuples(st.integers(1, 10**6), st.integers(0, 10**6)).map(
+            lambda t: f"{t[0]}-{t[0] + t[1]}")
     if kind == "strings":  # download_allow: addresses and networks
         networks = st.ip_addresses().flatmap(
             lambda a: st.integers(0, a.max_prefixlen).map(lambda n: f"{a}/{n}")

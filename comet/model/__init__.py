@@ -26,6 +26,7 @@ from comet.model.reconcile import Reconciler
 from comet.model.serverwatch import ServerWatch
 from comet.model.storage import StorageModel, VMSnapshotModel, VMStorageModel
 from comet.model.tasks import TaskRunner, describe_target
+from comet.model.networks import Networks
 from comet.model.templates import TemplateModel
 from comet.model.vms import VMModel
 
@@ -62,10 +63,28 @@ class Models:
     vm_state_events: VMStateEvents | None = None
     #: Hosts' evacuations (L{comet.model.evacuation.HostEvacuations}).
     evacuations: HostEvacuations | None = None
+    #: The hosts' private networks (L{comet.model.networks.Networks}).
+    networks: Networks | None = None
+
+
+def _host_runners(clock, config, metrics) -> dict:
+    """An L{comet.remote.SSHRunner} for each compute host with C{ssh}, by its address."""
+    from comet.config import StorageServerConfig
+    from comet.remote import SSHRunner
+
+    runners = {}
+    for h in config.hosts:
+        if h.ssh:
+            user, _, address = h.ssh.rpartition("@")
+            login = StorageServerConfig(host=address, ssh_user=user or "root",
+                                        ssh_port=h.ssh_port, ssh_identity=h.ssh_identity,
+                                        ssh_known_hosts=h.ssh_known_hosts)
+            runners[address] = SSHRunner(clock, login, config.storage, metrics=metrics)
+    return runners
 
 
 def make_models(db, hypervisors, config, clock, runners=None,
-                address=describe_target, metrics=None) -> Models:
+                address=describe_target, metrics=None, host_runners=None) -> Models:
     """
     The models of a daemon over C{db} and the libvirt adapter, wired together.
 
@@ -76,6 +95,10 @@ def make_models(db, hypervisors, config, clock, runners=None,
     @param runners: storage server address -> L{comet.remote.IRunner}; by
         default one L{comet.remote.SSHRunner} per configured storage server
         (C{clock} is then the reactor).  L{StorageModel.stop} stops them.
+
+    @param host_runners: a compute host's ssh address (C{[[hosts]] ssh})
+        -> L{comet.remote.IRunner}, for its private networks; by default an
+        L{comet.remote.SSHRunner} for each host with C{ssh}.
 
     @param metrics: the daemon's L{comet.metrics.Metrics} (by default a new
         one, with its own registry); it exports what these models know.
@@ -102,6 +125,9 @@ def make_models(db, hypervisors, config, clock, runners=None,
             s.host: SSHRunner(clock, s, config.storage, metrics=metrics)
             for s in config.storageservers
         }
+    if host_runners is None:
+        host_runners = _host_runners(clock, config, metrics)
+    networks = Networks(config.hosts, host_runners, vm_table)
     storage = StorageModel(
         Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db),
         snapshots=Snapshots(db), intents=intents, locks=locks, events=events,
@@ -115,6 +141,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         # repairs included, reads the hosts live.
         libvirt=CachedStates(hypervisors),
         hosts=hosts, tasks=tasks, clock=clock, storage=storage, disks=storage.disks,
+        vnis=config.network.vnis(), networks=networks,
         intents=intents, locks=locks, events=events,
     )
     vms = VMModel(context, config.compute.cluster_concurrency, compute=config.compute)
@@ -161,6 +188,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         events=events,
         vm_state_events=VMStateEvents(events, hypervisors, vm_table.by_uuid),
         evacuations=HostEvacuations(vms, context),
+        networks=networks,
     )
     metrics.watch(models, clock)
     return models

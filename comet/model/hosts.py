@@ -10,6 +10,7 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
 from comet.errors import CometError, NotFound
+from comet.model.nics import PRIVATE
 from comet.model.placement import Candidate, free_memory
 
 
@@ -147,6 +148,28 @@ class HostModel:
             self._maintenance.discard(name)
         return await self.get(name)
 
+    def networks(self, name: str) -> frozenset[str]:
+        """
+        The networks host C{name} can put a NIC on: the bridges it offers by
+        network name, and C{private} if it carries clusters' private
+        networks (it has a tunnel address).
+        """
+        config = self.config(name)
+        networks = {network for network, _ in config.bridges}
+        if config.tunnel_address:
+            networks.add(PRIVATE)
+        return frozenset(networks)
+
+    def offered_networks(self) -> frozenset[str]:
+        """Every network some host offers a bridge for (C{private} aside)."""
+        return frozenset(
+            network for h in self._config.values() for network, _ in h.bridges)
+
+    def bridges(self, name: str | None) -> tuple[tuple[str, str], ...]:
+        """The bridges host C{name} offers (none when it is not, or no longer, configured)."""
+        config = self._config.get(name)
+        return config.bridges if config is not None else ()
+
     def config(self, name: str):
         try:
             return self._config[name]
@@ -240,7 +263,7 @@ class HostModel:
         committed = await self._committed()
         hosts = [self._host(name, infos[name], committed) for name in self._order]
         return [
-            Candidate(h.name, h.cpus, h.memory, h.memory_free)
+            Candidate(h.name, h.cpus, h.memory, h.memory_free, self.networks(h.name))
             for h in hosts
             if h.state == "connected" and not h.maintenance
         ]

@@ -9,7 +9,7 @@ memory; ties go to the host listed first in the configuration.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import attrs
 
@@ -26,6 +26,8 @@ class Candidate:
     memory: int
     #: MiB free for a new VM: see L{free_memory}.
     free: int
+    #: The networks it can put a NIC on (L{comet.model.hosts.HostModel.networks}).
+    networks: frozenset[str] = frozenset()
 
 
 def free_memory(memory: int, kernel_free: int, committed: int) -> int:
@@ -44,12 +46,22 @@ def free_memory(memory: int, kernel_free: int, committed: int) -> int:
     return min(kernel_free, uncommitted)
 
 
-def choose_host(candidates: Sequence[Candidate], memory: int, cpus: int) -> str:
+def choose_host(candidates: Sequence[Candidate], memory: int, cpus: int,
+                networks: Iterable[str] = ()) -> str:
     """
-    The host a VM of C{memory} MiB and C{cpus} vCPUs goes to.
+    The host a VM of C{memory} MiB and C{cpus} vCPUs, with NICs on
+    C{networks}, goes to: only hosts that offer every one of those networks
+    are considered.
 
     @raise Conflict: no host fits it (the reason says what each lacks).
     """
+    needed = frozenset(networks)
+    offering = [c for c in candidates if needed <= c.networks]
+    if candidates and not offering:
+        raise Conflict(
+            f"no connected compute host offers the networks {', '.join(sorted(needed))}"
+            f" the VM's NICs are on ({'; '.join(_offers(c) for c in candidates)})")
+    candidates = offering
     fitting = [c for c in candidates if c.free >= memory and c.cpus >= cpus]
     if not fitting:
         if not candidates:
@@ -62,3 +74,7 @@ def choose_host(candidates: Sequence[Candidate], memory: int, cpus: int) -> str:
         )
     best = max(c.free for c in fitting)
     return next(c.name for c in fitting if c.free == best)
+
+
+def _offers(candidate: Candidate) -> str:
+    return f"{candidate.name}: {', '.join(sorted(candidate.networks)) or 'none'}"

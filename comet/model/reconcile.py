@@ -152,7 +152,28 @@ class Reconciler:
         listed: dict[str, list] = {}
         repairs += await self._leftovers.targets(listed)
         repairs += await self._leftovers.exports(listed)
+        repairs += await self._networks()
         return repairs
+
+    async def _networks(self) -> list[str]:
+        """
+        The hosts' private networks made to match the placements
+        (L{comet.model.networks.Networks.sweep}); the networks of clusters
+        with a VM whose interrupted operation is not repaired yet are not
+        removed.
+        """
+        networks = self._ctx.networks
+        if networks is None or not networks.hosts():
+            return []
+        unsettled = set()
+        for row in await self._store.list():
+            try:
+                record = await self._ctx.vms.by_uuid(row.object)
+            except NotFound:
+                continue
+            if record.vni is not None:
+                unsettled.add(record.vni)
+        return await networks.sweep(unsettled)
 
     async def release_dead_locks(self) -> list[str]:
         """

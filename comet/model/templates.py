@@ -10,6 +10,7 @@ from typing import Awaitable, Callable
 from comet.errors import InvalidInput, NotFound
 from comet.model.clusters import validate_name
 from comet.model.events import or_silent
+from comet.model.nics import check_nics
 from comet.store import TemplateRecord
 
 MIN_MEMORY = 64
@@ -53,8 +54,16 @@ class TemplateModel:
     def get(self, name: str):
         return self._templates.get(name)
 
-    async def create(self, name: str, memory: int, cpus: int, disk: dict | None) -> TemplateRecord:
+    def _networks(self, nics) -> tuple[str, ...]:
+        """The networks of a body's C{nics} (no MACs: many VMs share a template)."""
+        return tuple(n.network for n in check_nics(nics, self._hosts.offered_networks(),
+                                                   macs=False))
+
+    async def create(self, name: str, memory: int, cpus: int, disk: dict | None,
+                     nics: list | None = None) -> TemplateRecord:
+        """C{nics}: C{[{"network": NAME}, ...]}, the NICs of the VMs made from it."""
         validate_name("template", name)
+        networks = self._networks(nics if nics is not None else [])
         await self._check(memory, cpus, disk)
         record = await self._templates.create(
             name,
@@ -63,6 +72,7 @@ class TemplateModel:
             disk["pool"] if disk else None,
             disk["volume"] if disk else None,
             int(self._clock.seconds()),
+            networks,
         )
         self._events.emit("template.created", {"name": record.name})
         return record
@@ -71,6 +81,7 @@ class TemplateModel:
         """Change stored fields; C{"disk": None} removes the base volume."""
         if "name" in changes:
             validate_name("template", changes["name"])
+        networks = self._networks(changes["nics"]) if "nics" in changes else None
         await self._templates.get(name)
         await self._check(changes.get("memory"), changes.get("cpus"), changes.get("disk"))
         columns = {k: v for k, v in changes.items() if k in ("name", "memory", "cpus")}
@@ -78,6 +89,8 @@ class TemplateModel:
             disk = changes["disk"]
             columns["disk_pool"] = disk["pool"] if disk else None
             columns["disk_volume"] = disk["volume"] if disk else None
+        if networks is not None:
+            columns["nics"] = networks
         record = await self._templates.update(name, **columns)
         self._events.emit("template.changed", {"name": record.name},
                           **({"previous": {"name": name}} if record.name != name else {}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, Collection
 
 from comet.errors import CometError, Conflict, InvalidInput, Unavailable
+from comet.model.nics import networks_of
 from comet.model.operations import Context, vm_migrate
 from comet.model.placement import choose_host
 from comet.model.tasks import CURRENT_TASK, Target
@@ -117,6 +118,10 @@ class VMMigrations:
             if self._ctx.hosts.in_maintenance(host):
                 raise Conflict(f"compute host {host!r} is in maintenance; VM {name!r}"
                                " cannot migrate there")
+            missing = networks_of(vm.record.nics) - self._ctx.hosts.networks(host)
+            if missing:
+                raise Conflict(f"compute host {host!r} does not offer the networks"
+                               f" {', '.join(sorted(missing))} VM {name!r} has NICs on")
             status = self._ctx.hypervisors.status(host)
             if status.state != "connected":
                 raise Unavailable(f"compute host {host!r} does not answer ({status.reason});"
@@ -149,4 +154,5 @@ class VMMigrations:
             if not candidates:
                 raise Conflict(f"VM {vm.name!r} cannot migrate: no other compute host"
                                " is connected and out of maintenance")
-            return choose_host(candidates, record.memory, record.cpus)
+            return choose_host(candidates, record.memory, record.cpus,
+                               networks_of(record.nics))

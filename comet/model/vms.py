@@ -27,6 +27,7 @@ from comet.config import ComputeConfig
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
 from comet.model.events import or_silent
+from comet.model.nics import check_nics
 from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_start, vm_stop
 from comet.model.tasks import Target
 from comet.model.vm_migration import VMMigrations
@@ -68,6 +69,7 @@ class VM:
     phase: str
     #: Whether another host it could migrate to is connected now.
     movable: bool = False
+    host_bridges: tuple[tuple[str, str], ...] = ()  # its host's, by network (none: unplaced)
 
     @property
     def state(self) -> str:
@@ -159,7 +161,8 @@ class VMModel:
         return self._vm(record, await self._phase(record))
 
     def _vm(self, record: VMRecord, phase: str) -> VM:
-        return VM(record, phase, movable=bool(self._migrations.destinations(record.host)))
+        return VM(record, phase, movable=bool(self._migrations.destinations(record.host)),
+                  host_bridges=self._hosts.bridges(record.host))
 
     async def list(self, cluster: str | None = None) -> list[VM]:
         """The VMs of a cluster with their live states: one bulk call per host."""
@@ -254,17 +257,19 @@ class VMModel:
         name: str | None = None,
         memory: int | None = None,
         cpus: int | None = None,
+        nics: list | None = None,
     ) -> VM:
         """
         Record a new VM made from C{template} and give it its own disks.  If
-        making the disks fails, the record is removed again.
+        making the disks fails, the record is removed again.  NICs: the template's by default.
         """
         if name is not None:
             validate_name("VM", name)
         validate_name("template", template)
+        nics = None if nics is None else check_nics(nics, self._hosts.offered_networks())
         await self._check_size(memory, cpus)
         template_record = await self._templates.get(template)
-        record = await vm_create.run(self._ctx, cluster, name, template_record, memory, cpus)
+        record = await vm_create.run(self._ctx, cluster, name, template_record, memory, cpus, nics)
         self._events.emit("vm.created", {"cluster": cluster, "name": record.name})
         return VM(record, STOPPED)
 

@@ -23,7 +23,7 @@ from comet.store.locks import LockRecord, Locks, OwnerRecord
 from comet.store.storage import PoolRecord, SnapshotRecord, Snapshots, Storage, VolumeRecord
 from comet.store.tasks import TaskRecord, Tasks
 from comet.store.templates import TemplateRecord, Templates
-from comet.store.vms import VMRecord, VMs
+from comet.store.vms import NicRecord, VMRecord, VMs
 
 __all__ = [
     "Database",
@@ -42,6 +42,7 @@ __all__ = [
     "TemplateRecord",
     "VMs",
     "VMRecord",
+    "NicRecord",
     "Storage",
     "PoolRecord",
     "VolumeRecord",

@@ -256,4 +256,27 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             )""",
         ],
     ),
+    (
+        12,
+        [
+            # The NICs a template gives the VMs made from it: a JSON list of
+            # {"network": NAME} (no MACs: many VMs share a template).
+            "ALTER TABLE templates ADD COLUMN nics TEXT NOT NULL DEFAULT '[]'",
+            # A VM's NICs, in order; every MAC unique within Comet.
+            """CREATE TABLE vm_nics (
+                vm_id INTEGER NOT NULL REFERENCES vms (id) ON DELETE CASCADE,
+                idx INTEGER NOT NULL CHECK (idx >= 0),
+                network TEXT NOT NULL,
+                mac TEXT NOT NULL UNIQUE,
+                PRIMARY KEY (vm_id, idx)
+            )""",
+            # The VXLAN network identifier of a cluster's private network,
+            # given the first time one of its VMs has a private NIC.
+            """CREATE TABLE cluster_networks (
+                cluster_id INTEGER PRIMARY KEY REFERENCES clusters (id) ON DELETE CASCADE,
+                vni INTEGER NOT NULL UNIQUE
+            )""",
+            *_bump_on_change("vms", ("vm_nics", "cluster_networks")),
+        ],
+    ),
 ]

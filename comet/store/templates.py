@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import attrs
 
 from comet.errors import Conflict, NotFound
 from comet.store._db import Database
+
+
+def _networks(value) -> tuple[str, ...]:
+    """The stored JSON list of C{{"network": NAME}} as names (or names as given)."""
+    if isinstance(value, str):
+        return tuple(nic["network"] for nic in json.loads(value))
+    return tuple(value)
 
 
 @attrs.frozen
@@ -21,9 +29,11 @@ class TemplateRecord:
     disk_pool: str | None
     disk_volume: str | None
     created: int
+    #: The networks of the NICs VMs made from it get, in order.
+    nics: tuple[str, ...] = attrs.field(default=(), converter=_networks)
 
 
-_COLUMNS = "id, name, memory, cpus, disk_pool, disk_volume, created"
+_COLUMNS = "id, name, memory, cpus, disk_pool, disk_volume, created, nics"
 
 
 def _get(conn, name: str) -> TemplateRecord:
@@ -43,12 +53,17 @@ def _list(conn) -> list[TemplateRecord]:
     return [TemplateRecord(**dict(r)) for r in rows]
 
 
-def _create(conn, name, memory, cpus, disk_pool, disk_volume, now) -> TemplateRecord:
+def nics_json(networks) -> str:
+    """The C{nics} column for NICs on C{networks}, in order."""
+    return json.dumps([{"network": network} for network in networks])
+
+
+def _create(conn, name, memory, cpus, disk_pool, disk_volume, now, nics=()) -> TemplateRecord:
     try:
         conn.execute(
-            "INSERT INTO templates (name, memory, cpus, disk_pool, disk_volume, created)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (name, memory, cpus, disk_pool, disk_volume, now),
+            "INSERT INTO templates (name, memory, cpus, disk_pool, disk_volume, created, nics)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, memory, cpus, disk_pool, disk_volume, now, nics_json(nics)),
         )
     except sqlite3.IntegrityError:
         raise Conflict(f"template {name!r} already exists") from None
@@ -82,7 +97,7 @@ class Templates:
     """The C{templates} table."""
 
     #: Columns a client may change.
-    MUTABLE = ("name", "memory", "cpus", "disk_pool", "disk_volume")
+    MUTABLE = ("name", "memory", "cpus", "disk_pool", "disk_volume", "nics")
 
     def __init__(self, db: Database):
         self._db = db
@@ -93,13 +108,16 @@ class Templates:
     def list(self):
         return self._db.transact(_list)
 
-    def create(self, name, memory, cpus, disk_pool, disk_volume, now):
-        return self._db.transact(_create, name, memory, cpus, disk_pool, disk_volume, now)
+    def create(self, name, memory, cpus, disk_pool, disk_volume, now, nics=()):
+        """C{nics}: the networks of the NICs VMs made from it get."""
+        return self._db.transact(_create, name, memory, cpus, disk_pool, disk_volume, now, nics)
 
     def update(self, name: str, /, **changes):
         unknown = set(changes) - set(self.MUTABLE)
         if unknown:
             raise ValueError(f"not mutable: {unknown}")
+        if "nics" in changes:
+            changes = {**changes, "nics": nics_json(changes["nics"])}
         return self._db.transact(_update, name, changes)
 
     def delete(self, name: str):

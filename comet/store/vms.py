@@ -8,6 +8,7 @@ may exist there.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import attrs
@@ -19,6 +20,28 @@ from comet.store.placements import Move, PlacementRuns, generation
 
 #: Every domain Comet defines is named this and the VM's uuid.
 COMET_DOMAIN_PREFIX = "comet-"
+
+
+@attrs.frozen
+class NicRecord:
+    """One NIC of a VM: its place in the VM's list, its network, its MAC."""
+
+    index: int
+    network: str
+    mac: str
+
+
+def _nics(value) -> tuple[NicRecord, ...]:
+    """The NICs from the C{group_concat} of L{_SELECT} (or given as records)."""
+    if not value:
+        return ()
+    if isinstance(value, str):
+        nics = []
+        for item in value.split(","):
+            index, network, mac = item.split(" ")
+            nics.append(NicRecord(int(index), network, mac))
+        value = nics
+    return tuple(sorted(value, key=lambda n: n.index))
 
 
 @attrs.frozen
@@ -36,6 +59,11 @@ class VMRecord:
     #: The compute host the VM is placed on, or C{None} when it is stopped.
     host: str | None
     created: int
+    #: Its NICs, in order.
+    nics: tuple[NicRecord, ...] = attrs.field(default=(), converter=_nics)
+    #: Its cluster's VXLAN network identifier (L{comet.model.networks}),
+    #: C{None} while no VM of the cluster has had a private NIC.
+    vni: int | None = None
 
     @property
     def domain_name(self) -> str:
@@ -45,7 +73,10 @@ class VMRecord:
 
 _SELECT = (
     "SELECT v.id, c.name AS cluster, v.name, v.uuid, t.name AS template,"
-    " v.memory, v.cpus, v.host, v.created"
+    " v.memory, v.cpus, v.host, v.created,"
+    " (SELECT group_concat(n.idx || ' ' || n.network || ' ' || n.mac, ',')"
+    "  FROM vm_nics n WHERE n.vm_id = v.id),"
+    " (SELECT vni FROM cluster_networks WHERE cluster_id = v.cluster_id)"
     " FROM vms v JOIN clusters c ON c.id = v.cluster_id"
     " LEFT JOIN templates t ON t.id = v.template_id"
 )
@@ -111,14 +142,62 @@ def _free_name(conn, cluster_id: int, prefix: str) -> str:
     return name
 
 
-def _create(conn, cluster, name, template, memory, cpus, uuid, now) -> VMRecord:
+def _free_mac(conn, uuid: str, index: int) -> str:
+    """The NIC's derived MAC, or the next derivation while that one is taken."""
+    from comet.model.nics import derived_mac
+
+    for attempt in range(64):
+        mac = derived_mac(uuid, index, attempt)
+        if conn.execute("SELECT 1 FROM vm_nics WHERE mac = ?", (mac,)).fetchone() is None:
+            return mac
+    raise Conflict(f"no free MAC could be derived for NIC {index}")  # pragma: no cover
+
+
+def _vni(conn, cluster_id: int, vnis: range) -> int:
+    """The cluster's VNI, given now (the smallest free one in C{vnis}) if it has none."""
+    row = conn.execute(
+        "SELECT vni FROM cluster_networks WHERE cluster_id = ?", (cluster_id,)).fetchone()
+    if row is not None:
+        return row[0]
+    taken = {
+        r[0] for r in conn.execute(
+            "SELECT vni FROM cluster_networks WHERE vni BETWEEN ? AND ?",
+            (vnis.start, vnis.stop - 1))
+    }
+    for vni in vnis:
+        if vni not in taken:
+            conn.execute(
+                "INSERT INTO cluster_networks (cluster_id, vni) VALUES (?, ?)", (cluster_id, vni))
+            return vni
+    raise Conflict(f"every VNI of the range {vnis.start}-{vnis.stop - 1} is taken;"
+                   " no more clusters can have a private network")
+
+
+def _add_nics(conn, vm_id: int, cluster_id: int, uuid: str, nics, vnis: range) -> None:
+    for index, (network, mac) in enumerate(nics):
+        if network == "private":
+            _vni(conn, cluster_id, vnis)
+        if mac is None:
+            mac = _free_mac(conn, uuid, index)
+        try:
+            conn.execute(
+                "INSERT INTO vm_nics (vm_id, idx, network, mac) VALUES (?, ?, ?, ?)",
+                (vm_id, index, network, mac))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"MAC {mac} is already another NIC's") from None
+
+
+def _create(conn, cluster, name, template, memory, cpus, uuid, now, nics=None,
+            vnis=range(0)) -> VMRecord:
     cluster_id = _cluster_id(conn, cluster)
     row = conn.execute(
-        "SELECT id, memory, cpus FROM templates WHERE name = ?", (template,)
+        "SELECT id, memory, cpus, nics FROM templates WHERE name = ?", (template,)
     ).fetchone()
     if row is None:
         raise NotFound(f"template {template!r} does not exist")
-    template_id, t_memory, t_cpus = row
+    template_id, t_memory, t_cpus, t_nics = row
+    if nics is None:
+        nics = [(nic["network"], None) for nic in json.loads(t_nics)]
     if name is None:
         name = _free_name(conn, cluster_id, template)
     try:
@@ -129,6 +208,8 @@ def _create(conn, cluster, name, template, memory, cpus, uuid, now) -> VMRecord:
         )
     except sqlite3.IntegrityError:
         raise Conflict(f"VM {name!r} already exists in cluster {cluster!r}") from None
+    vm_id = conn.execute("SELECT id FROM vms WHERE uuid = ?", (uuid,)).fetchone()[0]
+    _add_nics(conn, vm_id, cluster_id, uuid, nics, vnis)
     return _get(conn, cluster, name)
 
 
@@ -162,6 +243,16 @@ def _committed(conn) -> dict[str, int]:
         "SELECT host, SUM(memory) FROM vms WHERE host IS NOT NULL GROUP BY host"
     )
     return {host: memory for host, memory in rows}
+
+
+def _private_placements(conn, host: str | None) -> frozenset[tuple[str, int]]:
+    rows = conn.execute(
+        "SELECT DISTINCT v.host, cn.vni FROM vms v"
+        " JOIN cluster_networks cn ON cn.cluster_id = v.cluster_id"
+        " WHERE v.host IS NOT NULL AND (? IS NULL OR v.host = ?) AND EXISTS"
+        " (SELECT 1 FROM vm_nics n WHERE n.vm_id = v.id AND n.network = 'private')",
+        (host, host))
+    return frozenset((h, vni) for h, vni in rows)
 
 
 def _delete(conn, uuid: str) -> None:
@@ -217,14 +308,22 @@ class VMs:
         """
         return self._cached(("placement runs",), self._runs.read)
 
-    def create(self, cluster, name, template, memory, cpus, uuid, now):
+    def create(self, cluster, name, template, memory, cpus, uuid, now, nics=None,
+               vnis: range = range(0)):
         """
         Record a new VM.  Without a C{name}, it is the template's name plus the
         smallest free number, chosen in the same transaction as the insert, so
         concurrent creates never pick the same one.  C{memory} and C{cpus}
         default to the template's.
+
+        @param nics: C{(network, mac)} pairs (C{mac} C{None}: derived from
+            the uuid and the index), or C{None} for the template's NICs.  A
+            MAC another NIC has is a L{Conflict}.
+        @param vnis: the VNIs a cluster's private network may get (the
+            cluster gets one here if a NIC is C{private} and it has none).
         """
-        return self._db.transact(_create, cluster, name, template, memory, cpus, uuid, now)
+        return self._db.transact(_create, cluster, name, template, memory, cpus, uuid, now,
+                                 nics, vnis)
 
     def update(self, cluster: str, name: str, /, **changes):
         unknown = set(changes) - {"name", "memory", "cpus"}
@@ -258,6 +357,13 @@ class VMs:
 
     def delete(self, uuid: str):
         return self._db.transact(_delete, uuid)
+
+    def private_placements(self, host: str | None = None):
+        """
+        C{(host, vni)} for each host (or C{host} alone) where a VM with a
+        private NIC is placed: the private networks the hosts need.
+        """
+        return self._db.read(_private_placements, host)
 
     def committed(self):
         """Host -> MiB given to the VMs placed there (running or not)."""

@@ -177,6 +177,32 @@ def _disks(value) -> tuple[DiskSpec, ...]:
     return tuple(value)
 
 
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_BRIDGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
+@attrs.frozen
+class NicSpec:
+    """
+    One NIC of a domain: a virtio-net device on a Linux bridge of the host
+    (C{<interface type='bridge'>}), with a fixed MAC so the guest sees the
+    same NIC after every start and migration.
+    """
+
+    mac: str
+    bridge: str
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.mac, str) or not _MAC.match(self.mac):
+            raise InvalidInput(f"{self.mac!r} is not a lower-case MAC address")
+        if not isinstance(self.bridge, str) or not _BRIDGE.match(self.bridge):
+            raise InvalidInput(f"{self.bridge!r} is not a bridge name")
+
+
+def _nics(value) -> tuple[NicSpec, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class DomainSpec:
     """
@@ -193,6 +219,8 @@ class DomainSpec:
     #: C{kvm}, C{qemu} (TCG) or C{test} (the host's configured type).
     domain_type: str = "kvm"
     disks: tuple[DiskSpec, ...] = attrs.field(default=(), converter=_disks)
+    #: Its NICs, in the order the guest numbers them.
+    nics: tuple[NicSpec, ...] = attrs.field(default=(), converter=_nics)
     #: A VNC display on 127.0.0.1 of the host, port chosen by libvirt.
     graphics: bool = True
     #: The VNC password; C{None} for none (the console proxy sets one live).
@@ -219,6 +247,9 @@ class DomainSpec:
         targets = [d.target for d in self.disks]
         if len(set(targets)) != len(targets):
             raise InvalidInput(f"two disks share a device name: {targets}")
+        macs = [n.mac for n in self.nics]
+        if len(set(macs)) != len(macs):
+            raise InvalidInput(f"two NICs share a MAC: {macs}")
         _check_password(self.vnc_password)
         if self.vnc_password is not None and not self.graphics:
             raise InvalidInput("a VNC password needs graphics")
@@ -270,6 +301,14 @@ def _disk_element(disk: DiskSpec) -> ET.Element:
             auth = _sub(element, "auth", username=disk.username)
             _sub(auth, "secret", type="iscsi", usage=disk.secret_usage)
     _sub(element, "target", dev=disk.target, bus=disk.bus)
+    return element
+
+
+def _nic_element(nic: NicSpec) -> ET.Element:
+    element = ET.Element("interface", {"type": "bridge"})
+    _sub(element, "mac", address=nic.mac)
+    _sub(element, "source", bridge=nic.bridge)
+    _sub(element, "model", type="virtio")
     return element
 
 
@@ -335,6 +374,8 @@ def domain_xml(spec: DomainSpec) -> str:
     devices = _sub(domain, "devices")
     for disk in spec.disks:
         devices.append(_disk_element(disk))
+    for nic in spec.nics:
+        devices.append(_nic_element(nic))
     if spec.serial:
         serial = _sub(devices, "serial", type="pty")
         _sub(serial, "target", port="0")

@@ -16,6 +16,7 @@ from comet.virt.domainxml import (
     DiskSpec,
     DomainDescription,
     DomainSpec,
+    NicSpec,
 )
 
 
@@ -104,6 +105,15 @@ def _parse_disk(element: ET.Element) -> DiskSpec | None:
     return None
 
 
+def _parse_nic(element: ET.Element) -> NicSpec | None:
+    """A NIC Comet could have written (on a bridge, with a MAC), or C{None}."""
+    mac = element.find("mac")
+    source = element.find("source")
+    if element.get("type") != "bridge" or mac is None or source is None:
+        return None
+    return NicSpec(mac=mac.get("address", "").lower(), bridge=source.get("bridge", ""))
+
+
 def parse_domain(xml: str) -> DomainDescription:
     """
     Read a domain's XML (as C{virDomainGetXMLDesc} gives it, or as
@@ -154,6 +164,11 @@ def parse_domain(xml: str) -> DomainDescription:
         cpus=int(root.findtext("vcpu", "0").strip() or 0),
         domain_type=root.get("type", ""),
         disks=disks,
+        nics=tuple(
+            nic
+            for nic in (_parse_nic(element) for element in devices.findall("interface"))
+            if nic is not None
+        ),
         graphics=vnc is not None,
         vnc_password=vnc.get("passwd") if vnc is not None else None,
         serial=devices.find("serial") is not None,

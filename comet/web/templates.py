@@ -18,6 +18,9 @@ MEMORY = {"type": "integer", "minimum": MIN_MEMORY, "maximum": 16 * 1024 * 1024}
 #: (L{comet.web.openapi.document}); the models refuse more.
 CPUS = {"type": "integer", "minimum": 1, "maximum": 4096}
 DISK = obj(("pool", "volume"), pool=NAME, volume=NAME)
+#: A template's NICs: the network of each (C{private}: the cluster's own;
+#: others: a bridge hosts offer, C{[[hosts]] bridges}).
+TEMPLATE_NICS = {"type": "array", "maxItems": 8, "items": obj(("network",), network=NAME)}
 
 SUMMARY = resource("TemplateSummary", name=NAME, href=URI)
 TEMPLATE = resource(
@@ -26,6 +29,7 @@ TEMPLATE = resource(
     memory=MEMORY,
     cpus=CPUS,
     disk=nullable(DISK),
+    nics=TEMPLATE_NICS,
     created=TIME,
     href=URI,
 )
@@ -38,6 +42,7 @@ def representation(t: TemplateRecord) -> dict:
         "memory": t.memory,
         "cpus": t.cpus,
         "disk": disk,
+        "nics": [{"network": network} for network in t.nics],
         "created": t.created,
         "href": PATHS.href("template", name=t.name),
     }
@@ -55,14 +60,16 @@ async def list_templates(models, request, body):
 @routes.route(
     "POST",
     "templates",
-    obj(("name",), name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]}),
+    obj(("name",), name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]},
+        nics=TEMPLATE_NICS),
     answers={201: TEMPLATE},
     errors=(404, 409, 502, 503),
 )
 async def create_template(models, request, body):
-    """Create a template (memory in MB, default 512; cpus default 1; disk optional)."""
+    """Create a template (memory in MB, default 512; cpus default 1; disk and NICs optional)."""
     template = await models.templates.create(
-        body["name"], body.get("memory", 512), body.get("cpus", 1), body.get("disk")
+        body["name"], body.get("memory", 512), body.get("cpus", 1), body.get("disk"),
+        body.get("nics", [])
     )
     href = PATHS.href("template", name=template.name)
     return Response(representation(template), 201, {"Location": href})
@@ -77,7 +84,8 @@ async def get_template(models, request, body, name):
 @routes.route(
     "PUT",
     "template",
-    obj(name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]}),
+    obj(name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]},
+        nics=TEMPLATE_NICS),
     answers={200: TEMPLATE},
     errors=(409, 502, 503),
 )

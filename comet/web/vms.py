@@ -6,6 +6,7 @@ C{stop}, which act on every VM of a cluster.
 
 from __future__ import annotations
 
+from comet.model.nics import nic_views
 from comet.model.vms import VM, VM_ACTIONS
 from comet.store import VMRecord
 from comet.web._listing import EncodedListing
@@ -28,6 +29,13 @@ STOP = obj(timeout={"type": "number", "minimum": 0, "maximum": 3600}, force=BOOL
 #: placed nowhere, C{unknown} while its host does not answer.
 STATES = ("running", "paused", "shutoff", "other", "unknown")
 
+MAC = {"type": "string", "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"}
+#: The NICs a new VM is given (by default its template's).
+NICS = {"type": "array", "maxItems": 8, "items": obj(("network",), network=NAME, mac=MAC)}
+#: A VM's NIC as shown: its bridge on the VM's host and the guest's name for it.
+NIC = obj(("network", "mac", "bridge", "device"), network=NAME, mac=MAC,
+          bridge=nullable(STRING), device=STRING)
+
 SUMMARY = resource("VMSummary", name=NAME, state=enum(*STATES), host=nullable(STRING), href=URI)
 VM_SCHEMA = resource(
     "VM",
@@ -42,6 +50,7 @@ VM_SCHEMA = resource(
     console=nullable(URI),
     storages=nullable(URI),
     snapshots=nullable(URI),
+    nics={"type": "array", "items": NIC},
     created=TIME,
     href=URI,
     actions=actions(*VM_ACTIONS),
@@ -71,6 +80,7 @@ def representation(vm: VM) -> dict:
         "console": PATHS.href("vm.console", cluster=r.cluster, name=r.name),
         "storages": PATHS.href("vm.storages", cluster=r.cluster, name=r.name),
         "snapshots": PATHS.href("vm.snapshots", cluster=r.cluster, name=r.name),
+        "nics": nic_views(r, dict(vm.host_bridges)),
         "created": r.created,
         "href": href(vm),
         "actions": PATHS.actions("vm", vm.actions, cluster=r.cluster, name=r.name),
@@ -106,13 +116,18 @@ def _uuid(shown: tuple[VMRecord, str]) -> str:
 
 
 @routes.route(
-    "POST", "vms", obj(("template",), template=NAME, name=NAME, memory=MEMORY, cpus=CPUS),
+    "POST", "vms", obj(("template",), template=NAME, name=NAME, memory=MEMORY, cpus=CPUS,
+                       nics=NICS),
     answers={201: VM_SCHEMA}, errors=(409, 502, 503),
 )
 async def create_vm(models, request, body, cluster):
-    """Create a VM from a template (without a name: the template's name and a number)."""
+    """
+    Create a VM from a template (without a name: the template's name and a
+    number; without nics: the template's NICs, MACs derived from its uuid).
+    """
     vm = await models.vms.create(
-        cluster, body["template"], body.get("name"), body.get("memory"), body.get("cpus")
+        cluster, body["template"], body.get("name"), body.get("memory"), body.get("cpus"),
+        body.get("nics")
     )
     return Response(representation(vm), 201, {"Location": href(vm)})
 

@@ -25,6 +25,19 @@ class ChooseHostTests(TestCase):
         e = self.assertRaises(Conflict, choose_host, hosts, 1024, 1)
         self.assertIn("a: 500 MB free", e.reason)
 
+    def test_only_hosts_offering_networks(self):
+        """A VM with NICs goes only where every one of its networks is offered."""
+        hosts = [Candidate("a", 4, 8192, 7000, frozenset({"private"})),
+                 Candidate("b", 4, 8192, 3000, frozenset({"private", "public"}))]
+        self.assertEqual(choose_host(hosts, 1024, 1, {"private"}), "a")
+        self.assertEqual(choose_host(hosts, 1024, 1, {"private", "public"}), "b")
+        e = self.assertRaises(Conflict, choose_host, hosts, 1024, 1, {"dmz"})
+        self.assertIn("dmz", e.reason)
+        self.assertIn("a: private", e.reason)
+        e = self.assertRaises(Conflict, choose_host, hosts, 4000, 1, {"public"})
+        self.assertIn("b: 3000 MB free", e.reason)
+        self.assertNotIn("a:", e.reason)
+
     def test_no_host(self):
         e = self.assertRaises(Conflict, choose_host, [], 1024, 1)
         self.assertIn("no compute host is connected", e.reason)

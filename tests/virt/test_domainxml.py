@@ -12,6 +12,7 @@ from comet.virt.domainxml import (
     CometMetadata,
     DiskSpec,
     DomainSpec,
+    NicSpec,
     check_vnc_password,
     disk_xml,
     domain_xml,
@@ -93,6 +94,25 @@ class DomainXMLTests(TestCase):
         self.assertEqual(root.find("devices/video/model").get("type"), "vga")
         bare = ET.fromstring(domain_xml(spec(graphics=False, serial=False)))
         self.assertEqual(list(bare.find("devices")), [])
+
+    def test_nics(self):
+        """Each NIC is a virtio interface on its bridge, with its MAC, in order."""
+        root = ET.fromstring(domain_xml(spec(nics=(NicSpec("52:54:00:00:00:01", "cometb7"),
+                                                   NicSpec("02:00:00:00:00:02", "br0")))))
+        interfaces = root.findall("devices/interface")
+        self.assertEqual(
+            [(i.get("type"), i.find("mac").get("address"), i.find("source").get("bridge"),
+              i.find("model").get("type")) for i in interfaces],
+            [("bridge", "52:54:00:00:00:01", "cometb7", "virtio"),
+             ("bridge", "02:00:00:00:00:02", "br0", "virtio")])
+
+    def test_bad_nics(self):
+        for mac, bridge in [("52:54:00:00:00:0G", "br0"), ("52:54:00:00:00:01", "br0;x"),
+                            ("52:54:00:00:00:01", "a-bridge-name-too-long")]:
+            self.assertRaises(InvalidInput, NicSpec, mac, bridge)
+        nic = NicSpec("52:54:00:00:00:01", "br0")
+        e = self.assertRaises(InvalidInput, spec, nics=(nic, nic))
+        self.assertIn("share a MAC", str(e))
 
     def test_metadata(self):
         """Comet's ownership is one element in its own namespace, prefix C{comet}."""

@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from comet.errors import InvalidInput
 from comet.virt._eventloop import ensure_event_loop
-from comet.virt.domainxml import CometMetadata, DiskSpec, DomainSpec, domain_xml
+from comet.virt.domainxml import CometMetadata, DiskSpec, DomainSpec, NicSpec, domain_xml
 from comet.virt.domainxml_parse import parse_domain
 from tests.virt._nodes import make_node_xml, node_path
 from tests.virt.test_domainxml import ISCSI, UUID, spec
@@ -51,6 +51,8 @@ _disk = st.one_of(
 @st.composite
 def _specs(draw) -> DomainSpec:
     disks = draw(st.lists(_disk, max_size=4))
+    macs = draw(st.lists(st.from_regex(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", fullmatch=True),
+                         max_size=3, unique=True))
     graphics = draw(st.booleans())
     return DomainSpec(
         name=draw(_names),
@@ -59,6 +61,8 @@ def _specs(draw) -> DomainSpec:
         cpus=draw(st.integers(1, 256)),
         domain_type=draw(st.sampled_from(["kvm", "qemu", "test"])),
         disks=tuple(attrs.evolve(d, target="vd" + "abcd"[i]) for i, d in enumerate(disks)),
+        nics=tuple(NicSpec(mac, draw(st.from_regex(r"[a-z][a-z0-9]{0,14}", fullmatch=True)))
+                   for mac in macs),
         graphics=graphics,
         vnc_password=draw(
             st.one_of(st.none(), st.from_regex(r"[!-~]{1,8}", fullmatch=True))
@@ -94,6 +98,7 @@ class RoundTripTests(TestCase):
             cpus=2,
             domain_type="test",
             disks=(ISCSI, DiskSpec.file("vdb", "/images/data.qcow2", "qcow2")),
+            nics=(NicSpec("52:54:00:12:34:56", "cometb10000"), NicSpec("02:00:00:00:00:01", "br0")),
             vnc_password="pw",
             metadata=CometMetadata("lab", "web-1", "11"),
             kernel="/boot/vmlinuz",

@@ -618,7 +618,7 @@ class TemplateAndHostTests(VMTestMixin, TestCase):
         template = (await self.client.get("/templates/small")).json
         self.assertEqual(
             template,
-            {"name": "small", "memory": 256, "cpus": 1, "disk": None,
+            {"name": "small", "memory": 256, "cpus": 1, "disk": None, "nics": [],
              "created": template["created"], "href": "/templates/small"},
         )
         answer = await self.client.put("/templates/small", {"memory": 1024})

@@ -39,8 +39,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from comet.model.operations import (
-    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_fence,
-    vm_migrate, vm_start, vm_stop, unmap, volume_create, volume_delete,
+    attach, net_down, net_up, snapshot_delete, snapshot_revert, snapshot_take, vm_create,
+    vm_delete, vm_fence, vm_migrate, vm_start, vm_stop, unmap, volume_create, volume_delete,
 )
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
@@ -71,6 +71,8 @@ REGISTRY: Mapping[str, OperationType] = make_registry(
     snapshot_revert.OPERATION,
     attach.OPERATION,
     unmap.OPERATION,
+    net_up.OPERATION,
+    net_down.OPERATION,
 )
 
 __all__ = ["Context", "NoDisks", "OperationType", "REGISTRY", "VMDisks"]

@@ -148,6 +148,12 @@ class Context:
     #: The L{comet.model.events.EventLog} told of VMs created, changed and
     #: deleted (C{None}: no one).
     events: Any = None
+    #: The VXLAN network identifiers clusters' private networks are given
+    #: (C{[network] vni_range}).
+    vnis: range = range(10000, 20000)
+    #: The hosts' private networks (L{comet.model.networks.Networks}), or
+    #: C{None}: no host carries any.
+    networks: Any = None
 
     def busy(self, obj: str | None) -> bool:
         """

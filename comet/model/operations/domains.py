@@ -11,6 +11,7 @@ from typing import Sequence
 from twisted.internet.task import deferLater
 
 from comet.errors import Conflict, NotFound
+from comet.model.nics import networks_of
 from comet.model.operations.context import Context
 from comet.model.placement import choose_host
 from comet.store import IntentRecord, VMRecord
@@ -31,7 +32,8 @@ async def place(ctx: Context, record: VMRecord) -> VMRecord:
     """
     figures = ctx.hosts.figures()
     async with ctx.placing:
-        host = choose_host(await ctx.hosts.candidates(figures), record.memory, record.cpus)
+        host = choose_host(await ctx.hosts.candidates(figures), record.memory, record.cpus,
+                           networks_of(record.nics))
         return await ctx.vms.set_host(record.uuid, host)
 
 

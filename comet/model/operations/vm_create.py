@@ -24,10 +24,11 @@ class Step(enum.Enum):
 
 
 async def run(ctx: Context, cluster: str, name: str | None, template, memory: int | None,
-              cpus: int | None) -> VMRecord:
+              cpus: int | None, nics=None) -> VMRecord:
     """
     Record a new VM of C{cluster} made from template record C{template} and
-    give it its own disks; its record.  The VM is locked from before its
+    give it its own disks; its record.  C{nics}: its NICs
+    (L{comet.model.nics.NicRequest}s), C{None} for the template's.  The VM is locked from before its
     record exists: a delete (or a start) of the new VM while its disks are
     being made would race the clone and could leave it orphaned; it is a
     409 "being created" instead.
@@ -37,7 +38,8 @@ async def run(ctx: Context, cluster: str, name: str | None, template, memory: in
     async with lock, ctx.intents.operation("vm.create", uuid) as op:
         async with op.step(Step.RECORD):
             record = await ctx.vms.create(
-                cluster, name, template.name, memory, cpus, uuid, int(ctx.clock.seconds())
+                cluster, name, template.name, memory, cpus, uuid, int(ctx.clock.seconds()),
+                None if nics is None else [(nic.network, nic.mac) for nic in nics], ctx.vnis,
             )
         try:
             async with op.step(Step.MAKE_DISKS, pool=template.disk_pool,

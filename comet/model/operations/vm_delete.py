@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Sequence
 
+from comet.model.operations import net_down
 from comet.model.operations.context import Context, OperationType
 from comet.model.operations.domains import ACTIVE, remove_domain, unplace, vm_record
 from comet.store import IntentRecord, VMRecord
@@ -40,6 +41,7 @@ async def run(ctx: Context, record: VMRecord, phase: str, keep_storage: bool = F
             await ctx.disks.delete(record, keep_storage=keep_storage)
         async with op.step(Step.FORGET_RECORD, **keep):
             await ctx.vms.delete(record.uuid)
+    await net_down.for_vm(ctx, record, record.host)
 
 
 async def repair(ctx: Context, uuid: str, steps: Sequence[IntentRecord]) -> str:
@@ -52,6 +54,7 @@ async def repair(ctx: Context, uuid: str, steps: Sequence[IntentRecord]) -> str:
     keep = bool(steps[0].detail.get("keep_storage"))
     await ctx.disks.delete(record, keep_storage=keep)
     await ctx.vms.delete(uuid)
+    await net_down.for_vm(ctx, record, record.host)
     return f"the delete of VM {record.name!r} was finished"
 
 

@@ -29,6 +29,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from comet.errors import CometError, Conflict
+from comet.model.operations import net_down, net_up
 from comet.model.operations.context import Context, OperationType
 from comet.model.operations.domains import ACTIVE, domain_state, remove_domain, vm_record
 from comet.store import IntentRecord, VMRecord
@@ -57,6 +58,27 @@ Progress = Callable[[MigrationProgress], Awaitable[None]]
 
 async def run(ctx: Context, record: VMRecord, dest: str, state: str, timeout: float,
               max_downtime_ms: int, progress: Progress | None = None) -> str:
+    """
+    L{_run}, with the VM's private network set up on C{dest} first (claimed
+    there while the VM moves) and torn down afterwards from whichever of the
+    two hosts no longer needs it; not when the migration is left for the
+    reconciler (which host runs the VM is unknown: its sweep settles both).
+    """
+    vni = net_up.private_vni(record) if ctx.networks is not None else None
+    if vni is None:
+        return await _run(ctx, record, dest, state, timeout, max_downtime_ms, progress)
+    ctx.networks.claim(dest, vni)
+    try:
+        await net_up.run(ctx, dest, vni)
+        return await _run(ctx, record, dest, state, timeout, max_downtime_ms, progress)
+    finally:
+        ctx.networks.unclaim(dest, vni)
+        if record.uuid not in ctx.intents.pending:
+            await net_down.for_vm(ctx, record, record.host, dest)
+
+
+async def _run(ctx: Context, record: VMRecord, dest: str, state: str, timeout: float,
+               max_downtime_ms: int, progress: Progress | None = None) -> str:
     """
     Migrate VM C{record} (running or paused, C{state}) from its host to
     C{dest}; what happened, one sentence.  A migration that fails leaves

@@ -16,13 +16,15 @@ from typing import Awaitable, Callable, Sequence
 from twisted.logger import Logger
 
 from comet.errors import CometError
+from comet.model.nics import bridge
+from comet.model.operations import net_down, net_up
 from comet.model.operations.context import Context, OperationType
 from comet.model.operations.domains import (
     ACTIVE, domain_state, place, remove_domain, step_hosts, unplace, vm_record,
 )
 from comet.store import IntentRecord, VMRecord
 from comet.store.vms import COMET_DOMAIN_PREFIX
-from comet.virt import CometMetadata, DomainSpec
+from comet.virt import CometMetadata, DomainSpec, NicSpec
 
 log = Logger()
 
@@ -59,11 +61,13 @@ async def run(ctx: Context, record: VMRecord, kind: str = "vm.start") -> None:
                 cpus=record.cpus,
                 domain_type=ctx.hosts.config(host).domain_type,
                 disks=disks,
+                nics=nic_specs(ctx, record, host),
                 metadata=CometMetadata(cluster=record.cluster, vm=record.name),
                 # A random password for each start: no one uses it, but QEMU lets
                 # the console change a display's password live only if it has one.
                 vnc_password=secrets.token_urlsafe(6),
             )
+            await net_up.for_vm(ctx, record, host)
             async with op.step(Step.DEFINE_DOMAIN, host=host, domain=record.domain_name):
                 await ctx.libvirt.define(host, spec)
             if placed_now:
@@ -78,9 +82,17 @@ async def run(ctx: Context, record: VMRecord, kind: str = "vm.start") -> None:
                     log.failure("undoing a failed start of VM {vm}", vm=record.name)
             if placed_now:
                 await ctx.vms.set_host(record.uuid, None)
+            await net_down.for_vm(ctx, record, host)
             if isinstance(e, CometError):
                 e.reason = f"starting VM {record.name!r} on {host!r} failed: {e.reason}"
             raise
+
+
+def nic_specs(ctx: Context, record: VMRecord, host: str) -> tuple[NicSpec, ...]:
+    """The VM's NICs on C{host}'s bridges (placement chose a host that offers them)."""
+    offered = dict(ctx.hosts.config(host).bridges)
+    return tuple(NicSpec(mac=nic.mac, bridge=bridge(nic, record.vni, offered))
+                 for nic in record.nics)
 
 
 async def repair(ctx: Context, uuid: str, steps: Sequence[IntentRecord]) -> str:
@@ -103,6 +115,7 @@ async def repair(ctx: Context, uuid: str, steps: Sequence[IntentRecord]) -> str:
         return f"VM {record.name!r} was found {state} on {record.host}: the start had completed"
     if placed_now:
         await unplace(ctx, record)
+        await net_down.for_vm(ctx, record, record.host)
         await ctx.disks.forget_secrets(record, hosts)
         return (f"the start of VM {record.name!r} was undone: domain undefined, disks"
                 f" unexported, placement on {record.host} released")

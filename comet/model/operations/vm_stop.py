@@ -16,6 +16,7 @@ from typing import Sequence
 from twisted.internet.task import deferLater
 
 from comet.errors import Conflict, NotFound
+from comet.model.operations import net_down
 from comet.model.operations.context import Context, OperationType
 from comet.model.operations.domains import ACTIVE, domain_state, unplace, vm_record
 from comet.store import IntentRecord, VMRecord
@@ -78,6 +79,7 @@ async def run(ctx: Context, record: VMRecord, timeout: float, force: bool,
                     )
         async with op.step(Step.UNPLACE, host=host, domain=domain):
             await unplace(ctx, record)
+    await net_down.for_vm(ctx, record, host)
     return f"VM {record.name!r} {how} and was removed from host {host!r}"
 
 
@@ -94,6 +96,7 @@ async def repair(ctx: Context, uuid: str, steps: Sequence[IntentRecord]) -> str:
                 " complete; stop it again")
     host = record.host
     await unplace(ctx, record)
+    await net_down.for_vm(ctx, record, record.host)
     return (f"the stop of VM {record.name!r} was finished: domain undefined, disks"
             f" unexported, placement on {host} released")
 

@@ -1,0 +1,96 @@
+"""
+The compute hosts' configuration (C{[[hosts]]}) and the clusters' networks
+(C{[network]}): read by L{comet.config}, which re-exports them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import attrs
+
+from comet.names import PRIVATE_NETWORK, check_interface_name, check_name, check_ssh_target
+
+
+def _key(key: str) -> str:
+    """A key as an error message shows it: as written, unless that would break the line."""
+    return key if key.isprintable() else repr(key)
+
+
+@attrs.frozen
+class HostConfig:
+    name: str
+    uri: str
+    #: Libvirt domain type for VMs placed here: ``kvm`` in production,
+    #: ``qemu`` (TCG) where the CPU has no virtualisation, ``test`` for the test driver.
+    domain_type: str = "kvm"
+    #: The address storage servers see this host's iSCSI logins come from:
+    #: each export admits that initiator address only (besides CHAP).  "":
+    #: derived (L{comet.model.initiators}).
+    storage_address: str = ""
+    #: The address other compute hosts reach this one's QEMU at when a VM
+    #: migrates here (C{tcp://<address>} as libvirt's migration URI).  "":
+    #: libvirt's choice (this host's hostname as it resolves it).
+    migration_address: str = ""
+    #: The bridges this host offers VMs' NICs, by network name
+    #: (C{bridges = {public = "br0"}}): a VM with a NIC on C{public} is placed
+    #: only on hosts that offer it.  C{private} is the cluster's own network
+    #: and cannot be named here.
+    bridges: tuple[tuple[str, str], ...] = ()
+    #: The address the other hosts' VXLAN tunnels reach this host at (the
+    #: clusters' private networks); "": this host carries no private network.
+    tunnel_address: str = ""
+    #: C{[user@]address} the daemon runs this host's network commands at
+    #: (C{ip}, C{bridge}) over ssh (C{[storage]}'s timeouts and control
+    #: directory); "": none (then it has no C{tunnel_address} either).
+    ssh: str = ""
+    ssh_port: int = 22
+    ssh_identity: str = "/etc/comet/id_ed25519"
+    ssh_known_hosts: str = "/etc/comet/known_hosts"
+
+
+@attrs.frozen
+class NetworkConfig:
+    #: The VXLAN network identifiers given to clusters' private networks,
+    #: C{"FIRST-LAST"} (each cluster gets one, the first time one of its VMs
+    #: has a private NIC, and keeps it).
+    vni_range: str = "10000-19999"
+
+    def vnis(self) -> range:
+        first, last = (int(part) for part in self.vni_range.split("-"))
+        return range(first, last + 1)
+
+
+def check_network(config) -> None:
+    """
+    Bridges, tunnel addresses, ssh targets and the VNI range
+    (L{comet.model.nics}); L{ValueError} says what is wrong, in one line.
+    """
+    match = re.fullmatch(r"([0-9]+)-([0-9]+)", config.network.vni_range)
+    if not match or not 1 <= int(match[1]) <= int(match[2]) <= 16777215:
+        raise ValueError(
+            f"network.vni_range must be FIRST-LAST within 1-16777215, not"
+            f" {_key(config.network.vni_range)!s}")
+    for host in config.hosts:
+        for network, bridge in host.bridges:
+            if network == PRIVATE_NETWORK or not check_name(network):
+                raise ValueError(
+                    f"hosts.{host.name}.bridges: {_key(network)!s} cannot name a network")
+            if not check_interface_name(bridge):
+                raise ValueError(
+                    f"hosts.{host.name}.bridges.{network}: {_key(bridge)!s} is not an"
+                    " interface name")
+        if host.tunnel_address:
+            try:
+                ipaddress.ip_address(host.tunnel_address)
+            except ValueError:
+                raise ValueError(
+                    f"hosts: tunnel_address {_key(host.tunnel_address)!s} of {host.name!r}"
+                    " is not an IP address") from None
+        if host.ssh and not check_ssh_target(host.ssh):
+            raise ValueError(f"hosts: ssh {_key(host.ssh)!s} of {host.name!r} is not user@address")
+        if bool(host.ssh) != bool(host.tunnel_address):
+            raise ValueError(
+                f"hosts: {host.name!r} needs both ssh and tunnel_address, or neither")
+
