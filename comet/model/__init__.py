@@ -127,7 +127,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         }
     if host_runners is None:
         host_runners = _host_runners(clock, config, metrics)
-    networks = Networks(config.hosts, host_runners, vm_table)
+    networks = Networks(config.hosts, host_runners, vm_table, config.network.vnis())
     storage = StorageModel(
         Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db),
         snapshots=Snapshots(db), intents=intents, locks=locks, events=events,

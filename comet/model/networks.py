@@ -49,9 +49,12 @@ class Networks:
     @param hosts_config: the C{[[hosts]]}.
     @param runners: a host's ssh address -> its L{comet.remote.IRunner}.
     @param vms: the C{vms} table (L{comet.store.VMs}).
+    @param vnis: C{[network] vni_range}: the sweep removes devices of these
+        VNIs only (another Comet's, on hosts shared with a disjoint range,
+        are not its own to judge).
     """
 
-    def __init__(self, hosts_config, runners: dict, vms):
+    def __init__(self, hosts_config, runners: dict, vms, vnis: range = range(1, 16777216)):
         tunnels = [h.tunnel_address for h in hosts_config if h.tunnel_address]
         self._hosts = {
             h.name: HostNetwork(runners[h.ssh.rpartition("@")[2]], h.tunnel_address,
@@ -59,6 +62,7 @@ class Networks:
             for h in hosts_config if h.tunnel_address and h.ssh
         }
         self._vms = vms
+        self._vnis = vnis
         self._locks: dict[tuple[str, int], DeferredLock] = {}
         self._claims: Counter[tuple[str, int]] = Counter()
 
@@ -132,7 +136,8 @@ class Networks:
                 complete = {d.vni for d in devices.values()
                             if d.role == "vxlan" and d.up and d.master == f"cometb{d.vni}"}
                 complete &= {d.vni for d in devices.values() if d.role == "bridge" and d.up}
-                for vni in sorted((needed - complete) | (present - needed - unsettled)):
+                unneeded = {v for v in present - needed - unsettled if v in self._vnis}
+                for vni in sorted((needed - complete) | unneeded):
                     what = await self.settle(host, vni)
                     if what:
                         log.warn("reconciler: private network: {what}", what=what)

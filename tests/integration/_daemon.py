@@ -34,11 +34,14 @@ def _toml(value) -> str:
 
 
 def comet_config(stack: dict, directory: str, port: int, control_dir: str,
-                 extra: dict | None = None, hosts: list[dict] | None = None) -> str:
+                 extra: dict | None = None, hosts: list[dict] | None = None,
+                 networks: bool = False) -> str:
     """
     A Comet config for the testbed written from C{stack.json}: its host, servers and
     pools, but an API on C{port} and a database in C{directory}.  C{hosts}
     (C{name}, C{uri}, C{domain_type} each) replaces the testbed's compute host.
+    With C{networks}, each host that has a C{tunnel_address} in C{stack.json}
+    carries clusters' private networks (its C{ssh}, the testbed's key).
     """
     ssh = stack["ssh"]
     lines = [
@@ -64,6 +67,11 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
         hosts = [{"name": "local", "uri": stack["host_uri"], "domain_type": stack["domain_type"]}]
     for host in hosts:
         lines += ["[[hosts]]"] + [f"{key} = {_toml(host[key])}" for key in ("name", "uri", "domain_type")]
+        if networks and host.get("tunnel_address"):
+            lines += [f"tunnel_address = {_toml(host['tunnel_address'])}",
+                      f"ssh = {_toml(host['ssh'])}",
+                      f"ssh_identity = {_toml(ssh['identity'])}",
+                      f"ssh_known_hosts = {_toml(ssh['known_hosts'])}"]
     for server in stack["servers"]:
         lines += [
             "[[storageservers]]",

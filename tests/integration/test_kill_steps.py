@@ -57,9 +57,10 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from comet.model.operations import (
-    attach, snapshot_delete, snapshot_revert, snapshot_take, vm_create, vm_delete, vm_fence,
-    vm_migrate, vm_start, unmap, vm_stop, volume_create, volume_delete,
+    attach, net_down, net_up, snapshot_delete, snapshot_revert, snapshot_take, vm_create,
+    vm_delete, vm_fence, vm_migrate, vm_start, unmap, vm_stop, volume_create, volume_delete,
 )
+from comet.remote.netdev import parse_devices
 from comet.remote.tgt import parse_targets
 from tests._process import run as run_process
 from tests.integration import _testbed
@@ -161,6 +162,8 @@ class KillStepsCase(CometDaemonCase):
     #: Whether the daemon gets every compute host of C{stack.json}, not only
     #: the testbed's own libvirtd (the checks then look at every one).
     all_hosts = False
+    #: Whether its hosts carry clusters' private networks (ssh, tunnel_address).
+    networks = False
 
     @classmethod
     def compute_hosts(cls, stack: dict) -> list[dict]:
@@ -180,8 +183,13 @@ class KillStepsCase(CometDaemonCase):
             atexit.register(cls._clean_up_now)
             extra = {**cls.config_extra, "reconcile": {"interval": 2},
                      "debug": {"kill_at_file": state.killfile}}
+            if cls.networks:
+                # VNIs no other test's daemon uses (they are named by VNI alone on the hosts)
+                first = 20000 + secrets.randbelow(1000) * 100
+                extra["network"] = {"vni_range": f"{first}-{first + 99}"}
             state.config = comet_config(self.stack, state.directory, state.port, state.control,
-                                        extra, hosts=self.compute_hosts(self.stack))
+                                        extra, hosts=self.compute_hosts(self.stack),
+                                        networks=cls.networks)
             made = await run_process(
                 [sys.executable, "-m", "comet.admin", "--config", state.config, "bootstrap"],
                 env=_twistd_env(), path=state.directory)
@@ -990,6 +998,70 @@ class FenceKillTests(KillStepsCase):
         self.assertIn((vm["state"], vm["host"]), (("running", "local"), ("shutoff", None)), vm)
 
 
-for _case in (VolumeKillTests, VMKillTests, GuestKillTests, MigrateKillTests, FenceKillTests):
+class NetKillTests(KillStepsCase):
+    """
+    A cluster's private network on the testbed's two compute hosts (over
+    ssh, bridge + VXLAN): set up by a VM start, torn down by its stop, killed
+    at each step; after the repair each host holds exactly the complete
+    networks its placed VMs need (no bridge or tunnel left, none missing).
+    """
+
+    all_hosts = True
+    networks = True
+    CASES = [
+        *[("net.up", "net.up", step) for step in steps(net_up.OPERATION)],
+        *[("net.down", "net.down", step) for step in steps(net_down.OPERATION)],
+    ]
+
+    async def prepare(self):
+        pool = await self.pick_pool(64 * MiB)
+        base = f"k{self.token}-nbase"
+        await self.new_volume(pool, base)
+        fixture = await self.base_fixture(pool, base, memory=64)
+        answer = await self.request("PUT", f"/templates/{fixture['template']}",
+                                    {"nics": [{"network": "private"}]})
+        self.assertEqual(answer.code, 200, answer)
+        return fixture
+
+    async def case_net_up(self, step):
+        self.vm = await self.new_vm(self.fixture["cluster"])
+        return lambda: self.request("POST", self.vm["href"] + "/start", {})
+
+    async def case_net_down(self, step):
+        self.vm = await self.new_vm(self.fixture["cluster"], start=True)
+        return lambda: self.request("POST", self.vm["href"] + "/stop",
+                                    {"timeout": 0, "force": True})
+
+    async def after_net_up(self):
+        await self.delete_vm(self.vm)
+
+    after_net_down = after_net_up
+
+    async def check_backends(self) -> None:
+        await super().check_backends()
+        needed = _query(self.state.database,
+                        "SELECT DISTINCT v.host, cn.vni FROM vms v"
+                        " JOIN cluster_networks cn ON cn.cluster_id = v.cluster_id"
+                        " JOIN vm_nics n ON n.vm_id = v.id AND n.network = 'private'"
+                        " WHERE v.host IS NOT NULL")
+        vnis = {vni for _, vni in _query(self.state.database,
+                                         "SELECT cluster_id, vni FROM cluster_networks")}
+        hosts = self.compute_hosts(self.stack)
+        outs = await gatherResults([
+            ensureDeferred(self._ssh({"address": h["address"]}, "ip -j -d link show"))
+            for h in hosts])
+        for host, out in zip(hosts, outs):
+            devices = {n: d for n, d in parse_devices(out).items() if d.vni in vnis}
+            want = {vni for h, vni in needed if h == host["name"]}
+            self.assertEqual(sorted(devices),
+                             sorted(f"comet{k}{v}" for v in want for k in "bv"), host["name"])
+            for vni in want:
+                vxlan = devices[f"cometv{vni}"]
+                self.assertEqual((vxlan.kind, vxlan.master, vxlan.up),
+                                 ("vxlan", f"cometb{vni}", True), host["name"])
+
+
+for _case in (VolumeKillTests, VMKillTests, GuestKillTests, MigrateKillTests, FenceKillTests,
+              NetKillTests):
     _case.generate()
 del _case

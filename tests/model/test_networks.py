@@ -105,7 +105,7 @@ class NetworkTestsBase:
         needed = await models.context.vms.private_placements()
         for host, net in self.world.nets.items():
             vnis = {vni for h, vni in needed if h == host}
-            comets = {n for n in net.links if re.fullmatch(r"comet[bv][0-9]+", n)}
+            comets = {n for n in net.links if re.fullmatch(r"comet[bv]7[0-9][0-9]", n)}
             self.assertEqual(comets, {f"comet{k}{v}" for v in vnis for k in "bv"}, host)
             for vni in vnis:
                 vxlan = net.links[f"cometv{vni}"]
@@ -190,11 +190,12 @@ class LifecycleTests(NetworkTestsBase, TestCase):
         vxlan = next(n for n in node1.links if n.startswith("cometv"))
         await node1.run(["ip", "link", "del", vxlan])
         await node2.run(["ip", "link", "add", "cometb799", "type", "bridge"])
+        await node2.run(["ip", "link", "add", "cometb800", "type", "bridge"])  # not its range
         await node2.run(["ip", "link", "add", "cometbr0", "type", "bridge"])  # not Comet's
         repairs = await self.models.reconciler.run()
         self.assertEqual(len([r for r in repairs if "private network" in r]), 2, repairs)
         await self.assertExactlyNeeded()
-        self.assertEqual(self.held()["node2"], {"cometbr0"})
+        self.assertEqual(self.held()["node2"], {"cometbr0", "cometb800"})
 
 
 class NetworkCrashTests(NetworkTestsBase, TestCase):
