@@ -131,6 +131,8 @@ class CometDaemonCase(TestCase):
     #: Configure every compute host of the testbed (C{local} and C{host2}),
     #: not only C{local}: VMs then go where the placement rule puts them.
     all_hosts: bool = False
+    #: Whether the hosts carry clusters' private networks (L{comet_config}).
+    networks: bool = False
 
     async def setUp(self):
         self.stack = requireTestbed()
@@ -143,10 +145,11 @@ class CometDaemonCase(TestCase):
         self.base_url = f"http://127.0.0.1:{self.port}"
         hosts = None
         if self.all_hosts:
-            hosts = [{key: host[key] for key in ("name", "uri", "domain_type")}
+            hosts = [{key: host[key] for key in ("name", "uri", "domain_type",
+                                                 "tunnel_address", "ssh") if key in host}
                      for host in self.stack["hosts"]]
         config = comet_config(self.stack, directory, self.port, control, self.config_extra,
-                              hosts)
+                              hosts, networks=self.networks)
         # The first admin and its token, as comet-admin makes them on a fresh install.
         made = await run_process(
             [sys.executable, "-m", "comet.admin", "--config", config, "bootstrap"],
