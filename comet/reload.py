@@ -6,7 +6,8 @@ tasks that run.
 
 What is applied live:
   - C{[[hosts]]} added (connected at once) or removed (its connection
-    closed).  A host that still has VMs placed on it (any VM record naming
+    closed); not one with a C{tunnel_address} (every host's tunnels list
+    their peers: that needs a restart).  A host that still has VMs placed on it (any VM record naming
     it) is I{not} removed: the reload says so and keeps it, since its VMs
     would be left on a host Comet no longer sees.  A host whose settings
     changed (its URI, say) keeps its running settings: remove it, reload,
@@ -155,7 +156,11 @@ class Reloader:
         added, removed = [], []
         for host in new.hosts:
             current = running.get(host.name)
-            if current is None:
+            if current is None and host.tunnel_address:
+                # Every host's tunnels list its peers: one more needs a restart.
+                refused.append(f"compute host {host.name!r} not added: it carries private"
+                               " networks (tunnel_address), which needs a restart")
+            elif current is None:
                 self._hv.add_host(host)
                 added.append(host.name)
                 kept.append(host)

@@ -84,6 +84,16 @@ class ReloadTests(TestCase):
         self.assertEqual(await self.hosts(), {"local": "connected"})
         self.assertEqual(self.service.hypervisors.hosts, ("local",))
 
+    async def test_host_with_tunnel_not_added(self):
+        """A host that would carry private networks is refused: the others' tunnels list peers."""
+        await self.start(LOCAL)
+        write(self.directory, self.port, LOCAL,
+              SPARE + 'tunnel_address = "192.0.2.9"\nssh = "root@192.0.2.9"\n')
+        outcome = await self.service.reload()
+        self.assertEqual(outcome.hosts_added, ())
+        self.assertIn("needs a restart", outcome.refused[0])
+        self.assertEqual(await self.hosts(), {"local": "connected"})
+
     async def test_restart_keys_refused(self):
         """
         A changed listen address or database path is refused with a log line
