@@ -19,7 +19,7 @@ from typing import Iterable
 
 import attrs
 
-from comet.errors import InvalidInput
+from comet.errors import Conflict, InvalidInput, NotFound
 from comet.names import PRIVATE_NETWORK, check_name
 from comet.remote.netdev import private_bridge
 
@@ -56,7 +56,7 @@ def normalize_mac(mac: object) -> str:
     if int(mac[:2], 16) & 1:
         raise InvalidInput(f"MAC {mac!r} is a multicast address; a NIC needs a unicast one")
     if mac == "00:00:00:00:00:00":
-        raise InvalidInput("MAC 00:00:00:00:00:00 cannot be a NIC's")
+        raise Conflict("MAC 00:00:00:00:00:00 is reserved; it cannot be a NIC's")
     return mac
 
 
@@ -86,7 +86,10 @@ def check_nics(nics: object, networks: Iterable[str], *, macs: bool = True
     C{networks} (those some host offers), MACs valid and not repeated.
     C{macs=False} (a template, which many VMs are made from) refuses MACs.
 
-    @raise InvalidInput: what is wrong, naming the NIC.
+    @raise InvalidInput: a malformed NIC or MAC (the request schema says so
+        too).
+    @raise NotFound: a network no host offers.
+    @raise Conflict: a reserved MAC, or two NICs with one MAC.
     """
     if not isinstance(nics, list):
         raise InvalidInput("nics must be a list")
@@ -98,9 +101,11 @@ def check_nics(nics: object, networks: Iterable[str], *, macs: bool = True
         if not isinstance(nic, dict) or not set(nic) <= {"network", "mac"} or "network" not in nic:
             raise InvalidInput(f"nics[{i}] must be an object with network and optionally mac")
         network = nic["network"]
-        if network != PRIVATE and (not check_name(network) or network not in known):
+        if network != PRIVATE and not check_name(network):
+            raise InvalidInput(f"nics[{i}]: {network!r} is not a network name")
+        if network != PRIVATE and network not in known:
             offered = ", ".join(sorted(known | {PRIVATE}))
-            raise InvalidInput(f"nics[{i}]: network {network!r} is not one of: {offered}")
+            raise NotFound(f"nics[{i}]: network {network!r} is not one of: {offered}")
         mac = nic.get("mac")
         if mac is not None:
             if not macs:
@@ -111,7 +116,7 @@ def check_nics(nics: object, networks: Iterable[str], *, macs: bool = True
         checked.append(NicRequest(network, mac))
     given = [n.mac for n in checked if n.mac is not None]
     if len(set(given)) != len(given):
-        raise InvalidInput("two NICs have the same MAC")
+        raise Conflict("two NICs have the same MAC")
     return tuple(checked)
 
 

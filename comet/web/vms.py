@@ -29,7 +29,8 @@ STOP = obj(timeout={"type": "number", "minimum": 0, "maximum": 3600}, force=BOOL
 #: placed nowhere, C{unknown} while its host does not answer.
 STATES = ("running", "paused", "shutoff", "other", "unknown")
 
-MAC = {"type": "string", "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"}
+#: A unicast MAC (the first octet's lowest bit clear).
+MAC = {"type": "string", "pattern": "^[0-9A-Fa-f][02468AaCcEe](:[0-9A-Fa-f]{2}){5}$"}
 #: The NICs a new VM is given (by default its template's).
 NICS = {"type": "array", "maxItems": 8, "items": obj(("network",), network=NAME, mac=MAC)}
 #: A VM's NIC as shown: its bridge on the VM's host and the guest's name for it.

@@ -94,24 +94,25 @@ class NicTests(TestCase):
         self.assertEqual(c["nics"][0]["bridge"], "cometb500")
 
     async def test_bad_nics_are_400(self):
-        for nics, why in [
-            ([{"network": "nowhere"}], "nowhere"),
-            ([{"network": "public", "mac": "01:00:00:00:00:01"}], "multicast"),
-            ([{"network": "public", "mac": "00:00:00:00:00:00"}], "00:00:00:00:00:00"),
-            ([{"network": "public", "mac": "52:54:00:zz:00:01"}], "mac"),
+        for nics, code, word, why in [
+            ([{"network": "nowhere"}], 404, "not_found", "nowhere"),
+            ([{"network": "public", "mac": "01:00:00:00:00:01"}], 400, "bad_request", "mac"),
+            ([{"network": "public", "mac": "00:00:00:00:00:00"}], 409, "conflict",
+             "00:00:00:00:00:00"),
+            ([{"network": "public", "mac": "52:54:00:zz:00:01"}], 400, "bad_request", "mac"),
             ([{"network": "public", "mac": "02:00:00:00:00:01"},
-              {"network": "private", "mac": "02:00:00:00:00:01"}], "same MAC"),
-            ([{"network": "public", "bridge": "br0"}], "bridge"),
-            ([{"network": "public"}] * 9, "nics"),
+              {"network": "private", "mac": "02:00:00:00:00:01"}], 409, "conflict", "same MAC"),
+            ([{"network": "public", "bridge": "br0"}], 400, "bad_request", "bridge"),
+            ([{"network": "public"}] * 9, 400, "bad_request", "nics"),
         ]:
             answer = await self.create(template="bare", name="x", nics=nics)
-            assertError(self, answer, 400, "bad_request", why)
+            assertError(self, answer, code, word, why)
         self.assertEqual((await self.client.get("/cluster/lab/vms")).json, [])
         answer = await self.client.post("/templates", {
             "name": "t", "nics": [{"network": "public", "mac": "02:00:00:00:00:01"}]})
         assertError(self, answer, 400, "bad_request", "mac")
         answer = await self.client.put("/templates/bare", {"nics": [{"network": "nowhere"}]})
-        assertError(self, answer, 400, "bad_request", "nowhere")
+        assertError(self, answer, 404, "not_found", "nowhere")
         self.assertEqual((await self.client.get("/templates/bare")).json["nics"], [])
         self.assertEqual((await self.client.get("/templates/t")).code, 404)
 
