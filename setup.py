@@ -34,6 +34,8 @@ setup(
         "Pillow>=10.0.0",
         "autobahn>=23.1",
         "prometheus-client>=0.20.0",
+        # The cloud-init seed ISO of a provisioned VM (comet.model.provision).
+        "pycdlib>=1.14",
     ],
     extras_require={
         "test": [

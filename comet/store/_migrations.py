@@ -279,4 +279,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             *_bump_on_change("vms", ("vm_nics", "cluster_networks")),
         ],
     ),
+    (
+        13,
+        [
+            # What a VM's first-boot seed says (JSON: host name, SSH keys, the
+            # size and SHA-256 of its user-data); NULL: the VM has no seed.
+            "ALTER TABLE vms ADD COLUMN provision TEXT",
+        ],
+    ),
 ]

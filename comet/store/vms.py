@@ -64,6 +64,10 @@ class VMRecord:
     #: Its cluster's VXLAN network identifier (L{comet.model.networks}),
     #: C{None} while no VM of the cluster has had a private NIC.
     vni: int | None = None
+    #: What the VM's first-boot seed says (L{comet.model.provision}), as
+    #: JSON text (its C{summary}: no user-data, only its size and hash), or
+    #: C{None} when it has no seed.
+    provision: str | None = None
 
     @property
     def domain_name(self) -> str:
@@ -76,7 +80,7 @@ _SELECT = (
     " v.memory, v.cpus, v.host, v.created,"
     " (SELECT group_concat(n.idx || ' ' || n.network || ' ' || n.mac, ',')"
     "  FROM vm_nics n WHERE n.vm_id = v.id),"
-    " (SELECT vni FROM cluster_networks WHERE cluster_id = v.cluster_id)"
+    " (SELECT vni FROM cluster_networks WHERE cluster_id = v.cluster_id), v.provision"
     " FROM vms v JOIN clusters c ON c.id = v.cluster_id"
     " LEFT JOIN templates t ON t.id = v.template_id"
 )
@@ -238,6 +242,11 @@ def _set_host(conn, uuid: str, host: str | None) -> tuple[VMRecord, Move | None]
     return record, move
 
 
+def _set_provision(conn, uuid: str, provision: str | None) -> VMRecord:
+    conn.execute("UPDATE vms SET provision = ? WHERE uuid = ?", (provision, uuid))
+    return _by_uuid(conn, uuid)
+
+
 def _committed(conn) -> dict[str, int]:
     rows = conn.execute(
         "SELECT host, SUM(memory) FROM vms WHERE host IS NOT NULL GROUP BY host"
@@ -330,6 +339,10 @@ class VMs:
         if unknown:
             raise ValueError(f"not mutable: {unknown}")
         return self._db.transact(_update, cluster, name, changes)
+
+    def set_provision(self, uuid: str, provision: str | None):
+        """Record what VM C{uuid}'s first-boot seed says (JSON text)."""
+        return self._db.transact(_set_provision, uuid, provision)
 
     def set_host(self, uuid: str, host: str | None):
         """

@@ -123,10 +123,14 @@ class DiskSpec:
     secret_usage: str | None = None
     #: The bus the guest sees the disk on.
     bus: str = "virtio"
+    #: C{disk}, or C{cdrom}: a read-only CD-ROM (a first-boot seed).
+    device: str = "disk"
 
     def __attrs_post_init__(self) -> None:
         if not _TARGET.match(self.target or ""):
             raise InvalidInput(f"{self.target!r} is not a disk device name like vda")
+        if self.device not in ("disk", "cdrom"):
+            raise InvalidInput(f"disk device {self.device!r} is not disk or cdrom")
         if self.type == "file":
             if not self.path or not self.path.startswith("/"):
                 raise InvalidInput("a file disk needs an absolute path")
@@ -159,8 +163,16 @@ class DiskSpec:
         port: int = 3260,
         username: str | None = None,
         secret_usage: str | None = None,
+        cdrom: bool = False,
     ) -> DiskSpec:
-        """A disk that is LUN C{lun} of the iSCSI target C{iqn} at C{portal}."""
+        """
+        A disk that is LUN C{lun} of the iSCSI target C{iqn} at C{portal}; with
+        C{cdrom}, a read-only CD-ROM on the IDE bus (C{target} C{hd?}).
+        """
+        if cdrom:
+            return cls(target=target, type="network", iqn=iqn, lun=lun, portal=portal,
+                       port=port, username=username, secret_usage=secret_usage,
+                       bus="ide", device="cdrom")
         return cls(
             target=target,
             type="network",
@@ -287,7 +299,7 @@ def _tostring(element: ET.Element) -> str:
 
 
 def _disk_element(disk: DiskSpec) -> ET.Element:
-    element = ET.Element("disk", {"type": disk.type, "device": "disk"})
+    element = ET.Element("disk", {"type": disk.type, "device": disk.device})
     if disk.type == "file":
         _sub(element, "driver", name="qemu", type=disk.format)
         _sub(element, "source", file=disk.path)
@@ -301,6 +313,8 @@ def _disk_element(disk: DiskSpec) -> ET.Element:
             auth = _sub(element, "auth", username=disk.username)
             _sub(auth, "secret", type="iscsi", usage=disk.secret_usage)
     _sub(element, "target", dev=disk.target, bus=disk.bus)
+    if disk.device == "cdrom":
+        _sub(element, "readonly")
     return element
 
 

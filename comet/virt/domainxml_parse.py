@@ -74,11 +74,13 @@ def _parse_disk(element: ET.Element) -> DiskSpec | None:
     """A disk Comet could have written, or C{None} for any other kind."""
     target = element.find("target")
     source = element.find("source")
-    if element.get("device", "disk") != "disk" or target is None or source is None:
+    device = element.get("device", "disk")
+    if device not in ("disk", "cdrom") or target is None or source is None:
         return None
     driver = element.find("driver")
     bus = target.get("bus", "virtio")
-    if element.get("type") == "file" and source.get("file"):
+    # (Comet's CD-ROMs are iSCSI seeds: a file CD-ROM is someone else's.)
+    if element.get("type") == "file" and source.get("file") and device == "disk":
         return DiskSpec(
             target=target.get("dev"),
             type="file",
@@ -101,6 +103,7 @@ def _parse_disk(element: ET.Element) -> DiskSpec | None:
             username=auth.get("username") if auth is not None else None,
             secret_usage=secret.get("usage") if secret is not None else None,
             bus=bus,
+            device=device,
         )
     return None
 

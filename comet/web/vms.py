@@ -6,12 +6,16 @@ C{stop}, which act on every VM of a cluster.
 
 from __future__ import annotations
 
+import json
+
 from comet.model.nics import nic_views
+from comet.model.provision import (HOSTNAME_PATTERN, MAX_SSH_KEY, MAX_SSH_KEYS, MAX_USER_DATA,
+                                   SSH_KEY_PATTERN)
 from comet.model.vms import VM, VM_ACTIONS
 from comet.store import VMRecord
 from comet.web._listing import EncodedListing
-from comet.web._schemas import (BOOL, NAME, STRING, TIME, URI, actions, enum, listing, nullable,
-                                obj, resource)
+from comet.web._schemas import (BOOL, COUNT, NAME, STRING, TIME, URI, actions, enum, listing,
+                                nullable, obj, resource)
 from comet.web._serve import ENCODER
 from comet.web._table import OPERATOR, Response, Routes
 from comet.web.paths import PATHS
@@ -36,6 +40,17 @@ NICS = {"type": "array", "maxItems": 8, "items": obj(("network",), network=NAME,
 #: A VM's NIC as shown: its bridge on the VM's host and the guest's name for it.
 NIC = obj(("network", "mac", "bridge", "device"), network=NAME, mac=MAC,
           bridge=nullable(STRING), device=STRING)
+#: The first-boot provisioning a VM create may carry (L{comet.model.provision}).
+#: (At most 4 UTF-8 bytes a character: the model's bound in bytes holds.)
+USER_DATA = {"type": "string", "maxLength": MAX_USER_DATA // 4, "pattern": "^[^\\x00]*$"}
+SSH_KEYS = {"type": "array", "maxItems": MAX_SSH_KEYS,
+            "items": {"type": "string", "maxLength": MAX_SSH_KEY, "pattern": SSH_KEY_PATTERN}}
+HOSTNAME = {"type": "string", "maxLength": 253, "pattern": HOSTNAME_PATTERN}
+#: What a VM's seed says, as shown: of user_data only its size and SHA-256.
+PROVISION = resource(
+    "VMProvision", hostname=STRING, ssh_keys=listing(STRING),
+    user_data_bytes=nullable(COUNT), user_data_sha256=nullable(STRING),
+)
 
 SUMMARY = resource("VMSummary", name=NAME, state=enum(*STATES), host=nullable(STRING), href=URI)
 VM_SCHEMA = resource(
@@ -53,6 +68,7 @@ VM_SCHEMA = resource(
     snapshots=nullable(URI),
     nics={"type": "array", "items": NIC},
     created=TIME,
+    provision=nullable(PROVISION),
     href=URI,
     actions=actions(*VM_ACTIONS),
 )
@@ -83,6 +99,7 @@ def representation(vm: VM) -> dict:
         "snapshots": PATHS.href("vm.snapshots", cluster=r.cluster, name=r.name),
         "nics": nic_views(r, dict(vm.host_bridges)),
         "created": r.created,
+        "provision": json.loads(r.provision) if r.provision else None,
         "href": href(vm),
         "actions": PATHS.actions("vm", vm.actions, cluster=r.cluster, name=r.name),
     }
@@ -118,17 +135,21 @@ def _uuid(shown: tuple[VMRecord, str]) -> str:
 
 @routes.route(
     "POST", "vms", obj(("template",), template=NAME, name=NAME, memory=MEMORY, cpus=CPUS,
-                       nics=NICS),
+                       nics=NICS, user_data=USER_DATA, ssh_keys=SSH_KEYS,
+                       hostname=HOSTNAME),
     answers={201: VM_SCHEMA}, errors=(409, 502, 503),
 )
 async def create_vm(models, request, body, cluster):
     """
     Create a VM from a template (without a name: the template's name and a
-    number; without nics: the template's NICs, MACs derived from its uuid).
+    number; without nics: the template's NICs, MACs derived from its uuid).  With
+    C{user_data}, C{ssh_keys} or C{hostname} it gets a cloud-init NoCloud
+    seed, a CD-ROM read at its first boot.
     """
     vm = await models.vms.create(
         cluster, body["template"], body.get("name"), body.get("memory"), body.get("cpus"),
-        body.get("nics")
+        body.get("nics"), user_data=body.get("user_data"), ssh_keys=body.get("ssh_keys"),
+        hostname=body.get("hostname"),
     )
     return Response(representation(vm), 201, {"Location": href(vm)})
 

@@ -587,7 +587,10 @@ class VMKillTests(KillStepsCase):
     """
 
     CASES = [
-        *[("vm.create", "vm.create", step) for step in steps(vm_create.OPERATION)],
+        *[("vm.create", "vm.create", step) for step in steps(vm_create.OPERATION)
+          if step != vm_create.Step.MAKE_SEED.value],
+        # (Only a provisioned create makes a seed.)
+        ("vm.create/seed", "vm.create", vm_create.Step.MAKE_SEED.value),
         *[("vm.delete", "vm.delete", step) for step in STOPPED_DELETE],
         ("vm.delete/attached", "vm.delete", vm_delete.Step.DELETE_DISKS.value),
         # The steps only a VM placed on a host goes through.
@@ -625,6 +628,12 @@ class VMKillTests(KillStepsCase):
         self.vm = None
         return lambda: self.request("POST", f"/cluster/{self.fixture['cluster']}/vms",
                                     {"template": self.fixture["template"]})
+
+    async def case_vm_create_seed(self, step):
+        self.vm = None
+        return lambda: self.request("POST", f"/cluster/{self.fixture['cluster']}/vms",
+                                    {"template": self.fixture["template"],
+                                     "user_data": "#cloud-config\n"})
 
     async def case_vm_delete(self, step):
         self.vm = await self.new_vm(self.fixture["cluster"])
@@ -757,6 +766,7 @@ class VMKillTests(KillStepsCase):
             await self.delete_volume(self.fixture["pool"], self.volume)
 
     after_vm_delete = after_vm_delete_running = after_vm_start = after_vm_stop = after_vm_create
+    after_vm_create_seed = after_vm_create
     after_cluster_start = after_cluster_stop = after_attach = after_snapshot = after_vm_create
     after_unmap_stopped = after_revert = after_revert_branch = after_revert_placed = after_vm_create
     after_snapshot_delete = after_vm_delete_attached = after_unmap_snapshot = after_vm_create

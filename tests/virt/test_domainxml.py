@@ -142,6 +142,16 @@ class DomainXMLTests(TestCase):
         self.assertEqual(disk.find("target").attrib, {"dev": "vda", "bus": "virtio"})
         self.assertIsNone(ET.fromstring(disk_xml(DiskSpec.iscsi("vdb", "iqn.x:y", "h"))).find("auth"))
 
+    def test_cdrom_disk(self):
+        """A CD-ROM (a first-boot seed) is a read-only iSCSI disk on the IDE bus."""
+        disk = ET.fromstring(disk_xml(DiskSpec.iscsi("hdc", "iqn.x:y", "h", cdrom=True)))
+        self.assertEqual(disk.attrib, {"type": "network", "device": "cdrom"})
+        self.assertEqual(disk.find("target").attrib, {"dev": "hdc", "bus": "ide"})
+        self.assertIsNotNone(disk.find("readonly"))
+        self.assertIsNone(ET.fromstring(disk_xml(ISCSI)).find("readonly"))
+        with self.assertRaises(InvalidInput):
+            DiskSpec(target="hdc", type="network", iqn="iqn.x:y", portal="h", device="floppy")
+
     def test_file_disk(self):
         disk = ET.fromstring(disk_xml(DiskSpec.file("vdb", "/var/lib/comet/a.qcow2", "qcow2")))
         self.assertEqual(disk.get("type"), "file")

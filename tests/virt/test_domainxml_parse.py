@@ -30,7 +30,7 @@ _disk = st.one_of(
         format=st.sampled_from(["raw", "qcow2"]),
     ),
     st.builds(
-        lambda iqn, portal, lun, port, user: DiskSpec.iscsi(
+        lambda iqn, portal, lun, port, user, cdrom: DiskSpec.iscsi(
             "vda",
             iqn,
             portal,
@@ -38,12 +38,14 @@ _disk = st.one_of(
             port=port,
             username=user,
             secret_usage=user and user + ".chap",
+            cdrom=cdrom,
         ),
         iqn=_names.map(lambda n: "iqn.2026-11.org.comet:" + n),
         portal=st.sampled_from(["10.200.0.20", "storage.example"]),
         lun=st.integers(0, 255),
         port=st.integers(1, 65535),
         user=st.one_of(st.none(), _names),
+        cdrom=st.booleans(),
     ),
 )
 

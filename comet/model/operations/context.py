@@ -27,6 +27,9 @@ class VMDisks(Protocol):
     async def create(self, vm: VMRecord, template) -> None:
         """Make the VM's own disks (from its template's base volume)."""
 
+    async def create_seed(self, vm: VMRecord, template, image: bytes) -> None:
+        """Write the VM's first-boot seed C{image} to a CD-ROM disk of its own."""
+
     async def attach(self, vm: VMRecord, host: str) -> list[DiskSpec]:
         """Export the VM's disks to C{host}; the disks its domain gets."""
 
@@ -79,6 +82,9 @@ class NoDisks:
                 f"template {template.name!r} has a disk on pool {template.disk_pool!r},"
                 " but no storage is configured"
             )
+
+    async def create_seed(self, vm, template, image):
+        raise Conflict("no storage is configured: a VM's first-boot seed needs a storage pool")
 
     async def attach(self, vm, host):
         return []

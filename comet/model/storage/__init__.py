@@ -24,7 +24,7 @@ from comet.model.storage.branches import Branches, branch
 from comet.model.storage.exports import Exports, export_intact
 from comet.model.storage.model import StorageModel
 from comet.model.storage.names import (
-    GiB, ROOT_DEV, base_snapshot_name, vm_disk_name, volume_lock, zfs_snapname,
+    GiB, ROOT_DEV, SEED_DEV, base_snapshot_name, vm_disk_name, volume_lock, zfs_snapname,
 )
 from comet.model.storage.pools import Pool, PoolSpace, Pools, check_dataset
 from comet.model.storage.servers import PROBE_TIMEOUT, Server, Servers, destroy_all, undo
@@ -36,7 +36,7 @@ from comet.model.storage.vmstorages import (
 from comet.model.storage.volumes import Volume, Volumes, new_record
 
 __all__ = [
-    "GiB", "PROBE_TIMEOUT", "ROOT_DEV", "Branches", "Exports", "Pool", "PoolSpace", "Pools",
+    "GiB", "PROBE_TIMEOUT", "ROOT_DEV", "SEED_DEV", "Branches", "Exports", "Pool", "PoolSpace", "Pools",
     "Server", "Servers", "StorageDisks", "StorageModel", "VMSnapshotModel", "VMStorage",
     "VMStorageModel", "Volume", "Volumes", "base_snapshot_name", "branch", "check_dataset",
     "destroy_all", "export_intact", "has_disk", "new_record", "revert_refusal",

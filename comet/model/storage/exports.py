@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from comet.errors import Conflict, NotFound
 from comet.model.locks import acquire_all, release_all
-from comet.model.storage.names import volume_lock
+from comet.model.storage.names import SEED_DEV, volume_lock
 from comet.model.storage.servers import undo
 from comet.remote import tgt as _tgt
 from comet.virt import DiskSpec
@@ -87,7 +87,8 @@ class Exports:
         """The iSCSI disk a domain gets for C{record}."""
         return DiskSpec.iscsi(record.dev, iqn or record.target or self.iqn(pool.name, record.name),
                               pool.server, lun=_tgt.LUN, username=record.chap_user,
-                              secret_usage=f"comet-{record.chap_user}")
+                              secret_usage=f"comet-{record.chap_user}",
+                              cdrom=record.dev == SEED_DEV)
 
     def unexport_d(self, record) -> Deferred:
         """L{unexport} as a Deferred (for an undo step)."""

@@ -10,6 +10,10 @@ GiB = 1024**3
 
 #: Device name of a VM's own disk (made from its template).
 ROOT_DEV = "vda"
+#: Device name of a VM's first-boot seed (L{comet.model.provision}): a
+#: CD-ROM on the IDE bus, the one every guest kernel of a C{pc} machine
+#: drives (C{ata_piix}) and where installers and cloud-init look.
+SEED_DEV = "hdc"
 
 
 def vm_disk_name(vm_uuid: str, dev: str = ROOT_DEV) -> str:

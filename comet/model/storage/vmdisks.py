@@ -8,7 +8,8 @@ stops, and destroyed (or released) with it.
 from __future__ import annotations
 
 from comet.errors import Conflict, NotFound
-from comet.model.storage.names import ROOT_DEV, base_snapshot_name, vm_disk_name
+from comet.model.provision import SEED_SIZE
+from comet.model.storage.names import ROOT_DEV, SEED_DEV, base_snapshot_name, vm_disk_name
 from comet.model.storage.servers import undo
 from comet.virt import DiskSpec
 
@@ -67,6 +68,36 @@ class StorageDisks:
             await undo(zfs.destroy(snapshot), f"destroying {snapshot}")
             raise
 
+    async def create_seed(self, vm, template, image: bytes) -> None:
+        """
+        Write C{image}, the VM's first-boot seed (L{comet.model.provision}),
+        to a volume of its own in the pool of its disk: an own disk with
+        device L{SEED_DEV}, so that it is exported (as a CD-ROM) wherever the
+        VM starts, moves with it on a migration and goes with it on delete.
+        """
+        if template.disk_pool is None:
+            raise Conflict(f"template {template.name!r} has no disk: a VM made from it"
+                           " has no storage pool to hold its first-boot seed")
+        pool = await self._pools.pool(template.disk_pool)
+        if not pool.active:
+            raise Conflict(f"storage pool {pool.name!r} is inactive; it places no VM")
+        zfs = self._pools.zfs(pool)
+        name = vm_disk_name(vm.uuid, SEED_DEV)
+        volume = await zfs.create_volume(pool.dataset, name, max(len(image), SEED_SIZE))
+        try:
+            stream = await zfs.open_writer(volume.name)
+            try:
+                await stream.write(image)
+            except BaseException:
+                await undo(stream.abort(), f"ending the write of {volume.name}")
+                raise
+            await stream.finish()
+            await self._store.add_volume(**self._volumes.new_record(
+                pool, name, volume.size, vm_uuid=vm.uuid, dev=SEED_DEV, own=1))
+        except BaseException:
+            await undo(zfs.destroy(volume.name), f"destroying {volume.name}")
+            raise
+
     async def attach(self, vm, host: str) -> list[DiskSpec]:
         """Export each of the VM's disks to C{host} with CHAP; the iSCSI disks."""
         disks = []
@@ -123,7 +154,7 @@ class StorageDisks:
     async def delete(self, vm, keep_storage: bool = False) -> None:
         """
         Destroy the VM's own disks (with their snapshots, branches and base
-        snapshots) unless C{keep_storage}; release the others, and the own
+        snapshots) unless C{keep_storage} (its seed, always); release the others, and the own
         ones kept, as plain volumes without the VM's snapshots
         (L{comet.model.storage.branches.Branches.strip}): nothing of the VM
         stays on a volume that outlives it.  The snapshot records go last,
@@ -134,7 +165,8 @@ class StorageDisks:
         for record in await self._store.volumes_of_vm(vm.uuid):
             if record.target:
                 await self._exports.unexport(record)
-            if not record.own or keep_storage:
+            # (A seed is no data: it goes even when the disks are kept.)
+            if not record.own or (keep_storage and record.dev != SEED_DEV):
                 await self._branches.strip(record, names)
                 await self._store.update_volume(record.pool, record.name, vm_uuid=None,
                                                 dev=None, own=0)
@@ -165,12 +197,13 @@ class StorageDisks:
     async def discard_create(self, vm_uuid: str, pool_name: str, base: str) -> None:
         """
         Destroy the disk an interrupted create of VM C{vm_uuid} may have
-        cloned in pool C{pool_name}, and the snapshot of base volume C{base}
-        it was cloned from.
+        cloned in pool C{pool_name}, the snapshot of base volume C{base}
+        it was cloned from, and the seed volume it may have made.
         """
         pool = await self._pools.pool(pool_name)
         zfs = self._pools.zfs(pool)
-        for name in (f"{pool.dataset}/{vm_disk_name(vm_uuid)}",
+        for name in (f"{pool.dataset}/{vm_disk_name(vm_uuid, SEED_DEV)}",
+                     f"{pool.dataset}/{vm_disk_name(vm_uuid)}",
                      f"{pool.dataset}/{base}@{base_snapshot_name(vm_uuid)}"):
             try:
                 await zfs.destroy(name)
