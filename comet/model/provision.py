@@ -170,6 +170,13 @@ class Provisioning:
         }
 
 
+def requested(hostname: object, ssh_keys: object, user_data: object) -> Provisioning | None:
+    """The checked provisioning of a VM create, or C{None} when it asks for none."""
+    if hostname is None and ssh_keys is None and user_data is None:
+        return None
+    return Provisioning.from_request(hostname, ssh_keys, user_data)
+
+
 def seed_iso(provisioning: Provisioning, instance_id: str) -> bytes:
     """
     The NoCloud seed ISO (Rock Ridge and Joliet names, so that C{user-data}

@@ -29,7 +29,7 @@ from comet.model.clusters import validate_name
 from comet.model.events import or_silent
 from comet.model.nics import check_nics
 from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_start, vm_stop
-from comet.model.provision import Provisioning
+from comet.model.provision import requested
 from comet.model.tasks import Target
 from comet.model.vm_migration import VMMigrations
 from comet.store import VMRecord
@@ -266,22 +266,15 @@ class VMModel:
         """
         Record a new VM made from C{template} and give it its own disks.  If
         making the disks fails, the record is removed again.  NICs: the template's by default.
-        With any of C{user_data}, C{ssh_keys}, C{hostname}, it gets a
-        first-boot seed (L{comet.model.provision}) too, on its disk's storage pool.
+        With C{user_data}, C{ssh_keys} or C{hostname}: a seed (L{comet.model.provision}).
         """
         if name is not None:
             validate_name("VM", name)
         validate_name("template", template)
         nics = None if nics is None else check_nics(nics, self._hosts.offered_networks())
         await self._check_size(memory, cpus)
-        provisioning = None
-        if user_data is not None or ssh_keys is not None or hostname is not None:
-            provisioning = Provisioning.from_request(hostname, ssh_keys, user_data)
+        provisioning = requested(hostname, ssh_keys, user_data)
         template_record = await self._templates.get(template)
-        if provisioning is not None and template_record.disk_pool is None:
-            raise Conflict(f"template {template!r} has no disk: a VM made from it has no"
-                           " storage pool to hold a first-boot seed (user_data, ssh_keys,"
-                           " hostname)")
         record = await vm_create.run(self._ctx, cluster, name, template_record, memory, cpus,
                                      nics, provisioning)
         self._events.emit("vm.created", {"cluster": cluster, "name": record.name})

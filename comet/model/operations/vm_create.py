@@ -18,6 +18,7 @@ from typing import Sequence
 import attrs
 from twisted.internet.threads import deferToThread
 
+from comet.errors import Conflict
 from comet.model.operations.context import Context, OperationType
 from comet.model.operations.domains import vm_record
 from comet.model.provision import Provisioning, default_hostname, seed_iso
@@ -43,6 +44,9 @@ async def run(ctx: Context, cluster: str, name: str | None, template, memory: in
     409 "being created" instead.  With C{provisioning} (its C{hostname}
     C{None}: from the VM's name), the VM gets a first-boot seed.
     """
+    if provisioning is not None and template.disk_pool is None:
+        raise Conflict(f"template {template.name!r} has no disk: a VM made from it has no"
+                       " storage pool to hold a first-boot seed (user_data, ssh_keys, hostname)")
     uuid = str(_uuid.uuid4())
     lock = ctx.locks.lock(uuid, f"VM {name!r}" if name else "the new VM", "being created")
     async with lock, ctx.intents.operation("vm.create", uuid) as op:
