@@ -18,7 +18,6 @@ import sys
 from itertools import repeat
 from typing import Sequence
 
-import attrs
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,26 +31,11 @@ from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_st
 from comet.model.provision import requested
 from comet.model.tasks import Target
 from comet.model.vm_migration import VMMigrations
+from comet.model.vm_phases import STOPPED, UNKNOWN, VM, VM_ACTIONS, conflict
 from comet.store import VMRecord
 from comet.store.vms import COMET_DOMAIN_PREFIX
 
 log = Logger()
-
-STOPPED = "stopped"
-UNKNOWN = "unknown"
-
-#: Action -> the phases it is valid in.
-VM_ACTIONS: dict[str, frozenset[str]] = {
-    "start": frozenset({STOPPED, "shutoff"}),
-    "poweroff": frozenset({"running", "paused", "other"}),
-    "shutdown": frozenset({"running"}),
-    "reset": frozenset({"running"}),
-    "suspend": frozenset({"running"}),
-    "resume": frozenset({"paused"}),
-    "stop": frozenset({"running", "paused", "shutoff", "other"}),
-    #: (Also only while another usable host exists: L{VM.movable}.)
-    "migrate": frozenset({"running", "paused"}),
-}
 
 #: Smallest memory a VM may have, in MiB.
 MIN_MEMORY = 64
@@ -61,45 +45,6 @@ SCREENSHOT_TTL = 3.0
 
 #: Seconds C{stop} waits for the guest to shut down when not told.
 DEFAULT_STOP_TIMEOUT = 60
-
-
-@attrs.frozen
-class VM:
-    record: VMRecord
-    #: C{stopped}, C{shutoff}, C{running}, C{paused}, C{other} or C{unknown}.
-    phase: str
-    #: Whether another host it could migrate to is connected now.
-    movable: bool = False
-    host_bridges: tuple[tuple[str, str], ...] = ()  # its host's, by network (none: unplaced)
-
-    @property
-    def state(self) -> str:
-        """The state the API shows: a stopped VM is C{shutoff}."""
-        return "shutoff" if self.phase == STOPPED else self.phase
-
-    @property
-    def name(self) -> str:
-        return self.record.name
-
-    @property
-    def actions(self) -> list[str]:
-        return [a for a, phases in VM_ACTIONS.items()
-                if self.phase in phases and (a != "migrate" or self.movable)]
-
-
-def conflict(vm: VM, action: str) -> CometError:
-    """
-    The 409 for C{action} on C{vm} in its current phase; a 503 naming the
-    host when the phase is unknown because the host does not answer (the
-    action may well be possible once it is back).
-    """
-    if vm.phase == UNKNOWN:
-        return Unavailable(
-            f"VM {vm.name!r} is on host {vm.record.host!r}, which does not answer;"
-            f" {action} is not possible now"
-        )
-    where = f" on {vm.record.host}" if vm.record.host else ""
-    return Conflict(f"VM {vm.name!r} is {vm.state}{where}; {action} is not possible")
 
 
 class VMModel:

@@ -12,7 +12,7 @@ import attrs
 from twisted.trial.unittest import TestCase
 
 from comet.model.storage import VMStorage, snapshot_actions, unmap_refusal
-from comet.model.vms import VM_ACTIONS
+from comet.model.vm_phases import VM_ACTIONS
 from tests.model.storage._setup import _Setup
 
 #: The body each action is sent with (stop: do not wait a minute for the test driver).

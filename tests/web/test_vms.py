@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from comet.config import ComputeConfig
 from comet.errors import Unavailable
-from comet.model.vms import VM_ACTIONS
+from comet.model.vm_phases import VM_ACTIONS
 from comet.web._serve import ENCODER
 from comet.web.vms import summary
 from tests._api import make_client, make_models
