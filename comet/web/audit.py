@@ -31,12 +31,16 @@ ENTRY = resource(
     task=nullable({"type": "string", "pattern": "^/tasks/[0-9]+$"}),
 )
 
+#: The largest integer SQLite stores: a larger C{since} or C{offset} is a 400,
+#: not an C{OverflowError} (a 500) in the database thread.
+SQLITE_MAX = 2**63 - 1
+
 #: The query parameters of C{GET /auditlog} (what L{auditlog} reads).
 QUERY = {
     "user": {"type": "string"},
-    "since": {"type": "integer", "minimum": 0},
+    "since": {"type": "integer", "minimum": 0, "maximum": SQLITE_MAX},
     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-    "offset": {"type": "integer", "minimum": 0, "default": 0},
+    "offset": {"type": "integer", "minimum": 0, "maximum": SQLITE_MAX, "default": 0},
 }
 
 
@@ -78,8 +82,8 @@ async def auditlog(models, request, body):
     user = request.args.get(b"user", [None])[0]
     entries = await models.users.audit_log(
         user=user.decode("utf-8", "replace") if user is not None else None,
-        since=int_arg(request, "since", None, 0),
+        since=int_arg(request, "since", None, 0, SQLITE_MAX),
         limit=int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
-        offset=int_arg(request, "offset", 0, 0),
+        offset=int_arg(request, "offset", 0, 0, SQLITE_MAX),
     )
     return [representation(e) for e in entries]
