@@ -106,11 +106,15 @@ class StorageRebootTests(CometDaemonCase):
         await _testbed.libvirtCall(self.stack, lambda c: c.lookupByName(server["domain"]).reset(0))
         await self._server_back(server)
         back = time.monotonic() - reset
-        # Comet puts the export back (the server's watch saw it come back).
+        # Comet puts the export back (the server's watch saw it come back):
+        # the target first, then its CHAP account and ACL, so wait for the
+        # account too (a poll between the two saw a target without it).
         deadline = time.monotonic() + 120
-        while (after_target := await self._target(server, iqn)) is None:
+        while ((after_target := await self._target(server, iqn)) is None
+               or not after_target["accounts"]):
             if time.monotonic() > deadline:
-                self.fail(f"target {iqn} not made again within 120 s:\n{self._log_tail()}")
+                self.fail(f"target {iqn} not made again with its account within 120 s:"
+                          f" {after_target}\n{self._log_tail()}")
             await _sleep(0.5)
         exported = time.monotonic() - reset
         self.assertEqual((after_target["tid"], after_target["accounts"], after_target["acl"]),
