@@ -269,9 +269,13 @@ def run_size(n: int, args, largest: bool) -> dict:
         single_paths = [f"/cluster/c/vms/{name}" for name in names]
         # Warm up (connections, caches) before timing.
         client("load", daemon.port, 2, min(0.5, args.seconds), *single_paths[:10], "/cluster/c/vms")
-        result["single"] = {
-            f"c{c}": client("load", daemon.port, c, args.seconds, *single_paths) for c in (1, 8)
-        }
+        result["single"] = {}
+        for c in (1, 8):
+            before = cpu_s(daemon.process.pid)
+            load = result["single"][f"c{c}"] = client("load", daemon.port, c, args.seconds,
+                                                      *single_paths)
+            load["cpu_ms"] = round(1000 * (cpu_s(daemon.process.pid) - before)
+                                   / max(1, load["requests"]), 3)
         result["list"] = {}
         for c in (1, 8):
             # The daemon's CPU per request as well: on a loaded machine it
@@ -342,7 +346,8 @@ def table(results: dict) -> str:
     add("daemon CPU per request at concurrency 1 (ms; less moved by the machine's load):")
     for r in results["sizes"]:
         g = r["cluster_get"]
-        add(f"{r['n']:>5} list GET {r['list']['c1']['cpu_ms']:>8}   GET /cluster"
+        add(f"{r['n']:>5} single GET {r['single']['c1']['cpu_ms']:>6}"
+            f"   list GET {r['list']['c1']['cpu_ms']:>8}   GET /cluster"
             f" {g['cpu_ms']:>8} (median {g['median_ms']} ms, p99 {g['p99_ms']} ms, idle)")
     add("")
     g = results.get("growth")

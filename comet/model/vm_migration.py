@@ -35,18 +35,30 @@ class VMMigrations:
         self._phases = phases
         self._refusal = refusal
 
-    def destinations(self, host: str | None) -> list[str]:
+    def _open_hosts(self, host: str | None):
         """
-        The hosts a VM on C{host} could migrate to now: the others that are
-        connected and not in maintenance (known without asking them: it is
-        read for every VM shown).
+        The hosts other than C{host} that a VM could move to now, lazily:
+        connected and not in maintenance (known without asking them).
         """
         if host is None:
-            return []
+            return
         hosts = self._ctx.hosts
-        return [h for h in hosts.names()
-                if h != host and not hosts.in_maintenance(h)
-                and self._ctx.hypervisors.status(h).state == "connected"]
+        status = self._ctx.hypervisors.status
+        for h in hosts.names():
+            if h != host and not hosts.in_maintenance(h) and status(h).state == "connected":
+                yield h
+
+    def destinations(self, host: str | None) -> list[str]:
+        """The hosts a VM on C{host} could migrate to now (L{_open_hosts})."""
+        return list(self._open_hosts(host))
+
+    def movable(self, host: str | None) -> bool:
+        """
+        Whether a VM on C{host} could migrate now.  Read for every VM shown,
+        so it stops at the first open host instead of checking them all
+        (with 100 hosts, the whole list cost ~0.5 ms per VM).
+        """
+        return next(self._open_hosts(host), None) is not None
 
     def _check(self, vm) -> None:
         if vm.phase not in self._phases:

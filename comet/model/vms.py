@@ -107,7 +107,7 @@ class VMModel:
         return self._vm(record, await self._phase(record))
 
     def _vm(self, record: VMRecord, phase: str) -> VM:
-        return VM(record, phase, movable=bool(self._migrations.destinations(record.host)),
+        return VM(record, phase, movable=self._migrations.movable(record.host),
                   host_bridges=self._hosts.bridges(record.host))
 
     async def list(self, cluster: str | None = None) -> list[VM]:

@@ -47,6 +47,26 @@ class MaintenanceTests(VMTestMixin, TestCase):
         self.assertEqual((await self.maintenance("node2", False)).json["maintenance"], False)
         self.assertEqual(await self.started("b"), "node2")
 
+    async def test_migrate_offered_while_another_host_is_open(self):
+        """
+        A running VM offers C{migrate} while some other host is connected
+        and out of maintenance, and not once every other host is in
+        maintenance.
+        """
+        host = await self.started("a")
+
+        async def offers():
+            return "migrate" in (await self.vm("a"))["actions"]
+
+        others = [h for h in ("node1", "node2", "node3") if h != host]
+        self.assertTrue(await offers())
+        await self.maintenance(others[0], True)
+        self.assertTrue(await offers())
+        await self.maintenance(others[1], True)
+        self.assertFalse(await offers())
+        await self.maintenance(others[0], False)
+        self.assertTrue(await offers())
+
     async def test_persisted(self):
         """A new daemon over the same database knows which hosts are in maintenance."""
         await self.maintenance("node2", True)
