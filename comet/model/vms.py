@@ -304,7 +304,7 @@ class VMModel:
             vm = await self._checked(cluster, name, action)
             record = vm.record
             if action == "start":
-                await vm_start.run(self._ctx, record)
+                await self._start(vm)
             else:
                 operation = {
                     "poweroff": self._libvirt.destroy,
@@ -315,6 +315,22 @@ class VMModel:
                 }[action]
                 await operation(record.host, record.domain_name)
         return await self.get(cluster, name)
+
+    async def _start(self, vm: VM, kind: str = "vm.start") -> None:
+        """
+        Start C{vm} (locked by the caller).  A VM shut off on a host in
+        maintenance is first taken off it (domain undefined, disks
+        unexported: L{vm_stop}), so that the placement rule puts it on a host
+        out of maintenance, as it would a stopped VM: maintenance means
+        nothing starts there, not only nothing new.
+        """
+        record = vm.record
+        if record.host is not None and vm.phase == "shutoff":
+            await self._hosts.load()
+            if self._hosts.in_maintenance(record.host):
+                await vm_stop.run(self._ctx, record, 0, False)
+                record = await self._vms.get(record.cluster, record.name)
+        await vm_start.run(self._ctx, record, kind=kind)
 
     async def stop(
         self,
@@ -389,7 +405,7 @@ class VMModel:
                 async with self.lock(vm, f"cluster {action}"):
                     current = await self._checked(cluster, vm.name, action)
                     if action == "start":
-                        await vm_start.run(self._ctx, current.record, kind="cluster.start")
+                        await self._start(current, kind="cluster.start")
                         return f"{vm.name}: started"
                     message = await vm_stop.run(
                         self._ctx,

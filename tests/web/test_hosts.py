@@ -67,6 +67,30 @@ class MaintenanceTests(VMTestMixin, TestCase):
         await self.maintenance(others[0], False)
         self.assertTrue(await offers())
 
+    async def test_shut_off_vm_starts_elsewhere(self):
+        """
+        A VM shut off on a host put in maintenance starts on another host
+        (alone and in a cluster start), and its domain is gone from the
+        host in maintenance: maintenance means nothing starts there.
+        """
+        hv = self.models.context.hypervisors
+        for name in ("a", "b"):
+            self.assertEqual(await self.started(name), "node2")
+            self.assertEqual((await self.action(name, "poweroff")).code, 200)
+            self.assertEqual(((await self.vm(name))["state"], (await self.vm(name))["host"]),
+                             ("shutoff", "node2"))
+        await self.maintenance("node2", True)
+        answer = await self.action("a", "start")
+        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(answer.json["state"], "running")
+        self.assertNotEqual(answer.json["host"], "node2")
+        task = await self.wait_task(await self.client.post("/cluster/lab/start", {}))
+        self.assertEqual(task["status"], "finished", task)
+        vms = {vm["name"]: vm for vm in (await self.client.get("/cluster/lab/vms")).json}
+        self.assertEqual({(vm["state"], vm["host"] == "node2") for vm in vms.values()},
+                         {("running", False)})
+        self.assertEqual(await hv.domain_states("node2"), {})
+
     async def test_persisted(self):
         """A new daemon over the same database knows which hosts are in maintenance."""
         await self.maintenance("node2", True)
