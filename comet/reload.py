@@ -149,83 +149,51 @@ class Reloader:
 
     async def _hosts(self, old, new, refused: list[str]):
         """Apply the compute hosts' changes; the hosts now configured, added, removed."""
-        running = {h.name: h for h in old.hosts}
-        wanted = {h.name: h for h in new.hosts}
-        placed = await self._models.context.vms.committed() if set(running) - set(wanted) else {}
-        kept: list = []
-        added, removed = [], []
-        for host in new.hosts:
-            current = running.get(host.name)
-            if current is None and host.tunnel_address:
-                # Every host's tunnels list its peers: one more needs a restart.
-                refused.append(f"compute host {host.name!r} not added: it carries private"
-                               " networks (tunnel_address), which needs a restart")
-            elif current is None:
-                self._hv.add_host(host)
-                added.append(host.name)
-                kept.append(host)
-                log.info("reload: compute host {host} ({uri}) added", host=host.name,
-                         uri=host.uri)
-            else:
-                if current != host:
-                    refused.append(f"compute host {host.name!r}: its settings changed; they"
-                                   " need it removed and added back (two reloads); the"
-                                   " running ones are kept")
-                kept.append(current)
-        for name, host in running.items():
-            if name in wanted:
-                continue
-            if name in placed:
-                refused.append(f"compute host {name!r} not removed: VMs are placed on it"
-                               " (stop and delete or migrate them first)")
-                kept.append(host)
-                continue
-            await self._hv.remove_host(name)
-            removed.append(name)
-            log.info("reload: compute host {host} removed", host=name)
-        kept_tuple = tuple(kept)
-        self._models.hosts.set_hosts(kept_tuple)
-        self._models.console.set_hosts(kept_tuple)
-        self._models.storage.initiators.set_hosts(kept_tuple)
-        return kept_tuple, tuple(added), tuple(removed)
+        gone = {h.name for h in old.hosts} - {h.name for h in new.hosts}
+        placed = await self._models.context.vms.committed() if gone else {}
+
+        async def add(host):
+            self._hv.add_host(host)
+
+        def not_added(host):
+            # Every host's tunnels list its peers: one more needs a restart.
+            return ("it carries private networks (tunnel_address), which needs a restart"
+                    if host.tunnel_address else None)
+
+        def not_removed(name):
+            return ("VMs are placed on it (stop and delete or migrate them first)"
+                    if name in placed else None)
+
+        kept, added, removed = await _apply(
+            "compute host", lambda h: h.name, old.hosts, new.hosts, refused,
+            add, self._hv.remove_host, not_added, not_removed)
+        self._models.hosts.set_hosts(kept)
+        self._models.console.set_hosts(kept)
+        self._models.storage.initiators.set_hosts(kept)
+        return kept, added, removed
 
     async def _servers(self, old, new, storage, refused: list[str]):
         """Apply the storage servers' changes; the servers now configured, added, removed."""
-        running = {s.host: s for s in old.storageservers}
-        wanted = {s.host: s for s in new.storageservers}
-        in_use: set[str] = set()
-        if set(running) - set(wanted):
-            in_use = {p.server for p in await self._models.storage.pools()}
-        kept: list = []
-        added, removed = [], []
-        for server in new.storageservers:
-            current = running.get(server.host)
-            if current is None:
-                runner = self._make_runner(server, storage)
-                self._models.storage.server_set.add(server.host, runner)
-                self._models.serverwatch.add(server.host, runner)
-                added.append(server.host)
-                kept.append(server)
-                log.info("reload: storage server {server} added", server=server.host)
-            else:
-                if current != server:
-                    refused.append(f"storage server {server.host!r}: its settings changed;"
-                                   " they need it removed and added back (two reloads); the"
-                                   " running ones are kept")
-                kept.append(current)
-        for host, server in running.items():
-            if host in wanted:
-                continue
-            if host in in_use:
-                refused.append(f"storage server {host!r} not removed: a storage pool is on"
-                               " it (delete the pool first)")
-                kept.append(server)
-                continue
-            self._models.serverwatch.remove(host)
-            await self._models.storage.server_set.remove(host)
-            removed.append(host)
-            log.info("reload: storage server {server} removed", server=host)
-        return tuple(kept), tuple(added), tuple(removed)
+        gone = {s.host for s in old.storageservers} - {s.host for s in new.storageservers}
+        in_use = {p.server for p in await self._models.storage.pools()} if gone else set()
+        models = self._models
+
+        async def add(server):
+            runner = self._make_runner(server, storage)
+            models.storage.server_set.add(server.host, runner)
+            models.serverwatch.add(server.host, runner)
+
+        async def remove(host):
+            models.serverwatch.remove(host)
+            await models.storage.server_set.remove(host)
+
+        def not_removed(host):
+            return ("a storage pool is on it (delete the pool first)"
+                    if host in in_use else None)
+
+        return await _apply("storage server", lambda s: s.host, old.storageservers,
+                            new.storageservers, refused, add, remove, lambda _: None,
+                            not_removed)
 
     def _timers(self, old, new, applied: list[str]) -> None:
         """Start again the timers whose interval changed."""
@@ -242,3 +210,47 @@ class Reloader:
             models.serverwatch.stop()
             models.serverwatch.start(new.storage.watch_interval)
             applied.append(f"storage.watch_interval = {new.storage.watch_interval:g}")
+
+
+async def _apply(what: str, key, running, wanted, refused: list[str], add, remove,
+                 not_added, not_removed):
+    """
+    The one walk a reload takes over compute hosts and over storage servers
+    (C{what}, named by C{key}): a new one is added (C{await add(item)})
+    unless C{not_added(item)} says why not; one whose settings changed is
+    kept as it runs, refused; one no longer wanted is removed (C{await
+    remove(name)}) unless C{not_removed(name)} says why not.  Answers the
+    ones now configured, and the names added and removed; refusals are
+    appended to C{refused}.
+    """
+    have = {key(item): item for item in running}
+    want = {key(item) for item in wanted}
+    kept, added, removed = [], [], []
+    for item in wanted:
+        name, current = key(item), have.get(key(item))
+        if current is None:
+            why = not_added(item)
+            if why:
+                refused.append(f"{what} {name!r} not added: {why}")
+                continue
+            await add(item)
+            added.append(name)
+            kept.append(item)
+            log.info("reload: {what} {name} added", what=what, name=name)
+        else:
+            if current != item:
+                refused.append(f"{what} {name!r}: its settings changed; they need it removed"
+                               " and added back (two reloads); the running ones are kept")
+            kept.append(current)
+    for name, item in have.items():
+        if name in want:
+            continue
+        why = not_removed(name)
+        if why:
+            refused.append(f"{what} {name!r} not removed: {why}")
+            kept.append(item)
+            continue
+        await remove(name)
+        removed.append(name)
+        log.info("reload: {what} {name} removed", what=what, name=name)
+    return tuple(kept), tuple(added), tuple(removed)
