@@ -47,12 +47,17 @@ class FakeStorageServer(_FakeZFS, _FakeTGT):
         C{creation} properties record.
     @ivar synced: how many times C{sync} ran.
     @ivar boot_id: the boot id it answers; L{reboot} makes a new one.
+    @ivar commands: the commands on its PATH (C{command -v}).
     """
 
     def __init__(self, pools: dict[str, int] | None = None,
                  datasets: tuple[str, ...] = ("tank/comet",),
-                 now: Callable[[], float] = time.time):
+                 now: Callable[[], float] = time.time,
+                 commands: tuple[str, ...] = ("gzip", "xz")):
         self.pools = dict(pools or {"tank": 2013265920})
+        #: The optional commands it has (the testbed's servers: gzip and xz,
+        #: no zstd, no qemu-img), besides those every server has.
+        self.commands = frozenset(commands) | {"sh", "dd", "head", "sync", "zfs", "tgtadm"}
         self.now = now
         self.datasets: dict[str, _Dataset] = {}
         self.devices: dict[str, int] = {}
@@ -158,6 +163,10 @@ class FakeStorageServer(_FakeZFS, _FakeTGT):
                                      "--user", argv[4], "--password", password])
             elif argv[:1] == ["dd"]:
                 return self._dd(argv[1:], stdin or b"")
+            elif argv[:3] == ["sh", "-c", _zfs.DECOMPRESS_SCRIPT] and len(argv) == 6:
+                return self._decompress(argv[4], argv[5], stdin or b"")
+            elif argv[:3] == ["sh", "-c", _zfs.HAS_COMMAND_SCRIPT] and len(argv) == 5:
+                return Answer(code=0 if argv[4] in self.commands else 1)
             elif argv[:2] == ["head", "-c"] and len(argv) == 4:
                 return self._head(int(argv[2]), argv[3])
         except _Error as e:

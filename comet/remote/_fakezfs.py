@@ -370,6 +370,24 @@ class _FakeZFS:
             volume.data[: len(stdin)] = stdin
         return Answer(stderr=f"{len(stdin)} bytes copied")
 
+    def _decompress(self, tool: str, device: str, stdin: bytes) -> Answer:
+        """C{TOOL -dc > DEVICE && sync}: gzip and xz (Python's own codecs)."""
+        import gzip
+        import lzma
+        import zlib
+
+        codecs = {"gzip": (gzip.decompress, (OSError, EOFError, zlib.error)),
+                  "xz": (lzma.decompress, (lzma.LZMAError, EOFError))}
+        if tool not in self.commands or tool not in codecs:
+            raise _Error(f"sh: {tool}: not found", 127)
+        self._volume_at(device)
+        decompress, errors = codecs[tool]
+        try:
+            data = decompress(stdin)
+        except errors:
+            raise _Error(f"{tool}: stdin: not in {tool} format") from None
+        return self._dd([f"of={device}"], data)
+
     def _head(self, length: int, device: str) -> Answer:
         volume = self._volume_at(device)
         wanted = min(length, volume.volsize)

@@ -29,8 +29,11 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound
 from comet.names import check_name
 from comet.remote.zfs_commands import (
+    DECOMPRESS_SCRIPT,
+    DECOMPRESSORS,
     DEFAULT_VOLBLOCKSIZE,
     DEVICE_SCRIPT,
+    HAS_COMMAND_SCRIPT,
     DEVICES_SCRIPT,
     GET_COLUMNS,
     OWNER_PROPERTY,
@@ -49,6 +52,7 @@ from comet.remote.zfs_commands import (
     dump_argv,
     get_argv,
     get_volume_argv,
+    has_command_argv,
     list_snapshots_argv,
     list_volumes_argv,
     pool_list_argv,
@@ -77,8 +81,11 @@ from comet.remote.zfs_output import (
 )
 
 __all__ = [
+    "DECOMPRESS_SCRIPT",
+    "DECOMPRESSORS",
     "DEFAULT_VOLBLOCKSIZE",
     "DEVICE_SCRIPT",
+    "HAS_COMMAND_SCRIPT",
     "DEVICES_SCRIPT",
     "GET_COLUMNS",
     "OWNER_PROPERTY",
@@ -103,6 +110,7 @@ __all__ = [
     "dump_argv",
     "get_argv",
     "get_volume_argv",
+    "has_command_argv",
     "list_snapshots_argv",
     "list_volumes_argv",
     "parse_devices",
@@ -375,18 +383,29 @@ class ZFS:
 
     # Data
 
+    def has_command(self, command: str) -> Deferred:
+        """@return: L{Deferred} of whether C{command} is on the server's PATH."""
+        def absent(failure):
+            failure.trap(CommandFailed)
+            if failure.value.code == 1:
+                return False
+            return failure
+        return self.runner.run(has_command_argv(command)).addCallbacks(lambda _: True, absent)
+
     @inlineCallbacks
-    def open_writer(self, volume: str):
+    def open_writer(self, volume: str, compression: str | None = None):
         """
         Start writing C{volume} from its first byte: an image streams through
         the returned command's standard input (see
         L{comet.remote.IStreamingCommand}); C{finish()} flushes it to disk.
+        With C{compression} (a key of L{DECOMPRESSORS}), the server
+        decompresses the stream on its way in.
 
         @return: L{Deferred} of an L{comet.remote.IStreamingCommand}.
         """
         yield self.check_owned(volume)
         device = yield self.device_of(volume)
-        return self.runner.run_stream(write_argv(device))
+        return self.runner.run_stream(write_argv(device, compression))
 
     @inlineCallbacks
     def read_volume(self, volume: str, output):

@@ -281,9 +281,38 @@ def device_argv(volume: str, wait: int = 10) -> list[str]:
     return ["sh", "-c", DEVICE_SCRIPT, "comet-zvol", check_dataset(volume), str(wait)]
 
 
-def write_argv(device: str) -> list[str]:
-    """Copy standard input onto C{device}, in whole MiB writes, flushed at the end."""
-    return ["dd", f"of={_check_device(device)}", "bs=1M", "iflag=fullblock", "conv=fsync"]
+#: The compressed image formats a storage server may decompress on the way
+#: into a volume, and the command (and Debian package) that does it.
+DECOMPRESSORS = {"gzip": "gzip", "xz": "xz", "zstd": "zstd"}
+
+#: Decompress standard input with C{$1} onto device C{$2}, then flush it.  No
+#: pipe, so the decompressor's own failure (a corrupt stream, no room left
+#: on the device) is the script's, in any POSIX shell.
+DECOMPRESS_SCRIPT = '"$1" -dc > "$2" && sync'
+
+#: Exit 0 if command C{$1} is on the server's PATH, else 1 (busybox's
+#: C{command -v} exits 127 for a missing one, dash's 1: made one answer).
+HAS_COMMAND_SCRIPT = 'command -v "$1" > /dev/null || exit 1'
+
+
+def write_argv(device: str, compression: str | None = None) -> list[str]:
+    """
+    Copy standard input onto C{device}, in whole MiB writes, flushed at the
+    end; with C{compression} (a key of L{DECOMPRESSORS}), decompressed first.
+    """
+    if compression is None:
+        return ["dd", f"of={_check_device(device)}", "bs=1M", "iflag=fullblock", "conv=fsync"]
+    if compression not in DECOMPRESSORS:
+        raise InvalidInput(f"compression {compression!r} is not one of {sorted(DECOMPRESSORS)}")
+    return ["sh", "-c", DECOMPRESS_SCRIPT, "comet-write", DECOMPRESSORS[compression],
+            _check_device(device)]
+
+
+def has_command_argv(command: str) -> list[str]:
+    """Whether C{command} (a plain command name) is on the server's PATH: exit 0 or 1."""
+    if not isinstance(command, str) or not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", command):
+        raise InvalidInput(f"not a command name: {command!r}")
+    return ["sh", "-c", HAS_COMMAND_SCRIPT, "comet-has", command]
 
 
 def dump_argv(device: str) -> list[str]:

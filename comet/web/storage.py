@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from comet.errors import NotFound
 from comet.model.storage import Pool, Volume, snapshot_actions
+from comet.model.storage.download import FORMATS as IMAGE_FORMATS
 from comet.web._schemas import (BOOL, COUNT, NAME, STRING, TIME, URI, actions, enum, listing,
                                 nullable, obj, resource)
 from comet.web._table import OPERATOR, Response, Routes
@@ -296,9 +297,13 @@ async def list_volumes(models, request, body, pool):
     "POST",
     "storagevolumes",
     {
-        **obj(("name",), name=NAME, capacity=CAPACITY, url=URL),
-        "oneOf": [{"required": ["capacity"]}, {"required": ["url"]}],
-        "description": "give exactly one of 'capacity' (GB) and 'url'",
+        **obj(("name",), name=NAME, capacity=CAPACITY, url=URL, format=enum(*IMAGE_FORMATS),
+              sha256={"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}),
+        "anyOf": [{"required": ["capacity"]}, {"required": ["url"]}],
+        "description": "'capacity' (GB) or 'url'; both only for a compressed image"
+                       " (its capacity: the size once decompressed); 'format' (default:"
+                       " from the URL's suffix, else raw) and 'sha256' (of the bytes"
+                       " downloaded) go with 'url'",
     },
     answers={202: TASK},
     errors=_STORAGE_ERRORS,
@@ -306,7 +311,8 @@ async def list_volumes(models, request, body, pool):
 async def create_volume(models, request, body, pool):
     """Create a volume, empty (capacity in GB) or from an image URL: a task."""
     task = await _storage(models).create_volume(
-        pool, body["name"], capacity_gb=body.get("capacity"), url=body.get("url")
+        pool, body["name"], capacity_gb=body.get("capacity"), url=body.get("url"),
+        format=body.get("format"), sha256=body.get("sha256"),
     )
     return task_response(task)
 

@@ -285,8 +285,8 @@ class RemoteContractMixin:
         yield self.assertFailure(self.zfs.device_of(f"{self.top}/nope"), NotFound)
 
     @inlineCallbacks
-    def write(self, volume: str, data: bytes):
-        stream = yield self.zfs.open_writer(volume)
+    def write(self, volume: str, data: bytes, compression: str | None = None):
+        stream = yield self.zfs.open_writer(volume, compression)
         for i in range(0, len(data), 65536):
             yield stream.write(data[i:i + 65536])
         yield stream.finish()
@@ -327,6 +327,36 @@ class RemoteContractMixin:
         self.assertEqual(whole[: len(data)], data)
         self.assertEqual(whole[len(data):], bytes(volume.size - len(data)))
         self.assertEqual(collector.producers, 1)
+
+    @inlineCallbacks
+    def test_write_compressed(self):
+        """A gzip or xz stream is decompressed on the server on its way into the volume."""
+        import gzip
+        import lzma
+
+        for compression, compress in (("gzip", gzip.compress), ("xz", lzma.compress)):
+            volume = yield self.volume(f"c{compression}")
+            data = os.urandom(300000) + bytes(MiB)
+            yield self.write(volume.name, compress(data), compression)
+            back = yield self.zfs.read_head(volume.name, len(data))
+            self.assertEqual(back, data)
+
+    @inlineCallbacks
+    def test_write_compressed_corrupt_or_too_large(self):
+        """A stream that is not gzip fails; so does one that decompresses past the end."""
+        import gzip
+
+        volume = yield self.volume("small", MiB)
+        yield self.assertFailure(self.write(volume.name, b"not gzip at all" * 100, "gzip"),
+                                 Exception)
+        yield self.assertFailure(
+            self.write(volume.name, gzip.compress(bytes(2 * MiB)), "gzip"), Exception)
+
+    @inlineCallbacks
+    def test_has_command(self):
+        """The server says which commands it has (decompressors, converters)."""
+        self.assertTrue((yield self.zfs.has_command("gzip")))
+        self.assertFalse((yield self.zfs.has_command("comet-no-such-command")))
 
     @inlineCallbacks
     def test_write_too_much(self):

@@ -143,6 +143,18 @@ class ArgvTests(SynchronousTestCase):
         for bad in ("/dev/sda", "/dev/zd0;x", "zd0", "/dev/zd"):
             self.assertRaises(InvalidInput, zfs_commands.write_argv, bad)
 
+    def test_decompressing_write(self):
+        """A compressed image: a constant script, the tool and the device as its arguments."""
+        self.assertEqual(zfs_commands.write_argv("/dev/zd16", "xz"),
+                         ["sh", "-c", zfs_commands.DECOMPRESS_SCRIPT, "comet-write", "xz",
+                          "/dev/zd16"])
+        for bad in (("/dev/zd0", "bzip2"), ("/dev/zd0", "gzip; reboot"), ("/dev/sda", "gzip")):
+            self.assertRaises(InvalidInput, zfs_commands.write_argv, *bad)
+        self.assertEqual(zfs_commands.has_command_argv("qemu-img"),
+                         ["sh", "-c", zfs_commands.HAS_COMMAND_SCRIPT, "comet-has", "qemu-img"])
+        for bad in ("", "a b", "/bin/sh", "x;y", "-x", 5):
+            self.assertRaises(InvalidInput, zfs_commands.has_command_argv, bad)
+
     def test_hostile_names_refused(self):
         """Names that a shell or zfs would read specially never become arguments."""
         for bad in ("tank/$(reboot)", "tank/a b", "-r", "tank/a\nb"):

@@ -1,6 +1,7 @@
 """
 Volume create (C{volume.create}, object C{<pool>/<name>}): a zvol, empty or
-holding an image downloaded over HTTP(S), then its record.
+holding an image downloaded over HTTP(S) (decompressed on the storage
+server, its SHA-256 checked), then its record.
 
 Repair: a recorded volume is complete (kept); otherwise the zvol it made
 (if any, and if it carries Comet's tag) is destroyed.
@@ -9,7 +10,10 @@ Repair: a recorded volume is complete (kept); otherwise the zvol it made
 from __future__ import annotations
 
 import enum
+import hashlib
 from typing import Sequence
+
+import attrs
 
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.model.downloads import scrub
@@ -49,12 +53,25 @@ async def run_empty(op, zfs, pool, name: str, size: int, add_record) -> str:
     return f"volume {name!r} ({volume.size} bytes) created in storage pool {pool.name!r}"
 
 
+@attrs.frozen
+class Image:
+    """How the downloaded bytes become the volume's."""
+
+    #: A key of L{comet.remote.zfs.DECOMPRESSORS}, or C{None}: raw.
+    compression: str | None = None
+    #: The zvol's size in bytes (a compressed image's), or C{None}: from the length.
+    size: int | None = None
+    #: The SHA-256 (hex) the downloaded bytes must have, or C{None}.
+    sha256: str | None = None
+
+
 async def run_download(op, downloads, zfs, pool, name: str, url: str, task,
-                       add_record) -> str:
+                       add_record, image: Image = Image()) -> str:
     """
     Make volume C{name} of C{pool} hold the image at C{url}, under intent
-    C{op}: the zvol sized from the response's length, the body streamed
-    into it, the record written last; the zvol is destroyed again if
+    C{op}: the zvol sized from the response's length (or C{image.size}),
+    the body streamed into it (decompressed on the server), its SHA-256
+    checked, the record written last; the zvol is destroyed again if
     anything fails.
 
     @param downloads: the L{comet.model.downloads.Downloads}.
@@ -66,12 +83,12 @@ async def run_download(op, downloads, zfs, pool, name: str, url: str, task,
         task.progress(0, "waiting for a download slot ([storage] max_downloads)")
     download = await downloads.start(url)
     try:
-        return await _write(op, pool, zfs, name, download, task, add_record)
+        return await _write(op, pool, zfs, name, download, task, add_record, image)
     finally:
         download.close()
 
 
-async def _write(op, pool, zfs, name: str, download, task, add_record) -> str:
+async def _write(op, pool, zfs, name: str, download, task, add_record, image: Image) -> str:
     response = download.response
     shown = scrub(download.url)
     if response.code != 200:
@@ -83,7 +100,7 @@ async def _write(op, pool, zfs, name: str, download, task, add_record) -> str:
         raise InvalidInput(
             f"{shown} did not say its length (Content-Length); the volume cannot be sized"
         )
-    size = -(-length // GiB) * GiB
+    size = image.size if image.size is not None else -(-length // GiB) * GiB
     try:
         space = await zfs.dataset_space(pool.dataset)
         if length > space.available:
@@ -96,21 +113,30 @@ async def _write(op, pool, zfs, name: str, download, task, add_record) -> str:
         raise
     try:
         async with op.step(Step.WRITE_IMAGE, server=pool.server, zvol=volume.name):
-            stream = await zfs.open_writer(volume.name)
-            receiver = Receiver(stream, length, task)
+            stream = await zfs.open_writer(volume.name, image.compression)
+            receiver = Receiver(stream, length, task,
+                                hashlib.sha256() if image.sha256 is not None else None)
             response.deliverBody(receiver)
             try:
                 await receiver.done
             except Exception as e:
                 raise download.failure(e) from None
+            # The writer ends normally before a mismatch is raised: one
+            # killed over ssh may still hold the zvol open on the server a
+            # moment (measured: the destroy that follows then fails "busy").
             await stream.finish()
+            if receiver.hasher is not None and receiver.hasher.hexdigest() != image.sha256:
+                raise Conflict(f"the image at {shown} has SHA-256 {receiver.hasher.hexdigest()},"
+                               f" not {image.sha256} as given; the volume was removed")
         async with op.step(Step.RECORD, server=pool.server, zvol=volume.name):
             await add_record(volume.size)
     except BaseException:
         await undo(zfs.destroy(volume.name), f"destroying {volume.name}")
         raise
+    how = f"{length} bytes" + (f", {image.compression}" if image.compression else "")
+    checked = ", SHA-256 checked" if image.sha256 else ""
     return (f"volume {name!r} ({volume.size} bytes) created in storage pool"
-            f" {pool.name!r} from {shown} ({length} bytes)")
+            f" {pool.name!r} from {shown} ({how}{checked})")
 
 
 async def repair(ctx: Context, obj: str, steps: Sequence[IntentRecord]) -> str:

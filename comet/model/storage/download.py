@@ -8,12 +8,65 @@ L{comet.model.downloads}.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlparse
+
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from comet.errors import Unavailable
+from comet.errors import Conflict, InvalidInput, Unavailable
+from comet.remote.zfs import DECOMPRESSORS
+
+#: The image formats a download takes: C{raw}, compressed raw (decompressed
+#: on the storage server on its way into the zvol), C{qcow2} (refused: see
+#: L{check_server}).
+FORMATS = ("raw", "gzip", "xz", "zstd", "qcow2")
+#: The format a URL's path suffix says, when the request names none.
+_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd",
+             ".qcow2": "qcow2", ".qcow": "qcow2"}
+#: The Debian package each tool a storage server may lack comes in.
+PACKAGES = {"gzip": "gzip", "xz": "xz-utils", "zstd": "zstd", "qemu-img": "qemu-utils"}
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def image_format(url: str, given: str | None) -> str:
+    """The format of the image at C{url}: C{given}, else from its path's suffix, else raw."""
+    if given is not None:
+        if given not in FORMATS:
+            raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {given!r}")
+        return given
+    path = urlparse(url).path.lower()
+    return next((f for suffix, f in _SUFFIXES.items() if path.endswith(suffix)), "raw")
+
+
+def check_sha256(value: object) -> str:
+    """C{value}, lowercased, if it is a SHA-256 in hex."""
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise InvalidInput(f"sha256 is 64 hexadecimal digits, not {value!r}")
+    return value.lower()
+
+
+async def check_server(zfs, pool, fmt: str) -> None:
+    """
+    A L{Conflict} naming what the storage server of C{pool} lacks to take an
+    image of format C{fmt}: its decompressor, or C{qemu-img} for qcow2.
+    qcow2 is refused in any case for now: C{qemu-img convert} reads a qcow2
+    image from a file it can seek in (not from the download's pipe), so it
+    needs the image staged on the server first, which is not built yet.
+    """
+    tool = "qemu-img" if fmt == "qcow2" else DECOMPRESSORS.get(fmt)
+    if tool is None:
+        return
+    if not await zfs.has_command(tool):
+        raise Conflict(
+            f"storage server {pool.server} has no {tool} (Debian package {PACKAGES[tool]}):"
+            f" a {fmt} image cannot be {'converted' if fmt == 'qcow2' else 'decompressed'}"
+            f" there; give a raw{'' if fmt == 'qcow2' else ' or otherwise compressed'} image")
+    if fmt == "qcow2":
+        raise Conflict("qcow2 images are not converted yet (qemu-img needs the image staged"
+                       " on the server); give a raw or compressed raw image")
 
 
 async def discard(response) -> None:
@@ -33,8 +86,10 @@ class Receiver(Protocol):
     progress to the task.
     """
 
-    def __init__(self, stream, length: int, task):
+    def __init__(self, stream, length: int, task, hasher=None):
         self._stream = stream
+        #: A C{hashlib} object fed every byte received, or C{None}.
+        self.hasher = hasher
         self._length = length
         self._task = task
         self._received = 0
@@ -49,6 +104,8 @@ class Receiver(Protocol):
         if self._error is not None:
             return
         self._received += len(data)
+        if self.hasher is not None:
+            self.hasher.update(data)
         d = self._stream.write(data)
         d.addErrback(self._failed)
         percent = min(99, 100 * self._received // self._length)

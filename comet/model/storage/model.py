@@ -133,9 +133,11 @@ class StorageModel:
         return await self.volume_set.volume(pool_name, name)
 
     async def create_volume(self, pool_name: str, name: str,
-                            capacity_gb: int | None = None, url: str | None = None):
+                            capacity_gb: int | None = None, url: str | None = None,
+                            format: str | None = None, sha256: str | None = None):
         return await self.volume_set.create_volume(pool_name, name,
-                                                   capacity_gb=capacity_gb, url=url)
+                                                   capacity_gb=capacity_gb, url=url,
+                                                   format=format, sha256=sha256)
 
     async def delete_volume(self, pool_name: str, name: str, force: bool = False) -> None:
         await self.volume_set.delete_volume(pool_name, name, force=force)

@@ -20,9 +20,11 @@ from comet.model.clusters import validate_name
 from comet.model.operations import volume_create, volume_delete
 from comet.model.events import or_silent
 from comet.model.downloads import scrub
+from comet.model.storage.download import check_server, check_sha256, image_format
 from comet.model.storage.names import GiB, volume_lock, zfs_snapname
 from comet.model.storage.pools import Pool
 from comet.model.tasks import Target
+from comet.remote.zfs import DECOMPRESSORS
 
 
 @attrs.frozen
@@ -136,23 +138,44 @@ class Volumes:
         return volume_lock(self._locks, pool, name, doing)
 
     async def create_volume(self, pool_name: str, name: str,
-                            capacity_gb: int | None = None, url: str | None = None):
+                            capacity_gb: int | None = None, url: str | None = None,
+                            format: str | None = None, sha256: str | None = None):
         """
         Start a task that creates volume C{name}: empty, of C{capacity_gb}
-        GiB, or holding the image downloaded from C{url}.  Answers the task.
+        GiB, or holding the image downloaded from C{url} (of C{format}, by
+        default the URL's suffix's; a compressed one needs C{capacity_gb}:
+        its size is known only once decompressed), whose bytes as
+        downloaded must have SHA-256 C{sha256} if given.  Answers the task.
         """
         pool = await self._pools.pool(pool_name)
-        if (capacity_gb is None) == (url is None):
+        if url is None and (format is not None or sha256 is not None):
+            raise InvalidInput("format and sha256 describe an image: they go with url")
+        fmt = image_format(url, format) if url is not None else "raw"
+        compressed = fmt in DECOMPRESSORS
+        if url is None and capacity_gb is None:
             raise InvalidInput("give exactly one of capacity and url")
+        if url is not None and compressed and capacity_gb is None:
+            raise InvalidInput(f"a {fmt} image's size is known only once decompressed:"
+                               " give capacity (GB) with url")
+        if url is not None and not compressed and capacity_gb is not None:
+            raise InvalidInput("give exactly one of capacity and url (capacity goes with url"
+                               " only for a compressed image)")
         if capacity_gb is not None and (isinstance(capacity_gb, bool)
                                         or not isinstance(capacity_gb, int) or capacity_gb < 1):
             raise InvalidInput(f"capacity is a whole number of GB (at least 1), not {capacity_gb!r}")
         if url is not None:
             check_url(url)
+        if sha256 is not None:
+            sha256 = check_sha256(sha256)
         validate_name("volume", name)
         if url is not None:
             # An address known now to be out of bounds is a 400, not a task.
             await self.downloads.check(url)
+            # What the server lacks for the format is a 409, not a task.
+            await check_server(self._pools.zfs(pool), pool, fmt)
+        image = volume_create.Image(
+            compression=fmt if compressed else None,
+            size=capacity_gb * GiB if compressed else None, sha256=sha256)
         self._intents.check(f"{pool.name}/{name}")
         lock = self.lock(pool.name, name, "being created")
         await lock.acquire()
@@ -172,7 +195,7 @@ class Volumes:
                         return await volume_create.run_empty(op, zfs, pool, name,
                                                              capacity_gb * GiB, add_record)
                     return await volume_create.run_download(op, self.downloads, zfs, pool, name,
-                                                            url, task, add_record)
+                                                            url, task, add_record, image)
             finally:
                 await lock.release()
 
