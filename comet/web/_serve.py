@@ -117,8 +117,13 @@ def describe(error: ValidationError) -> str:
             f"field '{_field_of(error)}': {error.instance!r} is not a valid name"
             f" (it must match {NAME_PATTERN})"
         )
-    if error.validator in ("oneOf", "anyOf") and error.schema.get("description"):
-        return error.schema["description"]
+    # A described choice (which fields go together) says more than the
+    # failure of one of its branches that best_match may have picked.
+    choice = error
+    while choice is not None:
+        if choice.validator in ("oneOf", "anyOf") and choice.schema.get("description"):
+            return choice.schema["description"]
+        choice = choice.parent
     if error.validator == "pattern" and error.schema.get("description"):
         return f"field '{_field_of(error)}': {error.schema['description']}, not {error.instance!r}"
     return f"field '{_field_of(error)}': {error.message}"

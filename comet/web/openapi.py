@@ -20,8 +20,9 @@ from comet.web.audit import QUERY as AUDIT_QUERY
 from comet.web.events import EVENT_STREAM, SSE_EVENT
 from comet.web.tasks import STATUSES
 from comet.web.tasks import TASK as _TASK
-from comet.web.storage import SERVER, URL, url_schema
+from comet.web.storage import SERVER
 from comet.web.templates import CPUS
+from comet.web.volume_requests import COMPRESSED_URL, URL, url_schema
 
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 
@@ -225,6 +226,8 @@ def _bounded(schema, live: dict):
         # Without [storage] download_allow, most address literals are refused
         # (400): the document offers names only (public literals still work).
         return url_schema(literals=False)
+    if schema is COMPRESSED_URL and live.get("names_only"):
+        return url_schema(literals=False, compressed=True)
     if isinstance(schema, dict):
         return {k: _bounded(v, live) for k, v in schema.items()}
     if isinstance(schema, list):

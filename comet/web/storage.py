@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from comet.errors import NotFound
 from comet.model.storage import Pool, Volume, snapshot_actions
-from comet.model.storage.download import FORMATS as IMAGE_FORMATS
 from comet.web._schemas import (BOOL, COUNT, NAME, STRING, TIME, URI, actions, enum, listing,
                                 nullable, obj, resource)
 from comet.web._table import OPERATOR, Response, Routes
 from comet.web.paths import PATHS
 from comet.web.tasks import TASK, task_response
+from comet.web.volume_requests import VOLUME_CREATE
 
 #: The endpoints this module declares (each app serves them: L{comet.web.routes}).
 routes = Routes()
@@ -28,54 +28,6 @@ DATASET = {
 }
 #: A storage server's address, as the configuration names it.
 SERVER = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$"}
-CAPACITY = {"type": "integer", "minimum": 1, "maximum": 1024 * 1024}
-#: A port as Python's URL parser reads it (0 to 65535).
-_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
-#: A host name label the model's IDNA check takes: ASCII letters, digits
-#: and inner hyphens, not two in its third and fourth places, 30 at most.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9]|[A-Za-z0-9-]-?[A-Za-z0-9](?:[A-Za-z0-9-]{0,25}[A-Za-z0-9])?)?"
-#: The same, starting with a letter: the last label of a name (no address is one).
-_NAME_LABEL = "[A-Za-z]" + _LABEL[len("[A-Za-z0-9]"):]
-_H16 = "[0-9A-Fa-f]{1,4}"
-_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
-_LS32 = rf"(?:{_H16}:{_H16}|{_OCTET}(?:\.{_OCTET}){{3}})"
-#: An IPv6 address (RFC 3986's IPv6address), as Python's parser checks one in brackets.
-_IPV6 = "(?:" + "|".join([
-    rf"(?:{_H16}:){{6}}{_LS32}",
-    rf"::(?:{_H16}:){{5}}{_LS32}",
-    rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
-    rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
-    rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
-    rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
-    rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
-    rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
-    rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
-]) + ")"
-
-
-def url_schema(literals: bool = True) -> dict:
-    """
-    An http(s) URL whose host (up to 8 labels: a name; with C{literals} an
-    IPv4 address or a bracketed IPv6 one too) and port the model reads
-    (L{comet.model.storage.StorageModel.create_volume},
-    L{comet.model.downloads.Downloads.check}).  Printable ASCII only, spelt
-    out: C{\\S} is not the same set in ECMA-262 (which the document
-    promises) and in Python (which the model runs).
-    """
-    host = rf"(?:{_LABEL}\.){{0,7}}{_LABEL if literals else _NAME_LABEL}"
-    if literals:
-        host = rf"(?:{host}|\[{_IPV6}\])"
-    return {
-        "type": "string",
-        "maxLength": 4096,
-        "pattern": rf"^https?://(?:[A-Za-z0-9._~%!$&'()*+,;=:-]*@)?{host}"
-                   rf"(?::(?:{_PORT})?)?(?:[/?#][!-~]*)?$",
-        "description": "url must be an http or https URL with a host name"
-                       + (", an IPv4 address or a bracketed IPv6 one" if literals else "") + " and an optional port",
-    }
-
-
-URL = url_schema()
 
 #: What storage operations answer when no storage is configured (404), a
 #: server does not answer (503) or a command fails on it (502), besides
@@ -296,15 +248,7 @@ async def list_volumes(models, request, body, pool):
 @routes.route(
     "POST",
     "storagevolumes",
-    {
-        **obj(("name",), name=NAME, capacity=CAPACITY, url=URL, format=enum(*IMAGE_FORMATS),
-              sha256={"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}),
-        "anyOf": [{"required": ["capacity"]}, {"required": ["url"]}],
-        "description": "'capacity' (GB) or 'url'; both only for a compressed image"
-                       " (its capacity: the size once decompressed); 'format' (default:"
-                       " from the URL's suffix, else raw) and 'sha256' (of the bytes"
-                       " downloaded) go with 'url'",
-    },
+    VOLUME_CREATE,
     answers={202: TASK},
     errors=_STORAGE_ERRORS,
 )

@@ -15,8 +15,12 @@ import os
 from twisted.trial.unittest import TestCase
 from twisted.web.static import File
 
+from jsonschema import Draft202012Validator
+
 from comet.config import StorageConfig
-from comet.model.storage.download import image_format
+from comet.errors import InvalidInput
+from comet.model.storage.download import FORMATS, image_format, requested_format
+from comet.web.volume_requests import VOLUME_CREATE
 from tests.web.test_downloads import FAST, _Base, _Recorder
 from tests.web.test_serve import assertError
 
@@ -30,6 +34,40 @@ class FormatTests(TestCase):
                          ("http://h/a.qcow2", "qcow2"), ("http://h/gz", "raw")):
             self.assertEqual(image_format(url, None), fmt, url)
         self.assertEqual(image_format("http://h/a.gz", "raw"), "raw")   # told: as told
+
+
+class RequestSchemaTests(TestCase):
+    """
+    The request schema of a volume's creation states the combinations of
+    capacity, url, format and sha256 the model takes (the stateful fuzz run
+    found {"format": "xz", "url": "http://A"} valid by the document and
+    refused by the model with a 400).
+    """
+
+    URLS = ("http://h", "http://h/a.img", "http://h/a.gz", "https://h/A.IMG.XZ?x=1",
+            "http://h/a.GZ?x.img", "http://h.gz", "http://h.gz/", "http://h/a.qcow2",
+            "http://h/x.gz;a", "http://h/x;a.gz", "http://h/a.zst#f", "http://u:p@h/a.xz",
+            "http://u:p@h.gz/", "http://h?q.gz", "http://h#/a.gz", "http://h/a.tar.Gzip",
+            "http://h/a.gz/", "http://[::1]/a.zstd", "http://h:80/.gz", "http://h/.zst.x")
+
+    def test_schema_takes_what_the_model_takes(self):
+        schema = Draft202012Validator(VOLUME_CREATE)
+        cases = 0
+        for url in (None, *self.URLS):
+            for fmt in (None, *FORMATS):
+                for capacity in (None, 1):
+                    for sha256 in (None, "ab" * 32):
+                        given = {"url": url, "format": fmt, "capacity": capacity,
+                                 "sha256": sha256}
+                        body = {"name": "v", **{k: v for k, v in given.items() if v is not None}}
+                        try:
+                            requested_format(capacity, url, fmt, sha256)
+                            model = True
+                        except InvalidInput:
+                            model = False
+                        self.assertEqual(schema.is_valid(body), model, body)
+                        cases += 1
+        self.assertEqual(cases, 21 * 6 * 2 * 2)
 
 
 class CompressedDownloadTests(_Base):

@@ -201,7 +201,7 @@ class OpenAPITests(TestCase):
         ECMA-262 but not in Python, were valid by the document and a 400).
         """
         from comet.web._serve import ecma_pattern
-        from comet.web.storage import URL
+        from comet.web.volume_requests import URL
 
         url = ecma_pattern(URL["pattern"])
         for good in ["http://x/y", "https://u:p@h:65535/a?b#c", "http://10.0.0.1:8000/i.raw", "http://a:/x",

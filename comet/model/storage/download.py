@@ -9,7 +9,7 @@ L{comet.model.downloads}.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -23,8 +23,11 @@ from comet.remote.zfs import DECOMPRESSORS
 #: on the storage server on its way into the zvol), C{qcow2} (refused: see
 #: L{check_server}).
 FORMATS = ("raw", "gzip", "xz", "zstd", "qcow2")
-#: The format a URL's path suffix says, when the request names none.
-_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd",
+#: The format a URL's path suffix says (in any case), when the request names
+#: none.  The path is all between the authority and the query or fragment
+#: (C{urlsplit}'s, C{;} parameters included), so the request schema can say
+#: the same with a pattern (L{comet.web.volume_requests}).
+SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd",
              ".qcow2": "qcow2", ".qcow": "qcow2"}
 #: The Debian package each tool a storage server may lack comes in.
 PACKAGES = {"gzip": "gzip", "xz": "xz-utils", "zstd": "zstd", "qemu-img": "qemu-utils"}
@@ -37,8 +40,35 @@ def image_format(url: str, given: str | None) -> str:
         if given not in FORMATS:
             raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {given!r}")
         return given
-    path = urlparse(url).path.lower()
-    return next((f for suffix, f in _SUFFIXES.items() if path.endswith(suffix)), "raw")
+    path = urlsplit(url).path.lower()
+    return next((f for suffix, f in SUFFIXES.items() if path.endswith(suffix)), "raw")
+
+
+def requested_format(capacity_gb: int | None, url: str | None, format: str | None,
+                     sha256: str | None) -> str:
+    """
+    The format of the volume a creation asks for (C{raw} when empty), if
+    its fields go together: C{capacity_gb} alone (empty), C{url} without
+    it (a raw or qcow2 image, sized from its length), or both (a
+    compressed image: its size is known only once decompressed);
+    C{format} and C{sha256} only with C{url}.  The request schema states
+    the same (L{comet.web.volume_requests}).
+    """
+    if url is None and (format is not None or sha256 is not None):
+        raise InvalidInput("format and sha256 describe an image: they go with url")
+    if url is None and capacity_gb is None:
+        raise InvalidInput("give exactly one of capacity and url")
+    if url is None:
+        return "raw"
+    fmt = image_format(url, format)
+    compressed = fmt in DECOMPRESSORS
+    if compressed and capacity_gb is None:
+        raise InvalidInput(f"a {fmt} image's size is known only once decompressed:"
+                           " give capacity (GB) with url")
+    if not compressed and capacity_gb is not None:
+        raise InvalidInput("give exactly one of capacity and url (capacity goes with url"
+                           " only for a compressed image)")
+    return fmt
 
 
 def check_sha256(value: object) -> str:

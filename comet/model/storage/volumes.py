@@ -20,7 +20,7 @@ from comet.model.clusters import validate_name
 from comet.model.operations import volume_create, volume_delete
 from comet.model.events import or_silent
 from comet.model.downloads import scrub
-from comet.model.storage.download import check_server, check_sha256, image_format
+from comet.model.storage.download import check_server, check_sha256, requested_format
 from comet.model.storage.names import GiB, volume_lock, zfs_snapname
 from comet.model.storage.pools import Pool
 from comet.model.tasks import Target
@@ -148,18 +148,8 @@ class Volumes:
         downloaded must have SHA-256 C{sha256} if given.  Answers the task.
         """
         pool = await self._pools.pool(pool_name)
-        if url is None and (format is not None or sha256 is not None):
-            raise InvalidInput("format and sha256 describe an image: they go with url")
-        fmt = image_format(url, format) if url is not None else "raw"
+        fmt = requested_format(capacity_gb, url, format, sha256)
         compressed = fmt in DECOMPRESSORS
-        if url is None and capacity_gb is None:
-            raise InvalidInput("give exactly one of capacity and url")
-        if url is not None and compressed and capacity_gb is None:
-            raise InvalidInput(f"a {fmt} image's size is known only once decompressed:"
-                               " give capacity (GB) with url")
-        if url is not None and not compressed and capacity_gb is not None:
-            raise InvalidInput("give exactly one of capacity and url (capacity goes with url"
-                               " only for a compressed image)")
         if capacity_gb is not None and (isinstance(capacity_gb, bool)
                                         or not isinstance(capacity_gb, int) or capacity_gb < 1):
             raise InvalidInput(f"capacity is a whole number of GB (at least 1), not {capacity_gb!r}")
