@@ -92,17 +92,26 @@ def volume_show(app: App, ref, as_json):
 
 @volume.command("create")
 @click.argument("ref", metavar="POOL/VOLUME", type=names.VOLUME)
-@click.option("--capacity", type=click.IntRange(1), help="An empty volume of this many GB.")
+@click.option("--capacity", type=click.IntRange(1),
+              help="An empty volume of this many GB (with --url: a compressed image's size"
+                   " once decompressed).")
 @click.option("--url", help="A volume holding the image downloaded from URL.")
+@click.option("--format", "image_format", type=click.Choice(["raw", "gzip", "xz", "zstd", "qcow2"]),
+              help="The image's format (default: from the URL's suffix, else raw).")
+@click.option("--sha256", help="The SHA-256 the downloaded bytes must have (hex).")
 @json_option
 @wait_option
 @pass_app
-def volume_create(app: App, ref, capacity, url, as_json, no_wait):
-    """Create a volume: empty (--capacity GB) or from an image (--url) (a task)."""
-    if (capacity is None) == (url is None):
-        raise click.UsageError("give exactly one of --capacity and --url")
+def volume_create(app: App, ref, capacity, url, image_format, sha256, as_json, no_wait):
+    """
+    Create a volume: empty (--capacity GB) or from an image (--url; a
+    compressed one with --capacity too) (a task).
+    """
+    if capacity is None and url is None:
+        raise click.UsageError("give --capacity, --url, or both for a compressed image")
     app.call("POST", path("storagepools", ref[0], "storagevolumes"),
-             body_of(name=ref[1], capacity=capacity, url=url), as_json, no_wait)
+             body_of(name=ref[1], capacity=capacity, url=url, format=image_format,
+                     sha256=sha256), as_json, no_wait)
 
 
 @volume.command("delete")
