@@ -27,7 +27,7 @@ from tests.web.test_storage import storage_models
 FAST = dict(download_idle_timeout=0.5, download_connect_timeout=2.0)
 
 
-class _Recorder(Resource):
+class Recorder(Resource):
     """Counts requests; /image serves C{data}; /redirect sends them to C{location}."""
 
     isLeaf = True
@@ -79,7 +79,7 @@ class _Trickle(Resource):
                 call.cancel()
 
 
-class _Base(TestCase):
+class DownloadCase(TestCase):
     storage = StorageConfig(**FAST)
 
     def setUp(self):
@@ -134,11 +134,11 @@ class PolicyTests(TestCase):
         self.assertEqual(scrub("http://u@[::1]/x?y"), "http://[::1]/x")
 
 
-class RefusedAtRequestTests(_Base):
+class RefusedAtRequestTests(DownloadCase):
     """Without download_allow, the host's own and private addresses are a 400: no task, nothing made."""
 
     async def test_literal_addresses(self):
-        listening = _Recorder(b"x")
+        listening = Recorder(b"x")
         base = self.serve(listening)
         for url in [base + "/image", "http://169.254.169.254/latest/meta-data/",
                     "http://[::1]:22/", "http://10.200.0.21:22/", "https://192.168.1.1/",
@@ -156,15 +156,15 @@ class RefusedAtRequestTests(_Base):
         self.assertNothingMade()
 
 
-class RedirectTests(_Base):
+class RedirectTests(DownloadCase):
     """The allowed server redirects to a refused address: the hop is checked too."""
 
     storage = StorageConfig(download_allow=("127.0.0.1/32",), **FAST)
 
     async def test_redirect_to_a_refused_address(self):
-        inside = _Recorder(os.urandom(1000))
+        inside = Recorder(os.urandom(1000))
         hidden = self.serve(inside, interface="127.0.0.2")
-        outside = _Recorder(location=(hidden + "/image").encode())
+        outside = Recorder(location=(hidden + "/image").encode())
         base = self.serve(outside)
         task = await self.wait(await self.create(base + "/redirect"))
         self.assertEqual(task["status"], "failed", task)
@@ -176,7 +176,7 @@ class RedirectTests(_Base):
                     404, "not_found")
 
     async def test_redirect_to_metadata_service(self):
-        outside = _Recorder(location=b"http://169.254.169.254/latest/meta-data/iam/")
+        outside = Recorder(location=b"http://169.254.169.254/latest/meta-data/iam/")
         task = await self.wait(await self.create(self.serve(outside) + "/redirect"))
         self.assertEqual(task["status"], "failed", task)
         self.assertIn("may not connect to 169.254.169.254", task["message"])
@@ -185,14 +185,14 @@ class RedirectTests(_Base):
     async def test_allowed_redirect_still_works(self):
         """A redirect within what is allowed is followed (the policy is not 'no redirects')."""
         data = os.urandom(4096)
-        target = self.serve(_Recorder(data))
-        outside = _Recorder(location=(target + "/image").encode())
+        target = self.serve(Recorder(data))
+        outside = Recorder(location=(target + "/image").encode())
         task = await self.wait(await self.create(self.serve(outside) + "/redirect"))
         self.assertEqual(task["status"], "finished", task)
         self.assertEqual(bytes(self.servers["s1"].datasets["tank/comet/img"].data[:4096]), data)
 
 
-class StallTests(_Base):
+class StallTests(DownloadCase):
     storage = StorageConfig(download_allow=("127.0.0.0/8",), **FAST)
 
     def trickle(self):
@@ -223,7 +223,7 @@ class StallTests(_Base):
         self.assertNothingMade()
 
 
-class TotalLimitTests(_Base):
+class TotalLimitTests(DownloadCase):
     storage = StorageConfig(download_allow=("127.0.0.0/8",), download_idle_timeout=5.0,
                             download_timeout=1.0)
 
@@ -253,7 +253,7 @@ class TotalLimitTests(_Base):
         self.assertNotIn("tank/comet/img", self.servers["s1"].datasets)
 
 
-class ConcurrencyTests(_Base):
+class ConcurrencyTests(DownloadCase):
     storage = StorageConfig(download_allow=("127.0.0.0/8",), max_downloads=1,
                             download_idle_timeout=30.0)
 
@@ -298,12 +298,12 @@ class ConcurrencyTests(_Base):
         self.assertEqual(Held.most, 1)
 
 
-class MessageTests(_Base):
+class MessageTests(DownloadCase):
     storage = StorageConfig(download_allow=("127.0.0.0/8",), **FAST)
 
     async def test_credentials_never_shown(self):
         """User-info and query string stay out of task messages, whether it works or not."""
-        base = self.serve(_Recorder(b"abc"))
+        base = self.serve(Recorder(b"abc"))
         secret_base = base.replace("http://", "http://alice:pw-s3cret@")
         done = await self.wait(await self.create(secret_base + "/image?token=s3cret"))
         self.assertEqual(done["status"], "finished", done)
@@ -333,7 +333,7 @@ class MessageTests(_Base):
         self.assertNotIn("s3cret", task["message"])
 
 
-class HostNameTests(_Base):
+class HostNameTests(DownloadCase):
     async def test_invalid_host_name(self):
         """A host no resolver could take (found by schemathesis) is a 400, not a task's traceback."""
         answer = await self.create("http://\x96E\U0001f60d\x81\xcb.J/image")

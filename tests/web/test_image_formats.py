@@ -21,7 +21,7 @@ from comet.config import StorageConfig
 from comet.errors import InvalidInput
 from comet.model.storage.download import FORMATS, image_format, requested_format
 from comet.web.volume_requests import VOLUME_CREATE
-from tests.web.test_downloads import FAST, _Base, _Recorder
+from tests.web.test_downloads import FAST, DownloadCase, Recorder
 from tests.web.test_serve import assertError
 
 GiB = 1024**3
@@ -70,7 +70,7 @@ class RequestSchemaTests(TestCase):
         self.assertEqual(cases, 21 * 6 * 2 * 2)
 
 
-class CompressedDownloadTests(_Base):
+class CompressedDownloadTests(DownloadCase):
     storage = StorageConfig(download_allow=("127.0.0.0/8",), **FAST)
 
     async def post(self, **fields):
@@ -83,7 +83,7 @@ class CompressedDownloadTests(_Base):
     async def test_gzip_and_xz_decompressed_on_the_server(self):
         image = os.urandom(200000) + bytes(300000) + b"end"
         for fmt, compress, suffix in (("gzip", gzip.compress, ".gz"), ("xz", lzma.compress, ".xz")):
-            url = self.serve(_Recorder(compress(image))) + f"/image{suffix}"
+            url = self.serve(Recorder(compress(image))) + f"/image{suffix}"
             task = await self.wait(await self.post(url=url, capacity=1, name=f"img-{fmt}"))
             self.assertEqual(task["status"], "finished", task)
             self.assertIn(fmt, task["message"])
@@ -109,13 +109,13 @@ class CompressedDownloadTests(_Base):
 
     async def test_format_given(self):
         image = os.urandom(1000)
-        url = self.serve(_Recorder(gzip.compress(image))) + "/image"
+        url = self.serve(Recorder(gzip.compress(image))) + "/image"
         task = await self.wait(await self.post(url=url, capacity=1, format="gzip"))
         self.assertEqual(task["status"], "finished", task)
         self.assertEqual(self.data()[:1000], image)
 
     async def test_corrupt_stream_fails_and_removes(self):
-        url = self.serve(_Recorder(b"this is not gzip" * 100)) + "/image.gz"
+        url = self.serve(Recorder(b"this is not gzip" * 100)) + "/image.gz"
         task = await self.wait(await self.post(url=url, capacity=1))
         self.assertEqual(task["status"], "failed", task)
         self.assertIn("not in gzip format", task["message"])
@@ -123,7 +123,7 @@ class CompressedDownloadTests(_Base):
 
     async def test_sha256_matches(self):
         body = gzip.compress(os.urandom(5000))
-        url = self.serve(_Recorder(body)) + "/image.gz"
+        url = self.serve(Recorder(body)) + "/image.gz"
         digest = hashlib.sha256(body).hexdigest().upper()   # either case
         task = await self.wait(await self.post(url=url, capacity=1, sha256=digest))
         self.assertEqual(task["status"], "finished", task)
@@ -132,7 +132,7 @@ class CompressedDownloadTests(_Base):
     async def test_sha256_mismatch_fails_and_removes(self):
         """A mismatch fails the task, says both sums, and leaves no zvol and no record."""
         body = os.urandom(5000)
-        url = self.serve(_Recorder(body)) + "/image"
+        url = self.serve(Recorder(body)) + "/image"
         wrong = "0" * 64
         task = await self.wait(await self.post(url=url, sha256=wrong))
         self.assertEqual(task["status"], "failed", task)
@@ -143,7 +143,7 @@ class CompressedDownloadTests(_Base):
         self.assertEqual(answer.code, 404)
 
     async def test_bad_requests_change_nothing(self):
-        url = self.serve(_Recorder(b"x")) + "/image"
+        url = self.serve(Recorder(b"x")) + "/image"
         for fields, says in (
             ({"url": url + ".gz"}, "give capacity"),                 # compressed: size?
             ({"url": url, "capacity": 1}, "only for a compressed"),  # raw: one of them
@@ -157,7 +157,7 @@ class CompressedDownloadTests(_Base):
 
     async def test_what_the_server_lacks_is_a_409(self):
         """zstd and qcow2 on a server without zstd and qemu-img: 409 naming what to install."""
-        url = self.serve(_Recorder(b"x"))
+        url = self.serve(Recorder(b"x"))
         answer = await self.post(url=url + "/image.zst", capacity=1)
         assertError(self, answer, 409, "conflict", "has no zstd (Debian package zstd)")
         answer = await self.post(url=url + "/image.qcow2")
