@@ -312,10 +312,27 @@ class _FakeZFS:
         ds = self._get(name)
         for item in assignments:
             key, _, value = item.partition("=")
-            if ":" not in key:
+            if key == "volsize" and ds.type == "volume":
+                self._set_volsize(ds, _size(value))
+            elif ":" not in key:
                 raise _Error(f"cannot set property for '{name}': '{key}' is readonly")
-            ds.props[key] = value
+            else:
+                ds.props[key] = value
         return Answer()
+
+    def _set_volsize(self, ds: _Dataset, size: int) -> None:
+        """As OpenZFS: whole blocks; a non-sparse volume's reservation follows, if there is room."""
+        if size % ds.volblocksize:
+            raise _Error(f"cannot set property for '{ds.name}': 'volsize' must be a multiple"
+                         f" of volume block size ({ds.volblocksize // 1024}K)")
+        if ds.reservation:
+            more = size - ds.reservation
+            if more > self._available(self._pool_of(ds.name)):
+                raise _Error(f"cannot set property for '{ds.name}': size is greater than"
+                             " available space")
+            ds.reservation = size
+        ds.volsize = size
+        del ds.data[size:]
 
     def _zpool_list(self, args: list[str]) -> Answer:
         options, names = _parse_options(args, "Hp", "o")

@@ -59,6 +59,7 @@ from comet.remote.zfs_commands import (
     promote_argv,
     read_argv,
     rename_argv,
+    resize_argv,
     rollback_argv,
     round_size,
     set_argv,
@@ -125,6 +126,7 @@ __all__ = [
     "rename_argv",
     "rollback_argv",
     "round_size",
+    "resize_argv",
     "set_argv",
     "snapshot_argv",
     "sync_argv",
@@ -376,6 +378,19 @@ class ZFS:
         argv = set_argv(name, properties)
         yield self.check_owned(name)
         yield self._run(argv)
+
+    @inlineCallbacks
+    def resize(self, volume: str, size: int):
+        """
+        Set Comet's volume C{volume} to C{size} bytes (a whole number of its
+        blocks); the L{Volume} after.  L{Conflict} when the pool has no room
+        for a non-sparse volume's larger reservation.
+        """
+        argv = resize_argv(volume, size)
+        yield self.check_owned(volume)
+        yield self._run(argv)
+        result = yield self.get_volume(volume)
+        return result
 
     def sync(self) -> Deferred:
         """Flush the server's caches (see L{sync_argv})."""

@@ -260,6 +260,13 @@ def set_argv(name: str, properties: Mapping[str, str]) -> list[str]:
     return ["zfs", "set"] + [f"{k}={v}" for k, v in props.items()] + [_check_any(name)]
 
 
+def resize_argv(volume: str, size: int) -> list[str]:
+    """Set volume C{volume}'s size to C{size} bytes (a whole number of its blocks)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InvalidInput(f"not a volume size: {size!r}")
+    return ["zfs", "set", f"volsize={size}", check_dataset(volume)]
+
+
 def sync_argv() -> list[str]:
     """
     Flush the storage server's caches.  Needed before a snapshot of a volume

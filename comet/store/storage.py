@@ -166,7 +166,7 @@ class Storage:
     """The C{storage_pools} and C{storage_volumes} tables."""
 
     #: Volume columns the model may change.
-    MUTABLE = ("vm_uuid", "dev", "own", "target", "exported_to", "chap_secret", "tid")
+    MUTABLE = ("vm_uuid", "dev", "own", "target", "exported_to", "chap_secret", "tid", "capacity")
 
     def __init__(self, db: Database):
         self._db = db

@@ -14,7 +14,7 @@ from comet.web._schemas import (BOOL, COUNT, NAME, STRING, TIME, URI, actions, e
 from comet.web._table import OPERATOR, Response, Routes
 from comet.web.paths import PATHS
 from comet.web.tasks import TASK, task_response
-from comet.web.volume_requests import VOLUME_CREATE
+from comet.web.volume_requests import CAPACITY, VOLUME_CREATE
 
 #: The endpoints this module declares (each app serves them: L{comet.web.routes}).
 routes = Routes()
@@ -265,6 +265,18 @@ async def create_volume(models, request, body, pool):
 async def get_volume(models, request, body, pool, volume):
     """Describe a volume, with its size and use read live."""
     return await volume_representation(models, await _storage(models).volume(pool, volume))
+
+
+@routes.route("PUT", "storagevolume", obj(("capacity",), capacity=CAPACITY),
+              answers={200: VOLUME}, errors=_STORAGE_ERRORS)
+async def update_volume(models, request, body, pool, volume):
+    """
+    Grow a volume to C{capacity} GB (409: not Comet's, mapped, or smaller
+    than it is; the same size changes nothing).  Unlike other PUTs it
+    changes the zvol itself, at once.
+    """
+    return await volume_representation(
+        models, await _storage(models).resize_volume(pool, volume, body["capacity"]))
 
 
 @routes.route("DELETE", "storagevolume", obj(force=BOOL), answers={204: None},

@@ -301,6 +301,25 @@ class RemoteContractMixin:
         self.assertEqual(back, data)
 
     @inlineCallbacks
+    def test_resize(self):
+        """
+        A volume grows, its data kept and (thick) its reservation following;
+        growing past the pool's free space is a conflict that changes nothing.
+        """
+        volume = yield self.volume("v1")
+        data = os.urandom(MiB)
+        yield self.write(volume.name, data)
+        grown = yield self.zfs.resize(volume.name, 8 * MiB)
+        self.assertEqual(grown.size, 8 * MiB)
+        self.assertGreaterEqual(grown.used, 8 * MiB)
+        back = yield self.zfs.read_head(volume.name, len(data))
+        self.assertEqual(back, data)
+        with self.assertRaises(Conflict) as caught:
+            yield self.zfs.resize(volume.name, 1024 ** 4)
+        self.assertIn("greater than available space", caught.exception.reason)
+        self.assertEqual((yield self.zfs.get_volume(volume.name)).size, 8 * MiB)
+
+    @inlineCallbacks
     def test_read_volume(self):
         """A whole volume streams out into a consumer: its data, then zeros to its size."""
         volume = yield self.volume("v1", 2 * MiB)

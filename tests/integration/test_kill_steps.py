@@ -59,6 +59,7 @@ from twisted.web.static import File
 from comet.model.operations import (
     attach, net_down, net_up, snapshot_delete, snapshot_revert, snapshot_take, vm_create,
     vm_delete, vm_fence, vm_migrate, vm_start, unmap, vm_stop, volume_create, volume_delete,
+    volume_resize,
 )
 from comet.remote.netdev import parse_devices
 from comet.remote.tgt import parse_targets
@@ -524,6 +525,7 @@ class VolumeKillTests(KillStepsCase):
         ("volume.delete", "volume.delete", volume_delete.Step.FORGET_RECORD.value),
         ("volume.delete/force", "volume.delete", volume_delete.Step.DESTROY_LEFTOVERS.value),
         ("volume.delete/force", "volume.delete", volume_delete.Step.DESTROY_ZVOL.value),
+        ("volume.resize", "volume.resize", volume_resize.Step.SET_VOLSIZE.value),
     ]
 
     async def prepare(self):
@@ -573,10 +575,16 @@ class VolumeKillTests(KillStepsCase):
         self.assertIn('{"force": true}', answer.json["reason"])
         return lambda: self.request("DELETE", self._volumes(self.volume), {"force": True})
 
+    async def case_volume_resize(self, step):
+        self.volume = self.name("r")
+        await self.new_volume(self.fixture["pool"], self.volume)
+        return lambda: self.request("PUT", self._volumes(self.volume), {"capacity": 2})
+
     async def after_volume_create(self):
         await self.delete_volume(self.fixture["pool"], self.volume)
 
     after_download = after_volume_delete = after_volume_delete_force = after_volume_create
+    after_volume_resize = after_volume_create
 
 
 class VMKillTests(KillStepsCase):

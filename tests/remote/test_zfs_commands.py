@@ -128,6 +128,14 @@ class ArgvTests(SynchronousTestCase):
                          ["zfs", "set", "comet:x=1", "comet:y=2", "tank/a"])
         self.assertRaises(InvalidInput, zfs_commands.set_argv, "tank/a", {})
 
+    def test_resize(self):
+        """A whole positive size and a checked name; anything else runs nothing."""
+        self.assertEqual(zfs_commands.resize_argv("tank/a", 2 << 30),
+                         ["zfs", "set", "volsize=2147483648", "tank/a"])
+        for size in (0, -1, True, 1.5, "2G"):
+            self.assertRaises(InvalidInput, zfs_commands.resize_argv, "tank/a", size)
+        self.assertRaises(InvalidInput, zfs_commands.resize_argv, "tank/a -o x", 1 << 30)
+
     def test_devices(self):
         """The volume name is a positional parameter of a constant script."""
         argv = zfs_commands.device_argv("tank/c/v", 5)

@@ -15,6 +15,7 @@ from twisted.web.server import Site
 from comet.config import StorageConfig, StoragePoolConfig, StorageServerConfig
 from comet.remote import FakeRunner, FakeStorageServer
 from comet.remote.zfs import OWNER_PROPERTY
+from comet.store import Intents as IntentTable
 from tests._api import make_client, make_models
 from tests.web.test_serve import assertError
 
@@ -282,6 +283,36 @@ class StorageAPITests(TestCase):
         self.assertEqual((await self.client.delete("/storagepools/pool1/storagevolumes/v1")).code,
                          204)
         self.assertEqual(await self.models.locks.rows(), [])
+
+    async def test_volume_grows(self):
+        """
+        PUT capacity grows a volume at once (live size, record and an event);
+        the same size changes nothing; smaller, foreign or bad bodies are
+        refused and change nothing.
+        """
+        await self.make_volume()
+        href = "/storagepools/pool1/storagevolumes/v1"
+        answer = await self.client.put(href, {"capacity": 3})
+        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(answer.json["capacity"], 3 * GiB)
+        self.assertEqual((await self.client.get(href)).json["capacity"], 3 * GiB)
+        self.assertEqual(self.servers["s1"].datasets["tank/comet/v1"].volsize, 3 * GiB)
+        self.assertEqual((await self.models.storage.records.volume("pool1", "v1")).capacity,
+                         3 * GiB)
+        self.assertEqual((await self.client.put(href, {"capacity": 3})).json["capacity"], 3 * GiB)
+        assertError(self, await self.client.put(href, {"capacity": 2}), 409, "conflict",
+                    "can only grow")
+        for body in ({}, {"capacity": 0}, {"capacity": "4"}, {"capacity": 4, "name": "w"},
+                     {"capacity": True}):
+            assertError(self, await self.client.put(href, body), 400, "bad_request")
+        assertError(self, await self.client.put("/storagepools/pool1/storagevolumes/nope",
+                                                {"capacity": 4}), 404, "not_found")
+        await self.runners["s1"].run(["zfs", "create", "-V", "1048576", "tank/comet/theirs"])
+        assertError(self, await self.client.put("/storagepools/pool1/storagevolumes/theirs",
+                                                {"capacity": 4}), 409, "conflict", "not made by")
+        self.assertEqual(self.servers["s1"].datasets["tank/comet/theirs"].volsize, 1048576)
+        self.assertEqual(self.servers["s1"].datasets["tank/comet/v1"].volsize, 3 * GiB)
+        self.assertEqual(await IntentTable(self.models.users.db).list(), [])
 
     async def test_foreign_volume_not_destroyed(self):
         """A zvol Comet did not create is shown but never destroyed."""

@@ -41,6 +41,7 @@ from typing import Mapping
 from comet.model.operations import (
     attach, net_down, net_up, snapshot_delete, snapshot_revert, snapshot_take, vm_create,
     vm_delete, vm_fence, vm_migrate, vm_start, vm_stop, unmap, volume_create, volume_delete,
+    volume_resize,
 )
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
@@ -66,6 +67,7 @@ REGISTRY: Mapping[str, OperationType] = make_registry(
     vm_fence.OPERATION,
     volume_create.OPERATION,
     volume_delete.OPERATION,
+    volume_resize.OPERATION,
     snapshot_take.OPERATION,
     snapshot_delete.OPERATION,
     snapshot_revert.OPERATION,

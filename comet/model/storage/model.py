@@ -142,6 +142,9 @@ class StorageModel:
     async def delete_volume(self, pool_name: str, name: str, force: bool = False) -> None:
         await self.volume_set.delete_volume(pool_name, name, force=force)
 
+    async def resize_volume(self, pool_name: str, name: str, capacity_gb: int) -> Volume:
+        return await self.volume_set.resize_volume(pool_name, name, capacity_gb)
+
     async def vm_of(self, volume: Volume):
         return await self.volume_set.vm_of(volume)
 

@@ -17,7 +17,7 @@ import attrs
 
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.model.clusters import validate_name
-from comet.model.operations import volume_create, volume_delete
+from comet.model.operations import volume_create, volume_delete, volume_resize
 from comet.model.events import or_silent
 from comet.model.downloads import scrub
 from comet.model.storage.download import check_server, check_sha256, requested_format
@@ -230,6 +230,38 @@ class Volumes:
             await volume_delete.run(
                 op, self._store, zfs, pool, name, record, clones, force,
                 explain=lambda: self._check_leftovers(pool, zfs, name, force=False))
+
+    async def resize_volume(self, pool_name: str, name: str, capacity_gb: int) -> Volume:
+        """
+        Grow volume C{name} to C{capacity_gb} GiB; the volume after.  Only
+        Comet's own volumes, only while not mapped (an exported LUN keeps the
+        size it was exported with: stop the VM first), and only growing
+        (shrinking would cut the guest's data off): a 409 otherwise.  The
+        same size is a no-op.
+        """
+        if isinstance(capacity_gb, bool) or not isinstance(capacity_gb, int) or capacity_gb < 1:
+            raise InvalidInput(f"capacity is a whole number of GB (at least 1), not {capacity_gb!r}")
+        pool = await self._pools.pool(pool_name)
+        validate_name("volume", name)
+        async with self.lock(pool.name, name, "being resized"):
+            volume = await self.volume(pool.name, name)
+            record, size = volume.record, capacity_gb * GiB
+            if record is None:
+                raise Conflict(f"volume {name!r} was not made by Comet; it is not resized")
+            if record.target:
+                raise Conflict(f"volume {name!r} is mapped (exported to {record.exported_to}):"
+                               " its LUN keeps its size; stop its VM (or unmap it) first")
+            if size < volume.capacity:
+                raise Conflict(f"volume {name!r} is {volume.capacity} bytes; it can only grow"
+                               f" ({capacity_gb} GB is smaller)")
+            if size == volume.capacity:
+                return volume
+            async with self._intents.operation(volume_resize.KIND, f"{pool.name}/{name}") as op:
+                live = await volume_resize.run(op, self._store, self._pools.zfs(pool), pool,
+                                               name, size)
+        self._events.emit("volume.changed", {"pool": pool.name, "volume": name,
+                                             "capacity": live.size})
+        return await self.volume(pool.name, name)
 
     async def _check_leftovers(self, pool, zfs, name: str, force: bool) -> list[str]:
         """

@@ -94,6 +94,30 @@ class VMDiskTests(_Setup, TestCase):
         volume = (await self.client.get(f"/storagepools/pool1/storagevolumes/{name}")).json
         self.assertEqual((volume["state"], volume["target"]), ("unmapped", None))
 
+    async def test_disk_grows_only_while_its_vm_is_stopped(self):
+        """
+        A running VM's disk is mapped, so growing it is a 409 that changes
+        nothing; once the VM is stopped it grows, and its next start exports
+        it at the new size.
+        """
+        vm = await self.make_vm()
+        name = vm_disk_name(vm["uuid"])
+        href = f"/storagepools/pool1/storagevolumes/{name}"
+        before = (await self.client.get(href)).json["capacity"]
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        assertError(self, await self.client.put(href, {"capacity": 8}), 409, "conflict",
+                    "mapped")
+        self.assertEqual(self.server.datasets[f"tank/comet/{name}"].volsize, before)
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/poweroff")).code, 200)
+        answer = await self.client.post("/cluster/lab/vms/web/stop")
+        await self.models.tasks.wait(answer.json["id"])
+        answer = await self.client.put(href, {"capacity": 8})
+        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(answer.json["capacity"], 8 * 1024 ** 3)
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        self.assertEqual((await self.client.get(href)).json["state"], "mapped")
+        self.assertEqual(self.server.datasets[f"tank/comet/{name}"].volsize, 8 * 1024 ** 3)
+
     async def test_start_exports_to_the_host_only(self):
         """
         The target a start makes admits the host the VM runs on (its
