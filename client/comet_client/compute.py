@@ -126,18 +126,56 @@ def vm_show(app: App, ref, as_json):
     app.show(app.client.get(vm_path(ref)), as_json)
 
 
+def _nics(values, with_mac: bool):
+    """C{--nic NETWORK[=MAC]} options as the API's C{nics} (C{None}: none given)."""
+    if not values:
+        return None
+    nics = []
+    for value in values:
+        network, equals, mac = value.partition("=")
+        if not network or (equals and (not with_mac or not mac)):
+            raise click.BadParameter(f"{value!r} is not {'NETWORK[=MAC]' if with_mac else 'NETWORK'}",
+                                     param_hint="--nic")
+        nics.append({"network": network, **({"mac": mac} if mac else {})})
+    return nics
+
+
+def _ssh_keys(files):
+    """The public keys in C{--ssh-key} files: each line that is not empty or a comment."""
+    keys = []
+    for f in files:
+        keys += [line.strip() for line in f.read().splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+    return keys or None
+
+
 @vm.command("create")
 @click.argument("ref", metavar="CLUSTER[/VM]", type=names.NEW_VM)
 @click.option("--template", "-t", required=True, type=names.TEMPLATE, help="The template to copy.")
 @click.option("--memory", type=int, help="MB (default: the template's).")
 @click.option("--cpus", type=int, help="Virtual CPUs (default: the template's).")
+@click.option("--nic", "nics", multiple=True, metavar="NETWORK[=MAC]",
+              help="A NIC on NETWORK ('private': the cluster's own), in order; repeatable"
+                   " (default: the template's NICs).")
+@click.option("--hostname", help="The guest's host name (a first-boot seed; default: the VM's name).")
+@click.option("--ssh-key", "ssh_keys", multiple=True, type=click.File("r"), metavar="FILE",
+              help="A file of SSH public keys for the guest (a first-boot seed); repeatable.")
+@click.option("--user-data", type=click.File("r"), metavar="FILE",
+              help="cloud-init user-data for the first boot ('-': standard input).")
 @json_option
 @pass_app
-def vm_create(app: App, ref, template, memory, cpus, as_json):
-    """Create a VM from a template (without a name: the template's name and a number)."""
+def vm_create(app: App, ref, template, memory, cpus, nics, hostname, ssh_keys, user_data, as_json):
+    """Create a VM from a template (without a name: the template's name and a number).
+
+    With --hostname, --ssh-key or --user-data the VM gets a cloud-init
+    NoCloud seed, a CD-ROM its guest reads at its first boot.
+    """
     cluster_name, name = ref
     app.call("POST", path("cluster", cluster_name, "vms"),
-             body_of(template=template, name=name, memory=memory, cpus=cpus), as_json)
+             body_of(template=template, name=name, memory=memory, cpus=cpus,
+                     nics=_nics(nics, with_mac=True), hostname=hostname,
+                     ssh_keys=_ssh_keys(ssh_keys),
+                     user_data=None if user_data is None else user_data.read()), as_json)
 
 
 @vm.command("update")
@@ -195,6 +233,17 @@ for _action, _doc in (
 def vm_stop(app: App, ref, timeout, force, as_json, no_wait):
     """Shut a VM down, bring its image back to storage and free its host (a task)."""
     app.call("POST", vm_path(ref, "stop"), body_of(timeout=timeout, force=force), as_json, no_wait)
+
+
+@vm.command("migrate")
+@click.argument("ref", metavar="CLUSTER/VM", type=names.VM)
+@click.option("--host", type=names.HOST, help="The host to move to (default: the placement rule's choice).")
+@json_option
+@wait_option
+@pass_app
+def vm_migrate(app: App, ref, host, as_json, no_wait):
+    """Move a running or paused VM live to another host (a task)."""
+    app.call("POST", vm_path(ref, "migrate"), body_of(host=host), as_json, no_wait)
 
 
 @vm.command("screenshot")
@@ -283,17 +332,22 @@ def template_show(app: App, name, as_json):
 _DISK_HELP = "The base image, POOL/VOLUME ('none': no disk)."
 
 
+_NIC_HELP = ("A NIC of its VMs on NETWORK ('private': the VM's cluster's own), in order;"
+             " repeatable.")
+
+
 @template.command("create")
 @click.argument("name")
 @click.option("--memory", type=int, help="MB.")
 @click.option("--cpus", type=int, help="Virtual CPUs.")
 @click.option("--disk", help=_DISK_HELP)
+@click.option("--nic", "nics", multiple=True, metavar="NETWORK", help=_NIC_HELP)
 @json_option
 @pass_app
-def template_create(app: App, name, memory, cpus, disk, as_json):
+def template_create(app: App, name, memory, cpus, disk, nics, as_json):
     """Create a template."""
     disk = _disk(disk)
-    body = body_of(name=name, memory=memory, cpus=cpus, disk=disk)
+    body = body_of(name=name, memory=memory, cpus=cpus, disk=disk, nics=_nics(nics, with_mac=False))
     if disk == "none":
         body["disk"] = None
     app.call("POST", "/templates", body, as_json)
@@ -305,12 +359,14 @@ def template_create(app: App, name, memory, cpus, disk, as_json):
 @click.option("--memory", type=int, help="MB.")
 @click.option("--cpus", type=int, help="Virtual CPUs.")
 @click.option("--disk", help=_DISK_HELP)
+@click.option("--nic", "nics", multiple=True, metavar="NETWORK",
+              help="Its NICs from now on (replacing the old list), in order; repeatable.")
 @json_option
 @pass_app
-def template_update(app: App, name, new_name, memory, cpus, disk, as_json):
+def template_update(app: App, name, new_name, memory, cpus, disk, nics, as_json):
     """Change a template."""
     disk = _disk(disk)
-    body = body_of(name=new_name, memory=memory, cpus=cpus, disk=disk)
+    body = body_of(name=new_name, memory=memory, cpus=cpus, disk=disk, nics=_nics(nics, with_mac=False))
     if disk == "none":
         body["disk"] = None
     app.call("PUT", path("templates", name), body, as_json)

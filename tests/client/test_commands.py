@@ -226,6 +226,78 @@ class _Compute:
         self.assertExit(comet("cluster", "delete", "lab", "--force"), 0)
         self.assertEqual(self.daemon.api("GET", "/cluster/lab")[0], 404)
 
+    def test_nics(self):
+        """C{--nic} on a template (networks) and a VM (networks and MACs): what the API made."""
+        comet = self.comet()
+        made = comet.json("template", "create", "wired", "--memory", "128", "--nic", "private")
+        self.assertEqual(made["nics"], [{"network": "private"}])
+        self.assertEqual(made, self.daemon.get("/templates/wired"))
+        self.assertExit(comet("cluster", "create", "nets"), 0)
+        vm = comet.json("vm", "create", "nets/a", "-t", "wired",
+                        "--nic", "private=52:54:00:12:34:56", "--nic", "private")
+        self.assertEqual(vm, self.daemon.get("/cluster/nets/vms/a"))
+        self.assertEqual([(n["network"], n["mac"]) for n in vm["nics"]][0],
+                         ("private", "52:54:00:12:34:56"))
+        self.assertEqual([n["network"] for n in vm["nics"]], ["private", "private"])
+        # Without --nic, the template's.
+        self.assertEqual([n["network"] for n in comet.json("vm", "create", "nets/b", "-t", "wired")["nics"]],
+                         ["private"])
+        changed = comet.json("template", "update", "wired", "--nic", "private", "--nic", "private")
+        self.assertEqual(changed["nics"], [{"network": "private"}, {"network": "private"}])
+        # A template's NICs have no MACs (its VMs share it): bad usage, nothing sent.
+        self.assertExit(comet("template", "create", "macs", "--nic", "private=52:54:00:12:34:57"), 2)
+        self.assertEqual(self.daemon.api("GET", "/templates/macs")[0], 404)
+        refused = comet("vm", "create", "nets/c", "-t", "wired", "--nic", "nowhere")
+        self.assertExit(refused, 1)
+        self.assertEqual(refused.stderr.strip(), "Error: " + self.daemon.api(
+            "POST", "/cluster/nets/vms", {"template": "wired", "name": "c",
+                                          "nics": [{"network": "nowhere"}]})[1]["reason"])
+
+    def test_first_boot_seed_options(self):
+        """
+        C{--hostname}, C{--ssh-key FILE} and C{--user-data FILE} reach the API
+        as its C{hostname}, C{ssh_keys} and C{user_data}: each refusal is the
+        one the API gives that body (this daemon has no storage for a seed).
+        """
+        comet = self.comet()
+        self.made("seeds/x")
+        key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKZ1o0RvbwWFdgt3+8GOy2ybN7mNd0D6HoPFUdvt0Cyo me@laptop"
+        keys = os.path.join(comet.home, "id.pub")
+        with open(keys, "w") as f:
+            f.write(f"# mine\n{key}\n\n")
+        bad_keys = os.path.join(comet.home, "bad.pub")
+        with open(bad_keys, "w") as f:
+            f.write("ssh-ed25519 nonsense\n")
+        base = {"template": "t128", "name": "y"}
+        for args, stdin, body in (
+            (["--hostname", "web-1", "--ssh-key", keys, "--user-data", "-"], "#cloud-config\n",
+             {"hostname": "web-1", "ssh_keys": [key], "user_data": "#cloud-config\n"}),
+            (["--hostname", "not_a_host"], None, {"hostname": "not_a_host"}),
+            (["--ssh-key", bad_keys], None, {"ssh_keys": ["ssh-ed25519 nonsense"]}),
+            (["--user-data", "-"], "nul\x00", {"user_data": "nul\x00"}),
+        ):
+            refused = comet("vm", "create", "seeds/y", "-t", "t128", *args, stdin=stdin)
+            self.assertExit(refused, 1)
+            code, answer = self.daemon.api("POST", "/cluster/seeds/vms", {**base, **body})
+            self.assertIn(code, (400, 409), answer)
+            self.assertEqual(refused.stderr.strip(), "Error: " + answer["reason"], args)
+        self.assertEqual(self.daemon.api("GET", "/cluster/seeds/vms/y")[0], 404)
+
+    def test_migrate(self):
+        """C{comet vm migrate}: the API's refusal when there is no other host to go to."""
+        comet = self.comet()
+        self.made("mig/v")
+        self.assertExit(comet("vm", "start", "mig/v"), 0)
+        refused = comet("vm", "migrate", "mig/v", "--host", "local")
+        self.assertExit(refused, 1)
+        code, answer = self.daemon.api("POST", "/cluster/mig/vms/v/migrate", {"host": "local"})
+        self.assertIn(code, (400, 409), answer)
+        self.assertEqual(refused.stderr.strip(), "Error: " + answer["reason"])
+        refused = comet("vm", "migrate", "mig/v")
+        self.assertExit(refused, 1)
+        self.assertEqual(refused.stderr.strip(), "Error: " + self.daemon.api(
+            "POST", "/cluster/mig/vms/v/migrate", {})[1]["reason"])
+
     def test_console_url(self):
         """Without --serial: the console's URL, or the daemon's reason when it has none."""
         comet = self.comet()
