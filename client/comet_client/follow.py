@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from rich.console import Console
+from rich.table import Column
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from comet_client.api import OPENED, ApiError, Client, Unreachable
@@ -88,9 +89,14 @@ def wait(source: TaskSource, task: dict, console: Console) -> dict:
     C{null}) and message until it ends; return its last representation.
     A C{KeyboardInterrupt} stops the waiting only (the caller says how to follow again).
     """
-    columns = (TextColumn("task {task.fields[id]}"), BarColumn(), TaskProgressColumn(),
-               TimeElapsedColumn(), TextColumn("{task.description}"))
-    with Progress(*columns, console=console, transient=False) as progress:
+    # A message longer than the line is cut (ellipsis), not the bar: only the
+    # message's column gives way (without this, rich shrank every column and
+    # a long message left "t…" and no bar at all).
+    columns = (TextColumn("task {task.fields[id]}", table_column=Column(no_wrap=True)), BarColumn(),
+               TaskProgressColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}",
+                          table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)))
+    with Progress(*columns, console=console, transient=False, expand=True) as progress:
         bar = progress.add_task(task.get("message") or "", total=100, id=task["id"])
         _show(progress, bar, task)
         for task in source.updates(task):

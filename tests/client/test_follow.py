@@ -71,6 +71,24 @@ class FollowTests(SynchronousTestCase):
         self.assertEqual(server.served, 3)
         self.assertEqual({r[2] for r in server.requests}, {"Bearer comet_t"})
 
+    def test_long_message_keeps_the_bar(self):
+        """
+        A message longer than the terminal is cut, not the bar: the task's
+        number, the bar and its percentage stay on the line (a volume
+        download's message, in the newcomer's session, left only "t…").
+        """
+        message = ("volume 'guest-base' (1073741824 bytes) created in storage pool 'pool1' from"
+                   " http://127.0.0.1:59989/comet-guest.img (67108864 bytes)")
+        server = self.serve({"status": "running", "progress": 50, "message": "downloading " + "x" * 150},
+                            {"status": "finished", "progress": 100, "message": message})
+        done = self.comet(server)("task", "wait", "7", env={"COLUMNS": "110"})
+        self.assertEqual(done.returncode, 0, done.stderr)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        self.assertRegex(lines[-1], r"^task 7 ━{10,} 100% \d+:\d\d:\d\d volume 'guest-base' .*…$")
+        self.assertLessEqual(max(len(line) for line in lines), 110, lines)
+        # The outcome, whole, on standard output.
+        self.assertEqual(" ".join(done.stdout.split()), f"task 7 finished: {message}")
+
     def test_failed_task_exits_1(self):
         server = self.serve(
             {"status": "running", "progress": None, "message": "stopping"},
