@@ -9,20 +9,20 @@ Shared by the end-to-end tests (C{test_compute}, C{test_storage_e2e}).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
 import shutil
 import signal
-import sys
 import tempfile
 import time
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests._process import run as run_process
 from tests._process import spawn
 from tests._util import bearer, http, temp_dir
 from tests.integration._testbed import requireTestbed
@@ -94,6 +94,21 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
     return path
 
 
+async def first_admin_token(config: str) -> str:
+    """
+    The token of the first admin, made as C{comet-admin --config C{config}
+    bootstrap} makes it on a fresh install (L{comet.admin.run}, what its
+    command line runs), in a thread of this process: a child Python of its
+    own imported Comet again first, 8 to 11 s on the loaded 2-CPU machine,
+    for every daemon a test started.
+    """
+    from comet import admin
+
+    out = io.StringIO()
+    await deferToThread(admin.run, ["--config", config, "bootstrap"], io.StringIO(), out)
+    return out.getvalue().splitlines()[2]
+
+
 class _Answer:
     def __init__(self, code: int, headers, body: bytes):
         self.code = code
@@ -150,13 +165,7 @@ class CometDaemonCase(TestCase):
                      for host in self.stack["hosts"]]
         config = comet_config(self.stack, directory, self.port, control, self.config_extra,
                               hosts, networks=self.networks)
-        # The first admin and its token, as comet-admin makes them on a fresh install.
-        made = await run_process(
-            [sys.executable, "-m", "comet.admin", "--config", config, "bootstrap"],
-            env=_twistd_env(), path=directory,
-        )
-        self.assertEqual(made.code, 0, made.err)
-        self.api_token = made.out.decode().splitlines()[2]
+        self.api_token = await first_admin_token(config)
         self.logfile = os.path.join(directory, "twistd.log")
         self.process, self.done = spawn(
             TWISTD + ["-n", "--pidfile=", "--logfile", self.logfile, "comet", "--config", config],

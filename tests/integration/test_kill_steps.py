@@ -63,10 +63,9 @@ from comet.model.operations import (
 )
 from comet.remote.netdev import parse_devices
 from comet.remote.tgt import parse_targets
-from tests._process import run as run_process
 from tests.integration import _testbed
 from tests.integration._console import DomainConsole
-from tests.integration._daemon import CometDaemonCase, _sleep, comet_config
+from tests.integration._daemon import CometDaemonCase, _sleep, comet_config, first_admin_token
 from tests.integration._testbed import requireTestbed
 from tests.model.operations.crash import steps
 from tests.model.operations.test_snapshot_revert import ROLLBACK as REVERT_ROLLBACK
@@ -191,11 +190,7 @@ class KillStepsCase(CometDaemonCase):
             state.config = comet_config(self.stack, state.directory, state.port, state.control,
                                         extra, hosts=self.compute_hosts(self.stack),
                                         networks=cls.networks)
-            made = await run_process(
-                [sys.executable, "-m", "comet.admin", "--config", state.config, "bootstrap"],
-                env=_twistd_env(), path=state.directory)
-            self.assertEqual(made.code, 0, made.err)
-            state.api_token = made.out.decode().splitlines()[2]
+            state.api_token = await first_admin_token(state.config)
         self.state = state
         self.token = state.token
         self.port = state.port
