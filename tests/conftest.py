@@ -8,13 +8,18 @@ nothing, and a green run must not hide that.  Skips legitimate everywhere, CI
 included, are listed in L{LEGITIMATE_SKIPS}.  Without C{CI}, tests skip as
 usual, saying why (C{-rs}).
 
-With pytest-xdist, C{--dist loadfile} (C{scripts/test} runs C{-n 2 --dist
+With pytest-xdist, C{--dist loadfile} (C{scripts/test} runs C{-n 3 --dist
 loadfile}) shares the tests out to the workers a module at a time, as
-xdist's own loadfile does, but with every integration test in one unit
-(L{pytest_xdist_make_scheduler}): they run in one worker, one after another,
-in their usual order, as without xdist, for they share the testbed's storage
-servers and some stop or reboot them.  The unit tests run in the other worker
-meanwhile, a module's tests in one process as they always were.
+xdist's own loadfile does, but with the integration tests in two streams
+(L{work_unit}, L{pytest_xdist_make_scheduler}), each in one worker, one test
+after another in their usual order, both handed out before any other unit:
+most of their time is spent waiting for the testbed's TCG-emulated storage
+servers and guests, and one stream alone took 58 of CI's 61 minutes.  The
+tests that disturb the testbed for everyone (L{DISRUPTIVE}: they reboot or
+stop a storage server, or freeze a host's libvirtd) run alone: each holds the
+run's testbed lock exclusively, every other integration test holds it shared
+(L{TestbedTurns}).  The unit tests run in the third worker meanwhile, a
+module's tests in one process as they always were.
 
 Under pytest the reactor never stops, so the shutdown triggers that stop
 Twisted thread pools (the reactor's own, adbapi's) never run; a pool whose
@@ -23,9 +28,12 @@ exiting after the last test.  Stop every pool still running at the end of the
 session, and say which, so that the leak can be found.
 """
 
+import contextlib
+import fcntl
 import gc
 import os
 import sys
+import tempfile
 
 import pytest
 from twisted.python.threadpool import ThreadPool
@@ -40,13 +48,86 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def work_unit(nodeid: str) -> str:
+#: The integration tests of the second stream (node id prefixes): SIGKILL
+#: cases whose guests run firmware only (or one guest, booted once), about
+#: as long together as the rest of tests/integration without its
+#: L{DISRUPTIVE} tests, during which this stream waits.
+SECOND_STREAM = tuple(f"tests/integration/test_kill_steps.py::{name}::" for name in (
+    "VolumeKillTests", "VMKillTests", "GuestKillTests"))
+#: Integration tests (node id prefixes) that disturb the testbed for every
+#: other test while they run: they reboot or stop a storage server, or freeze
+#: host2's libvirtd (SIGSTOP).  Each runs alone (L{TestbedTurns}).
+DISRUPTIVE = (
+    "tests/integration/test_storage_reboot.py::",
+    "tests/integration/test_faults.py::",
+    "tests/integration/test_hosts.py::",
+    "tests/integration/test_migrate.py::",
+    "tests/integration/test_kill_steps.py::FenceKillTests::",
+)
+#: The two integration streams' work units (L{work_unit}).
+STREAMS = ("tests/integration", "tests/integration (second stream)")
+
+
+def work_unit(nodeid: str, streams: int = 2) -> str:
     """
     What C{--dist loadfile} keeps in one worker, in order, for the test
-    C{nodeid}: C{tests/integration} for an integration test, else its module.
+    C{nodeid}: one of the first C{streams} (1 or 2) of L{STREAMS} for an
+    integration test, else its module.
     """
     path = nodeid.split("::", 1)[0]
-    return "tests/integration" if path.startswith("tests/integration/") else path
+    if not path.startswith("tests/integration/"):
+        return path
+    return STREAMS[1] if streams > 1 and nodeid.startswith(SECOND_STREAM) else STREAMS[0]
+
+
+def disruptive(nodeid: str) -> bool:
+    """Whether the test C{nodeid} must have the testbed to itself (L{DISRUPTIVE})."""
+    return nodeid.startswith(DISRUPTIVE)
+
+
+class TestbedTurns:
+    """
+    The testbed shared by the integration streams of one run: a reader-writer
+    lock (C{flock} on C{path}) that a L{disruptive} test holds exclusively,
+    any other integration test shared, each from its set-up to its tear-down.
+    A gate (C{path}.gate) taken on the way in keeps a waiting disruptive test
+    from being starved by the other stream's tests taking the shared lock
+    back to back: while it waits (holding the gate), none can start.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @contextlib.contextmanager
+    def turn(self, alone: bool):
+        with open(self.path + ".gate", "a") as gate, open(self.path, "a") as lock:
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+            finally:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _turns(config) -> TestbedTurns | None:
+    """The run's L{TestbedTurns} in an xdist worker (named by the run's uid), else C{None}."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return None
+    return TestbedTurns(os.path.join(tempfile.gettempdir(),
+                                     f"comet-integration-{workerinput['testrunuid']}.lock"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    turns = _turns(item.config)
+    if turns is None or not item.nodeid.startswith("tests/integration/"):
+        return (yield)
+    with turns.turn(alone=disruptive(item.nodeid)):
+        return (yield)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -55,13 +136,28 @@ def pytest_xdist_make_scheduler(config, log):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class LoadFileTestbedOnce(LoadScopeScheduling):
-        """xdist's loadfile, with all of tests/integration as one file."""
+    # Two integration streams want a third worker for the unit tests; with
+    # two workers (-n 2), tests/integration stays one stream, as it was.
+    workers = config.getvalue("numprocesses")
+    streams = 2 if isinstance(workers, int) and workers >= 3 else 1
+
+    class LoadFileTestbedStreams(LoadScopeScheduling):
+        """
+        xdist's loadfile, with tests/integration as two files (L{STREAMS}),
+        or one with fewer than three workers, handed out first, each to a
+        worker of its own.
+        """
 
         def _split_scope(self, nodeid: str) -> str:
-            return work_unit(nodeid)
+            return work_unit(nodeid, streams)
 
-    return LoadFileTestbedOnce(config, log)
+        def _assign_work_unit(self, node) -> None:
+            for scope in reversed(STREAMS):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return LoadFileTestbedStreams(config, log)
 
 
 def _skip_reason(report) -> str:
