@@ -1,11 +1,17 @@
 """
 A real OpenSSH server on loopback for the runner's tests: its own host key,
 client key, known_hosts file and configuration in a temporary directory, on a
-free port, stopped by the PID in its own PID file.
+free port.  It runs in the foreground (C{sshd -D}) as a child of the test
+process, the leader of a process group of its own (its sessions' processes
+join it), ready once it accepts a connection, stopped by killing that group;
+it dies with the test process too (the parent-death signal), so that a run
+killed outright leaves no sshd listening.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import getpass
 import os
 import signal
@@ -26,6 +32,36 @@ def missing() -> str | None:
         if not os.access(path, os.X_OK):
             return f"{path} is missing (Debian package openssh-server / openssh-client)"
     return None
+
+
+def _die_with_parent() -> None:
+    """In the child before C{exec}: SIGTERM when the test process dies (Linux prctl)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def children(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is C{pid}."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process C{pid} exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -97,31 +133,64 @@ class LocalSSHServer:
             f.write(f"[127.0.0.1]:{self.port} {kind} {key}\n")
         return path
 
-    def start(self) -> None:
-        """Start sshd; it listens once this returns (it binds before forking)."""
+    def start(self, timeout: float = 60) -> None:
+        """
+        Start sshd and return once it accepts connections on its port.  (A
+        daemonizing sshd binds only after its fork: its parent's exit said
+        nothing, and a connection right after it was refused under load.)
+        """
         os.makedirs("/run/sshd", exist_ok=True)
-        subprocess.run(
-            [SSHD, "-f", os.path.join(self.directory, "sshd_config"), "-E", self.log],
-            check=True, stdin=subprocess.DEVNULL,
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-f", os.path.join(self.directory, "sshd_config"), "-E", self.log],
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
         )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sshd exited ({self.process.returncode}): {self._log_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"sshd did not listen within {timeout} s:"
+                                       f" {self._log_text()}") from None
+                time.sleep(0.05)
 
     def stop(self) -> None:
-        """Stop sshd by the PID in its PID file (its sessions end with it)."""
-        # sshd writes the file just after it forks: wait until it holds a PID.
-        deadline = time.monotonic() + 10
-        while True:
+        """
+        Stop sshd (its process group, killed if TERM is not enough) and its
+        sessions' processes (each made a session of its own by sshd).
+        """
+        atexit.unregister(self.stop)
+        process = getattr(self, "process", None)
+        if process is None:
+            return
+        for child in children(process.pid):
             try:
-                with open(self.pid_file) as f:
-                    pid = int(f.read().strip())
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
                 break
-            except (OSError, ValueError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"sshd wrote no PID to {self.pid_file}") from None
-                time.sleep(0.01)
+            try:
+                process.wait(10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        process.wait()
+
+    def _log_text(self) -> str:
         try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+            with open(self.log, errors="replace") as f:
+                return f.read()[-2000:]
+        except OSError:
+            return "(no log)"
 
     def accepted(self) -> int:
         """How many connections sshd has authenticated so far."""
