@@ -16,7 +16,7 @@ after another in their usual order, both handed out before any other unit:
 most of their time is spent waiting for the testbed's TCG-emulated storage
 servers and guests, and one stream alone took 58 of CI's 61 minutes.  The
 tests that disturb the testbed for everyone (L{DISRUPTIVE}: they reboot or
-stop a storage server, or freeze a host's libvirtd) run alone: each holds the
+stop a storage server, or freeze the local host's libvirtd) run alone: each holds the
 run's testbed lock exclusively, every other integration test holds it shared
 (L{TestbedTurns}).  The unit tests run in the third worker meanwhile, a
 module's tests in one process as they always were.
@@ -54,15 +54,16 @@ def under_ci() -> bool:
 #: L{DISRUPTIVE} tests, during which this stream waits.
 SECOND_STREAM = tuple(f"tests/integration/test_kill_steps.py::{name}::" for name in (
     "VolumeKillTests", "VMKillTests", "GuestKillTests"))
-#: Integration tests (node id prefixes) that disturb the testbed for every
-#: other test while they run: they reboot or stop a storage server, or freeze
-#: host2's libvirtd (SIGSTOP).  Each runs alone (L{TestbedTurns}).
+#: Integration tests (node id prefixes) that disturb what every test needs
+#: while they run: they reboot or stop a storage server, or freeze the local
+#: host's libvirtd (SIGSTOP).  Each runs alone (L{TestbedTurns}).  Those that
+#: freeze host2's libvirtd (test_hosts, test_migrate, FenceKillTests) disturb
+#: only the tests that use host2, all in the first stream with them: the
+#: second stream's classes configure the local host alone (C{all_hosts} false,
+#: tests/test_xdist_schedule.py checks it).
 DISRUPTIVE = (
     "tests/integration/test_storage_reboot.py::",
     "tests/integration/test_faults.py::",
-    "tests/integration/test_hosts.py::",
-    "tests/integration/test_migrate.py::",
-    "tests/integration/test_kill_steps.py::FenceKillTests::",
 )
 #: The two integration streams' work units (L{work_unit}).
 STREAMS = ("tests/integration", "tests/integration (second stream)")

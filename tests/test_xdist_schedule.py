@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests._process import run
 from tests._util import temp_dir
-from tests.conftest import STREAMS, disruptive, work_unit
+from tests.conftest import SECOND_STREAM, STREAMS, disruptive, work_unit
 from tests.test_service import REPO
 
 #: Each generated test appends "<worker> <its name>" to $RAN.
@@ -40,8 +40,8 @@ MODULES = {
 }
 
 
-#: A tree with both integration streams and disruptive tests in each place they
-#: are (a module, a class of test_kill_steps.py): each test appends
+#: A tree with both integration streams and disruptive tests (test_faults and
+#: test_storage_reboot, in the first stream): each test appends
 #: "<worker> start <name>", then "<worker> end <name>" a moment later, to $RAN.
 STREAM_TEST = TEST + '''
     import time
@@ -57,6 +57,7 @@ STREAM_TEST = TEST + '''
 STREAM_MODULES = {
     "tests/integration/test_a.py": "def test_a1(): _run('a1')\ndef test_a2(): _run('a2')\n",
     "tests/integration/test_faults.py": "def test_f1(): _run('f1')\n",
+    "tests/integration/test_storage_reboot.py": "def test_r1(): _run('r1')\n",
     "tests/integration/test_kill_steps.py": (
         "class VolumeKillTests(unittest.TestCase):\n    def test_v1(self): _run('v1')\n"
         "class VMKillTests(unittest.TestCase):\n    def test_k1(self): _run('k1')\n"
@@ -90,15 +91,28 @@ class WorkUnitTests(TestCase):
         self.assertEqual(work_unit("tests/test_names.py::NameRuleTests::test_pattern"),
                          "tests/test_names.py")
 
+    def test_second_stream_local_host_alone(self):
+        """
+        The second stream's kill classes configure the local host alone: host2
+        frozen by a test of the first stream (not L{disruptive}) is none of theirs.
+        """
+        from tests.integration import test_kill_steps
+
+        names = [prefix.split("::")[1] for prefix in SECOND_STREAM]
+        self.assertEqual(len(names), 3)
+        for name in names:
+            self.assertFalse(getattr(test_kill_steps, name).all_hosts, name)
+
     def test_disruptive(self):
-        """The tests that reboot, stop or freeze part of the testbed, and no other."""
+        """The tests that reboot or stop a storage server or freeze local's libvirtd."""
         for nodeid in ("tests/integration/test_storage_reboot.py::StorageRebootTests::test_x",
-                       "tests/integration/test_faults.py::StorageServerFaultTests::test_y",
-                       "tests/integration/test_hosts.py::TwoHostTests::test_z",
-                       "tests/integration/test_migrate.py::MigrationTests::test_w",
-                       "tests/integration/test_kill_steps.py::FenceKillTests::test_v"):
+                       "tests/integration/test_faults.py::StorageServerFaultTests::test_y"):
             self.assertTrue(disruptive(nodeid), nodeid)
-        for nodeid in ("tests/integration/test_kill_steps.py::MigrateKillTests::test_v",
+        # (host2's libvirtd frozen: only the first stream's tests use host2)
+        for nodeid in ("tests/integration/test_hosts.py::TwoHostTests::test_z",
+                       "tests/integration/test_migrate.py::MigrationTests::test_w",
+                       "tests/integration/test_kill_steps.py::FenceKillTests::test_v",
+                       "tests/integration/test_kill_steps.py::MigrateKillTests::test_v",
                        "tests/integration/test_compute.py::ComputeIntegrationTests::test_c",
                        "tests/test_hosts.py::HostTests::test_h"):
             self.assertFalse(disruptive(nodeid), nodeid)
@@ -147,8 +161,8 @@ class ScheduleTests(TestCase):
     async def test_two_integration_streams_disruptive_alone(self):
         """
         With C{-n 3}: each integration stream in one worker of its own, in its
-        order, and the disruptive tests (a module, a class) each alone: no
-        other test begins or ends while one runs.
+        order, and the disruptive tests each alone: no other test begins or
+        ends while one runs.
         """
         directory = temp_dir(self)
         for path, body in STREAM_MODULES.items():
@@ -168,18 +182,18 @@ class ScheduleTests(TestCase):
         )
         out = outcome.out.decode()
         self.assertEqual(outcome.code, 0, out + outcome.err.decode())
-        self.assertIn("12 passed", out)
+        self.assertIn("13 passed", out)
         with open(ran) as f:
             lines = [line.split() for line in f.read().splitlines()]
         worker = {name: w for w, what, name in lines}
         order = [name for _, what, name in lines if what == "start"]
-        first = ["a1", "a2", "f1", "x1", "x2", "n1"]
+        first = ["a1", "a2", "f1", "x1", "x2", "n1", "r1"]
         second = ["v1", "k1", "k2", "k3"]
         self.assertEqual([n for n in order if n in first], first)
         self.assertEqual([n for n in order if n in second], second)
         self.assertEqual(len({worker[n] for n in first}), 1, lines)
         self.assertEqual(len({worker[n] for n in second}), 1, lines)
         self.assertNotEqual(worker["a1"], worker["k1"], lines)
-        for name in ("f1", "x1", "x2"):
+        for name in ("f1", "r1"):
             begin = lines.index([worker[name], "start", name])
             self.assertEqual(lines[begin + 1], [worker[name], "end", name], lines)
