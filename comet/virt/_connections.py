@@ -1,10 +1,11 @@
 """
-The connection half of L{comet.virt.Hypervisors}: each compute host's one
-libvirt connection, opened in the service's pool, given up on when a call
-takes too long or libvirt says it closed, and opened again after a back-off
-(1 s, doubling after each failed attempt, at most 60 s); calls run on it in
-the pool, their errors translated; libvirt's lifecycle and close events are
-handed to the reactor thread.
+The connection half of L{comet.virt.Hypervisors}: each compute host's
+connection, opened in the service's pool (L{comet.virt._opening}), given up
+on when a call takes too long or libvirt says it closed, and opened again
+after a back-off (1 s, doubling after each failed attempt, at most 60 s);
+calls run on it in the pool, each on a C{virConnect} of its own while it
+runs (L{comet.virt._sessions}), their errors translated; libvirt's
+lifecycle and close events are handed to the reactor thread.
 """
 
 from __future__ import annotations
@@ -25,20 +26,15 @@ from comet.virt._batches import PoolStopped
 from comet.virt._deadlines import _ProbeDeadlines
 from comet.virt._errors import ConnectionLost, translate
 from comet.virt._eventloop import lifecycle_event_name
+from comet.virt._opening import INITIAL_BACKOFF, _Attempt, _Opening
+from comet.virt._sessions import _Connection, _Lease
+from comet.virt._sessions import close as _close
 from comet.virt._values import CONNECTED, UNREACHABLE
 
 _log = Logger()
 
 #: Calls one host may have in the thread pool at once.
 CALLS_PER_HOST = 4
-#: First and longest wait, in seconds, before reconnecting to a host that
-#: failed; the wait doubles after each failed attempt.
-INITIAL_BACKOFF = 1.0
-MAX_BACKOFF = 60.0
-#: Libvirt keepalive for remote connections: a ping every 5 s, and the
-#: connection is closed after 3 unanswered ones.
-KEEPALIVE_INTERVAL = 5
-KEEPALIVE_COUNT = 3
 
 _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
@@ -46,27 +42,6 @@ _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timed out",
     libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by Comet",
 }
-
-
-@attrs.define(eq=False)
-class _Connection:
-    """
-    An open connection and what was registered on it, with the calls running
-    on it now: it is closed only once none is (closing a C{virConnect} while
-    another thread is inside a call on it is not safe).
-    """
-
-    conn: Any
-    event_id: int | None
-    running: int = 0
-    close_when_idle: Deferred | None = None
-
-
-@attrs.define(eq=False)
-class _Attempt:
-    """A connection being opened, and the calls waiting for it."""
-
-    waiters: list[Deferred] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -84,13 +59,15 @@ class _Host:
     next_attempt: float = 0.0
     #: The retry scheduled for C{next_attempt}, if any.
     retry: Any = None
+    #: Whether a pool thread is opening a connection to it now (one at most).
+    opening: bool = False
 
     @property
     def state(self) -> str:
         return CONNECTED if self.connection is not None else UNREACHABLE
 
 
-class _HostConnections(_ProbeDeadlines):
+class _HostConnections(_Opening, _ProbeDeadlines):
     """
     Mixed into L{Hypervisors}, whose constructor makes the state these
     methods share with its operations (C{_hosts}, C{_pool}, C{_clock}, ...).
@@ -162,21 +139,25 @@ class _HostConnections(_ProbeDeadlines):
         )
 
     def _call(self, host_name: str, what: str, op, *args, probe: bool = False,
-              timeout: float | None = None) -> Deferred:
+              timeout: float | None = None, extra=()) -> Deferred:
         """
-        Run C{op(conn, host_name, *args)} in the pool on C{host_name}'s
-        connection, within the call timeout (or C{timeout} seconds, for a
-        call that is long by nature: a migration).  With C{probe}, in the
-        probe pool and without taking one of the host's slots.
+        Run C{op(conn, host_name, *args)} in the pool on a connection of
+        C{host_name}'s of its own (L{_Connection.take}), within the call
+        timeout (or C{timeout} seconds, for a call that is long by nature: a
+        migration).  With C{probe}, in the probe pool and without taking one
+        of the host's slots.  C{extra}: C{(connection, lease)} of other
+        hosts' the call also uses, given back when it returns.
         """
         try:
             host = self._host(host_name)
         except NotFound:
+            for connection, lease in extra:
+                self._call_ended(connection, lease)
             return fail()
         used: list[_Connection] = []
         if probe:
             return self._with_deadline(self._probe(host, what, op, args, used), host, what, used)
-        d = Deferred.fromCoroutine(self._run(host, what, op, args, used))
+        d = Deferred.fromCoroutine(self._run(host, what, op, args, used, extra))
         d.addTimeout(
             self._timeout if timeout is None else timeout,
             self._clock,
@@ -184,17 +165,32 @@ class _HostConnections(_ProbeDeadlines):
         )
         return d
 
-    async def _run(self, host: _Host, what: str, op, args, used: list[_Connection]):
-        if self._stopping:
-            raise self._unavailable(host, "Comet is stopping")
-        connection = await self._connected(host)
-        used.append(connection)
-        await host.slots.acquire()
-        connection.running += 1
+    async def _run(self, host: _Host, what: str, op, args, used: list[_Connection], extra=()):
+        handed = False
         try:
-            return await deferToThreadPool(
-                self._reactor, self._pool, self._in_thread, host, connection, what, op, args,
+            if self._stopping:
+                raise self._unavailable(host, "Comet is stopping")
+            connection = await self._connected(host)
+            used.append(connection)
+            await host.slots.acquire()
+            if connection.dropped:
+                # Given up on while this call waited for its slot: it is
+                # being closed, so the call must not begin on it.
+                host.slots.release()
+                raise self._unavailable(host, host.reason)
+            lease = connection.take()
+            connection.running += 1
+            d = deferToThreadPool(
+                self._reactor, self._pool, self._in_thread, host, connection, lease, what, op,
+                args, False, extra,
             )
+            handed = True
+        finally:
+            if not handed:
+                for other, other_lease in extra:
+                    self._call_ended(other, other_lease)
+        try:
+            return await d
         except ConnectionLost as e:
             self._lost(host, connection, e.detail)
             raise self._unavailable(host, e.detail) from None
@@ -215,11 +211,14 @@ class _HostConnections(_ProbeDeadlines):
 
     def _probe_on(self, host: _Host, connection: _Connection, what: str, op, args,
                   used: list[_Connection]) -> Deferred:
+        if connection.dropped:
+            return fail(self._unavailable(host, host.reason))
         used.append(connection)
+        lease = connection.take()
         connection.running += 1
         d = self._probes.run(
-            host.config.name, self._in_thread, host, connection, what, op, args, True,
-            ended=functools.partial(self._call_ended, connection),
+            host.config.name, self._in_thread, host, connection, lease, what, op, args, True,
+            ended=functools.partial(self._call_ended, connection, lease),
         )
         return d.addErrback(self._probe_failed, host, connection)
 
@@ -230,24 +229,38 @@ class _HostConnections(_ProbeDeadlines):
         self._lost(host, connection, failure.value.detail)
         raise self._unavailable(host, failure.value.detail)
 
-    def _in_thread(self, host: _Host, connection: _Connection, what: str, op, args,
-                   probe: bool = False):
-        """Run in a pool thread: the libvirt call, its errors translated."""
+    def _in_thread(self, host: _Host, connection: _Connection, lease: _Lease, what: str, op,
+                   args, probe: bool = False, extra=()):
+        """
+        Run in a pool thread: the libvirt call on the lease's connection (a
+        spare one opened first if none was free), its errors translated.
+        """
         try:
-            return op(connection.conn, host.config.name, *args)
+            if lease.conn is None:
+                lease.conn, lease.opened = self._open_spare(connection), True
+            for other, other_lease in extra:
+                if other_lease.conn is None:
+                    try:
+                        other_lease.conn, other_lease.opened = self._open_spare(other), True
+                    except ConnectionLost as e:  # the other host's, not this one's
+                        raise Unavailable(f"{other.uri} does not answer: {e.detail}") from None
+            return op(lease.conn, host.config.name, *args)
         except libvirt.libvirtError as e:
-            raise translate(e, connection.conn, what) from None
+            raise translate(e, lease.conn, what) from None
         finally:
             # The slot is free only once the thread is: a call that timed out
-            # still holds its thread until libvirt returns.  So is the
-            # connection (its close waits for it); a probe's batch says when
-            # its thread is free (its C{ended}).
+            # still holds its thread until libvirt returns.  So are the
+            # connections (their close waits for them); a probe's batch says
+            # when its thread is free (its C{ended}).
             if not probe:
                 self._reactor.callFromThread(host.slots.release)
-                self._reactor.callFromThread(self._call_ended, connection)
+                self._reactor.callFromThread(self._call_ended, connection, lease)
+            for other, other_lease in extra:
+                self._reactor.callFromThread(self._call_ended, other, other_lease)
 
-    def _call_ended(self, connection: _Connection) -> None:
+    def _call_ended(self, connection: _Connection, lease: _Lease) -> None:
         connection.running -= 1
+        connection.give_back(lease)
         if connection.running == 0 and connection.close_when_idle is not None:
             closing, connection.close_when_idle = connection.close_when_idle, None
             self._close_now(connection).chainDeferred(closing)
@@ -263,112 +276,6 @@ class _HostConnections(_ProbeDeadlines):
         for connection in used:
             self._lost(host, connection, detail)
         return Failure(self._unavailable(host, detail))
-
-    def _connected(self, host: _Host) -> Deferred[_Connection]:
-        """
-        The host's connection; a new one if it has none and its back-off is
-        over; L{Unavailable} at once otherwise.
-        """
-        if host.connection is not None:
-            return succeed(host.connection)
-        if self._stopping:
-            return fail(self._unavailable(host, "Comet is stopping"))
-        if host.attempt is None:
-            if self._clock.seconds() < host.next_attempt:
-                return fail(self._unavailable(host, host.reason))
-            self._open(host)
-        waiter: Deferred[_Connection] = Deferred()
-        host.attempt.waiters.append(waiter)
-        return waiter
-
-    def _open(self, host: _Host) -> None:
-        attempt = host.attempt = _Attempt()
-        timer = self._clock.callLater(self._timeout, self._open_timed_out, host, attempt)
-        d = deferToThreadPool(self._reactor, self._pool, self._open_in_thread, host.config)
-        d.addCallbacks(
-            self._opened,
-            self._open_failed,
-            callbackArgs=(host, attempt, timer),
-            errbackArgs=(host, attempt, timer),
-        )
-
-    def _open_in_thread(self, config: HostConfig) -> _Connection:
-        """Run in a pool thread: open, and register for events and closing."""
-        try:
-            conn = self._open_connection(config.uri)
-        except libvirt.libvirtError as e:
-            raise ConnectionLost(e.get_error_message() or str(e)) from None
-        if conn is None:
-            raise ConnectionLost("libvirt could not open the connection")
-        connection = _Connection(conn=conn, event_id=None)
-        try:
-            connection.event_id = conn.domainEventRegisterAny(
-                None,
-                libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                self._on_lifecycle,
-                config.name,
-            )
-            _optional(conn.registerCloseCallback, self._on_close, (config.name, connection))
-            _optional(conn.setKeepAlive, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
-        except libvirt.libvirtError as e:
-            _close(connection)
-            raise ConnectionLost(e.get_error_message() or str(e)) from None
-        return connection
-
-    def _opened(self, connection: _Connection, host: _Host, attempt: _Attempt, timer) -> None:
-        if timer.active():
-            timer.cancel()
-        if host.attempt is not attempt or self._stopping:
-            # Given up on (timed out) or shutting down: not wanted any more.
-            self._close_in_pool(connection)
-            if host.attempt is attempt:
-                self._attempt_failed(host, attempt, "Comet is stopping")
-            return
-        host.attempt = None
-        host.connection = connection
-        self._cancel_retry(host)
-        host.backoff = 0.0
-        host.reason = ""
-        _log.info(
-            "compute host {host} ({uri}) connected", host=host.config.name, uri=host.config.uri
-        )
-        self._host_changed(host)
-        for waiter in attempt.waiters:
-            waiter.callback(connection)
-
-    def _open_failed(self, failure: Failure, host: _Host, attempt: _Attempt, timer) -> None:
-        if timer.active():
-            timer.cancel()
-        if host.attempt is not attempt:
-            return
-        if failure.check(ConnectionLost):
-            detail = failure.value.detail
-        else:
-            _log.failure("opening a connection to {uri} failed", failure, uri=host.config.uri)
-            detail = "the connection could not be opened"
-        self._attempt_failed(host, attempt, detail)
-
-    def _open_timed_out(self, host: _Host, attempt: _Attempt) -> None:
-        if host.attempt is attempt:
-            self._attempt_failed(
-                host, attempt, f"connecting took longer than {self._timeout:g} s"
-            )
-
-    def _attempt_failed(self, host: _Host, attempt: _Attempt, detail: str) -> None:
-        host.attempt = None
-        host.reason = detail
-        host.backoff = min(max(host.backoff * 2, INITIAL_BACKOFF), MAX_BACKOFF)
-        host.next_attempt = self._clock.seconds() + host.backoff
-        self._schedule_retry(host)
-        _log.warn(
-            "compute host {host} ({uri}) unreachable: {reason}; next try in {backoff} s",
-            host=host.config.name,
-            uri=host.config.uri,
-            reason=detail,
-            backoff=host.backoff,
-        )
-        for waiter in attempt.waiters:
-            waiter.errback(self._unavailable(host, detail))
 
     def _lost(self, host: _Host, connection: _Connection, detail: str) -> None:
         """
@@ -392,12 +299,18 @@ class _HostConnections(_ProbeDeadlines):
         self._host_changed(host)
 
     def _close_in_pool(self, connection: _Connection) -> Deferred:
-        """Close C{connection} in the pool, once no call runs on it."""
-        if connection.running:
-            if connection.close_when_idle is None:
+        """
+        Close C{connection} in the pool once no call runs on it; no call
+        begins on it any more.  It is closed once, however often asked.
+        """
+        connection.dropped = True
+        if connection.closed is None:
+            if connection.running:
                 connection.close_when_idle = Deferred()
-            return connection.close_when_idle
-        return self._close_now(connection)
+                connection.closed = connection.close_when_idle
+            else:
+                connection.closed = self._close_now(connection)
+        return _after(connection.closed)
 
     def _close_now(self, connection: _Connection) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, _close, connection).addErrback(
@@ -461,23 +374,13 @@ class _HostConnections(_ProbeDeadlines):
                 _log.failure("event subscriber {callback} failed", callback=callback)
 
 
-def _optional(method, *args) -> None:
-    """Call a libvirt method that some drivers lack (keepalive on local ones)."""
-    try:
-        method(*args)
-    except libvirt.libvirtError as e:
-        if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
-            raise
+def _after(d: Deferred) -> Deferred[None]:
+    """A new L{Deferred} that fires (with C{None}) once C{d} has, leaving C{d}'s result alone."""
+    after: Deferred = Deferred()
 
+    def fire(result):
+        after.callback(None)
+        return result
 
-def _close(connection: _Connection) -> None:
-    """Run in a pool thread: unregister everything, then close."""
-    conn = connection.conn
-    steps = [conn.unregisterCloseCallback, conn.close]
-    if connection.event_id is not None:
-        steps.insert(0, functools.partial(conn.domainEventDeregisterAny, connection.event_id))
-    for step in steps:
-        try:
-            step()
-        except libvirt.libvirtError:
-            pass
+    d.addBoth(fire)
+    return after

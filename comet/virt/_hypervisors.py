@@ -3,9 +3,12 @@ L{Hypervisors}: Comet's connections to its compute hosts.
 
 Libvirt's API blocks.  Every call therefore runs in a thread pool of the
 service's own, never in the reactor thread, and answers with a L{Deferred}.
-Each configured host has one connection, opened in that pool; at most
-C{calls_per_host} calls per host are in the pool at once, so a slow host cannot
-take every thread.
+Each configured host has one connection, opened in that pool (its events
+and close notification come on it); at most C{calls_per_host} calls per host
+are in the pool at once, so a slow host cannot take every thread.  Through
+libvirt's RPC client each of them runs on a C{virConnect} of its own (more are
+opened for calls side by side, and kept): two threads in calls on one
+connection can crash the process (L{comet.virt._sessions}).
 
 A host that does not answer is I{unreachable}: its calls fail at once with
 L{Unavailable} until a back-off has passed (1 s, doubling after each failed
@@ -33,15 +36,9 @@ from comet.errors import NotFound
 from comet.virt import _counters, _display, _operations, domainxml
 from comet.virt._counters import DomainCounters
 from comet.virt._batches import Batches
-from comet.virt._connections import (
-    CALLS_PER_HOST,
-    INITIAL_BACKOFF,
-    KEEPALIVE_COUNT,
-    KEEPALIVE_INTERVAL,
-    MAX_BACKOFF,
-    _Host,
-    _HostConnections,
-)
+from comet.virt._connections import CALLS_PER_HOST, _Host, _HostConnections
+from comet.virt._opening import INITIAL_BACKOFF, KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, MAX_BACKOFF
+from comet.virt._sessions import exclusive_uri
 from comet.virt._eventloop import ensure_event_loop
 from comet.virt._values import (
     DomainInfo,
@@ -84,6 +81,13 @@ class Hypervisors(_HostConnections, Service):
         default; a L{twisted.internet.task.Clock} in tests).
     @param open_connection: opens a connection to a URI, in a pool thread
         (C{libvirt.open} by default; tests wrap it).
+    @param keepalive: libvirt's keepalive on remote connections: seconds
+        between pings, and how many may go unanswered before the connection
+        is closed.
+    @param exclusive: whether a connection to a URI serves one call at a
+        time (then calls side by side get connections of their own, see
+        L{comet.virt._sessions}); by default, all but the in-process test
+        driver's.
     """
 
     name = "libvirt"
@@ -97,12 +101,16 @@ class Hypervisors(_HostConnections, Service):
         clock=None,
         open_connection: Callable[[str], Any] = libvirt.open,
         calls_per_host: int = CALLS_PER_HOST,
+        exclusive: Callable[[str], bool] = exclusive_uri,
+        keepalive: tuple[int, int] = (KEEPALIVE_INTERVAL, KEEPALIVE_COUNT),
     ):
         ensure_event_loop()
         self._reactor = reactor
         self._clock = clock if clock is not None else reactor
         self._timeout = compute.libvirt_timeout
         self._open_connection = open_connection
+        self._exclusive = exclusive
+        self._keepalive = keepalive
         self._threads = compute.libvirt_threads
         self._pool = self._new_pool()
         self._probe_pool = self._new_probe_pool(len(hosts))
@@ -420,14 +428,17 @@ class Hypervisors(_HostConnections, Service):
 
         async def run():
             target = await self._connected(to)
-            # The destination's connection is in use as long as the call is.
+            # A destination connection of the call's own, in use until the
+            # call's thread returns (not when its caller stops waiting).
+            lease = target.take()
             target.running += 1
-            try:
-                return await self._call(
-                    source, what, _operations.migrate, name, target.conn, dest,
-                    max_downtime_ms, to.config.migration_address, timeout=timeout)
-            finally:
-                self._call_ended(target)
+
+            def migrate(conn, host_name, *args):
+                return _operations.migrate(conn, host_name, name, lease.conn, dest, *args)
+
+            return await self._call(
+                source, what, migrate, max_downtime_ms, to.config.migration_address,
+                timeout=timeout, extra=((target, lease),))
 
         return Deferred.fromCoroutine(run())
 

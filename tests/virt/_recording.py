@@ -30,6 +30,8 @@ _WRAPPED = (libvirt.virConnect, libvirt.virDomain, libvirt.virStream, libvirt.vi
 class Call:
     method: str
     thread: threading.Thread
+    #: The C{virConnect} the call went through (C{None} for C{open}).
+    connection: Any = None
 
 
 class Recorder:
@@ -47,6 +49,11 @@ class Recorder:
         self.calls: list[Call] = []
         self.closers: list[tuple[Callable, Any, Any]] = []
         self.opened = 0
+        #: Calls that began while another call was inside on the same
+        #: C{virConnect} (libvirt's RPC client cannot take that: see
+        #: L{comet.virt._sessions}).
+        self.shared: list[str] = []
+        self._inside: dict[int, int] = {}
         self._failures: dict[str, list[BaseException]] = {}
         self._always: dict[str, BaseException] = {}
         self._gates: dict[str, threading.Event] = {}
@@ -112,9 +119,25 @@ class Recorder:
             self.opened += 1
         return _Proxy(self, conn)
 
-    def _before(self, method: str) -> Callable | None:
+    def connections(self, method: str) -> list:
+        """The C{virConnect} each call of C{method} went through, in order."""
         with self._lock:
-            self.calls.append(Call(method, threading.current_thread()))
+            return [c.connection for c in self.calls if c.method == method]
+
+    def _enter(self, method: str, connection) -> None:
+        with self._lock:
+            inside = self._inside.get(id(connection), 0)
+            if inside:
+                self.shared.append(method)
+            self._inside[id(connection)] = inside + 1
+
+    def _leave(self, connection) -> None:
+        with self._lock:
+            self._inside[id(connection)] -= 1
+
+    def _before(self, method: str, connection=None) -> Callable | None:
+        with self._lock:
+            self.calls.append(Call(method, threading.current_thread(), connection))
             queued = self._failures.get(method)
             error = queued.pop(0) if queued else self._always.get(method)
             gate = self._gates.get(method)
@@ -155,16 +178,28 @@ class _Proxy:
             return attribute
 
         def call(*args, **kwargs):
-            fake = recorder._before(name)
-            args = tuple(_unwrap(a) for a in args)
-            if name == "registerCloseCallback":
-                with recorder._lock:
-                    recorder.closers.append((args[0], args[1], target))
-            if fake is not None:
-                return _wrap(recorder, fake(target, *args, **kwargs))
-            return _wrap(recorder, attribute(*args, **kwargs))
+            connection = _connection_of(target)
+            recorder._enter(name, connection)
+            try:
+                fake = recorder._before(name, connection)
+                args = tuple(_unwrap(a) for a in args)
+                if name == "registerCloseCallback":
+                    with recorder._lock:
+                        recorder.closers.append((args[0], args[1], target))
+                if fake is not None:
+                    return _wrap(recorder, fake(target, *args, **kwargs))
+                return _wrap(recorder, attribute(*args, **kwargs))
+            finally:
+                recorder._leave(connection)
 
         return call
+
+
+def _connection_of(target):
+    """The C{virConnect} a libvirt object's calls go through."""
+    if isinstance(target, libvirt.virConnect):
+        return target
+    return getattr(target, "_conn", None)
 
 
 def libvirt_error(code: int, domain: int = libvirt.VIR_FROM_NONE, message: str = "injected"):
