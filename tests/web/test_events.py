@@ -140,6 +140,24 @@ class EventStreamTests(_StreamCase):
         await self.until(stream, lambda p: [m["data"].get("state") for m in p.messages()
                                             if m["event"] == "vm.state"][-1] == "shutoff")
 
+    async def test_placement_released(self):
+        """
+        A stop that releases the VM's placement says so (C{vm.changed},
+        host null): no libvirt event does, and a watcher shows the host.
+        """
+        stream = await self.connect()
+        await self.make_vm()
+        await self.admin.post("/cluster/lab/vms/web-1/start", {})
+        await self.admin.post("/cluster/lab/vms/web-1/poweroff", {})
+        answer = await self.admin.post("/cluster/lab/vms/web-1/stop", {})
+        await self.models.tasks.wait(answer.json["id"])
+        self.assertIsNone((await self.admin.get("/cluster/lab/vms/web-1")).json["host"])
+        await self.until(stream, lambda p: any(
+            m["event"] == "vm.changed" and m["data"].get("host", "") is None
+            for m in p.messages()))
+        changed = [m["data"] for m in stream.messages() if m["event"] == "vm.changed"]
+        self.assertEqual(changed[-1]["href"], "/cluster/lab/vms/web-1")
+
     async def test_task_events(self):
         await self.make_vm()
         stream = await self.connect(query="?type=task")

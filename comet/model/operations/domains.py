@@ -11,6 +11,7 @@ from typing import Sequence
 from twisted.internet.task import deferLater
 
 from comet.errors import Conflict, NotFound
+from comet.model.events import or_silent
 from comet.model.nics import networks_of
 from comet.model.operations.context import Context
 from comet.model.placement import choose_host
@@ -45,6 +46,10 @@ async def unplace(ctx: Context, record: VMRecord) -> None:
         pass
     await ctx.disks.detach(record, record.host)
     await ctx.vms.set_host(record.uuid, None)
+    # No libvirt event says it (an undefine is not a state): watchers of
+    # the VM's host (C{comet vm list --watch}) learn it here.
+    or_silent(ctx.events).emit("vm.changed", {"cluster": record.cluster, "name": record.name},
+                               host=None)
 
 
 async def vm_record(ctx: Context, uuid: str) -> VMRecord | None:
