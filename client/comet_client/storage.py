@@ -114,6 +114,17 @@ def volume_create(app: App, ref, capacity, url, image_format, sha256, as_json, n
                      sha256=sha256), as_json, no_wait)
 
 
+@volume.command("resize")
+@click.argument("ref", metavar="POOL/VOLUME", type=names.VOLUME)
+@click.option("--capacity", type=click.IntRange(1), required=True,
+              help="The new size in GB; a volume only grows, and not while mapped.")
+@json_option
+@pass_app
+def volume_resize(app: App, ref, capacity, as_json):
+    """Grow a volume (its VM stopped): the guest sees the new size at its next start."""
+    app.call("PUT", volume_path(ref), {"capacity": capacity}, as_json)
+
+
 @volume.command("delete")
 @click.argument("ref", metavar="POOL/VOLUME", type=names.VOLUME)
 @click.option("--force", is_flag=True, help="Delete it with its snapshots.")

@@ -387,6 +387,8 @@ class _Storage:
               {"name": "v1", "url": "http://h/i.img", "capacity": 1, "format": "xz",
                "sha256": "ab" * 32})),
             (("volume", "list", "nope"), ("GET", "/storagepools/nope/storagevolumes", None)),
+            (("volume", "resize", "nope/v1", "--capacity", "4"),
+             ("PUT", "/storagepools/nope/storagevolumes/v1", {"capacity": 4})),
             (("volume", "attach", "st/v", "nope/v1"),
              ("POST", "/cluster/st/vms/v/storages", {"pool": "nope", "vol": "v1"})),
             (("snapshot", "create", "st/v"), ("POST", "/cluster/st/vms/v/snapshots", {})),
