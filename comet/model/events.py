@@ -25,7 +25,7 @@ from collections import deque
 from typing import Any, Callable, Mapping
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.logger import Logger
 
 log = Logger()
@@ -158,6 +158,9 @@ class VMStateEvents:
     C{virsh} shows up as well as one started by Comet.
 
     @param hypervisors: the L{Hypervisors}.
+    @param settled: C{settled(host, domain)} -> a L{Deferred} that fires
+        once the state cache has weighed what is in flight about the domain
+        (L{comet.virt.CachedStates.settled}); C{None}: events are told at once.
     @param by_uuid: C{async by_uuid(uuid)} -> the VM's record (a
         L{comet.store.vms.VMRecord}), raising when there is none: which VM a
         domain is (its name is C{comet-<uuid>}).
@@ -174,9 +177,11 @@ class VMStateEvents:
         "crashed": "crashed",
     }
 
-    def __init__(self, events: EventLog, hypervisors, by_uuid, prefix: str = "comet-"):
+    def __init__(self, events: EventLog, hypervisors, by_uuid, prefix: str = "comet-",
+                 settled=None):
         self._events = events
         self._by_uuid = by_uuid
+        self._settled = settled
         self._prefix = prefix
         #: Lookups run one at a time, so events leave in the order libvirt gave them.
         self._order = DeferredLock()
@@ -197,7 +202,15 @@ class VMStateEvents:
         state = self.SAYS.get(event)
         if state is None or not domain.startswith(self._prefix):
             return   # defined/undefined: the VM's created/deleted say it; not Comet's domain
-        self._order.run(self._emit, host, domain[len(self._prefix):], event, state)
+        uuid = domain[len(self._prefix):]
+        # Told once the state cache has weighed it (L{CachedStates.settled}),
+        # so that a client reading the VM on this event is given the new
+        # state; events of one domain stay in libvirt's order, as they
+        # settle together.
+        settled = succeed(None) if self._settled is None else self._settled(host, domain)
+        settled.addCallback(lambda _: self._order.run(self._emit, host, uuid, event, state))
+        settled.addErrback(lambda f: log.failure("telling {domain}'s {event}", f,
+                                                 domain=domain, event=event))
 
     def _emit(self, host: str, uuid: str, event: str, state: str) -> Deferred:
         return Deferred.fromCoroutine(self._lookup_and_emit(host, uuid, event, state))

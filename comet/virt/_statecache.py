@@ -120,6 +120,9 @@ class _HostStates:
     filling: list[Deferred] | None = None
     #: Domains being read again live (their state is in doubt), and the reads.
     rereads: dict[str, Deferred] = attrs.Factory(dict)
+    #: Who waits for a domain's state to settle (L{CachedStates.settled}):
+    #: woken, to look again, whenever a read ends or the cache is dropped.
+    settling: list[Deferred] = attrs.Factory(list)
     #: Whether a probe is in flight; the reads waiting for the one after it.
     probing: bool = False
     waiting: list[Deferred] = attrs.Factory(list)
@@ -149,7 +152,10 @@ class CachedStates(_ProbedReads):
         """Stop following events (the cache is no longer used)."""
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        hosts = list(self._hosts.values())
         self._hosts.clear()
+        for entry in hosts:
+            _wake(entry)
 
     def _entry(self, host: str) -> _HostStates:
         entry = self._hosts.get(host)
@@ -200,6 +206,26 @@ class CachedStates(_ProbedReads):
         except KeyError:
             raise NotFound(f"domain {name!r} is not defined on compute host {host!r}") from None
 
+    def settled(self, host: str, domain: str) -> Deferred[None]:
+        """
+        Fires once nothing in flight can change what the cache says of
+        C{domain}: an event that comes during Comet's own action on it (QEMU's
+        C{resumed} during a start) is weighed only when the action answers.
+        """
+        return Deferred.fromCoroutine(self._settled(host, domain))
+
+    async def _settled(self, host: str, domain: str) -> None:
+        entry = self._hosts.get(host)
+        while entry is not None and self._hosts.get(host) is entry:
+            if domain in entry.rereads:
+                await _after(entry.rereads[domain])
+            elif self._busy(entry, domain):
+                woken: Deferred = Deferred()
+                entry.settling.append(woken)
+                await woken
+            else:
+                return
+
     # What was learned, in order -------------------------------------------------
 
     def _begin(self, entry: _HostStates, domain: str | None) -> _Read:
@@ -218,6 +244,7 @@ class CachedStates(_ProbedReads):
         since = [said for clock, said in entry.learned.get(read.domain, ()) if clock > read.began]
         entry.reads.remove(read)
         self._forget(entry)
+        _wake(entry)
         return since
 
     def _forget(self, entry: _HostStates) -> None:
@@ -295,6 +322,7 @@ class CachedStates(_ProbedReads):
         }
         entry.reads.remove(read)
         self._forget(entry)
+        _wake(entry)
         for domain in since:
             if self._busy(entry, domain):
                 self._learn(entry, domain, states.get(domain, _GONE))
@@ -308,6 +336,7 @@ class CachedStates(_ProbedReads):
     def _drop(self, entry: _HostStates) -> None:
         entry.states = None
         entry.epoch += 1
+        _wake(entry)
 
     def _host_changed(self, host: str, state: str, reason: str) -> None:
         """A host (re)connected or was lost: its events may have been missed."""
@@ -460,3 +489,10 @@ def _after(d: Deferred) -> Deferred[None]:
 
     d.addBoth(fire)
     return after
+
+
+def _wake(entry: _HostStates) -> None:
+    """Let those waiting for a domain of C{entry} to settle look again (a read ended)."""
+    waiters, entry.settling = entry.settling, []
+    for waiter in waiters:
+        waiter.callback(None)

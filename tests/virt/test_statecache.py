@@ -295,6 +295,37 @@ class OwnWritesTests(_CacheCase):
         self.assertEqual(self.methods("lookupByName"), 1)  # the read again
 
     @inlineCallbacks
+    def test_settled_after_the_action_in_flight(self):
+        """
+        An event that arrives while Comet's own action on its domain is in
+        flight (QEMU's C{suspended} before libvirt's suspend returns) is
+        weighed when the action answers: C{settled} fires only then, and a
+        read after it gives the new state.  Another domain is settled at once.
+        """
+        cache = yield self.late()
+        suspended = self.events.arrival("a", "suspended")
+        acted, go = threading.Event(), threading.Event()
+
+        def suspend_then_wait(dom):
+            dom.suspend()
+            acted.set()
+            go.wait(30)
+
+        self.recorder.fake("suspend", suspend_then_wait)
+        done = cache.suspend("n1", "a")
+        yield deferToThread(acted.wait, 30)
+        yield suspended
+        self.events.release()   # the event, while the suspend is in flight
+        settled = cache.settled("n1", "a")
+        self.assertFalse(settled.called)
+        yield cache.settled("n1", "b")
+        self.assertEqual((yield cache.domain_state("n1", "a")), "running")   # not weighed yet
+        go.set()
+        yield done
+        yield settled
+        self.assertEqual((yield cache.domain_state("n1", "a")), "paused")
+
+    @inlineCallbacks
     def test_changes_behind_comets_back_still_seen(self):
         """After Comet's own actions and their late events, another's change still shows."""
         cache = yield self.late()

@@ -7,12 +7,9 @@ and what happens to a client that does not read; C{POST /login}.
 from __future__ import annotations
 
 import base64
-import json
 
 import attrs
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
@@ -23,51 +20,8 @@ from comet.web._table import OPERATOR, RouteTable, Routes
 from comet.web.paths import PATHS
 from comet.web.routes import RESOURCES
 from tests._api import APIClient, bearer, cheap_passwords, make_models, make_token
+from tests._sse import SSEClient, open_stream
 from tests.web.test_serve import assertError
-
-
-class _SSE(Protocol):
-    """A raw HTTP/1.0 client of C{/events}: collects the SSE messages it reads."""
-
-    def __init__(self, request: bytes):
-        self._request = request
-        self.raw = b""
-        self.closed: Deferred = Deferred()
-        self.waiting: list[tuple[callable, Deferred]] = []
-
-    def connectionMade(self):
-        self.transport.write(self._request)
-
-    def dataReceived(self, data):
-        self.raw += data
-        for check, d in list(self.waiting):
-            if check(self):
-                self.waiting.remove((check, d))
-                d.callback(None)
-
-    def connectionLost(self, reason):
-        self.closed.callback(None)
-
-    @property
-    def head(self) -> bytes:
-        return self.raw.partition(b"\r\n\r\n")[0]
-
-    def messages(self) -> list[dict]:
-        body = self.raw.partition(b"\r\n\r\n")[2].decode("utf-8")
-        out = []
-        for block in body.split("\n\n"):
-            fields = {}
-            for line in block.split("\n"):
-                name, _, value = line.partition(": ")
-                if name in ("id", "event", "data"):
-                    fields[name] = value
-            if "data" in fields:
-                fields["data"] = json.loads(fields["data"])
-                out.append(fields)
-        return out
-
-    def types(self) -> list[str]:
-        return [m["event"] for m in self.messages()]
 
 
 class _StreamCase(TestCase):
@@ -87,24 +41,12 @@ class _StreamCase(TestCase):
     def settings(self) -> dict:
         return {}
 
-    async def connect(self, role="viewer", query="", headers=b"") -> _SSE:
+    async def connect(self, role="viewer", query="", headers=b"") -> SSEClient:
         token = make_token(self.models.users.db.path, role)
-        request = (f"GET /events{query} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n"
-                   .encode() + headers + b"\r\n")
-        protocol = _SSE(request)
-        factory = ClientFactory.forProtocol(lambda: protocol)
-        connector = reactor.connectTCP("127.0.0.1", self.port.getHost().port, factory)
-        self.addCleanup(connector.disconnect)
-        await self.until(protocol, lambda p: b": comet events" in p.raw)
-        return protocol
+        return await open_stream(self, self.port.getHost().port, token, query, headers)
 
     async def until(self, protocol, check, timeout=20.0):
-        if check(protocol):
-            return
-        d: Deferred = Deferred()
-        protocol.waiting.append((check, d))
-        d.addTimeout(timeout, reactor)
-        await d
+        await protocol.until(check, timeout)
 
     async def make_vm(self):
         self.assertEqual((await self.admin.post("/templates", {
