@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from comet.config import HostConfig
 from comet.errors import NotFound, Unavailable
 from comet.virt._batches import PoolStopped
+from comet.virt._deferreds import after
 from comet.virt._deadlines import _ProbeDeadlines
 from comet.virt._errors import ConnectionLost, translate
 from comet.virt._eventloop import lifecycle_event_name
@@ -310,7 +311,7 @@ class _HostConnections(_Opening, _ProbeDeadlines):
                 connection.closed = connection.close_when_idle
             else:
                 connection.closed = self._close_now(connection)
-        return _after(connection.closed)
+        return after(connection.closed)
 
     def _close_now(self, connection: _Connection) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, _close, connection).addErrback(
@@ -372,15 +373,3 @@ class _HostConnections(_Opening, _ProbeDeadlines):
                 callback(host, domain, event)
             except Exception:
                 _log.failure("event subscriber {callback} failed", callback=callback)
-
-
-def _after(d: Deferred) -> Deferred[None]:
-    """A new L{Deferred} that fires (with C{None}) once C{d} has, leaving C{d}'s result alone."""
-    after: Deferred = Deferred()
-
-    def fire(result):
-        after.callback(None)
-        return result
-
-    d.addBoth(fire)
-    return after

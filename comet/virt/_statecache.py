@@ -60,7 +60,8 @@ from twisted.python.failure import Failure
 
 from comet.errors import CometError, NotFound
 from comet.virt import _operations
-from comet.virt._stateprobes import _chain, _deferred, _ProbedReads
+from comet.virt._deferreds import after, as_deferred, chain
+from comet.virt._stateprobes import _ProbedReads
 from comet.virt._values import SHUTOFF
 
 _log = Logger()
@@ -182,7 +183,7 @@ class CachedStates(_ProbedReads):
             await self._probe(host, entry)
             states = None
         while entry.rereads:
-            await _after(next(iter(entry.rereads.values())))
+            await after(next(iter(entry.rereads.values())))
         if entry.states is not None:
             return dict(entry.states)
         # Dropped while waiting (the host reconnected): read it live.
@@ -196,7 +197,7 @@ class CachedStates(_ProbedReads):
             await self._probe(host, entry)
             states = None
         while name in entry.rereads:
-            await _after(entry.rereads[name])
+            await after(entry.rereads[name])
         if entry.states is not None:
             states = entry.states
         elif states is None:
@@ -218,7 +219,7 @@ class CachedStates(_ProbedReads):
         entry = self._hosts.get(host)
         while entry is not None and self._hosts.get(host) is entry:
             if domain in entry.rereads:
-                await _after(entry.rereads[domain])
+                await after(entry.rereads[domain])
             elif self._busy(entry, domain):
                 woken: Deferred = Deferred()
                 entry.settling.append(woken)
@@ -303,7 +304,7 @@ class CachedStates(_ProbedReads):
             if entry.filling is waiters:
                 entry.filling = None
             for waiter in waiters:
-                _chain(result, waiter)
+                chain(result, waiter)
 
         Deferred.fromCoroutine(self._filled(host, entry)).addBoth(done)
         return d
@@ -466,7 +467,7 @@ class CachedStates(_ProbedReads):
                 if entry.states is None:
                     return result
                 # What the domain is now is not known: read it again.
-                return _after(self._reread(host, entry, name)).addCallback(lambda _: result)
+                return after(self._reread(host, entry, name)).addCallback(lambda _: result)
             state = state_after(entry) if state_after is not None else result
             if isinstance(state, str):
                 self._read_ended(host, entry, read, state)
@@ -476,19 +477,7 @@ class CachedStates(_ProbedReads):
                     self._reread(host, entry, name)
             return result
 
-        return _deferred(operation).addBoth(done)
-
-
-def _after(d: Deferred) -> Deferred[None]:
-    """A new L{Deferred} that fires (with C{None}) once C{d} has, leaving C{d}'s result alone."""
-    after: Deferred = Deferred()
-
-    def fire(result):
-        after.callback(None)
-        return result
-
-    d.addBoth(fire)
-    return after
+        return as_deferred(operation).addBoth(done)
 
 
 def _wake(entry: _HostStates) -> None:

@@ -7,8 +7,10 @@ and a read of many hosts (C{GET /cluster}) proves them all with one round.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, fail
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.python.failure import Failure
+
+from comet.virt._deferreds import as_deferred, chain
 
 
 class _ProbedReads:
@@ -62,11 +64,11 @@ class _ProbedReads:
         def done(result):
             entry.probing = False
             for waiter in waiters:
-                _chain(result, waiter)
+                chain(result, waiter)
             if entry.waiting:
                 self._start_probe(host, entry)
 
-        _deferred(self._hv.ping, host).addBoth(done)
+        as_deferred(self._hv.ping, host).addBoth(done)
 
     def _probe_round(self, hosts: list[str], entries: list[_HostStates]) -> Deferred:
         """One probe of each of C{hosts} (none probing now); readers that come meanwhile wait for the next."""
@@ -81,24 +83,8 @@ class _ProbedReads:
             return answers
 
         # One probe each, asked in one turn: one hand-off and one timer for them all.
-        pings = DeferredList([_deferred(self._hv.ping, host) for host in hosts],
+        pings = DeferredList([as_deferred(self._hv.ping, host) for host in hosts],
                              consumeErrors=True)
         return pings.addCallback(
             lambda answers: {h: (None if ok else value) for h, (ok, value) in zip(hosts, answers)}
         ).addCallback(done)
-
-
-def _deferred(method, *args) -> Deferred:
-    """C{method(*args)} as a L{Deferred}, whether it answers one or is a coroutine (as a test's stand-in may be)."""
-    try:
-        return ensureDeferred(method(*args))
-    except Exception:
-        return fail()
-
-
-def _chain(result, d: Deferred) -> None:
-    """Pass C{result} (a value or a failure) on to C{d}; the source ends with C{None}."""
-    if isinstance(result, Failure):
-        d.errback(result)
-    else:
-        d.callback(result)
