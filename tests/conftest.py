@@ -34,6 +34,7 @@ import gc
 import os
 import sys
 import tempfile
+import time
 
 import pytest
 from twisted.python.threadpool import ThreadPool
@@ -127,8 +128,53 @@ def pytest_runtest_protocol(item, nextitem):
     turns = _turns(item.config)
     if turns is None or not item.nodeid.startswith("tests/integration/"):
         return (yield)
+    began = time.monotonic()
     with turns.turn(alone=disruptive(item.nodeid)):
+        # Reported with the test (L{WorkerTimes}): a stream's time is its
+        # tests' and its turns' waits.
+        item.user_properties.append(("testbed_wait", time.monotonic() - began))
         return (yield)
+
+
+class WorkerTimes:
+    """
+    What each xdist worker spent, summed from the reports the controller gets:
+    its tests' set-up, call and tear-down, and the waits for testbed turns.
+    Said at the end of the run, so that CI's log shows which stream is the
+    long one (the run takes as long as it).
+    """
+
+    def __init__(self):
+        self.tests: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.waits: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report):
+        node = getattr(report, "node", None)
+        if node is None:
+            return
+        worker = node.gateway.id
+        self.seconds[worker] = self.seconds.get(worker, 0.0) + report.duration
+        if report.when == "call":
+            self.tests[worker] = self.tests.get(worker, 0) + 1
+        if report.when == "setup":
+            wait = sum(v for k, v in report.user_properties if k == "testbed_wait")
+            self.waits[worker] = self.waits.get(worker, 0.0) + wait
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.seconds:
+            return
+        terminalreporter.section("time per worker")
+        for worker in sorted(self.seconds):
+            terminalreporter.write_line(
+                f"{worker}: {self.tests.get(worker, 0)} tests, "
+                f"{self.seconds[worker]:.0f} s in them, "
+                f"{self.waits.get(worker, 0.0):.0f} s waiting for testbed turns")
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(WorkerTimes(), "comet-worker-times")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -589,20 +589,41 @@ class RemoteContractMixin:
         yield self.assertFailure(self.tgt.refuse(missing, "10.200.0.254"), NotFound)
 
     @inlineCallbacks
+    def _export_alone(self, name: str, device: str, *args, **kwargs):
+        """
+        Export C{device} as C{name}; the targets other than ours before it and
+        the target id it took.  Which id is free depends on everyone's targets:
+        on the real servers the other integration stream exports and withdraws
+        its own meanwhile.  An export during which the others' targets changed
+        (read before and after) proves nothing about the choice, so it is
+        withdrawn and tried again.
+        """
+        for _ in range(10):
+            before = yield self.tgt.targets()
+            tid = yield self.tgt.export(name, device, *args, **kwargs)
+            after = yield self.tgt.targets()
+            others = {(t.tid, t.iqn) for t in after if t.iqn != name}
+            if others == {(t.tid, t.iqn) for t in before}:
+                return before, tid
+            yield self.tgt.unexport(name)
+        self.fail(f"the targets kept changing around the export of {name}")
+
+    @inlineCallbacks
     def test_export_smallest_tid(self):
         """Each new target takes the smallest free target id."""
         a = yield self.volume("a")
         b = yield self.volume("b")
         da = yield self.zfs.device_of(a.name)
         db = yield self.zfs.device_of(b.name)
-        before = yield self.tgt.targets()
-        tid_a = yield self.tgt.export(self.iqn("a"), da)
+        before, tid_a = yield self._export_alone(self.iqn("a"), da)
         self.assertEqual(tid_a, tgtmod.free_tid(before))
-        tid_b = yield self.tgt.export(self.iqn("b"), db)
+        before, tid_b = yield self._export_alone(self.iqn("b"), db)
+        self.assertEqual(tid_b, tgtmod.free_tid(before))
         self.assertNotEqual(tid_a, tid_b)
         yield self.tgt.unexport(self.iqn("a"))
-        tid_c = yield self.tgt.export(self.iqn("a"), da)
-        self.assertEqual(tid_c, tid_a)
+        # Its id is free again, and the smallest free one is taken again.
+        before, tid_c = yield self._export_alone(self.iqn("a"), da)
+        self.assertEqual(tid_c, tgtmod.free_tid(before))
 
     @inlineCallbacks
     def test_export_chosen_tid(self):
@@ -619,8 +640,9 @@ class RemoteContractMixin:
         target = yield self.tgt.find(self.iqn("a"))
         self.assertEqual((target.tid, target.device, target.accounts),
                          (wanted, da, (f"u-{self.token}",)))
-        tid_b = yield self.tgt.export(self.iqn("b"), db, tid=wanted)
+        before, tid_b = yield self._export_alone(self.iqn("b"), db, tid=wanted)
         self.assertEqual(tid_b, tgtmod.free_tid(before))
+        self.assertNotEqual(tid_b, wanted)
 
     @inlineCallbacks
     def test_boot_id(self):
