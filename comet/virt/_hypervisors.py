@@ -40,11 +40,11 @@ from comet.virt._connections import CALLS_PER_HOST, _Host, _HostConnections
 from comet.virt._opening import INITIAL_BACKOFF, KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, MAX_BACKOFF
 from comet.virt._sessions import exclusive_uri
 from comet.virt._eventloop import ensure_event_loop
+from comet.virt._migrations import _Migrations
 from comet.virt._values import (
     DomainInfo,
     GraphicsAddress,
     HostStatus,
-    MigrationProgress,
     NodeInfo,
     OwnedDomain,
 )
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 
-class Hypervisors(_HostConnections, Service):
+class Hypervisors(_Migrations, _HostConnections, Service):
     """
     The compute hosts of the configuration, each behind one libvirt connection.
 
@@ -403,62 +403,6 @@ class Hypervisors(_HostConnections, Service):
         return self._domain_call(
             host, name, "detaching a device from", _operations.detach_device, xml, live, config
         )
-
-    def migrate(self, source: str, dest: str, name: str, max_downtime_ms: int,
-                timeout: float) -> Deferred[str]:
-        """
-        Live-migrate running or paused domain C{name} from C{source} to
-        C{dest} over the connections Comet holds to both (one
-        C{virDomainMigrate3} in the pool: see L{_operations.migrate}), the
-        guest paused at most C{max_downtime_ms} for its last copy.  Fires
-        with its state on C{dest} once it runs there; fails with it still
-        on C{source} (an L{abort_migration}, a refusal).  The call may take
-        C{timeout} seconds (not C{libvirt_timeout}): the caller cancels the
-        job earlier with L{abort_migration}.
-
-        @raise NotFound: an unknown host or domain.
-        @raise Conflict: the domain is not running or paused.
-        """
-        try:
-            to = self._host(dest)
-            self._host(source)
-        except NotFound:
-            return fail()
-        what = f"migrating domain {name!r} from {source!r} to {dest!r}"
-
-        async def run():
-            target = await self._connected(to)
-            # A destination connection of the call's own, in use until the
-            # call's thread returns (not when its caller stops waiting).
-            lease = target.take()
-            target.running += 1
-
-            def migrate(conn, host_name, *args):
-                return _operations.migrate(conn, host_name, name, lease.conn, dest, *args)
-
-            return await self._call(
-                source, what, migrate, max_downtime_ms, to.config.migration_address,
-                timeout=timeout, extra=((target, lease),))
-
-        return Deferred.fromCoroutine(run())
-
-    def migration_progress(self, host: str, name: str,
-                           completed: bool = False) -> Deferred[MigrationProgress | None]:
-        """
-        The migration job of domain C{name} on C{host} (its source), or
-        C{None} when it has none; C{completed}: the last one that finished
-        (read on the destination: its downtime and total time).
-        """
-        return self._domain_call(host, name, "reading the migration of",
-                                 _operations.migration_progress, completed)
-
-    def abort_migration(self, host: str, name: str) -> Deferred[bool]:
-        """
-        Cancel the migration of domain C{name} from C{host}: it keeps
-        running there.  Whether there was one.
-        """
-        return self._domain_call(host, name, "cancelling the migration of",
-                                 _operations.abort_migration)
 
     def define_secret(
         self, host: str, uuid: str, usage: str, value: bytes | str
