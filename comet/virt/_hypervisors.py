@@ -28,19 +28,28 @@ from typing import Any
 
 import libvirt
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredSemaphore, fail, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredSemaphore,
+    gatherResults,
+    succeed,
+)
 from twisted.python.threadpool import ThreadPool
 
 from comet.config import ComputeConfig, HostConfig
-from comet.errors import NotFound
 from comet.virt import _counters, _display, _operations, domainxml
-from comet.virt._counters import DomainCounters
 from comet.virt._batches import Batches
 from comet.virt._connections import CALLS_PER_HOST, _Host, _HostConnections
-from comet.virt._opening import INITIAL_BACKOFF, KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, MAX_BACKOFF
-from comet.virt._sessions import exclusive_uri
+from comet.virt._counters import DomainCounters
 from comet.virt._eventloop import ensure_event_loop
 from comet.virt._migrations import _Migrations
+from comet.virt._opening import (
+    INITIAL_BACKOFF,
+    KEEPALIVE_COUNT,
+    KEEPALIVE_INTERVAL,
+    MAX_BACKOFF,
+)
+from comet.virt._sessions import exclusive_uri
 from comet.virt._values import (
     DomainInfo,
     GraphicsAddress,
