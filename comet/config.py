@@ -261,6 +261,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "keep_days": (0, 1e6),
     "prune_interval": (1, 1e9),
     "watch_interval": (0, 1e9),   # [storage]: 0 = no checks
+    "mtu": (576, 9000),   # [network]: private NICs'
 }
 
 

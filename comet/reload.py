@@ -38,7 +38,7 @@ log = Logger()
 
 #: Sections compared whole: a change in one needs a restart.
 _RESTART_SECTIONS = ("api", "database", "manhole", "compute", "console", "metrics", "log", "debug",
-                     "storagepools")
+                     "storagepools", "network")
 
 
 @attrs.frozen

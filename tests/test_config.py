@@ -84,15 +84,17 @@ class FullTests(TestCase):
 
     def test_network_keys(self):
         c = config.parse(
-            "[network]\nvni_range = '100-199'\n"
+            "[network]\nvni_range = '100-199'\nmtu = 8950\n"
             "[[hosts]]\nname = 'a'\nuri = 'qemu:///system'\n"
             "bridges = {public = 'br0', dmz = 'br1'}\ntunnel_address = '10.0.0.1'\n"
             "ssh = 'root@10.0.0.1'\n", "c.toml")
         self.assertEqual(c.network.vnis(), range(100, 200))
+        self.assertEqual(c.network.mtu, 8950)
         self.assertEqual(c.hosts[0].bridges, (("dmz", "br1"), ("public", "br0")))
         self.assertEqual((c.hosts[0].tunnel_address, c.hosts[0].ssh), ("10.0.0.1", "root@10.0.0.1"))
         default = config.parse("", "c.toml")
         self.assertEqual(default.network.vnis(), range(10000, 20000))
+        self.assertEqual(default.network.mtu, 1450)
         self.assertEqual(default.hosts[0].bridges, ())
 
     def test_from_file(self):
@@ -115,6 +117,9 @@ class ErrorTests(TestCase):
             ("[network]\nvni_range = '5'", "vni_range"),
             ("[network]\nvni_range = '9-3'", "vni_range"),
             ("[network]\nvni_range = '1-16777216'", "vni_range"),
+            ("[network]\nmtu = 1500.5", "mtu"),
+            ("[network]\nmtu = 9001", "mtu"),
+            ("[network]\nmtu = '1450'", "mtu"),
             (host + "bridges = {public = 3}", "table of strings"),
             (host + "bridges = ['br0']", "table of strings"),
             (host + "bridges = {private = 'br0'}", "cannot name a network"),

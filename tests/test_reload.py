@@ -96,8 +96,8 @@ class ReloadTests(TestCase):
 
     async def test_restart_keys_refused(self):
         """
-        A changed listen address or database path is refused with a log line
-        and the running value kept; the hosts' change in the same file is applied.
+        A changed listen address, database path or network is refused with a
+        log line and the running value kept (the network's was dropped unsaid); the hosts' change in the same file is applied.
         """
         await self.start(LOCAL)
         lines = log_lines(self)
@@ -105,10 +105,13 @@ class ReloadTests(TestCase):
         path = os.path.join(self.directory, "comet.toml")
         with open(path, "w") as f:
             f.write(f'[api]\nendpoint = "tcp:{other}:interface=127.0.0.1"\n'
-                    f'[database]\npath = "{self.directory}/other.sqlite"\n' + LOCAL + SPARE)
+                    f'[database]\npath = "{self.directory}/other.sqlite"\n'
+                    '[network]\nmtu = 1400\n' + LOCAL + SPARE)
         outcome = await self.service.reload()
         self.assertEqual(outcome.hosts_added, ("spare",))
-        self.assertEqual(len(outcome.refused), 2, outcome.refused)
+        self.assertEqual(len(outcome.refused), 3, outcome.refused)
+        self.assertTrue(any("[network] changed" in line for line in lines), lines)
+        self.assertEqual(self.service.config.network.mtu, 1450)
         self.assertTrue(any("[api] changed" in line and "restart" in line for line in lines),
                         lines)
         self.assertTrue(any("[database] changed" in line for line in lines), lines)

@@ -141,7 +141,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
         # repairs included, reads the hosts live.
         libvirt=CachedStates(hypervisors),
         hosts=hosts, tasks=tasks, clock=clock, storage=storage, disks=storage.disks,
-        vnis=config.network.vnis(), networks=networks,
+        vnis=config.network.vnis(), private_mtu=config.network.mtu, networks=networks,
         intents=intents, locks=locks, events=events,
     )
     vms = VMModel(context, config.compute.cluster_concurrency, compute=config.compute)

@@ -114,7 +114,10 @@ def _parse_nic(element: ET.Element) -> NicSpec | None:
     source = element.find("source")
     if element.get("type") != "bridge" or mac is None or source is None:
         return None
-    return NicSpec(mac=mac.get("address", "").lower(), bridge=source.get("bridge", ""))
+    mtu = element.find("mtu")
+    size = mtu.get("size", "") if mtu is not None else ""
+    return NicSpec(mac=mac.get("address", "").lower(), bridge=source.get("bridge", ""),
+                   mtu=int(size) if size.isdigit() else None)
 
 
 def parse_domain(xml: str) -> DomainDescription:

@@ -143,6 +143,13 @@ class PrivateNetworkTests(CometDaemonCase):
         self.assertEqual(status, 0, out)
         status, out = await self._guest(vms["a2"], "ping -c 2 -W 5 10.77.0.1", 60)
         self.assertEqual(status, 0, out)
+        # The guest took the tunnel's MTU ([network] mtu) from its NIC, so a
+        # full-size datagram is fragmented in the guest, not dropped at the
+        # tunnel (with 1500 in the guest, this ping got no answer).
+        status, out = await self._guest(vms["a1"], "cat /sys/class/net/eth0/mtu")
+        self.assertEqual((status, out.strip()), (0, "1450"), out)
+        status, out = await self._guest(vms["a1"], "ping -c 2 -W 5 -s 1472 10.77.0.2", 60)
+        self.assertEqual(status, 0, out)
         # b1 shares a1's host, not its network: neither A VM answers it.
         for target in ("10.77.0.1", "10.77.0.2"):
             status, out = await self._guest(vms["b1"], f"ping -c 2 -W 2 {target}", 60)

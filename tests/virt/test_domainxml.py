@@ -97,7 +97,7 @@ class DomainXMLTests(TestCase):
 
     def test_nics(self):
         """Each NIC is a virtio interface on its bridge, with its MAC, in order."""
-        root = ET.fromstring(domain_xml(spec(nics=(NicSpec("52:54:00:00:00:01", "cometb7"),
+        root = ET.fromstring(domain_xml(spec(nics=(NicSpec("52:54:00:00:00:01", "cometb7", 1450),
                                                    NicSpec("02:00:00:00:00:02", "br0")))))
         interfaces = root.findall("devices/interface")
         self.assertEqual(
@@ -105,11 +105,16 @@ class DomainXMLTests(TestCase):
               i.find("model").get("type")) for i in interfaces],
             [("bridge", "52:54:00:00:00:01", "cometb7", "virtio"),
              ("bridge", "02:00:00:00:00:02", "br0", "virtio")])
+        # An MTU only where one is given (a VXLAN network's).
+        self.assertEqual([[m.get("size") for m in i.findall("mtu")] for i in interfaces],
+                         [["1450"], []])
 
     def test_bad_nics(self):
         for mac, bridge in [("52:54:00:00:00:0G", "br0"), ("52:54:00:00:00:01", "br0;x"),
                             ("52:54:00:00:00:01", "a-bridge-name-too-long")]:
             self.assertRaises(InvalidInput, NicSpec, mac, bridge)
+        for mtu in (67, 65536, "1450", 1450.0, True):
+            self.assertRaises(InvalidInput, NicSpec, "52:54:00:00:00:01", "br0", mtu)
         nic = NicSpec("52:54:00:00:00:01", "br0")
         e = self.assertRaises(InvalidInput, spec, nics=(nic, nic))
         self.assertIn("share a MAC", str(e))

@@ -63,7 +63,8 @@ def _specs(draw) -> DomainSpec:
         cpus=draw(st.integers(1, 256)),
         domain_type=draw(st.sampled_from(["kvm", "qemu", "test"])),
         disks=tuple(attrs.evolve(d, target="vd" + "abcd"[i]) for i, d in enumerate(disks)),
-        nics=tuple(NicSpec(mac, draw(st.from_regex(r"[a-z][a-z0-9]{0,14}", fullmatch=True)))
+        nics=tuple(NicSpec(mac, draw(st.from_regex(r"[a-z][a-z0-9]{0,14}", fullmatch=True)),
+                           draw(st.one_of(st.none(), st.integers(68, 65535))))
                    for mac in macs),
         graphics=graphics,
         vnc_password=draw(

@@ -130,8 +130,10 @@ class NicTests(TestCase):
         self.assertEqual(answer.json["host"], "node1")
         self.assertEqual([n["bridge"] for n in answer.json["nics"]], ["cometb500", "br-pub"])
         description = await self.hypervisors.describe("node1", f"comet-{vm['uuid']}")
-        self.assertEqual([(n.mac, n.bridge) for n in description.spec.nics],
-                         [(vm["nics"][0]["mac"], "cometb500"), (vm["nics"][1]["mac"], "br-pub")])
+        # The private NIC with the tunnel's MTU ([network] mtu), the host's bridge as it is.
+        self.assertEqual([(n.mac, n.bridge, n.mtu) for n in description.spec.nics],
+                         [(vm["nics"][0]["mac"], "cometb500", 1450),
+                          (vm["nics"][1]["mac"], "br-pub", None)])
         # A VM without NICs still goes where memory is freest.
         await self.create(template="bare", name="b")
         answer = await self.client.post("/cluster/lab/vms/b/start", {})

@@ -157,6 +157,8 @@ class Context:
     #: The VXLAN network identifiers clusters' private networks are given
     #: (C{[network] vni_range}).
     vnis: range = range(10000, 20000)
+    #: The MTU of NICs on private networks (C{[network] mtu}).
+    private_mtu: int = 1450
     #: The hosts' private networks (L{comet.model.networks.Networks}), or
     #: C{None}: no host carries any.
     networks: Any = None

@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, Sequence
 from twisted.logger import Logger
 
 from comet.errors import CometError
-from comet.model.nics import bridge
+from comet.model.nics import PRIVATE, bridge
 from comet.model.operations import net_down, net_up
 from comet.model.operations.context import Context, OperationType
 from comet.model.operations.domains import (
@@ -89,9 +89,13 @@ async def run(ctx: Context, record: VMRecord, kind: str = "vm.start") -> None:
 
 
 def nic_specs(ctx: Context, record: VMRecord, host: str) -> tuple[NicSpec, ...]:
-    """The VM's NICs on C{host}'s bridges (placement chose a host that offers them)."""
+    """
+    The VM's NICs on C{host}'s bridges (placement chose a host that offers
+    them); those on the cluster's private network with its MTU.
+    """
     offered = dict(ctx.hosts.config(host).bridges)
-    return tuple(NicSpec(mac=nic.mac, bridge=bridge(nic, record.vni, offered))
+    return tuple(NicSpec(mac=nic.mac, bridge=bridge(nic, record.vni, offered),
+                         mtu=ctx.private_mtu if nic.network == PRIVATE else None)
                  for nic in record.nics)
 
 
