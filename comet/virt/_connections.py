@@ -286,10 +286,7 @@ class _HostConnections(_Opening, _ProbeDeadlines):
         if host.connection is not connection:
             return
         host.connection = None
-        host.reason = detail
-        host.backoff = INITIAL_BACKOFF
-        host.next_attempt = self._clock.seconds() + host.backoff
-        self._schedule_retry(host)
+        self._retry_after(host, detail, INITIAL_BACKOFF)
         _log.warn(
             "compute host {host} ({uri}) lost: {reason}",
             host=host.config.name,
@@ -318,11 +315,15 @@ class _HostConnections(_Opening, _ProbeDeadlines):
             lambda f: _log.failure("closing a libvirt connection failed", f)
         )
 
-    def _schedule_retry(self, host: _Host) -> None:
+    def _retry_after(self, host: _Host, reason: str, backoff: float) -> None:
         """
-        Try C{host} again once its back-off is over, even if nothing calls it,
+        C{host} is unreachable for C{reason}: its calls fail at once for
+        C{backoff} seconds, then it is tried again, even if nothing calls it,
         so that it comes back (and its events flow again) by itself.
         """
+        host.reason = reason
+        host.backoff = backoff
+        host.next_attempt = self._clock.seconds() + backoff
         self._cancel_retry(host)
         if not self._stopping:
             host.retry = self._clock.callLater(host.backoff, self._retry, host)

@@ -158,10 +158,7 @@ class _Opening:
 
     def _attempt_failed(self, host: _Host, attempt: _Attempt, detail: str) -> None:
         host.attempt = None
-        host.reason = detail
-        host.backoff = min(max(host.backoff * 2, INITIAL_BACKOFF), MAX_BACKOFF)
-        host.next_attempt = self._clock.seconds() + host.backoff
-        self._schedule_retry(host)
+        self._retry_after(host, detail, min(max(host.backoff * 2, INITIAL_BACKOFF), MAX_BACKOFF))
         _log.warn(
             "compute host {host} ({uri}) unreachable: {reason}; next try in {backoff} s",
             host=host.config.name,
