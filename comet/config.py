@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from comet._exposure import check_exposure
-from comet.hostconfig import HostConfig, NetworkConfig, check_network
+from comet.hostconfig import HostConfig, NetworkConfig, check_cpu_mode, check_network
 
 
 class ConfigError(Exception):
@@ -377,6 +377,8 @@ def _check(config: Config) -> Config:
             raise ConfigError(f"storagepools: name {pool.name!r} is not a valid name")
     try:
         check_network(config)
+        for host in config.hosts:
+            check_cpu_mode(host)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return config

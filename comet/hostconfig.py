@@ -10,7 +10,8 @@ import re
 
 import attrs
 
-from comet.names import PRIVATE_NETWORK, check_interface_name, check_name, check_ssh_target
+from comet.names import (HOST_MODEL, HOST_PASSTHROUGH, PRIVATE_NETWORK, check_cpu_model,
+                         check_interface_name, check_name, check_ssh_target)
 
 
 def _key(key: str) -> str:
@@ -48,6 +49,11 @@ class HostConfig:
     ssh_port: int = 22
     ssh_identity: str = "/etc/comet/id_ed25519"
     ssh_known_hosts: str = "/etc/comet/known_hosts"
+    #: The CPU the VMs started here get (L{comet.model.cpus}):
+    #: C{host-passthrough}, C{host-model}, or a named model (C{Nehalem}: every
+    #: VM exactly that one, and only VMs that need it or nothing).  "": the
+    #: hypervisor's default (QEMU's C{qemu64}).
+    cpu_mode: str = ""
 
 
 @attrs.frozen
@@ -98,3 +104,19 @@ def check_network(config) -> None:
             raise ValueError(
                 f"hosts: {host.name!r} needs both ssh and tunnel_address, or neither")
 
+
+
+def check_cpu_mode(host: HostConfig) -> None:
+    """
+    C{host.cpu_mode} is empty, a host mode or a CPU model name, and one its
+    domain type can have: L{ValueError} says what is wrong, in one line.
+    """
+    mode = host.cpu_mode
+    if mode and mode not in (HOST_PASSTHROUGH, HOST_MODEL) and not check_cpu_model(mode):
+        raise ValueError(f"hosts: cpu_mode {_key(mode)!s} of {host.name!r} is not"
+                         f" {HOST_PASSTHROUGH}, {HOST_MODEL} or a CPU model name")
+    if mode == HOST_PASSTHROUGH and host.domain_type == "qemu":
+        # QEMU's -cpu host needs KVM; libvirt reports the mode unsupported
+        # for TCG domains.
+        raise ValueError(f"hosts: cpu_mode {HOST_PASSTHROUGH} of {host.name!r} needs KVM;"
+                         " its domain_type is qemu (TCG): use host-model or a CPU model")

@@ -27,6 +27,21 @@ _INTERFACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _SSH_TARGET = re.compile(r"^(?:[a-z_][a-z0-9_-]{0,31}@)?[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
 
 
+#: The two C{[[hosts]] cpu_mode}s that are not a named CPU model: the
+#: host's own CPU as it is, and libvirt's closest named model to it plus
+#: its extra features (L{comet.model.cpus}).
+HOST_PASSTHROUGH = "host-passthrough"
+HOST_MODEL = "host-model"
+
+
+def check_cpu_model(name: object) -> bool:
+    """
+    Whether C{name} can name a CPU model (libvirt's C{<model>}, QEMU's
+    C{-cpu}): the name rule, and neither host mode.
+    """
+    return check_name(name) and name not in (HOST_PASSTHROUGH, HOST_MODEL)
+
+
 def check_interface_name(name: object) -> bool:
     """Whether C{name} can name a Linux network interface (and is safe in argv)."""
     return isinstance(name, str) and _INTERFACE.fullmatch(name) is not None

@@ -10,6 +10,7 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
 from comet.errors import CometError, NotFound
+from comet.model.cpus import misfit
 from comet.model.nics import PRIVATE
 from comet.model.placement import Candidate, free_memory
 
@@ -250,23 +251,44 @@ class HostModel:
             for name, (ok, value) in zip(self._order, results)
         }
 
-    async def candidates(self, figures: Deferred | None = None) -> list[Candidate]:
+    async def candidates(self, figures: Deferred | None = None,
+                         cpu_model: str | None = None) -> list[Candidate]:
         """
         The connected hosts not in maintenance, for placement, in
         configuration order.  The
         memory committed to Comet's placed VMs is read now (its own records,
         so a placement made just before counts); the hosts' own figures come
         from C{figures} (a L{figures} Deferred asked earlier), or are read now.
+        The guest CPUs a host offers are read (once per connection: see
+        L{comet.virt.Hypervisors.cpu_models}) only where they matter: for a
+        VM that needs C{cpu_model}, or on a host with a C{cpu_mode}.
         """
         infos = await (figures if figures is not None else self.figures())
         await self.load()
         committed = await self._committed()
         hosts = [self._host(name, infos[name], committed) for name in self._order]
+        usable = [h for h in hosts if h.state == "connected" and not h.maintenance]
+        offered = await DeferredList(
+            [ensureDeferred(self._host_cpus(h.name, cpu_model)) for h in usable])
         return [
-            Candidate(h.name, h.cpus, h.memory, h.memory_free, self.networks(h.name))
-            for h in hosts
-            if h.state == "connected" and not h.maintenance
+            Candidate(h.name, h.cpus, h.memory, h.memory_free, self.networks(h.name),
+                      self._config[h.name].cpu_mode, cpus)
+            for h, (_, cpus) in zip(usable, offered)
         ]
+
+    async def _host_cpus(self, name: str, cpu_model: str | None):
+        """Host C{name}'s L{comet.virt.HostCpus} if placement needs them; else (or unread) C{None}."""
+        if cpu_model is None and not self._config[name].cpu_mode:
+            return None
+        try:
+            return await self._hv.cpu_models(name)
+        except CometError:
+            return None
+
+    async def cpu_misfit(self, name: str, cpu_model: str | None) -> str | None:
+        """Why host C{name} cannot run a VM that needs C{cpu_model}; C{None} if it can."""
+        return misfit(self.config(name).cpu_mode, await self._host_cpus(name, cpu_model),
+                      cpu_model)
 
     async def max_cpus(self) -> int | None:
         """

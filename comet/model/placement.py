@@ -2,8 +2,9 @@
 Placement: which compute host a VM that is starting goes to.
 
 A pure function over what the hosts report, so that the rule is stated once and
-tested without any host: among the connected hosts that fit the VM (enough
-free memory, at least as many CPUs as it has vCPUs), the one with the most free
+tested without any host: among the connected hosts that fit the VM (the
+networks of its NICs, its CPU model (L{comet.model.cpus}), enough free
+memory, at least as many CPUs as it has vCPUs), the one with the most free
 memory; ties go to the host listed first in the configuration.
 """
 
@@ -14,6 +15,7 @@ from typing import Iterable, Sequence
 import attrs
 
 from comet.errors import Conflict
+from comet.model.cpus import misfit
 
 
 @attrs.frozen
@@ -28,6 +30,11 @@ class Candidate:
     free: int
     #: The networks it can put a NIC on (L{comet.model.hosts.HostModel.networks}).
     networks: frozenset[str] = frozenset()
+    #: Its C{[[hosts]] cpu_mode} ("": unset).
+    cpu_mode: str = ""
+    #: The guest CPUs its libvirt offers (a L{comet.virt.HostCpus}), or
+    #: C{None}: not read (not needed, or the read failed).
+    host_cpus: object = None
 
 
 def free_memory(memory: int, kernel_free: int, committed: int) -> int:
@@ -47,11 +54,12 @@ def free_memory(memory: int, kernel_free: int, committed: int) -> int:
 
 
 def choose_host(candidates: Sequence[Candidate], memory: int, cpus: int,
-                networks: Iterable[str] = ()) -> str:
+                networks: Iterable[str] = (), cpu_model: str | None = None) -> str:
     """
     The host a VM of C{memory} MiB and C{cpus} vCPUs, with NICs on
-    C{networks}, goes to: only hosts that offer every one of those networks
-    are considered.
+    C{networks}, needing CPU model C{cpu_model} (or none), goes to: only
+    hosts that offer every one of those networks and can run its CPU are
+    considered.
 
     @raise Conflict: no host fits it (the reason says what each lacks).
     """
@@ -62,6 +70,15 @@ def choose_host(candidates: Sequence[Candidate], memory: int, cpus: int,
             f"no connected compute host offers the networks {', '.join(sorted(needed))}"
             f" the VM's NICs are on ({'; '.join(_offers(c) for c in candidates)})")
     candidates = offering
+    misfits = {c.name: misfit(c.cpu_mode, c.host_cpus, cpu_model) for c in candidates}
+    running = [c for c in candidates if misfits[c.name] is None]
+    if candidates and not running:
+        need = (f"CPU model {cpu_model}, which the VM needs" if cpu_model
+                else "the CPU its cpu_mode gives a VM")
+        raise Conflict(
+            f"no connected compute host can run {need}"
+            f" ({'; '.join(f'{name}: {why}' for name, why in misfits.items())})")
+    candidates = running
     fitting = [c for c in candidates if c.free >= memory and c.cpus >= cpus]
     if not fitting:
         if not candidates:

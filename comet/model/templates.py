@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 
 from comet.errors import InvalidInput, NotFound
 from comet.model.clusters import validate_name
+from comet.model.cpus import check_cpu_model_value
 from comet.model.events import or_silent
 from comet.model.nics import check_nics
 from comet.store import TemplateRecord
@@ -60,9 +61,13 @@ class TemplateModel:
                                                    macs=False))
 
     async def create(self, name: str, memory: int, cpus: int, disk: dict | None,
-                     nics: list | None = None) -> TemplateRecord:
-        """C{nics}: C{[{"network": NAME}, ...]}, the NICs of the VMs made from it."""
+                     nics: list | None = None, cpu_model: str | None = None) -> TemplateRecord:
+        """
+        C{nics}: C{[{"network": NAME}, ...]}, the NICs of the VMs made from
+        it; C{cpu_model}: the CPU model they need (C{None}: none).
+        """
         validate_name("template", name)
+        check_cpu_model_value(cpu_model)
         networks = self._networks(nics if nics is not None else [])
         await self._check(memory, cpus, disk)
         record = await self._templates.create(
@@ -73,18 +78,25 @@ class TemplateModel:
             disk["volume"] if disk else None,
             int(self._clock.seconds()),
             networks,
+            cpu_model,
         )
         self._events.emit("template.created", {"name": record.name})
         return record
 
     async def update(self, name: str, changes: dict) -> TemplateRecord:
-        """Change stored fields; C{"disk": None} removes the base volume."""
+        """
+        Change stored fields; C{"disk": None} removes the base volume,
+        C{"cpu_model": None} the CPU model VMs made from it need.
+        """
         if "name" in changes:
             validate_name("template", changes["name"])
+        if "cpu_model" in changes:
+            check_cpu_model_value(changes["cpu_model"])
         networks = self._networks(changes["nics"]) if "nics" in changes else None
         await self._templates.get(name)
         await self._check(changes.get("memory"), changes.get("cpus"), changes.get("disk"))
-        columns = {k: v for k, v in changes.items() if k in ("name", "memory", "cpus")}
+        columns = {k: v for k, v in changes.items()
+                   if k in ("name", "memory", "cpus", "cpu_model")}
         if "disk" in changes:
             disk = changes["disk"]
             columns["disk_pool"] = disk["pool"] if disk else None

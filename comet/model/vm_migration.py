@@ -134,6 +134,10 @@ class VMMigrations:
             if missing:
                 raise Conflict(f"compute host {host!r} does not offer the networks"
                                f" {', '.join(sorted(missing))} VM {name!r} has NICs on")
+            why = await self._ctx.hosts.cpu_misfit(host, vm.record.cpu_model)
+            if why is not None:
+                raise Conflict(f"compute host {host!r} cannot run the CPU VM {name!r} needs"
+                               f" ({why})")
             status = self._ctx.hypervisors.status(host)
             if status.state != "connected":
                 raise Unavailable(f"compute host {host!r} does not answer ({status.reason});"
@@ -162,9 +166,10 @@ class VMMigrations:
         figures = hosts.figures()
         async with self._ctx.placing:
             others = self.destinations(record.host)
-            candidates = [c for c in await hosts.candidates(figures) if c.name in others]
+            candidates = [c for c in await hosts.candidates(figures, record.cpu_model)
+                          if c.name in others]
             if not candidates:
                 raise Conflict(f"VM {vm.name!r} cannot migrate: no other compute host"
                                " is connected and out of maintenance")
             return choose_host(candidates, record.memory, record.cpus,
-                               networks_of(record.nics))
+                               networks_of(record.nics), record.cpu_model)

@@ -26,6 +26,7 @@ from comet.config import ComputeConfig
 from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailable
 from comet.model.clusters import validate_name
 from comet.model.events import or_silent
+from comet.model.cpus import NOT_GIVEN, check_cpu_model_value
 from comet.model.nics import check_nics
 from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_start, vm_stop
 from comet.model.provision import requested
@@ -207,21 +208,27 @@ class VMModel:
         user_data: str | None = None,
         ssh_keys: list[str] | None = None,
         hostname: str | None = None,
+        cpu_model=NOT_GIVEN,
     ) -> VM:
         """
         Record a new VM made from C{template} and give it its own disks.  If
         making the disks fails, the record is removed again.  NICs: the template's by default.
         With C{user_data}, C{ssh_keys} or C{hostname}: a seed (L{comet.model.provision}).
+        C{cpu_model}: the CPU model it needs (C{None}: none; by default the template's).
         """
         if name is not None:
             validate_name("VM", name)
         validate_name("template", template)
         nics = None if nics is None else check_nics(nics, self._hosts.offered_networks())
+        if cpu_model is not NOT_GIVEN:
+            check_cpu_model_value(cpu_model)
         await self._check_size(memory, cpus)
         provisioning = requested(hostname, ssh_keys, user_data)
         template_record = await self._templates.get(template)
+        if cpu_model is NOT_GIVEN:
+            cpu_model = template_record.cpu_model
         record = await vm_create.run(self._ctx, cluster, name, template_record, memory, cpus,
-                                     nics, provisioning)
+                                     nics, provisioning, cpu_model)
         self._events.emit("vm.created", {"cluster": cluster, "name": record.name})
         return VM(record, STOPPED)
 
@@ -232,10 +239,11 @@ class VMModel:
         new_name: str | None = None,
         memory: int | None = None,
         cpus: int | None = None,
+        cpu_model=NOT_GIVEN,
     ) -> VM:
         """
         Change the stored definition.  A running VM keeps its live memory and
-        CPUs until its next start; a rename needs it shut off.
+        CPUs (and CPU model) until its next start; a rename needs it shut off.
         """
         vm = await self.get(cluster, name)
         if new_name is not None and new_name != name:
@@ -248,6 +256,8 @@ class VMModel:
             for k, v in (("name", new_name), ("memory", memory), ("cpus", cpus))
             if v is not None
         }
+        if cpu_model is not NOT_GIVEN:
+            changes["cpu_model"] = check_cpu_model_value(cpu_model)
         record = await self._vms.update(cluster, name, **changes)
         self._events.emit("vm.changed", {"cluster": cluster, "name": record.name},
                           **({"previous": {"cluster": cluster, "name": name}}

@@ -287,4 +287,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE vms ADD COLUMN provision TEXT",
         ],
     ),
+    (
+        14,
+        [
+            # The CPU model a VM (made from the template) needs
+            # (comet.model.cpus); NULL: none in particular.
+            "ALTER TABLE templates ADD COLUMN cpu_model TEXT",
+            "ALTER TABLE vms ADD COLUMN cpu_model TEXT",
+        ],
+    ),
 ]

@@ -31,9 +31,11 @@ class TemplateRecord:
     created: int
     #: The networks of the NICs VMs made from it get, in order.
     nics: tuple[str, ...] = attrs.field(default=(), converter=_networks)
+    #: The CPU model VMs made from it need (L{comet.model.cpus}), or C{None}.
+    cpu_model: str | None = None
 
 
-_COLUMNS = "id, name, memory, cpus, disk_pool, disk_volume, created, nics"
+_COLUMNS = "id, name, memory, cpus, disk_pool, disk_volume, created, nics, cpu_model"
 
 
 def _get(conn, name: str) -> TemplateRecord:
@@ -58,12 +60,13 @@ def nics_json(networks) -> str:
     return json.dumps([{"network": network} for network in networks])
 
 
-def _create(conn, name, memory, cpus, disk_pool, disk_volume, now, nics=()) -> TemplateRecord:
+def _create(conn, name, memory, cpus, disk_pool, disk_volume, now, nics=(),
+            cpu_model=None) -> TemplateRecord:
     try:
         conn.execute(
-            "INSERT INTO templates (name, memory, cpus, disk_pool, disk_volume, created, nics)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (name, memory, cpus, disk_pool, disk_volume, now, nics_json(nics)),
+            "INSERT INTO templates (name, memory, cpus, disk_pool, disk_volume, created, nics,"
+            " cpu_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, memory, cpus, disk_pool, disk_volume, now, nics_json(nics), cpu_model),
         )
     except sqlite3.IntegrityError:
         raise Conflict(f"template {name!r} already exists") from None
@@ -97,7 +100,7 @@ class Templates:
     """The C{templates} table."""
 
     #: Columns a client may change.
-    MUTABLE = ("name", "memory", "cpus", "disk_pool", "disk_volume", "nics")
+    MUTABLE = ("name", "memory", "cpus", "disk_pool", "disk_volume", "nics", "cpu_model")
 
     def __init__(self, db: Database):
         self._db = db
@@ -108,9 +111,13 @@ class Templates:
     def list(self):
         return self._db.transact(_list)
 
-    def create(self, name, memory, cpus, disk_pool, disk_volume, now, nics=()):
-        """C{nics}: the networks of the NICs VMs made from it get."""
-        return self._db.transact(_create, name, memory, cpus, disk_pool, disk_volume, now, nics)
+    def create(self, name, memory, cpus, disk_pool, disk_volume, now, nics=(), cpu_model=None):
+        """
+        C{nics}: the networks of the NICs VMs made from it get; C{cpu_model}:
+        the CPU model they need (C{None}: none).
+        """
+        return self._db.transact(_create, name, memory, cpus, disk_pool, disk_volume, now, nics,
+                                 cpu_model)
 
     def update(self, name: str, /, **changes):
         unknown = set(changes) - set(self.MUTABLE)

@@ -68,6 +68,8 @@ class VMRecord:
     #: JSON text (its C{summary}: no user-data, only its size and hash), or
     #: C{None} when it has no seed.
     provision: str | None = None
+    #: The CPU model it needs (L{comet.model.cpus}), or C{None}.
+    cpu_model: str | None = None
 
     @property
     def domain_name(self) -> str:
@@ -80,7 +82,8 @@ _SELECT = (
     " v.memory, v.cpus, v.host, v.created,"
     " (SELECT group_concat(n.idx || ' ' || n.network || ' ' || n.mac, ',')"
     "  FROM vm_nics n WHERE n.vm_id = v.id),"
-    " (SELECT vni FROM cluster_networks WHERE cluster_id = v.cluster_id), v.provision"
+    " (SELECT vni FROM cluster_networks WHERE cluster_id = v.cluster_id), v.provision,"
+    " v.cpu_model"
     " FROM vms v JOIN clusters c ON c.id = v.cluster_id"
     " LEFT JOIN templates t ON t.id = v.template_id"
 )
@@ -192,7 +195,7 @@ def _add_nics(conn, vm_id: int, cluster_id: int, uuid: str, nics, vnis: range) -
 
 
 def _create(conn, cluster, name, template, memory, cpus, uuid, now, nics=None,
-            vnis=range(0)) -> VMRecord:
+            vnis=range(0), cpu_model=None) -> VMRecord:
     cluster_id = _cluster_id(conn, cluster)
     row = conn.execute(
         "SELECT id, memory, cpus, nics FROM templates WHERE name = ?", (template,)
@@ -206,9 +209,10 @@ def _create(conn, cluster, name, template, memory, cpus, uuid, now, nics=None,
         name = _free_name(conn, cluster_id, template)
     try:
         conn.execute(
-            "INSERT INTO vms (cluster_id, name, uuid, template_id, memory, cpus, host, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-            (cluster_id, name, uuid, template_id, memory or t_memory, cpus or t_cpus, now),
+            "INSERT INTO vms (cluster_id, name, uuid, template_id, memory, cpus, host, created,"
+            " cpu_model) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            (cluster_id, name, uuid, template_id, memory or t_memory, cpus or t_cpus, now,
+             cpu_model),
         )
     except sqlite3.IntegrityError:
         raise Conflict(f"VM {name!r} already exists in cluster {cluster!r}") from None
@@ -318,7 +322,7 @@ class VMs:
         return self._cached(("placement runs",), self._runs.read)
 
     def create(self, cluster, name, template, memory, cpus, uuid, now, nics=None,
-               vnis: range = range(0)):
+               vnis: range = range(0), cpu_model: str | None = None):
         """
         Record a new VM.  Without a C{name}, it is the template's name plus the
         smallest free number, chosen in the same transaction as the insert, so
@@ -330,12 +334,13 @@ class VMs:
             MAC another NIC has is a L{Conflict}.
         @param vnis: the VNIs a cluster's private network may get (the
             cluster gets one here if a NIC is C{private} and it has none).
+        @param cpu_model: the CPU model it needs (C{None}: none).
         """
         return self._db.transact(_create, cluster, name, template, memory, cpus, uuid, now,
-                                 nics, vnis)
+                                 nics, vnis, cpu_model)
 
     def update(self, cluster: str, name: str, /, **changes):
-        unknown = set(changes) - {"name", "memory", "cpus"}
+        unknown = set(changes) - {"name", "memory", "cpus", "cpu_model"}
         if unknown:
             raise ValueError(f"not mutable: {unknown}")
         return self._db.transact(_update, cluster, name, changes)

@@ -41,6 +41,7 @@ from comet.virt import _counters, _display, _operations, domainxml
 from comet.virt._batches import Batches
 from comet.virt._connections import CALLS_PER_HOST, _Host, _HostConnections
 from comet.virt._counters import DomainCounters
+from comet.virt._cpus import _CpuReads
 from comet.virt._eventloop import ensure_event_loop
 from comet.virt._migrations import _Migrations
 from comet.virt._opening import (
@@ -68,7 +69,7 @@ __all__ = [
 ]
 
 
-class Hypervisors(_Migrations, _HostConnections, Service):
+class Hypervisors(_Migrations, _HostConnections, _CpuReads, Service):
     """
     The compute hosts of the configuration, each behind one libvirt connection.
 
@@ -135,6 +136,7 @@ class Hypervisors(_Migrations, _HostConnections, Service):
         self._subscribers: list[Callable[[str, str, str], object]] = []
         self._host_subscribers: list[Callable[[str, str, str], object]] = []
         self._stopping = False
+        self._cpu_cache: dict = {}
 
     # Service ---------------------------------------------------------------
 

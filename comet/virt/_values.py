@@ -107,3 +107,16 @@ class MigrationProgress:
             return 0
         done = self.memory_total - self.memory_remaining
         return max(0, min(100, 100 * done // self.memory_total))
+
+
+@attrs.frozen
+class HostCpus:
+    """
+    The guest CPUs a compute host's libvirt can give a domain of Comet's
+    type there (L{comet.virt.Hypervisors.cpu_models}).
+    """
+
+    #: The CPU modes it supports (C{host-passthrough}, C{host-model}, C{custom}).
+    modes: frozenset[str]
+    #: The named CPU models a guest can have there.
+    models: frozenset[str]

@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 import attrs
 
 from comet.errors import InvalidInput
+from comet.names import HOST_MODEL, HOST_PASSTHROUGH, check_cpu_model
 
 #: The XML namespace of Comet's C{<metadata>} element.
 METADATA_NAMESPACE = "https://comet.example/ns/1"
@@ -235,6 +236,10 @@ class DomainSpec:
     memory_mb: int = 256
     #: Virtual CPUs.
     cpus: int = 1
+    #: The guest's CPU: C{host-passthrough}, C{host-model}, a named model
+    #: (exactly that one, never a fallback), or C{None}: the hypervisor's
+    #: default (QEMU's C{qemu64}).
+    cpu: str | None = None
     #: C{kvm}, C{qemu} (TCG) or C{test} (the host's configured type).
     domain_type: str = "kvm"
     disks: tuple[DiskSpec, ...] = attrs.field(default=(), converter=_disks)
@@ -263,6 +268,8 @@ class DomainSpec:
             raise InvalidInput("memory must be a positive number of MB")
         if not isinstance(self.cpus, int) or self.cpus < 1:
             raise InvalidInput("cpus must be a positive number")
+        if self.cpu not in (None, HOST_PASSTHROUGH, HOST_MODEL) and not check_cpu_model(self.cpu):
+            raise InvalidInput(f"{self.cpu!r} is not a CPU mode or model name")
         targets = [d.target for d in self.disks]
         if len(set(targets)) != len(targets):
             raise InvalidInput(f"two disks share a device name: {targets}")
@@ -335,6 +342,15 @@ def _nic_element(nic: NicSpec) -> ET.Element:
     return element
 
 
+def _cpu_element(cpu: str) -> ET.Element:
+    """C{<cpu>} for L{DomainSpec.cpu}: a host mode, or exactly the named model."""
+    if cpu in (HOST_PASSTHROUGH, HOST_MODEL):
+        return ET.Element("cpu", {"mode": cpu})
+    element = ET.Element("cpu", {"mode": "custom", "match": "exact"})
+    _sub(element, "model", cpu, fallback="forbid")
+    return element
+
+
 def _metadata_element(metadata: CometMetadata) -> ET.Element:
     return ET.Element(
         _VM_TAG, {"cluster": metadata.cluster, "vm": metadata.vm, "op": metadata.op}
@@ -390,6 +406,8 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(features, "acpi")
     if spec.domain_type != "test":
         _sub(features, "apic")
+    if spec.cpu is not None:
+        domain.append(_cpu_element(spec.cpu))
     _sub(domain, "clock", offset="utc")
     _sub(domain, "on_poweroff", "destroy")
     _sub(domain, "on_reboot", "restart")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from comet.errors import InvalidInput
+from comet.names import check_name
 from comet.virt.domainxml import (
     _VM_TAG,
     CometMetadata,
@@ -120,6 +121,19 @@ def _parse_nic(element: ET.Element) -> NicSpec | None:
                    mtu=int(size) if size.isdigit() else None)
 
 
+def _parse_cpu(element: ET.Element | None) -> str | None:
+    """
+    L{DomainSpec.cpu} from C{<cpu>}: its host mode, or its model's name (a
+    running domain of mode C{host-model} shows the model libvirt chose);
+    C{None} for none, or for a name Comet would not have written.
+    """
+    if element is None:
+        return None
+    mode = element.get("mode", "custom")
+    cpu = mode if mode != "custom" else (element.findtext("model") or "").strip()
+    return cpu if check_name(cpu) else None
+
+
 def parse_domain(xml: str) -> DomainDescription:
     """
     Read a domain's XML (as C{virDomainGetXMLDesc} gives it, or as
@@ -168,6 +182,7 @@ def parse_domain(xml: str) -> DomainDescription:
         uuid=root.findtext("uuid", ""),
         memory_mb=_mib(root.find("memory")),
         cpus=int(root.findtext("vcpu", "0").strip() or 0),
+        cpu=_parse_cpu(root.find("cpu")),
         domain_type=root.get("type", ""),
         disks=disks,
         nics=tuple(

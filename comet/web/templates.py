@@ -21,6 +21,9 @@ DISK = obj(("pool", "volume"), pool=NAME, volume=NAME)
 #: A template's NICs: the network of each (C{private}: the cluster's own;
 #: others: a bridge hosts offer, C{[[hosts]] bridges}).
 TEMPLATE_NICS = {"type": "array", "maxItems": 8, "items": obj(("network",), network=NAME)}
+#: The CPU model a VM needs (L{comet.model.cpus}): a name like C{Haswell-noTSX}
+#: (the models refuse the host modes C{host-model} and C{host-passthrough}).
+CPU_MODEL = NAME
 
 SUMMARY = resource("TemplateSummary", name=NAME, href=URI)
 TEMPLATE = resource(
@@ -30,6 +33,7 @@ TEMPLATE = resource(
     cpus=CPUS,
     disk=nullable(DISK),
     nics=TEMPLATE_NICS,
+    cpu_model=nullable(CPU_MODEL),
     created=TIME,
     href=URI,
 )
@@ -43,6 +47,7 @@ def representation(t: TemplateRecord) -> dict:
         "cpus": t.cpus,
         "disk": disk,
         "nics": [{"network": network} for network in t.nics],
+        "cpu_model": t.cpu_model,
         "created": t.created,
         "href": PATHS.href("template", name=t.name),
     }
@@ -61,15 +66,18 @@ async def list_templates(models, request, body):
     "POST",
     "templates",
     obj(("name",), name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]},
-        nics=TEMPLATE_NICS),
+        nics=TEMPLATE_NICS, cpu_model=nullable(CPU_MODEL)),
     answers={201: TEMPLATE},
     errors=(404, 409, 502, 503),
 )
 async def create_template(models, request, body):
-    """Create a template (memory in MB, default 512; cpus default 1; disk and NICs optional)."""
+    """
+    Create a template (memory in MB, default 512; cpus default 1; disk, NICs
+    and the CPU model its VMs need optional).
+    """
     template = await models.templates.create(
         body["name"], body.get("memory", 512), body.get("cpus", 1), body.get("disk"),
-        body.get("nics", [])
+        body.get("nics", []), body.get("cpu_model")
     )
     href = PATHS.href("template", name=template.name)
     return Response(representation(template), 201, {"Location": href})
@@ -85,7 +93,7 @@ async def get_template(models, request, body, name):
     "PUT",
     "template",
     obj(name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]},
-        nics=TEMPLATE_NICS),
+        nics=TEMPLATE_NICS, cpu_model=nullable(CPU_MODEL)),
     answers={200: TEMPLATE},
     errors=(409, 502, 503),
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from comet.model.cpus import NOT_GIVEN
 from comet.model.nics import nic_views
 from comet.model.provision import (HOSTNAME_PATTERN, MAX_SSH_KEY, MAX_SSH_KEYS, MAX_USER_DATA,
                                    SSH_KEY_PATTERN)
@@ -20,7 +21,7 @@ from comet.web._serve import ENCODER
 from comet.web._table import OPERATOR, Response, Routes
 from comet.web.paths import PATHS
 from comet.web.tasks import TASK, task_response
-from comet.web.templates import CPUS, MEMORY
+from comet.web.templates import CPU_MODEL, CPUS, MEMORY
 
 #: The endpoints this module declares (each app serves them: L{comet.web.routes}).
 routes = Routes()
@@ -67,6 +68,7 @@ VM_SCHEMA = resource(
     storages=nullable(URI),
     snapshots=nullable(URI),
     nics={"type": "array", "items": NIC},
+    cpu_model=nullable(CPU_MODEL),
     created=TIME,
     provision=nullable(PROVISION),
     href=URI,
@@ -98,6 +100,7 @@ def representation(vm: VM) -> dict:
         "storages": PATHS.href("vm.storages", cluster=r.cluster, name=r.name),
         "snapshots": PATHS.href("vm.snapshots", cluster=r.cluster, name=r.name),
         "nics": nic_views(r, dict(vm.host_bridges)),
+        "cpu_model": r.cpu_model,
         "created": r.created,
         "provision": json.loads(r.provision) if r.provision else None,
         "href": href(vm),
@@ -136,7 +139,7 @@ def _uuid(shown: tuple[VMRecord, str]) -> str:
 @routes.route(
     "POST", "vms", obj(("template",), template=NAME, name=NAME, memory=MEMORY, cpus=CPUS,
                        nics=NICS, user_data=USER_DATA, ssh_keys=SSH_KEYS,
-                       hostname=HOSTNAME),
+                       hostname=HOSTNAME, cpu_model=nullable(CPU_MODEL)),
     answers={201: VM_SCHEMA}, errors=(409, 502, 503),
 )
 async def create_vm(models, request, body, cluster):
@@ -144,12 +147,13 @@ async def create_vm(models, request, body, cluster):
     Create a VM from a template (without a name: the template's name and a
     number; without nics: the template's NICs, MACs derived from its uuid).  With
     C{user_data}, C{ssh_keys} or C{hostname} it gets a cloud-init NoCloud
-    seed, a CD-ROM read at its first boot.
+    seed, a CD-ROM read at its first boot.  Without C{cpu_model}: the
+    template's (C{null}: none).
     """
     vm = await models.vms.create(
         cluster, body["template"], body.get("name"), body.get("memory"), body.get("cpus"),
         body.get("nics"), user_data=body.get("user_data"), ssh_keys=body.get("ssh_keys"),
-        hostname=body.get("hostname"),
+        hostname=body.get("hostname"), cpu_model=body.get("cpu_model", NOT_GIVEN),
     )
     return Response(representation(vm), 201, {"Location": href(vm)})
 
@@ -160,12 +164,14 @@ async def get_vm(models, request, body, cluster, name):
     return representation(await models.vms.get(cluster, name))
 
 
-@routes.route("PUT", "vm", obj(name=NAME, memory=MEMORY, cpus=CPUS), answers={200: VM_SCHEMA},
-              errors=(409, 503))
+@routes.route("PUT", "vm", obj(name=NAME, memory=MEMORY, cpus=CPUS,
+                              cpu_model=nullable(CPU_MODEL)),
+              answers={200: VM_SCHEMA}, errors=(409, 503))
 async def update_vm(models, request, body, cluster, name):
     """Change a VM's stored definition (it takes effect at its next start)."""
     vm = await models.vms.update(
-        cluster, name, body.get("name"), body.get("memory"), body.get("cpus")
+        cluster, name, body.get("name"), body.get("memory"), body.get("cpus"),
+        body.get("cpu_model", NOT_GIVEN),
     )
     headers = {"Location": href(vm)} if vm.name != name else {}
     return Response(representation(vm), 200, headers)

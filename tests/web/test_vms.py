@@ -619,7 +619,7 @@ class TemplateAndHostTests(VMTestMixin, TestCase):
         self.assertEqual(
             template,
             {"name": "small", "memory": 256, "cpus": 1, "disk": None, "nics": [],
-             "created": template["created"], "href": "/templates/small"},
+             "cpu_model": None, "created": template["created"], "href": "/templates/small"},
         )
         answer = await self.client.put("/templates/small", {"memory": 1024})
         self.assertEqual(answer.json["memory"], 1024)

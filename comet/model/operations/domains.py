@@ -33,8 +33,8 @@ async def place(ctx: Context, record: VMRecord) -> VMRecord:
     """
     figures = ctx.hosts.figures()
     async with ctx.placing:
-        host = choose_host(await ctx.hosts.candidates(figures), record.memory, record.cpus,
-                           networks_of(record.nics))
+        host = choose_host(await ctx.hosts.candidates(figures, record.cpu_model), record.memory,
+                           record.cpus, networks_of(record.nics), record.cpu_model)
         return await ctx.vms.set_host(record.uuid, host)
 
 

@@ -16,6 +16,7 @@ from typing import Awaitable, Callable, Sequence
 from twisted.logger import Logger
 
 from comet.errors import CometError
+from comet.model.cpus import domain_cpu
 from comet.model.nics import PRIVATE, bridge
 from comet.model.operations import net_down, net_up
 from comet.model.operations.context import Context, OperationType
@@ -59,6 +60,7 @@ async def run(ctx: Context, record: VMRecord, kind: str = "vm.start") -> None:
                 uuid=record.uuid,
                 memory_mb=record.memory,
                 cpus=record.cpus,
+                cpu=domain_cpu(ctx.hosts.config(host).cpu_mode, record.cpu_model),
                 domain_type=ctx.hosts.config(host).domain_type,
                 disks=disks,
                 nics=nic_specs(ctx, record, host),
