@@ -11,7 +11,9 @@ What is applied live:
     it) is I{not} removed: the reload says so and keeps it, since its VMs
     would be left on a host Comet no longer sees.  A host whose settings
     changed (its URI, say) keeps its running settings: remove it, reload,
-    add it back.
+    add it back.  Only its C{cpu_mode} applies at once: to the VMs placed
+    and started from then on (running ones keep their CPU until their next
+    start).
   - C{[[storageservers]]} added (an ssh runner made, watched like the
     others) or removed (its runner stopped).  A server that any storage
     pool is on (configured, or created through the API) is not removed.
@@ -126,7 +128,7 @@ class Reloader:
                 != attrs.evolve(storage, watch_interval=0.0)):
             refused.append("[storage] changed (besides watch_interval): it needs a"
                            " restart; the running values are kept")
-        hosts, hosts_added, hosts_removed = await self._hosts(old, new, refused)
+        hosts, hosts_added, hosts_removed = await self._hosts(old, new, refused, applied)
         servers, servers_added, servers_removed = await self._servers(
             old, new, storage, refused)
         storage = attrs.evolve(storage, **{k: getattr(new.storage, k) for k in live_storage})
@@ -147,7 +149,7 @@ class Reloader:
             changed=", ".join(applied) or "no timer changed", refusals=len(refused))
         return outcome
 
-    async def _hosts(self, old, new, refused: list[str]):
+    async def _hosts(self, old, new, refused: list[str], applied: list[str]):
         """Apply the compute hosts' changes; the hosts now configured, added, removed."""
         gone = {h.name for h in old.hosts} - {h.name for h in new.hosts}
         placed = await self._models.context.vms.committed() if gone else {}
@@ -166,7 +168,8 @@ class Reloader:
 
         kept, added, removed = await _apply(
             "compute host", lambda h: h.name, old.hosts, new.hosts, refused,
-            add, self._hv.remove_host, not_added, not_removed)
+            add, self._hv.remove_host, not_added, not_removed, live=("cpu_mode",),
+            applied=applied)
         self._models.hosts.set_hosts(kept)
         self._models.console.set_hosts(kept)
         self._models.storage.initiators.set_hosts(kept)
@@ -213,15 +216,17 @@ class Reloader:
 
 
 async def _apply(what: str, key, running, wanted, refused: list[str], add, remove,
-                 not_added, not_removed):
+                 not_added, not_removed, live: tuple[str, ...] = (),
+                 applied: list[str] | None = None):
     """
     The one walk a reload takes over compute hosts and over storage servers
     (C{what}, named by C{key}): a new one is added (C{await add(item)})
     unless C{not_added(item)} says why not; one whose settings changed is
-    kept as it runs, refused; one no longer wanted is removed (C{await
-    remove(name)}) unless C{not_removed(name)} says why not.  Answers the
-    ones now configured, and the names added and removed; refusals are
-    appended to C{refused}.
+    kept as it runs, refused, unless only its C{live} settings changed (then
+    the new ones are kept, and said in C{applied}); one no longer wanted is
+    removed (C{await remove(name)}) unless C{not_removed(name)} says why not.
+    Answers the ones now configured, and the names added and removed;
+    refusals are appended to C{refused}.
     """
     have = {key(item): item for item in running}
     want = {key(item) for item in wanted}
@@ -238,7 +243,15 @@ async def _apply(what: str, key, running, wanted, refused: list[str], add, remov
             kept.append(item)
             log.info("reload: {what} {name} added", what=what, name=name)
         else:
-            if current != item:
+            if current != item and attrs.evolve(
+                    current, **{k: getattr(item, k) for k in live}) == item:
+                changes = [f"{k} = {getattr(item, k)!r}" for k in live
+                           if getattr(item, k) != getattr(current, k)]
+                applied.append(f"{what} {name!r}: {', '.join(changes)}")
+                log.info("reload: {what} {name}: {changes}", what=what, name=name,
+                         changes=", ".join(changes))
+                current = item
+            elif current != item:
                 refused.append(f"{what} {name!r}: its settings changed; they need it removed"
                                " and added back (two reloads); the running ones are kept")
             kept.append(current)

@@ -97,6 +97,15 @@ class FullTests(TestCase):
         self.assertEqual(default.network.mtu, 1450)
         self.assertEqual(default.hosts[0].bridges, ())
 
+    def test_cpu_mode(self):
+        host = "[[hosts]]\nname = 'a'\nuri = 'qemu:///system'\n"
+        for mode in ("host-passthrough", "host-model", "Haswell-noTSX", "qemu64"):
+            c = config.parse(f"{host}cpu_mode = '{mode}'\n", "c.toml")
+            self.assertEqual(c.hosts[0].cpu_mode, mode)
+        c = config.parse(f"{host}domain_type = 'qemu'\ncpu_mode = 'host-model'\n", "c.toml")
+        self.assertEqual(c.hosts[0].cpu_mode, "host-model")
+        self.assertEqual(config.parse(host, "c.toml").hosts[0].cpu_mode, "")
+
     def test_from_file(self):
         path = os.path.join(temp_dir(self), "c.toml")
         with open(path, "w") as f:
@@ -128,6 +137,17 @@ class ErrorTests(TestCase):
             (host + "tunnel_address = 'x'\nssh = 'root@x'", "not an IP address"),
             (host + "tunnel_address = '10.0.0.1'\nssh = '-oProxyCommand=x'", "user@address"),
             (host + "tunnel_address = '10.0.0.1'", "both ssh and tunnel_address"),
+        ]:
+            self.assertConfigError(text, part)
+
+    def test_bad_cpu_mode(self):
+        host = "[[hosts]]\nname = 'a'\nuri = 'x'\n"
+        for text, part in [
+            (host + "cpu_mode = 'a b'", "cpu_mode a b of 'a' is not host-passthrough"),
+            (host + "cpu_mode = '-cpu'", "is not host-passthrough, host-model or a CPU model"),
+            (host + "cpu_mode = 3", "hosts[0].cpu_mode must be a str"),
+            (host + "domain_type = 'qemu'\ncpu_mode = 'host-passthrough'",
+             "host-passthrough of 'a' needs KVM"),
         ]:
             self.assertConfigError(text, part)
 

@@ -135,6 +135,33 @@ class ReloadTests(TestCase):
         self.assertIn("spare", await self.hosts())
         self.assertEqual([h.name for h in self.service.config.hosts], ["local", "spare"])
 
+    async def test_host_cpu_mode_applied(self):
+        """
+        A host's cpu_mode changes at once: the VMs started from then on get
+        the new CPU; a change of other settings with it is refused whole.
+        """
+        await self.start(LOCAL)
+        await Clusters(self.service.db).create("lab", "", 1)
+        await Templates(self.service.db).create("small", 256, 1, None, None, 1)
+        vms = self.service.models.vms
+        self.addCleanup(lambda: vms.delete("lab", "small-1", force=True))
+        await vms.create("lab", "small")
+        write(self.directory, self.port, LOCAL + 'cpu_mode = "Nehalem"\n')
+        outcome = await self.service.reload()
+        self.assertEqual((outcome.refused, outcome.applied),
+                         ((), ("compute host 'local': cpu_mode = 'Nehalem'",)))
+        self.assertEqual(self.service.config.hosts[0].cpu_mode, "Nehalem")
+        vm = await vms.act("lab", "small-1", "start")
+        description = await self.service.hypervisors.describe("local", vm.record.domain_name)
+        self.assertEqual(description.spec.cpu, "Nehalem")
+        write(self.directory, self.port,
+              LOCAL.replace("test:///default", "test:///default?x") + 'cpu_mode = "Westmere"\n')
+        outcome = await self.service.reload()
+        self.assertIn("its settings changed", outcome.refused[0])
+        self.assertEqual(outcome.applied, ())
+        self.assertEqual(self.service.config.hosts[0].cpu_mode, "Nehalem")
+        self.assertEqual(self.service.models.hosts.config("local").cpu_mode, "Nehalem")
+
     async def test_broken_file_changes_nothing(self):
         """A file that does not parse is refused whole, with a log line; the old state is served."""
         await self.start(LOCAL)

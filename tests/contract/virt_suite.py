@@ -28,7 +28,11 @@ implementation does instead (never a skip):
     and cannot be;
   - L{migrates}: QEMU live-migrates a guest to another host (another
     libvirtd); the test driver refuses (C{VIR_ERR_NO_SUPPORT}), the guest
-    staying where it was.
+    staying where it was;
+  - L{emulated_cpus}: the testbed's QEMU emulates its guests' CPUs (TCG),
+    so it has no host CPU to pass through (its domain capabilities say the
+    mode is unsupported); the test driver has no domain capabilities, and
+    Comet takes every mode and every model libvirt knows as its offer.
 
 Each test works on domains named C{comet-test-<token>-…} and removes them.
 """
@@ -96,6 +100,7 @@ class VirtContractMixin:
     start_resumes: bool
     poweroff_shuts_down: bool
     migrates: bool
+    emulated_cpus: bool
     #: Seconds a libvirt call may take (C{libvirt_timeout}).
     call_timeout = 10.0
 
@@ -352,6 +357,29 @@ class VirtContractMixin:
                 image.load()
                 self.assertGreater(image.size[0] * image.size[1], 0)
 
+    # Guest CPUs ------------------------------------------------------------
+
+    @inlineCallbacks
+    def test_cpu_models(self):
+        """
+        A host says which guest CPUs it can give: the modes, and the named
+        models (QEMU's default C{qemu64} among them, a made-up name never);
+        asked again on the same connection, it answers from memory.  A
+        guest given a named model runs with exactly that model.
+        """
+        cpus = yield self.hv.cpu_models(HOST)
+        self.assertIn("qemu64", cpus.models)
+        self.assertNotIn("NoSuchCPU", cpus.models)
+        self.assertLessEqual({"custom", "host-model"}, cpus.modes)
+        self.assertEqual("host-passthrough" in cpus.modes, not self.emulated_cpus)
+        self.assertIs((yield self.hv.cpu_models(HOST)), cpus)
+        spec = _replace(self.guest(self.name()), cpu="qemu64")
+        yield self.hv.define(HOST, self.definition(spec))
+        yield self.hv.start(HOST, spec.name)
+        self.assertEqual((yield self.hv.describe(HOST, spec.name)).spec.cpu, "qemu64")
+        e = yield self.assertFailure(self.hv.cpu_models("nope"), NotFound)
+        self.assertEqual(e.reason, "there is no compute host 'nope'")
+
     # Errors ----------------------------------------------------------------
 
     @inlineCallbacks
@@ -596,6 +624,7 @@ class VirtContractMixin:
         cache = CachedStates(hv)
         self.addCleanup(cache.close)
         yield hv.connect()
+        cpus = yield hv.cpu_models(SPARE)
         changes = []
         hv.subscribe_hosts(lambda *change: changes.append(change))
         # Through the cache, as Comet acts: it answers its own writes at once
@@ -617,6 +646,10 @@ class VirtContractMixin:
         yield self.bring_up(spec, PAUSED)
         yield until(lambda: hv.status(SPARE).state == CONNECTED, 30)
         self.assertEqual((yield cache.domain_state(SPARE, spec.name)), PAUSED)
+        # The guest CPUs are read again on the new connection.
+        again = yield hv.cpu_models(SPARE)
+        self.assertIsNot(again, cpus)
+        self.assertEqual(again, cpus)
 
 
 def _replace(spec: DomainSpec, **changes) -> DomainSpec:

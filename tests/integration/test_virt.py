@@ -127,6 +127,7 @@ class QEMUContractTests(VirtContractMixin, TestCase):
     start_resumes = True
     poweroff_shuts_down = True
     migrates = True
+    emulated_cpus = True
     call_timeout = 60.0
     timeout = 300
 

@@ -4,6 +4,11 @@ from twisted.trial.unittest import TestCase
 
 from comet.errors import Conflict
 from comet.model.placement import Candidate, choose_host, free_memory
+from comet.virt import HostCpus
+
+#: What a host's libvirt offers: every mode, a few named models.
+OFFERS = HostCpus(modes=frozenset({"host-passthrough", "host-model", "custom"}),
+                  models=frozenset({"qemu64", "Nehalem", "Haswell-noTSX"}))
 
 
 class ChooseHostTests(TestCase):
@@ -37,6 +42,51 @@ class ChooseHostTests(TestCase):
         e = self.assertRaises(Conflict, choose_host, hosts, 4000, 1, {"public"})
         self.assertIn("b: 3000 MB free", e.reason)
         self.assertNotIn("a:", e.reason)
+
+    def test_cpu_model(self):
+        """
+        A VM needing a model goes to a host dedicated to it, or to a host
+        of another mode whose libvirt can run it; never to one dedicated to
+        another model.
+        """
+        hosts = [Candidate("nehalem", 4, 8192, 7000, cpu_mode="Nehalem", host_cpus=OFFERS),
+                 Candidate("hm", 4, 8192, 5000, cpu_mode="host-model", host_cpus=OFFERS),
+                 Candidate("plain", 4, 8192, 3000, host_cpus=OFFERS)]
+        self.assertEqual(choose_host(hosts, 1024, 1), "nehalem")
+        self.assertEqual(choose_host(hosts, 1024, 1, cpu_model="Nehalem"), "nehalem")
+        self.assertEqual(choose_host(hosts, 1024, 1, cpu_model="Haswell-noTSX"), "hm")
+        self.assertEqual(choose_host(hosts[2:], 1024, 1, cpu_model="qemu64"), "plain")
+        e = self.assertRaises(Conflict, choose_host, hosts, 1024, 1, cpu_model="EPYC")
+        self.assertEqual(
+            e.reason, "no connected compute host can run CPU model EPYC, which the VM needs"
+            " (nehalem: its cpu_mode is Nehalem; hm: its libvirt cannot run EPYC;"
+            " plain: its libvirt cannot run EPYC)")
+        # Memory is weighed among the hosts that can run the model only.
+        e = self.assertRaises(Conflict, choose_host, hosts, 6000, 1, cpu_model="Haswell-noTSX")
+        self.assertIn("no compute host fits a VM of 6000 MB", e.reason)
+        self.assertNotIn("nehalem", e.reason)
+
+    def test_host_cpu_mode_its_libvirt_cannot_give(self):
+        """
+        A host whose mode its libvirt does not support, or whose named
+        model it cannot run, takes no VM without a model of its own; one
+        whose CPU models could not be read takes only VMs needing nothing
+        there.
+        """
+        tcg = HostCpus(modes=frozenset({"host-model", "custom"}), models=frozenset({"qemu64"}))
+        hosts = [Candidate("pt", 4, 8192, 7000, cpu_mode="host-passthrough", host_cpus=tcg),
+                 Candidate("typo", 4, 8192, 5000, cpu_mode="Nehalm", host_cpus=tcg),
+                 Candidate("unread", 4, 8192, 4000, cpu_mode="host-model"),
+                 Candidate("plain", 4, 8192, 3000)]
+        self.assertEqual(choose_host(hosts, 1024, 1), "plain")
+        e = self.assertRaises(Conflict, choose_host, hosts[:3], 1024, 1)
+        self.assertEqual(
+            e.reason, "no connected compute host can run the CPU its cpu_mode gives a VM"
+            " (pt: its libvirt does not support host-passthrough; typo: its libvirt cannot"
+            " run Nehalm; unread: its CPU models could not be read)")
+        self.assertEqual(choose_host(hosts[:2], 1024, 1, cpu_model="qemu64"), "pt")
+        e = self.assertRaises(Conflict, choose_host, hosts[3:], 1024, 1, cpu_model="qemu64")
+        self.assertIn("plain: its CPU models could not be read", e.reason)
 
     def test_no_host(self):
         e = self.assertRaises(Conflict, choose_host, [], 1024, 1)

@@ -25,6 +25,7 @@ class TestDriverContractTests(VirtContractMixin, TestCase):
     start_resumes = False
     poweroff_shuts_down = False
     migrates = False
+    emulated_cpus = False
     #: Generous: the machine is shared and loaded, and timeouts are not what
     #: this suite is about (tests/virt/test_hypervisors.py tests them).
     call_timeout = 30.0

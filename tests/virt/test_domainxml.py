@@ -109,6 +109,34 @@ class DomainXMLTests(TestCase):
         self.assertEqual([[m.get("size") for m in i.findall("mtu")] for i in interfaces],
                          [["1450"], []])
 
+    def test_cpu(self):
+        """
+        No C{<cpu>} by default (the hypervisor's own); a host mode as the
+        mode; a named model exactly, never a fallback to another.
+        """
+        self.assertIsNone(ET.fromstring(domain_xml(spec())).find("cpu"))
+        for mode in ("host-model", "host-passthrough"):
+            cpu = ET.fromstring(domain_xml(spec(cpu=mode))).find("cpu")
+            self.assertEqual((cpu.attrib, list(cpu)), ({"mode": mode}, []))
+        cpu = ET.fromstring(domain_xml(spec(cpu="Haswell-noTSX"))).find("cpu")
+        self.assertEqual(cpu.attrib, {"mode": "custom", "match": "exact"})
+        self.assertEqual([(m.tag, m.attrib, m.text) for m in cpu],
+                         [("model", {"fallback": "forbid"}, "Haswell-noTSX")])
+        for bad in ("", "a b", "Has<well", "-x", 7):
+            self.assertRaises(InvalidInput, spec, cpu=bad)
+
+    def test_cpu_read_back(self):
+        """
+        What a running domain shows: a host-model guest's expanded model is
+        read as that model; a model Comet would not write, or none, as C{None}.
+        """
+        xml = domain_xml(spec(cpu="qemu64")).replace(
+            "<model fallback=\"forbid\">qemu64</model>",
+            "<model fallback='forbid'>Skylake-Client-IBRS</model><feature name='ss'/>")
+        self.assertEqual(parse_domain(xml).spec.cpu, "Skylake-Client-IBRS")
+        xml = domain_xml(spec(cpu="qemu64")).replace(">qemu64<", ">bad model<")
+        self.assertIsNone(parse_domain(xml).spec.cpu)
+
     def test_bad_nics(self):
         for mac, bridge in [("52:54:00:00:00:0G", "br0"), ("52:54:00:00:00:01", "br0;x"),
                             ("52:54:00:00:00:01", "a-bridge-name-too-long")]:

@@ -62,6 +62,8 @@ def _specs(draw) -> DomainSpec:
         memory_mb=draw(st.integers(1, 1 << 20)),
         cpus=draw(st.integers(1, 256)),
         domain_type=draw(st.sampled_from(["kvm", "qemu", "test"])),
+        cpu=draw(st.one_of(st.none(), st.sampled_from(["host-model", "host-passthrough"]),
+                           _names.filter(lambda n: n not in ("host-model", "host-passthrough")))),
         disks=tuple(attrs.evolve(d, target="vd" + "abcd"[i]) for i, d in enumerate(disks)),
         nics=tuple(NicSpec(mac, draw(st.from_regex(r"[a-z][a-z0-9]{0,14}", fullmatch=True)),
                            draw(st.one_of(st.none(), st.integers(68, 65535))))
