@@ -16,6 +16,16 @@ def body_of(**fields):
     return {k: v for k, v in fields.items() if v is not None and v is not False}
 
 
+_CPU_MODEL_HELP = "The CPU model its guest needs (e.g. Haswell-noTSX; 'none': none)."
+
+
+def with_cpu_model(body: dict, cpu_model: str | None) -> dict:
+    """C{body} with C{--cpu-model} (C{none}: JSON null) if it was given."""
+    if cpu_model is not None:
+        body["cpu_model"] = None if cpu_model == "none" else cpu_model
+    return body
+
+
 # --- clusters ------------------------------------------------------------------
 
 cluster = command_group("cluster", "Clusters of VMs.")
@@ -162,9 +172,11 @@ def _ssh_keys(files):
               help="A file of SSH public keys for the guest (a first-boot seed); repeatable.")
 @click.option("--user-data", type=click.File("r"), metavar="FILE",
               help="cloud-init user-data for the first boot ('-': standard input).")
+@click.option("--cpu-model", help=_CPU_MODEL_HELP + " Default: the template's.")
 @json_option
 @pass_app
-def vm_create(app: App, ref, template, memory, cpus, nics, hostname, ssh_keys, user_data, as_json):
+def vm_create(app: App, ref, template, memory, cpus, nics, hostname, ssh_keys, user_data,
+              cpu_model, as_json):
     """Create a VM from a template (without a name: the template's name and a number).
 
     With --hostname, --ssh-key or --user-data the VM gets a cloud-init
@@ -172,10 +184,11 @@ def vm_create(app: App, ref, template, memory, cpus, nics, hostname, ssh_keys, u
     """
     cluster_name, name = ref
     app.call("POST", path("cluster", cluster_name, "vms"),
-             body_of(template=template, name=name, memory=memory, cpus=cpus,
-                     nics=_nics(nics, with_mac=True), hostname=hostname,
-                     ssh_keys=_ssh_keys(ssh_keys),
-                     user_data=None if user_data is None else user_data.read()), as_json)
+             with_cpu_model(body_of(template=template, name=name, memory=memory, cpus=cpus,
+                                    nics=_nics(nics, with_mac=True), hostname=hostname,
+                                    ssh_keys=_ssh_keys(ssh_keys),
+                                    user_data=None if user_data is None else user_data.read()),
+                            cpu_model), as_json)
 
 
 @vm.command("update")
@@ -183,11 +196,13 @@ def vm_create(app: App, ref, template, memory, cpus, nics, hostname, ssh_keys, u
 @click.option("--name", "new_name", help="A new name (only while shut off).")
 @click.option("--memory", type=int, help="MB, from the next start.")
 @click.option("--cpus", type=int, help="Virtual CPUs, from the next start.")
+@click.option("--cpu-model", help=_CPU_MODEL_HELP + " From the next start.")
 @json_option
 @pass_app
-def vm_update(app: App, ref, new_name, memory, cpus, as_json):
-    """Rename a VM or change its memory or CPUs."""
-    app.call("PUT", vm_path(ref), body_of(name=new_name, memory=memory, cpus=cpus), as_json)
+def vm_update(app: App, ref, new_name, memory, cpus, cpu_model, as_json):
+    """Rename a VM or change its memory, CPUs or CPU model."""
+    app.call("PUT", vm_path(ref),
+             with_cpu_model(body_of(name=new_name, memory=memory, cpus=cpus), cpu_model), as_json)
 
 
 @vm.command("delete")
@@ -342,12 +357,14 @@ _NIC_HELP = ("A NIC of its VMs on NETWORK ('private': the VM's cluster's own), i
 @click.option("--cpus", type=int, help="Virtual CPUs.")
 @click.option("--disk", help=_DISK_HELP)
 @click.option("--nic", "nics", multiple=True, metavar="NETWORK", help=_NIC_HELP)
+@click.option("--cpu-model", help=_CPU_MODEL_HELP)
 @json_option
 @pass_app
-def template_create(app: App, name, memory, cpus, disk, nics, as_json):
+def template_create(app: App, name, memory, cpus, disk, nics, cpu_model, as_json):
     """Create a template."""
     disk = _disk(disk)
-    body = body_of(name=name, memory=memory, cpus=cpus, disk=disk, nics=_nics(nics, with_mac=False))
+    body = with_cpu_model(body_of(name=name, memory=memory, cpus=cpus, disk=disk,
+                                  nics=_nics(nics, with_mac=False)), cpu_model)
     if disk == "none":
         body["disk"] = None
     app.call("POST", "/templates", body, as_json)
@@ -361,12 +378,14 @@ def template_create(app: App, name, memory, cpus, disk, nics, as_json):
 @click.option("--disk", help=_DISK_HELP)
 @click.option("--nic", "nics", multiple=True, metavar="NETWORK",
               help="Its NICs from now on (replacing the old list), in order; repeatable.")
+@click.option("--cpu-model", help=_CPU_MODEL_HELP)
 @json_option
 @pass_app
-def template_update(app: App, name, new_name, memory, cpus, disk, nics, as_json):
+def template_update(app: App, name, new_name, memory, cpus, disk, nics, cpu_model, as_json):
     """Change a template."""
     disk = _disk(disk)
-    body = body_of(name=new_name, memory=memory, cpus=cpus, disk=disk, nics=_nics(nics, with_mac=False))
+    body = with_cpu_model(body_of(name=new_name, memory=memory, cpus=cpus, disk=disk,
+                                  nics=_nics(nics, with_mac=False)), cpu_model)
     if disk == "none":
         body["disk"] = None
     app.call("PUT", path("templates", name), body, as_json)

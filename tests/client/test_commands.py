@@ -253,6 +253,27 @@ class _Compute:
             "POST", "/cluster/nets/vms", {"template": "wired", "name": "c",
                                           "nics": [{"network": "nowhere"}]})[1]["reason"])
 
+    def test_cpu_model(self):
+        """C{--cpu-model} on templates and VMs: what the API made; C{none} clears it."""
+        comet = self.comet()
+        made = comet.json("template", "create", "modern", "--memory", "128",
+                          "--cpu-model", "Haswell-noTSX")
+        self.assertEqual(made["cpu_model"], "Haswell-noTSX")
+        self.assertEqual(made, self.daemon.get("/templates/modern"))
+        self.assertExit(comet("cluster", "create", "cpus"), 0)
+        self.assertEqual(comet.json("vm", "create", "cpus/a", "-t", "modern")["cpu_model"],
+                         "Haswell-noTSX")
+        vm = comet.json("vm", "create", "cpus/b", "-t", "modern", "--cpu-model", "none")
+        self.assertIsNone(vm["cpu_model"])
+        self.assertEqual(vm, self.daemon.get("/cluster/cpus/vms/b"))
+        self.assertEqual(comet.json("vm", "update", "cpus/b", "--cpu-model", "Nehalem")["cpu_model"],
+                         "Nehalem")
+        self.assertIsNone(comet.json("template", "update", "modern", "--cpu-model", "none")["cpu_model"])
+        refused = comet("vm", "update", "cpus/a", "--cpu-model", "host-model")
+        self.assertExit(refused, 1)
+        self.assertEqual(refused.stderr.strip(), "Error: " + self.daemon.api(
+            "PUT", "/cluster/cpus/vms/a", {"cpu_model": "host-model"})[1]["reason"])
+
     def test_first_boot_seed_options(self):
         """
         C{--hostname}, C{--ssh-key FILE} and C{--user-data FILE} reach the API
