@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import time
+import xml.etree.ElementTree as ET
 
 from twisted.internet import reactor
 from twisted.web.server import Site
@@ -263,3 +264,70 @@ class ComputeIntegrationTests(CometDaemonCase):
                             f"zvol {name} could not be destroyed: {err.strip()}")
         if problems:
             print("\nclean-up after a failure: " + "; ".join(problems))
+
+
+class CpuModelIntegrationTests(CometDaemonCase):
+    """
+    CPU models on QEMU (TCG): a VM needing a model the testbed's QEMU
+    cannot emulate is a 409 that starts nothing; the local host given a
+    named C{cpu_mode} by a reload (SIGHUP) starts a firmware-only VM whose
+    live domain has exactly that CPU.
+    """
+
+    timeout = 300
+    #: A model TCG cannot run (AVX-512 and more: libvirt's domain
+    #: capabilities say C{usable='no'}), and one it can.
+    UNUSABLE = "Icelake-Server"
+    USABLE = "Nehalem"
+
+    async def _reload_with_cpu_mode(self, mode: str) -> None:
+        config = os.path.join(os.path.dirname(self.logfile), "comet.toml")
+        with open(config) as f:
+            text = f.read()
+        # The [[hosts]] table's last key is domain_type (tests/integration/_daemon.py).
+        marker = f'domain_type = "{self.stack["domain_type"]}"\n'
+        self.assertIn(marker, text)
+        with open(config, "w") as f:
+            f.write(text.replace(marker, marker + f'cpu_mode = "{mode}"\n', 1))
+        mark = os.path.getsize(self.logfile)
+        self.process.signalProcess("HUP")
+
+        async def reloaded():
+            return "configuration reloaded from" in self._log_since(mark)
+
+        await self.until("the reload", reloaded)
+        self.assertIn(f"compute host 'local': cpu_mode = '{mode}'", self._log_since(mark))
+
+    async def test_cpu_models(self):
+        template, cluster = f"it-{self.token}-cpu", f"it-{self.token}-cpu"
+        answer = await self.request("POST", "/templates", {"name": template, "memory": 64})
+        self.assertEqual(answer.code, 201, answer)
+        self.addCleanup(self.request, "DELETE", f"/templates/{template}")
+        self.assertEqual((await self.request("POST", "/cluster", {"name": cluster})).code, 201)
+        self.addCleanup(self.request, "DELETE", f"/cluster/{cluster}", {"force": True})
+        vms = {}
+        for name, body in (("odd", {"cpu_model": self.UNUSABLE}), ("plain", {})):
+            answer = await self.request("POST", f"/cluster/{cluster}/vms",
+                                        {"template": template, "name": name, **body})
+            self.assertEqual(answer.code, 201, answer)
+            vms[name] = answer.json
+            self.addCleanup(_testbed.removeDomains, self.stack, [f"comet-{answer.json['uuid']}"])
+
+        answer = await self.request("POST", f"{vms['odd']['href']}/start", {})
+        self.assertEqual(answer.code, 409, answer)
+        self.assertIn(f"CPU model {self.UNUSABLE}", answer.json["reason"])
+        self.assertIn(f"local: its libvirt cannot run {self.UNUSABLE}", answer.json["reason"])
+        self.assertIsNone((await self.get(vms["odd"]["href"]))["host"])
+
+        await self._reload_with_cpu_mode(self.USABLE)
+        answer = await self.request("POST", f"{vms['plain']['href']}/start", {})
+        self.assertEqual(answer.code, 200, answer)
+        domain = f"comet-{vms['plain']['uuid']}"
+        xml = await _testbed.libvirtCall(
+            self.stack, lambda conn: conn.lookupByName(domain).XMLDesc(0))
+        cpu = ET.fromstring(xml).find("cpu")
+        self.assertEqual((cpu.get("mode"), cpu.get("match"), cpu.findtext("model"),
+                          cpu.find("model").get("fallback")),
+                         ("custom", "exact", self.USABLE, "forbid"), xml)
+        answer = await self.request("POST", f"{vms['plain']['href']}/poweroff", {})
+        self.assertEqual(answer.code, 200, answer)
