@@ -15,7 +15,8 @@ C{tests/contract/remote_suite.py} runs against both this and the real
 servers, so the two cannot drift apart unnoticed.
 
 Its ZFS half lives in L{comet.remote._fakezfs}, its tgt half in
-L{comet.remote._faketgt}, what they hold in L{comet.remote._fakerecords}.
+L{comet.remote._faketgt}, its C{qemu-img} in L{comet.remote._fakeqemu}, what
+they hold in L{comet.remote._fakerecords}.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from comet.remote import tgt as _tgt
 from comet.remote import zfs as _zfs
 from comet.remote._fake import Answer
+from comet.remote._fakeqemu import _FakeQemuImg
 from comet.remote._fakerecords import _Dataset, _Error, _Target
 from comet.remote._faketgt import _FakeTGT
 from comet.remote._fakezfs import _FakeZFS
@@ -36,7 +38,7 @@ from comet.remote.machine import BOOT_ID_PATH
 __all__ = ["FakeStorageServer"]
 
 
-class FakeStorageServer(_FakeZFS, _FakeTGT):
+class FakeStorageServer(_FakeZFS, _FakeTGT, _FakeQemuImg):
     """
     One storage server's ZFS pools and tgt, in memory.
 
@@ -55,8 +57,9 @@ class FakeStorageServer(_FakeZFS, _FakeTGT):
                  now: Callable[[], float] = time.time,
                  commands: tuple[str, ...] = ("gzip", "xz")):
         self.pools = dict(pools or {"tank": 2013265920})
-        #: The optional commands it has (the testbed's servers: gzip and xz,
-        #: no zstd, no qemu-img), besides those every server has.
+        #: The optional commands it has (by default gzip and xz, no zstd, no
+        #: qemu-img; the testbed's servers have qemu-img too), besides those
+        #: every server has.
         self.commands = frozenset(commands) | {"sh", "dd", "head", "sync", "zfs", "tgtadm"}
         self.now = now
         self.datasets: dict[str, _Dataset] = {}
@@ -169,6 +172,8 @@ class FakeStorageServer(_FakeZFS, _FakeTGT):
                 return Answer(code=0 if argv[4] in self.commands else 1)
             elif argv[:2] == ["head", "-c"] and len(argv) == 4:
                 return self._head(int(argv[2]), argv[3])
+            elif argv[:1] == ["qemu-img"]:
+                return self._qemu_img(argv[1:])
         except _Error as e:
             return e.answer
         return Answer(code=127, stderr=f"sh: {argv[0]}: not found (fake storage server)")

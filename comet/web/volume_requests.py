@@ -4,10 +4,12 @@ image URL's grammar and the combinations of C{capacity}, C{url}, C{format}
 and C{sha256} that L{comet.model.storage.volumes.Volumes.create_volume}
 takes.  The document states them all, so a request it calls valid is never
 refused for its shape (a 400): an empty volume takes C{capacity} alone; a
-raw (or qcow2) image C{url} without C{capacity}; a compressed one C{url}
-and C{capacity} (its size once decompressed).  Whether an image is
-compressed follows C{format}, or without it the URL path's suffix, which a
-pattern says as the model reads it (L{comet.model.storage.download.SUFFIXES}).
+raw image C{url} without C{capacity}; a compressed one C{url} and
+C{capacity} (its size once decompressed); a qcow2 one C{url}, and
+C{capacity} if the volume is to be larger than its virtual size.  Whether
+an image is compressed (or qcow2) follows C{format}, or without it the URL
+path's suffix, which a pattern says as the model reads it
+(L{comet.model.storage.download.SUFFIXES}).
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ COMPRESSED = tuple(f for f in FORMATS if f in DECOMPRESSORS)
 _COMPRESSED_SUFFIX = _suffix_pattern(COMPRESSED)
 
 
-def url_schema(literals: bool = True, compressed: bool = False) -> dict:
+def url_schema(literals: bool = True, compressed: bool = False,
+               suffix: str = _COMPRESSED_SUFFIX) -> dict:
     """
     An http(s) URL whose host (up to 8 labels: a name; with C{literals} an
     IPv4 address or a bracketed IPv6 one too) and port the model reads
@@ -65,12 +68,12 @@ def url_schema(literals: bool = True, compressed: bool = False) -> dict:
     L{comet.model.downloads.Downloads.check}).  Printable ASCII only, spelt
     out: C{\\S} is not the same set in ECMA-262 (which the document
     promises) and in Python (which the model runs).  With C{compressed}, only
-    one whose path ends in a suffix of a compressed format.
+    one whose path ends in C{suffix} (by default one of a compressed format).
     """
     host = rf"(?:{_LABEL}\.){{0,7}}{_LABEL if literals else _NAME_LABEL}"
     if literals:
         host = rf"(?:{host}|\[{_IPV6}\])"
-    rest = (rf"/{_PATH_CHAR}*{_COMPRESSED_SUFFIX}(?:[?#][!-~]*)?" if compressed
+    rest = (rf"/{_PATH_CHAR}*{suffix}(?:[?#][!-~]*)?" if compressed
             else r"(?:[/?#][!-~]*)?")
     return {
         "type": "string",
@@ -80,7 +83,7 @@ def url_schema(literals: bool = True, compressed: bool = False) -> dict:
         "description": "url must be an http or https URL with a host name"
                        + (", an IPv4 address or a bracketed IPv6 one" if literals else "")
                        + " and an optional port"
-                       + (f", its path ending in {_COMPRESSED_SUFFIX}" if compressed else ""),
+                       + (f", its path ending in {suffix}" if compressed else ""),
     }
 
 
@@ -89,6 +92,8 @@ URL = url_schema()
 COMPRESSED_URL = url_schema(compressed=True)
 #: Anything whose path (between the authority and C{?} or C{#}) has such a suffix.
 _HAS_COMPRESSED_SUFFIX = rf"^[^/?#]*//[^/?#]*/[^?#]*{_COMPRESSED_SUFFIX}(?:[?#]|$)"
+#: A URL whose path's suffix says qcow2.
+QCOW2_URL = url_schema(compressed=True, suffix=_suffix_pattern(("qcow2",)))
 
 
 def _without(*fields: str) -> dict:
@@ -114,18 +119,21 @@ VOLUME_CREATE = {
     "anyOf": [
         # Empty.
         _all({"required": ["capacity"]}, _without("url", "format", "sha256")),
-        # A raw or qcow2 image: sized from its length.
+        # A raw or qcow2 image: sized from its length (or virtual size).
         _all({"required": ["url"]}, _without("capacity"),
              _format_is(*(f for f in FORMATS if f not in COMPRESSED))),
         _all({"required": ["url"]}, _without("capacity"), _NO_FORMAT,
              {"properties": {"url": {"not": {"pattern": _HAS_COMPRESSED_SUFFIX}}}}),
-        # A compressed image: its size once decompressed given.
-        _all({"required": ["url", "capacity"]}, _format_is(*COMPRESSED)),
+        # A compressed image: its size once decompressed given; a qcow2 one: at least so large.
+        _all({"required": ["url", "capacity"]}, _format_is(*COMPRESSED, "qcow2")),
         _all({"required": ["url", "capacity"]}, _NO_FORMAT, {"properties": {"url": COMPRESSED_URL}}),
+        _all({"required": ["url", "capacity"]}, _NO_FORMAT, {"properties": {"url": QCOW2_URL}}),
     ],
     "description": "give 'capacity' (GB) for an empty volume, or 'url' for an image;"
                    " a compressed image (format gzip, xz or zstd, by default from the URL"
                    " path's suffix .gz, .xz, .zst) needs both: give capacity, its size once"
-                   " decompressed (capacity goes with url only for a compressed image);"
-                   " 'format' and 'sha256' go with url",
+                   " decompressed; a qcow2 image (format qcow2 or the suffix .qcow2, .qcow)"
+                   " may give capacity, the volume then at least so large (capacity goes"
+                   " with url only for a compressed image, or a qcow2 one); 'format' and"
+                   " 'sha256' go with url",
 }

@@ -15,16 +15,18 @@ nothing else on the server is touched.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import uuid
 
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 
 from comet.errors import Conflict, InvalidInput, NotFound
-from comet.remote import machine
+from comet.remote import machine, qcow2
 from comet.remote import tgt as tgtmod
 from comet.remote.tgt import TGT
 from comet.remote.zfs import OWNER_PROPERTY, ZFS
+from tests._qcow2 import qcow2_of, qcow2_with
 
 MiB = 1024 * 1024
 OWNER = "comet-test"
@@ -375,7 +377,70 @@ class RemoteContractMixin:
     def test_has_command(self):
         """The server says which commands it has (decompressors, converters)."""
         self.assertTrue((yield self.zfs.has_command("gzip")))
+        self.assertTrue((yield self.zfs.has_command("qemu-img")))
         self.assertFalse((yield self.zfs.has_command("comet-no-such-command")))
+
+    @inlineCallbacks
+    def test_qcow2_convert(self):
+        """
+        A qcow2 image (plain or with compressed clusters) staged in a volume
+        has its virtual size read and converts onto another volume as raw.
+        """
+        # Data, a zero run (unallocated in the image), a tail not a whole cluster.
+        raw = os.urandom(300000) + bytes(MiB) + os.urandom(70000)
+        for compressed in (False, True):
+            image = yield Deferred.fromCoroutine(qcow2_of(raw, compressed))
+            staging = yield self.volume(f"stage{int(compressed)}", len(image), sparse=True)
+            yield self.write(staging.name, image)
+            size = yield self.zfs.image_size(staging.name)
+            self.assertEqual(size, -(-len(raw) // 512) * 512)
+            target = yield self.volume(f"conv{int(compressed)}", 2 * MiB, sparse=True)
+            yield self.zfs.convert_image(staging.name, target.name)
+            back = yield self.zfs.read_head(target.name, target.size)
+            self.assertEqual(back, raw + bytes(target.size - len(raw)))
+
+    @inlineCallbacks
+    def test_qcow2_refused(self):
+        """
+        A qcow2 image naming a backing file or an external data file, and
+        bytes that are no qcow2, are refused before qemu-img opens them;
+        the target is left as it was.
+        """
+        target = yield self.volume("target", MiB, sparse=True)
+        cases = [
+            ((yield Deferred.fromCoroutine(qcow2_with(MiB, backing="/etc/hostname"))),
+             "backing file"),
+            ((yield Deferred.fromCoroutine(qcow2_with(MiB, data_file=True))),
+             "external data file"),
+            (os.urandom(4096), "not in qcow2 format"),
+        ]
+        for index, (image, says) in enumerate(cases):
+            staging = yield self.volume(f"bad{index}", len(image), sparse=True)
+            yield self.write(staging.name, image)
+            for call in (lambda: self.zfs.image_size(staging.name),
+                         lambda: self.zfs.convert_image(staging.name, target.name)):
+                failure = yield self.assertFailure(call(), InvalidInput)
+                self.assertIn(says, failure.reason)
+        self.assertEqual((yield self.zfs.read_head(target.name, MiB)), bytes(MiB))
+
+    @inlineCallbacks
+    def test_qemu_img_info_names_a_backing_file(self):
+        """
+        What qemu-img itself says of a qcow2 naming a backing file (without
+        opening it): the backing file, which L{qcow2.parse_info} refuses too.
+        """
+        image = yield Deferred.fromCoroutine(
+            qcow2_with(3 * MiB, backing="/nonexistent/comet-backing.img"))
+        staging = yield self.volume("backed", len(image), sparse=True)
+        yield self.write(staging.name, image)
+        device = yield self.zfs.device_of(staging.name)
+        out = yield self.runner.run(qcow2.info_argv(device))
+        info = json.loads(out)
+        self.assertEqual((info["format"], info["virtual-size"]), ("qcow2", 3 * MiB))
+        self.assertEqual(info["backing-filename"], "/nonexistent/comet-backing.img")
+        with self.assertRaises(InvalidInput) as caught:
+            qcow2.parse_info(out)
+        self.assertIn("backing file", caught.exception.reason)
 
     @inlineCallbacks
     def test_write_too_much(self):

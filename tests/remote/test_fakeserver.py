@@ -28,7 +28,9 @@ class FakeStorageServerContractTests(RemoteContractMixin, TestCase):
     """The fake storage server meets the storage-server contract."""
 
     def makeRunner(self):
-        self.server = FakeStorageServer(now=lambda: 1795747582)
+        # The testbed's servers have gzip, xz and qemu-img (not zstd).
+        self.server = FakeStorageServer(now=lambda: 1795747582,
+                                        commands=("gzip", "xz", "qemu-img"))
         return FakeRunner(self.server, host="10.200.0.99")
 
     def login(self, iqn, chap):

@@ -13,6 +13,8 @@ import lzma
 import os
 
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
 
 from jsonschema import Draft202012Validator
@@ -21,10 +23,12 @@ from comet.config import StorageConfig
 from comet.errors import InvalidInput
 from comet.model.storage.download import FORMATS, image_format, requested_format
 from comet.web.volume_requests import VOLUME_CREATE
+from tests._qcow2 import qcow2_of, qcow2_with
 from tests.web.test_downloads import FAST, DownloadCase, Recorder
 from tests.web.test_serve import assertError
 
 GiB = 1024**3
+MiB = 1024**2
 
 
 class FormatTests(TestCase):
@@ -162,4 +166,112 @@ class CompressedDownloadTests(DownloadCase):
         assertError(self, answer, 409, "conflict", "has no zstd (Debian package zstd)")
         answer = await self.post(url=url + "/image.qcow2")
         assertError(self, answer, 409, "conflict", "has no qemu-img (Debian package qemu-utils)")
+        self.assertNothingMade()
+
+
+class _Chunked(Resource):
+    """Serves C{data} without a length (chunked)."""
+
+    isLeaf = True
+
+    def __init__(self, data: bytes):
+        super().__init__()
+        self.data = data
+
+    def render_GET(self, request):
+        request.write(self.data)
+        request.finish()
+        return NOT_DONE_YET
+
+
+class Qcow2DownloadTests(DownloadCase):
+    """
+    qcow2 images (made by this machine's qemu-img): staged in a zvol of
+    their own, checked, converted on the (fake) storage server's qemu-img;
+    the staging zvol gone in every case.
+    """
+
+    storage = StorageConfig(download_allow=("127.0.0.0/8",), **FAST)
+
+    def setUp(self):
+        super().setUp()
+        self.servers["s1"].commands |= {"qemu-img"}
+
+    async def post(self, **fields):
+        return await self.client.post("/storagepools/pool1/storagevolumes",
+                                      {"name": "img", **fields})
+
+    def zvols(self) -> list[str]:
+        return sorted(n for n, d in self.servers["s1"].datasets.items() if d.type == "volume")
+
+    def qemu_img_ran(self) -> list[list[str]]:
+        return [c for c in self.ran() if c[0] == "qemu-img"]
+
+    async def test_converted_on_the_server(self):
+        """The volume holds the guest's bytes, is its virtual size in whole GiB; no staging left."""
+        raw = os.urandom(200000) + bytes(500000) + b"end"
+        for compressed in (False, True):
+            image = await qcow2_of(raw, compressed)
+            name = f"img{int(compressed)}"
+            url = self.serve(Recorder(image)) + "/disk.qcow2"
+            task = await self.wait(await self.post(url=url, name=name,
+                                                   sha256=hashlib.sha256(image).hexdigest()))
+            self.assertEqual(task["status"], "finished", task)
+            self.assertIn("qcow2", task["message"])
+            self.assertIn("SHA-256 checked", task["message"])
+            data = bytes(self.servers["s1"].datasets[f"tank/comet/{name}"].data)
+            self.assertEqual(data[:len(raw)], raw)
+            self.assertEqual(data[len(raw):], bytes(len(data) - len(raw)))
+            volume = (await self.client.get(f"/storagepools/pool1/storagevolumes/{name}")).json
+            self.assertEqual(volume["capacity"], GiB)
+        self.assertEqual(self.zvols(), ["tank/comet/img0", "tank/comet/img1"])
+
+    async def test_capacity_makes_it_larger(self):
+        """A capacity with a qcow2 image (by format, no suffix): the volume is that large."""
+        image = await qcow2_of(os.urandom(5000))
+        url = self.serve(Recorder(image)) + "/image"
+        task = await self.wait(await self.post(url=url, format="qcow2", capacity=2))
+        self.assertEqual(task["status"], "finished", task)
+        volume = (await self.client.get("/storagepools/pool1/storagevolumes/img")).json
+        self.assertEqual(volume["capacity"], 2 * GiB)
+
+    async def test_backing_file_and_data_file_refused(self):
+        """
+        A qcow2 naming a backing file or an external data file fails the
+        task before qemu-img opens it; nothing is left.
+        """
+        for image, says in ((await qcow2_with(MiB, backing="/etc/shadow"), "backing file"),
+                            (await qcow2_with(MiB, data_file=True), "external data file"),
+                            (os.urandom(70000), "not in qcow2 format")):
+            url = self.serve(Recorder(image)) + "/image.qcow2"
+            task = await self.wait(await self.post(url=url))
+            self.assertEqual(task["status"], "failed", task)
+            self.assertIn("is refused", task["message"])
+            self.assertIn(says, task["message"])
+            self.assertEqual(self.zvols(), [])
+        self.assertEqual(self.qemu_img_ran(), [])
+
+    async def test_sha256_mismatch_before_qemu_img(self):
+        image = await qcow2_of(os.urandom(5000))
+        url = self.serve(Recorder(image)) + "/image.qcow2"
+        task = await self.wait(await self.post(url=url, sha256="0" * 64))
+        self.assertEqual(task["status"], "failed", task)
+        self.assertIn(hashlib.sha256(image).hexdigest(), task["message"])
+        self.assertEqual(self.zvols(), [])
+        self.assertEqual(self.qemu_img_ran(), [])
+
+    async def test_no_length_fails(self):
+        """A qcow2 served without a Content-Length cannot be staged: the task fails, nothing made."""
+        url = self.serve(_Chunked(await qcow2_of(os.urandom(5000)))) + "/image"
+        task = await self.wait(await self.post(url=url, format="qcow2"))
+        self.assertEqual(task["status"], "failed", task)
+        self.assertIn("did not say its length", task["message"])
+        self.assertIn("cannot be staged", task["message"])
+        self.assertNothingMade()
+
+    async def test_bad_requests_change_nothing(self):
+        url = self.serve(Recorder(b"x")) + "/image.qcow2"
+        for fields, says in (({"url": url, "capacity": 0}, "capacity"),
+                             ({"url": url, "format": "qcow2", "sha256": "xyz"}, "sha256")):
+            assertError(self, await self.post(**fields), 400, "bad_request", says)
         self.assertNothingMade()

@@ -20,8 +20,9 @@ from comet.errors import Conflict, InvalidInput, Unavailable
 from comet.remote.zfs import DECOMPRESSORS
 
 #: The image formats a download takes: C{raw}, compressed raw (decompressed
-#: on the storage server on its way into the zvol), C{qcow2} (refused: see
-#: L{check_server}).
+#: on the storage server on its way into the zvol), C{qcow2} (staged in a
+#: zvol of its own, then converted on the storage server:
+#: L{comet.model.operations.volume_create}, L{comet.remote.qcow2}).
 FORMATS = ("raw", "gzip", "xz", "zstd", "qcow2")
 #: The format a URL's path suffix says (in any case), when the request names
 #: none.  The path is all between the authority and the query or fragment
@@ -49,8 +50,9 @@ def requested_format(capacity_gb: int | None, url: str | None, format: str | Non
     """
     The format of the volume a creation asks for (C{raw} when empty), if
     its fields go together: C{capacity_gb} alone (empty), C{url} without
-    it (a raw or qcow2 image, sized from its length), or both (a
-    compressed image: its size is known only once decompressed);
+    it (a raw or qcow2 image, sized from its length or virtual size), or
+    both (a compressed image: its size is known only once decompressed; a
+    qcow2 image: the volume is made at least that large);
     C{format} and C{sha256} only with C{url}.  The request schema states
     the same (L{comet.web.volume_requests}).
     """
@@ -65,9 +67,10 @@ def requested_format(capacity_gb: int | None, url: str | None, format: str | Non
     if compressed and capacity_gb is None:
         raise InvalidInput(f"a {fmt} image's size is known only once decompressed:"
                            " give capacity (GB) with url")
-    if not compressed and capacity_gb is not None:
+    if fmt == "raw" and capacity_gb is not None:
         raise InvalidInput("give exactly one of capacity and url (capacity goes with url"
-                           " only for a compressed image)")
+                           " only for a compressed image, or a qcow2 one to make the volume"
+                           " larger than its virtual size)")
     return fmt
 
 
@@ -82,9 +85,6 @@ async def check_server(zfs, pool, fmt: str) -> None:
     """
     A L{Conflict} naming what the storage server of C{pool} lacks to take an
     image of format C{fmt}: its decompressor, or C{qemu-img} for qcow2.
-    qcow2 is refused in any case for now: C{qemu-img convert} reads a qcow2
-    image from a file it can seek in (not from the download's pipe), so it
-    needs the image staged on the server first, which is not built yet.
     """
     tool = "qemu-img" if fmt == "qcow2" else DECOMPRESSORS.get(fmt)
     if tool is None:
@@ -94,9 +94,6 @@ async def check_server(zfs, pool, fmt: str) -> None:
             f"storage server {pool.server} has no {tool} (Debian package {PACKAGES[tool]}):"
             f" a {fmt} image cannot be {'converted' if fmt == 'qcow2' else 'decompressed'}"
             f" there; give a raw{'' if fmt == 'qcow2' else ' or otherwise compressed'} image")
-    if fmt == "qcow2":
-        raise Conflict("qcow2 images are not converted yet (qemu-img needs the image staged"
-                       " on the server); give a raw or compressed raw image")
 
 
 async def discard(response) -> None:

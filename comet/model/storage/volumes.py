@@ -144,7 +144,8 @@ class Volumes:
         Start a task that creates volume C{name}: empty, of C{capacity_gb}
         GiB, or holding the image downloaded from C{url} (of C{format}, by
         default the URL's suffix's; a compressed one needs C{capacity_gb}:
-        its size is known only once decompressed), whose bytes as
+        its size is known only once decompressed; a qcow2 one may give it,
+        the volume then at least that large), whose bytes as
         downloaded must have SHA-256 C{sha256} if given.  Answers the task.
         """
         pool = await self._pools.pool(pool_name)
@@ -165,7 +166,8 @@ class Volumes:
             await check_server(self._pools.zfs(pool), pool, fmt)
         image = volume_create.Image(
             compression=fmt if compressed else None,
-            size=capacity_gb * GiB if compressed else None, sha256=sha256)
+            size=capacity_gb * GiB if capacity_gb is not None else None, sha256=sha256,
+            qcow2=fmt == "qcow2")
         self._intents.check(f"{pool.name}/{name}")
         lock = self.lock(pool.name, name, "being created")
         await lock.acquire()

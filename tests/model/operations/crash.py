@@ -114,10 +114,11 @@ class CrashBase:
         DEAD.append((self.models.intents.frozen, ensureDeferred(start())))
         await crash.reached
 
-    async def crash_volume_create(self, step: str, when: str, url: str | None = None) -> int:
+    async def crash_volume_create(self, step: str, when: str, url: str | None = None,
+                                  format: str | None = None) -> int:
         """
-        Create volume pool1/data (of 1 GiB, or from C{url}) until it freezes
-        at C{step}; its task's id.
+        Create volume pool1/data (of 1 GiB, or from C{url}, of C{format} if
+        given) until it freezes at C{step}; its task's id.
         """
         crash = Crash("volume.create", step, when)
         task = []
@@ -127,7 +128,8 @@ class CrashBase:
                 task.append(await self.models.storage.create_volume(
                     "pool1", "data", capacity_gb=1))
             else:
-                task.append(await self.models.storage.create_volume("pool1", "data", url=url))
+                task.append(await self.models.storage.create_volume("pool1", "data", url=url,
+                                                                    format=format))
 
         await self.crash_during(crash, create)
         return task[0].id

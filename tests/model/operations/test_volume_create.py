@@ -17,11 +17,17 @@ from comet.errors import Conflict
 from comet.model.downloads import Downloads
 from comet.model.operations import volume_create
 from comet.store import Intents as IntentTable
+from tests._qcow2 import qcow2_of
 from tests.model.operations.crash import WHEN, Crash, CrashBase
 from tests.web.test_storage import LOOPBACK_DOWNLOADS, _Image
 
-#: The steps of an empty volume's create (a download has them all).
-EMPTY = [volume_create.Step.CREATE_ZVOL, volume_create.Step.RECORD]
+Step = volume_create.Step
+#: The steps of an empty volume's create.
+EMPTY = [Step.CREATE_ZVOL, Step.RECORD]
+#: The steps of a raw (or compressed) image's create.
+RAW = [Step.CREATE_ZVOL, Step.WRITE_IMAGE, Step.RECORD]
+#: The steps of a qcow2 image's create: all but the raw image's write.
+QCOW2 = [step for step in Step if step is not Step.WRITE_IMAGE]
 
 
 class _Abort(Protocol):
@@ -61,27 +67,38 @@ class _Kept(Downloads):
 
 
 class VolumeCreateCrashTests(CrashBase, TestCase):
-    async def image_url(self) -> str:
-        """The URL of a 3 MiB image served on loopback (which downloads may reach here)."""
+    async def image_url(self, qcow2: bool = False) -> str:
+        """
+        The URL of a 3 MiB image served on loopback (which downloads may
+        reach here), or of a qcow2 image of it.
+        """
         downloads = self.models.storage.downloads = _Kept(reactor, LOOPBACK_DOWNLOADS)
         self.addCleanup(downloads.end)
-        site = Site(_Image(b"\x5a" * (3 * 1024**2)))
+        raw = b"\x5a" * (3 * 1024**2)
+        site = Site(_Image(await qcow2_of(raw) if qcow2 else raw))
         site.noisy = False
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
+        if qcow2:
+            self.world.server.commands |= {"qemu-img"}
         return f"http://127.0.0.1:{port.getHost().port}/image"
 
     async def check(self, step: volume_create.Step, when: str, url: str | None) -> None:
         await self.setUp()
+        qcow2 = url == "qcow2"
         if url is not None:
-            url = await self.image_url()
-        task_id = await self.crash_volume_create(step.value, when, url=url)
+            url = await self.image_url(qcow2)
+        task_id = await self.crash_volume_create(step.value, when, url=url,
+                                                 format="qcow2" if qcow2 else None)
         models, repairs = await self.world.restart()
         await self.assertConsistent(models)
         await self.assertTaskRepaired(models, task_id)
         recorded = await models.storage.records.volume("pool1", "data")
         if (step, when) == (volume_create.Step.RECORD, "after"):
             self.assertIsNotNone(recorded)
+            if url is not None:
+                data = bytes(self.world.server.datasets["tank/comet/data"].data)
+                self.assertEqual(data[:3 * 1024**2], b"\x5a" * (3 * 1024**2))
         else:
             self.assertIsNone(recorded)
             self.assertNotIn("tank/comet/data", self.world.server.datasets)
@@ -95,7 +112,10 @@ class VolumeCreateCrashTests(CrashBase, TestCase):
             for when in WHEN:
                 if step in EMPTY:
                     await self.check(step, when, url=None)
-                await self.check(step, when, url="download")
+                if step in RAW:
+                    await self.check(step, when, url="download")
+                if step in QCOW2:
+                    await self.check(step, when, url="qcow2")
 
     async def test_server_down_repaired_later(self):
         """A repair that needs a server that does not answer waits for a later run."""
