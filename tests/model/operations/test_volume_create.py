@@ -16,6 +16,8 @@ from twisted.web.server import Site
 from comet.errors import Conflict
 from comet.model.downloads import Downloads
 from comet.model.operations import volume_create
+from comet.remote import FakeRunner
+from comet.remote.zfs import ZFS
 from comet.store import Intents as IntentTable
 from tests._qcow2 import qcow2_of
 from tests.model.operations.crash import WHEN, Crash, CrashBase
@@ -137,3 +139,43 @@ class VolumeCreateCrashTests(CrashBase, TestCase):
         self.assertIn("tank/comet/data on s1 was destroyed", repair)
         await self.assertConsistent(models)
         await self.assertTaskRepaired(models, task_id)
+
+
+class StagingSweepTests(CrashBase, TestCase):
+    """
+    The reconciler's leftovers sweep destroys a qcow2 download's staging
+    zvol that no operation owns (its undo failed, or its intent is gone),
+    and nothing else.
+    """
+
+    async def stage(self, name: str, made_for: str | None, owner: str = "comet") -> str:
+        zfs = ZFS(FakeRunner(self.world.server), owner=owner)
+        properties = {volume_create.STAGING_PROPERTY: made_for} if made_for else {}
+        volume = await zfs.create_volume("tank/comet", name, 1024**2, properties, sparse=True)
+        return volume.name
+
+    async def test_left_over_staging_destroyed(self):
+        left = await self.stage(volume_create.staging_name("data"), "data")
+        unmarked = await self.stage(volume_create.staging_name("other"), None)
+        foreign = await self.stage(volume_create.staging_name("theirs"), "theirs",
+                                   owner="someone-else")
+        named = await self.stage("data-staging", "data")   # not a staging zvol's name
+        models, repairs = await self.world.restart()
+        self.assertEqual(repairs, [f"staging zvol {left} on s1 (of a qcow2 download into"
+                                   " volume pool1/data) was left over: destroyed"])
+        self.assertNotIn(left, self.world.server.datasets)
+        for kept in (unmarked, foreign, named):
+            self.assertIn(kept, self.world.server.datasets)
+
+    async def test_staging_of_a_volume_being_created_kept(self):
+        """While volume pool1/data is being created (its lock held), its staging zvol stays."""
+        left = await self.stage(volume_create.staging_name("data"), "data")
+        models = self.world.boot()
+        lock = models.storage.volume_set.lock("pool1", "data", "being created")
+        await lock.acquire()
+        self.assertEqual(await models.reconciler.run(), [])
+        self.assertIn(left, self.world.server.datasets)
+        await lock.release()
+        [repair] = await models.reconciler.run()
+        self.assertIn(f"staging zvol {left}", repair)
+        self.assertNotIn(left, self.world.server.datasets)
