@@ -94,7 +94,7 @@ def volume_show(app: App, ref, as_json):
 @click.argument("ref", metavar="POOL/VOLUME", type=names.VOLUME)
 @click.option("--capacity", type=click.IntRange(1),
               help="An empty volume of this many GB (with --url: a compressed image's size"
-                   " once decompressed).")
+                   " once decompressed; a qcow2 image's volume at least this large).")
 @click.option("--url", help="A volume holding the image downloaded from URL.")
 @click.option("--format", "image_format", type=click.Choice(["raw", "gzip", "xz", "zstd", "qcow2"]),
               help="The image's format (default: from the URL's suffix, else raw).")
@@ -105,7 +105,8 @@ def volume_show(app: App, ref, as_json):
 def volume_create(app: App, ref, capacity, url, image_format, sha256, as_json, no_wait):
     """
     Create a volume: empty (--capacity GB) or from an image (--url; a
-    compressed one with --capacity too) (a task).
+    compressed one with --capacity too; a qcow2 one, converted on the
+    storage server, with --capacity if the volume is to be larger) (a task).
     """
     if capacity is None and url is None:
         raise click.UsageError("give --capacity, --url, or both for a compressed image")

@@ -63,6 +63,7 @@ from comet.model.operations import (
 )
 from comet.remote.netdev import parse_devices
 from comet.remote.tgt import parse_targets
+from tests._qcow2 import qcow2_of
 from tests.integration import _testbed
 from tests.integration._console import DomainConsole
 from tests.integration._daemon import CometDaemonCase, _sleep, comet_config, first_admin_token
@@ -508,6 +509,11 @@ class KillStepsCase(CometDaemonCase):
         return {"pool": pool, "base": base, "template": template, "cluster": cluster}
 
 
+#: The steps of a raw image's download (a qcow2 image's has more, but not WRITE_IMAGE).
+RAW_DOWNLOAD = (volume_create.Step.CREATE_ZVOL, volume_create.Step.WRITE_IMAGE,
+                volume_create.Step.RECORD)
+
+
 class VolumeKillTests(KillStepsCase):
     """Volumes: create (empty, downloaded) and delete."""
 
@@ -515,7 +521,11 @@ class VolumeKillTests(KillStepsCase):
         # An empty volume's create has every step but the download's.
         *[("volume.create", "volume.create", step.value) for step in volume_create.Step
           if step is not volume_create.Step.WRITE_IMAGE],
-        *[("download", "volume.create", step.value) for step in volume_create.Step],
+        *[("download", "volume.create", step.value) for step in volume_create.Step
+          if step in RAW_DOWNLOAD],
+        # A qcow2 image's own steps (its staging zvol: made, written, converted, destroyed).
+        *[("download/qcow2", "volume.create", step.value) for step in volume_create.Step
+          if step not in RAW_DOWNLOAD],
         ("volume.delete", "volume.delete", volume_delete.Step.DESTROY_ZVOL.value),
         ("volume.delete", "volume.delete", volume_delete.Step.FORGET_RECORD.value),
         ("volume.delete/force", "volume.delete", volume_delete.Step.DESTROY_LEFTOVERS.value),
@@ -527,6 +537,8 @@ class VolumeKillTests(KillStepsCase):
         image = os.path.join(self.state.directory, "image.raw")
         with open(image, "wb") as f:
             f.write(b"\xab" * (8 * MiB))
+        with open(os.path.join(self.state.directory, "image.qcow2"), "wb") as f:
+            f.write(await qcow2_of(b"\xab" * (8 * MiB)))
         return {"pool": await self.pick_pool(64 * MiB), "image": image}
 
     def _volumes(self, name):
@@ -537,14 +549,17 @@ class VolumeKillTests(KillStepsCase):
         return lambda: self.request("POST", self._volumes(None),
                                     {"name": self.volume, "capacity": 1})
 
-    async def case_download(self, step):
+    async def case_download(self, step, image="image.raw"):
         self.volume = self.name("d")
         site = Site(File(self.state.directory))
         site.noisy = False
         listening = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
-        url = f"http://127.0.0.1:{listening.getHost().port}/image.raw"
+        url = f"http://127.0.0.1:{listening.getHost().port}/{image}"
         return lambda: self.request("POST", self._volumes(None), {"name": self.volume, "url": url})
+
+    async def case_download_qcow2(self, step):
+        return await self.case_download(step, "image.qcow2")
 
     async def case_volume_delete(self, step):
         self.volume = self.name("x")
@@ -579,6 +594,7 @@ class VolumeKillTests(KillStepsCase):
         await self.delete_volume(self.fixture["pool"], self.volume)
 
     after_download = after_volume_delete = after_volume_delete_force = after_volume_create
+    after_download_qcow2 = after_volume_create
     after_volume_resize = after_volume_create
 
 
