@@ -34,8 +34,9 @@ class App:
     def __init__(self, url: str | None = None, token: str | None = None):
         self.url = url
         self.token = token
-        self.out = Console(soft_wrap=False, highlight=False)
-        self.err = Console(stderr=True, highlight=False)
+        # No emoji codes: the API's text (a MAC's ":ab:") is printed as it is.
+        self.out = Console(soft_wrap=False, highlight=False, emoji=False)
+        self.err = Console(stderr=True, highlight=False, emoji=False)
         self._client: Client | None = None
 
     @property

@@ -307,6 +307,47 @@ def vm_storages(app: App, ref, as_json):
     app.show(app.client.get(vm_path(ref, "storages")), as_json, ("name", "dev", "pool", "state", "target"))
 
 
+# A VM's NICs: comet vm nic list|add|rm CLUSTER/VM ...
+
+@vm.group("nic")
+def nic():
+    """A VM's NICs: listed, added (hot-plugged if it runs), removed."""
+
+#: The columns of a NIC listing: the VM's representation's view of each.
+NIC_COLUMNS = ("device", "network", "mac", "bridge")
+
+
+@nic.command("list")
+@click.argument("ref", metavar="CLUSTER/VM", type=names.VM)
+@json_option
+@pass_app
+def nic_list(app: App, ref, as_json):
+    """List a VM's NICs, in the order its guest numbers them."""
+    app.show(app.client.get(vm_path(ref, "nics")), as_json, NIC_COLUMNS)
+
+
+@nic.command("add")
+@click.argument("ref", metavar="CLUSTER/VM", type=names.VM)
+@click.option("--network", required=True, help="The network ('private': the cluster's own).")
+@click.option("--mac", help="Its MAC (default: derived from the VM's uuid and the NIC's place).")
+@json_option
+@pass_app
+def nic_add(app: App, ref, network, mac, as_json):
+    """Add a NIC to a VM, last in its order: hot-plugged if the VM is on a host."""
+    app.call("POST", vm_path(ref, "nics"), body_of(network=network, mac=mac), as_json)
+
+
+@nic.command("rm")
+@click.argument("ref", metavar="CLUSTER/VM", type=names.VM)
+@click.argument("mac")
+@json_option
+@wait_option
+@pass_app
+def nic_rm(app: App, ref, mac, as_json, no_wait):
+    """Take NIC MAC off a VM (a task: a running guest must let it go)."""
+    app.call("DELETE", vm_path(ref, "nics", mac), {}, as_json, no_wait)
+
+
 # --- templates -----------------------------------------------------------------
 
 template = command_group("template", "Templates VMs are made from.")

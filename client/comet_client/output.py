@@ -23,6 +23,11 @@ def print_json(console: Console, data) -> None:
 
 
 def cell(key: str, value) -> str:
+    """
+    A field's text in a table.  Tables are given it as L{Text}, never as a
+    string rich would read markup (C{[bold]}) or emoji codes in: a MAC
+    C{52:54:00:ab:cd:ef} holds C{:ab:}, which rich drew as an emoji.
+    """
     if value is None:
         return "-"
     if key == "actions" and isinstance(value, dict):
@@ -51,7 +56,7 @@ def table(items: list, columns: tuple[str, ...] | None = None):
     for column in columns:
         grid.add_column(column.upper(), overflow="fold")
     for item in items:
-        grid.add_row(*(cell(c, item.get(c)) for c in columns))
+        grid.add_row(*(Text(cell(c, item.get(c))) for c in columns))
     return grid
 
 
@@ -61,5 +66,5 @@ def resource(console: Console, item: dict) -> None:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in item.items():
-        table.add_row(key, cell(key, value))
+        table.add_row(Text(key), Text(cell(key, value)))
     console.print(table)

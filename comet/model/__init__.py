@@ -28,6 +28,7 @@ from comet.model.storage import StorageModel, VMSnapshotModel, VMStorageModel
 from comet.model.tasks import TaskRunner, describe_target
 from comet.model.networks import Networks
 from comet.model.templates import TemplateModel
+from comet.model.vm_nics import VMNicModel
 from comet.model.vms import VMModel
 
 
@@ -65,6 +66,8 @@ class Models:
     evacuations: HostEvacuations | None = None
     #: The hosts' private networks (L{comet.model.networks.Networks}).
     networks: Networks | None = None
+    #: VMs' NICs, added and removed while they run (L{comet.model.vm_nics.VMNicModel}).
+    vm_nics: VMNicModel | None = None
 
 
 def _host_runners(clock, config, metrics) -> dict:
@@ -190,6 +193,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
                                       settled=context.libvirt.settled),
         evacuations=HostEvacuations(vms, context),
         networks=networks,
+        vm_nics=VMNicModel(context, vms),
     )
     metrics.watch(models, clock)
     return models

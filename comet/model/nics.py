@@ -78,13 +78,45 @@ class NicRequest:
     mac: str | None = None
 
 
+def check_nic(nic: object, networks: Iterable[str], *, macs: bool = True,
+              where: str = "") -> NicRequest:
+    """
+    One NIC of a request body, checked: C{{"network": NAME, "mac"?: MAC}},
+    its network C{private} or one of C{networks} (those some host offers),
+    its MAC valid.  C{where} (C{"nics[0]"}) begins each refusal.
+
+    @raise InvalidInput: a malformed NIC or MAC (the request schema says so
+        too), or a MAC with C{macs=False} (a template's NIC).
+    @raise NotFound: a network no host offers.
+    @raise Conflict: a reserved MAC.
+    """
+    if not isinstance(nic, dict) or not set(nic) <= {"network", "mac"} or "network" not in nic:
+        raise InvalidInput(f"{where or 'a NIC'} must be an object with network and optionally mac")
+    network = nic["network"]
+    where = f"{where}: " if where else ""
+    known = set(networks)
+    if network != PRIVATE and not check_name(network):
+        raise InvalidInput(f"{where}{network!r} is not a network name")
+    if network != PRIVATE and network not in known:
+        offered = ", ".join(sorted(known | {PRIVATE}))
+        raise NotFound(f"{where}network {network!r} is not one of: {offered}")
+    mac = nic.get("mac")
+    if mac is not None:
+        if not macs:
+            raise InvalidInput(
+                f"{where}a template's NIC cannot have a MAC (every VM made from it"
+                " would share it)")
+        mac = normalize_mac(mac)
+    return NicRequest(network, mac)
+
+
 def check_nics(nics: object, networks: Iterable[str], *, macs: bool = True
                ) -> tuple[NicRequest, ...]:
     """
     The NICs of a request body, checked: C{nics} is a list of
-    C{{"network": NAME, "mac"?: MAC}}, every network C{private} or one of
-    C{networks} (those some host offers), MACs valid and not repeated.
-    C{macs=False} (a template, which many VMs are made from) refuses MACs.
+    C{{"network": NAME, "mac"?: MAC}}, each as L{check_nic} has it, MACs
+    not repeated.  C{macs=False} (a template, which many VMs are made from)
+    refuses MACs.
 
     @raise InvalidInput: a malformed NIC or MAC (the request schema says so
         too).
@@ -96,29 +128,12 @@ def check_nics(nics: object, networks: Iterable[str], *, macs: bool = True
     if len(nics) > MAX_NICS:
         raise InvalidInput(f"a VM has at most {MAX_NICS} NICs, not {len(nics)}")
     known = set(networks)
-    checked = []
-    for i, nic in enumerate(nics):
-        if not isinstance(nic, dict) or not set(nic) <= {"network", "mac"} or "network" not in nic:
-            raise InvalidInput(f"nics[{i}] must be an object with network and optionally mac")
-        network = nic["network"]
-        if network != PRIVATE and not check_name(network):
-            raise InvalidInput(f"nics[{i}]: {network!r} is not a network name")
-        if network != PRIVATE and network not in known:
-            offered = ", ".join(sorted(known | {PRIVATE}))
-            raise NotFound(f"nics[{i}]: network {network!r} is not one of: {offered}")
-        mac = nic.get("mac")
-        if mac is not None:
-            if not macs:
-                raise InvalidInput(
-                    f"nics[{i}]: a template's NIC cannot have a MAC (every VM made from it"
-                    " would share it)")
-            mac = normalize_mac(mac)
-        checked.append(NicRequest(network, mac))
+    checked = tuple(check_nic(nic, known, macs=macs, where=f"nics[{i}]")
+                    for i, nic in enumerate(nics))
     given = [n.mac for n in checked if n.mac is not None]
     if len(set(given)) != len(given):
         raise Conflict("two NICs have the same MAC")
-    return tuple(checked)
-
+    return checked
 
 
 def networks_of(nics) -> frozenset[str]:

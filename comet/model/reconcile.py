@@ -13,8 +13,8 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
    C{vm.create}, C{vm.delete}; volume create and delete: C{volume.create},
    C{volume.delete}; attach and unmap: C{attach}, C{unmap}; snapshot take,
    delete and revert: C{snapshot}, C{snapshot.delete}, C{snapshot.revert};
-   VM migrate: C{vm.migrate}): each module's docstring says how it is
-   repaired.
+   VM migrate: C{vm.migrate}; NIC hot-plug and unplug: C{nic.attach},
+   C{nic.detach}): each module's docstring says how it is repaired.
 
    The task the operation ran under (if any) is marked failed with what was
    repaired (one that had finished, having left the rest to the reconciler,

@@ -180,8 +180,9 @@ def _vni(conn, cluster_id: int, vnis: range) -> int:
                    " no more clusters can have a private network")
 
 
-def _add_nics(conn, vm_id: int, cluster_id: int, uuid: str, nics, vnis: range) -> None:
-    for index, (network, mac) in enumerate(nics):
+def _add_nics(conn, vm_id: int, cluster_id: int, uuid: str, nics, vnis: range,
+              first: int = 0) -> None:
+    for index, (network, mac) in enumerate(nics, first):
         if network == "private":
             _vni(conn, cluster_id, vnis)
         if mac is None:
@@ -219,6 +220,33 @@ def _create(conn, cluster, name, template, memory, cpus, uuid, now, nics=None,
     vm_id = conn.execute("SELECT id FROM vms WHERE uuid = ?", (uuid,)).fetchone()[0]
     _add_nics(conn, vm_id, cluster_id, uuid, nics, vnis)
     return _get(conn, cluster, name)
+
+
+def _add_nic(conn, uuid: str, network: str, mac: str | None, vnis: range, most: int
+             ) -> tuple[VMRecord, NicRecord]:
+    record = _by_uuid(conn, uuid)
+    if len(record.nics) >= most:
+        raise Conflict(f"VM {record.name!r} has {len(record.nics)} NICs, the most a VM may have")
+    cluster_id = conn.execute("SELECT cluster_id FROM vms WHERE id = ?", (record.id,)).fetchone()[0]
+    index = len(record.nics)
+    _add_nics(conn, record.id, cluster_id, uuid, [(network, mac)], vnis, first=index)
+    record = _by_uuid(conn, uuid)
+    return record, record.nics[index]
+
+
+def _remove_nic(conn, uuid: str, mac: str) -> VMRecord:
+    record = _by_uuid(conn, uuid)
+    gone = next((n for n in record.nics if n.mac == mac), None)
+    if gone is None:
+        raise NotFound(f"VM {record.name!r} has no NIC {mac}")
+    conn.execute("DELETE FROM vm_nics WHERE vm_id = ? AND mac = ?", (record.id, mac))
+    # The NICs after it move up one, in order (each index free before it is taken):
+    # the index is the NIC's place in the domain's PCI order, so the guest's name for it.
+    for nic in record.nics:
+        if nic.index > gone.index:
+            conn.execute("UPDATE vm_nics SET idx = ? WHERE vm_id = ? AND idx = ?",
+                         (nic.index - 1, record.id, nic.index))
+    return _by_uuid(conn, uuid)
 
 
 def _update(conn, cluster: str, name: str, changes: dict) -> VMRecord:
@@ -344,6 +372,29 @@ class VMs:
         if unknown:
             raise ValueError(f"not mutable: {unknown}")
         return self._db.transact(_update, cluster, name, changes)
+
+    def free_mac(self, uuid: str, index: int):
+        """The MAC derived for VM C{uuid}'s NIC at C{index} that no NIC has (read now)."""
+        return self._db.read(_free_mac, uuid, index)
+
+    def add_nic(self, uuid: str, network: str, mac: str | None, vnis: range, most: int):
+        """
+        Give VM C{uuid} one more NIC, last in its order: on C{network}, with
+        C{mac} (C{None}: derived from the uuid and its index).  Its cluster
+        gets a VNI from C{vnis} if the NIC is C{private} and it has none.
+        Fires with C{(record, nic)}.
+
+        @raise Conflict: C{mac} is another NIC's, the VM has C{most} NICs
+            already, or no VNI is free.
+        """
+        return self._db.transact(_add_nic, uuid, network, mac, vnis, most)
+
+    def remove_nic(self, uuid: str, mac: str):
+        """
+        Take NIC C{mac} from VM C{uuid}; the NICs after it move up one.  Fires
+        with the VM's record.  L{NotFound} if the VM has no such NIC.
+        """
+        return self._db.transact(_remove_nic, uuid, mac)
 
     def set_provision(self, uuid: str, provision: str | None):
         """Record what VM C{uuid}'s first-boot seed says (JSON text)."""

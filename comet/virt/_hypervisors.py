@@ -388,15 +388,15 @@ class Hypervisors(_Migrations, _HostConnections, _CpuReads, Service):
         self,
         host: str,
         name: str,
-        device: domainxml.DiskSpec | str,
+        device: domainxml.DiskSpec | domainxml.NicSpec | str,
         live: bool | None = None,
         config: bool = True,
     ) -> Deferred[None]:
         """
-        Attach a device (a L{DiskSpec} or device XML).  C{live}: to the running
-        domain (C{None}: if it is running); C{config}: to its definition too.
+        Attach a device (a L{DiskSpec}, L{NicSpec} or device XML).  C{live}: to the
+        running domain (C{None}: if it runs); C{config}: to its definition too.
         """
-        xml = domainxml.disk_xml(device) if isinstance(device, domainxml.DiskSpec) else device
+        xml = domainxml.device_xml(device)
         return self._domain_call(
             host, name, "attaching a device to", _operations.attach_device, xml, live, config
         )
@@ -405,12 +405,12 @@ class Hypervisors(_Migrations, _HostConnections, _CpuReads, Service):
         self,
         host: str,
         name: str,
-        device: domainxml.DiskSpec | str,
+        device: domainxml.DiskSpec | domainxml.NicSpec | str,
         live: bool | None = None,
         config: bool = True,
     ) -> Deferred[None]:
         """Detach a device; the arguments are those of L{attach_device}."""
-        xml = domainxml.disk_xml(device) if isinstance(device, domainxml.DiskSpec) else device
+        xml = domainxml.device_xml(device)
         return self._domain_call(
             host, name, "detaching a device from", _operations.detach_device, xml, live, config
         )

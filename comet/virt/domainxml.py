@@ -362,6 +362,24 @@ def disk_xml(disk: DiskSpec) -> str:
     return _tostring(_disk_element(disk))
 
 
+def nic_xml(nic: NicSpec) -> str:
+    """
+    The C{<interface>} element for C{nic}, for hot-plug and hot-unplug
+    (C{attachDeviceFlags}, C{detachDeviceFlags}: libvirt finds the NIC to
+    detach by its MAC).
+    """
+    return _tostring(_nic_element(nic))
+
+
+def device_xml(device: DiskSpec | NicSpec | str) -> str:
+    """The device XML of a L{DiskSpec} or L{NicSpec} (device XML is kept as it is)."""
+    if isinstance(device, DiskSpec):
+        return disk_xml(device)
+    if isinstance(device, NicSpec):
+        return nic_xml(device)
+    return device
+
+
 def metadata_xml(metadata: CometMetadata) -> str:
     """
     The body of Comet's metadata element, as C{virDomainSetMetadata} wants it

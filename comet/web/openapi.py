@@ -22,6 +22,7 @@ from comet.web.tasks import STATUSES
 from comet.web.tasks import TASK as _TASK
 from comet.web.storage import SERVER
 from comet.web.templates import CPUS
+from comet.web.vms import MAC
 from comet.web.volume_requests import COMPRESSED_URL, URL, url_schema
 
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
@@ -118,6 +119,9 @@ def _parameters(pattern: str) -> list[dict]:
             schema = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
         elif name in NAME_PARAMS:
             schema = {"type": "string", "pattern": NAME_PATTERN}
+        elif name == "mac":
+            # A NIC's MAC (any case); a path that is none names no NIC: 404.
+            schema = dict(MAC)
         else:
             schema = {"type": "string"}
         params.append({"name": name, "in": "path", "required": True, "schema": schema})

@@ -28,6 +28,8 @@ PATHS = Paths({
     "vm.storages": f"{_VM}/storages",
     "vm.storage": f"{_VM}/storages/<zvol>",
     "vm.storage.unmap": f"{_VM}/storages/<zvol>/unmap",
+    "vm.nics": f"{_VM}/nics",
+    "vm.nic": f"{_VM}/nics/<mac>",
     "vm.snapshots": f"{_VM}/snapshots",
     "vm.snapshot": f"{_VM}/snapshots/<snapshot>",
     "vm.snapshot.revert": f"{_VM}/snapshots/<snapshot>/revert",

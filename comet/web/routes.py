@@ -12,7 +12,7 @@ share no table, and no table depends on which module was imported first.
 from __future__ import annotations
 
 from comet.web import (audit, clusters, console, events, health, hosts, login, storage, tasks,
-                       templates, vms)
+                       templates, vm_nics, vms)
 from comet.web._table import RouteTable
 from comet.web.openapi import DOCUMENT, serve_document
 from comet.web.paths import PATHS
@@ -30,6 +30,7 @@ RESOURCES = (
     storage.routes,
     templates.routes,
     vms.routes,
+    vm_nics.routes,
     console.routes,
 )
 

@@ -274,6 +274,32 @@ class _Compute:
         self.assertEqual(refused.stderr.strip(), "Error: " + self.daemon.api(
             "PUT", "/cluster/cpus/vms/a", {"cpu_model": "host-model"})[1]["reason"])
 
+    def test_vm_nic(self):
+        """C{comet vm nic add|list|rm}: what the API answers; the removal's task followed to its end."""
+        comet = self.comet()
+        self.made("nicd/v")
+        added = comet.json("vm", "nic", "add", "nicd/v", "--network", "private",
+                           "--mac", "52:54:00:AB:CD:EF")
+        self.assertEqual(added, self.daemon.get("/cluster/nicd/vms/v/nics/52:54:00:ab:cd:ef"))
+        self.assertEqual((added["device"], added["mac"]), ("eth0", "52:54:00:ab:cd:ef"))
+        second = comet.json("vm", "nic", "add", "nicd/v", "--network", "private")
+        self.assertEqual(second["device"], "eth1")
+        self.assertEqual(comet.json("vm", "nic", "list", "nicd/v"),
+                         self.daemon.get("/cluster/nicd/vms/v/nics"))
+        table = comet("vm", "nic", "list", "nicd/v")
+        self.assertExit(table, 0)
+        self.assertRegex(table.stdout, r"DEVICE\s+NETWORK\s+MAC\s+BRIDGE")
+        self.assertRegex(table.stdout, r"eth0\s+private\s+52:54:00:ab:cd:ef\s+cometb")
+        self.assertExit(comet("vm", "nic", "rm", "nicd/v", "52:54:00:ab:cd:ef"), 0)
+        self.assertEqual([(n["mac"], n["device"]) for n in self.daemon.get(
+            "/cluster/nicd/vms/v/nics")], [(second["mac"], "eth0")])
+        refused = comet("vm", "nic", "add", "nicd/v", "--network", "nowhere")
+        self.assertExit(refused, 1)
+        self.assertEqual(refused.stderr.strip(), "Error: " + self.daemon.api(
+            "POST", "/cluster/nicd/vms/v/nics", {"network": "nowhere"})[1]["reason"])
+        self.assertExit(comet("vm", "nic", "rm", "nicd/v", "02:00:00:00:00:01"), 1)
+        self.assertExit(comet("vm", "nic", "add", "nicd/v"), 2)    # --network is needed
+
     def test_first_boot_seed_options(self):
         """
         C{--hostname}, C{--ssh-key FILE} and C{--user-data FILE} reach the API

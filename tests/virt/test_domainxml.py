@@ -14,9 +14,11 @@ from comet.virt.domainxml import (
     DomainSpec,
     NicSpec,
     check_vnc_password,
+    device_xml,
     disk_xml,
     domain_xml,
     metadata_xml,
+    nic_xml,
     secret_xml,
 )
 from comet.virt.domainxml_parse import parse_domain, parse_metadata
@@ -184,6 +186,24 @@ class DomainXMLTests(TestCase):
         self.assertIsNone(ET.fromstring(disk_xml(ISCSI)).find("readonly"))
         with self.assertRaises(InvalidInput):
             DiskSpec(target="hdc", type="network", iqn="iqn.x:y", portal="h", device="floppy")
+
+    def test_hot_plug_devices(self):
+        """
+        A NIC's hot-plug XML is the C{<interface>} its domain XML has;
+        L{device_xml} gives a disk's or a NIC's and keeps device XML as it is.
+        """
+        nic = NicSpec("52:54:00:00:00:01", "cometb7")
+        element = ET.fromstring(nic_xml(nic))
+        in_domain = ET.fromstring(domain_xml(spec(nics=(nic,)))).find("devices/interface")
+        self.assertEqual([(e.tag, e.attrib) for e in element.iter()],
+                         [(e.tag, e.attrib) for e in in_domain.iter()])
+        self.assertEqual((element.get("type"), element.find("mac").get("address"),
+                          element.find("source").get("bridge"),
+                          element.find("model").get("type")),
+                         ("bridge", "52:54:00:00:00:01", "cometb7", "virtio"))
+        self.assertEqual(device_xml(nic), nic_xml(nic))
+        self.assertEqual(device_xml(ISCSI), disk_xml(ISCSI))
+        self.assertEqual(device_xml("<interface/>"), "<interface/>")
 
     def test_file_disk(self):
         disk = ET.fromstring(disk_xml(DiskSpec.file("vdb", "/var/lib/comet/a.qcow2", "qcow2")))

@@ -39,9 +39,9 @@ from __future__ import annotations
 from typing import Mapping
 
 from comet.model.operations import (
-    attach, net_down, net_up, snapshot_delete, snapshot_revert, snapshot_take, vm_create,
-    vm_delete, vm_fence, vm_migrate, vm_start, vm_stop, unmap, volume_create, volume_delete,
-    volume_resize,
+    attach, net_down, net_up, nic_attach, nic_detach, snapshot_delete, snapshot_revert,
+    snapshot_take, vm_create, vm_delete, vm_fence, vm_migrate, vm_start, vm_stop, unmap,
+    volume_create, volume_delete, volume_resize,
 )
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
@@ -75,6 +75,8 @@ REGISTRY: Mapping[str, OperationType] = make_registry(
     unmap.OPERATION,
     net_up.OPERATION,
     net_down.OPERATION,
+    nic_attach.OPERATION,
+    nic_detach.OPERATION,
 )
 
 __all__ = ["Context", "NoDisks", "OperationType", "REGISTRY", "VMDisks"]
