@@ -25,7 +25,7 @@ from twisted.trial.unittest import TestCase
 
 from tests._process import spawn
 from tests._util import bearer, http, temp_dir
-from tests.integration._testbed import requireTestbed
+from tests.integration._testbed import removeDomainsEverywhere, requireTestbed
 from tests.test_service import TWISTD, _twistd_env, free_port
 
 
@@ -41,7 +41,8 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
     pools, but an API on C{port} and a database in C{directory}.  C{hosts}
     (C{name}, C{uri}, C{domain_type} each) replaces the testbed's compute host.
     With C{networks}, each host that has a C{tunnel_address} in C{stack.json}
-    carries clusters' private networks (its C{ssh}, the testbed's key).
+    carries clusters' private networks (its C{ssh}, the testbed's key), and
+    the host that holds the testbed's bridge offers it as network C{public}.
     """
     ssh = stack["ssh"]
     lines = [
@@ -67,6 +68,10 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
         hosts = [{"name": "local", "uri": stack["host_uri"], "domain_type": stack["domain_type"]}]
     for host in hosts:
         lines += ["[[hosts]]"] + [f"{key} = {_toml(host[key])}" for key in ("name", "uri", "domain_type")]
+        if networks and host.get("address") == stack["bridge"]["address"]:
+            # The host holding the testbed's bridge offers it as the site's
+            # public network (host2, in namespaces of its own, does not).
+            lines.append(f"bridges = {{ public = {_toml(stack['bridge']['name'])} }}")
         if networks and host.get("tunnel_address"):
             lines += [f"tunnel_address = {_toml(host['tunnel_address'])}",
                       f"ssh = {_toml(host['ssh'])}",
@@ -160,7 +165,7 @@ class CometDaemonCase(TestCase):
         self.base_url = f"http://127.0.0.1:{self.port}"
         hosts = None
         if self.all_hosts:
-            hosts = [{key: host[key] for key in ("name", "uri", "domain_type",
+            hosts = [{key: host[key] for key in ("name", "uri", "domain_type", "address",
                                                  "tunnel_address", "ssh") if key in host}
                      for host in self.stack["hosts"]]
         config = comet_config(self.stack, directory, self.port, control, self.config_extra,
@@ -280,6 +285,43 @@ class CometDaemonCase(TestCase):
             if time.monotonic() > deadline:
                 self.fail(f"{what} not within {timeout} s:\n{self._log_tail()}")
             await _sleep(every)
+
+    async def diskless_cluster(self, memory: int = 64) -> tuple[str, str]:
+        """
+        A template of C{memory} MB with neither disk nor NIC (its VMs run
+        their firmware only: nothing to boot, nothing to wait for) and a
+        cluster, both deleted at the end: C{(template, cluster)}.
+        """
+        template, cluster = f"it-{self.token}-t", f"it-{self.token}-c"
+        answer = await self.request(
+            "POST", "/templates", {"name": template, "memory": memory, "cpus": 1})
+        self.assertEqual(answer.code, 201, answer)
+        self.addCleanup(self.request, "DELETE", f"/templates/{template}")
+        answer = await self.request("POST", "/cluster", {"name": cluster})
+        self.assertEqual(answer.code, 201, answer)
+        self.addCleanup(self.request, "DELETE", f"/cluster/{cluster}", {"force": True})
+        return template, cluster
+
+    async def make_vm(self, cluster: str, template: str) -> dict:
+        """
+        A new VM of C{cluster}: its representation.  Whatever happens to
+        Comet's own clean-up (a test may stop the host it needs), its domain
+        is removed from whichever testbed host has it at the end (cleanups run
+        last-added first: after those a test adds later, a thaw included).
+        """
+        answer = await self.request("POST", f"/cluster/{cluster}/vms", {"template": template})
+        self.assertEqual(answer.code, 201, answer)
+        vm = answer.json
+        self.addCleanup(removeDomainsEverywhere, self.stack, [f"comet-{vm['uuid']}"])
+        return vm
+
+    async def start(self, href: str) -> dict:
+        """Start the VM at C{href} (a task followed if it is one); the VM once running."""
+        answer = await self.request("POST", f"{href}/start", {})
+        self.assertIn(answer.code, (200, 202), answer)
+        if answer.code == 202:
+            await self.finished(answer)
+        return await self.wait_state(href, "running", 120)
 
     async def wait_state(self, href: str, state: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout

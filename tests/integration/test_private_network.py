@@ -2,8 +2,10 @@
 Clusters' private networks on the testbed's two compute hosts (issue 18's
 proof): VMs of cluster A on C{local} and C{host2} ping each other over
 their cluster's bridge and VXLAN; a VM of cluster B on the same host cannot
-reach them; once the VMs are gone, no bridge or tunnel of theirs is left on
-either host.  The guests are the testbed's image (virtio-net), addressed
+reach them; A's front end, with a second NIC on the site's network (the
+testbed's bridge, offered by C{local} as C{public}), reaches that network;
+the guests take the tunnel's MTU; once the VMs are gone, no bridge or tunnel
+of theirs is left on either host.  The guests are the testbed's image (virtio-net), addressed
 through their serial consoles.
 """
 
@@ -102,8 +104,11 @@ class PrivateNetworkTests(CometDaemonCase):
             self.assertEqual((await self.request("POST", "/cluster", {"name": cluster})).code,
                              201)
             for name in names:
-                answer = await self.request("POST", f"/cluster/{cluster}/vms",
-                                            {"template": f"n{self.token}", "name": name})
+                body = {"template": f"n{self.token}", "name": name}
+                if name == "a1":
+                    # The front end: a second NIC on the site's (testbed's) bridge.
+                    body["nics"] = [{"network": "private"}, {"network": "public"}]
+                answer = await self.request("POST", f"/cluster/{cluster}/vms", body)
                 self.assertEqual(answer.code, 201, answer)
                 vms[name] = answer.json
                 self.vms.append(answer.json)
@@ -128,6 +133,7 @@ class PrivateNetworkTests(CometDaemonCase):
                 await self._console(vms[name], boot=False)
         self.assertEqual({n: vms[n]["host"] for n in wanted}, wanted)
         bridges = {n: vms[n]["nics"][0]["bridge"] for n in vms}
+        self.assertEqual(vms["a1"]["nics"][1]["bridge"], self.stack["bridge"]["name"])
         self.assertEqual(bridges["a1"], bridges["a2"])
         self.assertNotEqual(bridges["a1"], bridges["b1"])
         a, b = bridges["a1"][len("cometb"):], bridges["b1"][len("cometb"):]
@@ -147,8 +153,14 @@ class PrivateNetworkTests(CometDaemonCase):
         # full-size datagram is fragmented in the guest, not dropped at the
         # tunnel (with 1500 in the guest, this ping got no answer).
         status, out = await self._guest(vms["a1"], "cat /sys/class/net/eth0/mtu")
-        self.assertEqual((status, out.strip()), (0, "1450"), out)
+        self.assertEqual((status, out.splitlines()[-1].strip()), (0, "1450"), out)
         status, out = await self._guest(vms["a1"], "ping -c 2 -W 5 -s 1472 10.77.0.2", 60)
+        self.assertEqual(status, 0, out)
+        # The front end reaches the site's network on its public NIC (the
+        # testbed's bridge, whose address is the local host's).
+        status, out = await self._guest(
+            vms["a1"], "ip link set eth1 up && ip addr add 10.200.0.177/24 dev eth1"
+            f" && ping -c 2 -W 5 {self.stack['bridge']['address']}", 60)
         self.assertEqual(status, 0, out)
         # b1 shares a1's host, not its network: neither A VM answers it.
         for target in ("10.77.0.1", "10.77.0.2"):
