@@ -17,7 +17,6 @@ import json
 from twisted.internet.defer import ensureDeferred
 
 from tests._sse import open_stream
-from tests.integration import _testbed
 from tests.integration._daemon import CometDaemonCase
 
 
@@ -25,18 +24,8 @@ class EventReadsTests(CometDaemonCase):
     timeout = 300
 
     async def test_read_on_each_event(self):
-        template, cluster = f"ev-{self.token}", f"ev-{self.token}"
-        answer = await self.request("POST", "/templates",
-                                    {"name": template, "memory": 64, "cpus": 1})
-        self.assertEqual(answer.code, 201, answer)
-        self.addCleanup(self.request, "DELETE", f"/templates/{template}")
-        self.assertEqual((await self.request("POST", "/cluster", {"name": cluster})).code, 201)
-        self.addCleanup(self.request, "DELETE", f"/cluster/{cluster}", {"force": True})
-        answer = await self.request("POST", f"/cluster/{cluster}/vms", {"template": template})
-        self.assertEqual(answer.code, 201, answer)
-        vm = answer.json
-        self.addCleanup(_testbed.removeDomainsEverywhere, self.stack, [f"comet-{vm['uuid']}"])
-        href = vm["href"]
+        template, cluster = await self.diskless_cluster()
+        href = (await self.make_vm(cluster, template))["href"]
         stream = await open_stream(self, self.port, self.api_token, f"?resource={href}")
 
         def states(p):

@@ -113,25 +113,9 @@ class ComputeHostFaultTests(_FaultCase):
             pass
 
     async def test_host_stops_answering(self):
-        template, cluster = f"it-{self.token}-t", f"it-{self.token}-c"
-        answer = await self.request(
-            "POST", "/templates", {"name": template, "memory": 64, "cpus": 1})
-        self.assertEqual(answer.code, 201, answer)
-        self.addCleanup(self.request, "DELETE", f"/templates/{template}")
-        self.assertEqual((await self.request("POST", "/cluster", {"name": cluster})).code, 201)
-        self.addCleanup(self.request, "DELETE", f"/cluster/{cluster}", {"force": True})
-        answer = await self.request("POST", f"/cluster/{cluster}/vms", {"template": template})
-        self.assertEqual(answer.code, 201, answer)
-        href = answer.json["href"]
-        # Whatever happens to Comet's own clean-up (it needs the host that this
-        # test stops): the domain goes, once libvirtd runs again (cleanups run
-        # last-added first, so this one after the SIGCONT below).
-        self.addCleanup(_testbed.removeDomains, self.stack, [f"comet-{answer.json['uuid']}"])
-        answer = await self.request("POST", f"{href}/start", {})
-        self.assertIn(answer.code, (200, 202), answer)
-        if answer.code == 202:
-            await self.finished(answer)
-        await self.wait_state(href, "running", 120)
+        template, cluster = await self.diskless_cluster()
+        href = (await self.make_vm(cluster, template))["href"]
+        await self.start(href)
 
         pid = _libvirtd_pid(self.stack)
         self.addCleanup(self._continue, pid)

@@ -40,7 +40,6 @@ class TwoHostTests(CometDaemonCase):
         except ProcessLookupError:
             pass
 
-
     async def _timed_gets(self, href: str) -> list[float]:
         """Seconds each of L{SAMPLES} GETs of C{href} took (each must be a 200)."""
         times = []
@@ -67,27 +66,10 @@ class TwoHostTests(CometDaemonCase):
                 found.append(host["name"])
         return found
 
-    async def _make_vm(self, cluster: str, template: str) -> dict:
-        answer = await self.request("POST", f"/cluster/{cluster}/vms", {"template": template})
-        self.assertEqual(answer.code, 201, answer)
-        vm = answer.json
-        # Whatever happens to Comet's own clean-up: the domain goes, from
-        # whichever host it is on (cleanups run last-added first, so after
-        # the thaw added later).
-        self.addCleanup(_testbed.removeDomainsEverywhere, self.stack, [f"comet-{vm['uuid']}"])
-        return vm
-
     async def _maintenance(self, host: str, enabled: bool) -> None:
         answer = await self.request(
             "POST", f"/hosts/{host}/maintenance", {"enabled": enabled})
         self.assertEqual(answer.code, 200, answer)
-
-    async def _start(self, href: str) -> dict:
-        answer = await self.request("POST", f"{href}/start", {})
-        self.assertIn(answer.code, (200, 202), answer)
-        if answer.code == 202:
-            await self.finished(answer)
-        return await self.wait_state(href, "running", 120)
 
     async def test_placement_failure_and_recovery(self):
         hosts = {h["name"]: h for h in (await self.get("/hosts"))}
@@ -103,20 +85,14 @@ class TwoHostTests(CometDaemonCase):
         # and a placement.  So each VM is started while the other host is in
         # maintenance, which placement skips.
         first, other = names[0], names[1]
-        template, cluster = f"it-{self.token}-small", f"it-{self.token}-c"
-        answer = await self.request(
-            "POST", "/templates", {"name": template, "memory": 64, "cpus": 1})
-        self.assertEqual(answer.code, 201, answer)
-        self.addCleanup(self.request, "DELETE", f"/templates/{template}")
-        self.assertEqual((await self.request("POST", "/cluster", {"name": cluster})).code, 201)
-        self.addCleanup(self.request, "DELETE", f"/cluster/{cluster}", {"force": True})
+        template, cluster = await self.diskless_cluster()
 
         placed = {}
         for host, away in ((first, other), (other, first)):
             await self._maintenance(away, True)
             try:
-                vm = await self._make_vm(cluster, template)
-                started = await self._start(vm["href"])
+                vm = await self.make_vm(cluster, template)
+                started = await self.start(vm["href"])
             finally:
                 await self._maintenance(away, False)
             self.assertEqual(started["host"], host, (started, hosts))
