@@ -80,6 +80,46 @@ class PrivateNetworkTests(CometDaemonCase):
         if getattr(self, "base", None):
             await self.request("DELETE", self.base)
 
+    async def _live_nics(self, vm: dict) -> list[tuple[str, str, str | None]]:
+        """(MAC, bridge, MTU) of each C{<interface>} of VM C{vm}'s running domain on C{local}."""
+        def interfaces(conn):
+            xml = conn.lookupByName(f"comet-{vm['uuid']}").XMLDesc(0)
+            found = []
+            for i in re.findall(r"<interface .*?</interface>", xml, re.S):
+                mtu = re.search(r"<mtu size='([0-9]+)'", i)
+                found.append((re.search(r"<mac address='([^']+)'", i).group(1),
+                              re.search(r"<source bridge='([^']+)'", i).group(1),
+                              mtu and mtu.group(1)))
+            return found
+
+        return await _testbed.libvirtCall(self.stack, interfaces)
+
+    async def _hot_plug(self, vm: dict, vni: str) -> None:
+        """
+        NIC hot-plug on a running guest (cluster B's only VM on C{local}):
+        its only NIC unplugged takes cluster B's bridge and tunnel off the
+        host; a private NIC hot-plugged brings them back, is in the live
+        domain and the guest sees it; unplugged again, they go again.
+        """
+        mine = {f"cometb{vni}", f"cometv{vni}"}
+        nics = vm["href"] + "/nics"
+        first = vm["nics"][0]["mac"]
+        await self.finished(await self.request("DELETE", f"{nics}/{first}", {}), 120)
+        self.assertEqual(await self._live_nics(vm), [])
+        self.assertFalse(mine & (await self._devices())["local"])
+        answer = await self.request("POST", nics, {"network": "private"})
+        self.assertEqual(answer.code, 201, answer)
+        mac = answer.json["mac"]
+        self.assertEqual((answer.json["bridge"], answer.json["device"]), (f"cometb{vni}", "eth0"))
+        self.assertEqual(await self._live_nics(vm), [(mac, f"cometb{vni}", "1450")])
+        self.assertEqual(mine & (await self._devices())["local"], mine)
+        status, out = await self._guest(vm, "cat /sys/class/net/*/address")
+        self.assertIn(mac, out)
+        await self.finished(await self.request("DELETE", f"{nics}/{mac}", {}), 120)
+        self.assertEqual(await self._live_nics(vm), [])
+        self.assertFalse(mine & (await self._devices())["local"])
+        self.assertEqual((await self.get(vm["href"]))["nics"], [])
+
     async def test_ping_within_a_cluster_not_across(self):
         self.addCleanup(self._clean_up)
         # A base volume from the guest image, a template with a private NIC.
@@ -166,6 +206,7 @@ class PrivateNetworkTests(CometDaemonCase):
         for target in ("10.77.0.1", "10.77.0.2"):
             status, out = await self._guest(vms["b1"], f"ping -c 2 -W 2 {target}", 60)
             self.assertNotEqual(status, 0, out)
+        await self._hot_plug(vms["b1"], b)
         # Gone with the VMs: no bridge or tunnel of theirs on either host.
         for vm in self.vms:
             answer = await self.request("DELETE", vm["href"], {"force": True})
