@@ -153,6 +153,11 @@ class CometDaemonCase(TestCase):
     all_hosts: bool = False
     #: Whether the hosts carry clusters' private networks (L{comet_config}).
     networks: bool = False
+    #: L{pick_pool} tries the storage servers last to first: the second
+    #: integration stream's classes (tests/conftest.py C{SECOND_STREAM}) do,
+    #: so that the two streams' volumes are on different servers (each a
+    #: one-CPU TCG VM, the slowest part of the testbed), not both on the first.
+    pools_from_last: bool = False
 
     async def setUp(self):
         self.stack = requireTestbed()
@@ -261,10 +266,12 @@ class CometDaemonCase(TestCase):
     async def pick_pool(self, need: int) -> str:
         """
         The first active storage pool with C{need} bytes free (the testbed's
-        zpools hold 1.9 GiB, and another test's volumes may be there now).
+        zpools hold 1.9 GiB, and another test's volumes may be there now),
+        trying the servers in L{pools_from_last}'s order.
         """
         seen = []
-        for server in self.stack["servers"]:
+        servers = self.stack["servers"]
+        for server in reversed(servers) if self.pools_from_last else servers:
             info = await self.get(f"/storagepools/{server['storagepool']}")
             if info["state"] == "active" and info["available"] >= need:
                 return info["name"]

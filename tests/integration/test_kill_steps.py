@@ -517,6 +517,8 @@ RAW_DOWNLOAD = (volume_create.Step.CREATE_ZVOL, volume_create.Step.WRITE_IMAGE,
 class VolumeKillTests(KillStepsCase):
     """Volumes: create (empty, downloaded) and delete."""
 
+    pools_from_last = True  # the second stream's (tests/conftest.py)
+
     CASES = [
         # An empty volume's create has every step but the download's.
         *[("volume.create", "volume.create", step.value) for step in volume_create.Step
@@ -604,6 +606,8 @@ class VMKillTests(KillStepsCase):
     is all these steps need): create, delete, start, stop, cluster start and
     stop, attach, snapshot, and unmap from a shut-off VM.
     """
+
+    pools_from_last = True  # the second stream's (tests/conftest.py)
 
     CASES = [
         *[("vm.create", "vm.create", step) for step in steps(vm_create.OPERATION)
@@ -797,6 +801,8 @@ class GuestKillTests(KillStepsCase):
     A real guest (the testbed's tiny image): unmap from the running VM (the
     guest must release the disk), and the guest's data across a kill.
     """
+
+    pools_from_last = True  # the second stream's (tests/conftest.py)
 
     timeout = 400
     CASES = [
