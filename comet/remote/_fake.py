@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from comet.errors import CommandFailed, Unavailable
@@ -56,6 +57,9 @@ class FakeRunner:
         L{Unavailable} (the server "does not answer").
     @ivar pipe_size: L{None}, or how many bytes a stream takes before its
         writer must wait for L{FakeStream.drain}.
+    @ivar drain_clock: L{None}, or an L{IReactorTime} on whose next turn a
+        full pipe drains by itself (a reader that keeps up, but not at
+        once: the writer is paused in between, as a real pipe pauses it).
     """
 
     def __init__(self, backend=None, host: str = "fake-storage"):
@@ -64,6 +68,7 @@ class FakeRunner:
         self.calls: list[Call] = []
         self.unavailable: str | None = None
         self.pipe_size: int | None = None
+        self.drain_clock = None
         self.stopped = False
         self.streams: list[FakeStream] = []
         self._answers: dict[tuple[str, ...], Answer] = {}
@@ -168,6 +173,7 @@ class FakeStream:
         self._outcome = Observed()
         self._producer = None
         self._finishing = False
+        self._ran = False
 
     def write(self, data: bytes) -> Deferred:
         if self._finishing:
@@ -180,8 +186,11 @@ class FakeStream:
         if size is not None and self._pending > size:
             d = Deferred()
             self._waiting.append(d)
-            if self._producer is not None and len(self._waiting) == 1:
-                self._producer.pauseProducing()
+            if len(self._waiting) == 1:
+                if self._producer is not None:
+                    self._producer.pauseProducing()
+                if self._runner.drain_clock is not None:
+                    self._runner.drain_clock.callLater(0, self.drain)
             return d
         return succeed(None)
 
@@ -196,15 +205,21 @@ class FakeStream:
 
     def finish(self) -> Deferred:
         self._finishing = True
-        if not self.ended:
+        if not self.ended and not self._ran:
+            self._ran = True
             self.drain()
             runner = self._runner
             runner.calls.append(Call(tuple(self.argv), bytes(self.written), self.timeout))
             result = runner.outcome(self.argv, bytes(self.written))
-            if self.output is not None:
-                result.addCallback(self._deliver)
-            self.end(result)
+            if self.output is None:
+                self.end(result)
+            else:
+                # It ends once its output is all handed on (or when aborted first).
+                result.addCallback(self._deliver).addBoth(self._delivered)
         return self.when_done()
+
+    def _delivered(self, outcome) -> None:
+        self.end(fail(outcome) if isinstance(outcome, Failure) else succeed(outcome))
 
     def abort(self) -> Deferred:
         self._finishing = True
@@ -212,13 +227,17 @@ class FakeStream:
             self.end(fail(CancelledError(f"{describe(self.argv, 60)} was cancelled")))
         return self.when_done()
 
-    def _deliver(self, stdout: bytes) -> bytes:
-        """Hand standard output to the output consumer, in pipe-sized pieces."""
-        self.output.registerProducer(_Inert(), True)
-        for i in range(0, len(stdout), 65536):
-            self.output.write(stdout[i:i + 65536])
-        self.output.unregisterProducer()
-        return b""
+    def _deliver(self, stdout: bytes) -> Deferred:
+        """
+        Hand standard output to the output consumer, in pipe-sized pieces,
+        pausing while the consumer pauses it.
+
+        @return: a L{Deferred} that fires with C{b""} once it is all handed on.
+        """
+        delivery = _Delivery(self, stdout)
+        self.output.registerProducer(delivery, True)
+        delivery.resumeProducing()
+        return delivery.done
 
     def when_done(self) -> Deferred:
         return self._outcome.observe()
@@ -232,7 +251,13 @@ class FakeStream:
         self._producer = None
 
     def end(self, result: Deferred) -> None:
-        """End the command with C{result} (its runner stops it, or it finishes or is aborted)."""
+        """
+        End the command with C{result} (its runner stops it, or it finishes or
+        is aborted); a command already ended keeps its first end.
+        """
+        if self.ended:
+            result.addErrback(lambda _: None)
+            return
         self.ended = True
         result.addBoth(self._outcome.settle)
         waiting, self._waiting = self._waiting, []
@@ -240,14 +265,40 @@ class FakeStream:
             self.when_done().addCallback(lambda _: None).chainDeferred(d)
 
 
-class _Inert:
-    """The producer a fake stream registers on its output: it ignores flow control."""
+class _Delivery:
+    """
+    The producer a fake stream registers on its output consumer: standard
+    output in 64 KiB pieces, none while paused, the rest dropped once the
+    command has been aborted.
+    """
+
+    def __init__(self, stream: FakeStream, data: bytes):
+        self._stream = stream
+        self._data = data
+        self._at = 0
+        self._paused = False
+        self._delivering = False
+        self.done = Deferred()
 
     def pauseProducing(self):
-        pass
+        self._paused = True
 
     def resumeProducing(self):
-        pass
+        self._paused = False
+        if self._delivering:  # resumed from inside a write: the loop below goes on
+            return
+        self._delivering = True
+        try:
+            while not self._paused and not self.done.called:
+                if self._stream.ended or self._at >= len(self._data):
+                    self._stream.output.unregisterProducer()
+                    self.done.callback(b"")
+                    return
+                piece = self._data[self._at:self._at + 65536]
+                self._at += len(piece)
+                self._stream.output.write(piece)
+        finally:
+            self._delivering = False
 
     def stopProducing(self):
-        pass
+        self._stream.abort()

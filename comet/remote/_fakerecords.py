@@ -5,6 +5,7 @@ its commands fails, and how it reads command options.
 
 from __future__ import annotations
 
+import random
 import re
 
 import attrs
@@ -37,6 +38,9 @@ class _Dataset:
     reservation: int = 0
     data: bytearray = attrs.Factory(bytearray)
     origin: str | None = None
+    #: ZFS's guid: what a snapshot keeps when it is sent to another pool,
+    #: and what an incremental receive checks its base by.
+    guid: int = attrs.Factory(lambda: random.getrandbits(63) | 1)
 
 
 @attrs.define

@@ -14,9 +14,10 @@ shows up in the tests instead of passing silently.  The contract suite in
 C{tests/contract/remote_suite.py} runs against both this and the real
 servers, so the two cannot drift apart unnoticed.
 
-Its ZFS half lives in L{comet.remote._fakezfs}, its tgt half in
-L{comet.remote._faketgt}, its C{qemu-img} in L{comet.remote._fakeqemu}, what
-they hold in L{comet.remote._fakerecords}.
+Its ZFS half lives in L{comet.remote._fakezfs} (send and receive in
+L{comet.remote._fakesend}), its tgt half in L{comet.remote._faketgt}, its
+C{qemu-img} in L{comet.remote._fakeqemu}, what they hold in
+L{comet.remote._fakerecords}.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from comet.remote import zfs as _zfs
 from comet.remote._fake import Answer
 from comet.remote._fakeqemu import _FakeQemuImg
 from comet.remote._fakerecords import _Dataset, _Error, _Target
+from comet.remote._fakesend import _FakeSend
 from comet.remote._faketgt import _FakeTGT
 from comet.remote._fakezfs import _FakeZFS
 from comet.remote.machine import BOOT_ID_PATH
@@ -38,7 +40,7 @@ from comet.remote.machine import BOOT_ID_PATH
 __all__ = ["FakeStorageServer"]
 
 
-class FakeStorageServer(_FakeZFS, _FakeTGT, _FakeQemuImg):
+class FakeStorageServer(_FakeZFS, _FakeSend, _FakeTGT, _FakeQemuImg):
     """
     One storage server's ZFS pools and tgt, in memory.
 
@@ -141,6 +143,8 @@ class FakeStorageServer(_FakeZFS, _FakeTGT, _FakeQemuImg):
     def handle(self, argv: list[str], stdin: bytes | None) -> Answer:
         """Answer one command like the real server would."""
         try:
+            if argv[:2] == ["zfs", "receive"]:
+                return self._zfs_receive_stream(argv[2:], stdin or b"")
             if argv[:1] == ["zfs"] and len(argv) > 1:
                 handler = getattr(self, f"_zfs_{argv[1]}", None)
                 if handler is not None:

@@ -91,6 +91,7 @@ class _FakeZFS:
             "available": lambda: "-" if ds.type == "snapshot" else str(
                 self._available(self._pool_of(ds.name))),
             "origin": lambda: ds.origin or "-",
+            "guid": lambda: str(ds.guid),
         }
         if prop in ("avail", "refer"):
             prop = {"avail": "available", "refer": "referenced"}[prop]
@@ -378,14 +379,21 @@ class _FakeZFS:
                 raise _Error(f"dd: can't open '{ops['if']}': No such file or directory")
             length = _size(ops.get("bs", "512")) * int(ops["count"])
             stdin = os.urandom(length) if ops["if"] == "/dev/urandom" else bytes(length)
-        if len(stdin) > volume.volsize:
-            volume.data[:] = stdin[: volume.volsize]
+        offset = _size(ops.get("bs", "512")) * int(ops.get("seek", "0"))
+        if offset + len(stdin) > volume.volsize:
+            stdin = stdin[: max(0, volume.volsize - offset)]
+            self._write_at(volume, offset, stdin)
             raise _Error(f"dd: error writing '{ops['of']}': No space left on device")
-        if len(stdin) > len(volume.data):
-            volume.data[:] = stdin
-        else:
-            volume.data[: len(stdin)] = stdin
+        self._write_at(volume, offset, stdin)
         return Answer(stderr=f"{len(stdin)} bytes copied")
+
+    @staticmethod
+    def _write_at(volume: _Dataset, offset: int, data: bytes) -> None:
+        """Write C{data} at byte C{offset} of C{volume} (its data holds up to the last byte written)."""
+        end = offset + len(data)
+        if len(volume.data) < end:
+            volume.data += bytes(end - len(volume.data))
+        volume.data[offset:end] = data
 
     def _decompress(self, tool: str, device: str, stdin: bytes) -> Answer:
         """C{TOOL -dc > DEVICE && sync}: gzip and xz (Python's own codecs)."""

@@ -336,3 +336,41 @@ def _check_device(device: str) -> str:
     if not isinstance(device, str) or not re.fullmatch(r"/dev/zd[0-9]+", device):
         raise InvalidInput(f"not a zvol device: {device!r}")
     return device
+
+
+# Copying a volume to another machine (comet.remote.zfs_send)
+
+
+def send_argv(snapshot: str, base: str | None = None) -> list[str]:
+    """
+    C{zfs send} of C{snapshot} to standard output: all its blocks, or with
+    C{base} (an earlier snapshot of the same volume, which the destination
+    holds) only those written since.  No C{-p}: properties stay where they
+    are (the receiver tags what it makes as its own Comet's).
+    """
+    check_snapshot(snapshot)
+    if base is None:
+        return ["zfs", "send", snapshot]
+    check_snapshot(base)
+    if base.split("@")[0] != snapshot.split("@")[0]:
+        raise InvalidInput(f"the base {base} is not a snapshot of the volume of {snapshot}")
+    if base == snapshot:
+        raise InvalidInput(f"a snapshot is no increment over itself: {snapshot}")
+    return ["zfs", "send", "-i", base, snapshot]
+
+
+def receive_argv(volume: str, properties: Mapping[str, str] | None = None) -> list[str]:
+    """
+    C{zfs receive} of a stream on standard input into C{volume}, setting
+    C{properties} on it.  Never C{-F}: a destination that changed since the
+    stream's base, or exists when the stream is whole, makes it fail
+    (leaving the destination as it was) rather than be overwritten.  Never
+    C{-s}: an interrupted receive leaves nothing behind to resume.
+    """
+    return (["zfs", "receive"] + _options(check_properties(properties))
+            + [check_dataset(volume)])
+
+
+def receive_abort_argv(volume: str) -> list[str]:
+    """Discard the partial state an interrupted resumable receive left in C{volume}."""
+    return ["zfs", "receive", "-A", check_dataset(volume)]

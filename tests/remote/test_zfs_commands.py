@@ -168,3 +168,23 @@ class ArgvTests(SynchronousTestCase):
         for bad in ("tank/$(reboot)", "tank/a b", "-r", "tank/a\nb"):
             self.assertRaises(InvalidInput, zfs_commands.destroy_argv, bad)
             self.assertRaises(InvalidInput, zfs_commands.create_volume_argv, bad, 1)
+
+    def test_send_receive(self):
+        """
+        A copy's two commands: whole or from an earlier snapshot of the same
+        volume; a receive that never overwrites (no -F) and tags what it makes.
+        """
+        self.assertEqual(zfs_commands.send_argv("tank/c/v@s2"), ["zfs", "send", "tank/c/v@s2"])
+        self.assertEqual(zfs_commands.send_argv("tank/c/v@s2", base="tank/c/v@s1"),
+                         ["zfs", "send", "-i", "tank/c/v@s1", "tank/c/v@s2"])
+        for snapshot, base in (("tank/c/v", None), ("tank/c/v@s2", "tank/c/w@s1"),
+                               ("tank/c/v@s2", "tank/c/v@s2"), ("tank/c/v@s2", "-R"),
+                               ("tank/c/v@s2", "tank/c/v@$(id)"), ("-R", None)):
+            self.assertRaises(InvalidInput, zfs_commands.send_argv, snapshot, base)
+        self.assertEqual(zfs_commands.receive_argv("tank/l/v", {"comet:owner": "c"}),
+                         ["zfs", "receive", "-o", "comet:owner=c", "tank/l/v"])
+        self.assertEqual(zfs_commands.receive_abort_argv("tank/l/v"),
+                         ["zfs", "receive", "-A", "tank/l/v"])
+        for bad in ("tank/l/v@s1", "-F", "tank/$(id)"):
+            self.assertRaises(InvalidInput, zfs_commands.receive_argv, bad)
+            self.assertRaises(InvalidInput, zfs_commands.receive_abort_argv, bad)

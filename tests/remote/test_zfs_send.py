@@ -1,0 +1,143 @@
+"""
+Tests for L{comet.remote.zfs_send.pipe}, the byte mover under
+L{comet.remote.zfs_send.send}: two real commands through the real
+L{SSHRunner} and a real sshd on loopback, so that flow control, a failure on
+either side and cancellation are those of real processes and pipes.  (What
+ZFS does with the stream is the send contract suite's:
+C{tests/contract/send_suite.py}.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from twisted.internet import reactor
+from twisted.internet.defer import CancelledError, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SkipTest, TestCase
+
+from comet.errors import CommandFailed
+from comet.remote import SSHRunner
+from comet.remote.zfs_send import pipe
+from tests.remote import _sshd
+
+MiB = 1024 * 1024
+
+
+class PipeTests(TestCase):
+    """L{pipe} streams one command's output into another's input, through Comet."""
+
+    def setUp(self):
+        why = _sshd.missing()
+        if why:
+            raise SkipTest(why)
+        self.sshd = _sshd.LocalSSHServer()
+        self.addCleanup(shutil.rmtree, self.sshd.directory, True)
+        self.sshd.start()
+        self.addCleanup(self.sshd.stop)
+        # Two runners, as for two machines (each its own ControlMaster).
+        self.source = self.runner()
+        self.dest = self.runner(control_dir=os.path.join(self.sshd.directory, "ctl2"))
+
+    def runner(self, **changes) -> SSHRunner:
+        runner = SSHRunner(reactor, self.sshd.server_config(),
+                           self.sshd.storage_config(**changes), kill_grace=2.0)
+        self.addCleanup(runner.stop)
+        return runner
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.sshd.directory, name)
+
+    @inlineCallbacks
+    def test_bytes_arrive_counted(self):
+        """Every byte arrives, in order, and is counted; progress grows to the total."""
+        data = os.urandom(3 * MiB + 17)
+        with open(self.path("in"), "wb") as f:
+            f.write(data)
+        seen = []
+        moved = yield pipe(self.source, ["cat", self.path("in")],
+                           self.dest, ["sh", "-c", 'cat > "$1"', "-", self.path("out")],
+                           progress=seen.append)
+        self.assertEqual(moved, len(data))
+        with open(self.path("out"), "rb") as f:
+            self.assertEqual(f.read(), data)
+        self.assertEqual(seen[-1], len(data))
+        self.assertEqual(seen, sorted(seen))
+
+    @inlineCallbacks
+    def test_flow_control(self):
+        """
+        While the receiver reads nothing, the sender is held back (only what
+        the pipes and ssh channels buffer moves: Comet holds no stream in
+        memory); once it reads, the rest follows.
+        """
+        total = 128 * MiB
+        go = self.path("go")
+        seen = [0]
+        copying = pipe(self.source, ["head", "-c", str(total), "/dev/zero"],
+                       self.dest, ["sh", "-c", 'while [ ! -e "$1" ]; do sleep 0.1; done;'
+                                   " exec cat > /dev/null", "-", go],
+                       progress=lambda moved: seen.__setitem__(0, moved))
+        while not seen[0]:
+            yield deferLater(reactor, 0.1, lambda: None)
+        yield deferLater(reactor, 3, lambda: None)
+        held = seen[0]
+        open(go, "w").close()
+        moved = yield copying
+        self.assertEqual(moved, total)
+        self.assertLess(held, 16 * MiB)
+
+    @inlineCallbacks
+    def test_receiver_fails(self):
+        """
+        A receiver that stops reading and fails ends the copy with its error,
+        and the sender is stopped: the copy does not wait for its gigabyte.
+        """
+        began = time.monotonic()
+        with self.assertRaises(CommandFailed) as caught:
+            yield pipe(self.source, ["head", "-c", str(1024 * MiB), "/dev/zero"],
+                       self.dest, ["sh", "-c", "head -c 1000 > /dev/null; echo no room >&2;"
+                                   " exit 3"])
+        self.assertEqual(caught.exception.code, 3)
+        self.assertIn("no room", caught.exception.stderr)
+        self.assertLess(time.monotonic() - began, 60)
+        self.assertEqual((self.source.in_flight, self.dest.in_flight), (0, 0))
+
+    @inlineCallbacks
+    def test_sender_fails(self):
+        """
+        A sender that fails part way ends the copy with the sender's error,
+        once the receiver has seen its input end (and exited).
+        """
+        with self.assertRaises(CommandFailed) as caught:
+            yield pipe(self.source, ["sh", "-c", "head -c 100000 /dev/zero; echo gone >&2; exit 4"],
+                       self.dest, ["sh", "-c", 'cat > "$1"; echo done >> "$1.end"', "-",
+                                   self.path("out")])
+        self.assertEqual(caught.exception.code, 4)
+        self.assertIn("gone", caught.exception.stderr)
+        with open(self.path("out.end")) as f:
+            self.assertEqual(f.read(), "done\n")
+        self.assertEqual(os.path.getsize(self.path("out")), 100000)
+
+    @inlineCallbacks
+    def test_cancel(self):
+        """
+        A cancelled copy stops the sender and ends the receiver's input, and
+        fails with L{CancelledError} only once both have exited.
+        """
+        holder = []
+
+        def progress(moved):
+            if holder and not holder[0].called:
+                holder[0].cancel()
+
+        holder.append(pipe(self.source, ["head", "-c", str(1024 * MiB), "/dev/zero"],
+                           self.dest, ["sh", "-c", 'cat > /dev/null; echo eof > "$1"', "-",
+                                       self.path("eof")],
+                           progress=progress))
+        yield self.assertFailure(holder[0], CancelledError)
+        self.assertEqual((self.source.in_flight, self.dest.in_flight), (0, 0))
+        with open(self.path("eof")) as f:
+            self.assertEqual(f.read(), "eof\n")
