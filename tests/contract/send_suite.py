@@ -1,10 +1,11 @@
 """
 One interface suite for copying a volume between two ZFS machines
 (L{comet.remote.zfs_send.send}), stated once and run against two in-memory
-L{comet.remote.FakeStorageServer}s (C{tests/remote/test_fakesend.py}) and
-against the testbed's two real OpenZFS storage servers
-(C{tests/integration/test_remote.py}), so the fake's send and receive cannot
-drift from the real ones.
+L{comet.remote.FakeStorageServer}s (C{tests/remote/test_fakesend.py}).  Its
+run against the testbed's two real OpenZFS storage servers is not in the
+integration suite yet: run class by class there, a C{zfs receive} was left
+waiting for its input after one test (issue 21's next step: find why, then
+add the class to C{tests/integration/test_remote.py}).
 
 Each test works inside a dataset of its own on each machine,
 C{<pool>/comet-test-<token>}; cleanup destroys both (the received volumes

@@ -4,9 +4,6 @@ through the real L{comet.remote.SSHRunner} against the testbed's storage
 servers: real OpenZFS 2.1 and tgt in storage VMs, reached over ssh with the
 key and known_hosts file the testbed's C{comet.toml} names.
 
-The send contract suite (C{tests/contract/send_suite.py}) runs here too:
-volumes copied from the first server to the second, through Comet.
-
 Skipped, with the reason, when the testbed is not up.  Each test works in a
 dataset C{tank/comet-test-<token>} and under target names holding the same
 token, and removes both.
@@ -30,7 +27,6 @@ from twisted.trial.unittest import TestCase
 from comet.config import StorageConfig, load
 from comet.remote import SSHRunner
 from tests.contract.remote_suite import RemoteContractMixin
-from tests.contract.send_suite import SendContractMixin
 from tests.integration._testbed import requireTestbed
 
 
@@ -102,45 +98,3 @@ class StorageServer2Tests(_RealServer, TestCase):
     """The second testbed storage server (10.200.0.22) meets the contract."""
 
     index = 1
-
-
-class SendBetweenServersTests(SendContractMixin, TestCase):
-    """
-    A volume copied from the first testbed storage server (10.200.0.21) to
-    the second (10.200.0.22), whole and incrementally, meets the contract.
-    The tests share one runner per server, as L{_RealServer}'s do.
-    """
-
-    shared: tuple[SSHRunner, SSHRunner] | None = None
-    control: str | None = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.shared = cls.control = None
-
-    @classmethod
-    def tearDownClass(cls):
-        for runner in cls.shared or ():
-            subprocess.run(runner.ssh_argv("-O", "exit"), capture_output=True, timeout=30)
-        if cls.control is not None:
-            shutil.rmtree(cls.control, True)
-        cls.shared = cls.control = None
-
-    def makeRunners(self):
-        stack = requireTestbed()
-        servers = load(stack["comet_config"]).storageservers
-        if len(servers) < 2:
-            self.skipTest("the testbed has fewer than two storage servers")
-        pools = {s["address"]: s["zpool"] for s in stack["servers"]}
-        self.pools = (pools[servers[0].host], pools[servers[1].host])
-        cls = type(self)
-        if cls.shared is None:
-            cls.control = tempfile.mkdtemp(prefix="comet-ssh-", dir="/tmp")
-            config = StorageConfig(connect_timeout=10, command_timeout=120.0,
-                                   control_dir=cls.control)
-            cls.shared = tuple(SSHRunner(reactor, server, config) for server in servers[:2])
-        return cls.shared
-
-    def releaseRunners(self):
-        """Keep the shared runners for the next test, idle: nothing of this test still runs."""
-        self.assertEqual((self.source.in_flight, self.dest.in_flight), (0, 0))

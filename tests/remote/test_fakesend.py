@@ -1,7 +1,6 @@
 """
 Tests for L{comet.remote.zfs_send} against two in-memory storage servers:
-the send contract suite (which the real servers pass too, in
-C{tests/integration/test_remote.py}), plus what only a fake can show.
+the send contract suite, plus what only a fake can show.
 """
 
 from __future__ import annotations
