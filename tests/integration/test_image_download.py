@@ -16,6 +16,7 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from tests._qcow2 import qcow2_of
+from tests._util import temp_dir
 from tests.integration import _testbed
 from tests.integration._daemon import CometDaemonCase
 
@@ -77,8 +78,7 @@ class CompressedDownloadTests(CometDaemonCase):
         raw = b"".join(b"comet-qcow2 %08d " % i + os.urandom(4000) for i in range(600))
         raw += bytes(2 * MiB) + b"the end"
         image = await qcow2_of(raw, compressed=True)
-        directory = self.mktemp()
-        os.mkdir(directory)
+        directory = temp_dir(self)
         with open(os.path.join(directory, "disk.qcow2"), "wb") as f:
             f.write(image)
         site = Site(File(directory))

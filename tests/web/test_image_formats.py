@@ -12,18 +12,18 @@ import hashlib
 import lzma
 import os
 
+from jsonschema import Draft202012Validator
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
-
-from jsonschema import Draft202012Validator
 
 from comet.config import StorageConfig
 from comet.errors import InvalidInput
 from comet.model.storage.download import FORMATS, image_format, requested_format
 from comet.web.volume_requests import VOLUME_CREATE
 from tests._qcow2 import qcow2_of, qcow2_with
+from tests._util import temp_dir
 from tests.web.test_downloads import FAST, DownloadCase, Recorder
 from tests.web.test_serve import assertError
 
@@ -102,8 +102,7 @@ class CompressedDownloadTests(DownloadCase):
         decompressed once, on the storage server.
         """
         image = os.urandom(70000) + bytes(70000)
-        directory = self.mktemp()
-        os.mkdir(directory)
+        directory = temp_dir(self)
         with open(os.path.join(directory, "image.img.gz"), "wb") as f:
             f.write(gzip.compress(image))
         url = self.serve(File(directory)) + "/image.img.gz"
