@@ -14,6 +14,7 @@ import atexit
 import ctypes
 import getpass
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,6 +80,23 @@ def keygen(path: str) -> str:
     )
     with open(path + ".pub") as f:
         return f.read().strip()
+
+
+def started(case) -> "LocalSSHServer":
+    """
+    A L{LocalSSHServer} started for the test C{case} (skipped when this
+    machine has no sshd), stopped and removed when it ends.
+    """
+    from twisted.trial.unittest import SkipTest
+
+    why = missing()
+    if why:
+        raise SkipTest(why)
+    server = LocalSSHServer()
+    case.addCleanup(shutil.rmtree, server.directory, True)
+    server.start()
+    case.addCleanup(server.stop)
+    return server
 
 
 class LocalSSHServer:

@@ -35,13 +35,7 @@ class SSHRunnerTests(TestCase):
     """L{SSHRunner} runs commands through a real sshd."""
 
     def setUp(self):
-        why = _sshd.missing()
-        if why:
-            raise SkipTest(why)
-        self.sshd = _sshd.LocalSSHServer()
-        self.addCleanup(shutil.rmtree, self.sshd.directory, True)
-        self.sshd.start()
-        self.addCleanup(self.sshd.stop)
+        self.sshd = _sshd.started(self)
 
     def runner(self, clock=None, **server_changes) -> SSHRunner:
         runner = SSHRunner(

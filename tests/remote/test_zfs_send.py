@@ -10,13 +10,12 @@ C{tests/contract/send_suite.py}.)
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from comet.errors import CommandFailed
 from comet.remote import SSHRunner
@@ -30,13 +29,7 @@ class PipeTests(TestCase):
     """L{pipe} streams one command's output into another's input, through Comet."""
 
     def setUp(self):
-        why = _sshd.missing()
-        if why:
-            raise SkipTest(why)
-        self.sshd = _sshd.LocalSSHServer()
-        self.addCleanup(shutil.rmtree, self.sshd.directory, True)
-        self.sshd.start()
-        self.addCleanup(self.sshd.stop)
+        self.sshd = _sshd.started(self)
         # Two runners, as for two machines (each its own ControlMaster).
         self.source = self.runner()
         self.dest = self.runner(control_dir=os.path.join(self.sshd.directory, "ctl2"))
