@@ -39,9 +39,9 @@ class Step(enum.Enum):
 
 def nic_spec(ctx: Context, record: VMRecord, nic, host: str) -> NicSpec:
     """
-    NIC C{nic} of VM C{record} on C{host}'s bridge for its network, as a
-    start defines it (L{comet.model.operations.vm_start.nic_specs}: a
-    C{private} one with the network's MTU); L{Conflict} if C{host} has none
+    NIC C{nic} of VM C{record} on C{host}'s bridge for its network (a
+    C{private} one with the network's MTU), as a hot-plug and a start
+    (L{comet.model.operations.vm_start.nic_specs}) define it; L{Conflict} if C{host} has none
     (no tunnel address for C{private}, no bridge for another network).
     """
     joins = bridge(nic, record.vni, dict(ctx.hosts.config(host).bridges))

@@ -17,8 +17,7 @@ from twisted.logger import Logger
 
 from comet.errors import CometError
 from comet.model.cpus import domain_cpu
-from comet.model.nics import PRIVATE, bridge
-from comet.model.operations import net_down, net_up
+from comet.model.operations import net_down, net_up, nic_attach
 from comet.model.operations.context import Context, OperationType
 from comet.model.operations.domains import (
     ACTIVE, domain_state, place, remove_domain, step_hosts, unplace, vm_record,
@@ -93,12 +92,10 @@ async def run(ctx: Context, record: VMRecord, kind: str = "vm.start") -> None:
 def nic_specs(ctx: Context, record: VMRecord, host: str) -> tuple[NicSpec, ...]:
     """
     The VM's NICs on C{host}'s bridges (placement chose a host that offers
-    them); those on the cluster's private network with its MTU.
+    them), each as a hot-plug makes it (L{nic_attach.nic_spec}: a private
+    one with the network's MTU).
     """
-    offered = dict(ctx.hosts.config(host).bridges)
-    return tuple(NicSpec(mac=nic.mac, bridge=bridge(nic, record.vni, offered),
-                         mtu=ctx.private_mtu if nic.network == PRIVATE else None)
-                 for nic in record.nics)
+    return tuple(nic_attach.nic_spec(ctx, record, nic, host) for nic in record.nics)
 
 
 async def repair(ctx: Context, uuid: str, steps: Sequence[IntentRecord]) -> str:
