@@ -293,6 +293,7 @@ class Download:
         self.url = url
         self._slot = slot
         self.response = None
+        self.closed = False
 
     def failure(self, error: BaseException) -> BaseException:
         """The error to report for C{error}: the limit that ended it, if one did."""
@@ -305,6 +306,10 @@ class Download:
         return Unavailable(f"downloading {scrub(self.url)} failed: {_describe(error)}")
 
     def close(self) -> None:
+        """End the download and give its slot back (once: closing again does nothing)."""
+        if self.closed:
+            return
+        self.closed = True
         self._session.close()
         self._slot.release()
 

@@ -8,10 +8,12 @@ lost; the second half of each reconciler pass (L{comet.model.reconcile}).
   - a tgt target C{iqn.<date>.<iqn_domain>:<pool>.<volume>} of a volume of
     this database that does not record that target is deleted;
   - the tgt export of a volume recorded as exported that its storage server
-    lost (a reboot) is made again as recorded (L{Leftovers.restore_exports});
-  - a staging zvol of a qcow2 download (C{<name>.staging-<hex>}, Comet's tag
-    and C{comet:staging=<name>}: L{comet.model.operations.volume_create})
-    whose volume no operation is creating is destroyed (L{Leftovers.staging}).
+    lost (a reboot) is made again as recorded (L{Leftovers.restore_exports}).
+
+A qcow2 download's staging zvol is not swept here: Comet's tag on it says
+only that I{a} Comet made it, and another one (sharing the storage servers,
+as the testbed's daemons do) may be downloading into it now.  Its create's
+intent is its only owner (L{comet.model.operations.volume_create}).
 
 What Comet cannot prove it made is never touched, and objects an operation
 of this process is working on are skipped (L{Context.busy}).
@@ -26,7 +28,6 @@ from twisted.logger import Logger
 from comet.errors import CometError
 from comet.model.operations import Context
 from comet.model.operations.domains import remove_domain, unplace, vm_record
-from comet.model.operations.volume_create import STAGING, STAGING_PROPERTY
 from comet.model.storage import export_intact
 from comet.store.vms import COMET_DOMAIN_PREFIX
 
@@ -151,47 +152,6 @@ class Leftovers:
                 repaired(repairs, f"target {target.iqn} on {server} (volume"
                                         f" {record.pool}/{record.name}) was not recorded:"
                                         " deleted")
-        return repairs
-
-    async def staging(self) -> list[str]:
-        """
-        Staging zvols of qcow2 downloads that no operation owns: one whose
-        undo failed (a server that stopped answering a moment), or made by
-        a process whose intent rows are gone.  Found by name, then by
-        Comet's tag and C{comet:staging}, each pool's; one whose volume an
-        operation of this process is creating, or whose interrupted create
-        is not repaired yet, is left for its operation.
-        """
-        repairs: list[str] = []
-        storage = self._storage
-        if storage is None:
-            return repairs
-        for pool in await storage.pools():
-            zfs = storage.server(pool.server).zfs
-            try:
-                volumes = await zfs.list_volumes(pool.dataset)
-            except CometError:
-                continue
-            for volume in volumes:
-                if volume.owner != zfs.owner or not STAGING.fullmatch(volume.short_name):
-                    continue
-                try:
-                    made_for = (await zfs.get_properties(volume.name, [STAGING_PROPERTY])
-                                ).get(STAGING_PROPERTY)
-                except CometError:
-                    continue
-                obj = f"{pool.name}/{made_for}"
-                if (not made_for or self._ctx.busy(obj)
-                        or obj in self._ctx.intents.pending):
-                    continue
-                try:
-                    await zfs.destroy(volume.name)
-                except CometError as e:
-                    log.warn("reconciler: destroying {z} on {s} failed: {r}", z=volume.name,
-                             s=pool.server, r=e.reason)
-                    continue
-                repaired(repairs, f"staging zvol {volume.name} on {pool.server} (of a qcow2"
-                                  f" download into volume {obj}) was left over: destroyed")
         return repairs
 
     async def exports(self, listed: dict[str, list]) -> list[str]:

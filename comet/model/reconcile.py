@@ -28,9 +28,7 @@ and then every C{[reconcile] interval} seconds.  Each run does two things.
      another host (or nowhere) is destroyed and undefined;
    - a VM placed on a host (that answers) with no domain there is unplaced;
    - a tgt target C{iqn.<date>.<iqn_domain>:<pool>.<volume>} of a volume of
-     this database that does not record that target is deleted;
-   - a staging zvol of a qcow2 download (Comet's tag, C{comet:staging})
-     whose volume no operation is creating is destroyed.
+     this database that does not record that target is deleted.
 
    And what records own but is missing: the tgt export of a volume
    recorded as exported (a VM placed on a host, a mapped volume) that its
@@ -154,7 +152,6 @@ class Reconciler:
         listed: dict[str, list] = {}
         repairs += await self._leftovers.targets(listed)
         repairs += await self._leftovers.exports(listed)
-        repairs += await self._leftovers.staging()
         repairs += await self._networks()
         return repairs
 

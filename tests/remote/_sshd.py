@@ -186,7 +186,8 @@ class LocalSSHServer:
         process = getattr(self, "process", None)
         if process is None:
             return
-        for child in children(process.pid):
+        sessions = children(process.pid)
+        for child in sessions:
             try:
                 os.kill(child, signal.SIGTERM)
             except ProcessLookupError:
@@ -202,6 +203,17 @@ class LocalSSHServer:
             except subprocess.TimeoutExpired:
                 continue
         process.wait()
+        # A session's process handles its SIGTERM in its own time (CI once saw
+        # one still alive just after): wait for each, then kill what is left.
+        for sig, seconds in ((None, 10), (signal.SIGKILL, 5)):
+            for pid in sessions if sig else ():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + seconds
+            while any(alive(pid) for pid in sessions) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def _log_text(self) -> str:
         try:

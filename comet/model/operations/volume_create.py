@@ -9,16 +9,17 @@ staging zvol is destroyed before the record is written.
 
 Repair: a staging zvol (if one was made, and carries Comet's tag) is
 destroyed; a recorded volume is complete (kept); otherwise the zvol it made
-(if any, and if it carries Comet's tag) is destroyed.  A staging zvol that
-an undo could not destroy is the reconciler's leftovers sweep's
-(L{comet.model.leftovers.Leftovers.staging}).
+(if any, and if it carries Comet's tag) is destroyed.  A failed create whose
+own undo failed (its server stopped answering a moment) leaves its intent
+for that repair, as a crash would.  Nothing else removes a staging zvol: one
+this database has no intent for may be another Comet's download in progress
+(Comet's tag says only that a Comet made it).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import re
 import secrets
 from typing import Sequence
 
@@ -50,8 +51,6 @@ class Step(enum.Enum):
 
 #: The user property that marks a staging zvol, its value the volume's name.
 STAGING_PROPERTY = "comet:staging"
-#: The names of staging zvols (L{staging_name}).
-STAGING = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,46}\.staging-[0-9a-f]{8}")
 
 
 def staging_name(name: str) -> str:
@@ -181,7 +180,8 @@ async def _write(op, pool, zfs, name: str, download, task, add_record, image: Im
         async with op.step(Step.RECORD, server=pool.server, zvol=volume.name):
             await add_record(volume.size)
     except BaseException:
-        await undo(zfs.destroy(volume.name), f"destroying {volume.name}")
+        if not await undo(zfs.destroy(volume.name), f"destroying {volume.name}"):
+            op.leave_for_repair()
         raise
     how = f"{length} bytes" + (f", {image.compression}" if image.compression else "")
     checked = ", SHA-256 checked" if image.sha256 else ""
@@ -230,10 +230,13 @@ async def _convert(op, pool, zfs, name: str, download, task, add_record, image: 
         async with op.step(Step.RECORD, server=pool.server, zvol=volume.name):
             await add_record(volume.size)
     except BaseException:
+        undone = True
         if volume is not None:
-            await undo(zfs.destroy(volume.name), f"destroying {volume.name}")
+            undone = await undo(zfs.destroy(volume.name), f"destroying {volume.name}")
         if staged:
-            await undo(zfs.destroy(staging), f"destroying {staging}")
+            undone = await undo(zfs.destroy(staging), f"destroying {staging}") and undone
+        if not undone:
+            op.leave_for_repair()
         raise
     checked = ", SHA-256 checked" if image.sha256 else ""
     return (f"volume {name!r} ({volume.size} bytes) created in storage pool"

@@ -98,12 +98,20 @@ class Servers:
         return await self.server(host).tgt.targets()
 
 
-async def undo(d: Deferred, what: str) -> None:
-    """Await the undo step C{d} of a failed change; a failure of its own is logged, not raised."""
+async def undo(d: Deferred, what: str) -> bool:
+    """
+    Await the undo step C{d} of a failed change; a failure of its own is
+    logged, not raised.
+
+    @return: whether it was undone (an operation whose undo failed leaves
+        its intent for the reconciler's repair).
+    """
     try:
         await d
     except Exception:
         log.failure("undo step failed: {what}", what=what)
+        return False
+    return True
 
 
 async def destroy_all(zfs, names) -> None:
