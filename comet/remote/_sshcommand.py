@@ -188,17 +188,22 @@ class _OutputFlow:
     Flow control for a command whose standard output goes to a consumer:
     while the consumer is paused, the output pipe is not read, so the pipe,
     then ssh, then the remote command wait.
+
+    Paused and resumed until the output pipe closes, not until the child
+    exits: a client sharing a ControlMaster may exit (its remote command
+    ended) while the master still holds output for the pipe, which a flow
+    left paused would never let through (the copy then waited for ever).
     """
 
     def __init__(self, command: _Command):
         self._command = command
 
     def pauseProducing(self):
-        if not self._command.exited:
+        if self._command.transport is not None:
             self._command.transport.pauseProducing()
 
     def resumeProducing(self):
-        if not self._command.exited:
+        if self._command.transport is not None:
             self._command.transport.resumeProducing()
 
     def stopProducing(self):

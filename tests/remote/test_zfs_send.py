@@ -83,6 +83,38 @@ class PipeTests(TestCase):
         self.assertLess(held, 16 * MiB)
 
     @inlineCallbacks
+    def test_sender_exits_while_held_back(self):
+        """
+        A sender whose remote command wrote its last bytes and exited while
+        the receiver's pipe was full (its ssh client gone, the ControlMaster
+        still holding the rest) is read on once the receiver drains: the
+        copy ends whole, its receiver's input closed.  (It once waited for
+        ever here: the output was resumed only while the client ran.)
+        """
+        # More than the receiver's side buffers while it reads nothing (its
+        # pipe, its ssh channel's 2 MiB window), less than that plus the
+        # sender's side: the sender's remote command can write it all and exit.
+        total = 3 * MiB
+        go, sent = self.path("go"), self.path("sent")
+        seen = [0]
+        copying = pipe(self.source, ["sh", "-c", 'head -c "$1" /dev/zero && touch "$2"', "-",
+                                     str(total), sent],
+                       self.dest, ["sh", "-c", 'while [ ! -e "$1" ]; do sleep 0.1; done;'
+                                   ' exec cat > "$2"', "-", go, self.path("out")],
+                       progress=lambda moved: seen.__setitem__(0, moved))
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sent):
+            self.assertLess(time.monotonic(), deadline, "the sender never wrote it all")
+            yield deferLater(reactor, 0.1, lambda: None)
+        # its exit status reaches its ssh client, which exits
+        yield deferLater(reactor, 2, lambda: None)
+        self.assertLess(seen[0], total)
+        open(go, "w").close()
+        moved = yield copying
+        self.assertEqual(moved, total)
+        self.assertEqual(os.path.getsize(self.path("out")), total)
+
+    @inlineCallbacks
     def test_receiver_fails(self):
         """
         A receiver that stops reading and fails ends the copy with its error,
