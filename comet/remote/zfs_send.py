@@ -254,3 +254,41 @@ def _clear_partial(dest, volume: str):
     except Exception as e:  # the volume is gone, or the machine: nothing to clear here
         _log.debug("no partial receive cleared in {volume}: {error}", volume=volume, error=e)
 
+
+
+@inlineCallbacks
+def newest_common(source, volume: str, dest, dest_volume: str):
+    """
+    The newest snapshot of C{volume} on runner C{source}'s machine that
+    C{dest_volume} on runner C{dest}'s machine holds too (the same ZFS guid,
+    whatever its name there): the base from which an incremental L{send}
+    brings C{dest_volume} up to date.
+
+    @return: L{Deferred} of the snapshot's full name on the source
+        (C{volume@snap}), or L{None} when they share none or
+        C{dest_volume} does not exist (then only a whole copy will do).
+        L{NotFound} if C{volume} does not exist.
+    """
+    ours = yield _guids(source, volume)
+    if ours is None:
+        raise NotFound(f"volume {volume} does not exist on {source.host}")
+    theirs = yield _guids(dest, dest_volume)
+    if not theirs:
+        return None
+    held = set(theirs.values())
+    snapshots = yield ZFS(source).list_snapshots(volume)
+    for snapshot in reversed(snapshots):   # newest first
+        if ours.get(snapshot.name) in held:
+            return snapshot.name
+    return None
+
+
+@inlineCallbacks
+def _guids(runner, volume: str):
+    """C{{snapshot name: guid}} of C{volume}'s snapshots; L{None} if it does not exist."""
+    try:
+        out = yield runner.run(get_argv([volume], ["guid"], recursive=True)).addErrback(
+            _translate)
+    except NotFound:
+        return None
+    return {name: value for (name, _), (value, _) in parse_get(out).items() if "@" in name}

@@ -1,11 +1,9 @@
 """
 One interface suite for copying a volume between two ZFS machines
 (L{comet.remote.zfs_send.send}), stated once and run against two in-memory
-L{comet.remote.FakeStorageServer}s (C{tests/remote/test_fakesend.py}).  Its
-run against the testbed's two real OpenZFS storage servers is not in the
-integration suite yet: run class by class there, a C{zfs receive} was left
-waiting for its input after one test (issue 21's next step: find why, then
-add the class to C{tests/integration/test_remote.py}).
+L{comet.remote.FakeStorageServer}s (C{tests/remote/test_fakesend.py}) and
+against the testbed's two real OpenZFS storage servers
+(C{tests/integration/test_remote.py}).
 
 Each test works inside a dataset of its own on each machine,
 C{<pool>/comet-test-<token>}; cleanup destroys both (the received volumes
@@ -22,7 +20,7 @@ from twisted.internet.defer import CancelledError, inlineCallbacks, maybeDeferre
 
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.remote.zfs import ZFS
-from comet.remote.zfs_send import send
+from comet.remote.zfs_send import newest_common, send
 
 MiB = 1024 * 1024
 OWNER = "comet-test"
@@ -147,6 +145,31 @@ class SendContractMixin:
             values = yield zfs.get_properties(f"{volume}@s2", ["guid"])
             guids.append(values["guid"])
         self.assertEqual(guids[0], guids[1])
+
+    @inlineCallbacks
+    def test_newest_common(self):
+        """
+        The base of the next increment is the newest snapshot both hold (by
+        guid): none before a whole copy, the last one sent after each copy,
+        an older one once the newest is destroyed on the destination.
+        """
+        name = yield self.volume(os.urandom(MiB))
+        target = f"{self.there}/v1"
+        yield self.zfs.snapshot([name], "s1")
+        self.assertIsNone((yield newest_common(self.source, name, self.dest, target)))
+        yield send(self.source, f"{name}@s1", self.dest, target, owner=OWNER)
+        yield self.zfs.snapshot([name], "s2")
+        self.assertEqual((yield newest_common(self.source, name, self.dest, target)),
+                         f"{name}@s1")
+        yield send(self.source, f"{name}@s2", self.dest, target, base=f"{name}@s1",
+                   owner=OWNER)
+        self.assertEqual((yield newest_common(self.source, name, self.dest, target)),
+                         f"{name}@s2")
+        yield self.other.destroy(f"{target}@s2")
+        self.assertEqual((yield newest_common(self.source, name, self.dest, target)),
+                         f"{name}@s1")
+        yield self.assertFailure(
+            newest_common(self.source, f"{self.here}/none", self.dest, target), NotFound)
 
     @inlineCallbacks
     def test_whole_onto_existing(self):

@@ -13,6 +13,10 @@ ControlMaster), as the daemon does for its whole life: a new connection per
 test cost an ssh handshake with the TCG-emulated storage VM each time (2 to 9 s,
 the storage VM's sshd doing the key exchange in emulation), about a third of
 this module's time.
+
+L{SendBetweenServersTests} runs the send contract suite
+(C{tests/contract/send_suite.py}) from the first server to the second: real
+C{zfs send} and C{zfs receive}, the stream pumped through Comet.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from twisted.trial.unittest import TestCase
 from comet.config import StorageConfig, load
 from comet.remote import SSHRunner
 from tests.contract.remote_suite import RemoteContractMixin
+from tests.contract.send_suite import SendContractMixin
 from tests.integration._testbed import requireTestbed
 
 
@@ -98,3 +103,47 @@ class StorageServer2Tests(_RealServer, TestCase):
     """The second testbed storage server (10.200.0.22) meets the contract."""
 
     index = 1
+
+
+class SendBetweenServersTests(SendContractMixin, TestCase):
+    """
+    A zvol copied from the first testbed storage server to the second, whole
+    and incrementally, meets the send contract: the data path of
+    local-copy mode, between two real OpenZFS machines.
+    """
+
+    runners: tuple[SSHRunner, SSHRunner] | None = None
+    controls: list[str] = []
+
+    @classmethod
+    def setUpClass(cls):
+        cls.runners, cls.controls = None, []
+
+    @classmethod
+    def tearDownClass(cls):
+        """Close both shared connections (their masters) and remove their directories."""
+        for runner in cls.runners or ():
+            subprocess.run(runner.ssh_argv("-O", "exit"), capture_output=True, timeout=30)
+        for control in cls.controls:
+            shutil.rmtree(control, True)
+        cls.runners, cls.controls = None, []
+
+    def makeRunners(self):
+        stack = requireTestbed()
+        servers = load(stack["comet_config"]).storageservers
+        if len(servers) < 2:
+            self.skipTest("the testbed has one storage server; a copy needs two")
+        self.pools = tuple(next(s["zpool"] for s in stack["servers"] if s["address"] == server.host)
+                           for server in servers[:2])
+        cls = type(self)
+        if cls.runners is None:
+            cls.controls = [tempfile.mkdtemp(prefix="comet-ssh-", dir="/tmp") for _ in range(2)]
+            cls.runners = tuple(
+                SSHRunner(reactor, server, StorageConfig(
+                    connect_timeout=10, command_timeout=120.0, control_dir=control))
+                for server, control in zip(servers[:2], cls.controls))
+        return cls.runners
+
+    def releaseRunners(self):
+        """Keep the shared runners for the next test, idle: nothing of this test still runs."""
+        self.assertEqual((self.source.in_flight, self.dest.in_flight), (0, 0))
