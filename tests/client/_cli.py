@@ -117,6 +117,11 @@ class Daemon:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def _default_sigint() -> None:
+    """In a child before C{exec}: SIGINT's default action (see L{Comet.popen})."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Comet:
     """Runs the installed C{comet} with a config directory of its own."""
 
@@ -144,6 +149,16 @@ class Comet:
                  timeout: float = 60, umask: int = 0o022) -> subprocess.CompletedProcess:
         return subprocess.run([self.executable, *args], input=stdin, capture_output=True, text=True,
                               env={**self.env, **(env or {})}, timeout=timeout, umask=umask)
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        """
+        Start C{comet ARGS} (text pipes), with SIGINT's default action as
+        at a terminal, whatever the test run's: a run started in the
+        background by a shell ignores SIGINT, its children inherit that,
+        and Python then installs no KeyboardInterrupt for Ctrl-C.
+        """
+        return subprocess.Popen([self.executable, *args], env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
     def json(self, *args: str):
         """The JSON a command printed with C{--json}; it must exit 0."""

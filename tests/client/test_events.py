@@ -33,8 +33,7 @@ def _until_exit(process: subprocess.Popen, act, timeout: float = 60.0) -> tuple[
 
 class EventCommandTests(DaemonCase):
     def popen(self, comet: Comet, *args: str) -> subprocess.Popen:
-        process = subprocess.Popen([comet.executable, *args], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, env=comet.env)
+        process = comet.popen(*args)
         self.addCleanup(lambda: process.poll() is None and process.kill())
         return process
 

@@ -102,8 +102,7 @@ class FollowTests(SynchronousTestCase):
         """SIGINT while waiting: exit 130, how to follow again, and no request that touches the task."""
         server = self.serve({"status": "running", "progress": 40, "message": "copying"})
         comet = self.comet(server)
-        process = subprocess.Popen([comet.executable, "task", "wait", "7"], env=comet.env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = comet.popen("task", "wait", "7")
         deadline = time.monotonic() + 30
         while server.served < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
