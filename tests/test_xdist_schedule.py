@@ -81,7 +81,8 @@ class WorkUnitTests(TestCase):
                          STREAMS[1])
         self.assertEqual(work_unit("tests/integration/test_kill_steps.py::FenceKillTests::t"),
                          STREAMS[0])
-        self.assertEqual(work_unit("tests/integration/test_remote.py::S1::test_y"), STREAMS[0])
+        self.assertEqual(work_unit("tests/integration/test_remote.py::S1::test_y"), STREAMS[1])
+        self.assertEqual(work_unit("tests/integration/test_migrate.py::M::test_m"), STREAMS[0])
         # one stream (fewer than three workers): all of tests/integration
         self.assertEqual(work_unit("tests/integration/test_kill_steps.py::VMKillTests::test_x",
                                    streams=1), STREAMS[0])
@@ -93,15 +94,24 @@ class WorkUnitTests(TestCase):
 
     def test_second_stream_local_host_alone(self):
         """
-        The second stream's kill classes configure the local host alone: host2
-        frozen by a test of the first stream (not L{disruptive}) is none of theirs.
+        The second stream's daemons configure the local host alone: host2
+        frozen by a test of the first stream (not L{disruptive}) is none of
+        theirs.  (A prefix names a class, or a whole module, whose daemon
+        test classes are checked.)
         """
-        from tests.integration import test_kill_steps
+        import importlib
 
-        names = [prefix.split("::")[1] for prefix in SECOND_STREAM]
-        self.assertEqual(len(names), 3)
-        for name in names:
-            self.assertFalse(getattr(test_kill_steps, name).all_hosts, name)
+        from tests.integration._daemon import CometDaemonCase
+
+        self.assertEqual(len(SECOND_STREAM), 5)
+        for prefix in SECOND_STREAM:
+            path, name = prefix.split("::")[:2]
+            module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+            classes = [getattr(module, name)] if name else [
+                value for value in vars(module).values()
+                if isinstance(value, type) and issubclass(value, CometDaemonCase)]
+            for cls in classes:
+                self.assertFalse(cls.all_hosts, prefix + cls.__name__)
 
     def test_disruptive(self):
         """The tests that reboot or stop a storage server or freeze local's libvirtd."""
