@@ -21,6 +21,7 @@ from twisted.internet.defer import CancelledError, inlineCallbacks, maybeDeferre
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.remote.zfs import ZFS
 from comet.remote.zfs_send import newest_common, send
+from comet.remote.zfs_sync import is_sync, sync
 
 MiB = 1024 * 1024
 OWNER = "comet-test"
@@ -277,3 +278,52 @@ class SendContractMixin:
         # The destination takes a copy afterwards, as if nothing had happened.
         yield send(self.source, f"{name}@s1", self.dest, target, owner=OWNER)
         self.assertEqual((yield self.snapshots(self.other, target)), ["s1"])
+
+    # A sync (comet.remote.zfs_sync): snapshot, whole or incremental, prune
+
+    @inlineCallbacks
+    def test_sync_there_and_back(self):
+        """
+        A sync copies the volume whole the first time; back again after
+        the copy changed, it moves about the changed bytes; each side then
+        keeps one sync snapshot (the newest) and the VM's own snapshots.
+        """
+        data = os.urandom(MiB)
+        name = yield self.volume(data)
+        yield self.zfs.snapshot([name], "mine")
+        target = f"{self.there}/v1"
+        there = yield sync(self.source, name, self.dest, target, owner=OWNER)
+        self.assertIsNone(there.base)
+        self.assertTrue(is_sync(there.snapshot))
+        self.assertGreaterEqual(there.moved, len(data))
+        self.assertEqual((yield self.other.read_head(target, len(data))), data)
+
+        piece = os.urandom(128 * 1024)
+        yield self.write_at(self.dest, self.other, target, 2 * MiB, piece)
+        back = yield sync(self.dest, target, self.source, name, owner=OWNER)
+        self.assertEqual(back.base, there.snapshot)
+        self.assertGreaterEqual(back.moved, len(piece))
+        self.assertLessEqual(back.moved, len(piece) * OVERHEAD + SLACK)
+        self.assertEqual(sorted(back.removed),
+                         sorted([f"{name}@{there.snapshot}", f"{target}@{there.snapshot}"]))
+        self.assertEqual((yield self.digest(self.zfs, name, 8 * MiB)),
+                         (yield self.digest(self.other, target, 8 * MiB)))
+        self.assertEqual((yield self.snapshots(self.zfs, name)), ["mine", back.snapshot])
+        self.assertEqual((yield self.snapshots(self.other, target)), [back.snapshot])
+
+    @inlineCallbacks
+    def test_sync_refuses_diverged_copies(self):
+        """
+        When both copies changed since their common snapshot, a sync is
+        refused (L{Conflict}) and the destination keeps its own bytes: which
+        copy wins is the operator's call, never a silent overwrite.
+        """
+        name = yield self.volume(os.urandom(MiB))
+        target = f"{self.there}/v1"
+        yield sync(self.source, name, self.dest, target, owner=OWNER)
+        theirs = os.urandom(16384)
+        yield self.write_at(self.dest, self.other, target, 0, theirs)
+        yield self.write_at(self.source, self.zfs, name, 0, os.urandom(16384))
+        yield self.assertFailure(sync(self.source, name, self.dest, target, owner=OWNER),
+                                 Conflict)
+        self.assertEqual((yield self.other.read_head(target, len(theirs))), theirs)
