@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
 from comet import config as _config
+from comet.memory import limit_arenas
 from comet.model import Models, make_models
 from comet.store import Database
 from comet.virt import Hypervisors
@@ -339,6 +340,9 @@ def makeService(
         config = _private_control_dir(config)
     except _config.ConfigError as e:
         raise SystemExit(f"comet: configuration error: {e}")
+    if whole_process:
+        # before the service's thread pools start (L{comet.memory})
+        limit_arenas()
     return CometService(config, whole_process=whole_process)
 
 
