@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 
 from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound
 from comet.names import check_name
@@ -86,58 +87,16 @@ from comet.remote.zfs_output import (
 )
 
 __all__ = [
-    "DECOMPRESS_SCRIPT",
-    "DECOMPRESSORS",
-    "DEFAULT_VOLBLOCKSIZE",
-    "DEVICE_SCRIPT",
-    "HAS_COMMAND_SCRIPT",
-    "DEVICES_SCRIPT",
-    "GET_COLUMNS",
-    "OWNER_PROPERTY",
-    "POOL_COLUMNS",
-    "SNAPSHOT_COLUMNS",
-    "VOLUME_COLUMNS",
-    "ZFS",
-    "ParseError",
-    "Pool",
-    "Snapshot",
-    "Space",
-    "Volume",
-    "check_dataset",
-    "check_properties",
-    "check_snapshot",
-    "clone_argv",
-    "create_dataset_argv",
-    "create_volume_argv",
-    "destroy_argv",
-    "device_argv",
-    "devices_argv",
-    "dump_argv",
-    "get_argv",
-    "get_volume_argv",
-    "has_command_argv",
-    "list_snapshots_argv",
-    "list_volumes_argv",
-    "parse_devices",
-    "parse_get",
-    "parse_pools",
-    "parse_rows",
-    "parse_snapshots",
-    "parse_volumes",
-    "pool_list_argv",
-    "promote_argv",
-    "read_argv",
-    "receive_abort_argv",
-    "receive_argv",
-    "rename_argv",
-    "rollback_argv",
-    "round_size",
-    "resize_argv",
-    "send_argv",
-    "set_argv",
-    "snapshot_argv",
-    "sync_argv",
-    "translate",
+    "DECOMPRESS_SCRIPT", "DECOMPRESSORS", "DEFAULT_VOLBLOCKSIZE", "DEVICE_SCRIPT",
+    "HAS_COMMAND_SCRIPT", "DEVICES_SCRIPT", "GET_COLUMNS", "OWNER_PROPERTY", "POOL_COLUMNS",
+    "SNAPSHOT_COLUMNS", "VOLUME_COLUMNS", "ZFS", "ParseError", "Pool", "Snapshot", "Space",
+    "Volume", "check_dataset", "check_properties", "check_snapshot", "clone_argv",
+    "create_dataset_argv", "create_volume_argv", "destroy_argv", "device_argv", "devices_argv",
+    "dump_argv", "get_argv", "get_volume_argv", "has_command_argv", "list_snapshots_argv",
+    "list_volumes_argv", "parse_devices", "parse_get", "parse_pools", "parse_rows",
+    "parse_snapshots", "parse_volumes", "pool_list_argv", "promote_argv", "read_argv",
+    "receive_abort_argv", "receive_argv", "rename_argv", "rollback_argv", "round_size",
+    "resize_argv", "send_argv", "set_argv", "snapshot_argv", "sync_argv", "translate",
     "write_argv",
 ]
 
@@ -172,6 +131,17 @@ def translate(failure):
     return failure
 
 
+#: Seconds L{ZFS.destroy} waits before each new try while a zvol "is busy":
+#: its device opened a moment (another command's C{zvol_id}, mdev or udev:
+#: a delete once answered 409 so in CI).  Then the last try's error stands.
+BUSY_WAITS = (0.2, 0.5, 1.0, 1.5)
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor
+
+
 # The API
 
 
@@ -184,11 +154,13 @@ class ZFS:
     """
 
     def __init__(self, runner, owner: str = "comet",
-                 volblocksize: int = DEFAULT_VOLBLOCKSIZE):
+                 volblocksize: int = DEFAULT_VOLBLOCKSIZE, clock=None):
         check_properties({OWNER_PROPERTY: owner})
         self.runner = runner
         self.owner = owner
         self.volblocksize = volblocksize
+        #: What L{destroy} waits on between tries (an C{IReactorTime}).
+        self.clock = clock if clock is not None else _reactor()
 
     @property
     def host(self) -> str:
@@ -328,6 +300,14 @@ class ZFS:
             it is not Comet's, has snapshots (without C{recursive}) or clones.
         """
         yield self.check_owned(name, recursive=recursive)
+        for wait in BUSY_WAITS:
+            try:
+                yield self._run(destroy_argv(name, recursive))
+                return
+            except Conflict as e:
+                if "is busy" not in e.reason:
+                    raise
+            yield deferLater(self.clock, wait, lambda: None)
         yield self._run(destroy_argv(name, recursive))
 
     def snapshot(self, volumes: Sequence[str], snapname: str) -> Deferred:

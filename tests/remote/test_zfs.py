@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from comet.errors import CommandFailed, Conflict, InvalidInput, NotFound
-from comet.remote import FakeRunner, FakeStorageServer
+from comet.remote import Answer, FakeRunner, FakeStorageServer
 from comet.remote import zfs
 from tests.remote._captured import DATA, TOP, fixture
 
@@ -101,6 +102,51 @@ class ZFSTests(TestCase):
         del self.runner.calls[:]
         yield self.assertFailure(self.zfs.destroy("tank/comet/v"), Conflict)
         self.assertEqual([argv[:2] for argv in self.runner.ran], [["zfs", "get"]])
+
+    def busy_for(self, tries: int, volume: str) -> list:
+        """The server says C{volume} "is busy" to the next C{tries} destroys (a device opened a moment)."""
+        left = [tries]
+        server, argv = self.server, zfs.destroy_argv(volume, False)
+
+        class Busy:
+            def handle(self, command, stdin):
+                if command == argv and left[0]:
+                    left[0] -= 1
+                    return Answer(code=1, stderr=f"cannot destroy '{volume}': dataset is busy")
+                return server.handle(command, stdin)
+
+        self.runner.backend = Busy()
+        return left
+
+    @inlineCallbacks
+    def test_destroy_waits_out_a_moment_of_busy(self):
+        """A zvol busy for a moment (another command opened its device) is destroyed on a later try."""
+        clock = Clock()
+        self.zfs = zfs.ZFS(self.runner, owner="me", clock=clock)
+        yield self.zfs.create_volume("tank/comet", "v", 1)
+        self.busy_for(2, "tank/comet/v")
+        destroying = self.zfs.destroy("tank/comet/v")
+        self.assertNoResult(destroying)
+        clock.advance(zfs.BUSY_WAITS[0])
+        self.assertNoResult(destroying)
+        clock.advance(zfs.BUSY_WAITS[1])
+        yield destroying
+        self.assertFalse((yield self.zfs.exists("tank/comet/v")))
+
+    @inlineCallbacks
+    def test_destroy_busy_for_good(self):
+        """A zvol that stays busy: the last try's L{Conflict}, after the waits, nothing destroyed."""
+        clock = Clock()
+        self.zfs = zfs.ZFS(self.runner, owner="me", clock=clock)
+        yield self.zfs.create_volume("tank/comet", "v", 1)
+        self.busy_for(len(zfs.BUSY_WAITS) + 1, "tank/comet/v")
+        destroying = self.zfs.destroy("tank/comet/v")
+        for wait in zfs.BUSY_WAITS:
+            self.assertNoResult(destroying)
+            clock.advance(wait)
+        caught = yield self.assertFailure(destroying, Conflict)
+        self.assertIn("is busy", caught.reason)
+        self.assertTrue((yield self.zfs.exists("tank/comet/v")))
 
     @inlineCallbacks
     def test_device_of_resolves_each_time(self):
