@@ -24,6 +24,7 @@ from twisted.web.server import Site
 from comet.config import HostConfig
 from comet.web import CometAPI
 from tests._api import APIClient, make_models, make_token
+from tests._util import temp_dir
 from tests.client._cli import client_venv
 from tests.integration._testbed import requireTestbed
 
@@ -104,7 +105,8 @@ class SerialConsoleCommandTests(TestCase):
     async def test_prompt_command_and_escape(self):
         token = make_token(self.models.users.db.path, "operator")
         venv = client_venv()
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.mktemp(),
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "HOME": temp_dir(self, "comet-client-home-"),
                "COMET_URL": self.base, "COMET_TOKEN": token, "TERM": "dumb"}
         terminal = _Terminal()
         reactor.spawnProcess(terminal, os.path.join(venv, "bin", "comet"),

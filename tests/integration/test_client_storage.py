@@ -15,6 +15,7 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from tests._process import run
+from tests._util import temp_dir
 from tests.client._cli import client_venv
 from tests.integration._daemon import CometDaemonCase
 
@@ -24,7 +25,8 @@ class ClientStorageTests(CometDaemonCase):
 
     async def comet(self, *args: str):
         """Run C{comet ARGS} (exit code, stdout, stderr) with this daemon's URL and token."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.mktemp(),
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "HOME": temp_dir(self, "comet-client-home-"),
                "COMET_URL": self.base_url, "COMET_TOKEN": self.api_token, "COLUMNS": "200"}
         done = await run([os.path.join(client_venv(), "bin", "comet"), *args], env=env, timeout=500)
         return done.code, done.out.decode(), done.err.decode()
