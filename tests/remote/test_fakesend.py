@@ -5,17 +5,16 @@ the send contract suite, plus what only a fake can show.
 
 from __future__ import annotations
 
-import os
-
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from comet.errors import CommandFailed, Conflict, Unavailable
 from comet.remote import FakeRunner, FakeStorageServer
-from comet.remote.zfs import ZFS, get_argv, receive_abort_argv
+from comet.remote.zfs import get_argv, receive_abort_argv
 from comet.remote.zfs_send import send
 from tests.contract.send_suite import MiB, OWNER, SendContractMixin
+from tests.remote._fakepair import FakePair
 
 
 class FakeSendContractTests(SendContractMixin, TestCase):
@@ -32,25 +31,16 @@ class FakeSendContractTests(SendContractMixin, TestCase):
         return source, dest
 
 
-class FakeSendTests(TestCase):
+class FakeSendTests(FakePair, TestCase):
     """What only a fake can show of a copy."""
-
-    def setUp(self):
-        self.servers = FakeStorageServer(), FakeStorageServer()
-        self.source = FakeRunner(self.servers[0], host="10.200.0.98")
-        self.dest = FakeRunner(self.servers[1], host="10.200.0.99")
-        self.zfs = ZFS(self.source, owner=OWNER)
-        self.other = ZFS(self.dest, owner=OWNER)
 
     @inlineCallbacks
     def copied(self):
-        volume = yield self.zfs.create_volume("tank/comet", "v1", MiB)
-        yield self.source.run(["dd", f"of={self.servers[0].device(volume.name)}"],
-                              stdin=os.urandom(65536))
-        yield self.zfs.snapshot([volume.name], "s1")
-        yield send(self.source, f"{volume.name}@s1", self.dest, "tank/comet/v1", owner=OWNER)
-        yield self.zfs.snapshot([volume.name], "s2")
-        return volume.name
+        name = yield self.written_volume()
+        yield self.zfs.snapshot([name], "s1")
+        yield send(self.source, f"{name}@s1", self.dest, "tank/comet/v1", owner=OWNER)
+        yield self.zfs.snapshot([name], "s2")
+        return name
 
     @inlineCallbacks
     def test_foreign_destination(self):

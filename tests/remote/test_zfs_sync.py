@@ -6,16 +6,14 @@ anything runs, and a sync repeated after one was cut short.
 
 from __future__ import annotations
 
-import os
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from comet.errors import InvalidInput, NotFound
-from comet.remote import FakeRunner, FakeStorageServer
-from comet.remote.zfs import ZFS
 from comet.remote.zfs_sync import SYNC_PREFIX, is_sync, sync, sync_name
-from tests.contract.send_suite import MiB, OWNER
+from tests.contract.send_suite import OWNER
+from tests.remote._fakepair import FakePair
 
 
 class NameTests(TestCase):
@@ -31,25 +29,11 @@ class NameTests(TestCase):
             self.assertFalse(is_sync(name), name)
 
 
-class SyncTests(TestCase):
-    def setUp(self):
-        self.servers = FakeStorageServer(), FakeStorageServer()
-        self.source = FakeRunner(self.servers[0], host="10.200.0.98")
-        self.dest = FakeRunner(self.servers[1], host="10.200.0.99")
-        self.zfs = ZFS(self.source, owner=OWNER)
-        self.other = ZFS(self.dest, owner=OWNER)
-
-    @inlineCallbacks
-    def volume(self):
-        volume = yield self.zfs.create_volume("tank/comet", "v1", MiB)
-        yield self.source.run(["dd", f"of={self.servers[0].device(volume.name)}"],
-                              stdin=os.urandom(65536))
-        return volume.name
-
+class SyncTests(FakePair, TestCase):
     @inlineCallbacks
     def test_refused_before_anything_runs(self):
         """A snapshot name that is not a sync's is refused with no command run."""
-        name = yield self.volume()
+        name = yield self.written_volume()
         before = len(self.source.calls)
         yield self.assertFailure(sync(self.source, name, self.dest, "tank/comet/v1",
                                       owner=OWNER, snapname="mine"), InvalidInput)
@@ -70,7 +54,7 @@ class SyncTests(TestCase):
         sent) is pruned by the next sync, which goes on from the snapshot
         both copies hold.
         """
-        name = yield self.volume()
+        name = yield self.written_volume()
         first = yield sync(self.source, name, self.dest, "tank/comet/v1", owner=OWNER)
         left = sync_name()
         yield self.zfs.snapshot([name], left)
