@@ -82,9 +82,7 @@ def sync(source, volume: str, dest, dest_volume: str, owner: str = "comet",
     snapname = snapname or sync_name()
     if not is_sync(snapname):
         raise InvalidInput(f"not a sync snapshot's name: {snapname!r}")
-    zfs = ZFS(source, owner=owner)
-    yield zfs.get_volume(volume)
-    yield zfs.snapshot([volume], snapname)
+    yield ZFS(source, owner=owner).snapshot([volume], snapname)   # NotFound if it is not there
     base = yield newest_common(source, volume, dest, dest_volume)
     moved = yield send(source, f"{volume}@{snapname}", dest, dest_volume, base=base,
                        owner=owner, progress=progress)
