@@ -67,6 +67,8 @@ class _Command(ProcessProtocol):
         self.why_killed: str | None = None
         #: The child has exited (or never ran): nothing more to signal.
         self.exited = False
+        #: Its pipes have closed too (or it never ran): its outcome is settled.
+        self.ended = False
         self._timer = None
         self._kill_timer = None
 
@@ -107,7 +109,7 @@ class _Command(ProcessProtocol):
             self.transport.loseConnection()
 
     def processEnded(self, reason):
-        self.exited = True
+        self.exited = self.ended = True
         for timer in (self._timer, self._kill_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -124,16 +126,22 @@ class _Command(ProcessProtocol):
         Kill the child: SIGTERM now, SIGKILL after the runner's grace period
         (seconds) if it is still there.
         """
-        if self.exited:
+        if self.ended:
             return
         if self.why_killed is None:
             self.why_killed = why
         if self.runner.withdraw(self):
             # It was waiting for a session: it never ran.
-            self.exited = True
+            self.exited = self.ended = True
             if self.stream is not None:
                 self.stream.closed = True
             self.outcome.settle(self._result(None, None))
+            return
+        if self.exited:
+            # The child is gone but its pipes are not: a ControlMaster holds
+            # them for the remote command (whose output Comet may be holding
+            # back).  Nothing to signal; stop waiting for the holder.
+            self.transport.loseConnection()
             return
         _log.info(
             "killing {command} on {host} ({why})",

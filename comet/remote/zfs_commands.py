@@ -60,13 +60,21 @@ exit 0
 
 #: Prints the block device of zvol C{$1}, waiting up to C{$2} seconds for it
 #: to appear (zvol minors are created asynchronously after C{zfs create
-#: -V}); exits 2 when there is none.
+#: -V}); exits 2 when there is none.  The device udev's (or mdev's) link
+#: C{/dev/zvol/$1} names is taken once C{zvol_id} confirms it; only without
+#: a right link (no udev, a rename not yet seen) is every zvol device asked,
+#: each opened a moment: other commands' volumes, some perhaps being
+#: received or destroyed, are best left alone.
 DEVICE_SCRIPT = r"""
 name=$1; tries=$(($2 * 10)); i=0
 z=$(command -v zvol_id) || z=/lib/udev/zvol_id
 [ -x "$z" ] || z=/usr/lib/udev/zvol_id
 [ -x "$z" ] || { echo "zvol_id not found (OpenZFS zfsutils: /lib/udev/zvol_id)" >&2; exit 127; }
 while :; do
+    if [ -L "/dev/zvol/$name" ]; then
+        d=$(readlink -f "/dev/zvol/$name")
+        if [ "$("$z" "$d" 2>/dev/null)" = "$name" ]; then echo "$d"; exit 0; fi
+    fi
     for d in /dev/zd*; do
         case "$d" in '/dev/zd*'|*p[0-9]*) continue ;; esac
         if [ "$("$z" "$d" 2>/dev/null)" = "$name" ]; then echo "$d"; exit 0; fi

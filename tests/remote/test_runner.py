@@ -433,6 +433,42 @@ class SSHRunnerTests(TestCase):
         self.assertEqual(runner._running, set())
 
     @inlineCallbacks
+    def test_stream_abort_after_client_exited(self):
+        """
+        Aborting a stream whose ssh client has exited while something else
+        (a ControlMaster, for a client sharing one) still holds its output
+        pipe ends the command at once: Comet closes its ends of the pipes
+        rather than wait for the holder.  (A copy onto a volume that exists
+        once left its sender's session taken for ever this way.)
+        """
+        marker = "comet-held-" + os.urandom(4).hex()
+        script = os.path.join(self.sshd.directory, "exiting-ssh")
+        with open(script, "w") as f:
+            # The holder keeps standard output and error open; the client exits.
+            f.write(f"#!/bin/sh\nsh -c 'sleep 60; : {marker}' &\necho started\nexit 0\n")
+        os.chmod(script, 0o755)
+        self.addCleanup(subprocess.run, ["pkill", "-f", marker])
+        runner = SSHRunner(reactor, self.sshd.server_config(), self.sshd.storage_config(),
+                           ssh=script, kill_grace=2.0)
+        seen = []
+
+        class Paused:
+            def registerProducer(self, producer, streaming):
+                producer.pauseProducing()   # a receiver whose pipe is full
+
+            def unregisterProducer(self):
+                pass
+
+            def write(self, data):
+                seen.append(data)
+
+        stream = runner.run_stream(["anything"], timeout=None, output=Paused())
+        yield deferLater(reactor, 1.0, lambda: None)   # the client has exited
+        self.assertEqual(runner.in_flight, 1)
+        yield self.assertFailure(stream.abort(), CancelledError)
+        self.assertEqual(runner.in_flight, 0)
+
+    @inlineCallbacks
     def test_stream_unavailable(self):
         """A stream to a server that does not answer fails as unavailable."""
         stream = self.runner(ssh_port=_sshd.free_port()).run_stream(["cat"])

@@ -115,6 +115,36 @@ class PipeTests(TestCase):
         self.assertEqual(os.path.getsize(self.path("out")), total)
 
     @inlineCallbacks
+    def test_receiver_fails_after_sender_exited(self):
+        """
+        A receiver that fails while the sender, held back, has exited (its
+        ssh client gone, the ControlMaster still holding the rest of its
+        output) ends the copy with the receiver's error, and the sender's
+        command ends too: nothing of the copy is left in flight.  (CI once
+        found the sender left paused for ever here, its session never
+        freed: a whole send onto a volume that exists.)
+        """
+        total = 3 * MiB
+        go, sent = self.path("go"), self.path("sent")
+        seen = [0]
+        copying = pipe(self.source, ["sh", "-c", 'head -c "$1" /dev/zero && touch "$2"', "-",
+                                     str(total), sent],
+                       self.dest, ["sh", "-c", 'while [ ! -e "$1" ]; do sleep 0.1; done;'
+                                   " echo exists >&2; exit 1", "-", go],
+                       progress=lambda moved: seen.__setitem__(0, moved))
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sent):
+            self.assertLess(time.monotonic(), deadline, "the sender never wrote it all")
+            yield deferLater(reactor, 0.1, lambda: None)
+        yield deferLater(reactor, 2, lambda: None)
+        self.assertLess(seen[0], total)
+        open(go, "w").close()
+        with self.assertRaises(CommandFailed) as caught:
+            yield copying
+        self.assertIn("exists", caught.exception.stderr)
+        self.assertEqual((self.source.in_flight, self.dest.in_flight), (0, 0))
+
+    @inlineCallbacks
     def test_receiver_fails(self):
         """
         A receiver that stops reading and fails ends the copy with its error,
