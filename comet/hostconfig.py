@@ -54,6 +54,11 @@ class HostConfig:
     #: VM exactly that one, and only VMs that need it or nothing).  "": the
     #: hypervisor's default (QEMU's C{qemu64}).
     cpu_mode: str = ""
+    #: The ZFS dataset on this host (reached over C{ssh}) that holds the
+    #: local copies of local-copy mode VMs' disks
+    #: (L{comet.model.storage.localcopies}), e.g. C{tank/comet-local}; "":
+    #: this host runs no local-copy mode VM.
+    local_dataset: str = ""
 
 
 @attrs.frozen
@@ -100,9 +105,20 @@ def check_network(config) -> None:
                     " is not an IP address") from None
         if host.ssh and not check_ssh_target(host.ssh):
             raise ValueError(f"hosts: ssh {_key(host.ssh)!s} of {host.name!r} is not user@address")
-        if bool(host.ssh) != bool(host.tunnel_address):
+        if host.local_dataset and not check_local_dataset(host.local_dataset):
             raise ValueError(
-                f"hosts: {host.name!r} needs both ssh and tunnel_address, or neither")
+                f"hosts: local_dataset {_key(host.local_dataset)!s} of {host.name!r} is not a"
+                " ZFS dataset name like tank/comet-local")
+        if bool(host.ssh) != bool(host.tunnel_address or host.local_dataset):
+            raise ValueError(
+                f"hosts: {host.name!r} needs ssh with tunnel_address or local_dataset,"
+                " and neither without ssh")
+
+
+def check_local_dataset(name: str) -> bool:
+    """Whether C{name} is a dataset path Comet may make volumes under (C{pool/a/b})."""
+    parts = name.split("/")
+    return 2 <= len(parts) <= 8 and len(name) <= 200 and all(check_name(p) for p in parts)
 
 
 

@@ -97,6 +97,15 @@ class FullTests(TestCase):
         self.assertEqual(default.network.mtu, 1450)
         self.assertEqual(default.hosts[0].bridges, ())
 
+    def test_local_dataset(self):
+        """A host offers local-copy mode with a dataset over its ssh; no tunnel needed."""
+        c = config.parse(
+            "[[hosts]]\nname = 'a'\nuri = 'qemu+ssh://root@h/system'\n"
+            "ssh = 'root@h'\nlocal_dataset = 'tank/comet-local'\n", "c.toml")
+        self.assertEqual((c.hosts[0].local_dataset, c.hosts[0].tunnel_address),
+                         ("tank/comet-local", ""))
+        self.assertEqual(config.parse("", "c.toml").hosts[0].local_dataset, "")
+
     def test_cpu_mode(self):
         host = "[[hosts]]\nname = 'a'\nuri = 'qemu:///system'\n"
         for mode in ("host-passthrough", "host-model", "Haswell-noTSX", "qemu64"):
@@ -136,7 +145,13 @@ class ErrorTests(TestCase):
             (host + "bridges = {public = 'bridge-name-too-long'}", "not an interface name"),
             (host + "tunnel_address = 'x'\nssh = 'root@x'", "not an IP address"),
             (host + "tunnel_address = '10.0.0.1'\nssh = '-oProxyCommand=x'", "user@address"),
-            (host + "tunnel_address = '10.0.0.1'", "both ssh and tunnel_address"),
+            (host + "tunnel_address = '10.0.0.1'", "needs ssh with tunnel_address or local_dataset"),
+            (host + "ssh = 'root@10.0.0.1'", "needs ssh with tunnel_address or local_dataset"),
+            (host + "local_dataset = 'tank/local'", "needs ssh with tunnel_address or local_dataset"),
+            (host + "local_dataset = 'tank'\nssh = 'root@h'", "not a ZFS dataset name"),
+            (host + "local_dataset = 'tank/a b'\nssh = 'root@h'", "not a ZFS dataset name"),
+            (host + "local_dataset = 'tank/-R'\nssh = 'root@h'", "not a ZFS dataset name"),
+            (host + "local_dataset = 'tank/x@s'\nssh = 'root@h'", "not a ZFS dataset name"),
         ]:
             self.assertConfigError(text, part)
 

@@ -134,6 +134,7 @@ def make_models(db, hypervisors, config, clock, runners=None,
     storage = StorageModel(
         Storage(db), runners, config, hypervisors, tasks, clock, vms=VMs(db),
         snapshots=Snapshots(db), intents=intents, locks=locks, events=events,
+        host_runners=host_runners,
     )
     templates = TemplateModel(Templates(db), hosts, clock, check_disk=storage.disks.check_disk,
                               events=events)

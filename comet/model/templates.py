@@ -10,6 +10,7 @@ from typing import Awaitable, Callable
 from comet.errors import InvalidInput, NotFound
 from comet.model.clusters import validate_name
 from comet.model.cpus import check_cpu_model_value
+from comet.model.disk_modes import check_disk_mode
 from comet.model.events import or_silent
 from comet.model.nics import check_nics
 from comet.store import TemplateRecord
@@ -61,13 +62,16 @@ class TemplateModel:
                                                    macs=False))
 
     async def create(self, name: str, memory: int, cpus: int, disk: dict | None,
-                     nics: list | None = None, cpu_model: str | None = None) -> TemplateRecord:
+                     nics: list | None = None, cpu_model: str | None = None,
+                     disk_mode: str = "iscsi") -> TemplateRecord:
         """
         C{nics}: C{[{"network": NAME}, ...]}, the NICs of the VMs made from
-        it; C{cpu_model}: the CPU model they need (C{None}: none).
+        it; C{cpu_model}: the CPU model they need (C{None}: none);
+        C{disk_mode}: where they run their disks (C{iscsi} or C{local}).
         """
         validate_name("template", name)
         check_cpu_model_value(cpu_model)
+        check_disk_mode(disk_mode)
         networks = self._networks(nics if nics is not None else [])
         await self._check(memory, cpus, disk)
         record = await self._templates.create(
@@ -79,6 +83,7 @@ class TemplateModel:
             int(self._clock.seconds()),
             networks,
             cpu_model,
+            disk_mode,
         )
         self._events.emit("template.created", {"name": record.name})
         return record
@@ -92,11 +97,13 @@ class TemplateModel:
             validate_name("template", changes["name"])
         if "cpu_model" in changes:
             check_cpu_model_value(changes["cpu_model"])
+        if "disk_mode" in changes:
+            check_disk_mode(changes["disk_mode"])
         networks = self._networks(changes["nics"]) if "nics" in changes else None
         await self._templates.get(name)
         await self._check(changes.get("memory"), changes.get("cpus"), changes.get("disk"))
         columns = {k: v for k, v in changes.items()
-                   if k in ("name", "memory", "cpus", "cpu_model")}
+                   if k in ("name", "memory", "cpus", "cpu_model", "disk_mode")}
         if "disk" in changes:
             disk = changes["disk"]
             columns["disk_pool"] = disk["pool"] if disk else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, Collection
 
 from comet.errors import CometError, Conflict, InvalidInput, Unavailable
+from comet.model.disk_modes import LOCAL
 from comet.model.nics import networks_of
 from comet.model.operations import Context, vm_migrate
 from comet.model.placement import choose_host
@@ -63,6 +64,10 @@ class VMMigrations:
     def _check(self, vm) -> None:
         if vm.phase not in self._phases:
             raise self._refusal(vm, "migrate")
+        if vm.record.disk_mode == LOCAL:
+            raise Conflict(f"VM {vm.name!r} runs its disks in a local copy on its host"
+                           " (disk_mode local): it does not migrate live; stop it, and it"
+                           " starts where placement puts it")
 
     async def migrate(self, cluster: str, name: str, host: str | None = None):
         """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import attrs
 
 from comet.errors import CometError, Conflict, Unavailable
+from comet.model.disk_modes import LOCAL
 from comet.store import VMRecord
 
 STOPPED = "stopped"
@@ -52,7 +53,8 @@ class VM:
     @property
     def actions(self) -> list[str]:
         return [a for a, phases in VM_ACTIONS.items()
-                if self.phase in phases and (a != "migrate" or self.movable)]
+                if self.phase in phases
+                and (a != "migrate" or (self.movable and self.record.disk_mode != LOCAL))]
 
 
 def conflict(vm: VM, action: str) -> CometError:

@@ -27,6 +27,7 @@ from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailab
 from comet.model.clusters import validate_name
 from comet.model.events import or_silent
 from comet.model.cpus import NOT_GIVEN, check_cpu_model_value
+from comet.model.disk_modes import check_disk_mode
 from comet.model.nics import check_nics
 from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_start, vm_stop
 from comet.model.provision import requested
@@ -209,12 +210,14 @@ class VMModel:
         ssh_keys: list[str] | None = None,
         hostname: str | None = None,
         cpu_model=NOT_GIVEN,
+        disk_mode: str | None = None,
     ) -> VM:
         """
         Record a new VM made from C{template} and give it its own disks.  If
         making the disks fails, the record is removed again.  NICs: the template's by default.
         With C{user_data}, C{ssh_keys} or C{hostname}: a seed (L{comet.model.provision}).
         C{cpu_model}: the CPU model it needs (C{None}: none; by default the template's).
+        C{disk_mode}: C{iscsi} or C{local} (by default the template's).
         """
         if name is not None:
             validate_name("VM", name)
@@ -222,13 +225,15 @@ class VMModel:
         nics = None if nics is None else check_nics(nics, self._hosts.offered_networks())
         if cpu_model is not NOT_GIVEN:
             check_cpu_model_value(cpu_model)
+        if disk_mode is not None:
+            check_disk_mode(disk_mode)
         await self._check_size(memory, cpus)
         provisioning = requested(hostname, ssh_keys, user_data)
         template_record = await self._templates.get(template)
         if cpu_model is NOT_GIVEN:
             cpu_model = template_record.cpu_model
         record = await vm_create.run(self._ctx, cluster, name, template_record, memory, cpus,
-                                     nics, provisioning, cpu_model)
+                                     nics, provisioning, cpu_model, disk_mode)
         self._events.emit("vm.created", {"cluster": cluster, "name": record.name})
         return VM(record, STOPPED)
 

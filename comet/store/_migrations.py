@@ -296,4 +296,19 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE vms ADD COLUMN cpu_model TEXT",
         ],
     ),
+    (
+        15,
+        [
+            # Local-copy mode (comet.model.storage.localcopies): the compute
+            # host whose own ZFS holds a copy of the volume that may be newer
+            # than the storage server's, set before the first byte is copied
+            # there and cleared only once the copy is synced back; NULL: the
+            # storage server's copy is the volume.
+            "ALTER TABLE storage_volumes ADD COLUMN copy_host TEXT",
+            # Where a VM runs its disks (and the VMs made from a template):
+            # "iscsi" on the storage server, "local" a copy on its host.
+            "ALTER TABLE templates ADD COLUMN disk_mode TEXT NOT NULL DEFAULT 'iscsi'",
+            "ALTER TABLE vms ADD COLUMN disk_mode TEXT NOT NULL DEFAULT 'iscsi'",
+        ],
+    ),
 ]

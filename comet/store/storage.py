@@ -56,12 +56,23 @@ class VolumeRecord:
     created: int
     #: The tgt target id of its export while exported (C{None} before migration 9).
     tid: int | None = None
+    #: The compute host whose local ZFS holds a copy that may be newer than
+    #: this one (local-copy mode, L{comet.model.storage.localcopies}), else C{None}.
+    copy_host: str | None = None
+
+    @property
+    def mapped_to(self) -> str | None:
+        """
+        The compute host that uses the volume now, or C{None}: the one it is
+        exported to, or the one whose local copy may hold its newest data.
+        """
+        return self.exported_to if self.target else self.copy_host
 
 
 _POOL_COLUMNS = "name, server, dataset, registered, made_dataset, active, created"
 _VOLUME_COLUMNS = (
     "id, pool, name, zvol, capacity, vm_uuid, dev, own, origin, chap_user, chap_secret,"
-    " secret_uuid, target, exported_to, created, tid"
+    " secret_uuid, target, exported_to, created, tid, copy_host"
 )
 
 
@@ -166,7 +177,8 @@ class Storage:
     """The C{storage_pools} and C{storage_volumes} tables."""
 
     #: Volume columns the model may change.
-    MUTABLE = ("vm_uuid", "dev", "own", "target", "exported_to", "chap_secret", "tid", "capacity")
+    MUTABLE = ("vm_uuid", "dev", "own", "target", "exported_to", "chap_secret", "tid", "capacity",
+               "copy_host")
 
     def __init__(self, db: Database):
         self._db = db

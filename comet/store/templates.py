@@ -33,9 +33,13 @@ class TemplateRecord:
     nics: tuple[str, ...] = attrs.field(default=(), converter=_networks)
     #: The CPU model VMs made from it need (L{comet.model.cpus}), or C{None}.
     cpu_model: str | None = None
+    #: Where VMs made from it run their disks: C{iscsi} (on the storage
+    #: server) or C{local} (a copy on the compute host's ZFS,
+    #: L{comet.model.storage.localcopies}).
+    disk_mode: str = "iscsi"
 
 
-_COLUMNS = "id, name, memory, cpus, disk_pool, disk_volume, created, nics, cpu_model"
+_COLUMNS = "id, name, memory, cpus, disk_pool, disk_volume, created, nics, cpu_model, disk_mode"
 
 
 def _get(conn, name: str) -> TemplateRecord:
@@ -61,12 +65,13 @@ def nics_json(networks) -> str:
 
 
 def _create(conn, name, memory, cpus, disk_pool, disk_volume, now, nics=(),
-            cpu_model=None) -> TemplateRecord:
+            cpu_model=None, disk_mode="iscsi") -> TemplateRecord:
     try:
         conn.execute(
             "INSERT INTO templates (name, memory, cpus, disk_pool, disk_volume, created, nics,"
-            " cpu_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, memory, cpus, disk_pool, disk_volume, now, nics_json(nics), cpu_model),
+            " cpu_model, disk_mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, memory, cpus, disk_pool, disk_volume, now, nics_json(nics), cpu_model,
+             disk_mode),
         )
     except sqlite3.IntegrityError:
         raise Conflict(f"template {name!r} already exists") from None
@@ -100,7 +105,8 @@ class Templates:
     """The C{templates} table."""
 
     #: Columns a client may change.
-    MUTABLE = ("name", "memory", "cpus", "disk_pool", "disk_volume", "nics", "cpu_model")
+    MUTABLE = ("name", "memory", "cpus", "disk_pool", "disk_volume", "nics", "cpu_model",
+               "disk_mode")
 
     def __init__(self, db: Database):
         self._db = db
@@ -111,13 +117,14 @@ class Templates:
     def list(self):
         return self._db.transact(_list)
 
-    def create(self, name, memory, cpus, disk_pool, disk_volume, now, nics=(), cpu_model=None):
+    def create(self, name, memory, cpus, disk_pool, disk_volume, now, nics=(), cpu_model=None,
+               disk_mode="iscsi"):
         """
         C{nics}: the networks of the NICs VMs made from it get; C{cpu_model}:
-        the CPU model they need (C{None}: none).
+        the CPU model they need (C{None}: none); C{disk_mode}: C{iscsi} or C{local}.
         """
         return self._db.transact(_create, name, memory, cpus, disk_pool, disk_volume, now, nics,
-                                 cpu_model)
+                                 cpu_model, disk_mode)
 
     def update(self, name: str, /, **changes):
         unknown = set(changes) - set(self.MUTABLE)

@@ -70,6 +70,9 @@ class VMRecord:
     provision: str | None = None
     #: The CPU model it needs (L{comet.model.cpus}), or C{None}.
     cpu_model: str | None = None
+    #: Where it runs its disks: C{iscsi} (on the storage server) or C{local}
+    #: (a copy on its host's ZFS, L{comet.model.storage.localcopies}).
+    disk_mode: str = "iscsi"
 
     @property
     def domain_name(self) -> str:
@@ -83,7 +86,7 @@ _SELECT = (
     " (SELECT group_concat(n.idx || ' ' || n.network || ' ' || n.mac, ',')"
     "  FROM vm_nics n WHERE n.vm_id = v.id),"
     " (SELECT vni FROM cluster_networks WHERE cluster_id = v.cluster_id), v.provision,"
-    " v.cpu_model"
+    " v.cpu_model, v.disk_mode"
     " FROM vms v JOIN clusters c ON c.id = v.cluster_id"
     " LEFT JOIN templates t ON t.id = v.template_id"
 )
@@ -196,14 +199,14 @@ def _add_nics(conn, vm_id: int, cluster_id: int, uuid: str, nics, vnis: range,
 
 
 def _create(conn, cluster, name, template, memory, cpus, uuid, now, nics=None,
-            vnis=range(0), cpu_model=None) -> VMRecord:
+            vnis=range(0), cpu_model=None, disk_mode=None) -> VMRecord:
     cluster_id = _cluster_id(conn, cluster)
     row = conn.execute(
-        "SELECT id, memory, cpus, nics FROM templates WHERE name = ?", (template,)
+        "SELECT id, memory, cpus, nics, disk_mode FROM templates WHERE name = ?", (template,)
     ).fetchone()
     if row is None:
         raise NotFound(f"template {template!r} does not exist")
-    template_id, t_memory, t_cpus, t_nics = row
+    template_id, t_memory, t_cpus, t_nics, t_disk_mode = row
     if nics is None:
         nics = [(nic["network"], None) for nic in json.loads(t_nics)]
     if name is None:
@@ -211,9 +214,9 @@ def _create(conn, cluster, name, template, memory, cpus, uuid, now, nics=None,
     try:
         conn.execute(
             "INSERT INTO vms (cluster_id, name, uuid, template_id, memory, cpus, host, created,"
-            " cpu_model) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            " cpu_model, disk_mode) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
             (cluster_id, name, uuid, template_id, memory or t_memory, cpus or t_cpus, now,
-             cpu_model),
+             cpu_model, disk_mode or t_disk_mode),
         )
     except sqlite3.IntegrityError:
         raise Conflict(f"VM {name!r} already exists in cluster {cluster!r}") from None
@@ -350,7 +353,8 @@ class VMs:
         return self._cached(("placement runs",), self._runs.read)
 
     def create(self, cluster, name, template, memory, cpus, uuid, now, nics=None,
-               vnis: range = range(0), cpu_model: str | None = None):
+               vnis: range = range(0), cpu_model: str | None = None,
+               disk_mode: str | None = None):
         """
         Record a new VM.  Without a C{name}, it is the template's name plus the
         smallest free number, chosen in the same transaction as the insert, so
@@ -363,9 +367,10 @@ class VMs:
         @param vnis: the VNIs a cluster's private network may get (the
             cluster gets one here if a NIC is C{private} and it has none).
         @param cpu_model: the CPU model it needs (C{None}: none).
+        @param disk_mode: C{iscsi} or C{local} (C{None}: the template's).
         """
         return self._db.transact(_create, cluster, name, template, memory, cpus, uuid, now,
-                                 nics, vnis, cpu_model)
+                                 nics, vnis, cpu_model, disk_mode)
 
     def update(self, cluster: str, name: str, /, **changes):
         unknown = set(changes) - {"name", "memory", "cpus", "cpu_model"}

@@ -96,18 +96,20 @@ class CometMetadata:
 @attrs.frozen
 class DiskSpec:
     """
-    One disk of a domain: a local file (unit tests, images copied to the host)
-    or an iSCSI LUN reached by QEMU's own initiator (libiscsi), optionally with
-    CHAP credentials kept in a libvirt secret.
+    One disk of a domain: a local file (unit tests, images copied to the host),
+    a block device of the host (a local-copy mode VM's zvol on the host's own
+    ZFS) or an iSCSI LUN reached by QEMU's own initiator (libiscsi),
+    optionally with CHAP credentials kept in a libvirt secret.
 
-    Use L{DiskSpec.file} and L{DiskSpec.iscsi} rather than the constructor.
+    Use L{DiskSpec.file}, L{DiskSpec.block} and L{DiskSpec.iscsi} rather than
+    the constructor.
     """
 
     #: The device name in the guest: C{vda}, C{vdb}, ...
     target: str
-    #: C{"file"} or C{"network"} (iSCSI).
+    #: C{"file"}, C{"block"} or C{"network"} (iSCSI).
     type: str
-    #: File disks: the image's path on the compute host.
+    #: File disks: the image's path on the compute host; block disks: the device's.
     path: str | None = None
     #: File disks: the image format (C{raw} or C{qcow2}).  iSCSI LUNs are raw.
     format: str = "raw"
@@ -137,6 +139,9 @@ class DiskSpec:
                 raise InvalidInput("a file disk needs an absolute path")
             if self.format not in ("raw", "qcow2"):
                 raise InvalidInput(f"disk format {self.format!r} is not raw or qcow2")
+        elif self.type == "block":
+            if not self.path or not self.path.startswith("/dev/") or ".." in self.path:
+                raise InvalidInput("a block disk needs a device path under /dev")
         elif self.type == "network":
             if not self.iqn or not self.iqn.startswith("iqn.") or "/" in self.iqn:
                 raise InvalidInput(f"{self.iqn!r} is not an iSCSI target name")
@@ -147,12 +152,22 @@ class DiskSpec:
             if (self.username is None) != (self.secret_usage is None):
                 raise InvalidInput("CHAP needs both a user name and a secret usage")
         else:
-            raise InvalidInput(f"disk type {self.type!r} is not file or network")
+            raise InvalidInput(f"disk type {self.type!r} is not file, block or network")
 
     @classmethod
     def file(cls, target: str, path: str, format: str = "raw") -> DiskSpec:
         """A disk backed by the image file at C{path} on the compute host."""
         return cls(target=target, type="file", path=path, format=format)
+
+    @classmethod
+    def block(cls, target: str, path: str, cdrom: bool = False) -> DiskSpec:
+        """
+        A disk that is the compute host's block device C{path} (raw); with
+        C{cdrom}, a read-only CD-ROM on the IDE bus (C{target} C{hd?}).
+        """
+        if cdrom:
+            return cls(target=target, type="block", path=path, bus="ide", device="cdrom")
+        return cls(target=target, type="block", path=path)
 
     @classmethod
     def iscsi(
@@ -317,6 +332,11 @@ def _disk_element(disk: DiskSpec) -> ET.Element:
     if disk.type == "file":
         _sub(element, "driver", name="qemu", type=disk.format)
         _sub(element, "source", file=disk.path)
+    elif disk.type == "block":
+        # cache='none', as for iSCSI: what the guest flushed is on the zvol,
+        # so the snapshot a stop syncs back from holds it.
+        _sub(element, "driver", name="qemu", type="raw", cache="none", io="native")
+        _sub(element, "source", dev=disk.path)
     else:
         # cache='none': writes reach the storage server before QEMU reports them
         # done, so a snapshot taken there after a flush sees them.

@@ -7,6 +7,7 @@ XML is L{comet.virt.domainxml}, which re-exports these.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from comet.errors import InvalidInput
@@ -19,6 +20,9 @@ from comet.virt.domainxml import (
     DomainSpec,
     NicSpec,
 )
+
+#: A zvol's block device (C{/dev/zd16}) or its udev link (C{/dev/zvol/tank/v}).
+_ZVOL_DEVICE = re.compile(r"^/dev/(zd[0-9]+|zvol/[A-Za-z0-9_.:/-]+)$")
 
 
 _UNITS = {
@@ -89,6 +93,10 @@ def _parse_disk(element: ET.Element) -> DiskSpec | None:
             format=driver.get("type", "raw") if driver is not None else "raw",
             bus=bus,
         )
+    # (Comet's block disks are zvols, local copies: another device is someone else's.)
+    if element.get("type") == "block" and _ZVOL_DEVICE.match(source.get("dev") or "") \
+            and device == "disk":
+        return DiskSpec(target=target.get("dev"), type="block", path=source.get("dev"), bus=bus)
     if element.get("type") == "network" and source.get("protocol") == "iscsi":
         iqn, _, lun = source.get("name", "").rpartition("/")
         host = source.find("host")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from comet.model.disk_modes import DISK_MODES
 from comet.model.vms import MIN_MEMORY
 from comet.store import TemplateRecord
 from comet.web._schemas import NAME, TIME, URI, listing, nullable, obj, resource
@@ -24,6 +25,9 @@ TEMPLATE_NICS = {"type": "array", "maxItems": 8, "items": obj(("network",), netw
 #: The CPU model a VM needs (L{comet.model.cpus}): a name like C{Haswell-noTSX}
 #: (the models refuse the host modes C{host-model} and C{host-passthrough}).
 CPU_MODEL = NAME
+#: Where VMs run their disks: on the storage server (iSCSI) or on a copy on
+#: their compute host's ZFS (local-copy mode).
+DISK_MODE = {"enum": list(DISK_MODES)}
 
 SUMMARY = resource("TemplateSummary", name=NAME, href=URI)
 TEMPLATE = resource(
@@ -34,6 +38,7 @@ TEMPLATE = resource(
     disk=nullable(DISK),
     nics=TEMPLATE_NICS,
     cpu_model=nullable(CPU_MODEL),
+    disk_mode=DISK_MODE,
     created=TIME,
     href=URI,
 )
@@ -48,6 +53,7 @@ def representation(t: TemplateRecord) -> dict:
         "disk": disk,
         "nics": [{"network": network} for network in t.nics],
         "cpu_model": t.cpu_model,
+        "disk_mode": t.disk_mode,
         "created": t.created,
         "href": PATHS.href("template", name=t.name),
     }
@@ -66,18 +72,18 @@ async def list_templates(models, request, body):
     "POST",
     "templates",
     obj(("name",), name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]},
-        nics=TEMPLATE_NICS, cpu_model=nullable(CPU_MODEL)),
+        nics=TEMPLATE_NICS, cpu_model=nullable(CPU_MODEL), disk_mode=DISK_MODE),
     answers={201: TEMPLATE},
     errors=(404, 409, 502, 503),
 )
 async def create_template(models, request, body):
     """
     Create a template (memory in MB, default 512; cpus default 1; disk, NICs
-    and the CPU model its VMs need optional).
+    and the CPU model its VMs need optional; C{disk_mode} C{iscsi} by default).
     """
     template = await models.templates.create(
         body["name"], body.get("memory", 512), body.get("cpus", 1), body.get("disk"),
-        body.get("nics", []), body.get("cpu_model")
+        body.get("nics", []), body.get("cpu_model"), body.get("disk_mode", "iscsi")
     )
     href = PATHS.href("template", name=template.name)
     return Response(representation(template), 201, {"Location": href})
@@ -93,7 +99,7 @@ async def get_template(models, request, body, name):
     "PUT",
     "template",
     obj(name=NAME, memory=MEMORY, cpus=CPUS, disk={"oneOf": [DISK, {"type": "null"}]},
-        nics=TEMPLATE_NICS, cpu_model=nullable(CPU_MODEL)),
+        nics=TEMPLATE_NICS, cpu_model=nullable(CPU_MODEL), disk_mode=DISK_MODE),
     answers={200: TEMPLATE},
     errors=(409, 502, 503),
 )

@@ -21,7 +21,7 @@ from comet.web._serve import ENCODER
 from comet.web._table import OPERATOR, Response, Routes
 from comet.web.paths import PATHS
 from comet.web.tasks import TASK, task_response
-from comet.web.templates import CPU_MODEL, CPUS, MEMORY
+from comet.web.templates import CPU_MODEL, CPUS, DISK_MODE, MEMORY
 
 #: The endpoints this module declares (each app serves them: L{comet.web.routes}).
 routes = Routes()
@@ -69,6 +69,7 @@ VM_SCHEMA = resource(
     snapshots=nullable(URI),
     nics={"type": "array", "items": NIC},
     cpu_model=nullable(CPU_MODEL),
+    disk_mode=DISK_MODE,
     created=TIME,
     provision=nullable(PROVISION),
     href=URI,
@@ -101,6 +102,7 @@ def representation(vm: VM) -> dict:
         "snapshots": PATHS.href("vm.snapshots", cluster=r.cluster, name=r.name),
         "nics": nic_views(r, dict(vm.host_bridges)),
         "cpu_model": r.cpu_model,
+        "disk_mode": r.disk_mode,
         "created": r.created,
         "provision": json.loads(r.provision) if r.provision else None,
         "href": href(vm),
@@ -139,7 +141,8 @@ def _uuid(shown: tuple[VMRecord, str]) -> str:
 @routes.route(
     "POST", "vms", obj(("template",), template=NAME, name=NAME, memory=MEMORY, cpus=CPUS,
                        nics=NICS, user_data=USER_DATA, ssh_keys=SSH_KEYS,
-                       hostname=HOSTNAME, cpu_model=nullable(CPU_MODEL)),
+                       hostname=HOSTNAME, cpu_model=nullable(CPU_MODEL),
+                       disk_mode=DISK_MODE),
     answers={201: VM_SCHEMA}, errors=(409, 502, 503),
 )
 async def create_vm(models, request, body, cluster):
@@ -148,12 +151,13 @@ async def create_vm(models, request, body, cluster):
     number; without nics: the template's NICs, MACs derived from its uuid).  With
     C{user_data}, C{ssh_keys} or C{hostname} it gets a cloud-init NoCloud
     seed, a CD-ROM read at its first boot.  Without C{cpu_model}: the
-    template's (C{null}: none).
+    template's (C{null}: none); without C{disk_mode}, the template's.
     """
     vm = await models.vms.create(
         cluster, body["template"], body.get("name"), body.get("memory"), body.get("cpus"),
         body.get("nics"), user_data=body.get("user_data"), ssh_keys=body.get("ssh_keys"),
         hostname=body.get("hostname"), cpu_model=body.get("cpu_model", NOT_GIVEN),
+        disk_mode=body.get("disk_mode"),
     )
     return Response(representation(vm), 201, {"Location": href(vm)})
 

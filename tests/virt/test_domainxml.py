@@ -175,6 +175,10 @@ class DomainXMLTests(TestCase):
         self.assertEqual(disk.find("auth").get("username"), "comet")
         self.assertEqual(disk.find("auth/secret").attrib, {"type": "iscsi", "usage": "vmpool.web-1"})
         self.assertEqual(disk.find("target").attrib, {"dev": "vda", "bus": "virtio"})
+        seed = ET.fromstring(disk_xml(DiskSpec.block("hdc", "/dev/zd32", cdrom=True)))
+        self.assertEqual((seed.get("device"), seed.find("target").attrib),
+                         ("cdrom", {"dev": "hdc", "bus": "ide"}))
+        self.assertIsNotNone(seed.find("readonly"))
         self.assertIsNone(ET.fromstring(disk_xml(DiskSpec.iscsi("vdb", "iqn.x:y", "h"))).find("auth"))
 
     def test_cdrom_disk(self):
@@ -210,6 +214,19 @@ class DomainXMLTests(TestCase):
         self.assertEqual(disk.get("type"), "file")
         self.assertEqual(disk.find("driver").attrib, {"name": "qemu", "type": "qcow2"})
         self.assertEqual(disk.find("source").get("file"), "/var/lib/comet/a.qcow2")
+
+    def test_block_disk(self):
+        """A host's block device (a local copy's zvol): raw, uncached, native I/O."""
+        disk = ET.fromstring(disk_xml(DiskSpec.block("vda", "/dev/zd16")))
+        self.assertEqual(disk.get("type"), "block")
+        self.assertEqual(disk.find("driver").attrib,
+                         {"name": "qemu", "type": "raw", "cache": "none", "io": "native"})
+        self.assertEqual(disk.find("source").attrib, {"dev": "/dev/zd16"})
+        self.assertEqual(disk.find("target").attrib, {"dev": "vda", "bus": "virtio"})
+        seed = ET.fromstring(disk_xml(DiskSpec.block("hdc", "/dev/zd32", cdrom=True)))
+        self.assertEqual((seed.get("device"), seed.find("target").attrib),
+                         ("cdrom", {"dev": "hdc", "bus": "ide"}))
+        self.assertIsNotNone(seed.find("readonly"))
 
     def test_escaping(self):
         """Markup in values stays text: it never changes the document's structure."""
@@ -266,7 +283,10 @@ class ValidationTests(TestCase):
             lambda: DiskSpec.iscsi("vda", "iqn.x:y", ""),
             lambda: DiskSpec.iscsi("vda", "iqn.x:y", "h", port=0),
             lambda: DiskSpec.iscsi("vda", "iqn.x:y", "h", username="u"),
-            lambda: DiskSpec(target="vda", type="block"),
+            lambda: DiskSpec(target="vda", type="tape"),
+            lambda: DiskSpec.block("vda", "/tank/v1"),
+            lambda: DiskSpec.block("vda", "/dev/../etc/passwd"),
+            lambda: DiskSpec.block("vda", ""),
         ]:
             self.assertRaises(InvalidInput, make)
 

@@ -102,7 +102,8 @@ class RoundTripTests(TestCase):
             memory_mb=384,
             cpus=2,
             domain_type="test",
-            disks=(ISCSI, DiskSpec.file("vdb", "/images/data.qcow2", "qcow2")),
+            disks=(ISCSI, DiskSpec.file("vdb", "/images/data.qcow2", "qcow2"),
+                   DiskSpec.block("vdc", "/dev/zd32")),
             nics=(NicSpec("52:54:00:12:34:56", "cometb10000"), NicSpec("02:00:00:00:00:01", "br0")),
             vnc_password="pw",
             metadata=CometMetadata("lab", "web-1", "11"),
@@ -142,12 +143,14 @@ class RoundTripTests(TestCase):
             )
 
     def test_foreign_disks_skipped(self):
-        """Disks Comet does not write (a CD-ROM, a block device) are left out."""
+        """Disks Comet does not write (a file CD-ROM, a block device not a zvol) are left out."""
         root = ET.fromstring(domain_xml(spec(disks=(ISCSI,))))
         devices = root.find("devices")
         devices.append(ET.fromstring("<disk type='file' device='cdrom'><source file='/x.iso'/><target dev='hdc'/></disk>"))
         devices.append(ET.fromstring("<disk type='block' device='disk'><source dev='/dev/sdb'/><target dev='vdb'/></disk>"))
-        self.assertEqual(parse_domain(ET.tostring(root, encoding="unicode")).spec.disks, (ISCSI,))
+        devices.append(ET.fromstring("<disk type='block' device='disk'><source dev='/dev/zd16'/><target dev='vdc'/></disk>"))
+        self.assertEqual(parse_domain(ET.tostring(root, encoding="unicode")).spec.disks,
+                         (ISCSI, DiskSpec.block("vdc", "/dev/zd16")))
 
     def test_not_a_domain(self):
         self.assertRaises(InvalidInput, parse_domain, "<domain")

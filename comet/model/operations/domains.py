@@ -11,6 +11,7 @@ from typing import Sequence
 from twisted.internet.task import deferLater
 
 from comet.errors import Conflict, NotFound
+from comet.model.disk_modes import LOCAL
 from comet.model.events import or_silent
 from comet.model.nics import networks_of
 from comet.model.operations.context import Context
@@ -33,8 +34,15 @@ async def place(ctx: Context, record: VMRecord) -> VMRecord:
     """
     figures = ctx.hosts.figures()
     async with ctx.placing:
-        host = choose_host(await ctx.hosts.candidates(figures, record.cpu_model), record.memory,
-                           record.cpus, networks_of(record.nics), record.cpu_model)
+        candidates = await ctx.hosts.candidates(figures, record.cpu_model)
+        if record.disk_mode == LOCAL:
+            candidates = [c for c in candidates if ctx.hosts.config(c.name).local_dataset]
+            if not candidates:
+                raise Conflict(
+                    f"VM {record.name!r} runs its disks locally (disk_mode local), and no"
+                    " available host has a local_dataset for them")
+        host = choose_host(candidates, record.memory, record.cpus, networks_of(record.nics),
+                           record.cpu_model)
         return await ctx.vms.set_host(record.uuid, host)
 
 

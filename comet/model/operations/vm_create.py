@@ -35,7 +35,7 @@ class Step(enum.Enum):
 async def run(ctx: Context, cluster: str, name: str | None, template, memory: int | None,
               cpus: int | None, nics=None,
               provisioning: Provisioning | None = None,
-              cpu_model: str | None = None) -> VMRecord:
+              cpu_model: str | None = None, disk_mode: str | None = None) -> VMRecord:
     """
     Record a new VM of C{cluster} made from template record C{template} and
     give it its own disks; its record.  C{nics}: its NICs
@@ -44,7 +44,8 @@ async def run(ctx: Context, cluster: str, name: str | None, template, memory: in
     being made would race the clone and could leave it orphaned; it is a
     409 "being created" instead.  With C{provisioning} (its C{hostname}
     C{None}: from the VM's name), the VM gets a first-boot seed.
-    C{cpu_model}: the CPU model the VM needs (C{None}: none).
+    C{cpu_model}: the CPU model the VM needs (C{None}: none); C{disk_mode}:
+    where it runs its disks (C{None}: the template's).
     """
     if provisioning is not None and template.disk_pool is None:
         raise Conflict(f"template {template.name!r} has no disk: a VM made from it has no"
@@ -56,7 +57,7 @@ async def run(ctx: Context, cluster: str, name: str | None, template, memory: in
             record = await ctx.vms.create(
                 cluster, name, template.name, memory, cpus, uuid, int(ctx.clock.seconds()),
                 None if nics is None else [(nic.network, nic.mac) for nic in nics], ctx.vnis,
-                cpu_model,
+                cpu_model, disk_mode,
             )
         try:
             async with op.step(Step.MAKE_DISKS, pool=template.disk_pool,

@@ -66,6 +66,11 @@ class Exports:
         server = self._servers.server(pool.server)
         if record.target and record.exported_to not in (None, host):
             raise Conflict(f"volume {record.name!r} is mapped to {record.exported_to}")
+        if record.copy_host is not None:
+            # The storage server's copy may be older than the one there:
+            # exporting it would hand a guest stale data.
+            raise Conflict(f"volume {record.name!r} has its newest data in a local copy on host"
+                           f" {record.copy_host}: it is synced back when its VM stops there")
         iqn = self.iqn(pool.name, record.name)
         device = await server.zfs.device_of(record.zvol)
         # Only the host it is exported to may log in, and only with the CHAP account.

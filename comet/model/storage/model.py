@@ -15,6 +15,7 @@ from comet.model.intents import Intents
 from comet.model.locks import Locks
 from comet.model.storage.branches import Branches
 from comet.model.storage.exports import Exports
+from comet.model.storage.localcopies import LocalCopies
 from comet.model.storage.owners import VMOwners
 from comet.model.storage.pools import Pool, PoolSpace, Pools
 from comet.model.storage.servers import Servers
@@ -41,11 +42,13 @@ class StorageModel:
     @param intents: where multi-step changes record their steps (none unless given).
     @param locks: one operation per volume at a time (in memory only unless given).
     @param events: the L{comet.model.events.EventLog} told of volumes created and deleted.
+    @param host_runners: C{{address: IRunner}} of the compute hosts with C{ssh}
+        (their local ZFS, for local-copy mode VMs' disks).
     """
 
     def __init__(self, store, runners: Mapping[str, object], config, hypervisors, tasks, clock,
                  downloads=None, owner: str = "comet", vms=None, snapshots=None,
-                 intents=None, locks=None, events=None):
+                 intents=None, locks=None, events=None, host_runners=None):
         if downloads is None:
             from twisted.internet import reactor
 
@@ -69,9 +72,12 @@ class StorageModel:
         self.branches = Branches(store, self.pool_set, snapshots)
         self.volume_set = Volumes(store, self.pool_set, tasks, clock, downloads, self.intents,
                                   self.locks, self.owners, snapshots, events=events)
+        #: Local-copy mode VMs' disks on their hosts' ZFS.
+        self.local_copies = LocalCopies(store, self.pool_set, {h.name: h for h in config.hosts},
+                                        host_runners or {}, owner)
         #: The disks of VMs (the L{comet.model.operations.VMDisks} the VM operations are given).
         self.disks = StorageDisks(store, self.pool_set, self.volume_set, self.exporter,
-                                  self.branches, hypervisors, snapshots)
+                                  self.branches, hypervisors, snapshots, self.local_copies)
 
     @property
     def downloads(self) -> Downloads:

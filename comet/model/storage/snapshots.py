@@ -90,6 +90,7 @@ class VMSnapshotModel:
         records = await self._store.volumes_of_vm(uuid)
         if not records:
             raise Conflict(f"VM {name!r} has no volume to snapshot")
+        await self._refuse_local(vm)
         async with self._vms.lock(vm, f"taking snapshot {snapshot}"), \
                 self._intents.operation(snapshot_take.KIND, uuid) as op:
             record = await snapshot_take.run(op, self._servers, self._snapshots, self._clock,
@@ -98,6 +99,19 @@ class VMSnapshotModel:
         self._events.emit("snapshot.created",
                           {"cluster": cluster, "name": name, "snapshot": snapshot})
         return vm, record
+
+    async def _refuse_local(self, vm) -> None:
+        """
+        A 409 while a disk of C{vm} has its newest data in a local copy on
+        its host (local-copy mode, running): snapshots are of the storage
+        server's copy, which is synced when the VM stops.
+        """
+        for record in await self._store.volumes_of_vm(vm.record.uuid):
+            if record.copy_host is not None:
+                raise Conflict(
+                    f"VM {vm.record.name!r} runs its disks in a local copy on host"
+                    f" {record.copy_host} (disk_mode local): its snapshots are taken, deleted"
+                    " and reverted while it is stopped")
 
     async def volumes_of(self, snapshot_record) -> list:
         """The records of the volumes snapshot C{snapshot_record} lists (those still recorded)."""
@@ -124,6 +138,7 @@ class VMSnapshotModel:
         vm, record = await self.get(cluster, name, snapshot)
         uuid = vm.record.uuid
         snapname = zfs_snapname(snapshot)
+        await self._refuse_local(vm)
         async with self._vms.lock(vm, f"deleting snapshot {snapshot}"):
             plan, volumes = [], []
             for volume in await self.volumes_of(record):
@@ -163,6 +178,7 @@ class VMSnapshotModel:
         refused = revert_refusal(vm)
         if refused is not None:
             raise Conflict(refused)
+        await self._refuse_local(vm)
         uuid = vm.record.uuid
         async with self._vms.lock(vm, f"reverting to snapshot {snapshot}"):
             volumes = await self.volumes_of(record)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from comet.errors import Conflict, NotFound
 from comet.model.provision import SEED_SIZE
+from comet.model.disk_modes import LOCAL
 from comet.model.storage.names import ROOT_DEV, SEED_DEV, base_snapshot_name, vm_disk_name
 from comet.model.storage.servers import undo
 from comet.virt import DiskSpec
@@ -23,9 +24,12 @@ class StorageDisks:
     @param branches: the L{comet.model.storage.branches.Branches}.
     @param hypervisors: the libvirt adapter (CHAP secrets on compute hosts).
     @param snapshots: the C{vm_snapshots} table, or C{None}.
+    @param local: the L{comet.model.storage.localcopies.LocalCopies} of
+        local-copy mode VMs (C{None}: no host offers that mode).
     """
 
-    def __init__(self, store, pools, volumes, exports, branches, hypervisors, snapshots=None):
+    def __init__(self, store, pools, volumes, exports, branches, hypervisors, snapshots=None,
+                 local=None):
         self._store = store
         self._hypervisors = hypervisors
         self._pools = pools
@@ -33,6 +37,7 @@ class StorageDisks:
         self._exports = exports
         self._branches = branches
         self._snapshots = snapshots
+        self._local = local
 
     async def check_disk(self, pool_name: str, volume: str) -> None:
         """The template hook: the base volume must exist."""
@@ -99,7 +104,15 @@ class StorageDisks:
             raise
 
     async def attach(self, vm, host: str) -> list[DiskSpec]:
-        """Export each of the VM's disks to C{host} with CHAP; the iSCSI disks."""
+        """
+        Export each of the VM's disks to C{host} with CHAP; the iSCSI disks.
+        A local-copy mode VM's disks are copied to C{host}'s own ZFS instead
+        (L{LocalCopies.copy_in}); the block disks there.
+        """
+        if vm.disk_mode == LOCAL:
+            if self._local is None:
+                raise Conflict(f"VM {vm.name!r} runs its disks locally, but no host offers it")
+            return await self._local.copy_in(vm, host)
         disks = []
         done = []
         try:
@@ -116,7 +129,14 @@ class StorageDisks:
         return disks
 
     async def detach(self, vm, host: str) -> None:
-        """Stop exporting the VM's disks (and remove their CHAP secrets from C{host})."""
+        """
+        Stop exporting the VM's disks (and remove their CHAP secrets from
+        C{host}); sync back those whose newest data is on a host (on C{host},
+        or on any if C{None}) and remove the copies there
+        (L{LocalCopies.copy_back}).
+        """
+        if self._local is not None:
+            await self._local.copy_back(vm, host)
         for record in await self._store.volumes_of_vm(vm.uuid):
             if record.target or record.exported_to:
                 await self._exports.unexport(record)

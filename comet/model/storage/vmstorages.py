@@ -12,6 +12,7 @@ import attrs
 
 from comet.errors import Conflict, InvalidInput, NotFound
 from comet.model.clusters import validate_name
+from comet.model.disk_modes import LOCAL
 from comet.model.locks import acquire_all, release_all
 from comet.model.operations import attach, unmap
 from comet.model.operations.domains import has_disk, wait_released
@@ -28,6 +29,18 @@ def unmap_refusal(vm) -> str | None:
     if vm.phase == "unknown":
         return (f"VM {vm.name!r} is on host {vm.record.host!r}, which does not answer;"
                 " unmap is not possible now")
+    return local_refusal(vm, "unmapped from")
+
+
+def local_refusal(vm, what: str) -> str | None:
+    """
+    Why no volume can be attached to (or unmapped from) a local-copy mode VM
+    now: while it is placed, its disks are copies on its host (this version
+    syncs them only at its stop).
+    """
+    if vm.record.disk_mode == LOCAL and vm.record.host is not None:
+        return (f"VM {vm.name!r} runs its disks in local copies on host {vm.record.host!r}"
+                f" (disk_mode local): volumes are {what} it while it is stopped")
     return None
 
 
@@ -101,6 +114,9 @@ class VMStorageModel:
             if vm.phase == "unknown":
                 raise Conflict(f"VM {name!r} is on host {vm.record.host!r}, which does not"
                                " answer; a volume cannot be attached now")
+            refused = local_refusal(vm, "attached to")
+            if refused is not None:
+                raise Conflict(refused)
             live = await self._volumes.volume(pool_name, volume)
             pool = live.pool
             record = live.record

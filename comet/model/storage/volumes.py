@@ -44,7 +44,15 @@ class Volume:
 
     @property
     def state(self) -> str:
-        return "mapped" if self.target else "unmapped"
+        mapped = self.record is not None and self.record.mapped_to is not None
+        return "mapped" if self.target or mapped else "unmapped"
+
+
+def _how(record) -> str:
+    """How a mapped volume is mapped, for a 409's reason."""
+    if record.target:
+        return f"exported to {record.exported_to}"
+    return f"its newest data is in a local copy on host {record.copy_host}"
 
 
 def new_record(pool, name: str, size: int, now: int, **more) -> dict:
@@ -219,9 +227,8 @@ class Volumes:
     async def delete_locked(self, pool, name: str, force: bool = False) -> None:
         """L{delete_volume}, the volume's lock held by the caller."""
         record = await self._store.volume(pool.name, name)
-        if record is not None and record.target:
-            raise Conflict(f"volume {name!r} is mapped (exported to {record.exported_to});"
-                           " unmap it first")
+        if record is not None and record.mapped_to:
+            raise Conflict(f"volume {name!r} is mapped ({_how(record)}); unmap it first")
         if record is not None and record.vm_uuid and await self._owners.exists(record.vm_uuid):
             raise Conflict(f"volume {name!r} is a disk of VM {record.vm_uuid}; detach it first")
         zfs = self._pools.zfs(pool)
@@ -250,9 +257,9 @@ class Volumes:
             record, size = volume.record, capacity_gb * GiB
             if record is None:
                 raise Conflict(f"volume {name!r} was not made by Comet; it is not resized")
-            if record.target:
-                raise Conflict(f"volume {name!r} is mapped (exported to {record.exported_to}):"
-                               " its LUN keeps its size; stop its VM (or unmap it) first")
+            if record.mapped_to:
+                raise Conflict(f"volume {name!r} is mapped ({_how(record)}):"
+                               " it keeps its size; stop its VM (or unmap it) first")
             if size < volume.capacity:
                 raise Conflict(f"volume {name!r} is {volume.capacity} bytes; it can only grow"
                                f" ({capacity_gb} GB is smaller)")

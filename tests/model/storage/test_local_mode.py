@@ -1,0 +1,133 @@
+"""
+Local-copy mode through the API (issue 21): a VM whose template says
+C{"disk_mode": "local"} starts only on a host with a local dataset, runs on a
+copy of its disk there (a block disk of its domain), and its stop syncs the
+guest's writes back to the storage server and removes the copy.  Against
+libvirt's test driver, fake storage servers and a fake ZFS for the host
+(L{comet.remote.FakeStorageServer}, which passes the storage contract suite
+beside the real OpenZFS servers).
+"""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+from twisted.trial.unittest import TestCase
+
+from comet.model.storage import vm_disk_name
+from comet.remote import FakeRunner, FakeStorageServer
+from comet.remote.zfs import ZFS
+from tests import _api
+from tests._api import make_client
+from tests.model.storage._setup import _Secrets
+from tests.web.test_serve import assertError
+from tests.web.test_storage import storage_models
+
+GiB = 1024 ** 3
+LOCAL = "tank/comet-local"
+ADDRESS = "192.0.2.101"
+
+
+class LocalModeTests(TestCase):
+    async def setUp(self):
+        node1, node2 = _api.test_hosts(self)
+        # node2 is the bigger host (placement's first choice) but offers no local dataset.
+        hosts = (attrs.evolve(node1, ssh=f"root@{ADDRESS}", local_dataset=LOCAL), node2)
+        self.host_server = FakeStorageServer(pools={"tank": 100 * GiB})
+        self.host_runner = FakeRunner(self.host_server, host=ADDRESS)
+        self.host_zfs = ZFS(self.host_runner)
+        await self.host_zfs.create_dataset(LOCAL)
+        self.models = storage_models(self, wrap_hypervisors=_Secrets, hosts=hosts,
+                                     host_runners={ADDRESS: self.host_runner})
+        self.client = make_client(self, self.models)
+        self.server = self.servers["s1"]
+        answer = await self.client.post("/storagepools/pool1/storagevolumes",
+                                        {"name": "base", "capacity": 1})
+        await self.models.tasks.wait(answer.json["id"])
+        self.assertEqual((await self.client.post("/cluster", {"name": "lab"})).code, 201)
+        answer = await self.client.post("/templates", {
+            "name": "loc", "memory": 128, "disk": {"pool": "pool1", "volume": "base"},
+            "disk_mode": "local"})
+        self.assertEqual((answer.code, answer.json["disk_mode"]), (201, "local"), answer.body)
+        answer = await self.client.post("/cluster/lab/vms", {"template": "loc", "name": "web"})
+        self.assertEqual((answer.code, answer.json["disk_mode"]), (201, "local"), answer.body)
+        self.uuid = answer.json["uuid"]
+        self.disk = vm_disk_name(self.uuid)
+        self.zvol = f"tank/comet/{self.disk}"
+        self.local = f"{LOCAL}/pool1/{self.disk}"
+
+    async def stop(self):
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/poweroff")).code, 200)
+        answer = await self.client.post("/cluster/lab/vms/web/stop")
+        self.assertEqual(answer.code, 202)
+        return await self.models.tasks.wait(answer.json["id"])
+
+    async def test_start_and_stop(self):
+        """
+        The start copies the disk to the host and runs the domain on it: no
+        export on the storage server, the volume mapped to the host; the stop
+        brings the guest's writes back and removes the copy.
+        """
+        answer = await self.client.post("/cluster/lab/vms/web/start")
+        self.assertEqual(answer.code, 200, answer.body)
+        vm = (await self.client.get("/cluster/lab/vms/web")).json
+        self.assertEqual((vm["state"], vm["host"]), ("running", "node1"))
+        self.assertNotIn("migrate", vm["actions"])
+        description = await self.models.context.hypervisors.describe("node1", f"comet-{self.uuid}")
+        [disk] = description.spec.disks
+        self.assertEqual((disk.type, disk.path), ("block", self.host_server.device(self.local)))
+        self.assertEqual(self.server.targets, {})
+        volume = (await self.client.get(f"/storagepools/pool1/storagevolumes/{self.disk}")).json
+        self.assertEqual(volume["state"], "mapped")
+        assertError(self, await self.client.put(
+            f"/storagepools/pool1/storagevolumes/{self.disk}", {"capacity": 4}),
+            409, "conflict", "local copy on host node1")
+
+        written = os.urandom(64 * 1024)
+        await self.host_runner.run(["dd", f"of={self.host_server.device(self.local)}"],
+                                   stdin=written)
+        await self.stop()
+        self.assertEqual(await ZFS(self.runners["s1"]).read_head(self.zvol, len(written)),
+                         written)
+        self.assertFalse(await self.host_zfs.exists(self.local))
+        record = await self.models.storage.records.volume("pool1", self.disk)
+        self.assertIsNone(record.copy_host)
+        vm = (await self.client.get("/cluster/lab/vms/web")).json
+        self.assertEqual((vm["state"], vm["host"]), ("shutoff", None))
+
+    async def test_refused_while_local(self):
+        """Snapshots, attach and migrate are 409s while the disks run locally; nothing changes."""
+        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        answer = await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "s1"})
+        assertError(self, answer, 409, "conflict", "disk_mode local")
+        answer = await self.client.post("/cluster/lab/vms/web/migrate", {})
+        assertError(self, answer, 409, "conflict", "disk_mode local")
+        answer = await self.client.post("/storagepools/pool1/storagevolumes",
+                                        {"name": "data", "capacity": 1})
+        await self.models.tasks.wait(answer.json["id"])
+        answer = await self.client.post("/cluster/lab/vms/web/storages",
+                                        {"pool": "pool1", "vol": "data"})
+        assertError(self, answer, 409, "conflict", "disk_mode local")
+        self.assertEqual((await self.client.get("/cluster/lab/vms/web/snapshots")).json, [])
+        await self.stop()
+        answer = await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "s1"})
+        self.assertIn(answer.code, (200, 201, 202), answer.body)
+
+    async def test_no_host_offers_it(self):
+        """Without a host with a local dataset up, the start is a 409 saying why, and nothing moves."""
+        await self.models.hosts.set_maintenance("node1", True)
+        answer = await self.client.post("/cluster/lab/vms/web/start")
+        assertError(self, answer, 409, "conflict", "local_dataset")
+        self.assertFalse(await self.host_zfs.exists(self.local))
+        record = await self.models.storage.records.volume("pool1", self.disk)
+        self.assertIsNone(record.copy_host)
+
+    async def test_vm_overrides_template(self):
+        """A VM may choose its disk mode over its template's; a bad mode is a 400."""
+        answer = await self.client.post("/cluster/lab/vms", {
+            "template": "loc", "name": "other", "disk_mode": "iscsi"})
+        self.assertEqual((answer.code, answer.json["disk_mode"]), (201, "iscsi"))
+        answer = await self.client.post("/cluster/lab/vms", {
+            "template": "loc", "name": "bad", "disk_mode": "nfs"})
+        self.assertEqual(answer.code, 400)

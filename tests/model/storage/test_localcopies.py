@@ -1,0 +1,182 @@
+"""
+Tests for L{comet.model.storage.localcopies}: a VM's disks copied to a
+compute host's own ZFS and synced back, against fake storage servers (the
+host's ZFS is one more; the real copy between two OpenZFS machines is the
+send contract suite's, C{tests/integration/test_remote.py}).
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import TestCase
+
+from comet.errors import Conflict
+from comet.hostconfig import HostConfig
+from comet.model.storage import vm_disk_name
+from comet.model.storage.localcopies import LocalCopies
+from comet.remote import FakeRunner, FakeStorageServer
+from comet.remote.zfs import ZFS
+from comet.remote.zfs_sync import is_sync
+from tests.model.storage._setup import _Setup
+
+GiB = 1024 ** 3
+LOCAL = "tank/comet-local"
+
+
+class LocalCopiesTests(_Setup, TestCase):
+    """Copy in, copy back, caches and interrupted runs, one VM's disk at a time."""
+
+    async def setUp(self):
+        await super().setUp()
+        self.host_server = FakeStorageServer(pools={"tank": 100 * GiB})
+        self.host_runner = FakeRunner(self.host_server, host="10.0.0.5")
+        self.host_zfs = ZFS(self.host_runner)
+        await self.host_zfs.create_dataset(LOCAL)
+        self.hosts = {
+            "h1": HostConfig(name="h1", uri="test:///default", ssh="root@10.0.0.5",
+                             local_dataset=LOCAL),
+            "h2": HostConfig(name="h2", uri="test:///default", ssh="root@10.0.0.6",
+                             local_dataset=LOCAL),
+            "plain": HostConfig(name="plain", uri="test:///default"),
+        }
+        self.copies = self.local_copies()
+        vm = await self.make_vm()
+        self.vm = await self.models.context.vms.get("lab", "web")
+        self.disk = vm_disk_name(vm["uuid"])
+        self.zvol = f"tank/comet/{self.disk}"
+        self.server_zfs = ZFS(self.runners["s1"])
+        self.data = os.urandom(256 * 1024)
+        await self.write(self.runners["s1"], self.server, self.zvol, 0, self.data)
+
+    def local_copies(self, keep=False) -> LocalCopies:
+        return LocalCopies(self.models.storage.records, self.models.storage.pool_set,
+                           self.hosts, {"10.0.0.5": self.host_runner}, keep=keep)
+
+    async def write(self, runner, server, volume, offset, data):
+        await runner.run(["dd", f"of={server.device(volume)}", "bs=16384",
+                          f"seek={offset // 16384}"], stdin=data)
+
+    async def copy_host(self):
+        record = await self.models.storage.records.volume("pool1", self.disk)
+        return record.copy_host
+
+    @property
+    def local(self):
+        return f"{LOCAL}/pool1/{self.disk}"
+
+    async def test_where(self):
+        """A host offers local-copy mode when it has a local dataset; the copy's name."""
+        self.assertEqual([h for h in self.hosts if self.copies.offers(h)], ["h1", "h2"])
+        self.assertFalse(self.copies.offers("nowhere"))
+        record = await self.models.storage.records.volume("pool1", self.disk)
+        self.assertEqual(self.copies.local_volume("h1", record), self.local)
+        with self.assertRaises(Conflict):
+            self.copies.local_volume("plain", record)
+
+    async def test_copy_in_and_back(self):
+        """
+        A copy in makes the host's copy (a block disk of the domain) and
+        records that its data may be newest there; what the guest writes
+        goes back at the copy back, about the changed bytes, and then only
+        the storage server holds the volume, with no sync snapshot left.
+        """
+        seen = []
+        disks = await self.copies.copy_in(self.vm, "h1", progress=seen.append)
+        self.assertEqual([(d.type, d.target) for d in disks], [("block", "vda")])
+        self.assertTrue(disks[0].path.startswith("/dev/zd"))
+        self.assertEqual(await self.copy_host(), "h1")
+        self.assertEqual(await self.host_zfs.read_head(self.local, len(self.data)), self.data)
+        self.assertTrue(seen and seen == sorted(seen))
+
+        piece = os.urandom(64 * 1024)
+        await self.write(self.host_runner, self.host_server, self.local, 512 * 1024, piece)
+        moved = await self.copies.copy_back(self.vm, "h1")
+        self.assertGreaterEqual(moved, len(piece))
+        self.assertLess(moved, 2 * len(piece))
+        self.assertEqual(await self.server_zfs.read_head(self.zvol, 576 * 1024),
+                         self.data + bytes(256 * 1024) + piece)
+        self.assertFalse(await self.host_zfs.exists(self.local))
+        self.assertIsNone(await self.copy_host())
+        self.assertEqual([s for s in await self.server_zfs.list_snapshots(self.zvol)
+                          if is_sync(s.snapname)], [])
+
+    async def test_cache(self):
+        """
+        Kept as a cache, the host's copy makes the next copy in there move
+        only what changed on the storage server since.
+        """
+        copies = self.local_copies(keep=True)
+        await copies.copy_in(self.vm, "h1")
+        await copies.copy_back(self.vm)
+        self.assertTrue(await self.host_zfs.exists(self.local))
+        self.assertIsNone(await self.copy_host())
+        piece = os.urandom(16 * 1024)
+        await self.write(self.runners["s1"], self.server, self.zvol, 0, piece)
+        seen = []
+        await copies.copy_in(self.vm, "h1", progress=seen.append)
+        self.assertLess(seen[-1], len(self.data))
+        self.assertEqual(await self.host_zfs.read_head(self.local, len(piece)), piece)
+
+    async def test_stale_cache_dropped(self):
+        """A cache that shares no snapshot with the storage server's copy goes; the copy is whole."""
+        copies = self.local_copies(keep=True)
+        await copies.copy_in(self.vm, "h1")
+        await copies.copy_back(self.vm)
+        for snapshot in await self.server_zfs.list_snapshots(self.zvol):
+            if is_sync(snapshot.snapname):
+                await self.server_zfs.destroy(snapshot.name)   # as a revert would
+        await copies.copy_in(self.vm, "h1")
+        self.assertEqual(await self.host_zfs.read_head(self.local, len(self.data)), self.data)
+
+    async def test_copy_back_of_a_copy_that_never_arrived(self):
+        """
+        A copy in interrupted before its volume arrived (C{copy_host} set, no
+        copy there): the copy back only clears C{copy_host}; the storage
+        server's copy is the volume, as it was.
+        """
+        await self.models.storage.records.update_volume("pool1", self.disk, copy_host="h1")
+        self.assertEqual(await self.copies.copy_back(self.vm), 0)
+        self.assertIsNone(await self.copy_host())
+        self.assertEqual(await self.server_zfs.read_head(self.zvol, len(self.data)), self.data)
+
+    async def test_copy_back_repeated(self):
+        """
+        A copy back interrupted after its sync (the host's copy still there,
+        C{copy_host} still set) done again moves nothing new and finishes.
+        """
+        await self.copies.copy_in(self.vm, "h1")
+        piece = os.urandom(16 * 1024)
+        await self.write(self.host_runner, self.host_server, self.local, 0, piece)
+        keep = self.local_copies(keep=True)
+        await keep.copy_back(self.vm)      # the sync happened; the rest did not
+        await self.models.storage.records.update_volume("pool1", self.disk, copy_host="h1")
+        await self.copies.copy_back(self.vm)
+        self.assertIsNone(await self.copy_host())
+        self.assertFalse(await self.host_zfs.exists(self.local))
+        self.assertEqual(await self.server_zfs.read_head(self.zvol, len(piece)), piece)
+
+    async def test_newest_data_elsewhere(self):
+        """A copy in to another host than the one holding the newest data is refused."""
+        await self.copies.copy_in(self.vm, "h1")
+        with self.assertRaises(Conflict) as caught:
+            await self.copies.copy_in(self.vm, "h2")
+        self.assertIn("newest data on host 'h1'", caught.exception.reason)
+        with self.assertRaises(Conflict):
+            await self.copies.copy_in(self.vm, "plain")
+
+    async def test_never_older_over_newer(self):
+        """
+        A storage server's copy changed while the host held the newest data
+        (which Comet's checks forbid) is not written over: the copy back is
+        refused and both copies stay as they are.
+        """
+        await self.copies.copy_in(self.vm, "h1")
+        theirs = os.urandom(16 * 1024)
+        await self.write(self.runners["s1"], self.server, self.zvol, 0, theirs)
+        await self.write(self.host_runner, self.host_server, self.local, 0, os.urandom(16384))
+        with self.assertRaises(Conflict):
+            await self.copies.copy_back(self.vm)
+        self.assertEqual(await self.copy_host(), "h1")
+        self.assertEqual(await self.server_zfs.read_head(self.zvol, len(theirs)), theirs)
+        self.assertTrue(await self.host_zfs.exists(self.local))
