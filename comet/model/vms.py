@@ -27,12 +27,13 @@ from comet.errors import CometError, Conflict, InvalidInput, NotFound, Unavailab
 from comet.model.clusters import validate_name
 from comet.model.events import or_silent
 from comet.model.cpus import NOT_GIVEN, check_cpu_model_value
-from comet.model.disk_modes import check_disk_mode
+from comet.model.disk_modes import LOCAL, check_disk_mode
 from comet.model.nics import check_nics
 from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_start, vm_stop
 from comet.model.provision import requested
 from comet.model.tasks import Target
 from comet.model.vm_migration import VMMigrations
+from comet.model.vm_local_start import LocalStarts
 from comet.model.vm_phases import STOPPED, UNKNOWN, VM, VM_ACTIONS, conflict
 from comet.store import VMRecord
 from comet.store.vms import COMET_DOMAIN_PREFIX
@@ -72,6 +73,8 @@ class VMModel:
         self._concurrency = concurrency
         self._migrations = VMMigrations(self, context, compute or ComputeConfig(),
                                         VM_ACTIONS["migrate"], conflict)
+        self._local_starts = LocalStarts(context.tasks, context.vms, self._checked, self.lock,
+                                         self._start)
         #: uuid -> (seconds, PNG bytes)
         self._screenshots: dict[str, tuple[float, bytes]] = {}
         #: The placement runs last read, and their domain names (L{states_by_cluster}).
@@ -331,7 +334,17 @@ class VMModel:
                 await operation(record.host, record.domain_name)
         return await self.get(cluster, name)
 
-    async def _start(self, vm: VM, kind: str = "vm.start") -> None:
+    async def start(self, cluster: str, name: str):
+        """
+        Start the VM: the VM once it runs, or, for a local-copy mode VM, a
+        task (L{comet.model.vm_local_start.LocalStarts}).
+        """
+        vm = await self.get(cluster, name)
+        if vm.record.disk_mode != LOCAL:
+            return await self.act(cluster, name, "start")
+        return await self._local_starts.start(cluster, name)
+
+    async def _start(self, vm: VM, kind: str = "vm.start", progress=None) -> None:
         """
         Start C{vm} (locked by the caller).  A VM shut off on a host in
         maintenance is first taken off it (domain undefined, disks
@@ -345,7 +358,7 @@ class VMModel:
             if self._hosts.in_maintenance(record.host):
                 await vm_stop.run(self._ctx, record, 0, False)
                 record = await self._vms.get(record.cluster, record.name)
-        await vm_start.run(self._ctx, record, kind=kind)
+        await vm_start.run(self._ctx, record, kind=kind, progress=progress)
 
     async def stop(
         self,

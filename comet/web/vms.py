@@ -207,6 +207,18 @@ def _quick_action(action: str):
     return handler
 
 
+async def _start(models, request, body, cluster, name):
+    """
+    Start the VM: the VM once it runs; a local-copy mode VM (C{disk_mode}
+    C{local}) answers a task at once, whose progress is the copy of its
+    disks to its host.
+    """
+    started = await models.vms.start(cluster, name)
+    if isinstance(started, VM):
+        return representation(started)
+    return task_response(started)
+
+
 async def _stop(models, request, body, cluster, name):
     """Shut the VM down, remove it from its host and release its placement (a task)."""
     task = await models.vms.stop(
@@ -235,6 +247,9 @@ for _action in VM_ACTIONS:
     if _action == "stop":
         routes.route("POST", "vm.stop", STOP, role=OPERATOR, answers={202: TASK},
                      errors=(409, 502, 503))(_stop)
+    elif _action == "start":
+        routes.route("POST", "vm.start", obj(), role=OPERATOR,
+                     answers={200: VM_SCHEMA, 202: TASK}, errors=(409, 502, 503))(_start)
     elif _action == "migrate":
         routes.route("POST", "vm.migrate", MIGRATE, role=OPERATOR, answers={202: TASK},
                      errors=(400, 404, 409, 502, 503))(_migrate)

@@ -30,8 +30,13 @@ class VMDisks(Protocol):
     async def create_seed(self, vm: VMRecord, template, image: bytes) -> None:
         """Write the VM's first-boot seed C{image} to a CD-ROM disk of its own."""
 
-    async def attach(self, vm: VMRecord, host: str) -> list[DiskSpec]:
-        """Export the VM's disks to C{host}; the disks its domain gets."""
+    async def attach(self, vm: VMRecord, host: str,
+                     progress: Callable[[int, int], object] | None = None) -> list[DiskSpec]:
+        """
+        Export the VM's disks to C{host}; the disks its domain gets.  A
+        local-copy mode VM's are copied there, C{progress(moved, total)}
+        told of the bytes as they move.
+        """
 
     async def detach(self, vm: VMRecord, host: str | None) -> None:
         """Stop exporting the VM's disks (to C{host}, or wherever they are)."""
@@ -86,7 +91,7 @@ class NoDisks:
     async def create_seed(self, vm, template, image):
         raise Conflict("no storage is configured: a VM's first-boot seed needs a storage pool")
 
-    async def attach(self, vm, host):
+    async def attach(self, vm, host, progress=None):
         return []
 
     async def detach(self, vm, host):

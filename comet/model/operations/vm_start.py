@@ -36,9 +36,11 @@ class Step(enum.Enum):
     START_DOMAIN = "start domain"
 
 
-async def run(ctx: Context, record: VMRecord, kind: str = "vm.start") -> None:
+async def run(ctx: Context, record: VMRecord, kind: str = "vm.start",
+              progress: Callable[[int, int], object] | None = None) -> None:
     """
-    Place (if needed), export the disks, define and start.  A failure at
+    Place (if needed), export the disks (C{progress(moved, total)}: the
+    bytes of a local-copy mode VM's disks copied to its host), define and start.  A failure at
     any step undoes the steps before it: no half-defined domain, no
     placement record, no export is left behind.  Each step is an intent
     record first (L{comet.model.intents}), for the reconciler.
@@ -52,7 +54,7 @@ async def run(ctx: Context, record: VMRecord, kind: str = "vm.start") -> None:
         undo: list[Callable[[], Awaitable]] = []
         try:
             async with op.step(Step.EXPORT_DISKS, host=host):
-                disks = await ctx.disks.attach(record, host)
+                disks = await ctx.disks.attach(record, host, progress)
             undo.append(lambda: ctx.disks.detach(record, host))
             spec = DomainSpec(
                 name=record.domain_name,

@@ -84,12 +84,15 @@ class LocalCopies:
     # Copying
 
     async def copy_in(self, vm, host: str,
-                      progress: Callable[[int], object] | None = None) -> list[DiskSpec]:
+                      progress: Callable[[int, int], object] | None = None) -> list[DiskSpec]:
         """
         Copy each of VM C{vm}'s disks to C{host}'s local dataset (each
         volume's C{copy_host} set first) and answer the block disks its
         domain gets there.  A disk whose copy is already there from this
         host (a cache, or a copy in repeated) moves only what changed.
+
+        @param progress: called with (bytes moved so far, the bytes the
+            volumes hold on their servers: about what a whole copy moves).
         """
         self._config(host)
         records = await self._store.volumes_of_vm(vm.uuid)
@@ -99,6 +102,10 @@ class LocalCopies:
                     f"volume {record.name!r} of VM {vm.name!r} has its newest data on host"
                     f" {record.copy_host!r}: it must be synced back from there first")
         zfs = self._host_zfs(host)
+        total = 0
+        if progress is not None:
+            for record in records:
+                total += (await (await self._server_zfs(record)).get_volume(record.zvol)).referenced
         disks = []
         moved = 0
         for record in records:
@@ -112,7 +119,7 @@ class LocalCopies:
 
             def counted(n, done=done):
                 if progress is not None:
-                    progress(done + n)
+                    progress(done + n, total)
 
             synced = await sync(server.runner, record.zvol, zfs.runner, local,
                                 owner=self._owner, progress=counted)

@@ -103,7 +103,7 @@ class StorageDisks:
             await undo(zfs.destroy(volume.name), f"destroying {volume.name}")
             raise
 
-    async def attach(self, vm, host: str) -> list[DiskSpec]:
+    async def attach(self, vm, host: str, progress=None) -> list[DiskSpec]:
         """
         Export each of the VM's disks to C{host} with CHAP; the iSCSI disks.
         A local-copy mode VM's disks are copied to C{host}'s own ZFS instead
@@ -112,7 +112,7 @@ class StorageDisks:
         if vm.disk_mode == LOCAL:
             if self._local is None:
                 raise Conflict(f"VM {vm.name!r} runs its disks locally, but no host offers it")
-            return await self._local.copy_in(vm, host)
+            return await self._local.copy_in(vm, host, progress)
         disks = []
         done = []
         try:

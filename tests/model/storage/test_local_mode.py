@@ -57,6 +57,17 @@ class LocalModeTests(TestCase):
         self.zvol = f"tank/comet/{self.disk}"
         self.local = f"{LOCAL}/pool1/{self.disk}"
 
+    async def task(self, answer) -> dict:
+        """The task C{answer} started, once it has ended."""
+        await self.models.tasks.wait(answer.json["id"])
+        return (await self.client.get(answer.header("location"))).json
+
+    async def start(self):
+        answer = await self.client.post("/cluster/lab/vms/web/start")
+        self.assertEqual(answer.code, 202, answer.body)
+        task = await self.task(answer)
+        self.assertEqual(task["status"], "finished", task["message"])
+
     async def stop(self):
         self.assertEqual((await self.client.post("/cluster/lab/vms/web/poweroff")).code, 200)
         answer = await self.client.post("/cluster/lab/vms/web/stop")
@@ -70,7 +81,10 @@ class LocalModeTests(TestCase):
         brings the guest's writes back and removes the copy.
         """
         answer = await self.client.post("/cluster/lab/vms/web/start")
-        self.assertEqual(answer.code, 200, answer.body)
+        self.assertEqual(answer.code, 202, answer.body)
+        task = await self.task(answer)
+        self.assertEqual(task["status"], "finished", task["message"])
+        self.assertIn("runs on host 'node1'", task["message"])
         vm = (await self.client.get("/cluster/lab/vms/web")).json
         self.assertEqual((vm["state"], vm["host"]), ("running", "node1"))
         self.assertNotIn("migrate", vm["actions"])
@@ -98,7 +112,7 @@ class LocalModeTests(TestCase):
 
     async def test_refused_while_local(self):
         """Snapshots, attach and migrate are 409s while the disks run locally; nothing changes."""
-        self.assertEqual((await self.client.post("/cluster/lab/vms/web/start")).code, 200)
+        await self.start()
         answer = await self.client.post("/cluster/lab/vms/web/snapshots", {"name": "s1"})
         assertError(self, answer, 409, "conflict", "disk_mode local")
         answer = await self.client.post("/cluster/lab/vms/web/migrate", {})
@@ -118,7 +132,10 @@ class LocalModeTests(TestCase):
         """Without a host with a local dataset up, the start is a 409 saying why, and nothing moves."""
         await self.models.hosts.set_maintenance("node1", True)
         answer = await self.client.post("/cluster/lab/vms/web/start")
-        assertError(self, answer, 409, "conflict", "local_dataset")
+        self.assertEqual(answer.code, 202)
+        task = await self.task(answer)
+        self.assertEqual(task["status"], "failed")
+        self.assertIn("local_dataset", task["message"])
         self.assertFalse(await self.host_zfs.exists(self.local))
         record = await self.models.storage.records.volume("pool1", self.disk)
         self.assertIsNone(record.copy_host)

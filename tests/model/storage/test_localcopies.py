@@ -82,7 +82,8 @@ class LocalCopiesTests(_Setup, TestCase):
         the storage server holds the volume, with no sync snapshot left.
         """
         seen = []
-        disks = await self.copies.copy_in(self.vm, "h1", progress=seen.append)
+        disks = await self.copies.copy_in(self.vm, "h1",
+                                          progress=lambda moved, total: seen.append(moved))
         self.assertEqual([(d.type, d.target) for d in disks], [("block", "vda")])
         self.assertTrue(disks[0].path.startswith("/dev/zd"))
         self.assertEqual(await self.copy_host(), "h1")
@@ -114,7 +115,7 @@ class LocalCopiesTests(_Setup, TestCase):
         piece = os.urandom(16 * 1024)
         await self.write(self.runners["s1"], self.server, self.zvol, 0, piece)
         seen = []
-        await copies.copy_in(self.vm, "h1", progress=seen.append)
+        await copies.copy_in(self.vm, "h1", progress=lambda moved, total: seen.append(moved))
         self.assertLess(seen[-1], len(self.data))
         self.assertEqual(await self.host_zfs.read_head(self.local, len(piece)), piece)
 
