@@ -348,3 +348,26 @@ async def release_all(locks) -> None:
     """Release C{locks}, the last taken first."""
     for lock in reversed(locks):
         await lock.release()
+
+
+async def locked_task(tasks, locks, target, message: str, work):
+    """
+    Start a task about C{target} (a L{comet.model.tasks.Target}) that runs
+    C{work(task)} (its final message) holding C{locks}, taken by the caller
+    (L{acquire_all}): each is told the task's id, and all are released when
+    the work ends, or at once if the task does not start.  The task.
+    """
+
+    async def job(task):
+        try:
+            for lock in locks:
+                await lock.set_task(task.id)
+            return await work(task)
+        finally:
+            await release_all(locks)
+
+    try:
+        return await tasks.start(target, job, message)
+    except BaseException:
+        await release_all(locks)
+        raise

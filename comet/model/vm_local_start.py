@@ -10,52 +10,38 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from comet.model.tasks import Target
-
 MiB = 1024 * 1024
 
 
 class LocalStarts:
     """
-    @param tasks: the L{comet.model.tasks.TaskRunner}.
     @param vms: the C{vms} table.
     @param checked: C{checked(cluster, name, action)}: the VM, or the 409
         of an action its phase forbids (the VM model's check).
-    @param lock: C{lock(vm, doing)}: the VM's lock (the VM model's).
+    @param locked_task: C{locked_task(vm, doing, message, work)}: the VM
+        model's task that runs C{work(task)} under the VM's lock.
     @param start: C{start(vm, progress=...)}: the VM model's start of a locked VM.
     """
 
-    def __init__(self, tasks, vms, checked: Callable[..., Awaitable],
-                 lock: Callable, start: Callable[..., Awaitable]):
-        self._tasks = tasks
+    def __init__(self, vms, checked: Callable[..., Awaitable],
+                 locked_task: Callable[..., Awaitable], start: Callable[..., Awaitable]):
         self._vms = vms
         self._checked = checked
-        self._lock = lock
+        self._locked_task = locked_task
         self._start = start
 
     async def start(self, cluster: str, name: str):
         """Start a task (about the VM) that copies its disks and starts it; the task."""
         vm = await self._checked(cluster, name, "start")
-        lock = self._lock(vm, "starting")
-        await lock.acquire()
 
-        async def job(task):
-            try:
-                await lock.set_task(task.id)
-                await self._start(vm, progress=copy_progress(task, name))
-                record = await self._vms.get(cluster, name)
-                return (f"VM {name!r} runs on host {record.host!r}, its disks copied there"
-                        " (disk_mode local)")
-            finally:
-                await lock.release()
+        async def work(task):
+            await self._start(vm, progress=copy_progress(task, name))
+            record = await self._vms.get(cluster, name)
+            return (f"VM {name!r} runs on host {record.host!r}, its disks copied there"
+                    " (disk_mode local)")
 
-        try:
-            return await self._tasks.start(
-                Target("vm", {"cluster": cluster, "name": name}), job,
-                f"starting VM {name!r}: copying its disks to its host")
-        except BaseException:
-            await lock.release()
-            raise
+        return await self._locked_task(vm, "starting",
+                                       f"starting VM {name!r}: copying its disks to its host", work)
 
 
 def copy_progress(task, name: str):

@@ -31,6 +31,7 @@ from comet.model.disk_modes import LOCAL, check_disk_mode
 from comet.model.nics import check_nics
 from comet.model.operations import Context, VMDisks, vm_create, vm_delete, vm_start, vm_stop
 from comet.model.provision import requested
+from comet.model.locks import locked_task
 from comet.model.tasks import Target
 from comet.model.vm_migration import VMMigrations
 from comet.model.vm_local_start import LocalStarts
@@ -73,7 +74,7 @@ class VMModel:
         self._concurrency = concurrency
         self._migrations = VMMigrations(self, context, compute or ComputeConfig(),
                                         VM_ACTIONS["migrate"], conflict)
-        self._local_starts = LocalStarts(context.tasks, context.vms, self._checked, self.lock,
+        self._local_starts = LocalStarts(context.vms, self._checked, self._locked_task,
                                          self._start)
         #: uuid -> (seconds, PNG bytes)
         self._screenshots: dict[str, tuple[float, bytes]] = {}
@@ -374,23 +375,18 @@ class VMModel:
         task.
         """
         vm = await self._checked(cluster, name, "stop")
-        lock = self.lock(vm, "stopping")
-        await lock.acquire()
         timeout = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
+        return await self._locked_task(
+            vm, "stopping", f"stopping VM {name!r}",
+            lambda task: vm_stop.run(self._ctx, vm.record, timeout, force))
 
-        async def job(task):
-            try:
-                await lock.set_task(task.id)
-                return await vm_stop.run(self._ctx, vm.record, timeout, force)
-            finally:
-                await lock.release()
-
-        try:
-            return await self._tasks.start(
-                Target("vm", {"cluster": cluster, "name": name}), job, f"stopping VM {name!r}")
-        except BaseException:
-            await lock.release()
-            raise
+    async def _locked_task(self, vm: VM, doing: str, message: str, work):
+        """C{work(task)} as a task about C{vm} under its lock, taken now (L{locked_task})."""
+        lock = self.lock(vm, doing)
+        await lock.acquire()
+        return await locked_task(self._tasks, [lock],
+                                 Target("vm", {"cluster": vm.record.cluster, "name": vm.name}),
+                                 message, work)
 
     async def migrate(self, cluster: str, name: str, host: str | None = None):
         """L{comet.model.vm_migration.VMMigrations.migrate}: a task."""

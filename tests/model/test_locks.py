@@ -139,6 +139,66 @@ class LockTests(TestCase):
         self.assertEqual(locks.held, {})
 
 
+class _Tasks:
+    """A task runner that runs the job at once, as task 7 (or refuses to start one)."""
+
+    def __init__(self, refuse: bool = False):
+        self.refuse = refuse
+        self.started = []
+
+    async def start(self, target, job, message):
+        if self.refuse:
+            raise RuntimeError("the tasks table is gone")
+        self.started.append((target, message))
+        self.outcome = await job(attrs.make_class("Handle", ["id"])(7))
+        return "task 7"
+
+
+class LockedTaskTests(TestCase):
+    """L{_locks.locked_task}: a task's work under locks the caller took."""
+
+    async def test_held_for_the_work(self):
+        """The locks name the task while its work runs, and go when it ends."""
+        locks, tasks = Locks(), _Tasks()
+        taken = [locks.lock("uuid-1", "VM 'web'", "stopping"),
+                 locks.lock("pool1/v", "volume 'v'", "being unmapped")]
+        await _locks.acquire_all(taken)
+        seen = []
+
+        async def work(task):
+            for obj, label in (("uuid-1", "VM 'web'"), ("pool1/v", "volume 'v'")):
+                with self.assertRaises(Conflict) as caught:
+                    await locks.lock(obj, label, "running start").acquire()
+                seen.append(caught.exception.task_id)
+            return "stopped"
+
+        self.assertEqual(await _locks.locked_task(tasks, taken, "target", "stopping", work),
+                         "task 7")
+        self.assertEqual((seen, tasks.outcome, tasks.started), ([7, 7], "stopped",
+                                                                [("target", "stopping")]))
+        self.assertEqual((locks.busy("uuid-1"), locks.busy("pool1/v")), (False, False))
+
+    async def test_released_when_the_work_fails(self):
+        locks, tasks = Locks(), _Tasks()
+        lock = locks.lock("uuid-1", "VM 'web'", "stopping")
+        await lock.acquire()
+
+        async def work(task):
+            1 / 0
+
+        with self.assertRaises(ZeroDivisionError):
+            await _locks.locked_task(tasks, [lock], "target", "stopping", work)
+        self.assertFalse(locks.busy("uuid-1"))
+
+    async def test_released_when_no_task_starts(self):
+        locks = Locks()
+        lock = locks.lock("uuid-1", "VM 'web'", "stopping")
+        await lock.acquire()
+        with self.assertRaises(RuntimeError):
+            await _locks.locked_task(_Tasks(refuse=True), [lock], "target", "stopping", None)
+        self.assertFalse(locks.busy("uuid-1"))
+
+
 class LeaseTests(TestCase):
     def setUp(self):
         self.table = LockTable(temp_database(self))

@@ -82,6 +82,41 @@ class PipeTests(TestCase):
         self.assertEqual(moved, total)
         self.assertLess(held, 16 * MiB)
 
+    #: More than the receiver's side buffers while it reads nothing (its pipe,
+    #: its ssh channel's 2 MiB window), less than that plus the sender's side:
+    #: the sender's remote command can write it all and exit.
+    HELD = 3 * MiB
+
+    @inlineCallbacks
+    def held_back(self, after_go: str, *args: str):
+        """
+        A copy of L{HELD} bytes whose receiver waits for a file C{go}, then
+        runs C{sh -c 'after_go'} with C{args}: answered once the sender's
+        remote command has written it all and exited while held back (its
+        ssh client gone, the ControlMaster holding the rest), with a
+        function that lets the receiver go.
+        """
+        go, sent = self.path("go"), self.path("sent")
+        seen = [0]
+        copying = pipe(self.source, ["sh", "-c", 'head -c "$1" /dev/zero && touch "$2"', "-",
+                                     str(self.HELD), sent],
+                       self.dest, ["sh", "-c", 'while [ ! -e "$1" ]; do sleep 0.1; done;'
+                                   " shift; " + after_go, "-", go, *args],
+                       progress=lambda moved: seen.__setitem__(0, moved))
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sent):
+            self.assertLess(time.monotonic(), deadline, "the sender never wrote it all")
+            yield deferLater(reactor, 0.1, lambda: None)
+        # its exit status reaches its ssh client, which exits
+        yield deferLater(reactor, 2, lambda: None)
+        self.assertLess(seen[0], self.HELD)
+
+        def release():
+            open(go, "w").close()
+            return copying
+
+        return release
+
     @inlineCallbacks
     def test_sender_exits_while_held_back(self):
         """
@@ -91,28 +126,10 @@ class PipeTests(TestCase):
         copy ends whole, its receiver's input closed.  (It once waited for
         ever here: the output was resumed only while the client ran.)
         """
-        # More than the receiver's side buffers while it reads nothing (its
-        # pipe, its ssh channel's 2 MiB window), less than that plus the
-        # sender's side: the sender's remote command can write it all and exit.
-        total = 3 * MiB
-        go, sent = self.path("go"), self.path("sent")
-        seen = [0]
-        copying = pipe(self.source, ["sh", "-c", 'head -c "$1" /dev/zero && touch "$2"', "-",
-                                     str(total), sent],
-                       self.dest, ["sh", "-c", 'while [ ! -e "$1" ]; do sleep 0.1; done;'
-                                   ' exec cat > "$2"', "-", go, self.path("out")],
-                       progress=lambda moved: seen.__setitem__(0, moved))
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sent):
-            self.assertLess(time.monotonic(), deadline, "the sender never wrote it all")
-            yield deferLater(reactor, 0.1, lambda: None)
-        # its exit status reaches its ssh client, which exits
-        yield deferLater(reactor, 2, lambda: None)
-        self.assertLess(seen[0], total)
-        open(go, "w").close()
-        moved = yield copying
-        self.assertEqual(moved, total)
-        self.assertEqual(os.path.getsize(self.path("out")), total)
+        release = yield self.held_back('exec cat > "$1"', self.path("out"))
+        moved = yield release()
+        self.assertEqual(moved, self.HELD)
+        self.assertEqual(os.path.getsize(self.path("out")), self.HELD)
 
     @inlineCallbacks
     def test_receiver_fails_after_sender_exited(self):
@@ -124,23 +141,9 @@ class PipeTests(TestCase):
         found the sender left paused for ever here, its session never
         freed: a whole send onto a volume that exists.)
         """
-        total = 3 * MiB
-        go, sent = self.path("go"), self.path("sent")
-        seen = [0]
-        copying = pipe(self.source, ["sh", "-c", 'head -c "$1" /dev/zero && touch "$2"', "-",
-                                     str(total), sent],
-                       self.dest, ["sh", "-c", 'while [ ! -e "$1" ]; do sleep 0.1; done;'
-                                   " echo exists >&2; exit 1", "-", go],
-                       progress=lambda moved: seen.__setitem__(0, moved))
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sent):
-            self.assertLess(time.monotonic(), deadline, "the sender never wrote it all")
-            yield deferLater(reactor, 0.1, lambda: None)
-        yield deferLater(reactor, 2, lambda: None)
-        self.assertLess(seen[0], total)
-        open(go, "w").close()
+        release = yield self.held_back("echo exists >&2; exit 1")
         with self.assertRaises(CommandFailed) as caught:
-            yield copying
+            yield release()
         self.assertIn("exists", caught.exception.stderr)
         self.assertEqual((self.source.in_flight, self.dest.in_flight), (0, 0))
 

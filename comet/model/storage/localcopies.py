@@ -55,11 +55,6 @@ class LocalCopies:
 
     # Where
 
-    def offers(self, host: str) -> bool:
-        """Whether C{host} has a local dataset (runs local-copy mode VMs)."""
-        config = self._hosts.get(host)
-        return config is not None and bool(config.local_dataset)
-
     def local_volume(self, host: str, record) -> str:
         """The name of volume C{record}'s copy on C{host}: C{<local_dataset>/<pool>/<name>}."""
         return f"{self._config(host).local_dataset}/{record.pool}/{record.name}"
@@ -102,15 +97,15 @@ class LocalCopies:
                     f"volume {record.name!r} of VM {vm.name!r} has its newest data on host"
                     f" {record.copy_host!r}: it must be synced back from there first")
         zfs = self._host_zfs(host)
+        servers = [await self._server_zfs(record) for record in records]
         total = 0
         if progress is not None:
-            for record in records:
-                total += (await (await self._server_zfs(record)).get_volume(record.zvol)).referenced
+            for record, server in zip(records, servers):
+                total += (await server.get_volume(record.zvol)).referenced
         disks = []
         moved = 0
-        for record in records:
+        for record, server in zip(records, servers):
             local = self.local_volume(host, record)
-            server = await self._server_zfs(record)
             if record.copy_host is None:
                 await self._drop_stale_cache(server, record, zfs, local)
                 await self._store.update_volume(record.pool, record.name, copy_host=host)
@@ -128,8 +123,7 @@ class LocalCopies:
                                         cdrom=record.dev == SEED_DEV))
         return disks
 
-    async def copy_back(self, vm, host: str | None = None,
-                        progress: Callable[[int], object] | None = None) -> int:
+    async def copy_back(self, vm, host: str | None = None) -> int:
         """
         Sync each of VM C{vm}'s disks whose newest data is on a host (on
         C{host} only, if given) back to its storage server, remove the
@@ -143,11 +137,11 @@ class LocalCopies:
         for record in await self._store.volumes_of_vm(vm.uuid):
             if record.copy_host is None or host not in (None, record.copy_host):
                 continue
-            moved += await self.copy_back_volume(record, progress)
+            moved += await self._copy_back_volume(record)
         return moved
 
-    async def copy_back_volume(self, record, progress=None) -> int:
-        """L{copy_back} of one volume (an unmap's, or a VM's)."""
+    async def _copy_back_volume(self, record) -> int:
+        """L{copy_back} of one volume."""
         host = record.copy_host
         zfs = self._host_zfs(host)
         local = self.local_volume(host, record)
@@ -155,7 +149,7 @@ class LocalCopies:
         if await zfs.exists(local):
             server = await self._server_zfs(record)
             synced = await sync(zfs.runner, local, server.runner, record.zvol,
-                                owner=self._owner, progress=progress)
+                                owner=self._owner)
             moved = synced.moved
             if not self._keep:
                 # No copy is left to start an increment from: the sync

@@ -90,7 +90,7 @@ class VMSnapshotModel:
         records = await self._store.volumes_of_vm(uuid)
         if not records:
             raise Conflict(f"VM {name!r} has no volume to snapshot")
-        await self._refuse_local(vm)
+        await self._refuse_local(vm, records)
         async with self._vms.lock(vm, f"taking snapshot {snapshot}"), \
                 self._intents.operation(snapshot_take.KIND, uuid) as op:
             record = await snapshot_take.run(op, self._servers, self._snapshots, self._clock,
@@ -100,13 +100,16 @@ class VMSnapshotModel:
                           {"cluster": cluster, "name": name, "snapshot": snapshot})
         return vm, record
 
-    async def _refuse_local(self, vm) -> None:
+    async def _refuse_local(self, vm, records=None) -> None:
         """
-        A 409 while a disk of C{vm} has its newest data in a local copy on
-        its host (local-copy mode, running): snapshots are of the storage
-        server's copy, which is synced when the VM stops.
+        A 409 while a disk of C{vm} (C{records}: its volumes, if the caller
+        has read them) has its newest data in a local copy on its host
+        (local-copy mode, running): snapshots are of the storage server's
+        copy, which is synced when the VM stops.
         """
-        for record in await self._store.volumes_of_vm(vm.record.uuid):
+        if records is None:
+            records = await self._store.volumes_of_vm(vm.record.uuid)
+        for record in records:
             if record.copy_host is not None:
                 raise Conflict(
                     f"VM {vm.record.name!r} runs its disks in a local copy on host"

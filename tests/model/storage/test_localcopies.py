@@ -66,13 +66,13 @@ class LocalCopiesTests(_Setup, TestCase):
         return f"{LOCAL}/pool1/{self.disk}"
 
     async def test_where(self):
-        """A host offers local-copy mode when it has a local dataset; the copy's name."""
-        self.assertEqual([h for h in self.hosts if self.copies.offers(h)], ["h1", "h2"])
-        self.assertFalse(self.copies.offers("nowhere"))
+        """A copy's name on a host with a local dataset; a host without one (or none) has none."""
         record = await self.models.storage.records.volume("pool1", self.disk)
         self.assertEqual(self.copies.local_volume("h1", record), self.local)
-        with self.assertRaises(Conflict):
-            self.copies.local_volume("plain", record)
+        self.assertEqual(self.copies.local_volume("h2", record), self.local)
+        for host in ("plain", "nowhere"):
+            with self.assertRaises(Conflict):
+                self.copies.local_volume(host, record)
 
     async def test_copy_in_and_back(self):
         """
