@@ -39,7 +39,9 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
     """
     A Comet config for the testbed written from C{stack.json}: its host, servers and
     pools, but an API on C{port} and a database in C{directory}.  C{hosts}
-    (C{name}, C{uri}, C{domain_type} each) replaces the testbed's compute host.
+    (C{name}, C{uri}, C{domain_type} each) replaces the testbed's compute host;
+    one with a C{local_dataset} (C{stack.json}'s C{local_hosts}) gets it and its
+    C{ssh}, the testbed's key.
     With C{networks}, each host that has a C{tunnel_address} in C{stack.json}
     carries clusters' private networks (its C{ssh}, the testbed's key), and
     the host that holds the testbed's bridge offers it as network C{public}.
@@ -72,9 +74,14 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
             # The host holding the testbed's bridge offers it as the site's
             # public network (host2, in namespaces of its own, does not).
             lines.append(f"bridges = {{ public = {_toml(stack['bridge']['name'])} }}")
+        over_ssh = host.get("local_dataset") or (networks and host.get("tunnel_address"))
         if networks and host.get("tunnel_address"):
-            lines += [f"tunnel_address = {_toml(host['tunnel_address'])}",
-                      f"ssh = {_toml(host['ssh'])}",
+            lines.append(f"tunnel_address = {_toml(host['tunnel_address'])}")
+        if host.get("local_dataset"):
+            # (a host of stack.json's local_hosts: local-copy mode, issue 21)
+            lines.append(f"local_dataset = {_toml(host['local_dataset'])}")
+        if over_ssh:
+            lines += [f"ssh = {_toml(host['ssh'])}",
                       f"ssh_identity = {_toml(ssh['identity'])}",
                       f"ssh_known_hosts = {_toml(ssh['known_hosts'])}"]
     for server in stack["servers"]:
@@ -168,13 +175,8 @@ class CometDaemonCase(TestCase):
         self.addCleanup(shutil.rmtree, control, True)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        hosts = None
-        if self.all_hosts:
-            hosts = [{key: host[key] for key in ("name", "uri", "domain_type", "address",
-                                                 "tunnel_address", "ssh") if key in host}
-                     for host in self.stack["hosts"]]
         config = comet_config(self.stack, directory, self.port, control, self.config_extra,
-                              hosts, networks=self.networks)
+                              self.config_hosts(), networks=self.networks)
         self.api_token = await first_admin_token(config)
         self.logfile = os.path.join(directory, "twistd.log")
         self.process, self.done = spawn(
@@ -182,6 +184,18 @@ class CometDaemonCase(TestCase):
             env=_twistd_env(), path=directory)
         self.addCleanup(self._stop_twistd)
         await self._wait_listening()
+
+    def config_hosts(self) -> list[dict] | None:
+        """
+        The compute hosts of the daemon's config (L{comet_config}'s C{hosts}):
+        the testbed's own libvirtd alone (C{None}), or with L{all_hosts}
+        every one of C{stack.json}'s C{hosts}.
+        """
+        if not self.all_hosts:
+            return None
+        return [{key: host[key] for key in ("name", "uri", "domain_type", "address",
+                                            "tunnel_address", "ssh") if key in host}
+                for host in self.stack["hosts"]]
 
     # --- the child and its API ----------------------------------------------
 

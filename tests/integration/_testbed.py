@@ -264,9 +264,20 @@ def computeHosts(stack):
     return stack["hosts"]
 
 
+def localHosts(stack):
+    """
+    The testbed's compute hosts with a local ZFS dataset (C{stack.json}'s
+    C{local_hosts}: C{host3}, a VM running OpenZFS and libvirtd), for
+    local-copy mode (issue 21): each C{name}, C{uri}, C{domain_type},
+    C{address}, C{ssh}, C{local_dataset}.  Not among L{computeHosts}: a test
+    opts in to them.  One is also a server for L{ssh} (its C{address}).
+    """
+    return stack.get("local_hosts", [])
+
+
 def computeHost(stack, name):
-    """The compute host C{name} of L{computeHosts}."""
-    for host in computeHosts(stack):
+    """The compute host C{name} of L{computeHosts} or L{localHosts}."""
+    for host in computeHosts(stack) + localHosts(stack):
         if host["name"] == name:
             return host
     raise KeyError("the testbed has no compute host %r" % (name,))
