@@ -284,6 +284,15 @@ class KillStepsCase(CometDaemonCase):
                 code, out = _ssh_sync(stack, server, f"zfs destroy -R {name}", state.control)
                 problems.append(f"zvol {name} destroyed" if code == 0 else
                                 f"zvol {name}: {out.strip()}")
+        for host in cls.compute_hosts(stack):
+            if not host.get("local_dataset"):
+                continue
+            code, out = _ssh_sync(stack, host, "zfs list -H -o name -t volume -r "
+                                  + host["local_dataset"], state.control)
+            for name in out.split() if code == 0 else []:
+                if ours(name):
+                    _ssh_sync(stack, host, f"zfs destroy -r {name}", state.control)
+                    problems.append(f"local copy {name} on {host['name']} destroyed")
         _testbed.closeMasters(state.control)
         shutil.rmtree(state.directory, True)
         shutil.rmtree(state.control, True)
@@ -375,7 +384,8 @@ class KillStepsCase(CometDaemonCase):
         db = self.state.database
         vms = dict(_query(db, "SELECT uuid, host FROM vms"))
         self.state.uuids |= set(vms)
-        volumes = _query(db, "SELECT pool, name, zvol, vm_uuid, target FROM storage_volumes")
+        volumes = _query(db, "SELECT pool, name, zvol, vm_uuid, target, copy_host"
+                             " FROM storage_volumes")
         snapshots = _query(db, "SELECT vm_uuid, name, volumes FROM vm_snapshots")
         uuids = self.state.uuids
 
@@ -392,7 +402,6 @@ class KillStepsCase(CometDaemonCase):
                         " && echo -- && tgtadm --lld iscsi --mode target --op show"))
               for server in servers),
             *(_testbed.hostLibvirtCall(self.stack, host["name"], _domain_names)
-              if self.all_hosts else _testbed.libvirtCall(self.stack, _domain_names)
               for host in hosts),
         ], consumeErrors=True)
         outs = answers[:len(servers)]
@@ -421,7 +430,12 @@ class KillStepsCase(CometDaemonCase):
                 zvol, name = snap.split("@", 1)
                 if zvol not in mine:
                     continue
-                if name.startswith("comet-base-"):
+                if name.startswith("comet-sync-"):
+                    # local-copy mode's common snapshot with the host's copy:
+                    # only while a host holds one (issue 21)
+                    if recorded.get(zvol, (None,) * 6)[5] is None:
+                        problems.append(f"sync snapshot {snap} of a volume no host holds")
+                elif name.startswith("comet-base-"):
                     if name[len("comet-base-"):] not in vms:
                         problems.append(f"base snapshot {snap} of no VM")
                 elif not any(f"{pool}/{recorded.get(volume_of(zvol), ('', '?'))[1]}"
@@ -444,6 +458,7 @@ class KillStepsCase(CometDaemonCase):
                             == record[2] for z in zsnaps):
                         problems.append(f"snapshot {sname} of VM {vm_uuid}: no ZFS snapshot"
                                         f" of {record[2]}")
+        problems += await self.check_local_copies(volumes)
         for host, domains in on_host.items():
             for name in domains:
                 uuid = name[len("comet-"):]
@@ -454,6 +469,32 @@ class KillStepsCase(CometDaemonCase):
             if host is not None and f"comet-{uuid}" not in on_host.get(host, ()):
                 problems.append(f"VM {uuid} placed on {host} has no domain")
         self.assertEqual(problems, [], self._log_tail())
+
+    async def check_local_copies(self, volumes: list[tuple]) -> list[str]:
+        """
+        Local-copy mode (issue 21): on each of the class's hosts with a local
+        dataset, every copy of ours is of a volume whose record says that
+        host holds it (C{copy_host}), and every such volume has its copy
+        there: one authoritative copy, no orphan.
+        """
+        problems = []
+        for host in self.compute_hosts(self.stack):
+            dataset = host.get("local_dataset")
+            if not dataset:
+                continue
+            listing = await self._ssh(host, f"zfs list -H -o name -t volume -r {dataset}")
+            copies = {line for line in listing.split() if self.token in line
+                      or any(u in line for u in self.state.uuids)}
+            held = {f"{dataset}/{pool}/{name}": copy_host
+                    for pool, name, _, _, _, copy_host in volumes}
+            for copy in sorted(copies):
+                if held.get(copy) != host["name"]:
+                    problems.append(f"copy {copy} on {host['name']}: its volume's record"
+                                    f" says {held.get(copy, 'no record')!r}")
+            for copy, copy_host in sorted(held.items()):
+                if copy_host == host["name"] and copy not in copies:
+                    problems.append(f"volume {copy} is held by {host['name']}: no copy there")
+        return problems
 
     async def _ssh(self, server: dict, command: str) -> str:
         """

@@ -58,7 +58,7 @@ class LocalModeTests(CometDaemonCase):
         pool = await self.pick_pool(64 * MiB)
         base = f"l{self.token}-base"
         await self.finished(await self.request(
-            "POST", f"/storagepools/{pool}/storagevolumes", {"name": base, "capacity": 64}))
+            "POST", f"/storagepools/{pool}/storagevolumes", {"name": base, "capacity": 1}))
         self.addCleanup(self.deleted, f"/storagepools/{pool}/storagevolumes/{base}")
         answer = await self.request("POST", "/templates", {
             "name": f"l{self.token}", "memory": 64, "cpus": 1,
@@ -100,7 +100,7 @@ class LocalModeTests(CometDaemonCase):
 
         # 409s while the newest data is on the host
         answer = await self.request("PUT", f"/storagepools/{pool}/storagevolumes/{disk}",
-                                    {"capacity": 128})
+                                    {"capacity": 2})
         self.assertEqual(answer.code, 409, answer)
         self.assertIn(self.host["name"], answer.json["reason"])
 
