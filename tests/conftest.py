@@ -57,7 +57,8 @@ def under_ci() -> bool:
 #: modules moved here took 290 s).  None of them uses host2.
 SECOND_STREAM = tuple(f"tests/integration/test_kill_steps.py::{name}::" for name in (
     "VolumeKillTests", "VMKillTests", "GuestKillTests")) + (
-    "tests/integration/test_remote.py::", "tests/integration/test_image_download.py::")
+    "tests/integration/test_remote.py::", "tests/integration/test_image_download.py::",
+    "tests/integration/test_local_kill.py::")
 #: Integration tests (node id prefixes) that disturb what every test needs
 #: while they run: they reboot or stop a storage server, or freeze the local
 #: host's libvirtd (SIGSTOP).  Each runs alone (L{TestbedTurns}).  Those that

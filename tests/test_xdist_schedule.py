@@ -103,7 +103,7 @@ class WorkUnitTests(TestCase):
 
         from tests.integration._daemon import CometDaemonCase
 
-        self.assertEqual(len(SECOND_STREAM), 5)
+        self.assertEqual(len(SECOND_STREAM), 6)
         for prefix in SECOND_STREAM:
             path, name = prefix.split("::")[:2]
             module = importlib.import_module(path.removesuffix(".py").replace("/", "."))

@@ -19,12 +19,14 @@ as one task whose message gives each VM's outcome:
 Fenced (the admin's word that the host is off for good; refused while it
 answers, since its guests could still be writing to their disks): every VM
 placed on it is taken off it and started elsewhere
-(L{comet.model.operations.vm_fence}).
+(L{comet.model.operations.vm_fence}), except a local-copy mode VM, whose
+disks' newest data is on that host: named, with the reason, and left there.
 """
 
 from __future__ import annotations
 
 from comet.errors import CometError, Conflict, Unavailable
+from comet.model.disk_modes import LOCAL
 from comet.model.operations import Context, vm_fence, vm_stop
 from comet.model.tasks import CURRENT_TASK, Target
 
@@ -122,6 +124,15 @@ class HostEvacuations:
         try:
             if vm.record.host != record.host:
                 return f"no longer on {record.host!r}"
+            if vm.record.disk_mode == LOCAL:
+                # Its disks' newest data is on the dead host (issue 21): a
+                # start elsewhere would hand the guest the storage server's
+                # older copy.  Reported, never overwritten.
+                raise Conflict(
+                    f"VM {vm.name!r} runs its disks in local copies on {record.host!r}"
+                    " (disk_mode local): their newest data is there, so it is not started"
+                    " elsewhere from the storage servers' older copies; it stops or starts"
+                    f" again once {record.host!r} answers")
             return await vm_fence.run(self._ctx, vm.record)
         finally:
             await lock.release()

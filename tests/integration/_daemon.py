@@ -80,6 +80,8 @@ def comet_config(stack: dict, directory: str, port: int, control_dir: str,
         if host.get("local_dataset"):
             # (a host of stack.json's local_hosts: local-copy mode, issue 21)
             lines.append(f"local_dataset = {_toml(host['local_dataset'])}")
+            if host.get("local_keep"):
+                lines.append("local_keep = true")
         if over_ssh:
             lines += [f"ssh = {_toml(host['ssh'])}",
                       f"ssh_identity = {_toml(ssh['identity'])}",
