@@ -59,6 +59,11 @@ class HostConfig:
     #: (L{comet.model.storage.localcopies}), e.g. C{tank/comet-local}; "":
     #: this host runs no local-copy mode VM.
     local_dataset: str = ""
+    #: Whether a local copy synced back at its VM's stop stays in
+    #: C{local_dataset} as a cache, from which the VM's next start here
+    #: copies only what changed since (C{False}: it is removed).  Needs
+    #: C{local_dataset}.
+    local_keep: bool = False
 
 
 @attrs.frozen
@@ -109,6 +114,10 @@ def check_network(config) -> None:
             raise ValueError(
                 f"hosts: local_dataset {_key(host.local_dataset)!s} of {host.name!r} is not a"
                 " ZFS dataset name like tank/comet-local")
+        if host.local_keep and not host.local_dataset:
+            raise ValueError(
+                f"hosts: local_keep of {host.name!r} needs local_dataset (it keeps the local"
+                " copies made there)")
         if bool(host.ssh) != bool(host.tunnel_address or host.local_dataset):
             raise ValueError(
                 f"hosts: {host.name!r} needs ssh with tunnel_address or local_dataset,"

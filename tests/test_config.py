@@ -106,6 +106,18 @@ class FullTests(TestCase):
                          ("tank/comet-local", ""))
         self.assertEqual(config.parse("", "c.toml").hosts[0].local_dataset, "")
 
+    def test_local_keep(self):
+        """A host with a local dataset may keep its copies as caches; by default it does not."""
+        host = ("[[hosts]]\nname = 'a'\nuri = 'qemu+ssh://root@h/system'\n"
+                "ssh = 'root@h'\nlocal_dataset = 'tank/comet-local'\n")
+        self.assertIs(config.parse(host, "c.toml").hosts[0].local_keep, False)
+        self.assertIs(config.parse(host + "local_keep = true\n", "c.toml").hosts[0].local_keep,
+                      True)
+        self.assertIs(config.parse("", "c.toml").hosts[0].local_keep, False)
+        plain = "[[hosts]]\nname = 'a'\nuri = 'x'\n"
+        self.assertIs(config.parse(plain + "local_keep = false\n", "c.toml").hosts[0].local_keep,
+                      False)
+
     def test_cpu_mode(self):
         host = "[[hosts]]\nname = 'a'\nuri = 'qemu:///system'\n"
         for mode in ("host-passthrough", "host-model", "Haswell-noTSX", "qemu64"):
@@ -152,6 +164,13 @@ class ErrorTests(TestCase):
             (host + "local_dataset = 'tank/a b'\nssh = 'root@h'", "not a ZFS dataset name"),
             (host + "local_dataset = 'tank/-R'\nssh = 'root@h'", "not a ZFS dataset name"),
             (host + "local_dataset = 'tank/x@s'\nssh = 'root@h'", "not a ZFS dataset name"),
+            (host + "local_keep = true", "local_keep of 'a' needs local_dataset"),
+            (host + "local_keep = true\nssh = 'root@h'\ntunnel_address = '10.0.0.1'",
+             "local_keep of 'a' needs local_dataset"),
+            (host + "local_keep = 'yes'\nssh = 'root@h'\nlocal_dataset = 'tank/l'",
+             "hosts[0].local_keep must be a bool, not str"),
+            (host + "local_keep = 1\nssh = 'root@h'\nlocal_dataset = 'tank/l'",
+             "hosts[0].local_keep must be a bool, not int"),
         ]:
             self.assertConfigError(text, part)
 

@@ -164,7 +164,8 @@ def make_models(db, hypervisors, config, clock, runners=None,
         storage.branches, intents, clock, vms, storage.snapshots, events=events)
     vm_storages = VMStorageModel(
         storage.records, storage.pool_set, storage.volume_set, storage.exporter,
-        storage.branches, storage.owners, hypervisors, intents, tasks, clock, vms)
+        storage.branches, storage.owners, hypervisors, intents, tasks, clock, vms,
+        storage.local_copies)
     leftovers = Leftovers(context, storage, config.storage.iqn_domain)
     reconciler = Reconciler(context, IntentTable(db), Tasks(db), storage, clock,
                             leftovers=leftovers)

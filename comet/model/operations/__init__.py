@@ -41,7 +41,7 @@ from typing import Mapping
 from comet.model.operations import (
     attach, net_down, net_up, nic_attach, nic_detach, snapshot_delete, snapshot_revert,
     snapshot_take, vm_create, vm_delete, vm_fence, vm_migrate, vm_start, vm_stop, unmap,
-    volume_create, volume_delete, volume_resize,
+    unmap_local, volume_create, volume_delete, volume_resize,
 )
 from comet.model.operations.context import Context, NoDisks, OperationType, VMDisks
 
@@ -73,6 +73,7 @@ REGISTRY: Mapping[str, OperationType] = make_registry(
     snapshot_revert.OPERATION,
     attach.OPERATION,
     unmap.OPERATION,
+    unmap_local.OPERATION,
     net_up.OPERATION,
     net_down.OPERATION,
     nic_attach.OPERATION,

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from comet.errors import Conflict, NotFound, Unavailable
+from comet.errors import CometError, Conflict, NotFound, Unavailable
 from comet.model.storage.names import SEED_DEV
 from comet.remote.zfs import ZFS
 from comet.remote.zfs_send import newest_common
-from comet.remote.zfs_sync import sync
+from comet.remote.zfs_sync import is_sync, sync
 from comet.virt import DiskSpec
 
 
@@ -40,18 +40,19 @@ class LocalCopies:
     @param runners: C{{address: IRunner}}: each compute host's ssh runner, by
         the address of its C{ssh} (L{comet.model._host_runners}).
     @param owner: the C{comet:owner} tag of what this Comet makes.
-    @param keep: whether a copy synced back stays on the host as a cache,
-        from which the next start there copies only what changed since.
+
+    Whether a copy synced back at a stop stays on its host as a cache (from
+    which the next start there copies only what changed since) is the
+    host's C{local_keep} (C{[[hosts]] local_keep}).
     """
 
     def __init__(self, store, pools, hosts: Mapping[str, object],
-                 runners: Mapping[str, object], owner: str = "comet", keep: bool = False):
+                 runners: Mapping[str, object], owner: str = "comet"):
         self._store = store
         self._pools = pools
         self._hosts = hosts
         self._runners = runners
         self._owner = owner
-        self._keep = keep
 
     # Where
 
@@ -126,10 +127,9 @@ class LocalCopies:
     async def copy_back(self, vm, host: str | None = None) -> int:
         """
         Sync each of VM C{vm}'s disks whose newest data is on a host (on
-        C{host} only, if given) back to its storage server, remove the
-        host's copy (unless kept as a cache) and clear C{copy_host}.  A
-        volume whose copy never arrived there only has C{copy_host} cleared:
-        the storage server's copy is the volume.
+        C{host} only, if given) back to its storage server
+        (L{copy_back_volume}: the host's copy removed unless its host keeps
+        it as a cache).
 
         @return: the bytes moved back.
         """
@@ -137,28 +137,55 @@ class LocalCopies:
         for record in await self._store.volumes_of_vm(vm.uuid):
             if record.copy_host is None or host not in (None, record.copy_host):
                 continue
-            moved += await self._copy_back_volume(record)
+            moved += await self.copy_back_volume(record)
         return moved
 
-    async def _copy_back_volume(self, record) -> int:
-        """L{copy_back} of one volume."""
+    async def copy_back_volume(self, record, keep: bool | None = None) -> int:
+        """
+        Sync volume C{record}'s copy on its C{copy_host} back to its storage
+        server, remove the host's copy and the storage server's sync
+        snapshot (unless C{keep}: by default the host's C{local_keep}), and
+        clear C{copy_host}.  A volume whose copy never arrived there (or was
+        removed once synced back) only has C{copy_host} cleared: the storage
+        server's copy is the volume.  Safe to repeat after a crash anywhere.
+
+        A failure (the host does not answer, the storage server's copy
+        changed since: L{Conflict}) leaves C{copy_host} set and the host's
+        copy as it was, and its reason says where the newest data is.
+
+        @return: the bytes moved back.
+        """
         host = record.copy_host
-        zfs = self._host_zfs(host)
-        local = self.local_volume(host, record)
-        moved = 0
-        if await zfs.exists(local):
+        if host is None:
+            return 0
+        where = f"host {host!r}"
+        try:
+            local = self.local_volume(host, record)
+            where = f"the copy {local} on host {host!r}"
+            zfs = self._host_zfs(host)
             server = await self._server_zfs(record)
             synced = await sync(zfs.runner, local, server.runner, record.zvol,
-                                owner=self._owner)
-            moved = synced.moved
-            if not self._keep:
+                                owner=self._owner) if await zfs.exists(local) else None
+        except CometError as e:
+            e.reason = (f"syncing volume {record.name!r} back from host {host!r} failed:"
+                        f" {e.reason} -- its newest data stays in {where} (the volume's"
+                        " copy_host); nothing was removed")
+            raise
+        if keep is None:
+            keep = bool(self._config(host).local_keep)
+        if not keep:
+            if synced is None:
+                # A sync snapshot an interrupted copy in (or copy back) left.
+                await _drop_sync_snapshots(server, record.zvol)
+            else:
                 # No copy is left to start an increment from: the sync
-                # snapshot on the storage server would only be in the way
-                # (of a revert, of a delete).
+                # snapshot on the storage server would only be in the way (of
+                # a revert, of a delete).  The host's copy goes first: a crash
+                # between the two leaves that snapshot, which a repeat removes.
                 await zfs.destroy(local, recursive=True)
                 await _destroy_quietly(server, f"{record.zvol}@{synced.snapshot}")
         await self._store.update_volume(record.pool, record.name, copy_host=None)
-        return moved
+        return 0 if synced is None else synced.moved
 
     async def _drop_stale_cache(self, server: ZFS, record, zfs: ZFS, local: str) -> None:
         """
@@ -191,3 +218,14 @@ async def _destroy_quietly(zfs: ZFS, name: str) -> None:
         await zfs.destroy(name)
     except NotFound:
         pass
+
+
+async def _drop_sync_snapshots(zfs: ZFS, volume: str) -> None:
+    """Destroy C{volume}'s sync snapshots (L{comet.remote.zfs_sync}); none of the VM's own."""
+    try:
+        snapshots = await zfs.list_snapshots(volume)
+    except NotFound:
+        return
+    for snapshot in snapshots:
+        if is_sync(snapshot.snapname):
+            await _destroy_quietly(zfs, snapshot.name)

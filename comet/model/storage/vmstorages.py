@@ -2,6 +2,9 @@
 The volumes of a VM: C{/cluster/:c/vms/:v/storages}.  Attaching to a VM
 that is placed on a host exports the volume there and plugs it in (live if
 the VM runs); unmapping does the reverse, once the guest released the disk.
+A volume whose newest data is in a local copy on a host (a local-copy mode
+VM's, L{comet.model.storage.localcopies}) is unplugged and synced back
+instead (L{comet.model.operations.unmap_local}).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from comet.errors import Conflict, InvalidInput, NotFound
 from comet.model.clusters import validate_name
 from comet.model.disk_modes import LOCAL
 from comet.model.locks import acquire_all, release_all
-from comet.model.operations import attach, unmap
+from comet.model.operations import attach, unmap, unmap_local
 from comet.model.operations.domains import has_disk, wait_released
 from comet.model.tasks import Target
 
@@ -29,19 +32,30 @@ def unmap_refusal(vm) -> str | None:
     if vm.phase == "unknown":
         return (f"VM {vm.name!r} is on host {vm.record.host!r}, which does not answer;"
                 " unmap is not possible now")
-    return local_refusal(vm, "unmapped from")
+    return None
 
 
-def local_refusal(vm, what: str) -> str | None:
+def local_refusal(vm) -> str | None:
     """
-    Why no volume can be attached to (or unmapped from) a local-copy mode VM
-    now: while it is placed, its disks are copies on its host (this version
-    syncs them only at its stop).
+    Why no volume can be attached to a local-copy mode VM now: while it is
+    placed, its disks are copies on its host, made at its start (an attach
+    would have to copy the volume in and plug it as a block device: not
+    built; unmapping syncs one back, L{comet.model.operations.unmap_local}).
     """
     if vm.record.disk_mode == LOCAL and vm.record.host is not None:
         return (f"VM {vm.name!r} runs its disks in local copies on host {vm.record.host!r}"
-                f" (disk_mode local): volumes are {what} it while it is stopped")
+                " (disk_mode local): volumes are attached to it while it is stopped")
     return None
+
+
+def is_local(vm, record) -> bool:
+    """
+    Whether volume C{record} leaves VM C{vm} by a local unmap
+    (L{comet.model.operations.unmap_local}): its newest data is in a local
+    copy on a host, or its VM runs its disks there.
+    """
+    return record.copy_host is not None or (
+        vm.record.disk_mode == LOCAL and vm.record.host is not None)
 
 
 @attrs.frozen
@@ -74,10 +88,11 @@ class VMStorageModel:
     @param tasks: the L{comet.model.tasks.TaskRunner}.
     @param clock: C{seconds()} and C{callLater()}.
     @param vms: the L{comet.model.vms.VMModel}.
+    @param local: the L{comet.model.storage.localcopies.LocalCopies} (local-copy mode).
     """
 
     def __init__(self, store, pools, volumes, exports, branches, owners, hypervisors, intents,
-                 tasks, clock, vms):
+                 tasks, clock, vms, local=None):
         self._store = store
         self._pools = pools
         self._volumes = volumes
@@ -89,6 +104,7 @@ class VMStorageModel:
         self._tasks = tasks
         self._clock = clock
         self._vms = vms
+        self._local = local
 
     async def list(self, cluster: str, name: str) -> list[VMStorage]:
         vm = await self._vms.get(cluster, name)
@@ -114,7 +130,7 @@ class VMStorageModel:
             if vm.phase == "unknown":
                 raise Conflict(f"VM {name!r} is on host {vm.record.host!r}, which does not"
                                " answer; a volume cannot be attached now")
-            refused = local_refusal(vm, "attached to")
+            refused = local_refusal(vm)
             if refused is not None:
                 raise Conflict(refused)
             live = await self._volumes.volume(pool_name, volume)
@@ -144,11 +160,24 @@ class VMStorageModel:
                                  vm, pool, volume, live, record, dev, host)
             return VMStorage(vm, await store.volume(pool.name, volume))
 
-    async def _detach(self, vm, record) -> None:
+    async def _detach(self, vm, record) -> bool:
+        """Take volume C{record} off VM C{vm}; whether it was synced back from a host."""
+        record = await self._store.volume(record.pool, record.name) or record
+        if is_local(vm, record):
+            if self._local is None:
+                raise Conflict(f"volume {record.name!r} is in a local copy on host"
+                               f" {record.copy_host!r}, but no host offers local copies")
+            async with self._intents.operation(unmap_local.KIND,
+                                               f"{record.pool}/{record.name}") as op:
+                await unmap_local.run(op, self._store, self._local, self._branches,
+                                      self._hypervisors, vm, record,
+                                      lambda: self._wait_released(vm, record))
+            return record.copy_host is not None
         async with self._intents.operation(unmap.KIND, f"{record.pool}/{record.name}") as op:
             await unmap.run(op, self._store, self._pools, self._exports, self._branches,
                             self._hypervisors, vm, record,
                             lambda: self._wait_released(vm, record))
+        return False
 
     async def _wait_released(self, vm, record) -> None:
         await wait_released(self._hypervisors, self._clock, vm.record.host,
@@ -173,9 +202,18 @@ class VMStorageModel:
             try:
                 for lock in locks:
                     await lock.set_task(task.id)
-                await self._detach(vm, record)
+                # Read again under the locks: the VM may have started or
+                # stopped since (whether its disk is a local copy).
+                now = await self._vms.get(cluster, name)
+                refused = unmap_refusal(now)
+                if refused is not None:
+                    raise Conflict(refused)
+                synced = await self._detach(now, record)
             finally:
                 await release_all(locks)
+            if synced:
+                return (f"volume {volume!r} was detached from VM {name!r}, its local copy"
+                        " synced back to its storage server")
             return f"volume {volume!r} was detached from VM {name!r}"
 
         try:

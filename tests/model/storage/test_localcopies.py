@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 
+import attrs
 from twisted.trial.unittest import TestCase
 
-from comet.errors import Conflict
+from comet.errors import Conflict, Unavailable
 from comet.hostconfig import HostConfig
 from comet.model.storage import vm_disk_name
 from comet.model.storage.localcopies import LocalCopies
@@ -50,8 +51,11 @@ class LocalCopiesTests(_Setup, TestCase):
         await self.write(self.runners["s1"], self.server, self.zvol, 0, self.data)
 
     def local_copies(self, keep=False) -> LocalCopies:
+        """The local copies; with C{keep}, hosts h1 and h2 keep theirs as caches (C{local_keep})."""
+        hosts = {name: attrs.evolve(config, local_keep=keep) if config.local_dataset else config
+                 for name, config in self.hosts.items()}
         return LocalCopies(self.models.storage.records, self.models.storage.pool_set,
-                           self.hosts, {"10.0.0.5": self.host_runner}, keep=keep)
+                           hosts, {"10.0.0.5": self.host_runner})
 
     async def write(self, runner, server, volume, offset, data):
         await runner.run(["dd", f"of={server.device(volume)}", "bs=16384",
@@ -176,8 +180,59 @@ class LocalCopiesTests(_Setup, TestCase):
         theirs = os.urandom(16 * 1024)
         await self.write(self.runners["s1"], self.server, self.zvol, 0, theirs)
         await self.write(self.host_runner, self.host_server, self.local, 0, os.urandom(16384))
-        with self.assertRaises(Conflict):
+        with self.assertRaises(Conflict) as caught:
             await self.copies.copy_back(self.vm)
+        self.assertIn(f"its newest data stays in the copy {self.local} on host 'h1'",
+                      caught.exception.reason)
         self.assertEqual(await self.copy_host(), "h1")
         self.assertEqual(await self.server_zfs.read_head(self.zvol, len(theirs)), theirs)
         self.assertTrue(await self.host_zfs.exists(self.local))
+
+    async def test_host_unreachable(self):
+        """
+        A copy back from a host that does not answer fails saying where the
+        newest data is; C{copy_host} stays set, and a later one finishes.
+        """
+        await self.copies.copy_in(self.vm, "h1")
+        piece = os.urandom(16 * 1024)
+        await self.write(self.host_runner, self.host_server, self.local, 0, piece)
+        self.host_runner.unavailable = "ssh: connect to host 10.0.0.5 port 22: No route to host"
+        record = await self.models.storage.records.volume("pool1", self.disk)
+        with self.assertRaises(Unavailable) as caught:
+            await self.copies.copy_back_volume(record)
+        self.assertIn("syncing volume", caught.exception.reason)
+        self.assertIn(f"its newest data stays in the copy {self.local} on host 'h1'",
+                      caught.exception.reason)
+        self.assertEqual(await self.copy_host(), "h1")
+        self.host_runner.unavailable = None
+        await self.copies.copy_back_volume(record)
+        self.assertIsNone(await self.copy_host())
+        self.assertEqual(await self.server_zfs.read_head(self.zvol, len(piece)), piece)
+
+    async def test_keep_per_host_and_overridden(self):
+        """
+        A host's C{local_keep} keeps its copy at a copy back; C{keep=False}
+        (an unmap's) removes it there all the same, with the sync snapshot.
+        """
+        copies = self.local_copies(keep=True)
+        await copies.copy_in(self.vm, "h1")
+        record = await self.models.storage.records.volume("pool1", self.disk)
+        await copies.copy_back_volume(record, keep=False)
+        self.assertFalse(await self.host_zfs.exists(self.local))
+        self.assertIsNone(await self.copy_host())
+        self.assertEqual([s for s in await self.server_zfs.list_snapshots(self.zvol)
+                          if is_sync(s.snapname)], [])
+
+    async def test_sync_snapshot_left_by_a_crash(self):
+        """
+        A copy back cut short after the host's copy went, before the storage
+        server's sync snapshot did: done again, it removes that snapshot.
+        """
+        await self.copies.copy_in(self.vm, "h1")
+        await self.host_zfs.destroy(self.local, recursive=True)
+        self.assertTrue([s for s in await self.server_zfs.list_snapshots(self.zvol)
+                         if is_sync(s.snapname)])
+        await self.copies.copy_back(self.vm)
+        self.assertIsNone(await self.copy_host())
+        self.assertEqual([s for s in await self.server_zfs.list_snapshots(self.zvol)
+                          if is_sync(s.snapname)], [])
