@@ -17,6 +17,7 @@ import os
 import attrs
 from twisted.trial.unittest import TestCase
 
+from comet.errors import Unavailable
 from comet.model.storage import vm_disk_name
 from comet.remote import FakeRunner, FakeStorageServer
 from comet.remote.zfs import ZFS
@@ -314,3 +315,34 @@ class LocalKeepTests(_LocalSetup, TestCase):
         sends = [s.argv for s in self.runners["s1"].streams[sent:] if s.argv[:2] == ["zfs", "send"]]
         self.assertEqual([argv[2] for argv in sends], ["-i"], sends)
         self.assertEqual(await self.host_zfs.read_head(self.local, len(theirs)), theirs)
+
+
+class DeadHostTests(_LocalSetup, TestCase):
+    async def test_fenced_evacuation_leaves_it(self):
+        """
+        A host that dies with a local-mode VM on it: a fenced evacuation does
+        not start the VM elsewhere from the storage server's older copy (the
+        task names it and why), and its volume still says the host holds it.
+        """
+        await self.start()
+        hv = self.models.context.hypervisors
+        node_info = hv.node_info
+
+        async def gone(host):
+            if host == "node1":
+                raise Unavailable("compute host 'node1' does not answer")
+            return await node_info(host)
+
+        self.patch(hv, "node_info", gone)
+        await self.client.post("/hosts/node1/maintenance", {"enabled": True})
+        answer = await self.client.post("/hosts/node1/evacuate", {"fenced": True})
+        self.assertEqual(answer.code, 202, answer.body)
+        task = await self.task(answer)
+        self.assertEqual(task["status"], "failed", task)
+        self.assertIn("0 of 1 VM(s) moved", task["message"])
+        self.assertIn("newest data is there", task["message"])
+        vm = (await self.client.get("/cluster/lab/vms/web")).json
+        self.assertEqual(vm["host"], "node1", vm)
+        record = await self.models.storage.records.volume("pool1", self.disk)
+        self.assertEqual(record.copy_host, "node1")
+        self.assertTrue(await self.host_zfs.exists(self.local))
