@@ -24,12 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from twisted.logger import Logger
+
 from comet.errors import CometError, Conflict, NotFound, Unavailable
 from comet.model.storage.names import SEED_DEV
 from comet.remote.zfs import ZFS
 from comet.remote.zfs_send import newest_common
 from comet.remote.zfs_sync import is_sync, sync
 from comet.virt import DiskSpec
+
+log = Logger()
 
 
 class LocalCopies:
@@ -186,6 +190,36 @@ class LocalCopies:
                 await _destroy_quietly(server, f"{record.zvol}@{synced.snapshot}")
         await self._store.update_volume(record.pool, record.name, copy_host=None)
         return 0 if synced is None else synced.moved
+
+    async def drop_caches(self, record) -> None:
+        """
+        Remove the copies of volume C{record} kept as caches (C{local_keep})
+        on the hosts, then the sync snapshots on its storage server that
+        were their bases: called before the volume is destroyed, so that no
+        copy of it stays on a host for good and no snapshot of Comet's holds
+        the destroy back.  Best effort on the hosts: one that does not
+        answer keeps its copy (logged), which a later volume of the same
+        name finds stale (no snapshot in common) and drops at its first
+        start there.  (A cache without its base is of no use: a crash
+        between the two leaves the next start a whole copy, nothing worse.)
+        """
+        if not any(c.local_dataset and c.local_keep for c in self._hosts.values()):
+            return   # (no command at all where no host keeps caches)
+        await self._drop_host_caches(record)
+        await _drop_sync_snapshots(await self._server_zfs(record), record.zvol)
+
+    async def _drop_host_caches(self, record) -> None:
+        for host, config in self._hosts.items():
+            if not (config.local_dataset and config.local_keep):
+                continue
+            local = self.local_volume(host, record)
+            try:
+                await self._host_zfs(host).destroy(local, recursive=True)
+            except NotFound:
+                pass
+            except CometError as e:
+                log.warn("the cached copy {local} on host {host} stays: {reason}",
+                         local=local, host=host, reason=e.reason)
 
     async def _drop_stale_cache(self, server: ZFS, record, zfs: ZFS, local: str) -> None:
         """

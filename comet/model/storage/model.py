@@ -70,11 +70,12 @@ class StorageModel:
                                 self.initiators, config.storage.iqn_domain, clock,
                                 self.intents, self.locks, self.owners)
         self.branches = Branches(store, self.pool_set, snapshots)
-        self.volume_set = Volumes(store, self.pool_set, tasks, clock, downloads, self.intents,
-                                  self.locks, self.owners, snapshots, events=events)
         #: Local-copy mode VMs' disks on their hosts' ZFS.
         self.local_copies = LocalCopies(store, self.pool_set, {h.name: h for h in config.hosts},
                                         host_runners or {}, owner)
+        self.volume_set = Volumes(store, self.pool_set, tasks, clock, downloads, self.intents,
+                                  self.locks, self.owners, snapshots, events=events,
+                                  local=self.local_copies)
         #: The disks of VMs (the L{comet.model.operations.VMDisks} the VM operations are given).
         self.disks = StorageDisks(store, self.pool_set, self.volume_set, self.exporter,
                                   self.branches, hypervisors, snapshots, self.local_copies)

@@ -193,6 +193,8 @@ class StorageDisks:
                 continue
             pool = await self._pools.pool(record.pool)
             zfs = self._pools.zfs(pool)
+            if self._local is not None:
+                await self._local.drop_caches(record)
             await self._branches.destroy_family(zfs, pool, record)
             if record.origin:
                 try:

@@ -93,8 +93,11 @@ class Volumes:
     """
 
     def __init__(self, store, pools, tasks, clock, downloads, intents, locks, owners,
-                 snapshots=None, events=None):
+                 snapshots=None, events=None, local=None):
         self._store = store
+        #: The L{comet.model.storage.localcopies.LocalCopies} (their caches go
+        #: with a deleted volume), or C{None}.
+        self._local = local
         self._events = or_silent(events)
         self._pools = pools
         self._tasks = tasks
@@ -232,6 +235,8 @@ class Volumes:
         if record is not None and record.vm_uuid and await self._owners.exists(record.vm_uuid):
             raise Conflict(f"volume {name!r} is a disk of VM {record.vm_uuid}; detach it first")
         zfs = self._pools.zfs(pool)
+        if record is not None and self._local is not None:
+            await self._local.drop_caches(record)
         clones: list[str] = []
         if force:
             clones = await self._check_leftovers(pool, zfs, name, force=True)

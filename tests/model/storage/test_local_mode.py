@@ -317,6 +317,40 @@ class LocalKeepTests(_LocalSetup, TestCase):
         self.assertEqual(await self.host_zfs.read_head(self.local, len(theirs)), theirs)
 
 
+    async def test_cache_goes_with_the_vm(self):
+        """A VM's delete destroys its disk and the copy its host kept of it."""
+        await self.start()
+        await self.stop()
+        self.assertTrue(await self.host_zfs.exists(self.local))
+        answer = await self.client.delete("/cluster/lab/vms/web")
+        self.assertEqual(answer.code, 204, answer.body)
+        self.assertFalse(await ZFS(self.runners["s1"]).exists(self.zvol))
+        self.assertFalse(await self.host_zfs.exists(self.local))
+
+    async def test_cache_goes_with_the_volume(self):
+        """A disk kept after its VM keeps its cache; the volume's delete removes both."""
+        await self.start()
+        await self.stop()
+        answer = await self.client.delete("/cluster/lab/vms/web", {"keep_storage": True})
+        self.assertEqual(answer.code, 204, answer.body)
+        self.assertTrue(await self.host_zfs.exists(self.local))
+        answer = await self.client.delete(f"/storagepools/pool1/storagevolumes/{self.disk}")
+        self.assertEqual(answer.code, 204, answer.body)
+        self.assertFalse(await self.host_zfs.exists(self.local))
+
+    async def test_cache_of_a_silent_host_stays(self):
+        """A host that does not answer keeps its cached copy; the delete still succeeds."""
+        await self.start()
+        await self.stop()
+        self.host_runner.unavailable = "ssh: connect to host 192.0.2.101: No route to host"
+        answer = await self.client.delete("/cluster/lab/vms/web")
+        self.assertEqual(answer.code, 204, answer.body)
+        self.assertFalse(await ZFS(self.runners["s1"]).exists(self.zvol))
+        self.host_runner.unavailable = None
+        self.assertTrue(await self.host_zfs.exists(self.local))
+        self.flushLoggedErrors()
+
+
 class DeadHostTests(_LocalSetup, TestCase):
     async def test_fenced_evacuation_leaves_it(self):
         """

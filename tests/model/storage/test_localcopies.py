@@ -236,3 +236,23 @@ class LocalCopiesTests(_Setup, TestCase):
         self.assertIsNone(await self.copy_host())
         self.assertEqual([s for s in await self.server_zfs.list_snapshots(self.zvol)
                           if is_sync(s.snapname)], [])
+
+    async def test_nothing_without_caches(self):
+        """Where no host keeps caches, no command runs anywhere (an iSCSI site pays nothing)."""
+        record = await self.models.storage.records.volume("pool1", self.disk)
+        server_before, host_before = len(self.runners["s1"].calls), len(self.host_runner.calls)
+        await self.copies.drop_caches(record)
+        self.assertEqual((len(self.runners["s1"].calls), len(self.host_runner.calls)),
+                         (server_before, host_before))
+
+    async def test_cache_and_its_base(self):
+        """A kept copy goes from its host, its sync snapshot from the storage server."""
+        copies = self.local_copies(keep=True)
+        await copies.copy_in(self.vm, "h1")
+        await copies.copy_back(self.vm)
+        self.assertTrue(await self.host_zfs.exists(self.local))
+        self.assertTrue(await self.server_zfs.list_snapshots(self.zvol))
+        record = await self.models.storage.records.volume("pool1", self.disk)
+        await copies.drop_caches(record)
+        self.assertFalse(await self.host_zfs.exists(self.local))
+        self.assertEqual(await self.server_zfs.list_snapshots(self.zvol), [])
