@@ -82,7 +82,8 @@ def _host_runners(clock, config, metrics) -> dict:
             login = StorageServerConfig(host=address, ssh_user=user or "root",
                                         ssh_port=h.ssh_port, ssh_identity=h.ssh_identity,
                                         ssh_known_hosts=h.ssh_known_hosts)
-            runners[address] = SSHRunner(clock, login, config.storage, metrics=metrics)
+            runners[address] = SSHRunner(clock, login, config.storage, metrics=metrics,
+                                         role="compute host")
     return runners
 
 

@@ -62,8 +62,10 @@ class FakeRunner:
         once: the writer is paused in between, as a real pipe pauses it).
     """
 
-    def __init__(self, backend=None, host: str = "fake-storage"):
+    def __init__(self, backend=None, host: str = "fake-storage", role: str = "storage server"):
         self.host = host
+        #: What the machine is to Comet, for its errors (as L{SSHRunner}'s).
+        self.role = role
         self.backend = backend
         self.calls: list[Call] = []
         self.unavailable: str | None = None
@@ -116,7 +118,7 @@ class FakeRunner:
             ))
         if self.unavailable is not None:
             return fail(Unavailable(
-                f"storage server {self.host} does not answer: {self.unavailable}"
+                f"{self.role} {self.host} does not answer: {self.unavailable}"
             ))
         answer = self._answer(argv, stdin)
         if answer.code:

@@ -78,6 +78,7 @@ class SSHRunner:
         kill_grace: float = 5.0,
         remote_timeout: bool = True,
         metrics=None,
+        role: str = "storage server",
     ):
         """
         @param reactor: an L{twisted.internet.interfaces.IReactorProcess}.
@@ -93,12 +94,15 @@ class SSHRunner:
             terminal nothing sends it a signal); this does.
         @param metrics: the daemon's L{comet.metrics.Metrics}: each command's
             latency is observed there as it ends (C{None}: not measured).
+        @param role: what the machine is to Comet, for its errors (C{storage
+            server}, or C{compute host} for a host's own commands).
         """
         self._reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.server = server
         self.storage = storage
         self.host = server.host
+        self.role = role
         self.kill_grace = kill_grace
         self._remote_timeout = remote_timeout
         self._metrics = metrics
@@ -219,16 +223,16 @@ class SSHRunner:
         """Start C{command}'s child, or return a failed Deferred saying why not."""
         if self._stopping is not None:
             return fail(Unavailable(
-                f"storage server {self.host} is unavailable: Comet is shutting down"
+                f"{self.role} {self.host} is unavailable: Comet is shutting down"
             ))
         if not os.access(self._ssh, os.X_OK):
             return fail(Unavailable(
-                f"storage server {self.host} is unavailable: no ssh client at {self._ssh}"
+                f"{self.role} {self.host} is unavailable: no ssh client at {self._ssh}"
             ))
         try:
             ensure_private_dir(self.control_dir)
         except ConfigError as e:
-            return fail(Unavailable(f"storage server {self.host} is unavailable: {e}"))
+            return fail(Unavailable(f"{self.role} {self.host} is unavailable: {e}"))
         if len(self._running) >= self.max_sessions:
             _log.debug("{command} on {host} waits for a session", command=describe(command.argv),
                        host=self.host)

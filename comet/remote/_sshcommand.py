@@ -165,15 +165,16 @@ class _Command(ProcessProtocol):
 
     def _result(self, code: int | None, signal: int | None) -> object:
         host = self.runner.host
+        where = f"{self.runner.role} {host}"
         stderr = self._stderr.decode("utf-8", "replace").strip()
         if self.why_killed == "timeout":
             return Failure(Unavailable(
-                f"storage server {host} does not answer: {describe(self.argv, 60)}"
+                f"{where} does not answer: {describe(self.argv, 60)}"
                 f" did not finish within {self.timeout:g} s"
             ))
         if self.why_killed == "stop":
             return Failure(Unavailable(
-                f"storage server {host} is unavailable: Comet is shutting down"
+                f"{where} is unavailable: Comet is shutting down"
                 f" and stopped {describe(self.argv, 60)}"
             ))
         if self.why_killed == "cancel":
@@ -184,7 +185,7 @@ class _Command(ProcessProtocol):
             # The last line that is OpenSSH's own says best what happened.
             lines = [l.strip() for l in stderr.splitlines() if _SSH_FAILURE.search(l)]
             if lines:
-                return Failure(Unavailable(f"storage server {host} does not answer: {lines[-1]}"))
+                return Failure(Unavailable(f"{where} does not answer: {lines[-1]}"))
         return Failure(CommandFailed(
             self.argv, code if code is not None else -(signal or 0), stderr, host
         ))

@@ -37,10 +37,10 @@ class SSHRunnerTests(TestCase):
     def setUp(self):
         self.sshd = _sshd.started(self)
 
-    def runner(self, clock=None, **server_changes) -> SSHRunner:
+    def runner(self, clock=None, role="storage server", **server_changes) -> SSHRunner:
         runner = SSHRunner(
             reactor, self.sshd.server_config(**server_changes),
-            self.sshd.storage_config(), clock=clock, kill_grace=2.0,
+            self.sshd.storage_config(), clock=clock, kill_grace=2.0, role=role,
         )
         self.addCleanup(runner.stop)
         return runner
@@ -251,6 +251,14 @@ class SSHRunnerTests(TestCase):
             yield runner.run(["true"])
         self.assertIn("storage server 127.0.0.1 does not answer:", caught.exception.reason)
         self.assertIn("Connection refused", caught.exception.reason)
+
+    @inlineCallbacks
+    def test_not_listening_named_by_role(self):
+        """A compute host's runner (local-copy mode, networks) names it as one."""
+        runner = self.runner(ssh_port=_sshd.free_port(), role="compute host")
+        with self.assertRaises(Unavailable) as caught:
+            yield runner.run(["true"])
+        self.assertIn("compute host 127.0.0.1 does not answer:", caught.exception.reason)
 
     @inlineCallbacks
     def test_wrong_host_key(self):
