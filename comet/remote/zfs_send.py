@@ -125,6 +125,7 @@ class _Pipe:
         self.result = Deferred(self._cancel)
         self.result.addCallback(lambda _: self.ended.observe())
         self.cancelled = False
+        self.sender_argv, self.receiver_argv = source_argv, dest_argv
         self.receiver = dest.run_stream(dest_argv, timeout=None)
         self.pump = _Pump(self.receiver, progress)
         self.sender = source.run_stream(source_argv, timeout=None, output=self.pump)
@@ -164,7 +165,22 @@ class _Pipe:
 
     def _both_ended(self, outcomes):
         (sent_ok, sent), (received_ok, received) = outcomes
-        if sent_ok and received_ok:
+        if not (sent_ok and received_ok):
+            # Which side ended how (the result carries one of them): what a
+            # failed copy's cause is read from.
+            _log.info("copy {sending} -> {receiving} ended: sender {sent}, receiver"
+                      " {received} after {moved} bytes{cancelled}",
+                      sending=" ".join(self.sender_argv[:3]),
+                      receiving=" ".join(self.receiver_argv[:3]),
+                      sent="ok" if sent_ok else repr(sent.value),
+                      received="ok" if received_ok else repr(received.value),
+                      moved=self.pump.moved, cancelled=" (cancelled)" if self.cancelled else "")
+        if received_ok and not self.cancelled and (
+                sent_ok or sent.check(CancelledError)):
+            # zfs receive exits 0 only on a whole stream.  A sender seen
+            # "cancelled" here was stopped after it: the receiver's input
+            # closing as it exited stops its producer, which can come before
+            # the sender's ssh client has its own exit status (a tiny stream).
             outcome = self.pump.moved
         elif self.cancelled:
             outcome = Failure(CancelledError("the copy was cancelled"))

@@ -164,6 +164,22 @@ class PipeTests(TestCase):
         self.assertEqual((self.source.in_flight, self.dest.in_flight), (0, 0))
 
     @inlineCallbacks
+    def test_receiver_done_before_sender_exits(self):
+        """
+        A receiver that took the whole stream and exited 0 while the
+        sender's client has not yet exited (as with a tiny zfs send stream
+        whose exit status comes late): the copy succeeded.  (The receiver's
+        input closing stops the sender; that stop is no failure of the copy.
+        It once failed the copy as cancelled: a local-mode start in CI.)
+        """
+        moved = yield pipe(self.source, ["sh", "-c", "printf 12345; sleep 5"],
+                           self.dest, ["sh", "-c", 'head -c 5 > "$1"', "-", self.path("out")])
+        self.assertEqual(moved, 5)
+        with open(self.path("out"), "rb") as f:
+            self.assertEqual(f.read(), b"12345")
+        self.assertEqual((self.source.in_flight, self.dest.in_flight), (0, 0))
+
+    @inlineCallbacks
     def test_sender_fails(self):
         """
         A sender that fails part way ends the copy with the sender's error,
