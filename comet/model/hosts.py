@@ -268,12 +268,19 @@ class HostModel:
         committed = await self._committed()
         hosts = [self._host(name, infos[name], committed) for name in self._order]
         usable = [h for h in hosts if h.state == "connected" and not h.maintenance]
-        offered = await DeferredList(
-            [ensureDeferred(self._host_cpus(h.name, cpu_model)) for h in usable])
+        # Only where the CPUs matter: a placement runs once per start, under
+        # the placing lock, so at 100 hosts a read (a coroutine and a
+        # Deferred) per host per start held every other request back.
+        asked = [h.name for h in usable if cpu_model is not None or self._config[h.name].cpu_mode]
+        offered = {}
+        if asked:
+            answers = await DeferredList(
+                [ensureDeferred(self._host_cpus(name, cpu_model)) for name in asked])
+            offered = {name: cpus for name, (_, cpus) in zip(asked, answers)}
         return [
             Candidate(h.name, h.cpus, h.memory, h.memory_free, self.networks(h.name),
-                      self._config[h.name].cpu_mode, cpus)
-            for h, (_, cpus) in zip(usable, offered)
+                      self._config[h.name].cpu_mode, offered.get(h.name))
+            for h in usable
         ]
 
     async def _host_cpus(self, name: str, cpu_model: str | None):
