@@ -75,6 +75,7 @@ VOLUME = resource(
     zpool=STRING,
     target=nullable(STRING),
     exported_to=nullable(STRING),
+    local_copy=nullable(STRING),
     capacity=COUNT,
     used=COUNT,
     vm=nullable(URI),
@@ -226,6 +227,9 @@ async def volume_representation(models, volume: Volume) -> dict:
         "zpool": volume.pool.zpool,
         "target": volume.target,
         "exported_to": record.exported_to if record is not None else None,
+        # Local-copy mode: the compute host whose copy may be newer than this
+        # one (the volume's newest data is there until it is synced back).
+        "local_copy": record.copy_host if record is not None else None,
         "capacity": volume.capacity,
         "used": volume.used,
         "vm": await _vm_href(models, volume),

@@ -87,7 +87,8 @@ class LocalModeTests(CometDaemonCase):
         vm = await self.get(vm["href"])
         self.assertEqual((vm["state"], vm["host"]), ("running", self.host["name"]), vm)
         volume = await self.get(f"/storagepools/{pool}/storagevolumes/{disk}")
-        self.assertEqual(volume.get("target"), None, volume)
+        self.assertEqual((volume["target"], volume["local_copy"]), (None, self.host["name"]),
+                         volume)
         listed = await self.host_sh(f"zfs list -H -o name -t volume {local}")
         self.assertEqual(listed.strip(), local)
 

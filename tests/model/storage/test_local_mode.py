@@ -108,7 +108,7 @@ class LocalModeTests(_LocalSetup, TestCase):
         self.assertEqual((disk.type, disk.path), ("block", self.host_server.device(self.local)))
         self.assertEqual(self.server.targets, {})
         volume = (await self.client.get(f"/storagepools/pool1/storagevolumes/{self.disk}")).json
-        self.assertEqual(volume["state"], "mapped")
+        self.assertEqual((volume["state"], volume["local_copy"]), ("mapped", "node1"))
         assertError(self, await self.client.put(
             f"/storagepools/pool1/storagevolumes/{self.disk}", {"capacity": 4}),
             409, "conflict", "local copy on host node1")
@@ -122,6 +122,8 @@ class LocalModeTests(_LocalSetup, TestCase):
         self.assertFalse(await self.host_zfs.exists(self.local))
         record = await self.models.storage.records.volume("pool1", self.disk)
         self.assertIsNone(record.copy_host)
+        volume = (await self.client.get(f"/storagepools/pool1/storagevolumes/{self.disk}")).json
+        self.assertEqual((volume["state"], volume["local_copy"]), ("unmapped", None))
         vm = (await self.client.get("/cluster/lab/vms/web")).json
         self.assertEqual((vm["state"], vm["host"]), ("shutoff", None))
 
@@ -377,6 +379,6 @@ class DeadHostTests(_LocalSetup, TestCase):
         self.assertIn("newest data is there", task["message"])
         vm = (await self.client.get("/cluster/lab/vms/web")).json
         self.assertEqual(vm["host"], "node1", vm)
-        record = await self.models.storage.records.volume("pool1", self.disk)
-        self.assertEqual(record.copy_host, "node1")
+        volume = (await self.client.get(f"/storagepools/pool1/storagevolumes/{self.disk}")).json
+        self.assertEqual(volume["local_copy"], "node1")
         self.assertTrue(await self.host_zfs.exists(self.local))
