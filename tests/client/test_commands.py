@@ -15,6 +15,7 @@ import select
 import stat
 import subprocess
 import termios
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -459,6 +460,11 @@ class _Activity:
         comet = self.comet()
         self.made("act/v")
         self.assertExit(comet("cluster", "start", "act", "--no-wait"), 0)
+        # Both reads must see the same tasks: the start's may end between them.
+        deadline = time.monotonic() + 60
+        while any(t["status"] == "running" for t in self.daemon.get("/tasks")):
+            self.assertLess(time.monotonic(), deadline, "the cluster start did not end")
+            time.sleep(0.1)
         tasks = self.daemon.get("/tasks")
         self.assertEqual(comet.json("task", "list"), tasks)
         self.assertEqual(comet.json("task", "list", "--status", "finished", "--limit", "1"),
