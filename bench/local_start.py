@@ -22,24 +22,19 @@ Skips, saying so, when the testbed (with host3) is not up.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import subprocess
 import sys
 import time
+from statistics import median
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from _report import save  # noqa: E402
-from testbed import STATE, Daemon  # noqa: E402  (bench/testbed.py)
+from testbed import Daemon, running_stack  # noqa: E402  (bench/testbed.py)
 from tests.integration._testbed import sshArgv  # noqa: E402
-
-
-def _median(values: list[float]) -> float:
-    s = sorted(values)
-    return s[len(s) // 2] if len(s) % 2 else round((s[len(s) // 2 - 1] + s[len(s) // 2]) / 2, 2)
 
 
 def _ssh(stack: dict, server: dict, command: str, control: str) -> str:
@@ -88,7 +83,7 @@ def measure(stack: dict, data_mib: int, rounds: int) -> dict:
             result["warm_s"].append(_timed_start(client, vm))
             client.wait(client.ok("POST", vm["href"] + "/stop", {"timeout": 0, "force": True}))
             client.ok("DELETE", vm["href"], {"force": True})
-        result["ratio_warm_cold"] = round(_median(result["warm_s"]) / _median(result["cold_s"]), 3)
+        result["ratio_warm_cold"] = round(median(result["warm_s"]) / median(result["cold_s"]), 3)
     finally:
         if daemon.process.poll() is None:
             if cluster:
@@ -108,8 +103,8 @@ def report(result: dict, path: str) -> None:
         "",
         "| start | seconds (each) | median |",
         "|---|---|---|",
-        f"| cold (whole copy) | {result['cold_s']} | {_median(result['cold_s'])} |",
-        f"| warm (kept copy, increment) | {result['warm_s']} | {_median(result['warm_s'])} |",
+        f"| cold (whole copy) | {result['cold_s']} | {median(result['cold_s'])} |",
+        f"| warm (kept copy, increment) | {result['warm_s']} | {median(result['warm_s'])} |",
         "",
         f"warm / cold: {result['ratio_warm_cold']}",
     ]
@@ -123,18 +118,11 @@ def main() -> int:
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results",
                                                        "local_start.json"))
     args = parser.parse_args()
-    try:
-        with open(os.path.join(STATE, "stack.json")) as f:
-            stack = json.load(f)
-    except OSError:
-        print(f"skipped: the testbed is not up (no {STATE}/stack.json; testbed/stack up)")
+    stack = running_stack()
+    if stack is None:
         return 0
     if not stack.get("local_hosts"):
         print("skipped: the testbed has no compute host with a local dataset (host3)")
-        return 0
-    if subprocess.run([os.path.join(ROOT, "testbed", "stack"), "status"],
-                      capture_output=True).returncode != 0:
-        print("skipped: the testbed is not up (testbed/stack status failed)")
         return 0
     report(measure(stack, args.data_mib, args.rounds), args.json)
     return 0

@@ -24,7 +24,6 @@ Skips, saying so, when the testbed is not up or has one compute host.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import sqlite3
@@ -36,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from _report import save  # noqa: E402
-from testbed import STATE, Daemon, a_pool, serve_file  # noqa: E402  (bench/testbed.py)
+from testbed import Daemon, a_pool, running_stack, serve_file  # noqa: E402  (bench/testbed.py)
 from comet.remote.tgt import parse_targets  # noqa: E402
 from comet.virt import secret_xml  # noqa: E402
 from tests.integration._testbed import sshArgv  # noqa: E402
@@ -225,18 +224,11 @@ def main() -> int:
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results",
                                                        "migration.json"))
     args = parser.parse_args()
-    try:
-        with open(os.path.join(STATE, "stack.json")) as f:
-            stack = json.load(f)
-    except OSError:
-        print(f"skipped: the testbed is not up (no {STATE}/stack.json; testbed/stack up)")
+    stack = running_stack()
+    if stack is None:
         return 0
     if len(stack.get("hosts", [])) < 2:
         print("skipped: the testbed has one compute host (stack.json 'hosts')")
-        return 0
-    if subprocess.run([os.path.join(ROOT, "testbed", "stack"), "status"],
-                      capture_output=True).returncode != 0:
-        print("skipped: the testbed is not up (testbed/stack status failed)")
         return 0
     report(measure(stack, args.rounds, args.boot_wait), args.json)
     return 0

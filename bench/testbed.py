@@ -165,6 +165,25 @@ class Daemon:
               f" >= {self.stall_ms} ms logged; see {self.stall_log}")
 
 
+
+def running_stack() -> dict | None:
+    """
+    The testbed's C{stack.json} if the testbed is up (C{testbed/stack status}
+    answers 0); else C{None}, having printed why the bench is skipped.
+    """
+    try:
+        with open(os.path.join(STATE, "stack.json")) as f:
+            stack = json.load(f)
+    except OSError:
+        print(f"skipped: the testbed is not up (no {STATE}/stack.json; testbed/stack up)")
+        return None
+    if subprocess.run([os.path.join(ROOT, "testbed", "stack"), "status"],
+                      capture_output=True).returncode != 0:
+        print("skipped: the testbed is not up (testbed/stack status failed)")
+        return None
+    return stack
+
+
 def a_pool(client: Client, stack: dict) -> str:
     """A pool of the testbed with room for two copies of the guest image."""
     need = 2 * stack["guest"]["image_size"]
